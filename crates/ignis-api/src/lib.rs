@@ -1,0 +1,34 @@
+//! API object types of ignis.
+//!
+//! These are the records that the core library stores and returns and that
+//! the CLI prints (`-o json`). They live in their own crate so that every
+//! front end (CLI, REST daemon, GitOps reconciler) shares one definition and
+//! can treat server errors as typed data rather than strings.
+
+mod image;
+mod kernel;
+mod prune;
+
+pub use image::{ImageConfig, ImageRecord, LayerInfo};
+pub use kernel::{KernelRecord, KernelSource};
+pub use prune::PruneReport;
+
+/// Prefix of every content digest ignis produces or accepts.
+pub const SHA256_PREFIX: &str = "sha256:";
+
+/// The short form of an ID shown in tables: 12 hex digits, no algorithm.
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix(SHA256_PREFIX).unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_id_strips_algorithm_and_truncates() {
+        assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_id("abc"), "abc");
+    }
+}
