@@ -28,7 +28,7 @@ mod gc;
 mod lock;
 mod schema;
 
-pub use blob::{BlobStore, BlobWriter, DigestError};
+pub use blob::{digest_hex, BlobStore, BlobWriter, DigestError};
 pub use db::{Db, DbError};
 pub use fsutil::{fsync_dir, write_atomic};
 pub use gc::GcError;

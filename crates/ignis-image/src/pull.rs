@@ -1,0 +1,254 @@
+//! `ignis image pull REF` from an OCI / Docker v2 registry.
+//!
+//! The registry is behind [`Registry`] so the pull logic (verification,
+//! what gets stored) is tested against an in-memory fake; the real one is
+//! [`OciRegistry`] on `oci-client`.
+
+use std::future::Future;
+use std::io::Write;
+
+use futures_util::StreamExt;
+use ignis_state::{DigestError, Store};
+
+use crate::fetched::{Fetched, LayerRef};
+use crate::oci::{ConfigFile, MAX_JSON};
+use crate::progress::Progress;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("'{reference}' is not a valid image reference")]
+    BadReference {
+        reference: String,
+        #[source]
+        source: oci_client::ParseError,
+    },
+    #[error("registry request failed for {reference}: {message}")]
+    Registry { reference: String, message: String },
+    #[error("blob {digest} from the registry does not match its digest; nothing was stored")]
+    Corrupted {
+        digest: String,
+        #[source]
+        source: DigestError,
+    },
+    #[error("image config from the registry is not valid JSON")]
+    BadConfig(#[source] serde_json::Error),
+    #[error("image config is larger than {MAX_JSON} bytes")]
+    ConfigTooLarge,
+    #[error("cannot write to the blob store")]
+    Io(#[source] std::io::Error),
+    #[error("blob store")]
+    Store(#[from] DigestError),
+}
+
+/// A descriptor as the pull logic needs it.
+#[derive(Debug, Clone)]
+pub struct BlobDesc {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// The manifest of one platform.
+#[derive(Debug, Clone)]
+pub struct PulledManifest {
+    pub digest: String,
+    pub raw: Vec<u8>,
+    pub config: BlobDesc,
+    pub layers: Vec<BlobDesc>,
+}
+
+/// What ignis needs from a registry.
+pub trait Registry {
+    /// Resolves `reference` (through an index, to linux/amd64) to a manifest.
+    fn manifest(&self, reference: &str) -> impl Future<Output = Result<PulledManifest, PullError>>;
+    /// Streams a blob into `sink`, calling `progress` with byte counts.
+    fn blob(
+        &self,
+        reference: &str,
+        desc: &BlobDesc,
+        sink: &mut (dyn Write + Send),
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> impl Future<Output = Result<(), PullError>>;
+}
+
+/// Normalizes a user reference the way Docker does
+/// (`busybox` → `docker.io/library/busybox:latest`).
+pub fn normalize(reference: &str) -> Result<String, PullError> {
+    let r: oci_client::Reference = reference
+        .parse()
+        .map_err(|source| PullError::BadReference { reference: reference.to_string(), source })?;
+    Ok(r.whole())
+}
+
+/// Pulls `reference` into the blob store. Every blob is verified against its
+/// digest before it is committed; a mismatch stores nothing of that blob.
+/// The caller holds the store's operation guard.
+pub async fn pull<R: Registry>(
+    store: &Store,
+    registry: &R,
+    reference: &str,
+    progress: &Progress,
+) -> Result<Fetched, PullError> {
+    let name = normalize(reference)?;
+    let manifest = registry.manifest(&name).await?;
+    let manifest_digest = store
+        .blobs()
+        .put(&manifest.raw, Some(&manifest.digest))
+        .map_err(|source| PullError::Corrupted { digest: manifest.digest.clone(), source })?;
+
+    if manifest.config.size > MAX_JSON {
+        return Err(PullError::ConfigTooLarge);
+    }
+    let config_digest = fetch_blob(store, registry, &name, &manifest.config, progress, false).await?;
+    let config_bytes = store.blobs().read(&config_digest)?;
+    let config: ConfigFile = serde_json::from_slice(&config_bytes).map_err(PullError::BadConfig)?;
+
+    let mut layers = Vec::new();
+    for desc in &manifest.layers {
+        let digest = fetch_blob(store, registry, &name, desc, progress, true).await?;
+        layers.push(LayerRef { digest, media_type: desc.media_type.clone(), size: desc.size });
+    }
+    let mut blobs = vec![manifest_digest.clone(), config_digest.clone()];
+    blobs.extend(layers.iter().map(|l| l.digest.clone()));
+    Ok(Fetched {
+        manifest_digest,
+        config_digest,
+        config,
+        layers,
+        blobs,
+        names: vec![name.clone()],
+        source: name,
+    })
+}
+
+async fn fetch_blob<R: Registry>(
+    store: &Store,
+    registry: &R,
+    reference: &str,
+    desc: &BlobDesc,
+    progress: &Progress,
+    show: bool,
+) -> Result<String, PullError> {
+    ignis_state::digest_hex(&desc.digest)?;
+    if store.blobs().contains(&desc.digest) {
+        return Ok(desc.digest.clone());
+    }
+    let bar = if show {
+        progress.bar(&format!("pull {}", ignis_api::short_id(&desc.digest)), desc.size)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut w = store.blobs().writer().map_err(PullError::Io)?;
+    let inc = |n: u64| bar.inc(n);
+    registry.blob(reference, desc, &mut w, &inc).await?;
+    bar.finish();
+    let (digest, _) = w
+        .commit(Some(&desc.digest))
+        .map_err(|source| PullError::Corrupted { digest: desc.digest.clone(), source })?;
+    Ok(digest)
+}
+
+/// The real registry client.
+pub struct OciRegistry {
+    client: oci_client::Client,
+}
+
+impl OciRegistry {
+    /// `insecure` lists registries (`host:port`) reached over plain HTTP.
+    pub fn new(insecure: &[String]) -> Self {
+        let config = oci_client::client::ClientConfig {
+            protocol: if insecure.is_empty() {
+                oci_client::client::ClientProtocol::Https
+            } else {
+                oci_client::client::ClientProtocol::HttpsExcept(insecure.to_vec())
+            },
+            platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
+            ..Default::default()
+        };
+        Self { client: oci_client::Client::new(config) }
+    }
+
+    fn parse(reference: &str) -> Result<oci_client::Reference, PullError> {
+        reference
+            .parse()
+            .map_err(|source| PullError::BadReference { reference: reference.to_string(), source })
+    }
+}
+
+/// Credentials for a registry from `~/.docker/config.json` (or
+/// `$DOCKER_CONFIG`), including credential helpers; anonymous otherwise.
+pub fn docker_auth(registry: &str) -> oci_client::secrets::RegistryAuth {
+    use docker_credential::DockerCredential;
+    let server = if registry == "docker.io" || registry == "index.docker.io" {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        registry.to_string()
+    };
+    match docker_credential::get_credential(&server) {
+        Ok(DockerCredential::UsernamePassword(u, p)) => oci_client::secrets::RegistryAuth::Basic(u, p),
+        Ok(DockerCredential::IdentityToken(t)) => oci_client::secrets::RegistryAuth::Bearer(t),
+        Err(_) => oci_client::secrets::RegistryAuth::Anonymous,
+    }
+}
+
+fn registry_err(reference: &str, e: impl std::fmt::Display) -> PullError {
+    PullError::Registry { reference: reference.to_string(), message: e.to_string() }
+}
+
+impl Registry for OciRegistry {
+    async fn manifest(&self, reference: &str) -> Result<PulledManifest, PullError> {
+        let r = Self::parse(reference)?;
+        let auth = docker_auth(r.resolve_registry());
+        let (m, digest) = self
+            .client
+            .pull_image_manifest(&r, &auth)
+            .await
+            .map_err(|e| registry_err(reference, e))?;
+        // Fetch the manifest bytes by digest so what is stored hashes to it.
+        let by_digest = r.clone_with_digest(digest.clone());
+        let (raw, _) = self
+            .client
+            .pull_manifest_raw(
+                &by_digest,
+                &auth,
+                &[crate::oci::MT_OCI_MANIFEST, crate::oci::MT_DOCKER_MANIFEST],
+            )
+            .await
+            .map_err(|e| registry_err(reference, e))?;
+        let desc = |d: &oci_client::manifest::OciDescriptor| BlobDesc {
+            digest: d.digest.clone(),
+            media_type: d.media_type.clone(),
+            size: u64::try_from(d.size).unwrap_or(0),
+        };
+        Ok(PulledManifest {
+            digest,
+            raw: raw.to_vec(),
+            config: desc(&m.config),
+            layers: m.layers.iter().map(desc).collect(),
+        })
+    }
+
+    async fn blob(
+        &self,
+        reference: &str,
+        desc: &BlobDesc,
+        sink: &mut (dyn Write + Send),
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), PullError> {
+        let r = Self::parse(reference)?;
+        let layer = oci_client::manifest::OciDescriptor {
+            media_type: desc.media_type.clone(),
+            digest: desc.digest.clone(),
+            size: i64::try_from(desc.size).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        let mut stream =
+            self.client.pull_blob_stream(&r, &layer).await.map_err(|e| registry_err(reference, e))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| registry_err(reference, e))?;
+            sink.write_all(&chunk).map_err(PullError::Io)?;
+            progress(chunk.len() as u64);
+        }
+        Ok(())
+    }
+}
