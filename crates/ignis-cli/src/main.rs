@@ -1,0 +1,68 @@
+//! `ignis`: thin glue from clap to the service layer. Each command lives in
+//! `commands/`, output formatting in `output.rs`.
+
+mod cli;
+mod commands;
+mod output;
+
+use clap::Parser;
+use std::io::IsTerminal;
+
+use ignis_core::{ErrorKind, Ignis, Options};
+
+/// Exit codes (documented in the README).
+mod exit {
+    pub const FAILED: i32 = 1;
+    pub const NOT_FOUND: i32 = 3;
+    pub const CONFLICT: i32 = 4;
+    pub const UNAVAILABLE: i32 = 5;
+}
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let filter = std::env::var("IGNIS_LOG").unwrap_or_else(|_| cli.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let code = match run(cli) {
+        Ok(()) => 0,
+        Err(e) => report(&e),
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    if let cli::Command::Version = cli.command {
+        println!("ignis {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let ignis = Ignis::open(Options {
+        root: cli.root.clone(),
+        progress: !cli.quiet && std::io::stderr().is_terminal(),
+        insecure_registries: cli.insecure_registry.clone(),
+    })?;
+    commands::dispatch(&ignis, cli.command)
+}
+
+/// Prints the error and its causes once, and maps it to an exit code.
+fn report(e: &anyhow::Error) -> i32 {
+    let mut msg = format!("ignis: {e}");
+    let mut last = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        // Messages that already include their cause are not repeated.
+        if !last.contains(&c) {
+            msg.push_str(&format!(": {c}"));
+        }
+        last = c;
+    }
+    eprintln!("{msg}");
+    match e.downcast_ref::<ignis_core::Error>().map(|e| e.kind) {
+        Some(ErrorKind::NotFound | ErrorKind::Ambiguous) => exit::NOT_FOUND,
+        Some(ErrorKind::Conflict) => exit::CONFLICT,
+        Some(ErrorKind::Unavailable) => exit::UNAVAILABLE,
+        _ => exit::FAILED,
+    }
+}

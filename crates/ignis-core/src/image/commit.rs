@@ -1,0 +1,96 @@
+use std::path::PathBuf;
+
+use ignis_api::ImageRecord;
+use ignis_image::rootfs::{build_disk, BuildError};
+use ignis_image::Fetched;
+
+use super::{normalize, parse, KIND};
+use crate::{fault, Error, ErrorKind, Ignis};
+
+impl Ignis {
+    /// Turns fetched blobs into a recorded image: unpack, build the ext4
+    /// disk (once per image ID, even with concurrent imports), commit the
+    /// record with its blob references and names. The caller holds the
+    /// operation guard. On any failure nothing is recorded and the scratch
+    /// space is removed.
+    pub(crate) fn commit_image(&self, fetched: Fetched, extra_names: &[String]) -> Result<ImageRecord, Error> {
+        let id = fetched.config_digest.clone();
+        let mut names: Vec<String> = Vec::new();
+        for n in fetched.names.iter().chain(extra_names) {
+            let n = normalize(n).unwrap_or_else(|| n.clone());
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        let _lock = self.store.object_lock(KIND, &id).map_err(|e| Error::internal("lock the image", e))?;
+        if let Some(row) = self.store.db().tx(|tx| tx.get_object(KIND, &id))? {
+            // Stored already (maybe by a concurrent import): only add names.
+            self.store.db().tx(|tx| {
+                for n in &names {
+                    tx.set_name(KIND, n, &id)?;
+                }
+                Ok::<_, Error>(())
+            })?;
+            let row = self.store.db().tx(|tx| tx.get_object(KIND, &row.id))?.expect("exists");
+            return parse(&row);
+        }
+
+        let scratch = self.store.scratch("image").map_err(|e| Error::internal("create scratch space", e))?;
+        let tree = scratch.path().join("rootfs");
+        std::fs::create_dir(&tree).map_err(|e| Error::internal("create the unpack directory", e))?;
+        let tmp_disk = scratch.path().join("disk.ext4");
+        let (disk, layers, stats) =
+            build_disk(&self.store, &fetched, &tree, &tmp_disk, self.disks.as_ref(), &self.progress)
+                .map_err(build_error)?;
+        fault::point("image:disk-built");
+        tracing::debug!(image = %id, entries = stats.entries, bytes = stats.bytes, "unpacked");
+
+        let hex = id.trim_start_matches("sha256:");
+        let disk_path: PathBuf = self.store.disks_dir().join(format!("image-{hex}.ext4"));
+        std::fs::rename(&tmp_disk, &disk_path).map_err(|e| Error::internal("move the image disk into place", e))?;
+        ignis_state::fsync_dir(&self.store.disks_dir()).map_err(|e| Error::internal("sync the disks directory", e))?;
+        fault::point("image:before-record");
+
+        let record = ImageRecord {
+            id: id.clone(),
+            names: vec![],
+            manifest_digest: fetched.manifest_digest.clone(),
+            source: fetched.source.clone(),
+            os: fetched.config.os.clone(),
+            architecture: fetched.config.architecture.clone(),
+            created: crate::now(),
+            content_size: fetched.layers.iter().map(|l| l.size).sum(),
+            rootfs_size: disk.tree_bytes,
+            disk_size: disk.disk_size,
+            disk_path: disk_path.display().to_string(),
+            config: fetched.config.image_config(),
+            layers,
+        };
+        let json = serde_json::to_string(&record).expect("serializable");
+        self.store.db().tx(|tx| {
+            tx.insert_object(KIND, &id, record.created, &json)?;
+            for b in &fetched.blobs {
+                tx.add_blob_ref(b, KIND, &id)?;
+            }
+            tx.add_file(&record.disk_path, KIND, &id)?;
+            for n in &names {
+                tx.set_name(KIND, n, &id)?;
+            }
+            Ok::<_, Error>(())
+        })?;
+        drop(scratch);
+        let row = self.store.db().tx(|tx| tx.get_object(KIND, &id))?.expect("just inserted");
+        parse(&row)
+    }
+}
+
+fn build_error(e: BuildError) -> Error {
+    use ignis_image::ext4::DiskError;
+    let kind = match &e {
+        BuildError::Disk(DiskError::ToolMissing { .. }) => ErrorKind::Unavailable,
+        BuildError::Disk(_) | BuildError::Blob { .. } => ErrorKind::Internal,
+        _ => ErrorKind::Invalid,
+    };
+    let msg = e.to_string();
+    Error::with_source(kind, format!("cannot build the image: {msg}"), e)
+}

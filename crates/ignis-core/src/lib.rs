@@ -1,0 +1,75 @@
+//! The ignis service layer.
+//!
+//! Every user-visible operation is a method on [`Ignis`], one file per
+//! operation under `image/`, `kernel/` and `system/`. The CLI calls these
+//! in-process; the daemon and GitOps reconciler will call the same methods,
+//! so no front end re-implements an operation.
+
+mod error;
+pub mod fault;
+pub mod image;
+pub mod kernel;
+mod resolve;
+pub mod system;
+
+pub use error::{Error, ErrorKind};
+pub use resolve::{resolve, ResolveError};
+
+use std::path::{Path, PathBuf};
+
+use ignis_image::ext4::{DiskBuilder, Mke2fs};
+use ignis_image::progress::Progress;
+use ignis_state::Store;
+
+/// Default state root.
+pub const DEFAULT_ROOT: &str = "/var/lib/ignis";
+
+/// Options for opening the service.
+pub struct Options {
+    pub root: PathBuf,
+    /// Show progress bars (the CLI sets this when stderr is a terminal).
+    pub progress: bool,
+    /// Registries (`host:port`) reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+}
+
+/// The service: a state root plus the host side-effect implementations.
+pub struct Ignis {
+    store: Store,
+    disks: Box<dyn DiskBuilder>,
+    progress: Progress,
+    insecure: Vec<String>,
+}
+
+impl Ignis {
+    pub fn open(opts: Options) -> Result<Self, Error> {
+        let store = Store::open(&opts.root).map_err(|e| Error::internal("open the state root", e))?;
+        Ok(Self {
+            store,
+            disks: Box::new(Mke2fs),
+            progress: if opts.progress { Progress::new(true) } else { Progress::hidden() },
+            insecure: opts.insecure_registries,
+        })
+    }
+
+    /// Replaces the disk builder (tests).
+    pub fn with_disk_builder(mut self, b: Box<dyn DiskBuilder>) -> Self {
+        self.disks = b;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        self.store.root()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

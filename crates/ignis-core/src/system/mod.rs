@@ -1,0 +1,3 @@
+//! System-wide operations.
+
+mod prune;

@@ -1,0 +1,27 @@
+use ignis_api::PruneReport;
+
+use crate::{Error, Ignis};
+
+impl Ignis {
+    /// `ignis system prune`: deletes dangling images (no name, no user),
+    /// then collects every blob, disk and scratch file no record needs.
+    /// Waits for running imports and pulls to finish first.
+    pub fn system_prune(&self) -> Result<(PruneReport, Vec<String>), Error> {
+        let removed = self.store.db().tx(|tx| {
+            let mut removed = Vec::new();
+            for row in tx.list_objects(crate::image::KIND)? {
+                if row.names.is_empty() && tx.users_of(crate::image::KIND, &row.id)?.is_empty() {
+                    tx.delete_object(crate::image::KIND, &row.id)?;
+                    removed.push(row.id);
+                }
+            }
+            Ok::<_, Error>(removed)
+        })?;
+        let report = self
+            .store
+            .gc(true)
+            .map_err(|e| Error::internal("collect garbage", e))?
+            .unwrap_or_default();
+        Ok((report, removed))
+    }
+}
