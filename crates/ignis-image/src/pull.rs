@@ -252,3 +252,102 @@ impl Registry for OciRegistry {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// An in-memory registry serving one image, optionally lying about a blob.
+    struct FakeRegistry {
+        manifest: PulledManifest,
+        blobs: HashMap<String, Vec<u8>>,
+    }
+
+    impl FakeRegistry {
+        fn new(tamper_layer: bool) -> Self {
+            let spec = ignis_testkit::ImageSpec {
+                layers: vec![ignis_testkit::LayerBuilder::new().file("f", b"data", 0o644).build()],
+                gzip: true,
+                ..Default::default()
+            };
+            let files = ignis_testkit::OciWriter::oci_files(&spec);
+            let mut blobs: HashMap<String, Vec<u8>> = files
+                .iter()
+                .filter_map(|(p, d)| p.strip_prefix("blobs/sha256/").map(|h| (format!("sha256:{h}"), d.clone())))
+                .collect();
+            let index: crate::oci::Index =
+                serde_json::from_slice(&files.iter().find(|(p, _)| p == "index.json").unwrap().1).unwrap();
+            let mdigest = index.manifests[0].digest.clone();
+            let raw = blobs[&mdigest].clone();
+            let m: crate::oci::Manifest = serde_json::from_slice(&raw).unwrap();
+            let desc = |d: &crate::oci::Descriptor| BlobDesc {
+                digest: d.digest.clone(),
+                media_type: d.media_type.clone(),
+                size: u64::try_from(d.size).unwrap(),
+            };
+            if tamper_layer {
+                let l = blobs.get_mut(&m.layers[0].digest).unwrap();
+                l[10] ^= 1;
+            }
+            Self {
+                manifest: PulledManifest { digest: mdigest, raw, config: desc(&m.config), layers: m.layers.iter().map(desc).collect() },
+                blobs,
+            }
+        }
+    }
+
+    impl Registry for FakeRegistry {
+        async fn manifest(&self, _reference: &str) -> Result<PulledManifest, PullError> {
+            Ok(self.manifest.clone())
+        }
+        async fn blob(
+            &self,
+            _reference: &str,
+            desc: &BlobDesc,
+            sink: &mut (dyn Write + Send),
+            progress: &(dyn Fn(u64) + Sync),
+        ) -> Result<(), PullError> {
+            let data = &self.blobs[&desc.digest];
+            sink.write_all(data).map_err(PullError::Io)?;
+            progress(data.len() as u64);
+            Ok(())
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn pull_stores_every_blob_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let reg = FakeRegistry::new(false);
+        let f = block_on(pull(&store, &reg, "example.com/a:1", &Progress::hidden())).unwrap();
+        assert_eq!(f.names, ["example.com/a:1"]);
+        assert_eq!(f.blobs.len(), 3);
+        for b in &f.blobs {
+            store.blobs().verify(b).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_blob_that_does_not_match_its_digest_is_refused_and_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let reg = FakeRegistry::new(true);
+        let err = block_on(pull(&store, &reg, "example.com/a:1", &Progress::hidden())).unwrap_err();
+        assert!(matches!(err, PullError::Corrupted { .. }), "{err}");
+        let layer = &reg.manifest.layers[0].digest;
+        assert!(!store.blobs().contains(layer));
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn references_are_normalized_like_docker() {
+        assert_eq!(normalize("busybox").unwrap(), "docker.io/library/busybox:latest");
+        assert_eq!(normalize("ghcr.io/acme/app:1.2").unwrap(), "ghcr.io/acme/app:1.2");
+        assert!(matches!(normalize("UPPER/Case"), Err(PullError::BadReference { .. })));
+    }
+}
