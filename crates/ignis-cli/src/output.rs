@@ -47,12 +47,17 @@ pub fn template(fmt: &str, value: &serde_json::Value) -> String {
             out.push_str(&value.to_string());
         } else if let Some(field) = expr.strip_prefix('.') {
             let found = value.as_object().and_then(|o| {
-                o.iter().find(|(k, _)| k.eq_ignore_ascii_case(field)).map(|(_, v)| v)
+                o.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(field))
+                    .map(|(_, v)| v)
             });
             match found {
                 Some(serde_json::Value::String(s)) => out.push_str(s),
                 Some(serde_json::Value::Array(a)) => out.push_str(
-                    &a.iter().map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string())).collect::<Vec<_>>().join(","),
+                    &a.iter()
+                        .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(","),
                 ),
                 Some(v) => out.push_str(&v.to_string()),
                 None => out.push_str("<no value>"),
@@ -66,7 +71,13 @@ pub fn template(fmt: &str, value: &serde_json::Value) -> String {
 
 /// Prints a list in the requested form: `rows` for the table, `items` for
 /// JSON and templates.
-pub fn list<T: Serialize>(opts: &ListOpts, headers: &[&str], rows: Vec<Vec<String>>, items: &[T], ids: Vec<String>) -> anyhow::Result<()> {
+pub fn list<T: Serialize>(
+    opts: &ListOpts,
+    headers: &[&str],
+    rows: Vec<Vec<String>>,
+    items: &[T],
+    ids: Vec<String>,
+) -> anyhow::Result<()> {
     if opts.ids_only {
         for id in ids {
             println!("{id}");
@@ -103,9 +114,19 @@ pub fn size(bytes: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    let digits = if v >= 100.0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
     let s = format!("{v:.digits$}");
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
     format!("{s}{}", UNITS[u])
 }
 
@@ -136,8 +157,14 @@ mod tests {
     #[test]
     fn template_fills_fields_case_insensitively() {
         let v = serde_json::json!({"id": "sha256:ab", "names": ["a", "b"], "diskSize": 5});
-        assert_eq!(template("{{.ID}}\\t{{.Names}} {{.disksize}} {{.Nope}}", &v), "sha256:ab\ta,b 5 <no value>");
-        assert_eq!(template("{{json .}}", &serde_json::json!({"a": 1})), r#"{"a":1}"#);
+        assert_eq!(
+            template("{{.ID}}\\t{{.Names}} {{.disksize}} {{.Nope}}", &v),
+            "sha256:ab\ta,b 5 <no value>"
+        );
+        assert_eq!(
+            template("{{json .}}", &serde_json::json!({"a": 1})),
+            r#"{"a":1}"#
+        );
     }
 
     #[test]

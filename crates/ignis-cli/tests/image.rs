@@ -11,8 +11,12 @@ use std::os::unix::process::ExitStatusExt;
 fn import_oci_layout_builds_a_correct_disk_and_keeps_the_config() {
     let env = Env::new();
     let layout = env.small_image("example.com/app:1", "s1");
-    let id = env.ok(&["image", "import", layout.to_str().unwrap()]).trim().to_string();
-    let rec: serde_json::Value = serde_json::from_str(&env.ok(&["image", "inspect", "example.com/app:1"])).unwrap();
+    let id = env
+        .ok(&["image", "import", layout.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let rec: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", "example.com/app:1"])).unwrap();
     assert_eq!(rec["id"], id.as_str());
     assert_eq!(rec["config"]["cmd"][0], "/bin/sh");
     assert_eq!(rec["config"]["env"][0], "PATH=/bin");
@@ -28,12 +32,17 @@ fn import_docker_save_and_oci_tar_forms() {
     OciWriter::write_tar(&OciWriter::docker_save_files(&spec), &save).unwrap();
     env.ok(&["image", "import", save.to_str().unwrap()]);
     // Docker-style short names resolve to the normalized reference.
-    let rec: serde_json::Value = serde_json::from_str(&env.ok(&["image", "inspect", "busybox:1"])).unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", "busybox:1"])).unwrap();
     assert_eq!(rec["names"][0], "docker.io/library/busybox:1");
     check_small_disk(rec["diskPath"].as_str().unwrap().as_ref(), "docker");
 
     let oci_tar = env.dir.path().join("oci.tar");
-    OciWriter::write_tar(&OciWriter::oci_files(&small_spec("example.com/x:2", "ocitar")), &oci_tar).unwrap();
+    OciWriter::write_tar(
+        &OciWriter::oci_files(&small_spec("example.com/x:2", "ocitar")),
+        &oci_tar,
+    )
+    .unwrap();
     env.ok(&["image", "import", oci_tar.to_str().unwrap()]);
     assert_eq!(env.image_ids().len(), 2);
 }
@@ -49,7 +58,10 @@ fn same_image_imported_twice_is_stored_once_with_both_names() {
     assert_eq!(env.count("disks"), 1);
     assert_eq!(env.image_ids().len(), 1);
     let table = env.ok(&["image", "ls"]);
-    assert!(table.contains("docker.io/library/a:1") && table.contains("docker.io/library/b:2"), "{table}");
+    assert!(
+        table.contains("docker.io/library/a:1") && table.contains("docker.io/library/b:2"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -59,7 +71,12 @@ fn concurrent_imports_from_two_processes_store_the_image_once() {
     OciWriter::write_tar(&OciWriter::oci_files(&small_spec("race:1", "race")), &tar).unwrap();
     env.ok(&["image", "ls"]); // create the root first, as a user would have
     let children: Vec<_> = (0..2)
-        .map(|_| env.cmd().args(["image", "import", tar.to_str().unwrap()]).spawn().unwrap())
+        .map(|_| {
+            env.cmd()
+                .args(["image", "import", tar.to_str().unwrap()])
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for mut c in children {
         assert!(c.wait().unwrap().success());
@@ -76,7 +93,11 @@ fn corrupted_blob_in_an_archive_is_refused_and_not_stored() {
     let env = Env::new();
     let mut files = OciWriter::oci_files(&small_spec("bad:1", "bad"));
     // Flip a byte in the largest layer blob, keeping its name.
-    let victim = files.iter_mut().filter(|(p, _)| p.starts_with("blobs/")).max_by_key(|(_, d)| d.len()).unwrap();
+    let victim = files
+        .iter_mut()
+        .filter(|(p, _)| p.starts_with("blobs/"))
+        .max_by_key(|(_, d)| d.len())
+        .unwrap();
     let last = victim.1.len() - 1;
     victim.1[last] ^= 0xff;
     let bad_digest = victim.0.trim_start_matches("blobs/sha256/").to_string();
@@ -86,10 +107,17 @@ fn corrupted_blob_in_an_archive_is_refused_and_not_stored() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not match its digest"), "{err}");
-    assert!(!env.blobs().contains(&bad_digest), "corrupted blob must not be stored");
+    assert!(
+        !env.blobs().contains(&bad_digest),
+        "corrupted blob must not be stored"
+    );
     assert!(env.image_ids().is_empty());
     env.ok(&["system", "prune"]);
-    assert!(env.blobs().is_empty(), "nothing left after GC: {:?}", env.blobs());
+    assert!(
+        env.blobs().is_empty(),
+        "nothing left after GC: {:?}",
+        env.blobs()
+    );
 }
 
 #[test]
@@ -100,21 +128,38 @@ fn layer_that_does_not_match_its_diff_id_is_refused() {
     let mut files = OciWriter::oci_files(&spec);
     // Rewrite the config's first diff_id to something else (and rename the
     // config blob consistently) so only the diff_id check can catch it.
-    let idx = files.iter().position(|(_, d)| d.starts_with(b"{\"architecture\"")).unwrap();
+    let idx = files
+        .iter()
+        .position(|(_, d)| d.starts_with(b"{\"architecture\""))
+        .unwrap();
     let cfg = String::from_utf8(files[idx].1.clone()).unwrap();
     let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     let first = v["rootfs"]["diff_ids"][0].as_str().unwrap().to_string();
     let forged = cfg.replace(&first, &format!("sha256:{}", "0".repeat(64)));
     let old_digest = ignis_testkit::sha256(cfg.as_bytes());
     let new_digest = ignis_testkit::sha256(forged.as_bytes());
-    files[idx] = (format!("blobs/sha256/{}", new_digest.trim_start_matches("sha256:")), forged.into_bytes());
-    let midx = files.iter().position(|(_, d)| String::from_utf8_lossy(d).contains(&old_digest)).unwrap();
-    let manifest = String::from_utf8(files[midx].1.clone()).unwrap().replace(&old_digest, &new_digest);
+    files[idx] = (
+        format!("blobs/sha256/{}", new_digest.trim_start_matches("sha256:")),
+        forged.into_bytes(),
+    );
+    let midx = files
+        .iter()
+        .position(|(_, d)| String::from_utf8_lossy(d).contains(&old_digest))
+        .unwrap();
+    let manifest = String::from_utf8(files[midx].1.clone())
+        .unwrap()
+        .replace(&old_digest, &new_digest);
     let old_m = ignis_testkit::sha256(&files[midx].1);
     let new_m = ignis_testkit::sha256(manifest.as_bytes());
-    files[midx] = (format!("blobs/sha256/{}", new_m.trim_start_matches("sha256:")), manifest.into_bytes());
+    files[midx] = (
+        format!("blobs/sha256/{}", new_m.trim_start_matches("sha256:")),
+        manifest.into_bytes(),
+    );
     let iidx = files.iter().position(|(p, _)| p == "index.json").unwrap();
-    files[iidx].1 = String::from_utf8(files[iidx].1.clone()).unwrap().replace(&old_m, &new_m).into_bytes();
+    files[iidx].1 = String::from_utf8(files[iidx].1.clone())
+        .unwrap()
+        .replace(&old_m, &new_m)
+        .into_bytes();
     let dir = env.dir.path().join("forged");
     OciWriter::write_dir(&files, &dir).unwrap();
     let out = env.run(&["image", "import", dir.to_str().unwrap()]);
@@ -129,8 +174,15 @@ fn layer_that_does_not_match_its_diff_id_is_refused() {
 #[test]
 fn hostile_layer_is_refused_with_the_entry_named_and_nothing_recorded() {
     let env = Env::new();
-    let evil = ignis_testkit::LayerBuilder::new().symlink("x", "/etc").file("x/passwd", b"pwned", 0o644).build();
-    let spec = ignis_testkit::ImageSpec { layers: vec![evil], name: Some("evil:1".into()), ..Default::default() };
+    let evil = ignis_testkit::LayerBuilder::new()
+        .symlink("x", "/etc")
+        .file("x/passwd", b"pwned", 0o644)
+        .build();
+    let spec = ignis_testkit::ImageSpec {
+        layers: vec![evil],
+        name: Some("evil:1".into()),
+        ..Default::default()
+    };
     let dir = env.dir.path().join("evil");
     OciWriter::write_dir(&OciWriter::oci_files(&spec), &dir).unwrap();
     let out = env.run(&["image", "import", dir.to_str().unwrap()]);
@@ -143,15 +195,28 @@ fn hostile_layer_is_refused_with_the_entry_named_and_nothing_recorded() {
 
 #[test]
 fn killed_import_leaves_no_record_and_no_orphan_after_gc() {
-    for point in ["import:blobs-stored", "image:disk-built", "image:before-record"] {
+    for point in [
+        "import:blobs-stored",
+        "image:disk-built",
+        "image:before-record",
+    ] {
         let env = Env::new();
         let layout = env.small_image("killed:1", point);
-        let out = env.cmd().env("IGNIS_FAULT", point).args(["image", "import", layout.to_str().unwrap()]).output().unwrap();
+        let out = env
+            .cmd()
+            .env("IGNIS_FAULT", point)
+            .args(["image", "import", layout.to_str().unwrap()])
+            .output()
+            .unwrap();
         assert_eq!(out.status.signal(), Some(9), "{point}: killed by SIGKILL");
         assert!(env.image_ids().is_empty(), "{point}: no record");
         let prune = env.ok(&["system", "prune"]);
         assert!(prune.contains("Total reclaimed space"), "{prune}");
-        assert!(env.blobs().is_empty(), "{point}: orphan blobs {:?}", env.blobs());
+        assert!(
+            env.blobs().is_empty(),
+            "{point}: orphan blobs {:?}",
+            env.blobs()
+        );
         assert_eq!(env.count("disks"), 0, "{point}: orphan disk");
         assert_eq!(env.count("tmp"), 0, "{point}: scratch left");
         // And the same import then succeeds.
@@ -164,8 +229,17 @@ fn killed_import_leaves_no_record_and_no_orphan_after_gc() {
 fn rm_untags_then_deletes_and_collects_blobs() {
     let env = Env::new();
     let layout = env.small_image("one:1", "rm");
-    env.ok(&["image", "import", "--name", "two:2", layout.to_str().unwrap()]);
-    assert_eq!(env.ok(&["image", "rm", "one:1"]).trim(), "Untagged: docker.io/library/one:1");
+    env.ok(&[
+        "image",
+        "import",
+        "--name",
+        "two:2",
+        layout.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        env.ok(&["image", "rm", "one:1"]).trim(),
+        "Untagged: docker.io/library/one:1"
+    );
     assert_eq!(env.image_ids().len(), 1);
     let out = env.ok(&["image", "rm", "two:2"]);
     assert!(out.starts_with("Deleted: sha256:"), "{out}");
@@ -178,11 +252,22 @@ fn rm_untags_then_deletes_and_collects_blobs() {
 fn rm_refuses_an_image_in_use_unless_forced() {
     let env = Env::new();
     let layout = env.small_image("used:1", "used");
-    let id = env.ok(&["image", "import", layout.to_str().unwrap()]).trim().to_string();
+    let id = env
+        .ok(&["image", "import", layout.to_str().unwrap()])
+        .trim()
+        .to_string();
     // Record a VM that uses the image, as the VM layer does.
     let db = rusqlite::Connection::open(env.root().join("state.db")).unwrap();
-    db.execute("INSERT INTO objects (kind, id, created, record) VALUES ('vm', 'vm1', 0, '{}')", []).unwrap();
-    db.execute("INSERT INTO uses (user_kind, user_id, kind, id) VALUES ('vm', 'vm1', 'image', ?1)", [&id]).unwrap();
+    db.execute(
+        "INSERT INTO objects (kind, id, created, record) VALUES ('vm', 'vm1', 0, '{}')",
+        [],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO uses (user_kind, user_id, kind, id) VALUES ('vm', 'vm1', 'image', ?1)",
+        [&id],
+    )
+    .unwrap();
     let out = env.run(&["image", "rm", "used:1"]);
     assert_eq!(out.status.code(), Some(4), "conflict exit code");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is used by vm vm1"));
@@ -192,8 +277,13 @@ fn rm_refuses_an_image_in_use_unless_forced() {
     // Still stored (the VM needs its disk), but nameless.
     assert_eq!(env.image_ids(), vec![id.clone()]);
     env.ok(&["system", "prune"]);
-    assert_eq!(env.image_ids(), vec![id], "prune keeps images that are in use");
-    db.execute("DELETE FROM objects WHERE kind = 'vm'", []).unwrap();
+    assert_eq!(
+        env.image_ids(),
+        vec![id],
+        "prune keeps images that are in use"
+    );
+    db.execute("DELETE FROM objects WHERE kind = 'vm'", [])
+        .unwrap();
     let out = env.ok(&["system", "prune"]);
     assert!(out.contains("Deleted image"), "{out}");
     assert!(env.image_ids().is_empty());
@@ -205,12 +295,22 @@ fn ids_prefixes_and_errors_have_meaningful_exit_codes() {
     let env = Env::new();
     let out = env.run(&["image", "inspect", "nope"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no image named or with ID prefix 'nope'"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no image named or with ID prefix 'nope'")
+    );
     let out = env.run(&["image", "import", "/does/not/exist"]);
     assert_eq!(out.status.code(), Some(3));
-    let id = env.ok(&["image", "import", env.small_image("p:1", "p").to_str().unwrap()]).trim().to_string();
+    let id = env
+        .ok(&[
+            "image",
+            "import",
+            env.small_image("p:1", "p").to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
     let short = &id[7..11];
-    let rec: serde_json::Value = serde_json::from_str(&env.ok(&["image", "inspect", short])).unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", short])).unwrap();
     assert_eq!(rec["id"], id.as_str());
     let fmt = env.ok(&["image", "ls", "--format", "{{.ID}} {{.Names}}"]);
     assert_eq!(fmt.trim(), format!("{id} docker.io/library/p:1"));
@@ -218,5 +318,6 @@ fn ids_prefixes_and_errors_have_meaningful_exit_codes() {
     std::fs::create_dir(&not_archive).unwrap();
     let out = env.run(&["image", "import", not_archive.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a docker-save archive nor an OCI image layout"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("neither a docker-save archive nor an OCI image layout"));
 }

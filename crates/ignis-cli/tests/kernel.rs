@@ -18,9 +18,17 @@ fn import_a_bzimage_extracts_the_elf_and_names_it_by_release() {
     let bz = ignis_kernel::bzimage::test_bzimage(&gz(&elf), "6.6.6-test");
     let path = env.dir.path().join("vmlinuz");
     std::fs::write(&path, bz).unwrap();
-    let id = env.ok(&["kernel", "import", path.to_str().unwrap(), "--default"]).trim().to_string();
-    assert_eq!(id, ignis_testkit::sha256(&elf), "the kernel ID is the digest of the ELF vmlinux");
-    let rec: serde_json::Value = serde_json::from_str(&env.ok(&["kernel", "inspect", "default"])).unwrap();
+    let id = env
+        .ok(&["kernel", "import", path.to_str().unwrap(), "--default"])
+        .trim()
+        .to_string();
+    assert_eq!(
+        id,
+        ignis_testkit::sha256(&elf),
+        "the kernel ID is the digest of the ELF vmlinux"
+    );
+    let rec: serde_json::Value =
+        serde_json::from_str(&env.ok(&["kernel", "inspect", "default"])).unwrap();
     assert_eq!(rec["version"], "6.6.6-test");
     assert_eq!(rec["names"], serde_json::json!(["6.6.6-test", "default"]));
     assert!(rec["bzimageDigest"].is_string());
@@ -39,7 +47,11 @@ fn a_file_that_is_not_an_x86_64_kernel_is_refused() {
         e
     };
     for (name, data, want) in [
-        ("script", b"#!/bin/sh\necho not a kernel\n".to_vec(), "neither an ELF vmlinux nor a bzImage"),
+        (
+            "script",
+            b"#!/bin/sh\necho not a kernel\n".to_vec(),
+            "neither an ELF vmlinux nor a bzImage",
+        ),
         ("arm64", arm, "not x86_64"),
     ] {
         let path = env.dir.path().join(name);
@@ -64,19 +76,37 @@ fn import_the_debian_kernel_package() {
     };
     let env = Env::new();
     env.ok(&["kernel", "import", deb.to_str().unwrap(), "--default"]);
-    let rec: serde_json::Value = serde_json::from_str(&env.ok(&["kernel", "inspect", "default"])).unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&env.ok(&["kernel", "inspect", "default"])).unwrap();
     let version = rec["version"].as_str().unwrap();
     assert!(version.ends_with("-amd64"), "{version}");
     assert!(rec["modulesDigest"].is_string());
-    assert!(rec["vmlinuxSize"].as_u64().unwrap() > 20 << 20, "an uncompressed vmlinux is tens of MB");
+    assert!(
+        rec["vmlinuxSize"].as_u64().unwrap() > 20 << 20,
+        "an uncompressed vmlinux is tens of MB"
+    );
     // The module tree holds the virtio drivers the guest init will load.
-    let hex = rec["modulesDigest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let hex = rec["modulesDigest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
     let f = std::fs::File::open(env.root().join("blobs/sha256").join(hex)).unwrap();
     let mut tar = tar::Archive::new(zstd_reader(f));
-    let names: Vec<String> =
-        tar.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
-    for m in ["virtio_blk.ko", "virtio_net.ko", "vmw_vsock_virtio_transport.ko"] {
-        assert!(names.iter().any(|n| n.ends_with(m)), "{m} missing from the module tree");
+    let names: Vec<String> = tar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    for m in [
+        "virtio_blk.ko",
+        "virtio_net.ko",
+        "vmw_vsock_virtio_transport.ko",
+    ] {
+        assert!(
+            names.iter().any(|n| n.ends_with(m)),
+            "{m} missing from the module tree"
+        );
     }
 }
 

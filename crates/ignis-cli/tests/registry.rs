@@ -24,11 +24,20 @@ impl Drop for Registry {
 }
 
 fn missing(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| !o.status.success()).unwrap_or(true)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
 }
 
 fn start_registry(dir: &std::path::Path) -> Registry {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let config = dir.join("registry.yml");
     std::fs::write(
@@ -50,14 +59,19 @@ fn start_registry(dir: &std::path::Path) -> Registry {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut s) = TcpStream::connect(&reg.addr) {
-            let _ = s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", reg.addr).as_bytes());
+            let _ =
+                s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", reg.addr).as_bytes());
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
             if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
                 return reg;
             }
         }
-        assert!(Instant::now() < deadline, "docker-registry did not come up on {}", reg.addr);
+        assert!(
+            Instant::now() < deadline,
+            "docker-registry did not come up on {}",
+            reg.addr
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -69,7 +83,11 @@ fn push(layout: &std::path::Path, dest: &str) {
         .arg(format!("docker://{dest}"))
         .output()
         .expect("skopeo");
-    assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -83,7 +101,11 @@ fn pull_from_a_real_registry_builds_a_correct_disk() {
     let env = Env::new();
     let reg = start_registry(env.dir.path());
     let layout = env.dir.path().join("layout");
-    OciWriter::write_dir(&OciWriter::oci_files(&small_spec("app", "from-registry")), &layout).unwrap();
+    OciWriter::write_dir(
+        &OciWriter::oci_files(&small_spec("app", "from-registry")),
+        &layout,
+    )
+    .unwrap();
     let reference = format!("{}/acme/app:1.0", reg.addr);
     push(&layout, &reference);
 
@@ -94,8 +116,18 @@ fn pull_from_a_real_registry_builds_a_correct_disk() {
     assert!(err.contains("--insecure-registry"), "{err}");
     assert!(env.image_ids().is_empty());
 
-    let id = env.ok(&["--insecure-registry", &reg.addr, "image", "pull", &reference]).trim().to_string();
-    let rec: serde_json::Value = serde_json::from_str(&env.ok(&["image", "inspect", &reference])).unwrap();
+    let id = env
+        .ok(&[
+            "--insecure-registry",
+            &reg.addr,
+            "image",
+            "pull",
+            &reference,
+        ])
+        .trim()
+        .to_string();
+    let rec: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", &reference])).unwrap();
     assert_eq!(rec["id"], id.as_str());
     assert_eq!(rec["names"][0], reference.as_str());
     assert_eq!(rec["config"]["cmd"][0], "/bin/sh");
@@ -103,14 +135,33 @@ fn pull_from_a_real_registry_builds_a_correct_disk() {
 
     // Pull by digest: the same image, no new blobs or disks.
     let blobs = env.blobs();
-    let by_digest = format!("{}/acme/app@{}", reg.addr, rec["manifestDigest"].as_str().unwrap());
-    let id2 = env.ok(&["--insecure-registry", &reg.addr, "image", "pull", &by_digest]).trim().to_string();
+    let by_digest = format!(
+        "{}/acme/app@{}",
+        reg.addr,
+        rec["manifestDigest"].as_str().unwrap()
+    );
+    let id2 = env
+        .ok(&[
+            "--insecure-registry",
+            &reg.addr,
+            "image",
+            "pull",
+            &by_digest,
+        ])
+        .trim()
+        .to_string();
     assert_eq!(id2, id);
     assert_eq!(env.blobs(), blobs);
     assert_eq!(env.count("disks"), 1);
 
     // A reference the registry does not have is a clear error, nothing stored.
-    let out = env.run(&["--insecure-registry", &reg.addr, "image", "pull", &format!("{}/acme/none:1", reg.addr)]);
+    let out = env.run(&[
+        "--insecure-registry",
+        &reg.addr,
+        "image",
+        "pull",
+        &format!("{}/acme/none:1", reg.addr),
+    ]);
     assert!(!out.status.success());
     assert_eq!(env.blobs(), blobs);
 }
@@ -134,14 +185,28 @@ fn kernel_import_from_an_ignite_style_kernel_image() {
         .dir("lib/modules/5.10.77-ignis", 0o755)
         .file("lib/modules/5.10.77-ignis/modules.dep", b"", 0o644)
         .build();
-    let spec = ignis_testkit::ImageSpec { layers: vec![layer], gzip: true, ..Default::default() };
+    let spec = ignis_testkit::ImageSpec {
+        layers: vec![layer],
+        gzip: true,
+        ..Default::default()
+    };
     let layout = env.dir.path().join("kernel-layout");
     OciWriter::write_dir(&OciWriter::oci_files(&spec), &layout).unwrap();
     let reference = format!("{}/weaveworks/ignite-kernel:5.10.77", reg.addr);
     push(&layout, &reference);
-    let id = env.ok(&["--insecure-registry", &reg.addr, "kernel", "import", &reference]).trim().to_string();
+    let id = env
+        .ok(&[
+            "--insecure-registry",
+            &reg.addr,
+            "kernel",
+            "import",
+            &reference,
+        ])
+        .trim()
+        .to_string();
     assert_eq!(id, ignis_testkit::sha256(&vmlinux));
-    let rec: serde_json::Value = serde_json::from_str(&env.ok(&["kernel", "inspect", &reference])).unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&env.ok(&["kernel", "inspect", &reference])).unwrap();
     assert_eq!(rec["version"], "5.10.77-ignis");
     assert_eq!(rec["source"]["kind"], "image");
     assert!(rec["modulesDigest"].is_string());

@@ -9,7 +9,8 @@
 pub fn point(name: &str) {
     if std::env::var_os("IGNIS_FAULT").is_some_and(|v| v == name) {
         eprintln!("IGNIS_FAULT: killing myself at {name}");
-        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         // Unreachable in practice; never continue past a fault point.
         std::process::abort();
     }

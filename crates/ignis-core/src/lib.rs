@@ -43,11 +43,16 @@ pub struct Ignis {
 
 impl Ignis {
     pub fn open(opts: Options) -> Result<Self, Error> {
-        let store = Store::open(&opts.root).map_err(|e| Error::internal("open the state root", e))?;
+        let store =
+            Store::open(&opts.root).map_err(|e| Error::internal("open the state root", e))?;
         Ok(Self {
             store,
             disks: Box::new(Mke2fs),
-            progress: if opts.progress { Progress::new(true) } else { Progress::hidden() },
+            progress: if opts.progress {
+                Progress::new(true)
+            } else {
+                Progress::hidden()
+            },
             insecure: opts.insecure_registries,
         })
     }

@@ -7,7 +7,11 @@ pub enum ResolveError {
     #[error("no {kind} named or with ID prefix '{query}'")]
     NotFound { kind: String, query: String },
     #[error("'{query}' matches several {kind}s: {}; give more of the ID or a full name", candidates.join(", "))]
-    Ambiguous { kind: String, query: String, candidates: Vec<String> },
+    Ambiguous {
+        kind: String,
+        query: String,
+        candidates: Vec<String>,
+    },
 }
 
 /// Finds the one row that `query` names: an exact name (as typed or as
@@ -19,11 +23,18 @@ pub fn resolve<'a>(
     normalized: Option<&str>,
     rows: &'a [ObjectRow],
 ) -> Result<&'a ObjectRow, ResolveError> {
-    let not_found = || ResolveError::NotFound { kind: kind.to_string(), query: query.to_string() };
+    let not_found = || ResolveError::NotFound {
+        kind: kind.to_string(),
+        query: query.to_string(),
+    };
     if query.is_empty() {
         return Err(not_found());
     }
-    if let Some(r) = rows.iter().find(|r| r.names.iter().any(|n| n == query || Some(n.as_str()) == normalized)) {
+    if let Some(r) = rows.iter().find(|r| {
+        r.names
+            .iter()
+            .any(|n| n == query || Some(n.as_str()) == normalized)
+    }) {
         return Ok(r);
     }
     let hex = query.strip_prefix("sha256:").unwrap_or(query);
@@ -31,8 +42,10 @@ pub fn resolve<'a>(
         return Err(not_found());
     }
     let hex = hex.to_ascii_lowercase();
-    let matches: Vec<&ObjectRow> =
-        rows.iter().filter(|r| r.id.trim_start_matches("sha256:").starts_with(&hex)).collect();
+    let matches: Vec<&ObjectRow> = rows
+        .iter()
+        .filter(|r| r.id.trim_start_matches("sha256:").starts_with(&hex))
+        .collect();
     match matches.as_slice() {
         [] => Err(not_found()),
         [one] => Ok(one),
@@ -78,15 +91,37 @@ mod tests {
 
     #[test]
     fn matches_names_ids_and_unique_prefixes() {
-        let rows = vec![row("abc123", &["docker.io/library/busybox:latest"]), row("abd456", &["alpine"])];
-        assert_eq!(resolve("image", "alpine", None, &rows).unwrap().id, "sha256:abd456");
+        let rows = vec![
+            row("abc123", &["docker.io/library/busybox:latest"]),
+            row("abd456", &["alpine"]),
+        ];
         assert_eq!(
-            resolve("image", "busybox", Some("docker.io/library/busybox:latest"), &rows).unwrap().id,
+            resolve("image", "alpine", None, &rows).unwrap().id,
+            "sha256:abd456"
+        );
+        assert_eq!(
+            resolve(
+                "image",
+                "busybox",
+                Some("docker.io/library/busybox:latest"),
+                &rows
+            )
+            .unwrap()
+            .id,
             "sha256:abc123"
         );
-        assert_eq!(resolve("image", "abc", None, &rows).unwrap().id, "sha256:abc123");
-        assert_eq!(resolve("image", "sha256:abd4", None, &rows).unwrap().id, "sha256:abd456");
-        assert_eq!(resolve("image", "ABD", None, &rows).unwrap().id, "sha256:abd456");
+        assert_eq!(
+            resolve("image", "abc", None, &rows).unwrap().id,
+            "sha256:abc123"
+        );
+        assert_eq!(
+            resolve("image", "sha256:abd4", None, &rows).unwrap().id,
+            "sha256:abd456"
+        );
+        assert_eq!(
+            resolve("image", "ABD", None, &rows).unwrap().id,
+            "sha256:abd456"
+        );
     }
 
     #[test]
@@ -95,14 +130,23 @@ mod tests {
         let err = resolve("image", "ab", None, &rows).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, ResolveError::Ambiguous { .. }));
-        assert!(msg.contains("abc123 (busybox)") && msg.contains("abd456"), "{msg}");
+        assert!(
+            msg.contains("abc123 (busybox)") && msg.contains("abd456"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn unknown_names_and_prefixes_are_not_found() {
         let rows = vec![row("abc123", &["busybox"])];
         for q in ["", "nginx", "ff", "busy"] {
-            assert!(matches!(resolve("image", q, None, &rows), Err(ResolveError::NotFound { .. })), "{q}");
+            assert!(
+                matches!(
+                    resolve("image", q, None, &rows),
+                    Err(ResolveError::NotFound { .. })
+                ),
+                "{q}"
+            );
         }
     }
 }

@@ -19,7 +19,11 @@ pub enum DiskError {
     #[error("{tool} not found; install e2fsprogs (apt-get install e2fsprogs)")]
     ToolMissing { tool: &'static str },
     #[error("{tool} failed ({status}): {stderr}")]
-    ToolFailed { tool: &'static str, status: String, stderr: String },
+    ToolFailed {
+        tool: &'static str,
+        status: String,
+        stderr: String,
+    },
     #[error("cannot read the unpacked tree at {path}")]
     Walk {
         path: String,
@@ -75,7 +79,10 @@ struct TreeSize {
 }
 
 fn measure(path: &Path, acc: &mut TreeSize) -> Result<(), DiskError> {
-    let walk = |source| DiskError::Walk { path: path.display().to_string(), source };
+    let walk = |source| DiskError::Walk {
+        path: path.display().to_string(),
+        source,
+    };
     for entry in std::fs::read_dir(path).map_err(walk)? {
         let entry = entry.map_err(walk)?;
         let meta = entry.metadata().map_err(walk)?;
@@ -112,7 +119,11 @@ fn run(tool: &'static str, cmd: &mut Command) -> Result<String, DiskError> {
     })?;
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if !out.status.success() {
-        return Err(DiskError::ToolFailed { tool, status: out.status.to_string(), stderr });
+        return Err(DiskError::ToolFailed {
+            tool,
+            status: out.status.to_string(),
+            stderr,
+        });
     }
     Ok(stderr)
 }
@@ -146,7 +157,9 @@ impl DiskBuilder for Mke2fs {
             let res = run(
                 "mkfs.ext4",
                 Command::new("mkfs.ext4")
-                    .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-m", "0"])
+                    .args([
+                        "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-m", "0",
+                    ])
                     .args(["-O", "^has_journal"])
                     .arg("-N")
                     .arg(inodes.to_string())
@@ -166,7 +179,9 @@ impl DiskBuilder for Mke2fs {
             match res {
                 Ok(_) => break,
                 Err(DiskError::ToolFailed { ref stderr, .. })
-                    if attempt < 3 && (stderr.contains("Could not allocate") || stderr.contains("No space")) =>
+                    if attempt < 3
+                        && (stderr.contains("Could not allocate")
+                            || stderr.contains("No space")) =>
                 {
                     attempt += 1;
                     bytes *= 2;
@@ -184,18 +199,29 @@ impl DiskBuilder for Mke2fs {
                 return Err(e);
             }
         }
-        Ok(DiskInfo { disk_size: bytes, tree_bytes: size.data })
+        Ok(DiskInfo {
+            disk_size: bytes,
+            tree_bytes: size.data,
+        })
     }
 }
 
 fn apply_fixups(fixups: &BTreeMap<PathBuf, Fixup>, disk: &Path) -> Result<(), DiskError> {
     let mut script = Vec::new();
     for (rel, f) in fixups {
-        let Some(p) = (if rel.as_os_str().is_empty() { Some("/".to_string()) } else { debugfs_quote(rel) }) else {
+        let Some(p) = (if rel.as_os_str().is_empty() {
+            Some("/".to_string())
+        } else {
+            debugfs_quote(rel)
+        }) else {
             tracing::warn!(path = %rel.display(), "cannot set ownership of this path in the image; it keeps the importing user's");
             continue;
         };
-        let _ = writeln!(script, "sif {p} uid {}\nsif {p} gid {}\nsif {p} mode 0{:o}", f.uid, f.gid, f.mode);
+        let _ = writeln!(
+            script,
+            "sif {p} uid {}\nsif {p} gid {}\nsif {p} mode 0{:o}",
+            f.uid, f.gid, f.mode
+        );
     }
     let mut child = Command::new("debugfs")
         .arg("-w")
@@ -208,16 +234,27 @@ fn apply_fixups(fixups: &BTreeMap<PathBuf, Fixup>, disk: &Path) -> Result<(), Di
         .spawn()
         .map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => DiskError::ToolMissing { tool: "debugfs" },
-            _ => DiskError::Spawn { tool: "debugfs", source },
+            _ => DiskError::Spawn {
+                tool: "debugfs",
+                source,
+            },
         })?;
     let mut stdin = child.stdin.take().expect("piped");
     let writer = std::thread::spawn(move || stdin.write_all(&script));
-    let out = child.wait_with_output().map_err(|source| DiskError::Spawn { tool: "debugfs", source })?;
+    let out = child
+        .wait_with_output()
+        .map_err(|source| DiskError::Spawn {
+            tool: "debugfs",
+            source,
+        })?;
     let _ = writer.join();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // debugfs prints its banner on stderr and exits 0 even when a command
     // fails, so any other stderr line is a failure.
-    let errors: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("debugfs ")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("debugfs "))
+        .collect();
     if !out.status.success() || !errors.is_empty() {
         return Err(DiskError::ToolFailed {
             tool: "debugfs",
@@ -237,7 +274,11 @@ mod tests {
         let (small, small_inodes) = plan(TreeSize::default());
         assert!(small >= 16 << 20);
         assert!(small_inodes >= 512);
-        let (big, _) = plan(TreeSize { inodes: 10_000, data: 300 << 20, blocks: (300 << 20) / 4096 });
+        let (big, _) = plan(TreeSize {
+            inodes: 10_000,
+            data: 300 << 20,
+            blocks: (300 << 20) / 4096,
+        });
         assert!(big > 300 << 20);
         assert_eq!(big % (1 << 20), 0);
     }
@@ -255,7 +296,12 @@ mod disk_tests {
     use super::*;
 
     fn debugfs(disk: &Path, cmd: &str) -> String {
-        let out = Command::new("debugfs").arg("-R").arg(cmd).arg(disk).output().expect("debugfs");
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg(cmd)
+            .arg(disk)
+            .output()
+            .expect("debugfs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -270,18 +316,46 @@ mod disk_tests {
         std::fs::create_dir_all(tree.join("etc")).unwrap();
         std::fs::write(tree.join("etc/hostname"), b"ignis\n").unwrap();
         let mut fixups = BTreeMap::new();
-        fixups.insert(PathBuf::from("etc/hostname"), Fixup { uid: 1234, gid: 4321, mode: 0o104711 });
-        fixups.insert(PathBuf::new(), Fixup { uid: 0, gid: 0, mode: 0o040755 });
+        fixups.insert(
+            PathBuf::from("etc/hostname"),
+            Fixup {
+                uid: 1234,
+                gid: 4321,
+                mode: 0o104711,
+            },
+        );
+        fixups.insert(
+            PathBuf::new(),
+            Fixup {
+                uid: 0,
+                gid: 0,
+                mode: 0o040755,
+            },
+        );
         let out = dir.path().join("disk.ext4");
-        let opts = DiskOptions { label: "t".into(), uuid: "01234567-89ab-cdef-0123-456789abcdef".into() };
+        let opts = DiskOptions {
+            label: "t".into(),
+            uuid: "01234567-89ab-cdef-0123-456789abcdef".into(),
+        };
         let info = Mke2fs.build(&tree, &fixups, &out, &opts).unwrap();
         assert_eq!(info.tree_bytes, 6);
         assert_eq!(std::fs::metadata(&out).unwrap().len(), info.disk_size);
         assert_eq!(debugfs(&out, "cat /etc/hostname"), "ignis\n");
         let stat = debugfs(&out, "stat /etc/hostname");
-        assert!(stat.contains("User:  1234") && stat.contains("Group:  4321"), "{stat}");
+        assert!(
+            stat.contains("User:  1234") && stat.contains("Group:  4321"),
+            "{stat}"
+        );
         assert!(stat.contains("Mode:  04711"), "{stat}");
-        let out2 = Command::new("e2fsck").args(["-fn"]).arg(&out).output().unwrap();
-        assert!(out2.status.success(), "fsck: {}", String::from_utf8_lossy(&out2.stdout));
+        let out2 = Command::new("e2fsck")
+            .args(["-fn"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            out2.status.success(),
+            "fsck: {}",
+            String::from_utf8_lossy(&out2.stdout)
+        );
     }
 }

@@ -78,21 +78,32 @@ fn norm(path: &str) -> String {
 }
 
 fn expected_digest(member: &str) -> Option<String> {
-    member.strip_prefix("blobs/sha256/").map(|h| format!("sha256:{h}"))
+    member
+        .strip_prefix("blobs/sha256/")
+        .map(|h| format!("sha256:{h}"))
 }
 
 impl<'s> Archive<'s> {
     fn open(store: &'s Store, path: &Path) -> Result<Self, ImportError> {
-        let read = |source| ImportError::Read { path: path.display().to_string(), source };
+        let read = |source| ImportError::Read {
+            path: path.display().to_string(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(read)?;
         if meta.is_dir() {
-            return Ok(Self { store, src: Source::Dir(path.to_path_buf()) });
+            return Ok(Self {
+                store,
+                src: Source::Dir(path.to_path_buf()),
+            });
         }
         let file = std::fs::File::open(path).map_err(read)?;
         let mut buf = BufReader::with_capacity(1 << 20, file);
         let gz = buf.fill_buf().map_err(read)?.starts_with(&[0x1f, 0x8b]);
-        let reader: Box<dyn Read> =
-            if gz { Box::new(flate2::read::GzDecoder::new(buf)) } else { Box::new(buf) };
+        let reader: Box<dyn Read> = if gz {
+            Box::new(flate2::read::GzDecoder::new(buf))
+        } else {
+            Box::new(buf)
+        };
         let mut members = HashMap::new();
         let mut tar = tar::Archive::new(reader);
         for entry in tar.entries().map_err(read)? {
@@ -108,7 +119,14 @@ impl<'s> Archive<'s> {
                 // the classic format) stay in memory until referenced.
                 let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                 entry.read_to_end(&mut data).map_err(read)?;
-                members.insert(name, Member { digest: None, size, small: Some(data) });
+                members.insert(
+                    name,
+                    Member {
+                        digest: None,
+                        size,
+                        small: Some(data),
+                    },
+                );
                 continue;
             }
             let mut w = store.blobs().writer().map_err(read)?;
@@ -124,12 +142,25 @@ impl<'s> Archive<'s> {
                     s.extend_from_slice(&chunk[..n]);
                 }
             }
-            let (digest, size) = w
-                .commit(expected.as_deref())
-                .map_err(|source| ImportError::Corrupted { member: name.clone(), source })?;
-            members.insert(name, Member { digest: Some(digest), size, small });
+            let (digest, size) =
+                w.commit(expected.as_deref())
+                    .map_err(|source| ImportError::Corrupted {
+                        member: name.clone(),
+                        source,
+                    })?;
+            members.insert(
+                name,
+                Member {
+                    digest: Some(digest),
+                    size,
+                    small,
+                },
+            );
         }
-        Ok(Self { store, src: Source::Tar(members) })
+        Ok(Self {
+            store,
+            src: Source::Tar(members),
+        })
     }
 
     fn read_json_bytes(&self, member: &str) -> Result<Vec<u8>, ImportError> {
@@ -137,24 +168,41 @@ impl<'s> Archive<'s> {
         match &self.src {
             Source::Dir(dir) => {
                 let path = dir.join(&member);
-                let meta = std::fs::metadata(&path)
-                    .map_err(|_| ImportError::Missing { member: member.clone() })?;
+                let meta = std::fs::metadata(&path).map_err(|_| ImportError::Missing {
+                    member: member.clone(),
+                })?;
                 if meta.len() > MAX_JSON {
-                    return Err(ImportError::TooLarge { member, max: MAX_JSON });
+                    return Err(ImportError::TooLarge {
+                        member,
+                        max: MAX_JSON,
+                    });
                 }
-                std::fs::read(&path).map_err(|source| ImportError::Read { path: member, source })
+                std::fs::read(&path).map_err(|source| ImportError::Read {
+                    path: member,
+                    source,
+                })
             }
             Source::Tar(m) => {
-                let found = m.get(&member).ok_or_else(|| ImportError::Missing { member: member.clone() })?;
-                found.small.clone().ok_or(ImportError::TooLarge { member, max: MAX_JSON })
+                let found = m.get(&member).ok_or_else(|| ImportError::Missing {
+                    member: member.clone(),
+                })?;
+                found.small.clone().ok_or(ImportError::TooLarge {
+                    member,
+                    max: MAX_JSON,
+                })
             }
         }
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self, member: &str) -> Result<(T, Vec<u8>), ImportError> {
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        member: &str,
+    ) -> Result<(T, Vec<u8>), ImportError> {
         let bytes = self.read_json_bytes(member)?;
-        let v = serde_json::from_slice(&bytes)
-            .map_err(|source| ImportError::BadJson { member: member.to_string(), source })?;
+        let v = serde_json::from_slice(&bytes).map_err(|source| ImportError::BadJson {
+            member: member.to_string(),
+            source,
+        })?;
         Ok((v, bytes))
     }
 
@@ -165,16 +213,22 @@ impl<'s> Archive<'s> {
         match &self.src {
             Source::Dir(dir) => {
                 let path = dir.join(&member);
-                let mut f = std::fs::File::open(&path)
-                    .map_err(|_| ImportError::Missing { member: member.clone() })?;
-                let read = |source| ImportError::Read { path: path.display().to_string(), source };
+                let mut f = std::fs::File::open(&path).map_err(|_| ImportError::Missing {
+                    member: member.clone(),
+                })?;
+                let read = |source| ImportError::Read {
+                    path: path.display().to_string(),
+                    source,
+                };
                 let mut w = self.store.blobs().writer().map_err(read)?;
                 std::io::copy(&mut f, &mut w).map_err(read)?;
                 w.commit(expected.as_deref())
                     .map_err(|source| ImportError::Corrupted { member, source })
             }
             Source::Tar(m) => {
-                let found = m.get(&member).ok_or_else(|| ImportError::Missing { member: member.clone() })?;
+                let found = m.get(&member).ok_or_else(|| ImportError::Missing {
+                    member: member.clone(),
+                })?;
                 match (&found.digest, &found.small) {
                     (Some(d), _) => Ok((d.clone(), found.size)),
                     (None, Some(data)) => {
@@ -205,7 +259,9 @@ pub fn import_archive(store: &Store, path: &Path) -> Result<Vec<Fetched>, Import
     } else if archive.has("index.json") {
         import_oci(&archive, &source)?
     } else {
-        return Err(ImportError::UnknownFormat { path: path.display().to_string() });
+        return Err(ImportError::UnknownFormat {
+            path: path.display().to_string(),
+        });
     };
     if images.is_empty() {
         return Err(ImportError::Empty);
@@ -222,7 +278,11 @@ fn import_docker(archive: &Archive<'_>, source: &str) -> Result<Vec<Fetched>, Im
         let mut layers = Vec::new();
         for l in &entry.layers {
             let (digest, size) = archive.commit(l)?;
-            layers.push(LayerRef { digest, media_type: oci::MT_OCI_LAYER.to_string(), size });
+            layers.push(LayerRef {
+                digest,
+                media_type: oci::MT_OCI_LAYER.to_string(),
+                size,
+            });
         }
         // docker save has no registry manifest; write the OCI manifest that
         // describes these blobs so the image has one like pulled images do.
@@ -261,7 +321,10 @@ fn import_oci(archive: &Archive<'_>, source: &str) -> Result<Vec<Fetched>, Impor
     let mut out = Vec::new();
     for desc in &index.manifests {
         let mut names = Vec::new();
-        for key in ["io.containerd.image.name", "org.opencontainers.image.ref.name"] {
+        for key in [
+            "io.containerd.image.name",
+            "org.opencontainers.image.ref.name",
+        ] {
             if let Some(n) = desc.annotations.get(key) {
                 names.push(n.clone());
                 break;
@@ -272,10 +335,18 @@ fn import_oci(archive: &Archive<'_>, source: &str) -> Result<Vec<Fetched>, Impor
         let manifest = loop {
             let member = blob_member(&desc.digest)?;
             let (value, _) = archive.json::<serde_json::Value>(&member)?;
-            if oci::is_index(Some(desc.media_type.as_str()).filter(|m| !m.is_empty()), &value) {
-                let idx: Index = serde_json::from_value(value)
-                    .map_err(|source| ImportError::BadJson { member: member.clone(), source })?;
-                desc = oci::pick_platform(&idx.manifests).ok_or(ImportError::NoPlatform)?.clone();
+            if oci::is_index(
+                Some(desc.media_type.as_str()).filter(|m| !m.is_empty()),
+                &value,
+            ) {
+                let idx: Index =
+                    serde_json::from_value(value).map_err(|source| ImportError::BadJson {
+                        member: member.clone(),
+                        source,
+                    })?;
+                desc = oci::pick_platform(&idx.manifests)
+                    .ok_or(ImportError::NoPlatform)?
+                    .clone();
                 continue;
             }
             archive.commit(&member)?;
@@ -289,7 +360,11 @@ fn import_oci(archive: &Archive<'_>, source: &str) -> Result<Vec<Fetched>, Impor
         let mut layers = Vec::new();
         for l in &manifest.layers {
             let (digest, size) = archive.commit(&blob_member(&l.digest)?)?;
-            layers.push(LayerRef { digest, media_type: l.media_type.clone(), size });
+            layers.push(LayerRef {
+                digest,
+                media_type: l.media_type.clone(),
+                size,
+            });
         }
         let mut blobs = vec![desc.digest.clone(), config_digest.clone()];
         blobs.extend(layers.iter().map(|l| l.digest.clone()));

@@ -42,14 +42,21 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Sha256::new(), bytes: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
     }
 
     /// Reads what is left (tar padding after the end marker counts toward
     /// the diff ID) and returns `(digest, bytes)`.
     pub fn finish(mut self) -> std::io::Result<(String, u64)> {
         std::io::copy(&mut self, &mut std::io::sink())?;
-        Ok((format!("sha256:{}", hex::encode(self.hasher.finalize())), self.bytes))
+        Ok((
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.bytes,
+        ))
     }
 }
 
@@ -76,7 +83,10 @@ mod tests {
         let zst = zstd::encode_all(&plain[..], 1).unwrap();
         for input in [plain.clone(), gz, zst] {
             let mut out = Vec::new();
-            decompress(&input[..]).unwrap().read_to_end(&mut out).unwrap();
+            decompress(&input[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
             assert_eq!(out, plain);
         }
     }
@@ -88,6 +98,9 @@ mod tests {
         r.read_exact(&mut two).unwrap();
         let (d, n) = r.finish().unwrap();
         assert_eq!(n, 5);
-        assert_eq!(d, "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            d,
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
     }
 }

@@ -113,7 +113,10 @@ impl ConfigFile {
             env: c.env.unwrap_or_default(),
             working_dir: nonempty(c.working_dir),
             user: nonempty(c.user),
-            exposed_ports: c.exposed_ports.map(|p| p.into_keys().collect()).unwrap_or_default(),
+            exposed_ports: c
+                .exposed_ports
+                .map(|p| p.into_keys().collect())
+                .unwrap_or_default(),
             stop_signal: nonempty(c.stop_signal),
             labels: c.labels.unwrap_or_default(),
         }
@@ -131,14 +134,25 @@ pub fn pick_platform(manifests: &[Descriptor]) -> Option<&Descriptor> {
         .iter()
         .filter(|d| {
             // Skip attestation manifests (buildx adds `unknown/unknown`).
-            d.platform.as_ref().map(|p| p.os != "unknown").unwrap_or(true)
+            d.platform
+                .as_ref()
+                .map(|p| p.os != "unknown")
+                .unwrap_or(true)
         })
         .collect();
     images
         .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+        })
         .copied()
-        .or(if images.len() == 1 { Some(images[0]) } else { None })
+        .or(if images.len() == 1 {
+            Some(images[0])
+        } else {
+            None
+        })
 }
 
 #[cfg(test)]
@@ -174,7 +188,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pick_platform(&idx.manifests).unwrap().digest, "sha256:amd");
-        assert_eq!(pick_platform(&idx.manifests[..1]).unwrap().digest, "sha256:arm");
+        assert_eq!(
+            pick_platform(&idx.manifests[..1]).unwrap().digest,
+            "sha256:arm"
+        );
         assert!(pick_platform(&idx.manifests[..0]).is_none());
     }
 }

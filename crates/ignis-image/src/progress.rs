@@ -12,7 +12,9 @@ impl Progress {
     /// Bars drawn on stderr when `enabled` (the CLI passes "stderr is a TTY
     /// and not --quiet").
     pub fn new(enabled: bool) -> Self {
-        Self { multi: enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())) }
+        Self {
+            multi: enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+        }
     }
 
     pub fn hidden() -> Self {
@@ -20,19 +22,25 @@ impl Progress {
     }
 
     pub fn bar(&self, msg: &str, total: u64) -> ProgressBar {
-        let Some(m) = &self.multi else { return ProgressBar::hidden() };
+        let Some(m) = &self.multi else {
+            return ProgressBar::hidden();
+        };
         let pb = m.add(ProgressBar::new(total));
         pb.set_style(
-            ProgressStyle::with_template("{msg:<24} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}")
-                .expect("template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg:<24} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
         );
         pb.set_message(msg.to_string());
         pb
     }
 
     pub fn spinner(&self, msg: &str) -> ProgressBar {
-        let Some(m) = &self.multi else { return ProgressBar::hidden() };
+        let Some(m) = &self.multi else {
+            return ProgressBar::hidden();
+        };
         let pb = m.add(ProgressBar::new_spinner());
         pb.set_message(msg.to_string());
         pb.enable_steady_tick(std::time::Duration::from_millis(120));

@@ -76,7 +76,10 @@ pub trait Registry {
 pub fn normalize(reference: &str) -> Result<String, PullError> {
     let r: oci_client::Reference = reference
         .parse()
-        .map_err(|source| PullError::BadReference { reference: reference.to_string(), source })?;
+        .map_err(|source| PullError::BadReference {
+            reference: reference.to_string(),
+            source,
+        })?;
     Ok(r.whole())
 }
 
@@ -94,19 +97,27 @@ pub async fn pull<R: Registry>(
     let manifest_digest = store
         .blobs()
         .put(&manifest.raw, Some(&manifest.digest))
-        .map_err(|source| PullError::Corrupted { digest: manifest.digest.clone(), source })?;
+        .map_err(|source| PullError::Corrupted {
+            digest: manifest.digest.clone(),
+            source,
+        })?;
 
     if manifest.config.size > MAX_JSON {
         return Err(PullError::ConfigTooLarge);
     }
-    let config_digest = fetch_blob(store, registry, &name, &manifest.config, progress, false).await?;
+    let config_digest =
+        fetch_blob(store, registry, &name, &manifest.config, progress, false).await?;
     let config_bytes = store.blobs().read(&config_digest)?;
     let config: ConfigFile = serde_json::from_slice(&config_bytes).map_err(PullError::BadConfig)?;
 
     let mut layers = Vec::new();
     for desc in &manifest.layers {
         let digest = fetch_blob(store, registry, &name, desc, progress, true).await?;
-        layers.push(LayerRef { digest, media_type: desc.media_type.clone(), size: desc.size });
+        layers.push(LayerRef {
+            digest,
+            media_type: desc.media_type.clone(),
+            size: desc.size,
+        });
     }
     let mut blobs = vec![manifest_digest.clone(), config_digest.clone()];
     blobs.extend(layers.iter().map(|l| l.digest.clone()));
@@ -134,7 +145,10 @@ async fn fetch_blob<R: Registry>(
         return Ok(desc.digest.clone());
     }
     let bar = if show {
-        progress.bar(&format!("pull {}", ignis_api::short_id(&desc.digest)), desc.size)
+        progress.bar(
+            &format!("pull {}", ignis_api::short_id(&desc.digest)),
+            desc.size,
+        )
     } else {
         indicatif::ProgressBar::hidden()
     };
@@ -144,7 +158,10 @@ async fn fetch_blob<R: Registry>(
     bar.finish();
     let (digest, _) = w
         .commit(Some(&desc.digest))
-        .map_err(|source| PullError::Corrupted { digest: desc.digest.clone(), source })?;
+        .map_err(|source| PullError::Corrupted {
+            digest: desc.digest.clone(),
+            source,
+        })?;
     Ok(digest)
 }
 
@@ -165,13 +182,16 @@ impl OciRegistry {
             platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
             ..Default::default()
         };
-        Self { client: oci_client::Client::new(config) }
+        Self {
+            client: oci_client::Client::new(config),
+        }
     }
 
     fn parse(reference: &str) -> Result<oci_client::Reference, PullError> {
-        reference
-            .parse()
-            .map_err(|source| PullError::BadReference { reference: reference.to_string(), source })
+        reference.parse().map_err(|source| PullError::BadReference {
+            reference: reference.to_string(),
+            source,
+        })
     }
 }
 
@@ -185,14 +205,19 @@ pub fn docker_auth(registry: &str) -> oci_client::secrets::RegistryAuth {
         registry.to_string()
     };
     match docker_credential::get_credential(&server) {
-        Ok(DockerCredential::UsernamePassword(u, p)) => oci_client::secrets::RegistryAuth::Basic(u, p),
+        Ok(DockerCredential::UsernamePassword(u, p)) => {
+            oci_client::secrets::RegistryAuth::Basic(u, p)
+        }
         Ok(DockerCredential::IdentityToken(t)) => oci_client::secrets::RegistryAuth::Bearer(t),
         Err(_) => oci_client::secrets::RegistryAuth::Anonymous,
     }
 }
 
 fn registry_err(reference: &str, e: impl std::fmt::Display) -> PullError {
-    PullError::Registry { reference: reference.to_string(), message: e.to_string() }
+    PullError::Registry {
+        reference: reference.to_string(),
+        message: e.to_string(),
+    }
 }
 
 impl Registry for OciRegistry {
@@ -242,8 +267,11 @@ impl Registry for OciRegistry {
             size: i64::try_from(desc.size).unwrap_or(i64::MAX),
             ..Default::default()
         };
-        let mut stream =
-            self.client.pull_blob_stream(&r, &layer).await.map_err(|e| registry_err(reference, e))?;
+        let mut stream = self
+            .client
+            .pull_blob_stream(&r, &layer)
+            .await
+            .map_err(|e| registry_err(reference, e))?;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| registry_err(reference, e))?;
             sink.write_all(&chunk).map_err(PullError::Io)?;
@@ -267,17 +295,23 @@ mod tests {
     impl FakeRegistry {
         fn new(tamper_layer: bool) -> Self {
             let spec = ignis_testkit::ImageSpec {
-                layers: vec![ignis_testkit::LayerBuilder::new().file("f", b"data", 0o644).build()],
+                layers: vec![ignis_testkit::LayerBuilder::new()
+                    .file("f", b"data", 0o644)
+                    .build()],
                 gzip: true,
                 ..Default::default()
             };
             let files = ignis_testkit::OciWriter::oci_files(&spec);
             let mut blobs: HashMap<String, Vec<u8>> = files
                 .iter()
-                .filter_map(|(p, d)| p.strip_prefix("blobs/sha256/").map(|h| (format!("sha256:{h}"), d.clone())))
+                .filter_map(|(p, d)| {
+                    p.strip_prefix("blobs/sha256/")
+                        .map(|h| (format!("sha256:{h}"), d.clone()))
+                })
                 .collect();
             let index: crate::oci::Index =
-                serde_json::from_slice(&files.iter().find(|(p, _)| p == "index.json").unwrap().1).unwrap();
+                serde_json::from_slice(&files.iter().find(|(p, _)| p == "index.json").unwrap().1)
+                    .unwrap();
             let mdigest = index.manifests[0].digest.clone();
             let raw = blobs[&mdigest].clone();
             let m: crate::oci::Manifest = serde_json::from_slice(&raw).unwrap();
@@ -291,7 +325,12 @@ mod tests {
                 l[10] ^= 1;
             }
             Self {
-                manifest: PulledManifest { digest: mdigest, raw, config: desc(&m.config), layers: m.layers.iter().map(desc).collect() },
+                manifest: PulledManifest {
+                    digest: mdigest,
+                    raw,
+                    config: desc(&m.config),
+                    layers: m.layers.iter().map(desc).collect(),
+                },
                 blobs,
             }
         }
@@ -316,7 +355,10 @@ mod tests {
     }
 
     fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
@@ -341,13 +383,25 @@ mod tests {
         assert!(matches!(err, PullError::Corrupted { .. }), "{err}");
         let layer = &reg.manifest.layers[0].digest;
         assert!(!store.blobs().contains(layer));
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
     fn references_are_normalized_like_docker() {
-        assert_eq!(normalize("busybox").unwrap(), "docker.io/library/busybox:latest");
-        assert_eq!(normalize("ghcr.io/acme/app:1.2").unwrap(), "ghcr.io/acme/app:1.2");
-        assert!(matches!(normalize("UPPER/Case"), Err(PullError::BadReference { .. })));
+        assert_eq!(
+            normalize("busybox").unwrap(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            normalize("ghcr.io/acme/app:1.2").unwrap(),
+            "ghcr.io/acme/app:1.2"
+        );
+        assert!(matches!(
+            normalize("UPPER/Case"),
+            Err(PullError::BadReference { .. })
+        ));
     }
 }

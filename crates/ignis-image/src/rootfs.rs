@@ -9,14 +9,19 @@ use crate::ext4::{DiskBuilder, DiskError, DiskInfo, DiskOptions};
 use crate::fetched::Fetched;
 use crate::layer::{decompress, HashingReader};
 use crate::progress::Progress;
-use crate::unpack::{UnpackError, Unpacker, UnpackStats};
+use crate::unpack::{UnpackError, UnpackStats, Unpacker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("the image config lists {diff_ids} diff_ids for {layers} layers")]
     LayerCount { diff_ids: usize, layers: usize },
     #[error("layer {index} ({digest}) unpacks to {actual}, but the image config says {expected}; the layer is corrupted")]
-    DiffId { index: usize, digest: String, expected: String, actual: String },
+    DiffId {
+        index: usize,
+        digest: String,
+        expected: String,
+        actual: String,
+    },
     #[error("cannot read layer {digest}")]
     Blob {
         digest: String,
@@ -52,26 +57,42 @@ pub fn build_disk(
 ) -> Result<(DiskInfo, Vec<LayerInfo>, UnpackStats), BuildError> {
     let diff_ids = &image.config.rootfs.diff_ids;
     if diff_ids.len() != image.layers.len() {
-        return Err(BuildError::LayerCount { diff_ids: diff_ids.len(), layers: image.layers.len() });
+        return Err(BuildError::LayerCount {
+            diff_ids: diff_ids.len(),
+            layers: image.layers.len(),
+        });
     }
     let mut unpacker = Unpacker::new(tree);
     let mut infos = Vec::new();
     for (index, (layer, expected)) in image.layers.iter().zip(diff_ids).enumerate() {
-        let bar = progress.bar(&format!("unpack {}", ignis_api::short_id(&layer.digest)), layer.size);
+        let bar = progress.bar(
+            &format!("unpack {}", ignis_api::short_id(&layer.digest)),
+            layer.size,
+        );
         let file = store
             .blobs()
             .open(&layer.digest)
-            .map_err(|source| BuildError::Blob { digest: layer.digest.clone(), source })?;
+            .map_err(|source| BuildError::Blob {
+                digest: layer.digest.clone(),
+                source,
+            })?;
         let counted = bar.wrap_read(file);
-        let plain = decompress(counted)
-            .map_err(|source| BuildError::Decompress { digest: layer.digest.clone(), source })?;
+        let plain = decompress(counted).map_err(|source| BuildError::Decompress {
+            digest: layer.digest.clone(),
+            source,
+        })?;
         let mut hashing = HashingReader::new(plain);
         unpacker
             .apply_layer(&mut hashing)
-            .map_err(|source| BuildError::Unpack { index, digest: layer.digest.clone(), source })?;
-        let (actual, _) = hashing
-            .finish()
-            .map_err(|source| BuildError::Decompress { digest: layer.digest.clone(), source })?;
+            .map_err(|source| BuildError::Unpack {
+                index,
+                digest: layer.digest.clone(),
+                source,
+            })?;
+        let (actual, _) = hashing.finish().map_err(|source| BuildError::Decompress {
+            digest: layer.digest.clone(),
+            source,
+        })?;
         bar.finish();
         if &actual != expected {
             return Err(BuildError::DiffId {
@@ -88,14 +109,23 @@ pub fn build_disk(
             size: layer.size,
         });
     }
-    let unpacked = unpacker
-        .finish()
-        .map_err(|source| BuildError::Unpack { index: image.layers.len(), digest: String::new(), source })?;
+    let unpacked = unpacker.finish().map_err(|source| BuildError::Unpack {
+        index: image.layers.len(),
+        digest: String::new(),
+        source,
+    })?;
     let spinner = progress.spinner("build ext4 image disk");
     let hex = image.config_digest.trim_start_matches("sha256:");
     let opts = DiskOptions {
         label: "ignis-image".to_string(),
-        uuid: format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]),
+        uuid: format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        ),
     };
     let info = builder.build(tree, &unpacked.fixups, out, &opts)?;
     spinner.finish();

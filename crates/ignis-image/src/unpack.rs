@@ -40,15 +40,25 @@ const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 pub enum UnpackError {
     #[error("layer entry '{entry}' has an absolute path; layer paths must be relative to the image root")]
     AbsolutePath { entry: String },
-    #[error("layer entry '{entry}' contains '..'; paths that climb out of the image root are refused")]
+    #[error(
+        "layer entry '{entry}' contains '..'; paths that climb out of the image root are refused"
+    )]
     DotDot { entry: String },
-    #[error("layer entry '{entry}' goes through symlink '{link}'; writing through symlinks is refused")]
+    #[error(
+        "layer entry '{entry}' goes through symlink '{link}'; writing through symlinks is refused"
+    )]
     ThroughSymlink { entry: String, link: String },
     #[error("layer entry '{entry}' needs '{parent}' to be a directory, but it is not")]
     NotADirectory { entry: String, parent: String },
     #[error("layer entry '{entry}' is a hard link to '{target}', which {why}")]
-    BadHardlink { entry: String, target: String, why: &'static str },
-    #[error("layer entry '{entry}' is a device node outside /dev; device nodes from images are refused")]
+    BadHardlink {
+        entry: String,
+        target: String,
+        why: &'static str,
+    },
+    #[error(
+        "layer entry '{entry}' is a device node outside /dev; device nodes from images are refused"
+    )]
     DeviceNode { entry: String },
     #[error("layer entry '{entry}' has an empty or invalid name")]
     BadName { entry: String },
@@ -131,11 +141,20 @@ impl Unpacker {
                 // The root directory itself ("./"): take its metadata.
                 let (mode, uid, gid, mtime) = header_meta(&mut entry)?;
                 self.record_dir(PathBuf::new(), mode, mtime);
-                self.own(Path::new(""), uid, gid, libc_mode(rustix::fs::FileType::Directory, mode), &display)?;
+                self.own(
+                    Path::new(""),
+                    uid,
+                    gid,
+                    libc_mode(rustix::fs::FileType::Directory, mode),
+                    &display,
+                )?;
                 continue;
             };
             self.stats.entries += 1;
-            let name = rel.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+            let name = rel
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
+                .unwrap_or_default();
             let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
             self.ensure_parents(&parent, &display)?;
             for anc in rel.ancestors().skip(1) {
@@ -174,11 +193,21 @@ impl Unpacker {
         for (rel, (mode, mtime)) in self.dirs.iter().rev() {
             let path = self.root.join(rel);
             let display = rel.display().to_string();
-            let w = |source| UnpackError::Write { entry: display.clone(), source };
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode & 0o7777)).map_err(w)?;
-            set_mtime(&path, *mtime).map_err(|source| UnpackError::Write { entry: display.clone(), source })?;
+            let w = |source| UnpackError::Write {
+                entry: display.clone(),
+                source,
+            };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode & 0o7777))
+                .map_err(w)?;
+            set_mtime(&path, *mtime).map_err(|source| UnpackError::Write {
+                entry: display.clone(),
+                source,
+            })?;
         }
-        Ok(Unpacked { fixups: self.fixups, stats: self.stats })
+        Ok(Unpacked {
+            fixups: self.fixups,
+            stats: self.stats,
+        })
     }
 
     fn abs(&self, rel: &Path) -> PathBuf {
@@ -207,11 +236,18 @@ impl Unpacker {
                     })
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::create_dir(&path)
-                        .map_err(|source| UnpackError::Write { entry: entry.to_string(), source })?;
+                    std::fs::create_dir(&path).map_err(|source| UnpackError::Write {
+                        entry: entry.to_string(),
+                        source,
+                    })?;
                     self.record_dir(cur.clone(), 0o755, 0);
                 }
-                Err(source) => return Err(UnpackError::Write { entry: entry.to_string(), source }),
+                Err(source) => {
+                    return Err(UnpackError::Write {
+                        entry: entry.to_string(),
+                        source,
+                    })
+                }
             }
         }
         Ok(())
@@ -219,13 +255,19 @@ impl Unpacker {
 
     fn record_dir(&mut self, rel: PathBuf, mode: u32, mtime: i64) {
         // Keep the directory writable and searchable for us until finish().
-        let _ = std::fs::set_permissions(self.abs(&rel), std::fs::Permissions::from_mode(0o755 | (mode & 0o700)));
+        let _ = std::fs::set_permissions(
+            self.abs(&rel),
+            std::fs::Permissions::from_mode(0o755 | (mode & 0o700)),
+        );
         self.dirs.insert(rel, (mode, mtime));
     }
 
     fn remove(&mut self, rel: &Path, entry: &str) -> Result<(), UnpackError> {
         let path = self.abs(rel);
-        let w = |source| UnpackError::Write { entry: entry.to_string(), source };
+        let w = |source| UnpackError::Write {
+            entry: entry.to_string(),
+            source,
+        };
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {
                 make_tree_writable(&path);
@@ -251,12 +293,23 @@ impl Unpacker {
         let entries = match std::fs::read_dir(&abs) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(UnpackError::Write { entry: dir.display().to_string(), source }),
+            Err(source) => {
+                return Err(UnpackError::Write {
+                    entry: dir.display().to_string(),
+                    source,
+                })
+            }
         };
         let mut children = Vec::new();
         for e in entries {
-            let e = e.map_err(|source| UnpackError::Write { entry: dir.display().to_string(), source })?;
-            children.push((dir.join(e.file_name()), e.file_type().map(|t| t.is_dir()).unwrap_or(false)));
+            let e = e.map_err(|source| UnpackError::Write {
+                entry: dir.display().to_string(),
+                source,
+            })?;
+            children.push((
+                dir.join(e.file_name()),
+                e.file_type().map(|t| t.is_dir()).unwrap_or(false),
+            ));
         }
         for (child, is_dir) in children {
             if touched.contains(&child) {
@@ -270,12 +323,20 @@ impl Unpacker {
         Ok(())
     }
 
-    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, rel: &Path, display: &str) -> Result<(), UnpackError> {
+    fn apply_entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        rel: &Path,
+        display: &str,
+    ) -> Result<(), UnpackError> {
         use tar::EntryType as T;
         let kind = entry.header().entry_type();
         let (mode, uid, gid, mtime) = header_meta(entry)?;
         let path = self.abs(rel);
-        let w = |source| UnpackError::Write { entry: display.to_string(), source };
+        let w = |source| UnpackError::Write {
+            entry: display.to_string(),
+            source,
+        };
         let existing = std::fs::symlink_metadata(&path).ok();
         let ftype = match kind {
             T::Directory => {
@@ -302,13 +363,16 @@ impl Unpacker {
                 let n = std::io::copy(entry, &mut f).map_err(UnpackError::Read)?;
                 self.stats.bytes += n;
                 drop(f);
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(w)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(w)?;
                 rustix::fs::FileType::RegularFile
             }
             T::Symlink => {
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| UnpackError::BadName { entry: display.to_string() })?
+                    .ok_or_else(|| UnpackError::BadName {
+                        entry: display.to_string(),
+                    })?
                     .into_owned();
                 if existing.is_some() {
                     self.remove(rel, display)?;
@@ -319,22 +383,33 @@ impl Unpacker {
             T::Link => {
                 let raw = entry
                     .link_name_bytes()
-                    .ok_or_else(|| UnpackError::BadName { entry: display.to_string() })?
+                    .ok_or_else(|| UnpackError::BadName {
+                        entry: display.to_string(),
+                    })?
                     .into_owned();
                 let tdisplay = String::from_utf8_lossy(&raw).into_owned();
-                let bad = |why| UnpackError::BadHardlink { entry: display.to_string(), target: tdisplay.clone(), why };
+                let bad = |why| UnpackError::BadHardlink {
+                    entry: display.to_string(),
+                    target: tdisplay.clone(),
+                    why,
+                };
                 let target_rel = match clean_path(&raw, &tdisplay) {
                     Ok(Some(t)) => t,
                     Ok(None) => return Err(bad("is the image root")),
-                    Err(UnpackError::DotDot { .. }) => return Err(bad("climbs out of the image root")),
-                    Err(UnpackError::AbsolutePath { .. }) => return Err(bad("is an absolute path")),
+                    Err(UnpackError::DotDot { .. }) => {
+                        return Err(bad("climbs out of the image root"))
+                    }
+                    Err(UnpackError::AbsolutePath { .. }) => {
+                        return Err(bad("is an absolute path"))
+                    }
                     Err(e) => return Err(e),
                 };
                 if let Some(p) = target_rel.parent() {
                     let mut cur = PathBuf::new();
                     for comp in p.components() {
                         cur.push(comp);
-                        let m = std::fs::symlink_metadata(self.abs(&cur)).map_err(|_| bad("does not exist"))?;
+                        let m = std::fs::symlink_metadata(self.abs(&cur))
+                            .map_err(|_| bad("does not exist"))?;
                         if m.file_type().is_symlink() {
                             return Err(bad("goes through a symlink"));
                         }
@@ -365,7 +440,9 @@ impl Unpacker {
                     tracing::debug!(entry = %name, "skipping device node under /dev");
                     return Ok(());
                 }
-                return Err(UnpackError::DeviceNode { entry: display.to_string() });
+                return Err(UnpackError::DeviceNode {
+                    entry: display.to_string(),
+                });
             }
             T::Fifo => {
                 if existing.is_some() {
@@ -392,11 +469,20 @@ impl Unpacker {
         self.own(rel, uid, gid, libc_mode(ftype, mode), display)
     }
 
-    fn own(&mut self, rel: &Path, uid: u64, gid: u64, full_mode: u32, display: &str) -> Result<(), UnpackError> {
+    fn own(
+        &mut self,
+        rel: &Path,
+        uid: u64,
+        gid: u64,
+        full_mode: u32,
+        display: &str,
+    ) -> Result<(), UnpackError> {
         let path = self.abs(rel);
         if self.privileged {
             let (Ok(u), Ok(g)) = (u32::try_from(uid), u32::try_from(gid)) else {
-                return Err(UnpackError::BadName { entry: display.to_string() });
+                return Err(UnpackError::BadName {
+                    entry: display.to_string(),
+                });
             };
             rustix::fs::chownat(
                 rustix::fs::CWD,
@@ -405,23 +491,47 @@ impl Unpacker {
                 Some(rustix::fs::Gid::from_raw(g)),
                 rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| UnpackError::Write { entry: display.to_string(), source: e.into() })?;
+            .map_err(|e| UnpackError::Write {
+                entry: display.to_string(),
+                source: e.into(),
+            })?;
             // chown clears setuid/setgid: put the mode back.
             if full_mode & 0o6000 != 0 && full_mode & 0o170000 != 0o120000 {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(full_mode & 0o7777))
-                    .map_err(|source| UnpackError::Write { entry: display.to_string(), source })?;
+                std::fs::set_permissions(
+                    &path,
+                    std::fs::Permissions::from_mode(full_mode & 0o7777),
+                )
+                .map_err(|source| UnpackError::Write {
+                    entry: display.to_string(),
+                    source,
+                })?;
             }
         } else {
-            self.fixups.insert(rel.to_path_buf(), Fixup { uid, gid, mode: full_mode });
+            self.fixups.insert(
+                rel.to_path_buf(),
+                Fixup {
+                    uid,
+                    gid,
+                    mode: full_mode,
+                },
+            );
         }
         Ok(())
     }
 
-    fn apply_xattrs<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<(), UnpackError> {
-        let Some(exts) = entry.pax_extensions().map_err(UnpackError::Read)? else { return Ok(()) };
+    fn apply_xattrs<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &Path,
+    ) -> Result<(), UnpackError> {
+        let Some(exts) = entry.pax_extensions().map_err(UnpackError::Read)? else {
+            return Ok(());
+        };
         for ext in exts {
             let ext = ext.map_err(UnpackError::Read)?;
-            let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else { continue };
+            let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
             if let Err(e) = xattr::set(path, OsStr::from_bytes(name), ext.value_bytes()) {
                 self.stats.xattrs_skipped += 1;
                 tracing::debug!(path = %path.display(), xattr = %String::from_utf8_lossy(name), error = %e, "xattr not supported here; skipped");
@@ -432,19 +542,33 @@ impl Unpacker {
 }
 
 /// Mode, uid, gid, mtime of an entry, PAX overrides applied.
-fn header_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(u32, u64, u64, i64), UnpackError> {
+fn header_meta<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+) -> Result<(u32, u64, u64, i64), UnpackError> {
     let h = entry.header();
     let mode = h.mode().unwrap_or(0o644);
     let mut uid = h.uid().unwrap_or(0);
     let mut gid = h.gid().unwrap_or(0);
-    let mut mtime = h.mtime().map(|m| i64::try_from(m).unwrap_or(0)).unwrap_or(0);
+    let mut mtime = h
+        .mtime()
+        .map(|m| i64::try_from(m).unwrap_or(0))
+        .unwrap_or(0);
     if let Some(exts) = entry.pax_extensions().map_err(UnpackError::Read)? {
         for ext in exts.flatten() {
-            let val = || ext.value().ok().and_then(|v| v.split('.').next()).and_then(|v| v.parse::<u64>().ok());
+            let val = || {
+                ext.value()
+                    .ok()
+                    .and_then(|v| v.split('.').next())
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
             match ext.key_bytes() {
                 b"uid" => uid = val().unwrap_or(uid),
                 b"gid" => gid = val().unwrap_or(gid),
-                b"mtime" => mtime = val().map(|v| i64::try_from(v).unwrap_or(0)).unwrap_or(mtime),
+                b"mtime" => {
+                    mtime = val()
+                        .map(|v| i64::try_from(v).unwrap_or(0))
+                        .unwrap_or(mtime)
+                }
                 _ => {}
             }
         }
@@ -460,28 +584,46 @@ fn libc_mode(t: rustix::fs::FileType, mode: u32) -> u32 {
 /// root itself (`.`, `./`).
 fn clean_path(raw: &[u8], display: &str) -> Result<Option<PathBuf>, UnpackError> {
     if raw.is_empty() || raw.contains(&0) {
-        return Err(UnpackError::BadName { entry: display.to_string() });
+        return Err(UnpackError::BadName {
+            entry: display.to_string(),
+        });
     }
     if raw[0] == b'/' {
-        return Err(UnpackError::AbsolutePath { entry: display.to_string() });
+        return Err(UnpackError::AbsolutePath {
+            entry: display.to_string(),
+        });
     }
     let mut out = PathBuf::new();
     for comp in raw.split(|b| *b == b'/') {
         match comp {
             b"" | b"." => {}
-            b".." => return Err(UnpackError::DotDot { entry: display.to_string() }),
+            b".." => {
+                return Err(UnpackError::DotDot {
+                    entry: display.to_string(),
+                })
+            }
             c => out.push(OsStr::from_bytes(c)),
         }
     }
-    Ok(if out.as_os_str().is_empty() { None } else { Some(out) })
+    Ok(if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    })
 }
 
 fn set_mtime(path: &Path, mtime: i64) -> std::io::Result<()> {
-    let ts = rustix::fs::Timespec { tv_sec: mtime, tv_nsec: 0 };
+    let ts = rustix::fs::Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
     rustix::fs::utimensat(
         rustix::fs::CWD,
         path,
-        &rustix::fs::Timestamps { last_access: ts, last_modification: ts },
+        &rustix::fs::Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(Into::into)

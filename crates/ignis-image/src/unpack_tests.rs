@@ -18,7 +18,11 @@ fn fixture() -> Fixture {
     let outside = dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("secret"), b"original").unwrap();
-    Fixture { _dir: dir, outside, root }
+    Fixture {
+        _dir: dir,
+        outside,
+        root,
+    }
 }
 
 fn apply(root: &Path, layers: &[Vec<u8>]) -> Result<Unpacked, UnpackError> {
@@ -30,8 +34,15 @@ fn apply(root: &Path, layers: &[Vec<u8>]) -> Result<Unpacked, UnpackError> {
 }
 
 fn assert_outside_untouched(f: &Fixture) {
-    assert_eq!(std::fs::read(f.outside.join("secret")).unwrap(), b"original");
-    assert_eq!(std::fs::read_dir(&f.outside).unwrap().count(), 1, "nothing created outside");
+    assert_eq!(
+        std::fs::read(f.outside.join("secret")).unwrap(),
+        b"original"
+    );
+    assert_eq!(
+        std::fs::read_dir(&f.outside).unwrap().count(),
+        1,
+        "nothing created outside"
+    );
 }
 
 #[test]
@@ -44,16 +55,33 @@ fn files_dirs_links_and_modes_are_applied() {
         .hardlink("bin/tool2", "bin/tool")
         .dir("etc", 0o700)
         .file("etc/conf", b"x=1", 0o600)
-        .entry(ignis_testkit::Entry::Fifo { path: "run.fifo".into() })
+        .entry(ignis_testkit::Entry::Fifo {
+            path: "run.fifo".into(),
+        })
         .build();
     apply(&f.root, &[layer]).unwrap();
     let tool = std::fs::metadata(f.root.join("bin/tool")).unwrap();
     assert_eq!(tool.mode() & 0o7777, 0o4755, "setuid kept");
-    assert_eq!(std::fs::read_link(f.root.join("bin/alias")).unwrap(), Path::new("tool"));
-    assert_eq!(std::fs::metadata(f.root.join("bin/tool2")).unwrap().ino(), tool.ino());
-    assert_eq!(std::fs::metadata(f.root.join("etc")).unwrap().mode() & 0o7777, 0o700);
-    assert!(std::fs::symlink_metadata(f.root.join("run.fifo")).unwrap().file_type().is_fifo_like());
-    assert_eq!(std::fs::metadata(f.root.join("etc/conf")).unwrap().mtime(), 1_700_000_000);
+    assert_eq!(
+        std::fs::read_link(f.root.join("bin/alias")).unwrap(),
+        Path::new("tool")
+    );
+    assert_eq!(
+        std::fs::metadata(f.root.join("bin/tool2")).unwrap().ino(),
+        tool.ino()
+    );
+    assert_eq!(
+        std::fs::metadata(f.root.join("etc")).unwrap().mode() & 0o7777,
+        0o700
+    );
+    assert!(std::fs::symlink_metadata(f.root.join("run.fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo_like());
+    assert_eq!(
+        std::fs::metadata(f.root.join("etc/conf")).unwrap().mtime(),
+        1_700_000_000
+    );
 }
 
 trait FifoLike {
@@ -68,36 +96,71 @@ impl FifoLike for std::fs::FileType {
 #[test]
 fn ownership_is_applied_or_kept_as_fixup() {
     let f = fixture();
-    let layer = LayerBuilder::new().owner(1000, 1001).file("home", b"x", 0o640).build();
+    let layer = LayerBuilder::new()
+        .owner(1000, 1001)
+        .file("home", b"x", 0o640)
+        .build();
     let out = apply(&f.root, &[layer]).unwrap();
     let m = std::fs::metadata(f.root.join("home")).unwrap();
     if rustix::process::geteuid().is_root() {
         assert_eq!((m.uid(), m.gid()), (1000, 1001));
         assert!(out.fixups.is_empty());
     } else {
-        assert_eq!(out.fixups[Path::new("home")], Fixup { uid: 1000, gid: 1001, mode: 0o100640 });
+        assert_eq!(
+            out.fixups[Path::new("home")],
+            Fixup {
+                uid: 1000,
+                gid: 1001,
+                mode: 0o100640
+            }
+        );
     }
 }
 
 #[test]
 fn unprivileged_unpack_keeps_ownership_and_special_modes_as_fixups() {
     let f = fixture();
-    let layer = LayerBuilder::new().owner(0, 0).file("su", b"x", 0o4755).owner(33, 33).dir("www", 0o750).build();
+    let layer = LayerBuilder::new()
+        .owner(0, 0)
+        .file("su", b"x", 0o4755)
+        .owner(33, 33)
+        .dir("www", 0o750)
+        .build();
     let mut u = Unpacker::with_privilege(&f.root, false);
     u.apply_layer(&layer[..]).unwrap();
     let out = u.finish().unwrap();
-    assert_eq!(out.fixups[Path::new("su")], Fixup { uid: 0, gid: 0, mode: 0o104755 });
-    assert_eq!(out.fixups[Path::new("www")], Fixup { uid: 33, gid: 33, mode: 0o040750 });
+    assert_eq!(
+        out.fixups[Path::new("su")],
+        Fixup {
+            uid: 0,
+            gid: 0,
+            mode: 0o104755
+        }
+    );
+    assert_eq!(
+        out.fixups[Path::new("www")],
+        Fixup {
+            uid: 33,
+            gid: 33,
+            mode: 0o040750
+        }
+    );
 }
 
 #[test]
 fn whiteout_removes_a_lower_file() {
     let f = fixture();
-    let lower = LayerBuilder::new().file("a", b"1", 0o644).file("b", b"2", 0o644).build();
+    let lower = LayerBuilder::new()
+        .file("a", b"1", 0o644)
+        .file("b", b"2", 0o644)
+        .build();
     let upper = LayerBuilder::new().whiteout("a").build();
     let out = apply(&f.root, &[lower, upper]).unwrap();
     assert!(!f.root.join("a").exists());
-    assert!(!f.root.join(".wh.a").exists(), "whiteout markers are never materialized");
+    assert!(
+        !f.root.join(".wh.a").exists(),
+        "whiteout markers are never materialized"
+    );
     assert!(f.root.join("b").exists());
     assert_eq!(out.stats.whiteouts, 1);
 }
@@ -105,7 +168,11 @@ fn whiteout_removes_a_lower_file() {
 #[test]
 fn whiteout_removes_a_lower_directory_tree() {
     let f = fixture();
-    let lower = LayerBuilder::new().dir("d", 0o555).dir("d/e", 0o555).file("d/e/f", b"1", 0o444).build();
+    let lower = LayerBuilder::new()
+        .dir("d", 0o555)
+        .dir("d/e", 0o555)
+        .file("d/e/f", b"1", 0o444)
+        .build();
     let upper = LayerBuilder::new().whiteout("d").build();
     apply(&f.root, &[lower, upper]).unwrap();
     assert!(!f.root.join("d").exists());
@@ -129,7 +196,10 @@ fn opaque_whiteout_hides_lower_entries_but_keeps_its_own_layer() {
         .build();
     apply(&f.root, &[lower, upper]).unwrap();
     assert!(!f.root.join("d/old").exists());
-    assert!(!f.root.join("d/sub/old").exists(), "lower content under a kept dir is hidden too");
+    assert!(
+        !f.root.join("d/sub/old").exists(),
+        "lower content under a kept dir is hidden too"
+    );
     assert!(f.root.join("d/sub/new").exists());
     assert!(f.root.join("d/new").exists());
     assert!(f.root.join("keep").exists());
@@ -138,7 +208,10 @@ fn opaque_whiteout_hides_lower_entries_but_keeps_its_own_layer() {
 #[test]
 fn a_later_layer_replaces_a_dir_with_a_file_and_back() {
     let f = fixture();
-    let l1 = LayerBuilder::new().dir("x", 0o755).file("x/y", b"1", 0o644).build();
+    let l1 = LayerBuilder::new()
+        .dir("x", 0o755)
+        .file("x/y", b"1", 0o644)
+        .build();
     let l2 = LayerBuilder::new().file("x", b"file now", 0o644).build();
     let l3 = LayerBuilder::new().dir("x", 0o755).build();
     apply(&f.root, &[l1, l2.clone()]).unwrap();
@@ -152,7 +225,9 @@ fn a_later_layer_replaces_a_dir_with_a_file_and_back() {
 fn absolute_path_is_refused() {
     let f = fixture();
     let target = f.outside.join("secret");
-    let layer = LayerBuilder::new().file(target.to_str().unwrap(), b"pwned", 0o644).build();
+    let layer = LayerBuilder::new()
+        .file(target.to_str().unwrap(), b"pwned", 0o644)
+        .build();
     let err = apply(&f.root, &[layer]).unwrap_err();
     assert!(matches!(err, UnpackError::AbsolutePath { .. }), "{err}");
     assert_outside_untouched(&f);
@@ -161,7 +236,9 @@ fn absolute_path_is_refused() {
 #[test]
 fn dotdot_path_is_refused() {
     let f = fixture();
-    let layer = LayerBuilder::new().file("../outside/secret", b"pwned", 0o644).build();
+    let layer = LayerBuilder::new()
+        .file("../outside/secret", b"pwned", 0o644)
+        .build();
     let err = apply(&f.root, &[layer]).unwrap_err();
     assert!(matches!(err, UnpackError::DotDot { .. }), "{err}");
     assert!(err.to_string().contains("../outside/secret"));
@@ -184,7 +261,9 @@ fn symlink_then_write_through_in_one_layer_is_refused() {
 fn symlink_in_lower_layer_then_write_through_is_refused() {
     let f = fixture();
     let lower = LayerBuilder::new().symlink("evil", "../outside").build();
-    let upper = LayerBuilder::new().file("evil/new", b"pwned", 0o644).build();
+    let upper = LayerBuilder::new()
+        .file("evil/new", b"pwned", 0o644)
+        .build();
     let err = apply(&f.root, &[lower, upper]).unwrap_err();
     assert!(matches!(err, UnpackError::ThroughSymlink { .. }), "{err}");
     assert_outside_untouched(&f);
@@ -193,21 +272,30 @@ fn symlink_in_lower_layer_then_write_through_is_refused() {
 #[test]
 fn file_over_existing_symlink_replaces_the_link_not_its_target() {
     let f = fixture();
-    let lower = LayerBuilder::new().symlink("link", f.outside.join("secret").to_str().unwrap()).build();
+    let lower = LayerBuilder::new()
+        .symlink("link", f.outside.join("secret").to_str().unwrap())
+        .build();
     let upper = LayerBuilder::new().file("link", b"inside", 0o644).build();
     apply(&f.root, &[lower, upper]).unwrap();
     assert_eq!(std::fs::read(f.root.join("link")).unwrap(), b"inside");
-    assert!(!std::fs::symlink_metadata(f.root.join("link")).unwrap().file_type().is_symlink());
+    assert!(!std::fs::symlink_metadata(f.root.join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_outside_untouched(&f);
 }
 
 #[test]
 fn hardlink_out_of_the_tree_is_refused() {
     let f = fixture();
-    let layer = LayerBuilder::new().hardlink("stolen", "../outside/secret").build();
+    let layer = LayerBuilder::new()
+        .hardlink("stolen", "../outside/secret")
+        .build();
     let err = apply(&f.root, &[layer]).unwrap_err();
     assert!(matches!(err, UnpackError::BadHardlink { .. }), "{err}");
-    let abs = LayerBuilder::new().hardlink("stolen", f.outside.join("secret").to_str().unwrap()).build();
+    let abs = LayerBuilder::new()
+        .hardlink("stolen", f.outside.join("secret").to_str().unwrap())
+        .build();
     let err = apply(&f.root, &[abs]).unwrap_err();
     assert!(matches!(err, UnpackError::BadHardlink { .. }), "{err}");
     assert!(!f.root.join("stolen").exists());
@@ -221,7 +309,16 @@ fn hardlink_through_a_symlink_is_refused() {
         .hardlink("stolen", "out/secret")
         .build();
     let err = apply(&f.root, &[layer]).unwrap_err();
-    assert!(matches!(err, UnpackError::BadHardlink { why: "goes through a symlink", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            UnpackError::BadHardlink {
+                why: "goes through a symlink",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(!f.root.join("stolen").exists());
 }
 
@@ -229,7 +326,11 @@ fn hardlink_through_a_symlink_is_refused() {
 fn device_node_outside_dev_is_refused_and_under_dev_skipped() {
     let f = fixture();
     let bad = LayerBuilder::new()
-        .entry(ignis_testkit::Entry::Char { path: "tmp/mem".into(), major: 1, minor: 1 })
+        .entry(ignis_testkit::Entry::Char {
+            path: "tmp/mem".into(),
+            major: 1,
+            minor: 1,
+        })
         .build();
     let err = apply(&f.root, &[bad]).unwrap_err();
     assert!(matches!(err, UnpackError::DeviceNode { .. }), "{err}");
@@ -238,7 +339,11 @@ fn device_node_outside_dev_is_refused_and_under_dev_skipped() {
     let g = fixture();
     let ok = LayerBuilder::new()
         .dir("dev", 0o755)
-        .entry(ignis_testkit::Entry::Char { path: "dev/null".into(), major: 1, minor: 3 })
+        .entry(ignis_testkit::Entry::Char {
+            path: "dev/null".into(),
+            major: 1,
+            minor: 3,
+        })
         .build();
     let out = apply(&g.root, &[ok]).unwrap();
     assert_eq!(out.stats.skipped_devices, 1);
@@ -248,7 +353,10 @@ fn device_node_outside_dev_is_refused_and_under_dev_skipped() {
 #[test]
 fn entry_under_a_regular_file_is_refused() {
     let f = fixture();
-    let layer = LayerBuilder::new().file("f", b"1", 0o644).file("f/x", b"2", 0o644).build();
+    let layer = LayerBuilder::new()
+        .file("f", b"1", 0o644)
+        .file("f/x", b"2", 0o644)
+        .build();
     let err = apply(&f.root, &[layer]).unwrap_err();
     assert!(matches!(err, UnpackError::NotADirectory { .. }), "{err}");
 }
@@ -257,18 +365,35 @@ fn entry_under_a_regular_file_is_refused() {
 fn whiteout_names_cannot_escape() {
     let f = fixture();
     let layer = LayerBuilder::new().file(".wh..", b"", 0o644).build();
-    assert!(matches!(apply(&f.root, &[layer]).unwrap_err(), UnpackError::BadName { .. }));
-    let layer = LayerBuilder::new().file("../outside/.wh.secret", b"", 0o644).build();
-    assert!(matches!(apply(&f.root, &[layer]).unwrap_err(), UnpackError::DotDot { .. }));
+    assert!(matches!(
+        apply(&f.root, &[layer]).unwrap_err(),
+        UnpackError::BadName { .. }
+    ));
+    let layer = LayerBuilder::new()
+        .file("../outside/.wh.secret", b"", 0o644)
+        .build();
+    assert!(matches!(
+        apply(&f.root, &[layer]).unwrap_err(),
+        UnpackError::DotDot { .. }
+    ));
     assert_outside_untouched(&f);
 }
 
 #[test]
 fn read_only_dirs_do_not_block_later_layers() {
     let f = fixture();
-    let l1 = LayerBuilder::new().dir("ro", 0o555).file("ro/a", b"1", 0o444).build();
-    let l2 = LayerBuilder::new().file("ro/a", b"2", 0o444).file("ro/b", b"3", 0o444).build();
+    let l1 = LayerBuilder::new()
+        .dir("ro", 0o555)
+        .file("ro/a", b"1", 0o444)
+        .build();
+    let l2 = LayerBuilder::new()
+        .file("ro/a", b"2", 0o444)
+        .file("ro/b", b"3", 0o444)
+        .build();
     apply(&f.root, &[l1, l2]).unwrap();
     assert_eq!(std::fs::read(f.root.join("ro/a")).unwrap(), b"2");
-    assert_eq!(std::fs::metadata(f.root.join("ro")).unwrap().mode() & 0o777, 0o555);
+    assert_eq!(
+        std::fs::metadata(f.root.join("ro")).unwrap().mode() & 0o777,
+        0o555
+    );
 }

@@ -65,7 +65,10 @@ pub fn payload(data: &[u8]) -> Result<&[u8], BzImageError> {
     let start = (setup_sects + 1) * 512 + u32_at(data, 0x248);
     let end = start + u32_at(data, 0x24c);
     if end > data.len() {
-        return Err(BzImageError::Truncated { end, len: data.len() });
+        return Err(BzImageError::Truncated {
+            end,
+            len: data.len(),
+        });
     }
     Ok(&data[start..end])
 }
@@ -87,7 +90,12 @@ pub fn extract_vmlinux(data: &[u8]) -> Result<Vec<u8>, BzImageError> {
     } else if p.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
         ("xz", read_all(liblzma::read::XzDecoder::new(p)))
     } else if p.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        ("zstd", zstd::stream::read::Decoder::with_buffer(p).map(|d| d.single_frame()).and_then(read_all))
+        (
+            "zstd",
+            zstd::stream::read::Decoder::with_buffer(p)
+                .map(|d| d.single_frame())
+                .and_then(read_all),
+        )
     } else if p.starts_with(&LZ4_LEGACY_MAGIC) {
         ("lz4", lz4_legacy(p))
     } else if p.starts_with(b"BZh") {
@@ -97,10 +105,18 @@ pub fn extract_vmlinux(data: &[u8]) -> Result<Vec<u8>, BzImageError> {
     } else if p.starts_with(&[0x89, b'L', b'Z', b'O']) {
         return Err(BzImageError::Unsupported("lzo"));
     } else {
-        return Err(BzImageError::UnknownCompression(p.iter().take(8).copied().collect()));
+        return Err(BzImageError::UnknownCompression(
+            p.iter().take(8).copied().collect(),
+        ));
     };
     out.map_err(|source| BzImageError::Decompress { algo, source })
-    .and_then(|v| if v.len() as u64 > MAX_VMLINUX { Err(BzImageError::TooLarge) } else { Ok(v) })
+        .and_then(|v| {
+            if v.len() as u64 > MAX_VMLINUX {
+                Err(BzImageError::TooLarge)
+            } else {
+                Ok(v)
+            }
+        })
 }
 
 fn read_all(r: impl Read) -> std::io::Result<Vec<u8>> {
@@ -203,7 +219,9 @@ mod tests {
         let mut filters = liblzma::stream::Filters::new();
         filters.x86();
         filters.lzma2(&liblzma::stream::LzmaOptions::new_preset(6).unwrap());
-        let stream = liblzma::stream::Stream::new_stream_encoder(&filters, liblzma::stream::Check::Crc32).unwrap();
+        let stream =
+            liblzma::stream::Stream::new_stream_encoder(&filters, liblzma::stream::Check::Crc32)
+                .unwrap();
         let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
         e.write_all(&v).unwrap();
         roundtrip(with_size(e.finish().unwrap(), v.len()), &v);
@@ -212,7 +230,10 @@ mod tests {
     #[test]
     fn zstd_payload() {
         let v = vmlinux();
-        roundtrip(with_size(zstd::encode_all(&v[..], 19).unwrap(), v.len()), &v);
+        roundtrip(
+            with_size(zstd::encode_all(&v[..], 19).unwrap(), v.len()),
+            &v,
+        );
     }
 
     #[test]
@@ -231,13 +252,25 @@ mod tests {
     #[test]
     fn unsupported_and_broken_payloads_are_clear_errors() {
         let bz = test_bzimage(b"BZh91AY&SY....", "x");
-        assert!(matches!(extract_vmlinux(&bz), Err(BzImageError::Unsupported("bzip2"))));
+        assert!(matches!(
+            extract_vmlinux(&bz),
+            Err(BzImageError::Unsupported("bzip2"))
+        ));
         let bz = test_bzimage(b"\x00\x01\x02\x03garbage", "x");
-        assert!(matches!(extract_vmlinux(&bz), Err(BzImageError::UnknownCompression(_))));
+        assert!(matches!(
+            extract_vmlinux(&bz),
+            Err(BzImageError::UnknownCompression(_))
+        ));
         let bz = test_bzimage(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3], "x");
-        assert!(matches!(extract_vmlinux(&bz), Err(BzImageError::Decompress { algo: "gzip", .. })));
+        assert!(matches!(
+            extract_vmlinux(&bz),
+            Err(BzImageError::Decompress { algo: "gzip", .. })
+        ));
         let mut bz = test_bzimage(b"\x1f\x8bxx", "x");
         bz.truncate(bz.len() - 2);
-        assert!(matches!(extract_vmlinux(&bz), Err(BzImageError::Truncated { .. })));
+        assert!(matches!(
+            extract_vmlinux(&bz),
+            Err(BzImageError::Truncated { .. })
+        ));
     }
 }

@@ -33,8 +33,13 @@ const MAX_KERNEL_FILE: u64 = 512 << 20;
 
 fn is_kernel_path(path: &str) -> bool {
     let p = path.trim_start_matches("./").trim_start_matches('/');
-    let Some(name) = p.strip_prefix("boot/") else { return false };
-    name == "vmlinux" || name == "bzImage" || name.starts_with("vmlinux-") || name.starts_with("vmlinuz")
+    let Some(name) = p.strip_prefix("boot/") else {
+        return false;
+    };
+    name == "vmlinux"
+        || name == "bzImage"
+        || name.starts_with("vmlinux-")
+        || name.starts_with("vmlinuz")
 }
 
 /// Collects a kernel from one or more tar streams (later ones win).
@@ -46,7 +51,10 @@ pub struct KernelScan<W: Write> {
 impl<W: Write> KernelScan<W> {
     /// `modules_sink` receives the module tree (zstd tar) if there is one.
     pub fn new(modules_sink: W) -> std::io::Result<Self> {
-        Ok(Self { kernel: None, modules: Some(ModulesTar::new(modules_sink)?) })
+        Ok(Self {
+            kernel: None,
+            modules: Some(ModulesTar::new(modules_sink)?),
+        })
     }
 
     pub fn scan_tar(&mut self, reader: impl Read) -> std::io::Result<()> {
@@ -62,7 +70,10 @@ impl<W: Write> KernelScan<W> {
                 entry.read_to_end(&mut data)?;
                 // Prefer an ELF vmlinux over a compressed one in the same tree.
                 let is_elf = data.starts_with(crate::elf::MAGIC);
-                let have_elf = self.kernel.as_ref().is_some_and(|(_, d)| d.starts_with(crate::elf::MAGIC));
+                let have_elf = self
+                    .kernel
+                    .as_ref()
+                    .is_some_and(|(_, d)| d.starts_with(crate::elf::MAGIC));
                 if is_elf || !have_elf {
                     self.kernel = Some((path, data));
                 }
@@ -78,13 +89,21 @@ impl<W: Write> KernelScan<W> {
     /// Returns the kernel and, when modules were found, the sink and the
     /// number of module-tree entries.
     pub fn finish(mut self, what: &str) -> Result<(KernelFiles, W, u64), DebError> {
-        let read = |source| DebError::Read { path: what.to_string(), source };
+        let read = |source| DebError::Read {
+            path: what.to_string(),
+            source,
+        };
         let modules = self.modules.take().expect("once");
         let count = modules.entries();
         let mod_version = modules.versions().first().cloned();
         let sink = modules.finish().map_err(read)?;
-        let (_, data) = self.kernel.ok_or_else(|| DebError::NoKernel { what: what.to_string() })?;
-        let mut files = from_bytes(data).map_err(|source| DebError::Kernel { what: what.to_string(), source })?;
+        let (_, data) = self.kernel.ok_or_else(|| DebError::NoKernel {
+            what: what.to_string(),
+        })?;
+        let mut files = from_bytes(data).map_err(|source| DebError::Kernel {
+            what: what.to_string(),
+            source,
+        })?;
         if let Some(v) = mod_version {
             files.version = v;
         }
@@ -95,7 +114,10 @@ impl<W: Write> KernelScan<W> {
 /// Reads a Debian kernel package.
 pub fn read_deb<W: Write>(path: &Path, modules_sink: W) -> Result<(KernelFiles, W, u64), DebError> {
     let what = path.display().to_string();
-    let read = |source| DebError::Read { path: what.clone(), source };
+    let read = |source| DebError::Read {
+        path: what.clone(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(read)?;
     let mut ar = ar::Archive::new(std::io::BufReader::new(file));
     let mut scan = KernelScan::new(modules_sink).map_err(read)?;
@@ -144,7 +166,10 @@ mod tests {
         };
         add("./boot/vmlinuz-6.1.0-9-amd64", &bz);
         add("./boot/config-6.1.0-9-amd64", b"CONFIG_X=y");
-        add("./lib/modules/6.1.0-9-amd64/kernel/drivers/virtio.ko", b"\x7fELF module");
+        add(
+            "./lib/modules/6.1.0-9-amd64/kernel/drivers/virtio.ko",
+            b"\x7fELF module",
+        );
         add("./usr/share/doc/x", b"doc");
         b.into_inner().unwrap()
     }
@@ -157,9 +182,18 @@ mod tests {
         xz.write_all(&data_tar()).unwrap();
         let data = xz.finish().unwrap();
         let mut a = ar::Builder::new(std::fs::File::create(&deb).unwrap());
-        a.append(&ar::Header::new(b"debian-binary".to_vec(), 4), &b"2.0\n"[..]).unwrap();
-        a.append(&ar::Header::new(b"control.tar.xz".to_vec(), 0), &b""[..]).unwrap();
-        a.append(&ar::Header::new(b"data.tar.xz".to_vec(), data.len() as u64), &data[..]).unwrap();
+        a.append(
+            &ar::Header::new(b"debian-binary".to_vec(), 4),
+            &b"2.0\n"[..],
+        )
+        .unwrap();
+        a.append(&ar::Header::new(b"control.tar.xz".to_vec(), 0), &b""[..])
+            .unwrap();
+        a.append(
+            &ar::Header::new(b"data.tar.xz".to_vec(), data.len() as u64),
+            &data[..],
+        )
+        .unwrap();
         drop(a);
         assert!(is_deb(&std::fs::read(&deb).unwrap()[..21]));
 
@@ -170,9 +204,15 @@ mod tests {
         assert_eq!(count, 1);
         let plain = zstd::decode_all(&modules[..]).unwrap();
         let mut t = tar::Archive::new(&plain[..]);
-        let names: Vec<String> =
-            t.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
-        assert_eq!(names, ["lib/modules/6.1.0-9-amd64/kernel/drivers/virtio.ko"]);
+        let names: Vec<String> = t
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["lib/modules/6.1.0-9-amd64/kernel/drivers/virtio.ko"]
+        );
     }
 
     #[test]
@@ -183,6 +223,9 @@ mod tests {
         h.set_size(1);
         b.append_data(&mut h, "etc/x", &b"x"[..]).unwrap();
         scan.scan_tar(&b.into_inner().unwrap()[..]).unwrap();
-        assert!(matches!(scan.finish("image"), Err(DebError::NoKernel { .. })));
+        assert!(matches!(
+            scan.finish("image"),
+            Err(DebError::NoKernel { .. })
+        ));
     }
 }

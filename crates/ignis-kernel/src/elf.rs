@@ -40,7 +40,9 @@ pub fn version(data: &[u8]) -> Option<String> {
     const BANNER: &[u8] = b"Linux version ";
     let pos = data.windows(BANNER.len()).position(|w| w == BANNER)?;
     let rest = &data[pos + BANNER.len()..];
-    let end = rest.iter().position(|b| *b == b' ' || *b == 0 || *b == b'\n')?;
+    let end = rest
+        .iter()
+        .position(|b| *b == b' ' || *b == 0 || *b == b'\n')?;
     let v = std::str::from_utf8(&rest[..end]).ok()?;
     (!v.is_empty() && v.len() < 128).then(|| v.to_string())
 }

@@ -41,13 +41,25 @@ pub fn from_bytes(data: Vec<u8>) -> Result<KernelFiles, KernelError> {
     if data.starts_with(elf::MAGIC) {
         elf::check(&data)?;
         let version = elf::version(&data).unwrap_or_default();
-        return Ok(KernelFiles { vmlinux: data, bzimage: None, version });
+        return Ok(KernelFiles {
+            vmlinux: data,
+            bzimage: None,
+            version,
+        });
     }
     if bzimage::is_bzimage(&data) {
         let vmlinux = bzimage::extract_vmlinux(&data)?;
         elf::check(&vmlinux)?;
-        let version = bzimage::version(&data).or_else(|| elf::version(&vmlinux)).unwrap_or_default();
-        return Ok(KernelFiles { vmlinux, bzimage: Some(data), version });
+        let version = bzimage::version(&data)
+            .or_else(|| elf::version(&vmlinux))
+            .unwrap_or_default();
+        return Ok(KernelFiles {
+            vmlinux,
+            bzimage: Some(data),
+            version,
+        });
     }
-    Err(KernelError::UnknownFormat { head: data.iter().take(8).copied().collect() })
+    Err(KernelError::UnknownFormat {
+        head: data.iter().take(8).copied().collect(),
+    })
 }

@@ -18,19 +18,28 @@ pub fn modules_path(path: &str) -> Option<(String, String)> {
     if rest.split('/').any(|c| c == "..") {
         return None;
     }
-    Some((ver.to_string(), format!("lib/modules/{}", rest.trim_end_matches('/'))))
+    Some((
+        ver.to_string(),
+        format!("lib/modules/{}", rest.trim_end_matches('/')),
+    ))
 }
 
 impl<W: Write> ModulesTar<W> {
     pub fn new(sink: W) -> std::io::Result<Self> {
         let enc = zstd::Encoder::new(sink, 3)?;
-        Ok(Self { builder: tar::Builder::new(enc), versions: Vec::new(), entries: 0 })
+        Ok(Self {
+            builder: tar::Builder::new(enc),
+            versions: Vec::new(),
+            entries: 0,
+        })
     }
 
     /// Copies one tar entry if it is part of a module tree; returns whether it was.
     pub fn offer<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> std::io::Result<bool> {
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let Some((ver, path)) = modules_path(&raw) else { return Ok(false) };
+        let Some((ver, path)) = modules_path(&raw) else {
+            return Ok(false);
+        };
         if !self.versions.contains(&ver) {
             self.versions.push(ver);
         }
@@ -40,7 +49,10 @@ impl<W: Write> ModulesTar<W> {
                 self.builder.append_data(&mut h, &path, entry)?;
             }
             tar::EntryType::Symlink => {
-                let target = entry.link_name()?.map(|t| t.into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name()?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
                 self.builder.append_link(&mut h, &path, target)?;
             }
             _ => return Ok(false),
@@ -71,9 +83,15 @@ mod tests {
     fn module_paths_are_normalized() {
         assert_eq!(
             modules_path("./lib/modules/6.1.0-27-amd64/kernel/virtio.ko"),
-            Some(("6.1.0-27-amd64".into(), "lib/modules/6.1.0-27-amd64/kernel/virtio.ko".into()))
+            Some((
+                "6.1.0-27-amd64".into(),
+                "lib/modules/6.1.0-27-amd64/kernel/virtio.ko".into()
+            ))
         );
-        assert_eq!(modules_path("usr/lib/modules/6.1/").unwrap().1, "lib/modules/6.1");
+        assert_eq!(
+            modules_path("usr/lib/modules/6.1/").unwrap().1,
+            "lib/modules/6.1"
+        );
         assert_eq!(modules_path("boot/vmlinuz"), None);
         assert_eq!(modules_path("lib/modules/"), None);
         assert_eq!(modules_path("lib/modules/6.1/../../etc/x"), None);

@@ -22,7 +22,11 @@ pub fn digest_hex(digest: &str) -> Result<&str, DigestError> {
     let hex = digest
         .strip_prefix("sha256:")
         .ok_or_else(|| DigestError::Invalid(digest.to_string()))?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(DigestError::Invalid(digest.to_string()));
     }
     Ok(hex)
@@ -41,7 +45,10 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl BlobStore {
     pub(crate) fn new(root: &Path) -> Self {
-        Self { dir: root.join("blobs/sha256"), tmp: root.join("tmp") }
+        Self {
+            dir: root.join("blobs/sha256"),
+            tmp: root.join("tmp"),
+        }
     }
 
     pub fn path(&self, digest: &str) -> Result<PathBuf, DigestError> {
@@ -55,7 +62,9 @@ impl BlobStore {
     pub fn open(&self, digest: &str) -> Result<std::fs::File, DigestError> {
         let path = self.path(digest)?;
         std::fs::File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => DigestError::Missing { digest: digest.to_string() },
+            std::io::ErrorKind::NotFound => DigestError::Missing {
+                digest: digest.to_string(),
+            },
             _ => DigestError::Io(e),
         })
     }
@@ -95,7 +104,10 @@ impl BlobStore {
         std::io::copy(&mut f, &mut hasher)?;
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if actual != digest {
-            return Err(DigestError::Mismatch { expected: digest.to_string(), actual });
+            return Err(DigestError::Mismatch {
+                expected: digest.to_string(),
+                actual,
+            });
         }
         Ok(())
     }
@@ -151,7 +163,10 @@ impl BlobWriter {
         if let Some(expected) = expected {
             digest_hex(expected)?;
             if expected != actual {
-                return Err(DigestError::Mismatch { expected: expected.to_string(), actual });
+                return Err(DigestError::Mismatch {
+                    expected: expected.to_string(),
+                    actual,
+                });
             }
         }
         let file = self.file.take().expect("commit once");
@@ -215,7 +230,11 @@ mod tests {
         let err = s.put(b"hellO", Some(HELLO)).unwrap_err();
         assert!(matches!(err, DigestError::Mismatch { .. }), "{err}");
         assert!(s.list().unwrap().is_empty());
-        assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0, "temp file left");
+        assert_eq!(
+            std::fs::read_dir(d.path().join("tmp")).unwrap().count(),
+            0,
+            "temp file left"
+        );
     }
 
     #[test]
@@ -229,7 +248,13 @@ mod tests {
     #[test]
     fn malformed_digests_are_rejected() {
         let (_d, s) = store();
-        for bad in ["", "sha256:", "md5:abc", "sha256:../../etc/passwd", &HELLO.to_uppercase()] {
+        for bad in [
+            "",
+            "sha256:",
+            "md5:abc",
+            "sha256:../../etc/passwd",
+            &HELLO.to_uppercase(),
+        ] {
             assert!(matches!(s.path(bad), Err(DigestError::Invalid(_))), "{bad}");
         }
     }

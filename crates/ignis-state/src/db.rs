@@ -40,7 +40,9 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     pub fn schema_version(&self) -> Result<u32, DbError> {
@@ -66,11 +68,18 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let found: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if found > VERSION {
-        return Err(DbError::TooNew { found, known: VERSION });
+        return Err(DbError::TooNew {
+            found,
+            known: VERSION,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as u32 + 1)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            u32::try_from(i + 1).expect("few migrations"),
+        )?;
     }
     tx.commit()?;
     Ok(())
@@ -83,7 +92,13 @@ pub struct Tx<'a> {
 
 impl Tx<'_> {
     /// Inserts an object; `Ok(false)` when one with this kind and ID exists.
-    pub fn insert_object(&self, kind: &str, id: &str, created: i64, record: &str) -> Result<bool, DbError> {
+    pub fn insert_object(
+        &self,
+        kind: &str,
+        id: &str,
+        created: i64,
+        record: &str,
+    ) -> Result<bool, DbError> {
         let n = self.tx.execute(
             "INSERT INTO objects (kind, id, created, record) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (kind, id) DO NOTHING",
@@ -106,14 +121,25 @@ impl Tx<'_> {
             .query_row(
                 "SELECT id, created, record FROM objects WHERE kind = ?1 AND id = ?2",
                 params![kind, id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
             )
             .optional()?;
         match row {
             None => Ok(None),
             Some((id, created, record)) => {
                 let names = self.names_of(kind, &id)?;
-                Ok(Some(ObjectRow { id, created, record, names }))
+                Ok(Some(ObjectRow {
+                    id,
+                    created,
+                    record,
+                    names,
+                }))
             }
         }
     }
@@ -125,7 +151,12 @@ impl Tx<'_> {
         )?;
         let rows = stmt
             .query_map(params![kind], |r| {
-                Ok(ObjectRow { id: r.get(0)?, created: r.get(1)?, record: r.get(2)?, names: vec![] })
+                Ok(ObjectRow {
+                    id: r.get(0)?,
+                    created: r.get(1)?,
+                    record: r.get(2)?,
+                    names: vec![],
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
@@ -137,9 +168,10 @@ impl Tx<'_> {
     }
 
     pub fn delete_object(&self, kind: &str, id: &str) -> Result<bool, DbError> {
-        let n = self
-            .tx
-            .execute("DELETE FROM objects WHERE kind = ?1 AND id = ?2", params![kind, id])?;
+        let n = self.tx.execute(
+            "DELETE FROM objects WHERE kind = ?1 AND id = ?2",
+            params![kind, id],
+        )?;
         Ok(n == 1)
     }
 
@@ -156,9 +188,10 @@ impl Tx<'_> {
     }
 
     pub fn remove_name(&self, kind: &str, name: &str) -> Result<bool, DbError> {
-        let n = self
-            .tx
-            .execute("DELETE FROM names WHERE kind = ?1 AND name = ?2", params![kind, name])?;
+        let n = self.tx.execute(
+            "DELETE FROM names WHERE kind = ?1 AND name = ?2",
+            params![kind, name],
+        )?;
         Ok(n == 1)
     }
 
@@ -174,14 +207,22 @@ impl Tx<'_> {
     }
 
     pub fn names_of(&self, kind: &str, id: &str) -> Result<Vec<String>, DbError> {
-        let mut stmt =
-            self.tx.prepare("SELECT name FROM names WHERE kind = ?1 AND id = ?2 ORDER BY name")?;
-        let names = stmt.query_map(params![kind, id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let mut stmt = self
+            .tx
+            .prepare("SELECT name FROM names WHERE kind = ?1 AND id = ?2 ORDER BY name")?;
+        let names = stmt
+            .query_map(params![kind, id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(names)
     }
 
     /// Records that `owner` references blob `digest` (idempotent).
-    pub fn add_blob_ref(&self, digest: &str, owner_kind: &str, owner_id: &str) -> Result<(), DbError> {
+    pub fn add_blob_ref(
+        &self,
+        digest: &str,
+        owner_kind: &str,
+        owner_id: &str,
+    ) -> Result<(), DbError> {
         self.tx.execute(
             "INSERT OR IGNORE INTO blob_refs (digest, owner_kind, owner_id) VALUES (?1, ?2, ?3)",
             params![digest, owner_kind, owner_id],
@@ -201,7 +242,9 @@ impl Tx<'_> {
 
     pub fn referenced_blobs(&self) -> Result<BTreeSet<String>, DbError> {
         let mut stmt = self.tx.prepare("SELECT DISTINCT digest FROM blob_refs")?;
-        let set = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let set = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(set)
     }
 
@@ -217,12 +260,20 @@ impl Tx<'_> {
 
     pub fn owned_files(&self) -> Result<BTreeSet<String>, DbError> {
         let mut stmt = self.tx.prepare("SELECT path FROM files")?;
-        let set = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let set = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(set)
     }
 
     /// Records that `user` uses `(kind, id)` (a VM uses an image).
-    pub fn add_use(&self, user_kind: &str, user_id: &str, kind: &str, id: &str) -> Result<(), DbError> {
+    pub fn add_use(
+        &self,
+        user_kind: &str,
+        user_id: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<(), DbError> {
         self.tx.execute(
             "INSERT OR IGNORE INTO uses (user_kind, user_id, kind, id) VALUES (?1, ?2, ?3, ?4)",
             params![user_kind, user_id, kind, id],
@@ -266,7 +317,8 @@ mod tests {
         let (dir, db) = db();
         drop(db);
         let conn = Connection::open(dir.path().join("state.db")).unwrap();
-        conn.pragma_update(None, "user_version", VERSION + 1).unwrap();
+        conn.pragma_update(None, "user_version", VERSION + 1)
+            .unwrap();
         drop(conn);
         let err = Db::open(&dir.path().join("state.db")).unwrap_err();
         assert!(matches!(err, DbError::TooNew { .. }), "{err}");
@@ -277,7 +329,10 @@ mod tests {
         let (_d, db) = db();
         db.tx(|tx| {
             assert!(tx.insert_object("image", "i1", 1, "{}")?);
-            assert!(!tx.insert_object("image", "i1", 2, "{}")?, "second insert is a no-op");
+            assert!(
+                !tx.insert_object("image", "i1", 2, "{}")?,
+                "second insert is a no-op"
+            );
             tx.insert_object("vm", "v1", 1, "{}")?;
             tx.set_name("image", "busybox", "i1")?;
             tx.add_blob_ref("sha256:aa", "image", "i1")?;
@@ -285,7 +340,10 @@ mod tests {
             tx.add_file("/d/i1.ext4", "image", "i1")?;
             tx.add_use("vm", "v1", "image", "i1")?;
             assert_eq!(tx.blob_refcount("sha256:aa")?, 1);
-            assert_eq!(tx.users_of("image", "i1")?, vec![("vm".into(), "v1".into())]);
+            assert_eq!(
+                tx.users_of("image", "i1")?,
+                vec![("vm".into(), "v1".into())]
+            );
             assert!(tx.delete_object("vm", "v1")?);
             assert!(tx.users_of("image", "i1")?.is_empty());
             assert!(tx.delete_object("image", "i1")?);
@@ -302,7 +360,10 @@ mod tests {
         let (_d, db) = db();
         let res: Result<(), DbError> = db.tx(|tx| {
             tx.insert_object("image", "i1", 1, "{}")?;
-            Err(DbError::Exists { kind: "image".into(), id: "i1".into() })
+            Err(DbError::Exists {
+                kind: "image".into(),
+                id: "i1".into(),
+            })
         });
         assert!(res.is_err());
         let rows = db.tx(|tx| tx.list_objects("image")).unwrap();

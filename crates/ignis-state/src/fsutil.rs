@@ -38,7 +38,9 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
 
 fn make_writable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
     if meta.is_dir() {
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
         if let Ok(entries) = std::fs::read_dir(path) {

@@ -33,8 +33,9 @@ impl Store {
             }
         };
         let mut report = PruneReport::default();
-        let (referenced, owned) =
-            self.db().tx(|tx| Ok::<_, DbError>((tx.referenced_blobs()?, tx.owned_files()?)))?;
+        let (referenced, owned) = self
+            .db()
+            .tx(|tx| Ok::<_, DbError>((tx.referenced_blobs()?, tx.owned_files()?)))?;
 
         let io = |path: &std::path::Path| {
             let path = path.display().to_string();
@@ -80,7 +81,9 @@ fn remove_any(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 fn du(path: &std::path::Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
     if meta.is_dir() {
         std::fs::read_dir(path)
             .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
@@ -114,11 +117,21 @@ mod tests {
             })
             .unwrap();
         let report = store.gc(true).unwrap().unwrap();
-        assert_eq!((report.blobs_removed, report.disks_removed, report.temp_removed), (1, 1, 1));
+        assert_eq!(
+            (
+                report.blobs_removed,
+                report.disks_removed,
+                report.temp_removed
+            ),
+            (1, 1, 1)
+        );
         assert!(store.blobs().contains(&kept));
         assert!(!store.blobs().contains(&orphan));
         assert!(disk.exists());
-        assert_eq!(std::fs::read_dir(store.root().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(store.root().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -128,7 +141,10 @@ mod tests {
         let orphan = store.blobs().put(b"in flight", None).unwrap();
         let guard = store.operation_guard().unwrap();
         assert!(store.gc(false).unwrap().is_none());
-        assert!(store.blobs().contains(&orphan), "a live operation's blob survives");
+        assert!(
+            store.blobs().contains(&orphan),
+            "a live operation's blob survives"
+        );
         drop(guard);
         assert_eq!(store.gc(false).unwrap().unwrap().blobs_removed, 1);
     }

@@ -62,11 +62,17 @@ impl Store {
     pub fn open(root: &Path) -> Result<Self, OpenError> {
         for dir in ["", "blobs/sha256", "disks", "tmp", "locks"] {
             let path = root.join(dir);
-            std::fs::create_dir_all(&path)
-                .map_err(|source| OpenError::CreateDir { path: path.clone(), source })?;
+            std::fs::create_dir_all(&path).map_err(|source| OpenError::CreateDir {
+                path: path.clone(),
+                source,
+            })?;
         }
         let db = Db::open(&root.join("state.db")).map_err(OpenError::Db)?;
-        Ok(Self { root: root.to_path_buf(), blobs: BlobStore::new(root), db })
+        Ok(Self {
+            root: root.to_path_buf(),
+            blobs: BlobStore::new(root),
+            db,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -110,8 +116,10 @@ impl Store {
     /// Takes an exclusive lock named after an object (e.g. an image ID), so
     /// two processes do not build the same derived file twice.
     pub fn object_lock(&self, kind: &str, id: &str) -> Result<FileLock, LockError> {
-        let safe: String =
-            id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let safe: String = id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
         FileLock::exclusive(&self.root.join(format!("locks/{kind}-{safe}.lock")))
     }
 }

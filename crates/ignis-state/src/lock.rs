@@ -45,7 +45,10 @@ impl FileLock {
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(|source| LockError::Open { path: path.to_path_buf(), source })?;
+            .map_err(|source| LockError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
         loop {
             match flock(&file, op) {
                 Ok(()) => return Ok(Some(Self { _file: file })),

@@ -58,4 +58,5 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+#[allow(clippy::cast_possible_truncation)] // a handful of migrations
 pub const VERSION: u32 = MIGRATIONS.len() as u32;

@@ -4,12 +4,31 @@ use std::io::Write;
 /// header (so `../x` and `/etc/x` are possible).
 #[derive(Debug, Clone)]
 pub enum Entry {
-    Dir { path: String, mode: u32 },
-    File { path: String, data: Vec<u8>, mode: u32 },
-    Symlink { path: String, target: String },
-    Hardlink { path: String, target: String },
-    Char { path: String, major: u32, minor: u32 },
-    Fifo { path: String },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    Hardlink {
+        path: String,
+        target: String,
+    },
+    Char {
+        path: String,
+        major: u32,
+        minor: u32,
+    },
+    Fifo {
+        path: String,
+    },
 }
 
 /// Builds an uncompressed layer tarball.
@@ -27,7 +46,11 @@ impl Default for LayerBuilder {
 
 impl LayerBuilder {
     pub fn new() -> Self {
-        Self { out: tar::Builder::new(Vec::new()), uid: 0, gid: 0 }
+        Self {
+            out: tar::Builder::new(Vec::new()),
+            uid: 0,
+            gid: 0,
+        }
     }
 
     /// Owner of the entries added next.
@@ -38,19 +61,32 @@ impl LayerBuilder {
     }
 
     pub fn dir(self, path: &str, mode: u32) -> Self {
-        self.entry(Entry::Dir { path: path.into(), mode })
+        self.entry(Entry::Dir {
+            path: path.into(),
+            mode,
+        })
     }
 
     pub fn file(self, path: &str, data: &[u8], mode: u32) -> Self {
-        self.entry(Entry::File { path: path.into(), data: data.to_vec(), mode })
+        self.entry(Entry::File {
+            path: path.into(),
+            data: data.to_vec(),
+            mode,
+        })
     }
 
     pub fn symlink(self, path: &str, target: &str) -> Self {
-        self.entry(Entry::Symlink { path: path.into(), target: target.into() })
+        self.entry(Entry::Symlink {
+            path: path.into(),
+            target: target.into(),
+        })
     }
 
     pub fn hardlink(self, path: &str, target: &str) -> Self {
-        self.entry(Entry::Hardlink { path: path.into(), target: target.into() })
+        self.entry(Entry::Hardlink {
+            path: path.into(),
+            target: target.into(),
+        })
     }
 
     /// A whiteout for `path` (`dir/.wh.name`).
@@ -109,7 +145,10 @@ impl LayerBuilder {
             }
         };
         let name = &mut h.as_old_mut().name;
-        assert!(path.len() < name.len(), "test paths must fit the ustar name field");
+        assert!(
+            path.len() < name.len(),
+            "test paths must fit the ustar name field"
+        );
         name.fill(0);
         name[..path.len()].copy_from_slice(path.as_bytes());
         h.set_size(data.len() as u64);
@@ -131,7 +170,10 @@ impl LayerBuilder {
 
 fn raw_link(h: &mut tar::Header, target: &str) {
     let link = &mut h.as_old_mut().linkname;
-    assert!(target.len() < link.len(), "test link targets must fit the ustar field");
+    assert!(
+        target.len() < link.len(),
+        "test link targets must fit the ustar field"
+    );
     link.fill(0);
     link[..target.len()].copy_from_slice(target.as_bytes());
 }

@@ -47,8 +47,11 @@ fn render(spec: &ImageSpec) -> Written {
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .expect("json");
-    let layers: Vec<Vec<u8>> =
-        spec.layers.iter().map(|l| if spec.gzip { gzip(l) } else { l.clone() }).collect();
+    let layers: Vec<Vec<u8>> = spec
+        .layers
+        .iter()
+        .map(|l| if spec.gzip { gzip(l) } else { l.clone() })
+        .collect();
     let media = if spec.gzip {
         "application/vnd.oci.image.layer.v1.tar+gzip"
     } else {
@@ -63,7 +66,11 @@ fn render(spec: &ImageSpec) -> Written {
             .collect::<Vec<_>>(),
     }))
     .expect("json");
-    Written { manifest, config, layers }
+    Written {
+        manifest,
+        config,
+        layers,
+    }
 }
 
 fn blob_path(digest: &str) -> String {
@@ -87,7 +94,10 @@ impl OciWriter {
         }))
         .expect("json");
         let mut files = vec![
-            ("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+            (
+                "oci-layout".to_string(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
             ("index.json".to_string(), index),
             (blob_path(&sha256(&w.manifest)), w.manifest.clone()),
             (blob_path(&sha256(&w.config)), w.config.clone()),
@@ -129,7 +139,8 @@ impl OciWriter {
     }
 
     pub fn write_tar(files: &[(String, Vec<u8>)], out: &Path) -> anyhow::Result<()> {
-        let f = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        let f =
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
         let mut b = tar::Builder::new(f);
         for (path, data) in files {
             let mut h = tar::Header::new_gnu();
@@ -144,10 +155,16 @@ impl OciWriter {
 
     /// An OCI layout whose single layer is the tree at `rootfs` (for
     /// benchmarks and demos: build an image from a directory).
-    pub fn layout_from_dir(rootfs: &Path, out: &Path, name: &str, cmd: &[String]) -> anyhow::Result<()> {
+    pub fn layout_from_dir(
+        rootfs: &Path,
+        out: &Path,
+        name: &str,
+        cmd: &[String],
+    ) -> anyhow::Result<()> {
         let mut b = tar::Builder::new(Vec::new());
         b.follow_symlinks(false);
-        b.append_dir_all(".", rootfs).with_context(|| format!("archiving {}", rootfs.display()))?;
+        b.append_dir_all(".", rootfs)
+            .with_context(|| format!("archiving {}", rootfs.display()))?;
         let layer = b.into_inner()?;
         let spec = ImageSpec {
             layers: vec![layer],

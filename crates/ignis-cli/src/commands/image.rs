@@ -20,7 +20,11 @@ pub fn run(ignis: &Ignis, cmd: ImageCmd) -> anyhow::Result<()> {
             let images = ignis.image_list()?;
             let mut rows = Vec::new();
             for img in &images {
-                let names = if img.names.is_empty() { vec!["<none>".to_string()] } else { img.names.clone() };
+                let names = if img.names.is_empty() {
+                    vec!["<none>".to_string()]
+                } else {
+                    img.names.clone()
+                };
                 for n in names {
                     rows.push(vec![
                         short_id(&img.id).to_string(),
@@ -31,15 +35,25 @@ pub fn run(ignis: &Ignis, cmd: ImageCmd) -> anyhow::Result<()> {
                 }
             }
             let ids = images.iter().map(|i| short_id(&i.id).to_string()).collect();
-            output::list(&opts, &["IMAGE ID", "NAME", "CREATED", "SIZE"], rows, &images, ids)?;
+            output::list(
+                &opts,
+                &["IMAGE ID", "NAME", "CREATED", "SIZE"],
+                rows,
+                &images,
+                ids,
+            )?;
         }
-        ImageCmd::Inspect { image, output: fmt } => output::inspect(fmt, &ignis.image_inspect(&image)?)?,
+        ImageCmd::Inspect { image, output: fmt } => {
+            output::inspect(fmt, &ignis.image_inspect(&image)?)?
+        }
         ImageCmd::Rm { images, force } => {
             let mut first_err = None;
             for q in images {
                 match ignis.image_remove(&q, force) {
                     Ok(RemoveOutcome::Untagged(n)) => println!("Untagged: {n}"),
-                    Ok(RemoveOutcome::Dangling(id)) => println!("Untagged: {id} (in use; deleted once unused)"),
+                    Ok(RemoveOutcome::Dangling(id)) => {
+                        println!("Untagged: {id} (in use; deleted once unused)")
+                    }
                     Ok(RemoveOutcome::Deleted(id)) => println!("Deleted: {id}"),
                     // Docker's rmi goes on with the other arguments.
                     Err(e) if first_err.is_none() => first_err = Some(e),

@@ -6,7 +6,11 @@ use crate::output;
 
 pub fn run(ignis: &Ignis, cmd: KernelCmd) -> anyhow::Result<()> {
     match cmd {
-        KernelCmd::Import { source, name, default } => {
+        KernelCmd::Import {
+            source,
+            name,
+            default,
+        } => {
             let k = ignis.kernel_import(&source, name.as_deref(), default)?;
             println!("{}", k.id);
         }
@@ -17,18 +21,38 @@ pub fn run(ignis: &Ignis, cmd: KernelCmd) -> anyhow::Result<()> {
                 .map(|k| {
                     vec![
                         short_id(&k.id).to_string(),
-                        if k.names.is_empty() { "<none>".to_string() } else { k.names.join(",") },
+                        if k.names.is_empty() {
+                            "<none>".to_string()
+                        } else {
+                            k.names.join(",")
+                        },
                         k.version.clone(),
-                        if k.modules_digest.is_some() { "yes".into() } else { "no".into() },
+                        if k.modules_digest.is_some() {
+                            "yes".into()
+                        } else {
+                            "no".into()
+                        },
                         output::ago(k.created),
                         output::size(k.vmlinux_size),
                     ]
                 })
                 .collect();
-            let ids = kernels.iter().map(|k| short_id(&k.id).to_string()).collect();
-            output::list(&opts, &["KERNEL ID", "NAME", "VERSION", "MODULES", "CREATED", "SIZE"], rows, &kernels, ids)?;
+            let ids = kernels
+                .iter()
+                .map(|k| short_id(&k.id).to_string())
+                .collect();
+            output::list(
+                &opts,
+                &["KERNEL ID", "NAME", "VERSION", "MODULES", "CREATED", "SIZE"],
+                rows,
+                &kernels,
+                ids,
+            )?;
         }
-        KernelCmd::Inspect { kernel, output: fmt } => output::inspect(fmt, &ignis.kernel_inspect(&kernel)?)?,
+        KernelCmd::Inspect {
+            kernel,
+            output: fmt,
+        } => output::inspect(fmt, &ignis.kernel_inspect(&kernel)?)?,
         KernelCmd::Rm { kernels, force } => {
             let mut first_err = None;
             for q in kernels {

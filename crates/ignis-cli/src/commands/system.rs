@@ -10,7 +10,9 @@ pub fn run(ignis: &Ignis, cmd: SystemCmd) -> anyhow::Result<()> {
             match fmt {
                 ListFormat::Json => println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"imagesDeleted": images, "report": report}))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"imagesDeleted": images, "report": report})
+                    )?
                 ),
                 ListFormat::Table => {
                     for id in &images {

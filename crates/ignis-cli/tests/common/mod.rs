@@ -12,7 +12,9 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir") }
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -21,7 +23,9 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ignis"));
-        c.env("IGNIS_ROOT", self.root()).env_remove("IGNIS_FAULT").env("IGNIS_LOG", "warn");
+        c.env("IGNIS_ROOT", self.root())
+            .env_remove("IGNIS_FAULT")
+            .env("IGNIS_LOG", "warn");
         c
     }
 
@@ -44,26 +48,39 @@ impl Env {
 
     pub fn blobs(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.root().join("blobs/sha256"))
-            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
     }
 
     pub fn count(&self, sub: &str) -> usize {
-        std::fs::read_dir(self.root().join(sub)).map(|rd| rd.count()).unwrap_or(0)
+        std::fs::read_dir(self.root().join(sub))
+            .map(|rd| rd.count())
+            .unwrap_or(0)
     }
 
     pub fn image_ids(&self) -> Vec<String> {
         let json = self.ok(&["image", "ls", "-o", "json"]);
         let v: serde_json::Value = serde_json::from_str(&json).expect("json");
-        v.as_array().expect("array").iter().map(|i| i["id"].as_str().expect("id").to_string()).collect()
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|i| i["id"].as_str().expect("id").to_string())
+            .collect()
     }
 
     /// Writes a small image (2 layers, a whiteout, a symlink, a setuid
     /// file, non-root ownership) as an OCI layout directory.
     pub fn small_image(&self, name: &str, salt: &str) -> PathBuf {
-        let out = self.dir.path().join(format!("layout-{}", name.replace(['/', ':'], "_")));
+        let out = self
+            .dir
+            .path()
+            .join(format!("layout-{}", name.replace(['/', ':'], "_")));
         OciWriter::write_dir(&OciWriter::oci_files(&small_spec(name, salt)), &out).expect("layout");
         out
     }
@@ -82,7 +99,10 @@ pub fn small_spec(name: &str, salt: &str) -> ImageSpec {
         .dir("home", 0o750)
         .file("home/note", b"user file", 0o600)
         .build();
-    let top = LayerBuilder::new().whiteout("etc/old").file("etc/new", b"added", 0o644).build();
+    let top = LayerBuilder::new()
+        .whiteout("etc/old")
+        .file("etc/new", b"added", 0o644)
+        .build();
     ImageSpec {
         layers: vec![base, top],
         cmd: Some(vec!["/bin/sh".into()]),
@@ -95,7 +115,12 @@ pub fn small_spec(name: &str, salt: &str) -> ImageSpec {
 
 /// `debugfs -R CMD DISK` stdout.
 pub fn debugfs(disk: &Path, cmd: &str) -> String {
-    let out = Command::new("debugfs").arg("-R").arg(cmd).arg(disk).output().expect("debugfs");
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(cmd)
+        .arg(disk)
+        .output()
+        .expect("debugfs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -104,12 +129,31 @@ pub fn debugfs(disk: &Path, cmd: &str) -> String {
 pub fn check_small_disk(disk: &Path, salt: &str) {
     assert_eq!(debugfs(disk, "cat /etc/salt"), salt);
     assert_eq!(debugfs(disk, "cat /etc/new"), "added");
-    assert!(debugfs(disk, "stat /etc/old").is_empty(), "whiteout applied");
+    assert!(
+        debugfs(disk, "stat /etc/old").is_empty(),
+        "whiteout applied"
+    );
     let su = debugfs(disk, "stat /bin/su");
-    assert!(su.contains("Mode:  04755") && su.contains("User:     0"), "{su}");
+    assert!(
+        su.contains("Mode:  04755") && su.contains("User:     0"),
+        "{su}"
+    );
     let home = debugfs(disk, "stat /home/note");
-    assert!(home.contains("User:  1000") && home.contains("Group:  1000") && home.contains("Mode:  0600"), "{home}");
+    assert!(
+        home.contains("User:  1000")
+            && home.contains("Group:  1000")
+            && home.contains("Mode:  0600"),
+        "{home}"
+    );
     assert!(debugfs(disk, "stat /etc/link").contains("Type: symlink"));
-    let fsck = Command::new("e2fsck").arg("-fn").arg(disk).output().expect("e2fsck");
-    assert!(fsck.status.success(), "fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(disk)
+        .output()
+        .expect("e2fsck");
+    assert!(
+        fsck.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
 }

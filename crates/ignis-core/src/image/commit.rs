@@ -13,7 +13,11 @@ impl Ignis {
     /// record with its blob references and names. The caller holds the
     /// operation guard. On any failure nothing is recorded and the scratch
     /// space is removed.
-    pub(crate) fn commit_image(&self, fetched: Fetched, extra_names: &[String]) -> Result<ImageRecord, Error> {
+    pub(crate) fn commit_image(
+        &self,
+        fetched: Fetched,
+        extra_names: &[String],
+    ) -> Result<ImageRecord, Error> {
         let id = fetched.config_digest.clone();
         let mut names: Vec<String> = Vec::new();
         for n in fetched.names.iter().chain(extra_names) {
@@ -22,7 +26,10 @@ impl Ignis {
                 names.push(n);
             }
         }
-        let _lock = self.store.object_lock(KIND, &id).map_err(|e| Error::internal("lock the image", e))?;
+        let _lock = self
+            .store
+            .object_lock(KIND, &id)
+            .map_err(|e| Error::internal("lock the image", e))?;
         if let Some(row) = self.store.db().tx(|tx| tx.get_object(KIND, &id))? {
             // Stored already (maybe by a concurrent import): only add names.
             self.store.db().tx(|tx| {
@@ -31,24 +38,40 @@ impl Ignis {
                 }
                 Ok::<_, Error>(())
             })?;
-            let row = self.store.db().tx(|tx| tx.get_object(KIND, &row.id))?.expect("exists");
+            let row = self
+                .store
+                .db()
+                .tx(|tx| tx.get_object(KIND, &row.id))?
+                .expect("exists");
             return parse(&row);
         }
 
-        let scratch = self.store.scratch("image").map_err(|e| Error::internal("create scratch space", e))?;
+        let scratch = self
+            .store
+            .scratch("image")
+            .map_err(|e| Error::internal("create scratch space", e))?;
         let tree = scratch.path().join("rootfs");
-        std::fs::create_dir(&tree).map_err(|e| Error::internal("create the unpack directory", e))?;
+        std::fs::create_dir(&tree)
+            .map_err(|e| Error::internal("create the unpack directory", e))?;
         let tmp_disk = scratch.path().join("disk.ext4");
-        let (disk, layers, stats) =
-            build_disk(&self.store, &fetched, &tree, &tmp_disk, self.disks.as_ref(), &self.progress)
-                .map_err(build_error)?;
+        let (disk, layers, stats) = build_disk(
+            &self.store,
+            &fetched,
+            &tree,
+            &tmp_disk,
+            self.disks.as_ref(),
+            &self.progress,
+        )
+        .map_err(build_error)?;
         fault::point("image:disk-built");
         tracing::debug!(image = %id, entries = stats.entries, bytes = stats.bytes, "unpacked");
 
         let hex = id.trim_start_matches("sha256:");
         let disk_path: PathBuf = self.store.disks_dir().join(format!("image-{hex}.ext4"));
-        std::fs::rename(&tmp_disk, &disk_path).map_err(|e| Error::internal("move the image disk into place", e))?;
-        ignis_state::fsync_dir(&self.store.disks_dir()).map_err(|e| Error::internal("sync the disks directory", e))?;
+        std::fs::rename(&tmp_disk, &disk_path)
+            .map_err(|e| Error::internal("move the image disk into place", e))?;
+        ignis_state::fsync_dir(&self.store.disks_dir())
+            .map_err(|e| Error::internal("sync the disks directory", e))?;
         fault::point("image:before-record");
 
         let record = ImageRecord {
@@ -79,7 +102,11 @@ impl Ignis {
             Ok::<_, Error>(())
         })?;
         drop(scratch);
-        let row = self.store.db().tx(|tx| tx.get_object(KIND, &id))?.expect("just inserted");
+        let row = self
+            .store
+            .db()
+            .tx(|tx| tx.get_object(KIND, &id))?
+            .expect("just inserted");
         parse(&row)
     }
 }

@@ -12,14 +12,23 @@ impl Ignis {
         if !path.exists() {
             return Err(Error::new(
                 ErrorKind::NotFound,
-                format!("{} does not exist; give a docker-save tarball or an OCI layout (dir or tar)", path.display()),
+                format!(
+                    "{} does not exist; give a docker-save tarball or an OCI layout (dir or tar)",
+                    path.display()
+                ),
             ));
         }
-        let _guard = self.store.operation_guard().map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self
+            .store
+            .operation_guard()
+            .map_err(|e| Error::internal("take the operation lock", e))?;
         let fetched = import_archive(&self.store, path).map_err(import_error)?;
         fault::point("import:blobs-stored");
         let extra: Vec<String> = name.map(|n| vec![n.to_string()]).unwrap_or_default();
-        fetched.into_iter().map(|f| self.commit_image(f, &extra)).collect()
+        fetched
+            .into_iter()
+            .map(|f| self.commit_image(f, &extra))
+            .collect()
     }
 }
 

@@ -7,8 +7,8 @@ mod list;
 mod pull;
 mod remove;
 
-pub use remove::RemoveOutcome;
 pub(crate) use pull::pull_error;
+pub use remove::RemoveOutcome;
 
 use ignis_api::ImageRecord;
 use ignis_state::ObjectRow;
@@ -19,8 +19,13 @@ pub(crate) const KIND: &str = "image";
 
 /// Parses a stored image row, filling in its current names.
 pub(crate) fn parse(row: &ObjectRow) -> Result<ImageRecord, Error> {
-    let mut rec: ImageRecord = serde_json::from_str(&row.record)
-        .map_err(|e| Error::with_source(ErrorKind::Internal, format!("image record {} is unreadable", row.id), e))?;
+    let mut rec: ImageRecord = serde_json::from_str(&row.record).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Internal,
+            format!("image record {} is unreadable", row.id),
+            e,
+        )
+    })?;
     rec.names = row.names.clone();
     Ok(rec)
 }

@@ -6,13 +6,18 @@ use crate::{fault, Error, ErrorKind, Ignis};
 impl Ignis {
     /// `ignis image pull REF`.
     pub fn image_pull(&self, reference: &str) -> Result<ImageRecord, Error> {
-        let _guard = self.store.operation_guard().map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self
+            .store
+            .operation_guard()
+            .map_err(|e| Error::internal("take the operation lock", e))?;
         let registry = OciRegistry::new(&self.insecure);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::internal("start the async runtime", e))?;
-        let fetched = rt.block_on(pull(&self.store, &registry, reference, &self.progress)).map_err(pull_error)?;
+        let fetched = rt
+            .block_on(pull(&self.store, &registry, reference, &self.progress))
+            .map_err(pull_error)?;
         fault::point("pull:blobs-stored");
         self.commit_image(fetched, &[])
     }
@@ -20,7 +25,9 @@ impl Ignis {
 
 pub(crate) fn pull_error(e: PullError) -> Error {
     let kind = match &e {
-        PullError::BadReference { .. } | PullError::Corrupted { .. } | PullError::BadConfig(_) => ErrorKind::Invalid,
+        PullError::BadReference { .. } | PullError::Corrupted { .. } | PullError::BadConfig(_) => {
+            ErrorKind::Invalid
+        }
         PullError::ConfigTooLarge => ErrorKind::Invalid,
         PullError::Registry { .. } => ErrorKind::Unavailable,
         PullError::Io(_) | PullError::Store(_) => ErrorKind::Internal,

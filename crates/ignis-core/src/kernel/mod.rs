@@ -15,8 +15,13 @@ pub(crate) const KIND: &str = "kernel";
 pub const DEFAULT_NAME: &str = "default";
 
 pub(crate) fn parse(row: &ObjectRow) -> Result<KernelRecord, Error> {
-    let mut rec: KernelRecord = serde_json::from_str(&row.record)
-        .map_err(|e| Error::with_source(ErrorKind::Internal, format!("kernel record {} is unreadable", row.id), e))?;
+    let mut rec: KernelRecord = serde_json::from_str(&row.record).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Internal,
+            format!("kernel record {} is unreadable", row.id),
+            e,
+        )
+    })?;
     rec.names = row.names.clone();
     Ok(rec)
 }

@@ -12,7 +12,11 @@ impl Ignis {
                 let list: Vec<String> = users.iter().map(|(k, id)| format!("{k} {id}")).collect();
                 return Err(Error::new(
                     ErrorKind::Conflict,
-                    format!("kernel {} is used by {}; remove those first or use -f", ignis_api::short_id(&row.id), list.join(", ")),
+                    format!(
+                        "kernel {} is used by {}; remove those first or use -f",
+                        ignis_api::short_id(&row.id),
+                        list.join(", ")
+                    ),
                 ));
             }
             tx.delete_object(KIND, &row.id)?;

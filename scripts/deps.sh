@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what ignis and its tests need on Debian 12 (run as root).
+# Idempotent: skips what is already there.
+set -euo pipefail
+pkgs=(e2fsprogs zstd curl skopeo docker-registry busybox-static qemu-system-x86 ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust (rustup) first" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> cargo install cargo-nextest"
+  cargo install --locked cargo-nextest
+fi

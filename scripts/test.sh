@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what the tests need, runs every
+# tier that this machine can run, and says which tiers ran.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ]; then
+  scripts/deps.sh
+else
+  echo "(not root: skipping package installation; live tiers run only if their tools are present)"
+fi
+
+if [ -z "${IGNIS_TEST_KERNEL_DEB:-}" ] && command -v apt-get >/dev/null; then
+  IGNIS_TEST_KERNEL_DEB=$(scripts/kernel-deb.sh target/kernel 2>/dev/null || true)
+  export IGNIS_TEST_KERNEL_DEB
+fi
+
+cargo nextest run --workspace --no-fail-fast --success-output never --failure-output final 2>&1 | tee target/test.log
+status=${PIPESTATUS[0]}
+
+echo
+echo "Test tiers on this machine:"
+have() { command -v "$1" >/dev/null 2>&1; }
+echo "  unit + wire (no root, fakes) ............ ran"
+if have mkfs.ext4 && have debugfs; then echo "  e2fsprogs (real ext4 image disks) ....... ran"; else echo "  e2fsprogs ............................... SKIPPED: mkfs.ext4/debugfs missing"; fi
+if have docker-registry && have skopeo; then echo "  live registry (docker-registry) ......... ran"; else echo "  live registry ........................... SKIPPED: docker-registry or skopeo missing"; fi
+if [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then echo "  Debian kernel package .................. ran ($(basename "$IGNIS_TEST_KERNEL_DEB"))"; else echo "  Debian kernel package .................. SKIPPED: IGNIS_TEST_KERNEL_DEB unset"; fi
+exit "$status"
