@@ -33,6 +33,11 @@ fn missing(tool: &str) -> bool {
 }
 
 fn start_registry(dir: &std::path::Path) -> Registry {
+    start_registry_with(dir, "")
+}
+
+/// `extra` is appended to the registry config (e.g. an auth section).
+fn start_registry_with(dir: &std::path::Path, extra: &str) -> Registry {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -45,7 +50,7 @@ fn start_registry(dir: &std::path::Path) -> Registry {
         format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.join("registry-data").display()
-        ),
+        ) + extra,
     )
     .unwrap();
     let child = Command::new("docker-registry")
@@ -63,7 +68,8 @@ fn start_registry(dir: &std::path::Path) -> Registry {
                 s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", reg.addr).as_bytes());
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+            let code = buf.split(' ').nth(1).unwrap_or("");
+            if code == "200" || code == "401" {
                 return reg;
             }
         }
@@ -77,8 +83,16 @@ fn start_registry(dir: &std::path::Path) -> Registry {
 }
 
 fn push(layout: &std::path::Path, dest: &str) {
-    let out = Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+    push_as(layout, dest, None)
+}
+
+fn push_as(layout: &std::path::Path, dest: &str, creds: Option<&str>) {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+    if let Some(c) = creds {
+        cmd.arg(format!("--dest-creds={c}"));
+    }
+    let out = cmd
         .arg(format!("oci:{}", layout.display()))
         .arg(format!("docker://{dest}"))
         .output()
@@ -213,4 +227,77 @@ fn kernel_import_from_an_ignite_style_kernel_image() {
     // The pulled image's blobs are not kept once the kernel is extracted.
     env.ok(&["system", "prune"]);
     assert_eq!(env.blobs().len(), 2, "vmlinux + modules: {:?}", env.blobs());
+}
+
+#[test]
+fn pull_uses_credentials_from_the_docker_config() {
+    for tool in ["docker-registry", "skopeo"] {
+        if missing(tool) {
+            eprintln!("skipped: {tool} not installed (apt-get install docker-registry skopeo)");
+            return;
+        }
+    }
+    use base64::Engine as _;
+    let env = Env::new();
+    let htpasswd = env.dir.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("alice:{}\n", bcrypt::hash("s3cret", 4).unwrap()),
+    )
+    .unwrap();
+    let reg = start_registry_with(
+        env.dir.path(),
+        &format!(
+            "auth:\n  htpasswd:\n    realm: ignis-test\n    path: {}\n",
+            htpasswd.display()
+        ),
+    );
+    let layout = env.dir.path().join("layout");
+    OciWriter::write_dir(
+        &OciWriter::oci_files(&small_spec("app", "private")),
+        &layout,
+    )
+    .unwrap();
+    let reference = format!("{}/private/app:1", reg.addr);
+    push_as(&layout, &reference, Some("alice:s3cret"));
+
+    let docker_config = env.dir.path().join("docker");
+    std::fs::create_dir(&docker_config).unwrap();
+    let pull = |config: &std::path::Path| {
+        env.cmd()
+            .env("DOCKER_CONFIG", config)
+            .args([
+                "--insecure-registry",
+                &reg.addr,
+                "image",
+                "pull",
+                &reference,
+            ])
+            .output()
+            .unwrap()
+    };
+    // No credentials: refused by the registry, nothing stored.
+    std::fs::write(docker_config.join("config.json"), "{}").unwrap();
+    let out = pull(&docker_config);
+    assert!(
+        !out.status.success(),
+        "anonymous pull of a private image must fail"
+    );
+    assert!(env.image_ids().is_empty());
+    // Credentials in config.json: pulled.
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let out = pull(&docker_config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("s3cret"), "credentials must not be printed");
+    assert_eq!(env.image_ids().len(), 1);
 }
