@@ -1,0 +1,96 @@
+//! The host→guest boot contract.
+//!
+//! The per-VM initramfs holds `/ignis/config.json` ([`GuestConfig`]) and
+//! `/ignis/modules` (module paths in load order). The init reports back on
+//! the serial console with lines that start with [`MARKER`]:
+//!
+//! ```text
+//! IGNIS-INIT ready                 the workload (or /sbin/init) was started
+//! IGNIS-INIT exit <code>           the workload exited with <code>; powering off
+//! IGNIS-INIT error <message>       the init failed; powering off with 125
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+pub const CONFIG_PATH: &str = "/ignis/config.json";
+pub const MODULES_PATH: &str = "/ignis/modules";
+pub const MARKER: &str = "IGNIS-INIT";
+/// Exit status the init reports when it cannot start the workload.
+pub const INIT_FAILED: i32 = 125;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Run `argv` as the workload; power off when it exits.
+    App,
+    /// Exec the image's `/sbin/init` as PID 1.
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuestConfig {
+    pub mode: Mode,
+    pub hostname: String,
+    /// Workload command (app mode).
+    #[serde(default)]
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `user`, `uid`, `user:group` or `uid:gid`, as OCI `User`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Block device of the read-only image disk.
+    pub image_disk: String,
+    /// Block device of the writable disk (overlay upper layer).
+    pub data_disk: String,
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// Files to place in the guest: initramfs path → guest path, mode.
+    #[serde(default)]
+    pub files: Vec<CopyFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CopyFile {
+    pub source: String,
+    pub dest: String,
+    pub mode: u32,
+}
+
+/// What a console line from the init says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    Ready,
+    Exit(i32),
+    Error(String),
+}
+
+/// Parses one console line.
+pub fn parse_report(line: &str) -> Option<Report> {
+    let rest = line.trim_end_matches(['\r', '\n']).strip_prefix(MARKER)?.strip_prefix(' ')?;
+    if rest == "ready" {
+        return Some(Report::Ready);
+    }
+    if let Some(code) = rest.strip_prefix("exit ") {
+        return code.trim().parse().ok().map(Report::Exit);
+    }
+    rest.strip_prefix("error ").map(|m| Report::Error(m.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip() {
+        assert_eq!(parse_report("IGNIS-INIT ready\r\n"), Some(Report::Ready));
+        assert_eq!(parse_report("IGNIS-INIT exit 3"), Some(Report::Exit(3)));
+        assert_eq!(parse_report("IGNIS-INIT error no such file"), Some(Report::Error("no such file".into())));
+        assert_eq!(parse_report("hello IGNIS-INIT exit 3"), None);
+        assert_eq!(parse_report("IGNIS-INIT exit x"), None);
+    }
+}

@@ -1,0 +1,90 @@
+//! PID 1 of an ignis VM (see `ignis-guest-config` for the contract).
+//!
+//! 1. mount /proc, /sys, /dev; load the modules listed in /ignis/modules
+//! 2. mount the image disk read-only and the writable disk, join them as an
+//!    overlay at /newroot; set hostname, /etc/hosts, resolv.conf; copy files
+//! 3. app mode: run the workload chrooted in /newroot, reap every zombie,
+//!    forward SIGTERM/SIGINT/SIGHUP, and when it exits kill the rest, unmount
+//!    everything (clean ext4) and power off, reporting the exit code.
+//!    system mode: move /newroot to / and exec /sbin/init.
+//!
+//! Any failure is reported on the console and powers the VM off: an ignis VM
+//! never hangs in its initramfs.
+
+mod mounts;
+mod run;
+
+use ignis_guest_config::{GuestConfig, Mode, CONFIG_PATH, INIT_FAILED, MARKER, MODULES_PATH};
+use std::io::Write;
+
+fn main() {
+    let code = match boot() {
+        Ok(code) => code,
+        Err(e) => {
+            report(&format!("error {e}"));
+            INIT_FAILED
+        }
+    };
+    report(&format!("exit {code}"));
+    mounts::teardown();
+    power_off();
+}
+
+/// Writes a report line to the console (our stdout is /dev/console).
+pub fn report(what: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\n{MARKER} {what}");
+    let _ = out.flush();
+}
+
+fn boot() -> Result<i32, String> {
+    // Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to us, which
+    // is forwarded to the workload: a graceful stop.
+    let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
+    mounts::early()?;
+    load_modules();
+    let cfg: GuestConfig = serde_json::from_slice(
+        &std::fs::read(CONFIG_PATH).map_err(|e| format!("cannot read {CONFIG_PATH}: {e}"))?,
+    )
+    .map_err(|e| format!("bad {CONFIG_PATH}: {e}"))?;
+    mounts::root(&cfg)?;
+    mounts::configure(&cfg)?;
+    match cfg.mode {
+        Mode::App => run::workload(&cfg),
+        Mode::System => Err(run::exec_system_init()),
+    }
+}
+
+fn load_modules() {
+    let Ok(list) = std::fs::read_to_string(MODULES_PATH) else { return };
+    for path in list.lines().filter(|l| !l.is_empty()) {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("ignis-init: cannot open module {path}: {e}");
+                continue;
+            }
+        };
+        use std::os::fd::AsRawFd;
+        let params = c"";
+        // SAFETY: finit_module reads the module from a valid open fd and a
+        // NUL-terminated parameter string; it touches no memory of ours.
+        let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EEXIST) {
+                eprintln!("ignis-init: cannot load module {path}: {err}");
+            }
+        }
+    }
+}
+
+fn power_off() -> ! {
+    rustix::fs::sync();
+    // A reset, not a power-off: Firecracker exits on the i8042 reset
+    // (`reboot=k`) and QEMU runs with -no-reboot, so both end the VMM.
+    let _ = rustix::system::reboot(rustix::system::RebootCommand::Restart);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,195 @@
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use ignis_guest_config::GuestConfig;
+
+use crate::mounts::{switch_root, NEWROOT};
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+fn set_mask(how: libc::c_int) {
+    let set = signal_set();
+    // SAFETY: sigprocmask with a valid set pointer and a null old-set pointer.
+    unsafe {
+        libc::sigprocmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`) against the
+/// image's /etc/passwd and /etc/group.
+fn resolve_user(user: &str) -> Result<(u32, u32), String> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let read = |f: &str| std::fs::read_to_string(format!("{NEWROOT}/etc/{f}")).unwrap_or_default();
+    let lookup = |db: &str, name: &str, col: usize| -> Option<u32> {
+        db.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.first() == Some(&name)).and_then(|f| f.get(col)?.parse().ok())
+    };
+    let passwd = read("passwd");
+    let (uid, primary_gid) = match u.parse::<u32>() {
+        Ok(n) => (n, lookup_by_uid(&passwd, n).unwrap_or(n)),
+        Err(_) => {
+            let uid = lookup(&passwd, u, 2).ok_or_else(|| format!("user '{u}' not found in the image's /etc/passwd"))?;
+            (uid, lookup(&passwd, u, 3).unwrap_or(uid))
+        }
+    };
+    let gid = match g {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => lookup(&read("group"), g, 2).ok_or_else(|| format!("group '{g}' not found in the image's /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+fn lookup_by_uid(passwd: &str, uid: u32) -> Option<u32> {
+    passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.get(2).and_then(|v| v.parse().ok()) == Some(uid)).and_then(|f| f.get(3)?.parse().ok())
+}
+
+/// Finds `prog` in the image using the workload's PATH.
+fn resolve_program(prog: &str, env: &[String]) -> Result<String, String> {
+    if prog.contains('/') {
+        return Ok(prog.to_string());
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = format!("{}/{prog}", dir.trim_end_matches('/'));
+        if Path::new(&format!("{NEWROOT}{candidate}")).exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("executable '{prog}' not found in the image (PATH={path})"))
+}
+
+/// Runs the workload; returns its exit code (128+signal when killed).
+pub fn workload(cfg: &GuestConfig) -> Result<i32, String> {
+    let argv0 = cfg.argv.first().ok_or("no command to run")?;
+    let program = resolve_program(argv0, &cfg.env)?;
+    let (uid, gid) = match &cfg.user {
+        Some(u) if !u.is_empty() => resolve_user(u)?,
+        _ => (0, 0),
+    };
+    let workdir = cfg.workdir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".to_string());
+    let mut cmd = std::process::Command::new(&program);
+    cmd.args(&cfg.argv[1..]).env_clear();
+    let mut has_path = false;
+    for kv in &cfg.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            has_path |= k == "PATH";
+            cmd.env(k, v);
+        }
+    }
+    if !has_path {
+        cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    }
+    cmd.env("HOSTNAME", &cfg.hostname);
+    cmd.arg0(argv0);
+    set_mask(libc::SIG_BLOCK);
+    let wd = workdir.clone();
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (chroot, chdir, setsid, setgroups, setgid,
+    // setuid, sigprocmask).
+    unsafe {
+        cmd.pre_exec(move || {
+            let set = signal_set();
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::setsid();
+            std::os::unix::fs::chroot(NEWROOT)?;
+            std::env::set_current_dir(&wd)?;
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| format!("cannot start {program}: {e}"))?;
+    let main_pid = i32::try_from(child.id()).map_err(|_| "pid out of range")?;
+    crate::report("ready");
+    let code = supervise(main_pid);
+    // The workload is gone: stop whatever it left behind.
+    let _ = rustix::process::kill_current_process_group(rustix::process::Signal::TERM);
+    // SAFETY: kill(-1) signals every process but us; no memory involved.
+    unsafe {
+        libc::kill(-1, libc::SIGTERM);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+    }
+    reap_all();
+    Ok(code)
+}
+
+/// Waits for signals: reaps children, forwards termination signals to the
+/// workload, returns its exit code.
+fn supervise(main_pid: i32) -> i32 {
+    let set = signal_set();
+    loop {
+        // Reap everything that has exited (orphans are re-parented to us).
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid status pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if pid == main_pid {
+                return if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else if libc::WIFSIGNALED(status) {
+                    128 + libc::WTERMSIG(status)
+                } else {
+                    1
+                };
+            }
+        }
+        // SAFETY: sigwaitinfo with a valid set and a null info pointer.
+        let sig = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if sig == libc::SIGTERM || sig == libc::SIGINT || sig == libc::SIGHUP {
+            // SAFETY: forwarding a signal to the workload's pid.
+            unsafe {
+                libc::kill(main_pid, sig);
+            }
+        }
+    }
+}
+
+fn reap_all() {
+    for _ in 0..100 {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid < 0 {
+            return; // ECHILD: nothing left
+        }
+        if pid == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// System mode: the image's init becomes PID 1. Returns only on failure.
+pub fn exec_system_init() -> String {
+    if let Err(e) = switch_root() {
+        return e;
+    }
+    crate::report("ready");
+    let err = std::process::Command::new("/sbin/init").exec();
+    format!("cannot exec /sbin/init: {err}")
+}
