@@ -1,0 +1,177 @@
+//! What this host can run, and which backend `auto` picks, with the reason
+//! (`ignis info` prints it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::{Accel, BackendKind};
+
+/// State of KVM on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "state", content = "detail")]
+pub enum Kvm {
+    /// No /dev/kvm.
+    Missing,
+    /// /dev/kvm exists but cannot be opened (permissions).
+    NoAccess(String),
+    /// KVM that cannot run a stock Linux guest (PVM nested virtualization:
+    /// kvm_pvm loaded, no vmx/svm).
+    CannotRunLinux(String),
+    /// Hardware KVM (kvm_intel or kvm_amd).
+    Usable(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostInfo {
+    pub kvm: Kvm,
+    pub firecracker: Option<(PathBuf, String)>,
+    pub qemu: Option<PathBuf>,
+}
+
+/// The backend `auto` chose and why.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendChoice {
+    pub kind: Option<BackendKind>,
+    pub accel: Accel,
+    pub reason: String,
+}
+
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+fn kvm_state(dev: &Path, sys_module: &Path, cpuinfo: &str) -> Kvm {
+    if !dev.exists() {
+        return Kvm::Missing;
+    }
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev) {
+        return Kvm::NoAccess(format!("{}: {e}", dev.display()));
+    }
+    let has = |m: &str| sys_module.join(m).exists();
+    let hw = cpuinfo.lines().any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")));
+    if has("kvm_intel") || has("kvm_amd") {
+        return Kvm::Usable(if has("kvm_intel") { "kvm_intel".into() } else { "kvm_amd".into() });
+    }
+    if has("kvm_pvm") || !hw {
+        return Kvm::CannotRunLinux(
+            "KVM here is PVM nested virtualization (kvm_pvm, no vmx/svm): stock Linux guests die with KVM_EXIT_INTERNAL_ERROR"
+                .into(),
+        );
+    }
+    Kvm::Usable("kvm".into())
+}
+
+fn firecracker_version(bin: &Path) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.split_whitespace().find(|w| w.starts_with('v'))?.trim_start_matches('v').to_string();
+    Some(v)
+}
+
+/// `major.minor` at least 1.10.
+pub fn firecracker_supported(version: &str) -> bool {
+    let mut it = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (major, minor) >= (1, 10)
+}
+
+pub fn detect() -> HostInfo {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let kvm = kvm_state(Path::new("/dev/kvm"), Path::new("/sys/module"), &cpuinfo);
+    let fc_bin = std::env::var_os("IGNIS_FIRECRACKER").map(PathBuf::from).or_else(|| find_in_path("firecracker"));
+    let firecracker = fc_bin.and_then(|b| firecracker_version(&b).map(|v| (b, v)));
+    let qemu = find_in_path(crate::qemu::BINARY);
+    HostInfo { kvm, firecracker, qemu }
+}
+
+impl HostInfo {
+    /// auto: Firecracker where it is installed and KVM can run Linux, then
+    /// QEMU with KVM, then QEMU with TCG.
+    pub fn choose(&self) -> BackendChoice {
+        let kvm_ok = matches!(self.kvm, Kvm::Usable(_));
+        let why_not_kvm = match &self.kvm {
+            Kvm::Missing => "no /dev/kvm".to_string(),
+            Kvm::NoAccess(e) => format!("/dev/kvm not accessible ({e})"),
+            Kvm::CannotRunLinux(e) => e.clone(),
+            Kvm::Usable(_) => String::new(),
+        };
+        match (&self.firecracker, &self.qemu) {
+            (Some((_, v)), _) if kvm_ok && firecracker_supported(v) => BackendChoice {
+                kind: Some(BackendKind::Firecracker),
+                accel: Accel::Kvm,
+                reason: format!("firecracker {v} installed and KVM usable"),
+            },
+            (_, Some(_)) if kvm_ok => BackendChoice {
+                kind: Some(BackendKind::Qemu),
+                accel: Accel::Kvm,
+                reason: "QEMU with KVM (no Firecracker >= 1.10 found)".into(),
+            },
+            (_, Some(_)) => BackendChoice {
+                kind: Some(BackendKind::Qemu),
+                accel: Accel::Tcg,
+                reason: format!("QEMU with TCG software emulation: {why_not_kvm}"),
+            },
+            (_, None) => BackendChoice {
+                kind: None,
+                accel: Accel::Tcg,
+                reason: format!(
+                    "no usable VMM: install qemu-system-x86 (apt-get install qemu-system-x86) or put firecracker >= 1.10 on PATH{}",
+                    if why_not_kvm.is_empty() { String::new() } else { format!(" ({why_not_kvm})") }
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(kvm: Kvm, fc: Option<&str>, qemu: bool) -> HostInfo {
+        HostInfo {
+            kvm,
+            firecracker: fc.map(|v| (PathBuf::from("/usr/bin/firecracker"), v.to_string())),
+            qemu: qemu.then(|| PathBuf::from("/usr/bin/qemu-system-x86_64")),
+        }
+    }
+
+    #[test]
+    fn auto_prefers_firecracker_then_qemu_kvm_then_tcg() {
+        let ok = Kvm::Usable("kvm_intel".into());
+        assert_eq!(host(ok.clone(), Some("1.12.0"), true).choose().kind, Some(BackendKind::Firecracker));
+        let old = host(ok.clone(), Some("1.4.1"), true).choose();
+        assert_eq!((old.kind, old.accel), (Some(BackendKind::Qemu), Accel::Kvm));
+        let pvm = host(Kvm::CannotRunLinux("PVM".into()), Some("1.12.0"), true).choose();
+        assert_eq!((pvm.kind, pvm.accel), (Some(BackendKind::Qemu), Accel::Tcg));
+        assert!(pvm.reason.contains("PVM"));
+        let none = host(Kvm::Missing, None, false).choose();
+        assert_eq!(none.kind, None);
+        assert!(none.reason.contains("apt-get install qemu-system-x86"));
+    }
+
+    #[test]
+    fn pvm_host_is_detected_as_unable_to_run_linux() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("kvm");
+        std::fs::write(&dev, b"").unwrap();
+        let modules = dir.path().join("module");
+        std::fs::create_dir_all(modules.join("kvm_pvm")).unwrap();
+        assert!(matches!(kvm_state(&dev, &modules, "flags : fpu sse"), Kvm::CannotRunLinux(_)));
+        std::fs::create_dir_all(modules.join("kvm_intel")).unwrap();
+        assert!(matches!(kvm_state(&dev, &modules, "flags : fpu vmx"), Kvm::Usable(_)));
+        assert_eq!(kvm_state(&dir.path().join("none"), &modules, ""), Kvm::Missing);
+    }
+
+    #[test]
+    fn firecracker_version_floor() {
+        assert!(firecracker_supported("1.10.0"));
+        assert!(firecracker_supported("1.16.1"));
+        assert!(!firecracker_supported("1.9.9"));
+        assert!(!firecracker_supported("garbage"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Firecracker backend: spawn `firecracker --api-sock`, configure it over
+//! the REST API (boot source, machine config, drives), InstanceStart.
+//! The serial console is Firecracker's stdout (a pipe of its own: it sets
+//! O_NONBLOCK on it). Stale sockets are removed first: Firecracker never
+//! unlinks them itself.
+
+mod api;
+
+pub use api::ApiClient;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::{Backend, BackendKind, Control, VmSpec, VmmError};
+
+pub const BINARY: &str = "firecracker";
+
+#[derive(Debug, Clone)]
+pub struct FirecrackerBackend {
+    binary: PathBuf,
+}
+
+fn api_path(dir: &Path) -> PathBuf {
+    dir.join("firecracker.sock")
+}
+
+impl FirecrackerBackend {
+    pub fn new(binary: PathBuf) -> Self {
+        Self { binary }
+    }
+
+    /// The API calls that configure and start `spec`, in order.
+    pub fn calls(spec: &VmSpec) -> Vec<(&'static str, String, serde_json::Value)> {
+        let mut calls = vec![
+            (
+                "PUT",
+                "/boot-source".to_string(),
+                json!({
+                    "kernel_image_path": spec.vmlinux,
+                    "initrd_path": spec.initrd,
+                    "boot_args": spec.cmdline,
+                }),
+            ),
+            ("PUT", "/machine-config".to_string(), json!({"vcpu_count": spec.vcpus, "mem_size_mib": spec.memory_mib})),
+        ];
+        for (i, d) in spec.disks.iter().enumerate() {
+            let id = format!("d{i}");
+            calls.push((
+                "PUT",
+                format!("/drives/{id}"),
+                json!({"drive_id": id, "path_on_host": d.path, "is_root_device": false, "is_read_only": d.read_only}),
+            ));
+        }
+        calls.push(("PUT", "/actions".to_string(), json!({"action_type": "InstanceStart"})));
+        calls
+    }
+}
+
+impl Backend for FirecrackerBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Firecracker
+    }
+
+    fn launch(&self, spec: &VmSpec, console: Stdio) -> Result<Child, VmmError> {
+        let sock = api_path(&spec.dir);
+        let _ = std::fs::remove_file(&sock);
+        let mut child = Command::new(&self.binary)
+            .arg("--api-sock")
+            .arg(&sock)
+            .arg("--id")
+            .arg(&spec.id)
+            .stdin(Stdio::null())
+            .stdout(console)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| VmmError::Spawn { binary: self.binary.display().to_string(), source })?;
+        let configure = || -> Result<(), VmmError> {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !sock.exists() {
+                if Instant::now() > deadline {
+                    return Err(VmmError::Protocol("Firecracker did not create its API socket within 5 s".into()));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let api = ApiClient::new(&sock)?;
+            for (method, path, body) in Self::calls(spec) {
+                match method {
+                    "PUT" => api.put(&path, &body)?,
+                    _ => api.patch(&path, &body)?,
+                };
+            }
+            Ok(())
+        };
+        if let Err(e) = configure() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&sock);
+            return Err(e);
+        }
+        Ok(child)
+    }
+}
+
+pub struct FirecrackerControl {
+    socket: PathBuf,
+}
+
+impl FirecrackerControl {
+    pub fn new(dir: &Path) -> Self {
+        Self { socket: api_path(dir) }
+    }
+}
+
+impl Control for FirecrackerControl {
+    fn shutdown(&self) -> Result<(), VmmError> {
+        ApiClient::new(&self.socket)?.put("/actions", &json!({"action_type": "SendCtrlAltDel"})).map(drop)
+    }
+    fn pause(&self) -> Result<(), VmmError> {
+        ApiClient::new(&self.socket)?.patch("/vm", &json!({"state": "Paused"})).map(drop)
+    }
+    fn resume(&self) -> Result<(), VmmError> {
+        ApiClient::new(&self.socket)?.patch("/vm", &json!({"state": "Resumed"})).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_configure_boot_source_machine_drives_then_start() {
+        let spec = VmSpec {
+            id: "vm1".into(),
+            dir: "/run/x".into(),
+            vmlinux: "/k/vmlinux".into(),
+            bzimage: None,
+            initrd: "/k/initrd".into(),
+            cmdline: "console=ttyS0 reboot=k".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            disks: vec![crate::DiskSpec { path: "/d/img".into(), read_only: true }],
+            accel: crate::Accel::Kvm,
+        };
+        let calls = FirecrackerBackend::calls(&spec);
+        let paths: Vec<&str> = calls.iter().map(|c| c.1.as_str()).collect();
+        assert_eq!(paths, ["/boot-source", "/machine-config", "/drives/d0", "/actions"]);
+        assert_eq!(calls[0].2["boot_args"], "console=ttyS0 reboot=k");
+        assert_eq!(calls[2].2["is_read_only"], true);
+        assert_eq!(calls[3].2["action_type"], "InstanceStart");
+    }
+}

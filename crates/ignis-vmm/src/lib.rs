@@ -1,0 +1,124 @@
+//! VMM backends.
+//!
+//! A [`Backend`] launches a VMM process for a [`VmSpec`] with the serial
+//! console on a pipe the supervisor reads, and returns the child. Control
+//! of a running VM (graceful shutdown, pause, resume) goes through the VMM's
+//! own control socket in the VM's runtime directory, so any ignis process
+//! can do it, not only the supervisor that launched it.
+
+pub mod detect;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+pub mod firecracker;
+pub mod qemu;
+
+use std::path::PathBuf;
+use std::process::Child;
+
+pub use detect::{detect, BackendChoice, HostInfo};
+
+/// Which VMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Firecracker,
+    Qemu,
+    #[cfg(any(test, feature = "fake"))]
+    Fake,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firecracker => "firecracker",
+            Self::Qemu => "qemu",
+            #[cfg(any(test, feature = "fake"))]
+            Self::Fake => "fake",
+        }
+    }
+}
+
+/// QEMU acceleration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// Everything a VMM needs to boot one VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub id: String,
+    /// Runtime directory: control sockets live here.
+    pub dir: PathBuf,
+    /// ELF vmlinux (Firecracker; QEMU too when there is no bzImage).
+    pub vmlinux: PathBuf,
+    /// bzImage (QEMU boots it fastest).
+    pub bzimage: Option<PathBuf>,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disks: Vec<DiskSpec>,
+    /// QEMU only.
+    pub accel: Accel,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("{binary} not found; {hint}")]
+    NotInstalled { binary: String, hint: &'static str },
+    #[error("cannot start {binary}")]
+    Spawn {
+        binary: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reach the VMM control socket {path}")]
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Firecracker API {method} {path} failed ({status}): {message}")]
+    Api { method: String, path: String, status: u16, message: String },
+    #[error("QMP command {command} failed: {class}: {desc}")]
+    Qmp { command: String, class: String, desc: String },
+    #[error("VMM protocol error: {0}")]
+    Protocol(String),
+    #[error("VMM control I/O")]
+    Io(#[from] std::io::Error),
+}
+
+/// Launches VMMs.
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// Starts the VMM; its serial console goes to `console` (the write end
+    /// of a pipe). Returns once the guest is booting.
+    fn launch(&self, spec: &VmSpec, console: std::process::Stdio) -> Result<Child, VmmError>;
+}
+
+/// Control of a running VM through its control socket.
+pub trait Control {
+    /// Asks the guest to shut down (Ctrl-Alt-Del or ACPI power button).
+    fn shutdown(&self) -> Result<(), VmmError>;
+    fn pause(&self) -> Result<(), VmmError>;
+    fn resume(&self) -> Result<(), VmmError>;
+}
+
+/// The control handle of a VM of `kind` whose runtime directory is `dir`.
+pub fn control(kind: BackendKind, dir: &std::path::Path) -> Box<dyn Control> {
+    match kind {
+        BackendKind::Firecracker => Box::new(firecracker::FirecrackerControl::new(dir)),
+        BackendKind::Qemu => Box::new(qemu::QemuControl::new(dir)),
+        #[cfg(any(test, feature = "fake"))]
+        BackendKind::Fake => Box::new(fake::FakeControl::new(dir)),
+    }
+}

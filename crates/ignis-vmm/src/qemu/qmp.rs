@@ -1,0 +1,144 @@
+//! A QMP client (JSON lines over a unix socket): read the greeting,
+//! negotiate capabilities, then one command at a time, skipping
+//! asynchronous events. Hand-written: QMP is a few JSON lines and the QMP
+//! crates pull in a full async stack for it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::VmmError;
+
+/// The longest QMP line accepted (responses are small; this bounds what a
+/// misbehaving peer can make us buffer).
+const MAX_LINE: usize = 1 << 20;
+
+pub struct QmpClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl QmpClient {
+    pub fn connect(path: &Path) -> Result<Self, VmmError> {
+        let stream = UnixStream::connect(path)
+            .map_err(|source| VmmError::Connect { path: path.display().to_string(), source })?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let writer = stream.try_clone()?;
+        let mut c = Self { reader: BufReader::new(stream), writer };
+        let greeting = c.read()?;
+        if greeting.get("QMP").is_none() {
+            return Err(VmmError::Protocol(format!("expected a QMP greeting, got {greeting}")));
+        }
+        c.execute("qmp_capabilities", None)?;
+        Ok(c)
+    }
+
+    fn read(&mut self) -> Result<Value, VmmError> {
+        let mut line = String::new();
+        let n = std::io::Read::take(&mut self.reader, MAX_LINE as u64).read_line(&mut line)?;
+        if n == 0 {
+            return Err(VmmError::Protocol("QMP connection closed".into()));
+        }
+        if !line.ends_with('\n') {
+            return Err(VmmError::Protocol("QMP line too long".into()));
+        }
+        serde_json::from_str(&line).map_err(|e| VmmError::Protocol(format!("bad QMP JSON: {e}")))
+    }
+
+    /// Runs a command and returns its `return` value.
+    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, VmmError> {
+        let mut msg = json!({ "execute": command });
+        if let Some(a) = arguments {
+            msg["arguments"] = a;
+        }
+        let mut bytes = serde_json::to_vec(&msg).expect("json");
+        bytes.push(b'\n');
+        self.writer.write_all(&bytes)?;
+        loop {
+            let v = self.read()?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                return Err(VmmError::Qmp {
+                    command: command.to_string(),
+                    class: e["class"].as_str().unwrap_or("?").to_string(),
+                    desc: e["desc"].as_str().unwrap_or("?").to_string(),
+                });
+            }
+            // An event ({"event": ...}): not our answer.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A fake QMP server: greeting, capabilities, an event before each
+    /// answer, and scripted answers.
+    fn fake_qmp(path: &Path, answers: Vec<&'static str>) -> std::thread::JoinHandle<Vec<String>> {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n").unwrap();
+            let mut seen = Vec::new();
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            seen.push(line.trim().to_string());
+            w.write_all(b"{\"return\": {}}\n").unwrap();
+            for a in answers {
+                line.clear();
+                if r.read_line(&mut line).unwrap() == 0 {
+                    break;
+                }
+                seen.push(line.trim().to_string());
+                w.write_all(b"{\"event\": \"RESUME\", \"timestamp\": {}}\n").unwrap();
+                w.write_all(a.as_bytes()).unwrap();
+                w.write_all(b"\n").unwrap();
+            }
+            seen
+        })
+    }
+
+    #[test]
+    fn negotiates_skips_events_and_reports_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let server = fake_qmp(
+            &sock,
+            vec![
+                r#"{"return": {"status": "running", "running": true}}"#,
+                r#"{"error": {"class": "GenericError", "desc": "no such thing"}}"#,
+            ],
+        );
+        let mut c = QmpClient::connect(&sock).unwrap();
+        let status = c.execute("query-status", None).unwrap();
+        assert_eq!(status["status"], "running");
+        let err = c.execute("bogus", Some(json!({"a": 1}))).unwrap_err();
+        assert!(matches!(&err, VmmError::Qmp { class, desc, .. } if class == "GenericError" && desc == "no such thing"), "{err}");
+        drop(c);
+        let seen = server.join().unwrap();
+        assert_eq!(seen[0], r#"{"execute":"qmp_capabilities"}"#);
+        assert_eq!(seen[2], r#"{"arguments":{"a":1},"execute":"bogus"}"#);
+    }
+
+    #[test]
+    fn a_peer_that_is_not_qmp_is_a_protocol_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+        });
+        assert!(matches!(QmpClient::connect(&sock), Err(VmmError::Protocol(_))));
+        t.join().unwrap();
+    }
+}
