@@ -64,4 +64,8 @@ pub struct ImageRecord {
     pub disk_path: String,
     pub config: ImageConfig,
     pub layers: Vec<LayerInfo>,
+    /// Whether the image has `/sbin/init` (a system image: it boots its own
+    /// init unless a command is given).
+    #[serde(default)]
+    pub has_init: bool,
 }

@@ -8,10 +8,12 @@
 mod image;
 mod kernel;
 mod prune;
+mod vm;
 
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
 pub use kernel::{KernelRecord, KernelSource};
 pub use prune::PruneReport;
+pub use vm::{CopyFileSpec, RunMode, VmRecord, VmSpec, VmState, VmStatus};
 
 /// Prefix of every content digest ignis produces or accepts.
 pub const SHA256_PREFIX: &str = "sha256:";

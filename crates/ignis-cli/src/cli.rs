@@ -23,6 +23,71 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create and start a VM (detached unless --rm, -i or -t).
+    Run(RunArgs),
+    /// Create a VM without starting it.
+    Create(CreateArgs),
+    /// Start VMs.
+    Start {
+        #[arg(required = true)]
+        vms: Vec<String>,
+        /// Return once the VMM runs, without waiting for the guest to report ready.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop VMs gracefully (killed after --time).
+    Stop {
+        #[arg(required = true)]
+        vms: Vec<String>,
+        /// Seconds to wait for a clean shutdown before killing.
+        #[arg(long, short = 't', default_value_t = 10)]
+        time: u64,
+    },
+    /// Kill VMs at once.
+    Kill {
+        #[arg(required = true)]
+        vms: Vec<String>,
+    },
+    /// Remove VMs.
+    Rm {
+        #[arg(required = true)]
+        vms: Vec<String>,
+        /// Kill running VMs first.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// List VMs.
+    Ps {
+        /// Show all VMs, not only running ones.
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// Filter: name=, state=, image=, label=KEY[=VALUE] (repeatable).
+        #[arg(long)]
+        filter: Vec<String>,
+        #[command(flatten)]
+        list: ListOpts,
+    },
+    /// Show a VM's serial console log.
+    Logs {
+        vm: String,
+        /// Follow the log until the VM stops.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Show a VM's record.
+    Inspect {
+        vm: String,
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: InspectFormat,
+    },
+    /// What this host can run and which backend ignis uses.
+    Info {
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: ListFormat,
+    },
+    /// Internal: the per-VM supervisor.
+    #[command(name = "__supervise", hide = true)]
+    Supervise { id: String },
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -34,6 +99,65 @@ pub enum Command {
     System(SystemCmd),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Image name or ID (pulled when missing and it looks like a reference).
+    pub image: String,
+    /// Command replacing the image's Cmd.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// vCPUs.
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory, e.g. 512MB, 1GB (a bare number is MiB).
+    #[arg(long, short = 'm')]
+    pub memory: Option<String>,
+    /// Size of the writable disk, e.g. 4GB.
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Kernel name or ID (default: the kernel named "default").
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Extra kernel command line arguments.
+    #[arg(long)]
+    pub kernel_args: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long, short = 'e')]
+    pub env: Vec<String>,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(long, short = 'l')]
+    pub label: Vec<String>,
+    /// Copy a host file into the VM: HOST_PATH:VM_PATH (repeatable).
+    #[arg(long)]
+    pub copy_files: Vec<String>,
+    /// auto, firecracker or qemu.
+    #[arg(long, env = "IGNIS_BACKEND", default_value = "auto")]
+    pub backend: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Run in the background and print the VM ID (the default without --rm/-i/-t).
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// Remove the VM when it exits; runs in the foreground unless -d.
+    #[arg(long)]
+    pub rm: bool,
+    /// Attach to the VM's console in the foreground.
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Same as -i (a terminal).
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Return once the VMM runs, without waiting for the guest to report ready.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

@@ -16,6 +16,7 @@ mod exit {
     pub const NOT_FOUND: i32 = 3;
     pub const CONFLICT: i32 = 4;
     pub const UNAVAILABLE: i32 = 5;
+    pub const RUN_FAILED: i32 = 125;
 }
 
 fn main() {
@@ -26,17 +27,24 @@ fn main() {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
+    // Docker's convention: `run` keeps 1..124 for the workload's own exit
+    // codes and reports its own failures as 125.
+    let is_run = matches!(cli.command, cli::Command::Run(_));
     let code = match run(cli) {
-        Ok(()) => 0,
+        Ok(code) => code,
+        Err(e) if is_run => {
+            report(&e);
+            exit::RUN_FAILED
+        }
         Err(e) => report(&e),
     };
     std::process::exit(code);
 }
 
-fn run(cli: cli::Cli) -> anyhow::Result<()> {
+fn run(cli: cli::Cli) -> anyhow::Result<i32> {
     if let cli::Command::Version = cli.command {
         println!("ignis {}", env!("CARGO_PKG_VERSION"));
-        return Ok(());
+        return Ok(0);
     }
     let ignis = Ignis::open(Options {
         root: cli.root.clone(),

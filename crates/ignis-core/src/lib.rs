@@ -11,6 +11,7 @@ pub mod image;
 pub mod kernel;
 mod resolve;
 pub mod system;
+pub mod vm;
 
 pub use error::{Error, ErrorKind};
 pub use resolve::{resolve, ResolveError};

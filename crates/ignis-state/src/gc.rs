@@ -49,16 +49,17 @@ impl Store {
                 report.bytes_freed += size;
             }
         }
-        let disks = self.disks_dir();
-        for entry in std::fs::read_dir(&disks).map_err(io(&disks))? {
-            let entry = entry.map_err(io(&disks))?;
-            let path = entry.path();
-            if !owned.contains(&path.display().to_string()) {
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                remove_any(&path).map_err(io(&path))?;
-                tracing::debug!(path = %path.display(), "gc: removed unowned file");
-                report.disks_removed += 1;
-                report.bytes_freed += size;
+        for disks in [self.disks_dir(), self.root().join("vms")] {
+            for entry in std::fs::read_dir(&disks).map_err(io(&disks))? {
+                let entry = entry.map_err(io(&disks))?;
+                let path = entry.path();
+                if !owned.contains(&path.display().to_string()) {
+                    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    remove_any(&path).map_err(io(&path))?;
+                    tracing::debug!(path = %path.display(), "gc: removed unowned file");
+                    report.disks_removed += 1;
+                    report.bytes_freed += size;
+                }
             }
         }
         let tmp = self.root().join("tmp");

@@ -5,6 +5,7 @@
 //!   state.db            SQLite, WAL; records and blob references (schema.rs)
 //!   blobs/sha256/<hex>  content-addressed blobs, verified on the way in
 //!   disks/              derived files owned by a record (image ext4 disks)
+//!   vms/<id>/           a VM's writable disk, console log, runtime files
 //!   tmp/<op>/           per-operation scratch; removed by the operation or GC
 //!   locks/              advisory flock files (gc.lock, per-object locks)
 //! ```
@@ -60,7 +61,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the state root and migrates the database.
     pub fn open(root: &Path) -> Result<Self, OpenError> {
-        for dir in ["", "blobs/sha256", "disks", "tmp", "locks"] {
+        for dir in ["", "blobs/sha256", "disks", "vms", "tmp", "locks"] {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(|source| OpenError::CreateDir {
                 path: path.clone(),

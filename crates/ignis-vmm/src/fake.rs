@@ -36,8 +36,9 @@ impl Backend for FakeBackend {
             .find_map(|w| w.strip_prefix("ignis.fake="))
             .unwrap_or("run")
             .to_string();
-        Command::new("/bin/sh")
-            .arg("-c")
+        let mut cmd = Command::new("/bin/sh");
+        crate::die_with_parent(&mut cmd);
+        cmd.arg("-c")
             .arg(SCRIPT)
             .arg("fake-vmm")
             .arg(&spec.dir)

@@ -97,6 +97,21 @@ pub enum VmmError {
     Io(#[from] std::io::Error),
 }
 
+/// Makes a VMM child die with its parent (the supervisor): if the
+/// supervisor is SIGKILLed, no VMM is left running unmanaged.
+#[allow(unsafe_code)]
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl,
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Launches VMMs.
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;

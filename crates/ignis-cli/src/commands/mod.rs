@@ -4,15 +4,18 @@
 mod image;
 mod kernel;
 mod system;
+mod vm;
 
 use crate::cli::Command;
 use ignis_core::Ignis;
 
-pub fn dispatch(ignis: &Ignis, cmd: Command) -> anyhow::Result<()> {
+/// Runs a command; the result is the process exit code.
+pub fn dispatch(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
     match cmd {
-        Command::Image(c) => image::run(ignis, c),
-        Command::Kernel(c) => kernel::run(ignis, c),
-        Command::System(c) => system::run(ignis, c),
+        Command::Image(c) => image::run(ignis, c).map(|()| 0),
+        Command::Kernel(c) => kernel::run(ignis, c).map(|()| 0),
+        Command::System(c) => system::run(ignis, c).map(|()| 0),
         Command::Version => unreachable!("handled before opening the state"),
+        other => vm::run(ignis, other),
     }
 }

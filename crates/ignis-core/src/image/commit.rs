@@ -63,6 +63,7 @@ impl Ignis {
             &self.progress,
         )
         .map_err(build_error)?;
+        let has_init = exists_in_tree(&tree, "sbin/init");
         fault::point("image:disk-built");
         tracing::debug!(image = %id, entries = stats.entries, bytes = stats.bytes, "unpacked");
 
@@ -88,6 +89,7 @@ impl Ignis {
             disk_path: disk_path.display().to_string(),
             config: fetched.config.image_config(),
             layers,
+            has_init,
         };
         let json = serde_json::to_string(&record).expect("serializable");
         self.store.db().tx(|tx| {
@@ -120,4 +122,62 @@ fn build_error(e: BuildError) -> Error {
     };
     let msg = e.to_string();
     Error::with_source(kind, format!("cannot build the image: {msg}"), e)
+}
+
+/// Whether `path` exists inside the image tree `root`, following symlinks
+/// as the guest would (absolute targets are relative to the image root, and
+/// never leave it).
+pub(crate) fn exists_in_tree(root: &std::path::Path, path: &str) -> bool {
+    let mut stack: Vec<String> = path.split('/').rev().filter(|c| !c.is_empty()).map(str::to_string).collect();
+    let mut cur: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(comp) = stack.pop() {
+        match comp.as_str() {
+            "." => continue,
+            ".." => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(comp);
+        let host = root.join(cur.join("/"));
+        let Ok(meta) = std::fs::symlink_metadata(&host) else { return false };
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return false;
+            }
+            let Ok(target) = std::fs::read_link(&host) else { return false };
+            let target = target.to_string_lossy().into_owned();
+            cur.pop();
+            if target.starts_with('/') {
+                cur.clear();
+            }
+            stack.extend(target.split('/').rev().filter(|c| !c.is_empty()).map(str::to_string));
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exists_in_tree;
+
+    #[test]
+    fn init_is_found_through_in_tree_symlinks_only() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+        std::fs::write(root.join("usr/lib/systemd/systemd"), b"").unwrap();
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::os::unix::fs::symlink("/usr/sbin", root.join("sbin")).unwrap();
+        std::os::unix::fs::symlink("../lib/systemd/systemd", root.join("usr/sbin/init")).unwrap();
+        assert!(exists_in_tree(root, "sbin/init"));
+        std::os::unix::fs::symlink("/etc/passwd", root.join("escape")).unwrap();
+        assert!(!exists_in_tree(root, "escape"), "absolute targets resolve inside the tree");
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert!(!exists_in_tree(root, "loop"));
+        assert!(!exists_in_tree(root, "bin/sh"));
+    }
 }

@@ -33,7 +33,8 @@ pub(crate) fn pull_error(e: PullError) -> Error {
         PullError::Io(_) | PullError::Store(_) => ErrorKind::Internal,
     };
     let msg = e.to_string();
-    let hint = if matches!(e, PullError::Registry { .. }) && msg.contains("http") {
+    let local = |m: &str| m.contains("127.0.0.1") || m.contains("localhost") || m.contains("[::1]");
+    let hint = if matches!(e, PullError::Registry { .. }) && msg.contains("https://") && local(&msg) {
         "; for a registry served over plain HTTP pass --insecure-registry HOST:PORT"
     } else {
         ""

@@ -67,7 +67,9 @@ impl Backend for FirecrackerBackend {
     fn launch(&self, spec: &VmSpec, console: Stdio) -> Result<Child, VmmError> {
         let sock = api_path(&spec.dir);
         let _ = std::fs::remove_file(&sock);
-        let mut child = Command::new(&self.binary)
+        let mut cmd = Command::new(&self.binary);
+        crate::die_with_parent(&mut cmd);
+        let mut child = cmd
             .arg("--api-sock")
             .arg(&sock)
             .arg("--id")

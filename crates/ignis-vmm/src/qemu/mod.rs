@@ -88,8 +88,9 @@ impl Backend for QemuBackend {
 
     fn launch(&self, spec: &VmSpec, console: Stdio) -> Result<Child, VmmError> {
         let _ = std::fs::remove_file(qmp_path(&spec.dir));
-        Command::new(&self.binary)
-            .args(Self::args(spec))
+        let mut cmd = Command::new(&self.binary);
+        crate::die_with_parent(&mut cmd);
+        cmd.args(Self::args(spec))
             .stdin(Stdio::null())
             .stdout(console)
             .stderr(Stdio::inherit())

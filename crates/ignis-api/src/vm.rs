@@ -1,0 +1,124 @@
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Docker's container states, as VMs have them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    /// Recorded, disk made, never started (or restarted after exit).
+    Created,
+    /// Its supervisor and VMM are running.
+    Running,
+    /// Its VMM ended; `exitCode` and `reason` tell how.
+    Exited,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Exited => "exited",
+        }
+    }
+}
+
+/// How the guest init runs the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    /// The OCI Entrypoint+Cmd (or the given command) is the workload.
+    App,
+    /// The image's /sbin/init boots as PID 1.
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CopyFileSpec {
+    pub host: String,
+    pub vm: String,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmSpec {
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Size of the writable disk in bytes.
+    pub disk_size: u64,
+    pub backend: String,
+    /// `kvm` or `tcg` (QEMU).
+    pub accel: String,
+    pub mode: RunMode,
+    /// The workload command (app mode), Entrypoint+Cmd resolved at create.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub kernel_args: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub copy_files: Vec<CopyFileSpec>,
+    /// Remove the VM when it exits (`--rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+/// What is observed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmStatus {
+    pub state: Option<VmState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor_pid: Option<u32>,
+    /// Start time of the supervisor process (clock ticks since boot, from
+    /// /proc/PID/stat), so a reused PID is not mistaken for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor_start: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmm_pid: Option<u32>,
+    /// The host's boot ID when it started: after a reboot it is not running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    /// Milliseconds from start to the guest init reporting ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A VM: identity, what it runs, what was asked, what is observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmRecord {
+    /// 16 hex digits.
+    pub id: String,
+    pub name: String,
+    pub image_id: String,
+    /// The image reference the user gave, for display.
+    pub image: String,
+    pub kernel_id: String,
+    pub created: i64,
+    pub spec: VmSpec,
+    pub status: VmStatus,
+}
+
+impl VmRecord {
+    pub fn state(&self) -> VmState {
+        self.status.state.unwrap_or(VmState::Created)
+    }
+}

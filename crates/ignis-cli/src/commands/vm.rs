@@ -1,0 +1,278 @@
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use ignis_api::{short_id, VmRecord, VmState};
+use ignis_core::vm::CreateOptions;
+use ignis_core::Ignis;
+
+use crate::cli::{Command, CreateArgs, ListFormat};
+use crate::output;
+
+/// `512MB`, `1g`, `2GiB` → bytes (binary multiples, as Docker's -m);
+/// a bare number is `bare_unit` bytes.
+pub fn parse_size(s: &str, bare_unit: u64) -> anyhow::Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("'{s}' is not a size (want e.g. 512MB, 4GB)"))?;
+    let mult: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" if unit.is_empty() => bare_unit,
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => anyhow::bail!("'{s}': unknown size unit '{unit}' (use k, m, g, t)"),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOptions> {
+    let mut labels = BTreeMap::new();
+    for l in &a.label {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(CreateOptions {
+        image: a.image,
+        name: a.name,
+        cpus: a.cpus,
+        memory_mib: a.memory.as_deref().map(|m| parse_size(m, 1 << 20)).transpose()?.map(|b| u32::try_from(b >> 20).unwrap_or(u32::MAX)),
+        disk_size: a.size.as_deref().map(|s| parse_size(s, 1)).transpose()?,
+        kernel: a.kernel,
+        kernel_args: a.kernel_args,
+        env: a.env,
+        labels,
+        copy_files: a.copy_files,
+        command: a.command,
+        backend: a.backend,
+        auto_remove,
+    })
+}
+
+fn status_text(v: &VmRecord) -> String {
+    match v.state() {
+        VmState::Created => "Created".into(),
+        VmState::Running => match v.status.started_at {
+            Some(t) => format!("Up {}", output::ago(t).trim_end_matches(" ago")),
+            None => "Starting".into(),
+        },
+        VmState::Exited => format!(
+            "Exited ({}) {}",
+            v.status.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+            v.status.finished_at.map(output::ago).unwrap_or_default()
+        ),
+    }
+}
+
+fn matches_filter(v: &VmRecord, filters: &[String]) -> anyhow::Result<bool> {
+    for f in filters {
+        let (k, val) = f.split_once('=').unwrap_or((f.as_str(), ""));
+        let ok = match k {
+            "name" => v.name.contains(val),
+            "state" | "status" => v.state().as_str() == val,
+            "image" => v.image == val || v.image_id.trim_start_matches("sha256:").starts_with(val),
+            "id" => v.id.starts_with(val),
+            "label" => {
+                let (lk, lv) = val.split_once('=').map(|(a, b)| (a, Some(b))).unwrap_or((val, None));
+                v.spec.labels.get(lk).is_some_and(|x| lv.is_none_or(|lv| x == lv))
+            }
+            other => anyhow::bail!("unknown filter '{other}' (use name, state, image, id, label)"),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Streams the workload's console output (between the init's ready and
+/// exit reports) until the VM exits; returns the workload's exit code.
+fn foreground(ignis: &Ignis, id: &str) -> anyhow::Result<i32> {
+    use ignis_guest_config::{parse_report, Report};
+    let (_, mut log) = ignis.vm_console(id)?;
+    let mut out = std::io::stdout().lock();
+    let mut in_workload = false;
+    let mut code: Option<i32> = None;
+    loop {
+        while let Some(line) = log.next_line() {
+            match parse_report(&String::from_utf8_lossy(&line)) {
+                Some(Report::Ready) => in_workload = true,
+                Some(Report::Exit(c)) => {
+                    code = Some(c);
+                    in_workload = false;
+                }
+                Some(Report::Error(m)) => eprintln!("ignis: guest init: {m}"),
+                // The init writes an empty line before each report.
+                None if in_workload => {
+                    let _ = out.write_all(&line);
+                }
+                None => {}
+            }
+        }
+        let _ = out.flush();
+        let running = match ignis.vm_inspect(id) {
+            Ok(v) => v.state() == VmState::Running || v.state() == VmState::Created,
+            Err(_) => false,
+        };
+        if !running {
+            while let Some(line) = log.next_line() {
+                if let Some(Report::Exit(c)) = parse_report(&String::from_utf8_lossy(&line)) {
+                    code = Some(c);
+                } else if in_workload && parse_report(&String::from_utf8_lossy(&line)).is_none() {
+                    let _ = out.write_all(&line);
+                }
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(c) = code {
+        return Ok(c);
+    }
+    match ignis.vm_inspect(id) {
+        Ok(v) => {
+            let reason = v.status.reason.unwrap_or_default();
+            anyhow::bail!("VM {} ended without an exit status: {reason}", v.name)
+        }
+        Err(_) => anyhow::bail!("VM {id} ended without an exit status"),
+    }
+}
+
+fn each(vms: Vec<String>, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<i32> {
+    let mut first = None;
+    for v in vms {
+        if let Err(e) = f(&v) {
+            if first.is_none() {
+                first = Some(e);
+            } else {
+                eprintln!("ignis: {e}");
+            }
+        }
+    }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(0),
+    }
+}
+
+pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
+    match cmd {
+        Command::Run(r) => {
+            let fg = !r.detach && (r.rm || r.interactive || r.tty);
+            let vm = ignis.vm_create(&create_options(r.create, r.rm)?)?;
+            if fg {
+                ignis.vm_start(&vm.id, false)?;
+                return foreground(ignis, &vm.id);
+            }
+            ignis.vm_start(&vm.id, !r.no_wait)?;
+            println!("{}", vm.id);
+        }
+        Command::Create(a) => println!("{}", ignis.vm_create(&create_options(a, false)?)?.id),
+        Command::Start { vms, no_wait } => {
+            return each(vms, |v| {
+                let rec = ignis.vm_start(v, !no_wait)?;
+                println!("{}", rec.id);
+                Ok(())
+            })
+        }
+        Command::Stop { vms, time } => {
+            return each(vms, |v| {
+                let rec = ignis.vm_stop(v, Duration::from_secs(time))?;
+                println!("{}", rec.id);
+                Ok(())
+            })
+        }
+        Command::Kill { vms } => {
+            return each(vms, |v| {
+                println!("{}", ignis.vm_kill(v)?.id);
+                Ok(())
+            })
+        }
+        Command::Rm { vms, force } => {
+            return each(vms, |v| {
+                println!("{}", ignis.vm_remove(v, force)?);
+                Ok(())
+            })
+        }
+        Command::Ps { all, filter, list } => {
+            let mut vms = Vec::new();
+            for v in ignis.vm_list(all)? {
+                if matches_filter(&v, &filter)? {
+                    vms.push(v);
+                }
+            }
+            let rows = vms
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.id.clone(),
+                        v.image.clone(),
+                        short_id(&v.kernel_id).to_string(),
+                        output::size(v.spec.disk_size),
+                        v.spec.cpus.to_string(),
+                        output::size(u64::from(v.spec.memory_mib) << 20),
+                        output::ago(v.created),
+                        status_text(v),
+                        String::new(),
+                        String::new(),
+                        v.name.clone(),
+                    ]
+                })
+                .collect();
+            let ids = vms.iter().map(|v| v.id.clone()).collect();
+            output::list(
+                &list,
+                &["VM ID", "IMAGE", "KERNEL", "SIZE", "CPUS", "MEMORY", "CREATED", "STATUS", "IPS", "PORTS", "NAME"],
+                rows,
+                &vms,
+                ids,
+            )?;
+        }
+        Command::Logs { vm, follow } => ignis.vm_logs(&vm, follow, &mut std::io::stdout().lock())?,
+        Command::Inspect { vm, output: fmt } => output::inspect(fmt, &ignis.vm_inspect(&vm)?)?,
+        Command::Info { output: fmt } => {
+            let info = ignis.info()?;
+            match fmt {
+                ListFormat::Json => println!("{}", serde_json::to_string_pretty(&info)?),
+                ListFormat::Table => {
+                    println!("Version:        {}", info.version);
+                    println!("Root:           {}", info.root);
+                    println!("KVM:            {}", serde_json::to_string(&info.host.kvm)?);
+                    println!(
+                        "Firecracker:    {}",
+                        info.host.firecracker.as_ref().map(|(p, v)| format!("{v} ({})", p.display())).unwrap_or("not found".into())
+                    );
+                    println!("QEMU:           {}", info.host.qemu.as_ref().map(|p| p.display().to_string()).unwrap_or("not found".into()));
+                    println!(
+                        "Backend (auto): {} ({})",
+                        info.backend.kind.map(|k| k.as_str()).unwrap_or("none"),
+                        info.backend.reason
+                    );
+                    println!("Guest init:     {}", info.guest_init.unwrap_or("not found (scripts/build-guest.sh)".into()));
+                    println!("Default kernel: {}", info.default_kernel.unwrap_or("none (ignis kernel import apt:linux-image-amd64 --default)".into()));
+                    println!("Images: {}  Kernels: {}  VMs: {} ({} running)", info.images, info.kernels, info.vms, info.vms_running);
+                }
+            }
+        }
+        Command::Supervise { id } => ignis.vm_supervise(&id)?,
+        Command::Image(_) | Command::Kernel(_) | Command::System(_) | Command::Version => unreachable!(),
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!(parse_size("512MB", 1).unwrap(), 512 << 20);
+        assert_eq!(parse_size("1g", 1).unwrap(), 1 << 30);
+        assert_eq!(parse_size("2GiB", 1).unwrap(), 2 << 30);
+        assert_eq!(parse_size("256", 1 << 20).unwrap(), 256 << 20);
+        assert!(parse_size("lots", 1).is_err());
+        assert!(parse_size("5x", 1).is_err());
+    }
+}

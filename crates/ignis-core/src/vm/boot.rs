@@ -1,0 +1,152 @@
+//! Boot artifacts of one VM: the per-kernel base initramfs (cached), the
+//! per-VM initrd (base + config), the kernel command line, the VmSpec.
+
+use std::path::{Path, PathBuf};
+
+use ignis_api::{RunMode, VmRecord};
+use ignis_guest_config::{CopyFile, GuestConfig, Mode};
+use ignis_vmm::{Accel, BackendKind, DiskSpec, VmSpec};
+
+use crate::{Error, ErrorKind, Ignis};
+
+/// Where the static guest init is: `$IGNIS_INIT`, next to the ignis binary,
+/// or in the build tree (`scripts/build-guest.sh` puts it there).
+pub fn find_init() -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os("IGNIS_INIT") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::internal("find the ignis binary", e))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    // The static build (scripts/build-guest.sh) first: a plain `cargo build`
+    // also leaves a dynamically linked ignis-init next to ignis, which
+    // cannot run in the initramfs.
+    let candidates = [
+        dir.join("../x86_64-unknown-linux-gnu/release/ignis-init"),
+        dir.join("../../x86_64-unknown-linux-gnu/release/ignis-init"),
+        dir.join("ignis-init"),
+        PathBuf::from("/usr/local/lib/ignis/ignis-init"),
+        PathBuf::from("/usr/lib/ignis/ignis-init"),
+    ];
+    let is_static = |p: &PathBuf| std::fs::read(p).is_ok_and(|b| ignis_boot::initramfs::is_static_elf(&b));
+    candidates.into_iter().find(is_static).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Unavailable,
+            "the guest init (ignis-init) was not found; build it with scripts/build-guest.sh or set IGNIS_INIT",
+        )
+    })
+}
+
+fn host_tsc_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
+pub(crate) fn cmdline(kind: BackendKind, accel: Accel, extra: Option<&str>) -> String {
+    let mut c = vec!["console=ttyS0".to_string(), "reboot=k".into(), "panic=-1".into(), "quiet".into(), "loglevel=3".into()];
+    if kind == BackendKind::Firecracker {
+        c.push("pci=off".into());
+    }
+    if kind == BackendKind::Qemu && accel == Accel::Tcg {
+        if let Some(khz) = host_tsc_khz() {
+            c.push(format!("tsc_early_khz={khz}"));
+        }
+    }
+    if let Some(e) = extra {
+        c.push(e.to_string());
+    }
+    c.join(" ")
+}
+
+impl Ignis {
+    /// The cached per-kernel initramfs (init + modules), built on first use.
+    fn base_initramfs(&self, kernel_id: &str) -> Result<PathBuf, Error> {
+        let init_path = find_init()?;
+        let init = std::fs::read(&init_path).map_err(|e| Error::internal("read the guest init", e))?;
+        let key = ignis_image::import::sha256(format!("{kernel_id}{}", ignis_image::import::sha256(&init)).as_bytes());
+        let path = self.store.disks_dir().join(format!("initramfs-{}.cpio", &key[7..31]));
+        let _guard = self.store.operation_guard().map_err(|e| Error::internal("take the operation lock", e))?;
+        let _lock = self.store.object_lock("initramfs", &key).map_err(|e| Error::internal("lock the initramfs", e))?;
+        if path.is_file() {
+            return Ok(path);
+        }
+        let kernel = self.kernel_inspect(kernel_id)?;
+        let blobs = self.store.blobs();
+        let open = |d: String| move || -> std::io::Result<std::fs::File> {
+            blobs.open(&d).map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        let opener = kernel.modules_digest.clone().map(open);
+        let data = ignis_boot::initramfs::base(
+            &init,
+            &init_path.display().to_string(),
+            opener.as_ref().map(|f| f as &dyn Fn() -> std::io::Result<std::fs::File>),
+        )
+        .map_err(|e| {
+            let kind = match e {
+                ignis_boot::initramfs::InitramfsError::InitNotStatic { .. } => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            };
+            Error::with_source(kind, format!("cannot build the initramfs: {e}"), e)
+        })?;
+        ignis_state::write_atomic(&path, &data).map_err(|e| Error::internal("write the initramfs", e))?;
+        self.store.db().tx(|tx| tx.add_file(&path.display().to_string(), crate::kernel::KIND, &kernel.id))?;
+        Ok(path)
+    }
+
+    /// Writes `vms/<id>/initrd.img` and returns what the backend boots.
+    pub(crate) fn boot_spec(&self, rec: &VmRecord, kind: BackendKind, accel: Accel) -> Result<VmSpec, Error> {
+        let dir = self.vm_dir(&rec.id);
+        let kernel = self.kernel_inspect(&rec.kernel_id)?;
+        let image = self.image_inspect(&rec.image_id)?;
+        let initrd = dir.join("initrd.img");
+        let mut files = Vec::new();
+        let mut copies = Vec::new();
+        for (i, c) in rec.spec.copy_files.iter().enumerate() {
+            let data = std::fs::read(&c.host).map_err(|e| {
+                Error::with_source(ErrorKind::Invalid, format!("cannot read --copy-files source {}", c.host), e)
+            })?;
+            let mode = std::fs::metadata(&c.host).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).unwrap_or(0o644);
+            files.push((format!("{i}"), data));
+            copies.push(CopyFile { source: format!("/ignis/files/{i}"), dest: c.vm.clone(), mode });
+        }
+        let cfg = GuestConfig {
+            mode: match rec.spec.mode {
+                RunMode::App => Mode::App,
+                RunMode::System => Mode::System,
+            },
+            hostname: rec.name.clone(),
+            argv: rec.spec.command.clone(),
+            env: rec.spec.env.clone(),
+            workdir: rec.spec.workdir.clone(),
+            user: rec.spec.user.clone(),
+            image_disk: "LABEL=ignis-image".into(),
+            data_disk: "LABEL=ignis-data".into(),
+            nameservers: vec![],
+            files: copies,
+        };
+        let vm_part = ignis_boot::initramfs::vm_part(&cfg, &files).map_err(|e| Error::internal("build the VM's initramfs", e))?;
+        #[cfg(feature = "fake-vmm")]
+        let fake = kind == BackendKind::Fake;
+        #[cfg(not(feature = "fake-vmm"))]
+        let fake = false;
+        let mut data = if fake { Vec::new() } else { std::fs::read(self.base_initramfs(&kernel.id)?).map_err(|e| Error::internal("read the initramfs", e))? };
+        data.extend_from_slice(&vm_part);
+        std::fs::write(&initrd, &data).map_err(|e| Error::internal("write the VM's initrd", e))?;
+        let blob = |d: &str| self.store.blobs().path(d).map_err(|e| Error::internal("locate a kernel blob", e));
+        Ok(VmSpec {
+            id: rec.id.clone(),
+            dir: dir.clone(),
+            vmlinux: blob(&kernel.vmlinux_digest)?,
+            bzimage: kernel.bzimage_digest.as_deref().map(blob).transpose()?,
+            initrd,
+            cmdline: cmdline(kind, accel, rec.spec.kernel_args.as_deref()),
+            vcpus: rec.spec.cpus,
+            memory_mib: rec.spec.memory_mib,
+            disks: vec![
+                DiskSpec { path: PathBuf::from(&image.disk_path), read_only: true },
+                DiskSpec { path: dir.join("data.ext4"), read_only: false },
+            ],
+            accel,
+        })
+    }
+}

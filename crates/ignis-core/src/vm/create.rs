@@ -1,0 +1,257 @@
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use ignis_api::{CopyFileSpec, RunMode, VmRecord, VmSpec, VmState, VmStatus};
+use ignis_vmm::{Accel, BackendKind};
+
+use super::{backend_kind, new_id, new_name, valid_name, KIND};
+use crate::{Error, ErrorKind, Ignis};
+
+/// `ignis create` / `run` options; `None` takes the default.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub image: String,
+    pub name: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub disk_size: Option<u64>,
+    pub kernel: Option<String>,
+    pub kernel_args: Option<String>,
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// `host:vm` pairs.
+    pub copy_files: Vec<String>,
+    /// Replaces the image's Cmd (Docker semantics; Entrypoint is kept).
+    pub command: Vec<String>,
+    /// `auto`, `firecracker`, `qemu`.
+    pub backend: String,
+    pub auto_remove: bool,
+}
+
+pub const DEFAULT_CPUS: u32 = 1;
+pub const DEFAULT_MEMORY_MIB: u32 = 512;
+pub const DEFAULT_DISK_SIZE: u64 = 4 << 30;
+
+impl Ignis {
+    /// Chooses the backend for `requested` (`auto` follows the host).
+    pub(crate) fn choose_backend(&self, requested: &str) -> Result<(BackendKind, Accel), Error> {
+        let host = ignis_vmm::detect();
+        let auto = host.choose();
+        match requested {
+            "" | "auto" => auto.kind.map(|k| (k, auto.accel)).ok_or_else(|| Error::new(ErrorKind::Unavailable, auto.reason)),
+            "firecracker" => {
+                let Some((_, v)) = &host.firecracker else {
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        "firecracker not found: put firecracker >= 1.10 on PATH or set IGNIS_FIRECRACKER",
+                    ));
+                };
+                if !ignis_vmm::detect::firecracker_supported(v) {
+                    return Err(Error::new(ErrorKind::Unavailable, format!("firecracker {v} is too old; ignis needs >= 1.10")));
+                }
+                match &host.kvm {
+                    ignis_vmm::detect::Kvm::Usable(_) => Ok((BackendKind::Firecracker, Accel::Kvm)),
+                    other => Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!("Firecracker needs KVM that can run Linux guests, and here it cannot ({other:?}); use --backend qemu"),
+                    )),
+                }
+            }
+            "qemu" => {
+                if host.qemu.is_none() {
+                    return Err(Error::new(ErrorKind::Unavailable, "qemu-system-x86_64 not found: apt-get install qemu-system-x86"));
+                }
+                let accel = if matches!(host.kvm, ignis_vmm::detect::Kvm::Usable(_)) { Accel::Kvm } else { Accel::Tcg };
+                Ok((BackendKind::Qemu, accel))
+            }
+            other => backend_kind(other).map(|k| (k, Accel::Tcg)),
+        }
+    }
+
+    /// `ignis create`: records a VM and makes its writable disk. Nothing is
+    /// left behind when any step fails.
+    pub fn vm_create(&self, opts: &CreateOptions) -> Result<VmRecord, Error> {
+        let invalid = |m: String| Error::new(ErrorKind::Invalid, m);
+        let (kind, accel) = self.choose_backend(&opts.backend)?;
+        let cpus = opts.cpus.unwrap_or(DEFAULT_CPUS);
+        let max_cpus = if kind == BackendKind::Firecracker { 32 } else { 64 };
+        if cpus == 0 || cpus > max_cpus || (kind == BackendKind::Firecracker && cpus > 1 && cpus % 2 == 1) {
+            return Err(invalid(format!(
+                "--cpus {cpus} is out of range: {} allows 1{}..{max_cpus}",
+                kind.as_str(),
+                if kind == BackendKind::Firecracker { " or an even number 2" } else { "" }
+            )));
+        }
+        let memory_mib = opts.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+        if !(64..=(1 << 20)).contains(&memory_mib) {
+            return Err(invalid(format!("--memory {memory_mib}MiB is out of range (64MiB to 1TiB)")));
+        }
+        let disk_size = opts.disk_size.unwrap_or(DEFAULT_DISK_SIZE);
+        if disk_size < (32 << 20) {
+            return Err(invalid(format!("--size {disk_size} bytes is too small for the writable disk (at least 32MB)")));
+        }
+        for kv in &opts.env {
+            if !kv.contains('=') || kv.starts_with('=') {
+                return Err(invalid(format!("-e {kv}: want KEY=VALUE")));
+            }
+        }
+        let mut copy_files = Vec::new();
+        for c in &opts.copy_files {
+            let Some((host, vm)) = c.split_once(':') else {
+                return Err(invalid(format!("--copy-files {c}: want HOST_PATH:VM_PATH")));
+            };
+            if !vm.starts_with('/') {
+                return Err(invalid(format!("--copy-files {c}: the VM path must be absolute")));
+            }
+            let meta = std::fs::metadata(host)
+                .map_err(|e| Error::with_source(ErrorKind::Invalid, format!("--copy-files: cannot read {host}"), e))?;
+            if !meta.is_file() {
+                return Err(invalid(format!("--copy-files: {host} is not a regular file")));
+            }
+            copy_files.push(CopyFileSpec { host: std::fs::canonicalize(host).unwrap_or(host.into()).display().to_string(), vm: vm.to_string() });
+        }
+
+        let image = match self.image_inspect(&opts.image) {
+            Ok(i) => i,
+            Err(e) if e.kind == ErrorKind::NotFound && crate::image::normalize(&opts.image).is_some() => {
+                self.image_pull(&opts.image)?
+            }
+            Err(e) => return Err(e),
+        };
+        let kernel_query = opts.kernel.as_deref().unwrap_or(crate::kernel::DEFAULT_NAME);
+        let kernel = self.kernel_inspect(kernel_query).map_err(|e| {
+            if e.kind == ErrorKind::NotFound && opts.kernel.is_none() {
+                Error::new(
+                    ErrorKind::NotFound,
+                    "no default kernel: import one with `ignis kernel import apt:linux-image-amd64 --default`",
+                )
+            } else {
+                e
+            }
+        })?;
+
+        // What runs: an explicit command, else the image's init, else its
+        // Entrypoint+Cmd. Neither is an error now, not a hang at boot.
+        let cfg = &image.config;
+        let (mode, command) = if !opts.command.is_empty() {
+            let mut c = cfg.entrypoint.clone().unwrap_or_default();
+            c.extend(opts.command.iter().cloned());
+            (RunMode::App, c)
+        } else if image.has_init {
+            (RunMode::System, vec![])
+        } else {
+            let mut c = cfg.entrypoint.clone().unwrap_or_default();
+            c.extend(cfg.cmd.clone().unwrap_or_default());
+            if c.is_empty() {
+                return Err(invalid(format!(
+                    "image {} has neither /sbin/init nor an Entrypoint/Cmd; give a command: ignis run {} COMMAND",
+                    opts.image, opts.image
+                )));
+            }
+            (RunMode::App, c)
+        };
+        let mut env = cfg.env.clone();
+        for kv in &opts.env {
+            let key = kv.split('=').next().unwrap_or("");
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(kv.clone());
+        }
+
+        let id = new_id();
+        let name = match &opts.name {
+            Some(n) if !valid_name(n) => {
+                return Err(invalid(format!("invalid name '{n}': use letters, digits, '_', '.', '-', starting with a letter or digit")))
+            }
+            Some(n) => n.clone(),
+            None => new_name(&id),
+        };
+        let record = VmRecord {
+            id: id.clone(),
+            name: name.clone(),
+            image_id: image.id.clone(),
+            image: opts.image.clone(),
+            kernel_id: kernel.id.clone(),
+            created: crate::now(),
+            spec: VmSpec {
+                cpus,
+                memory_mib,
+                disk_size,
+                backend: kind.as_str().to_string(),
+                accel: match accel {
+                    Accel::Kvm => "kvm".into(),
+                    Accel::Tcg => "tcg".into(),
+                },
+                mode,
+                command,
+                env,
+                workdir: cfg.working_dir.clone(),
+                user: cfg.user.clone(),
+                kernel_args: opts.kernel_args.clone(),
+                labels: opts.labels.clone(),
+                copy_files,
+                auto_remove: opts.auto_remove,
+            },
+            status: VmStatus { state: Some(VmState::Created), ..Default::default() },
+        };
+
+        let _guard = self.store.operation_guard().map_err(|e| Error::internal("take the operation lock", e))?;
+        let dir = self.vm_dir(&id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::internal("create the VM directory", e))?;
+        let cleanup = DirGuard(Some(dir.clone()));
+        make_data_disk(&dir.join("data.ext4"), disk_size)?;
+        crate::fault::point("vm:disk-made");
+        let json = serde_json::to_string(&record).expect("json");
+        self.store.db().tx(|tx| {
+            if tx.lookup_name(KIND, &name)?.is_some() {
+                return Err(Error::new(ErrorKind::Conflict, format!("the name '{name}' is already used by another VM; remove it or pick another --name")));
+            }
+            tx.insert_object(KIND, &id, record.created, &json)?;
+            tx.set_name(KIND, &name, &id)?;
+            tx.add_use(KIND, &id, crate::image::KIND, &image.id)?;
+            tx.add_use(KIND, &id, crate::kernel::KIND, &kernel.id)?;
+            tx.add_file(&dir.display().to_string(), KIND, &id)?;
+            Ok::<_, Error>(())
+        })?;
+        cleanup.disarm();
+        Ok(record)
+    }
+}
+
+/// Removes a directory on drop unless disarmed.
+struct DirGuard(Option<std::path::PathBuf>);
+
+impl DirGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// A sparse ext4 file labelled `ignis-data` (the guest init finds it by
+/// label), with a journal so a crash of the guest never corrupts it.
+fn make_data_disk(path: &std::path::Path, size: u64) -> Result<(), Error> {
+    let f = std::fs::File::create(path).map_err(|e| Error::internal("create the writable disk", e))?;
+    f.set_len(size).map_err(|e| {
+        Error::with_source(ErrorKind::Unavailable, format!("cannot allocate a {size}-byte writable disk (disk full?)"), e)
+    })?;
+    drop(f);
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "ignis-data", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .arg(path)
+        .output()
+        .map_err(|e| Error::with_source(ErrorKind::Unavailable, "mkfs.ext4 not found; apt-get install e2fsprogs", e))?;
+    if !out.status.success() {
+        return Err(Error::new(
+            ErrorKind::Internal,
+            format!("mkfs.ext4 failed for the writable disk: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        ));
+    }
+    Ok(())
+}

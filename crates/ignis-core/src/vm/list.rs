@@ -1,0 +1,65 @@
+use ignis_api::{VmRecord, VmState};
+
+use super::{boot_id, parse, process_start, KIND};
+use crate::{Error, Ignis};
+
+impl Ignis {
+    /// Makes a "running" record tell the truth: if the host rebooted or the
+    /// supervisor is gone (killed), the VM is recorded as exited with why.
+    pub(crate) fn reconcile(&self, rec: VmRecord) -> Result<VmRecord, Error> {
+        if rec.state() != VmState::Running {
+            return Ok(rec);
+        }
+        let reason = if rec.status.boot_id.is_some() && rec.status.boot_id != boot_id() {
+            Some("host rebooted while the VM was running".to_string())
+        } else {
+            match rec.status.supervisor_pid {
+                Some(pid) if process_start(pid).is_some() && process_start(pid) == rec.status.supervisor_start => None,
+                Some(_) => Some("its supervisor died (killed?); the VMM went with it".to_string()),
+                None => None, // starting: the supervisor has not written yet
+            }
+        };
+        let Some(reason) = reason else { return Ok(rec) };
+        // The VMM dies with its supervisor; make sure, if the pid is still ours.
+        if let Some(pid) = rec.status.vmm_pid {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&rec.id) {
+                if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        let dir = self.vm_dir(&rec.id);
+        for f in super::supervise::RUNTIME_FILES {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let updated = self.update_status(&rec.id, |s| {
+            if s.state == Some(VmState::Running) {
+                s.state = Some(VmState::Exited);
+                s.finished_at = Some(crate::now());
+                s.reason = Some(reason.clone());
+                s.vmm_pid = None;
+            }
+        })?;
+        Ok(updated.unwrap_or(rec))
+    }
+
+    /// `ignis ps [-a]`.
+    pub fn vm_list(&self, all: bool) -> Result<Vec<VmRecord>, Error> {
+        let rows = self.store.db().tx(|tx| tx.list_objects(KIND))?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let rec = self.reconcile(parse(row)?)?;
+            if all || rec.state() == VmState::Running {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ignis inspect VM`.
+    pub fn vm_inspect(&self, query: &str) -> Result<VmRecord, Error> {
+        let rec = self.find_vm(query)?;
+        self.reconcile(rec)
+    }
+}

@@ -1,0 +1,152 @@
+//! VM operations: create, start (through a per-VM supervisor process),
+//! stop, kill, rm, ps, logs, inspect.
+//!
+//! A VM's files live in `<root>/vms/<id>/`: `data.ext4` (writable disk, the
+//! overlay's upper layer), `initrd.img` (per-VM initramfs), `console.log`,
+//! `supervisor.log` and the VMM's control socket.
+
+mod boot;
+mod create;
+mod info;
+mod list;
+mod logs;
+mod remove;
+mod start;
+mod stop;
+mod supervise;
+
+pub use create::CreateOptions;
+pub use info::Info;
+pub use logs::LogFollower;
+
+use std::path::PathBuf;
+
+use ignis_api::{VmRecord, VmStatus};
+use ignis_state::ObjectRow;
+use ignis_vmm::BackendKind;
+
+use crate::{Error, ErrorKind, Ignis};
+
+pub(crate) const KIND: &str = "vm";
+
+pub(crate) fn parse(row: &ObjectRow) -> Result<VmRecord, Error> {
+    serde_json::from_str(&row.record)
+        .map_err(|e| Error::with_source(ErrorKind::Internal, format!("VM record {} is unreadable", row.id), e))
+}
+
+pub(crate) fn backend_kind(name: &str) -> Result<BackendKind, Error> {
+    match name {
+        "firecracker" => Ok(BackendKind::Firecracker),
+        "qemu" => Ok(BackendKind::Qemu),
+        #[cfg(feature = "fake-vmm")]
+        "fake" => Ok(BackendKind::Fake),
+        other => Err(Error::new(ErrorKind::Invalid, format!("unknown backend '{other}' (want auto, firecracker or qemu)"))),
+    }
+}
+
+impl Ignis {
+    pub(crate) fn vm_dir(&self, id: &str) -> PathBuf {
+        self.store.root().join("vms").join(id)
+    }
+
+    /// Finds a VM by name or ID prefix.
+    pub(crate) fn find_vm(&self, query: &str) -> Result<VmRecord, Error> {
+        let rows = self.store.db().tx(|tx| tx.list_objects(KIND))?;
+        parse(crate::resolve(KIND, query, None, &rows)?)
+    }
+
+    pub(crate) fn load_vm(&self, id: &str) -> Result<Option<VmRecord>, Error> {
+        match self.store.db().tx(|tx| tx.get_object(KIND, id))? {
+            Some(row) => parse(&row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Read-modify-write of a VM's status in one transaction; `None` when
+    /// the VM is gone.
+    pub(crate) fn update_status(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut VmStatus),
+    ) -> Result<Option<VmRecord>, Error> {
+        self.store.db().tx(|tx| {
+            let Some(row) = tx.get_object(KIND, id)? else { return Ok(None) };
+            let mut rec = parse(&row)?;
+            f(&mut rec.status);
+            tx.update_record(KIND, id, &serde_json::to_string(&rec).expect("json"))?;
+            Ok::<_, Error>(Some(rec))
+        })
+    }
+}
+
+/// 16 random hex digits, as Ignite's VM IDs.
+pub(crate) fn new_id() -> String {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const ADJECTIVES: &[&str] = &[
+    "amber", "bold", "brisk", "calm", "crimson", "dusty", "eager", "fierce", "gentle", "golden", "hidden", "icy",
+    "jolly", "keen", "lively", "misty", "noble", "odd", "proud", "quiet", "rapid", "silent", "swift", "tidy", "vivid",
+    "wild",
+];
+const NOUNS: &[&str] = &[
+    "ember", "spark", "flame", "cinder", "blaze", "torch", "comet", "meteor", "nova", "pulsar", "quasar", "beacon",
+    "flare", "glow", "kiln", "lantern", "forge", "furnace", "ash", "smoke", "phoenix", "sun", "star", "candle",
+];
+
+/// A random `adjective-noun` name.
+pub(crate) fn new_name(id: &str) -> String {
+    let n = u64::from_str_radix(&id[..8.min(id.len())], 16).unwrap_or(0);
+    let a = ADJECTIVES[usize::try_from(n % ADJECTIVES.len() as u64).unwrap_or(0)];
+    let b = NOUNS[usize::try_from((n / 97) % NOUNS.len() as u64).unwrap_or(0)];
+    format!("{a}-{b}")
+}
+
+/// Docker's name rule.
+pub(crate) fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && name.len() <= 64
+}
+
+/// Host boot ID (changes on every reboot).
+pub(crate) fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of
+/// /proc/PID/stat), `None` when it does not exist.
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    // A zombie (not reaped by whoever adopted it) is dead for our purposes.
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_ids_and_process_start() {
+        let id = new_id();
+        assert_eq!(id.len(), 16);
+        assert!(valid_name(&new_name(&id)));
+        assert!(valid_name("web-1.prod_a"));
+        assert!(!valid_name("-web") && !valid_name("") && !valid_name("a b") && !valid_name("a/b"));
+        let me = process_start(std::process::id()).unwrap();
+        assert!(me > 0);
+        assert_eq!(process_start(u32::MAX - 1), None);
+    }
+}

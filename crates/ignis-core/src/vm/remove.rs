@@ -1,0 +1,32 @@
+use std::time::Duration;
+
+use ignis_api::VmState;
+
+use super::KIND;
+use crate::{Error, ErrorKind, Ignis};
+
+impl Ignis {
+    /// `ignis rm [-f]`: a running VM is refused unless forced (then killed).
+    /// Returns the removed VM's name.
+    pub fn vm_remove(&self, query: &str, force: bool) -> Result<String, Error> {
+        let rec = self.reconcile(self.find_vm(query)?)?;
+        if rec.state() == VmState::Running {
+            if !force {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("VM {} is running; stop it first or use rm -f", rec.name),
+                ));
+            }
+            let _ = std::fs::write(self.vm_dir(&rec.id).join("kill-requested"), b"");
+            self.vm_stop(&rec.id, Duration::ZERO)?;
+        }
+        self.store.db().tx(|tx| tx.delete_object(KIND, &rec.id))?;
+        let dir = self.vm_dir(&rec.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot remove the VM directory; prune will");
+            }
+        }
+        Ok(rec.name)
+    }
+}

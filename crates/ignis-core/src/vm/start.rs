@@ -1,0 +1,86 @@
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ignis_api::{VmRecord, VmState, VmStatus};
+
+use crate::{Error, ErrorKind, Ignis};
+
+/// How long `start` waits for the guest init to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+impl Ignis {
+    /// `ignis start`: launches the VM's supervisor (which outlives this
+    /// process) and waits until the VMM runs, and with `wait_ready` until
+    /// the guest init reports that the workload started.
+    pub fn vm_start(&self, query: &str, wait_ready: bool) -> Result<VmRecord, Error> {
+        let rec = self.find_vm(query)?;
+        let rec = self.reconcile(rec)?;
+        if rec.state() == VmState::Running {
+            return Ok(rec);
+        }
+        let id = rec.id.clone();
+        let dir = self.vm_dir(&id);
+        for f in ["stop-requested", "kill-requested"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        self.update_status(&id, |s| *s = VmStatus { state: Some(VmState::Created), ..Default::default() })?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("supervisor.log"))
+            .map_err(|e| Error::internal("open the supervisor log", e))?;
+        let exe = std::env::current_exe().map_err(|e| Error::internal("find the ignis binary", e))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("__supervise")
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| Error::internal("open the supervisor log", e))?)
+            .stderr(log);
+        cmd.process_group(0);
+        let mut child = cmd.spawn().map_err(|e| Error::internal("start the VM supervisor", e))?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let rec = self
+                .load_vm(&id)?
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("VM {id} was removed while starting")))?;
+            match rec.state() {
+                VmState::Running if !wait_ready || rec.status.ready_ms.is_some() => return Ok(rec),
+                VmState::Exited => {
+                    let reason = rec.status.reason.clone().unwrap_or_else(|| "unknown".into());
+                    // An app VM that already ran to completion started fine.
+                    if rec.status.ready_ms.is_some() {
+                        return Ok(rec);
+                    }
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("VM {} exited while booting: {reason}; see `ignis logs {}`", rec.name, rec.name),
+                    ));
+                }
+                _ => {}
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                if self.load_vm(&id)?.is_some_and(|r| r.state() != VmState::Exited) {
+                    let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        format!(
+                            "the VM supervisor exited ({status}) before the VM ran: {}",
+                            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                        ),
+                    ));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("VM {} did not report ready within {}s; see `ignis logs {}`", rec.name, READY_TIMEOUT.as_secs(), rec.name),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
