@@ -19,13 +19,18 @@ pub struct CpioWriter<W: Write> {
 
 impl<W: Write> CpioWriter<W> {
     pub fn new(out: W) -> Self {
-        Self { out, ino: 1, written: 0 }
+        Self {
+            out,
+            ino: 1,
+            written: 0,
+        }
     }
 
     fn entry(&mut self, name: &str, mode: u32, data: &[u8]) -> std::io::Result<()> {
         let name = name.trim_start_matches('/');
         let namesize = name.len() + 1;
-        let filesize = u32::try_from(data.len()).map_err(|_| std::io::Error::other("cpio entry over 4 GiB"))?;
+        let filesize = u32::try_from(data.len())
+            .map_err(|_| std::io::Error::other("cpio entry over 4 GiB"))?;
         let header = format!(
             "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
             self.ino, mode, 0, 0, 1, 0, filesize, 0, 0, 0, 0, namesize, 0

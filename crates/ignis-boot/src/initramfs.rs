@@ -6,10 +6,11 @@ use ignis_guest_config::{GuestConfig, CONFIG_PATH, MODULES_PATH};
 use crate::cpio::CpioWriter;
 use crate::modules::{depends, load_order, module_name, GUEST_MODULES};
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
-    #[error("the guest init at {path} is not a static executable; build it with scripts/build-guest.sh")]
+    #[error(
+        "the guest init at {path} is not a static executable; build it with scripts/build-guest.sh"
+    )]
     InitNotStatic { path: String },
     #[error("cannot read the kernel's module tree")]
     Modules(#[source] std::io::Error),
@@ -25,8 +26,11 @@ pub fn is_static_elf(elf: &[u8]) -> bool {
     }
     let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().expect("8 bytes"));
     let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]);
-    let (Ok(phoff), phentsize, phnum) = (usize::try_from(u64_at(0x20)), usize::from(u16_at(0x36)), usize::from(u16_at(0x38)))
-    else {
+    let (Ok(phoff), phentsize, phnum) = (
+        usize::try_from(u64_at(0x20)),
+        usize::from(u16_at(0x36)),
+        usize::from(u16_at(0x38)),
+    ) else {
         return false;
     };
     (0..phnum).all(|i| {
@@ -45,11 +49,22 @@ pub fn base<R: Read>(
     open_modules: Option<&dyn Fn() -> std::io::Result<R>>,
 ) -> Result<Vec<u8>, InitramfsError> {
     if !is_static_elf(init) {
-        return Err(InitramfsError::InitNotStatic { path: init_path.to_string() });
+        return Err(InitramfsError::InitNotStatic {
+            path: init_path.to_string(),
+        });
     }
     let mut w = CpioWriter::new(Vec::new());
     let wr = InitramfsError::Write;
-    for d in ["dev", "proc", "sys", "mnt", "newroot", "ignis", "lib", "lib/modules"] {
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "mnt",
+        "newroot",
+        "ignis",
+        "lib",
+        "lib/modules",
+    ] {
         w.dir(d, 0o755).map_err(wr)?;
     }
     w.file("init", 0o755, init).map_err(wr)?;
@@ -74,7 +89,11 @@ pub fn base<R: Read>(
         for p in &order {
             let mut acc = String::new();
             for comp in p.rsplit_once('/').map(|(d, _)| d).unwrap_or("").split('/') {
-                acc = if acc.is_empty() { comp.to_string() } else { format!("{acc}/{comp}") };
+                acc = if acc.is_empty() {
+                    comp.to_string()
+                } else {
+                    format!("{acc}/{comp}")
+                };
                 if acc != "lib" && acc != "lib/modules" && dirs.insert(acc.clone()) {
                     w.dir(&acc, 0o755).map_err(wr)?;
                 }
@@ -111,7 +130,8 @@ pub fn vm_part(cfg: &GuestConfig, files: &[(String, Vec<u8>)]) -> Result<Vec<u8>
     let mut w = CpioWriter::new(Vec::new());
     w.dir("ignis/files", 0o700).map_err(wr)?;
     for (name, data) in files {
-        w.file(&format!("ignis/files/{name}"), 0o600, data).map_err(wr)?;
+        w.file(&format!("ignis/files/{name}"), 0o600, data)
+            .map_err(wr)?;
     }
     let json = serde_json::to_vec_pretty(cfg).expect("serializable");
     w.file(CONFIG_PATH, 0o600, &json).map_err(wr)?;

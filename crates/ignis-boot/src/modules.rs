@@ -15,6 +15,9 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_net",
     "vmw_vsock_virtio_transport",
     "virtio_console",
+    // ACPI power button (QEMU's graceful stop) and its input events.
+    "button",
+    "evdev",
 ];
 
 /// `foo-bar.ko` → `foo_bar` (the kernel treats `-` and `_` alike).
@@ -26,7 +29,9 @@ pub fn module_name(path: &str) -> String {
 /// The `depends=` list of a module's `.modinfo`.
 pub fn depends(ko: &[u8]) -> Vec<String> {
     const KEY: &[u8] = b"\0depends=";
-    let Some(pos) = ko.windows(KEY.len()).position(|w| w == KEY) else { return vec![] };
+    let Some(pos) = ko.windows(KEY.len()).position(|w| w == KEY) else {
+        return vec![];
+    };
     let rest = &ko[pos + KEY.len()..];
     let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
     String::from_utf8_lossy(&rest[..end])
@@ -48,7 +53,9 @@ pub fn load_order(all: &BTreeMap<String, (String, Vec<String>)>, roots: &[&str])
         if !seen.insert(name.to_string()) {
             return;
         }
-        let Some((path, deps)) = all.get(name) else { return };
+        let Some((path, deps)) = all.get(name) else {
+            return;
+        };
         for d in deps {
             visit(d, all, seen, out);
         }
@@ -70,7 +77,13 @@ mod tests {
     fn dependencies_come_first_and_once() {
         let mut all = BTreeMap::new();
         let mut add = |n: &str, deps: &[&str]| {
-            all.insert(n.to_string(), (format!("k/{n}.ko"), deps.iter().map(|s| s.to_string()).collect()));
+            all.insert(
+                n.to_string(),
+                (
+                    format!("k/{n}.ko"),
+                    deps.iter().map(|s| s.to_string()).collect(),
+                ),
+            );
         };
         add("virtio", &[]);
         add("virtio_ring", &[]);
@@ -79,10 +92,21 @@ mod tests {
         add("ext4", &["jbd2", "mbcache"]);
         add("jbd2", &[]);
         add("mbcache", &[]);
-        let order = load_order(&all, &["virtio_mmio", "virtio_blk", "ext4", "builtin_thing"]);
+        let order = load_order(
+            &all,
+            &["virtio_mmio", "virtio_blk", "ext4", "builtin_thing"],
+        );
         assert_eq!(
             order,
-            ["k/virtio.ko", "k/virtio_ring.ko", "k/virtio_mmio.ko", "k/virtio_blk.ko", "k/jbd2.ko", "k/mbcache.ko", "k/ext4.ko"]
+            [
+                "k/virtio.ko",
+                "k/virtio_ring.ko",
+                "k/virtio_mmio.ko",
+                "k/virtio_blk.ko",
+                "k/jbd2.ko",
+                "k/mbcache.ko",
+                "k/ext4.ko"
+            ]
         );
     }
 
@@ -91,6 +115,9 @@ mod tests {
         let ko = b"\x7fELF....\0license=GPL\0depends=virtio,virtio-ring\0name=virtio_blk\0";
         assert_eq!(depends(ko), ["virtio", "virtio_ring"]);
         assert!(depends(b"\0depends=\0").is_empty());
-        assert_eq!(module_name("kernel/drivers/block/virtio-blk.ko"), "virtio_blk");
+        assert_eq!(
+            module_name("kernel/drivers/block/virtio-blk.ko"),
+            "virtio_blk"
+        );
     }
 }

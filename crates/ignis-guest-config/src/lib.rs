@@ -71,14 +71,18 @@ pub enum Report {
 
 /// Parses one console line.
 pub fn parse_report(line: &str) -> Option<Report> {
-    let rest = line.trim_end_matches(['\r', '\n']).strip_prefix(MARKER)?.strip_prefix(' ')?;
+    let rest = line
+        .trim_end_matches(['\r', '\n'])
+        .strip_prefix(MARKER)?
+        .strip_prefix(' ')?;
     if rest == "ready" {
         return Some(Report::Ready);
     }
     if let Some(code) = rest.strip_prefix("exit ") {
         return code.trim().parse().ok().map(Report::Exit);
     }
-    rest.strip_prefix("error ").map(|m| Report::Error(m.to_string()))
+    rest.strip_prefix("error ")
+        .map(|m| Report::Error(m.to_string()))
 }
 
 #[cfg(test)]
@@ -89,7 +93,10 @@ mod tests {
     fn reports_round_trip() {
         assert_eq!(parse_report("IGNIS-INIT ready\r\n"), Some(Report::Ready));
         assert_eq!(parse_report("IGNIS-INIT exit 3"), Some(Report::Exit(3)));
-        assert_eq!(parse_report("IGNIS-INIT error no such file"), Some(Report::Error("no such file".into())));
+        assert_eq!(
+            parse_report("IGNIS-INIT error no such file"),
+            Some(Report::Error("no such file".into()))
+        );
         assert_eq!(parse_report("hello IGNIS-INIT exit 3"), None);
         assert_eq!(parse_report("IGNIS-INIT exit x"), None);
     }

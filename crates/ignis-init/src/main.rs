@@ -55,9 +55,36 @@ fn boot() -> Result<i32, String> {
     }
 }
 
+/// `module.param=value` words of the kernel command line for `module`, as
+/// modprobe passes them (the kernel applies them only to built-in code):
+/// how `virtio_mmio.device=...` reaches a modular virtio_mmio.
+fn cmdline_params(cmdline: &str, module: &str) -> String {
+    let prefix = format!("{module}.");
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| {
+            w.replace('-', "_")
+                .strip_prefix(&prefix)
+                .map(str::to_string)
+                .map(|_| w[prefix.len()..].to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn load_modules() {
-    let Ok(list) = std::fs::read_to_string(MODULES_PATH) else { return };
+    let Ok(list) = std::fs::read_to_string(MODULES_PATH) else {
+        return;
+    };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     for path in list.lines().filter(|l| !l.is_empty()) {
+        let name = path
+            .rsplit('/')
+            .next()
+            .unwrap_or(path)
+            .trim_end_matches(".ko")
+            .replace('-', "_");
+        let params = std::ffi::CString::new(cmdline_params(&cmdline, &name)).unwrap_or_default();
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -66,10 +93,10 @@ fn load_modules() {
             }
         };
         use std::os::fd::AsRawFd;
-        let params = c"";
         // SAFETY: finit_module reads the module from a valid open fd and a
         // NUL-terminated parameter string; it touches no memory of ours.
-        let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
+        let rc =
+            unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EEXIST) {
@@ -86,5 +113,19 @@ fn power_off() -> ! {
     let _ = rustix::system::reboot(rustix::system::RebootCommand::Restart);
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn module_params_come_from_the_command_line() {
+        let c = "console=ttyS0 virtio_mmio.device=512@0xfeb00e00:12 quiet virtio_mmio.device=512@0xfeb00c00:11 ext4.x=1";
+        assert_eq!(
+            super::cmdline_params(c, "virtio_mmio"),
+            "device=512@0xfeb00e00:12 device=512@0xfeb00c00:11"
+        );
+        assert_eq!(super::cmdline_params(c, "ext4"), "x=1");
+        assert_eq!(super::cmdline_params(c, "overlay"), "");
     }
 }

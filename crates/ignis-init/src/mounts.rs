@@ -3,7 +3,6 @@ use std::path::Path;
 use ignis_guest_config::GuestConfig;
 use rustix::mount::{mount, mount_move, unmount, MountFlags, UnmountFlags};
 
-
 const LOWER: &str = "/mnt/lower";
 const UPPER: &str = "/mnt/upper";
 pub const NEWROOT: &str = "/newroot";
@@ -14,7 +13,8 @@ fn mkdir(p: &str) -> Result<(), String> {
 
 fn mnt(src: &str, target: &str, fstype: &str, flags: MountFlags, data: &str) -> Result<(), String> {
     mkdir(target)?;
-    let data = std::ffi::CString::new(data).map_err(|_| format!("mount options for {target} contain NUL"))?;
+    let data = std::ffi::CString::new(data)
+        .map_err(|_| format!("mount options for {target} contain NUL"))?;
     mount(src, target, fstype, flags, Some(data.as_c_str()))
         .map_err(|e| format!("mount {src} on {target} ({fstype}): {e}"))
 }
@@ -57,7 +57,9 @@ fn wait_for(spec: &str) -> Result<String, String> {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Err(format!("disk {spec} did not appear within 5 s (is the virtio_blk module missing?)"))
+    Err(format!(
+        "disk {spec} did not appear within 5 s (is the virtio_blk module missing?)"
+    ))
 }
 
 /// The image disk (read-only) under the writable disk, as an overlay.
@@ -77,16 +79,41 @@ pub fn root(cfg: &GuestConfig) -> Result<(), String> {
     )?;
     mnt("proc", "/newroot/proc", "proc", MountFlags::empty(), "")?;
     mnt("sysfs", "/newroot/sys", "sysfs", MountFlags::empty(), "")?;
-    mnt("devtmpfs", "/newroot/dev", "devtmpfs", MountFlags::empty(), "")?;
-    mnt("devpts", "/newroot/dev/pts", "devpts", MountFlags::empty(), "gid=5,mode=620,ptmxmode=666")?;
-    mnt("tmpfs", "/newroot/dev/shm", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, "mode=1777")?;
-    mnt("tmpfs", "/newroot/run", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, "mode=755")?;
+    mnt(
+        "devtmpfs",
+        "/newroot/dev",
+        "devtmpfs",
+        MountFlags::empty(),
+        "",
+    )?;
+    mnt(
+        "devpts",
+        "/newroot/dev/pts",
+        "devpts",
+        MountFlags::empty(),
+        "gid=5,mode=620,ptmxmode=666",
+    )?;
+    mnt(
+        "tmpfs",
+        "/newroot/dev/shm",
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        "mode=1777",
+    )?;
+    mnt(
+        "tmpfs",
+        "/newroot/run",
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        "mode=755",
+    )?;
     Ok(())
 }
 
 /// Hostname, /etc/hosts, resolv.conf and copied files.
 pub fn configure(cfg: &GuestConfig) -> Result<(), String> {
-    rustix::system::sethostname(cfg.hostname.as_bytes()).map_err(|e| format!("sethostname: {e}"))?;
+    rustix::system::sethostname(cfg.hostname.as_bytes())
+        .map_err(|e| format!("sethostname: {e}"))?;
     let etc = format!("{NEWROOT}/etc");
     mkdir(&etc)?;
     let write = |name: &str, data: String| {
@@ -98,10 +125,19 @@ pub fn configure(cfg: &GuestConfig) -> Result<(), String> {
     write("hostname", format!("{}\n", cfg.hostname))?;
     write(
         "hosts",
-        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", cfg.hostname),
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+            cfg.hostname
+        ),
     )?;
     if !cfg.nameservers.is_empty() {
-        write("resolv.conf", cfg.nameservers.iter().map(|n| format!("nameserver {n}\n")).collect())?;
+        write(
+            "resolv.conf",
+            cfg.nameservers
+                .iter()
+                .map(|n| format!("nameserver {n}\n"))
+                .collect(),
+        )?;
     }
     for f in &cfg.files {
         let dest = format!("{NEWROOT}/{}", f.dest.trim_start_matches('/'));
@@ -109,7 +145,8 @@ pub fn configure(cfg: &GuestConfig) -> Result<(), String> {
             std::fs::create_dir_all(parent).map_err(|e| format!("mkdir for {}: {e}", f.dest))?;
         }
         let _ = std::fs::remove_file(&dest);
-        std::fs::copy(&f.source, &dest).map_err(|e| format!("copy {} to {}: {e}", f.source, f.dest))?;
+        std::fs::copy(&f.source, &dest)
+            .map_err(|e| format!("copy {} to {}: {e}", f.source, f.dest))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(f.mode))
             .map_err(|e| format!("chmod {}: {e}", f.dest))?;
@@ -121,7 +158,14 @@ pub fn configure(cfg: &GuestConfig) -> Result<(), String> {
 /// are ignored (we are powering off either way).
 pub fn teardown() {
     rustix::fs::sync();
-    for m in ["/newroot/run", "/newroot/dev/shm", "/newroot/dev/pts", "/newroot/dev", "/newroot/sys", "/newroot/proc"] {
+    for m in [
+        "/newroot/run",
+        "/newroot/dev/shm",
+        "/newroot/dev/pts",
+        "/newroot/dev",
+        "/newroot/sys",
+        "/newroot/proc",
+    ] {
         let _ = unmount(m, UnmountFlags::DETACH);
     }
     for m in [NEWROOT, UPPER, LOWER] {

@@ -34,13 +34,17 @@ fn resolve_user(user: &str) -> Result<(u32, u32), String> {
     };
     let read = |f: &str| std::fs::read_to_string(format!("{NEWROOT}/etc/{f}")).unwrap_or_default();
     let lookup = |db: &str, name: &str, col: usize| -> Option<u32> {
-        db.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.first() == Some(&name)).and_then(|f| f.get(col)?.parse().ok())
+        db.lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name))
+            .and_then(|f| f.get(col)?.parse().ok())
     };
     let passwd = read("passwd");
     let (uid, primary_gid) = match u.parse::<u32>() {
         Ok(n) => (n, lookup_by_uid(&passwd, n).unwrap_or(n)),
         Err(_) => {
-            let uid = lookup(&passwd, u, 2).ok_or_else(|| format!("user '{u}' not found in the image's /etc/passwd"))?;
+            let uid = lookup(&passwd, u, 2)
+                .ok_or_else(|| format!("user '{u}' not found in the image's /etc/passwd"))?;
             (uid, lookup(&passwd, u, 3).unwrap_or(uid))
         }
     };
@@ -48,14 +52,19 @@ fn resolve_user(user: &str) -> Result<(u32, u32), String> {
         None => primary_gid,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup(&read("group"), g, 2).ok_or_else(|| format!("group '{g}' not found in the image's /etc/group"))?,
+            Err(_) => lookup(&read("group"), g, 2)
+                .ok_or_else(|| format!("group '{g}' not found in the image's /etc/group"))?,
         },
     };
     Ok((uid, gid))
 }
 
 fn lookup_by_uid(passwd: &str, uid: u32) -> Option<u32> {
-    passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.get(2).and_then(|v| v.parse().ok()) == Some(uid)).and_then(|f| f.get(3)?.parse().ok())
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.get(2).and_then(|v| v.parse().ok()) == Some(uid))
+        .and_then(|f| f.get(3)?.parse().ok())
 }
 
 /// Finds `prog` in the image using the workload's PATH.
@@ -73,7 +82,9 @@ fn resolve_program(prog: &str, env: &[String]) -> Result<String, String> {
             return Ok(candidate);
         }
     }
-    Err(format!("executable '{prog}' not found in the image (PATH={path})"))
+    Err(format!(
+        "executable '{prog}' not found in the image (PATH={path})"
+    ))
 }
 
 /// Runs the workload; returns its exit code (128+signal when killed).
@@ -84,7 +95,11 @@ pub fn workload(cfg: &GuestConfig) -> Result<i32, String> {
         Some(u) if !u.is_empty() => resolve_user(u)?,
         _ => (0, 0),
     };
-    let workdir = cfg.workdir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".to_string());
+    let workdir = cfg
+        .workdir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".to_string());
     let mut cmd = std::process::Command::new(&program);
     cmd.args(&cfg.argv[1..]).env_clear();
     let mut has_path = false;
@@ -95,11 +110,15 @@ pub fn workload(cfg: &GuestConfig) -> Result<i32, String> {
         }
     }
     if !has_path {
-        cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        cmd.env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
     }
     cmd.env("HOSTNAME", &cfg.hostname);
     cmd.arg0(argv0);
     set_mask(libc::SIG_BLOCK);
+    watch_power_button();
     let wd = workdir.clone();
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls (chroot, chdir, setsid, setgroups, setgid,
@@ -111,13 +130,18 @@ pub fn workload(cfg: &GuestConfig) -> Result<i32, String> {
             libc::setsid();
             std::os::unix::fs::chroot(NEWROOT)?;
             std::env::set_current_dir(&wd)?;
-            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| format!("cannot start {program}: {e}"))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
     let main_pid = i32::try_from(child.id()).map_err(|_| "pid out of range")?;
     crate::report("ready");
     let code = supervise(main_pid);
@@ -161,10 +185,17 @@ fn supervise(main_pid: i32) -> i32 {
         }
         // SAFETY: sigwaitinfo with a valid set and a null info pointer.
         let sig = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
-        if sig == libc::SIGTERM || sig == libc::SIGINT || sig == libc::SIGHUP {
-            // SAFETY: forwarding a signal to the workload's pid.
+        // A stop request (SIGTERM from the power-button watcher, SIGINT from
+        // Ctrl-Alt-Del) is SIGTERM to the workload, as `docker stop`.
+        let forward = match sig {
+            libc::SIGTERM | libc::SIGINT => libc::SIGTERM,
+            libc::SIGHUP => libc::SIGHUP,
+            _ => 0,
+        };
+        if forward != 0 {
+            // SAFETY: sending a signal to the workload's pid.
             unsafe {
-                libc::kill(main_pid, sig);
+                libc::kill(main_pid, forward);
             }
         }
     }
@@ -192,4 +223,53 @@ pub fn exec_system_init() -> String {
     crate::report("ready");
     let err = std::process::Command::new("/sbin/init").exec();
     format!("cannot exec /sbin/init: {err}")
+}
+
+/// Watches the ACPI power button (QEMU's `system_powerdown`) and turns a
+/// press into SIGTERM to ourselves, which the supervise loop forwards. The
+/// device is opened before the workload starts, so a stop right after
+/// "ready" is not lost. No button (Firecracker): nothing to watch.
+fn watch_power_button() {
+    for _ in 0..20 {
+        let Ok(rd) = std::fs::read_dir("/sys/class/input") else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("event") {
+                continue;
+            }
+            let dev_name =
+                std::fs::read_to_string(e.path().join("device/name")).unwrap_or_default();
+            if dev_name.trim() == "Power Button" {
+                if let Ok(f) = std::fs::File::open(format!("/dev/input/{name}")) {
+                    std::thread::spawn(move || read_button(f));
+                }
+                return;
+            }
+        }
+        if !std::path::Path::new("/sys/bus/acpi").exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn read_button(mut f: std::fs::File) {
+    use std::io::Read;
+    // struct input_event on x86_64: timeval (16 bytes), type u16, code u16, value i32.
+    let mut ev = [0u8; 24];
+    while f.read_exact(&mut ev).is_ok() {
+        let kind = u16::from_le_bytes([ev[16], ev[17]]);
+        let code = u16::from_le_bytes([ev[18], ev[19]]);
+        let value = i32::from_le_bytes([ev[20], ev[21], ev[22], ev[23]]);
+        const EV_KEY: u16 = 1;
+        const KEY_POWER: u16 = 116;
+        if kind == EV_KEY && code == KEY_POWER && value == 1 {
+            // SAFETY: signalling our own process.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGTERM);
+            }
+        }
+    }
 }

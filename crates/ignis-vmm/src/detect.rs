@@ -42,7 +42,9 @@ pub struct BackendChoice {
 
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn kvm_state(dev: &Path, sys_module: &Path, cpuinfo: &str) -> Kvm {
@@ -53,9 +55,15 @@ fn kvm_state(dev: &Path, sys_module: &Path, cpuinfo: &str) -> Kvm {
         return Kvm::NoAccess(format!("{}: {e}", dev.display()));
     }
     let has = |m: &str| sys_module.join(m).exists();
-    let hw = cpuinfo.lines().any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")));
+    let hw = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")));
     if has("kvm_intel") || has("kvm_amd") {
-        return Kvm::Usable(if has("kvm_intel") { "kvm_intel".into() } else { "kvm_amd".into() });
+        return Kvm::Usable(if has("kvm_intel") {
+            "kvm_intel".into()
+        } else {
+            "kvm_amd".into()
+        });
     }
     if has("kvm_pvm") || !hw {
         return Kvm::CannotRunLinux(
@@ -69,7 +77,11 @@ fn kvm_state(dev: &Path, sys_module: &Path, cpuinfo: &str) -> Kvm {
 fn firecracker_version(bin: &Path) -> Option<String> {
     let out = Command::new(bin).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let v = text.split_whitespace().find(|w| w.starts_with('v'))?.trim_start_matches('v').to_string();
+    let v = text
+        .split_whitespace()
+        .find(|w| w.starts_with('v'))?
+        .trim_start_matches('v')
+        .to_string();
     Some(v)
 }
 
@@ -83,10 +95,16 @@ pub fn firecracker_supported(version: &str) -> bool {
 pub fn detect() -> HostInfo {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let kvm = kvm_state(Path::new("/dev/kvm"), Path::new("/sys/module"), &cpuinfo);
-    let fc_bin = std::env::var_os("IGNIS_FIRECRACKER").map(PathBuf::from).or_else(|| find_in_path("firecracker"));
+    let fc_bin = std::env::var_os("IGNIS_FIRECRACKER")
+        .map(PathBuf::from)
+        .or_else(|| find_in_path("firecracker"));
     let firecracker = fc_bin.and_then(|b| firecracker_version(&b).map(|v| (b, v)));
     let qemu = find_in_path(crate::qemu::BINARY);
-    HostInfo { kvm, firecracker, qemu }
+    HostInfo {
+        kvm,
+        firecracker,
+        qemu,
+    }
 }
 
 impl HostInfo {
@@ -143,7 +161,10 @@ mod tests {
     #[test]
     fn auto_prefers_firecracker_then_qemu_kvm_then_tcg() {
         let ok = Kvm::Usable("kvm_intel".into());
-        assert_eq!(host(ok.clone(), Some("1.12.0"), true).choose().kind, Some(BackendKind::Firecracker));
+        assert_eq!(
+            host(ok.clone(), Some("1.12.0"), true).choose().kind,
+            Some(BackendKind::Firecracker)
+        );
         let old = host(ok.clone(), Some("1.4.1"), true).choose();
         assert_eq!((old.kind, old.accel), (Some(BackendKind::Qemu), Accel::Kvm));
         let pvm = host(Kvm::CannotRunLinux("PVM".into()), Some("1.12.0"), true).choose();
@@ -161,10 +182,19 @@ mod tests {
         std::fs::write(&dev, b"").unwrap();
         let modules = dir.path().join("module");
         std::fs::create_dir_all(modules.join("kvm_pvm")).unwrap();
-        assert!(matches!(kvm_state(&dev, &modules, "flags : fpu sse"), Kvm::CannotRunLinux(_)));
+        assert!(matches!(
+            kvm_state(&dev, &modules, "flags : fpu sse"),
+            Kvm::CannotRunLinux(_)
+        ));
         std::fs::create_dir_all(modules.join("kvm_intel")).unwrap();
-        assert!(matches!(kvm_state(&dev, &modules, "flags : fpu vmx"), Kvm::Usable(_)));
-        assert_eq!(kvm_state(&dir.path().join("none"), &modules, ""), Kvm::Missing);
+        assert!(matches!(
+            kvm_state(&dev, &modules, "flags : fpu vmx"),
+            Kvm::Usable(_)
+        ));
+        assert_eq!(
+            kvm_state(&dir.path().join("none"), &modules, ""),
+            Kvm::Missing
+        );
     }
 
     #[test]

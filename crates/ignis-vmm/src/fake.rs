@@ -47,7 +47,10 @@ impl Backend for FakeBackend {
             .stdout(console)
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| VmmError::Spawn { binary: "/bin/sh".into(), source })
+            .map_err(|source| VmmError::Spawn {
+                binary: "/bin/sh".into(),
+                source,
+            })
     }
 }
 
@@ -57,7 +60,9 @@ pub struct FakeControl {
 
 impl FakeControl {
     pub fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf() }
+        Self {
+            dir: dir.to_path_buf(),
+        }
     }
 
     fn signal(&self, sig: rustix::process::Signal) -> Result<(), VmmError> {
@@ -65,7 +70,8 @@ impl FakeControl {
             .trim()
             .parse()
             .map_err(|_| VmmError::Protocol("bad fake.pid".into()))?;
-        let pid = rustix::process::Pid::from_raw(pid).ok_or_else(|| VmmError::Protocol("pid 0".into()))?;
+        let pid = rustix::process::Pid::from_raw(pid)
+            .ok_or_else(|| VmmError::Protocol("pid 0".into()))?;
         rustix::process::kill_process(pid, sig).map_err(|e| VmmError::Io(e.into()))
     }
 }

@@ -88,9 +88,18 @@ pub enum VmmError {
         source: std::io::Error,
     },
     #[error("Firecracker API {method} {path} failed ({status}): {message}")]
-    Api { method: String, path: String, status: u16, message: String },
+    Api {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
     #[error("QMP command {command} failed: {class}: {desc}")]
-    Qmp { command: String, class: String, desc: String },
+    Qmp {
+        command: String,
+        class: String,
+        desc: String,
+    },
     #[error("VMM protocol error: {0}")]
     Protocol(String),
     #[error("VMM control I/O")]

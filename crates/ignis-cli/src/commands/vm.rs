@@ -13,9 +13,13 @@ use crate::output;
 /// a bare number is `bare_unit` bytes.
 pub fn parse_size(s: &str, bare_unit: u64) -> anyhow::Result<u64> {
     let t = s.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("'{s}' is not a size (want e.g. 512MB, 4GB)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("'{s}' is not a size (want e.g. 512MB, 4GB)"))?;
     let mult: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
         "" if unit.is_empty() => bare_unit,
         "" => 1,
@@ -38,7 +42,12 @@ fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOpti
         image: a.image,
         name: a.name,
         cpus: a.cpus,
-        memory_mib: a.memory.as_deref().map(|m| parse_size(m, 1 << 20)).transpose()?.map(|b| u32::try_from(b >> 20).unwrap_or(u32::MAX)),
+        memory_mib: a
+            .memory
+            .as_deref()
+            .map(|m| parse_size(m, 1 << 20))
+            .transpose()?
+            .map(|b| u32::try_from(b >> 20).unwrap_or(u32::MAX)),
         disk_size: a.size.as_deref().map(|s| parse_size(s, 1)).transpose()?,
         kernel: a.kernel,
         kernel_args: a.kernel_args,
@@ -60,7 +69,10 @@ fn status_text(v: &VmRecord) -> String {
         },
         VmState::Exited => format!(
             "Exited ({}) {}",
-            v.status.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+            v.status
+                .exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "?".into()),
             v.status.finished_at.map(output::ago).unwrap_or_default()
         ),
     }
@@ -75,8 +87,14 @@ fn matches_filter(v: &VmRecord, filters: &[String]) -> anyhow::Result<bool> {
             "image" => v.image == val || v.image_id.trim_start_matches("sha256:").starts_with(val),
             "id" => v.id.starts_with(val),
             "label" => {
-                let (lk, lv) = val.split_once('=').map(|(a, b)| (a, Some(b))).unwrap_or((val, None));
-                v.spec.labels.get(lk).is_some_and(|x| lv.is_none_or(|lv| x == lv))
+                let (lk, lv) = val
+                    .split_once('=')
+                    .map(|(a, b)| (a, Some(b)))
+                    .unwrap_or((val, None));
+                v.spec
+                    .labels
+                    .get(lk)
+                    .is_some_and(|x| lv.is_none_or(|lv| x == lv))
             }
             other => anyhow::bail!("unknown filter '{other}' (use name, state, image, id, label)"),
         };
@@ -224,13 +242,18 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
             let ids = vms.iter().map(|v| v.id.clone()).collect();
             output::list(
                 &list,
-                &["VM ID", "IMAGE", "KERNEL", "SIZE", "CPUS", "MEMORY", "CREATED", "STATUS", "IPS", "PORTS", "NAME"],
+                &[
+                    "VM ID", "IMAGE", "KERNEL", "SIZE", "CPUS", "MEMORY", "CREATED", "STATUS",
+                    "IPS", "PORTS", "NAME",
+                ],
                 rows,
                 &vms,
                 ids,
             )?;
         }
-        Command::Logs { vm, follow } => ignis.vm_logs(&vm, follow, &mut std::io::stdout().lock())?,
+        Command::Logs { vm, follow } => {
+            ignis.vm_logs(&vm, follow, &mut std::io::stdout().lock())?
+        }
         Command::Inspect { vm, output: fmt } => output::inspect(fmt, &ignis.vm_inspect(&vm)?)?,
         Command::Info { output: fmt } => {
             let info = ignis.info()?;
@@ -242,22 +265,47 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
                     println!("KVM:            {}", serde_json::to_string(&info.host.kvm)?);
                     println!(
                         "Firecracker:    {}",
-                        info.host.firecracker.as_ref().map(|(p, v)| format!("{v} ({})", p.display())).unwrap_or("not found".into())
+                        info.host
+                            .firecracker
+                            .as_ref()
+                            .map(|(p, v)| format!("{v} ({})", p.display()))
+                            .unwrap_or("not found".into())
                     );
-                    println!("QEMU:           {}", info.host.qemu.as_ref().map(|p| p.display().to_string()).unwrap_or("not found".into()));
+                    println!(
+                        "QEMU:           {}",
+                        info.host
+                            .qemu
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or("not found".into())
+                    );
                     println!(
                         "Backend (auto): {} ({})",
                         info.backend.kind.map(|k| k.as_str()).unwrap_or("none"),
                         info.backend.reason
                     );
-                    println!("Guest init:     {}", info.guest_init.unwrap_or("not found (scripts/build-guest.sh)".into()));
-                    println!("Default kernel: {}", info.default_kernel.unwrap_or("none (ignis kernel import apt:linux-image-amd64 --default)".into()));
-                    println!("Images: {}  Kernels: {}  VMs: {} ({} running)", info.images, info.kernels, info.vms, info.vms_running);
+                    println!(
+                        "Guest init:     {}",
+                        info.guest_init
+                            .unwrap_or("not found (scripts/build-guest.sh)".into())
+                    );
+                    println!(
+                        "Default kernel: {}",
+                        info.default_kernel.unwrap_or(
+                            "none (ignis kernel import apt:linux-image-amd64 --default)".into()
+                        )
+                    );
+                    println!(
+                        "Images: {}  Kernels: {}  VMs: {} ({} running)",
+                        info.images, info.kernels, info.vms, info.vms_running
+                    );
                 }
             }
         }
         Command::Supervise { id } => ignis.vm_supervise(&id)?,
-        Command::Image(_) | Command::Kernel(_) | Command::System(_) | Command::Version => unreachable!(),
+        Command::Image(_) | Command::Kernel(_) | Command::System(_) | Command::Version => {
+            unreachable!()
+        }
     }
     Ok(0)
 }

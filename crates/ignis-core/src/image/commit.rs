@@ -128,7 +128,12 @@ fn build_error(e: BuildError) -> Error {
 /// as the guest would (absolute targets are relative to the image root, and
 /// never leave it).
 pub(crate) fn exists_in_tree(root: &std::path::Path, path: &str) -> bool {
-    let mut stack: Vec<String> = path.split('/').rev().filter(|c| !c.is_empty()).map(str::to_string).collect();
+    let mut stack: Vec<String> = path
+        .split('/')
+        .rev()
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
     let mut cur: Vec<String> = Vec::new();
     let mut hops = 0;
     while let Some(comp) = stack.pop() {
@@ -142,19 +147,29 @@ pub(crate) fn exists_in_tree(root: &std::path::Path, path: &str) -> bool {
         }
         cur.push(comp);
         let host = root.join(cur.join("/"));
-        let Ok(meta) = std::fs::symlink_metadata(&host) else { return false };
+        let Ok(meta) = std::fs::symlink_metadata(&host) else {
+            return false;
+        };
         if meta.file_type().is_symlink() {
             hops += 1;
             if hops > 40 {
                 return false;
             }
-            let Ok(target) = std::fs::read_link(&host) else { return false };
+            let Ok(target) = std::fs::read_link(&host) else {
+                return false;
+            };
             let target = target.to_string_lossy().into_owned();
             cur.pop();
             if target.starts_with('/') {
                 cur.clear();
             }
-            stack.extend(target.split('/').rev().filter(|c| !c.is_empty()).map(str::to_string));
+            stack.extend(
+                target
+                    .split('/')
+                    .rev()
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string),
+            );
         }
     }
     true
@@ -175,7 +190,10 @@ mod tests {
         std::os::unix::fs::symlink("../lib/systemd/systemd", root.join("usr/sbin/init")).unwrap();
         assert!(exists_in_tree(root, "sbin/init"));
         std::os::unix::fs::symlink("/etc/passwd", root.join("escape")).unwrap();
-        assert!(!exists_in_tree(root, "escape"), "absolute targets resolve inside the tree");
+        assert!(
+            !exists_in_tree(root, "escape"),
+            "absolute targets resolve inside the tree"
+        );
         std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
         assert!(!exists_in_tree(root, "loop"));
         assert!(!exists_in_tree(root, "bin/sh"));

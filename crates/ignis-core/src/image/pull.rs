@@ -34,7 +34,8 @@ pub(crate) fn pull_error(e: PullError) -> Error {
     };
     let msg = e.to_string();
     let local = |m: &str| m.contains("127.0.0.1") || m.contains("localhost") || m.contains("[::1]");
-    let hint = if matches!(e, PullError::Registry { .. }) && msg.contains("https://") && local(&msg) {
+    let hint = if matches!(e, PullError::Registry { .. }) && msg.contains("https://") && local(&msg)
+    {
         "; for a registry served over plain HTTP pass --insecure-registry HOST:PORT"
     } else {
         ""

@@ -27,7 +27,8 @@ pub fn find_init() -> Result<PathBuf, Error> {
         PathBuf::from("/usr/local/lib/ignis/ignis-init"),
         PathBuf::from("/usr/lib/ignis/ignis-init"),
     ];
-    let is_static = |p: &PathBuf| std::fs::read(p).is_ok_and(|b| ignis_boot::initramfs::is_static_elf(&b));
+    let is_static =
+        |p: &PathBuf| std::fs::read(p).is_ok_and(|b| ignis_boot::initramfs::is_static_elf(&b));
     candidates.into_iter().find(is_static).ok_or_else(|| {
         Error::new(
             ErrorKind::Unavailable,
@@ -38,14 +39,28 @@ pub fn find_init() -> Result<PathBuf, Error> {
 
 fn host_tsc_khz() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: f64 = info.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
     Some((mhz * 1000.0) as u64)
 }
 
 pub(crate) fn cmdline(kind: BackendKind, accel: Accel, extra: Option<&str>) -> String {
-    let mut c = vec!["console=ttyS0".to_string(), "reboot=k".into(), "panic=-1".into(), "quiet".into(), "loglevel=3".into()];
+    let mut c = vec![
+        "console=ttyS0".to_string(),
+        "reboot=k".into(),
+        "panic=-1".into(),
+        "quiet".into(),
+        "loglevel=3".into(),
+    ];
     if kind == BackendKind::Firecracker {
-        c.push("pci=off".into());
+        // Firecracker's i8042 carries Ctrl-Alt-Del (its graceful stop).
+        c.extend(["pci=off", "i8042.noaux", "i8042.nomux", "i8042.dumbkbd"].map(String::from));
     }
     if kind == BackendKind::Qemu && accel == Accel::Tcg {
         if let Some(khz) = host_tsc_khz() {
@@ -62,39 +77,67 @@ impl Ignis {
     /// The cached per-kernel initramfs (init + modules), built on first use.
     fn base_initramfs(&self, kernel_id: &str) -> Result<PathBuf, Error> {
         let init_path = find_init()?;
-        let init = std::fs::read(&init_path).map_err(|e| Error::internal("read the guest init", e))?;
-        let key = ignis_image::import::sha256(format!("{kernel_id}{}", ignis_image::import::sha256(&init)).as_bytes());
-        let path = self.store.disks_dir().join(format!("initramfs-{}.cpio", &key[7..31]));
-        let _guard = self.store.operation_guard().map_err(|e| Error::internal("take the operation lock", e))?;
-        let _lock = self.store.object_lock("initramfs", &key).map_err(|e| Error::internal("lock the initramfs", e))?;
+        let init =
+            std::fs::read(&init_path).map_err(|e| Error::internal("read the guest init", e))?;
+        let key = ignis_image::import::sha256(
+            format!("{kernel_id}{}", ignis_image::import::sha256(&init)).as_bytes(),
+        );
+        let path = self
+            .store
+            .disks_dir()
+            .join(format!("initramfs-{}.cpio", &key[7..31]));
+        let _guard = self
+            .store
+            .operation_guard()
+            .map_err(|e| Error::internal("take the operation lock", e))?;
+        let _lock = self
+            .store
+            .object_lock("initramfs", &key)
+            .map_err(|e| Error::internal("lock the initramfs", e))?;
         if path.is_file() {
             return Ok(path);
         }
         let kernel = self.kernel_inspect(kernel_id)?;
         let blobs = self.store.blobs();
-        let open = |d: String| move || -> std::io::Result<std::fs::File> {
-            blobs.open(&d).map_err(|e| std::io::Error::other(e.to_string()))
+        let open = |d: String| {
+            move || -> std::io::Result<std::fs::File> {
+                blobs
+                    .open(&d)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            }
         };
         let opener = kernel.modules_digest.clone().map(open);
         let data = ignis_boot::initramfs::base(
             &init,
             &init_path.display().to_string(),
-            opener.as_ref().map(|f| f as &dyn Fn() -> std::io::Result<std::fs::File>),
+            opener
+                .as_ref()
+                .map(|f| f as &dyn Fn() -> std::io::Result<std::fs::File>),
         )
         .map_err(|e| {
             let kind = match e {
-                ignis_boot::initramfs::InitramfsError::InitNotStatic { .. } => ErrorKind::Unavailable,
+                ignis_boot::initramfs::InitramfsError::InitNotStatic { .. } => {
+                    ErrorKind::Unavailable
+                }
                 _ => ErrorKind::Internal,
             };
             Error::with_source(kind, format!("cannot build the initramfs: {e}"), e)
         })?;
-        ignis_state::write_atomic(&path, &data).map_err(|e| Error::internal("write the initramfs", e))?;
-        self.store.db().tx(|tx| tx.add_file(&path.display().to_string(), crate::kernel::KIND, &kernel.id))?;
+        ignis_state::write_atomic(&path, &data)
+            .map_err(|e| Error::internal("write the initramfs", e))?;
+        self.store
+            .db()
+            .tx(|tx| tx.add_file(&path.display().to_string(), crate::kernel::KIND, &kernel.id))?;
         Ok(path)
     }
 
     /// Writes `vms/<id>/initrd.img` and returns what the backend boots.
-    pub(crate) fn boot_spec(&self, rec: &VmRecord, kind: BackendKind, accel: Accel) -> Result<VmSpec, Error> {
+    pub(crate) fn boot_spec(
+        &self,
+        rec: &VmRecord,
+        kind: BackendKind,
+        accel: Accel,
+    ) -> Result<VmSpec, Error> {
         let dir = self.vm_dir(&rec.id);
         let kernel = self.kernel_inspect(&rec.kernel_id)?;
         let image = self.image_inspect(&rec.image_id)?;
@@ -103,11 +146,21 @@ impl Ignis {
         let mut copies = Vec::new();
         for (i, c) in rec.spec.copy_files.iter().enumerate() {
             let data = std::fs::read(&c.host).map_err(|e| {
-                Error::with_source(ErrorKind::Invalid, format!("cannot read --copy-files source {}", c.host), e)
+                Error::with_source(
+                    ErrorKind::Invalid,
+                    format!("cannot read --copy-files source {}", c.host),
+                    e,
+                )
             })?;
-            let mode = std::fs::metadata(&c.host).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).unwrap_or(0o644);
+            let mode = std::fs::metadata(&c.host)
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+                .unwrap_or(0o644);
             files.push((format!("{i}"), data));
-            copies.push(CopyFile { source: format!("/ignis/files/{i}"), dest: c.vm.clone(), mode });
+            copies.push(CopyFile {
+                source: format!("/ignis/files/{i}"),
+                dest: c.vm.clone(),
+                mode,
+            });
         }
         let cfg = GuestConfig {
             mode: match rec.spec.mode {
@@ -124,15 +177,26 @@ impl Ignis {
             nameservers: vec![],
             files: copies,
         };
-        let vm_part = ignis_boot::initramfs::vm_part(&cfg, &files).map_err(|e| Error::internal("build the VM's initramfs", e))?;
+        let vm_part = ignis_boot::initramfs::vm_part(&cfg, &files)
+            .map_err(|e| Error::internal("build the VM's initramfs", e))?;
         #[cfg(feature = "fake-vmm")]
         let fake = kind == BackendKind::Fake;
         #[cfg(not(feature = "fake-vmm"))]
         let fake = false;
-        let mut data = if fake { Vec::new() } else { std::fs::read(self.base_initramfs(&kernel.id)?).map_err(|e| Error::internal("read the initramfs", e))? };
+        let mut data = if fake {
+            Vec::new()
+        } else {
+            std::fs::read(self.base_initramfs(&kernel.id)?)
+                .map_err(|e| Error::internal("read the initramfs", e))?
+        };
         data.extend_from_slice(&vm_part);
         std::fs::write(&initrd, &data).map_err(|e| Error::internal("write the VM's initrd", e))?;
-        let blob = |d: &str| self.store.blobs().path(d).map_err(|e| Error::internal("locate a kernel blob", e));
+        let blob = |d: &str| {
+            self.store
+                .blobs()
+                .path(d)
+                .map_err(|e| Error::internal("locate a kernel blob", e))
+        };
         Ok(VmSpec {
             id: rec.id.clone(),
             dir: dir.clone(),
@@ -143,8 +207,14 @@ impl Ignis {
             vcpus: rec.spec.cpus,
             memory_mib: rec.spec.memory_mib,
             disks: vec![
-                DiskSpec { path: PathBuf::from(&image.disk_path), read_only: true },
-                DiskSpec { path: dir.join("data.ext4"), read_only: false },
+                DiskSpec {
+                    path: PathBuf::from(&image.disk_path),
+                    read_only: true,
+                },
+                DiskSpec {
+                    path: dir.join("data.ext4"),
+                    read_only: false,
+                },
             ],
             accel,
         })

@@ -38,7 +38,10 @@ impl Ignis {
         let host = ignis_vmm::detect();
         let auto = host.choose();
         match requested {
-            "" | "auto" => auto.kind.map(|k| (k, auto.accel)).ok_or_else(|| Error::new(ErrorKind::Unavailable, auto.reason)),
+            "" | "auto" => auto
+                .kind
+                .map(|k| (k, auto.accel))
+                .ok_or_else(|| Error::new(ErrorKind::Unavailable, auto.reason)),
             "firecracker" => {
                 let Some((_, v)) = &host.firecracker else {
                     return Err(Error::new(
@@ -47,7 +50,10 @@ impl Ignis {
                     ));
                 };
                 if !ignis_vmm::detect::firecracker_supported(v) {
-                    return Err(Error::new(ErrorKind::Unavailable, format!("firecracker {v} is too old; ignis needs >= 1.10")));
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!("firecracker {v} is too old; ignis needs >= 1.10"),
+                    ));
                 }
                 match &host.kvm {
                     ignis_vmm::detect::Kvm::Usable(_) => Ok((BackendKind::Firecracker, Accel::Kvm)),
@@ -59,9 +65,16 @@ impl Ignis {
             }
             "qemu" => {
                 if host.qemu.is_none() {
-                    return Err(Error::new(ErrorKind::Unavailable, "qemu-system-x86_64 not found: apt-get install qemu-system-x86"));
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        "qemu-system-x86_64 not found: apt-get install qemu-system-x86",
+                    ));
                 }
-                let accel = if matches!(host.kvm, ignis_vmm::detect::Kvm::Usable(_)) { Accel::Kvm } else { Accel::Tcg };
+                let accel = if matches!(host.kvm, ignis_vmm::detect::Kvm::Usable(_)) {
+                    Accel::Kvm
+                } else {
+                    Accel::Tcg
+                };
                 Ok((BackendKind::Qemu, accel))
             }
             other => backend_kind(other).map(|k| (k, Accel::Tcg)),
@@ -74,21 +87,36 @@ impl Ignis {
         let invalid = |m: String| Error::new(ErrorKind::Invalid, m);
         let (kind, accel) = self.choose_backend(&opts.backend)?;
         let cpus = opts.cpus.unwrap_or(DEFAULT_CPUS);
-        let max_cpus = if kind == BackendKind::Firecracker { 32 } else { 64 };
-        if cpus == 0 || cpus > max_cpus || (kind == BackendKind::Firecracker && cpus > 1 && cpus % 2 == 1) {
+        let max_cpus = if kind == BackendKind::Firecracker {
+            32
+        } else {
+            64
+        };
+        if cpus == 0
+            || cpus > max_cpus
+            || (kind == BackendKind::Firecracker && cpus > 1 && cpus % 2 == 1)
+        {
             return Err(invalid(format!(
                 "--cpus {cpus} is out of range: {} allows 1{}..{max_cpus}",
                 kind.as_str(),
-                if kind == BackendKind::Firecracker { " or an even number 2" } else { "" }
+                if kind == BackendKind::Firecracker {
+                    " or an even number 2"
+                } else {
+                    ""
+                }
             )));
         }
         let memory_mib = opts.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
         if !(64..=(1 << 20)).contains(&memory_mib) {
-            return Err(invalid(format!("--memory {memory_mib}MiB is out of range (64MiB to 1TiB)")));
+            return Err(invalid(format!(
+                "--memory {memory_mib}MiB is out of range (64MiB to 1TiB)"
+            )));
         }
         let disk_size = opts.disk_size.unwrap_or(DEFAULT_DISK_SIZE);
         if disk_size < (32 << 20) {
-            return Err(invalid(format!("--size {disk_size} bytes is too small for the writable disk (at least 32MB)")));
+            return Err(invalid(format!(
+                "--size {disk_size} bytes is too small for the writable disk (at least 32MB)"
+            )));
         }
         for kv in &opts.env {
             if !kv.contains('=') || kv.starts_with('=') {
@@ -101,24 +129,45 @@ impl Ignis {
                 return Err(invalid(format!("--copy-files {c}: want HOST_PATH:VM_PATH")));
             };
             if !vm.starts_with('/') {
-                return Err(invalid(format!("--copy-files {c}: the VM path must be absolute")));
+                return Err(invalid(format!(
+                    "--copy-files {c}: the VM path must be absolute"
+                )));
             }
-            let meta = std::fs::metadata(host)
-                .map_err(|e| Error::with_source(ErrorKind::Invalid, format!("--copy-files: cannot read {host}"), e))?;
+            let meta = std::fs::metadata(host).map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Invalid,
+                    format!("--copy-files: cannot read {host}"),
+                    e,
+                )
+            })?;
             if !meta.is_file() {
-                return Err(invalid(format!("--copy-files: {host} is not a regular file")));
+                return Err(invalid(format!(
+                    "--copy-files: {host} is not a regular file"
+                )));
             }
-            copy_files.push(CopyFileSpec { host: std::fs::canonicalize(host).unwrap_or(host.into()).display().to_string(), vm: vm.to_string() });
+            copy_files.push(CopyFileSpec {
+                host: std::fs::canonicalize(host)
+                    .unwrap_or(host.into())
+                    .display()
+                    .to_string(),
+                vm: vm.to_string(),
+            });
         }
 
         let image = match self.image_inspect(&opts.image) {
             Ok(i) => i,
-            Err(e) if e.kind == ErrorKind::NotFound && crate::image::normalize(&opts.image).is_some() => {
+            Err(e)
+                if e.kind == ErrorKind::NotFound
+                    && crate::image::normalize(&opts.image).is_some() =>
+            {
                 self.image_pull(&opts.image)?
             }
             Err(e) => return Err(e),
         };
-        let kernel_query = opts.kernel.as_deref().unwrap_or(crate::kernel::DEFAULT_NAME);
+        let kernel_query = opts
+            .kernel
+            .as_deref()
+            .unwrap_or(crate::kernel::DEFAULT_NAME);
         let kernel = self.kernel_inspect(kernel_query).map_err(|e| {
             if e.kind == ErrorKind::NotFound && opts.kernel.is_none() {
                 Error::new(
@@ -191,10 +240,16 @@ impl Ignis {
                 copy_files,
                 auto_remove: opts.auto_remove,
             },
-            status: VmStatus { state: Some(VmState::Created), ..Default::default() },
+            status: VmStatus {
+                state: Some(VmState::Created),
+                ..Default::default()
+            },
         };
 
-        let _guard = self.store.operation_guard().map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self
+            .store
+            .operation_guard()
+            .map_err(|e| Error::internal("take the operation lock", e))?;
         let dir = self.vm_dir(&id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::internal("create the VM directory", e))?;
         let cleanup = DirGuard(Some(dir.clone()));
@@ -237,20 +292,41 @@ impl Drop for DirGuard {
 /// A sparse ext4 file labelled `ignis-data` (the guest init finds it by
 /// label), with a journal so a crash of the guest never corrupts it.
 fn make_data_disk(path: &std::path::Path, size: u64) -> Result<(), Error> {
-    let f = std::fs::File::create(path).map_err(|e| Error::internal("create the writable disk", e))?;
+    let f =
+        std::fs::File::create(path).map_err(|e| Error::internal("create the writable disk", e))?;
     f.set_len(size).map_err(|e| {
-        Error::with_source(ErrorKind::Unavailable, format!("cannot allocate a {size}-byte writable disk (disk full?)"), e)
+        Error::with_source(
+            ErrorKind::Unavailable,
+            format!("cannot allocate a {size}-byte writable disk (disk full?)"),
+            e,
+        )
     })?;
     drop(f);
     let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "ignis-data", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .args([
+            "-q",
+            "-F",
+            "-L",
+            "ignis-data",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+        ])
         .arg(path)
         .output()
-        .map_err(|e| Error::with_source(ErrorKind::Unavailable, "mkfs.ext4 not found; apt-get install e2fsprogs", e))?;
+        .map_err(|e| {
+            Error::with_source(
+                ErrorKind::Unavailable,
+                "mkfs.ext4 not found; apt-get install e2fsprogs",
+                e,
+            )
+        })?;
     if !out.status.success() {
         return Err(Error::new(
             ErrorKind::Internal,
-            format!("mkfs.ext4 failed for the writable disk: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            format!(
+                "mkfs.ext4 failed for the writable disk: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         ));
     }
     Ok(())

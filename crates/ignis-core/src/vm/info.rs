@@ -28,11 +28,19 @@ impl Ignis {
             root: self.root().display().to_string(),
             backend,
             host,
-            guest_init: super::boot::find_init().ok().map(|p| p.display().to_string()),
-            default_kernel: self.kernel_inspect(crate::kernel::DEFAULT_NAME).ok().map(|k| k.version),
+            guest_init: super::boot::find_init()
+                .ok()
+                .map(|p| p.display().to_string()),
+            default_kernel: self
+                .kernel_inspect(crate::kernel::DEFAULT_NAME)
+                .ok()
+                .map(|k| k.version),
             images: self.image_list()?.len(),
             kernels: self.kernel_list()?.len(),
-            vms_running: vms.iter().filter(|v| v.state() == ignis_api::VmState::Running).count(),
+            vms_running: vms
+                .iter()
+                .filter(|v| v.state() == ignis_api::VmState::Running)
+                .count(),
             vms: vms.len(),
         })
     }

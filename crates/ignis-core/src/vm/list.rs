@@ -14,7 +14,12 @@ impl Ignis {
             Some("host rebooted while the VM was running".to_string())
         } else {
             match rec.status.supervisor_pid {
-                Some(pid) if process_start(pid).is_some() && process_start(pid) == rec.status.supervisor_start => None,
+                Some(pid)
+                    if process_start(pid).is_some()
+                        && process_start(pid) == rec.status.supervisor_start =>
+                {
+                    None
+                }
                 Some(_) => Some("its supervisor died (killed?); the VMM went with it".to_string()),
                 None => None, // starting: the supervisor has not written yet
             }
@@ -24,7 +29,10 @@ impl Ignis {
         if let Some(pid) = rec.status.vmm_pid {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if String::from_utf8_lossy(&cmdline).contains(&rec.id) {
-                if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                if let Some(p) = i32::try_from(pid)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                {
                     let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
                 }
             }

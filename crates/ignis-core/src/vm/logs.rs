@@ -51,7 +51,12 @@ impl Ignis {
 
     /// `ignis logs [-f]`: writes the console log (the rotated part first) to
     /// `out`; with `follow`, keeps going until the VM stops.
-    pub fn vm_logs(&self, query: &str, follow: bool, out: &mut dyn std::io::Write) -> Result<(), Error> {
+    pub fn vm_logs(
+        &self,
+        query: &str,
+        follow: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), Error> {
         let rec = self.find_vm(query)?;
         let dir = self.vm_dir(&rec.id);
         if let Ok(old) = std::fs::read(dir.join("console.log.1")) {

@@ -30,8 +30,13 @@ use crate::{Error, ErrorKind, Ignis};
 pub(crate) const KIND: &str = "vm";
 
 pub(crate) fn parse(row: &ObjectRow) -> Result<VmRecord, Error> {
-    serde_json::from_str(&row.record)
-        .map_err(|e| Error::with_source(ErrorKind::Internal, format!("VM record {} is unreadable", row.id), e))
+    serde_json::from_str(&row.record).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Internal,
+            format!("VM record {} is unreadable", row.id),
+            e,
+        )
+    })
 }
 
 pub(crate) fn backend_kind(name: &str) -> Result<BackendKind, Error> {
@@ -40,7 +45,10 @@ pub(crate) fn backend_kind(name: &str) -> Result<BackendKind, Error> {
         "qemu" => Ok(BackendKind::Qemu),
         #[cfg(feature = "fake-vmm")]
         "fake" => Ok(BackendKind::Fake),
-        other => Err(Error::new(ErrorKind::Invalid, format!("unknown backend '{other}' (want auto, firecracker or qemu)"))),
+        other => Err(Error::new(
+            ErrorKind::Invalid,
+            format!("unknown backend '{other}' (want auto, firecracker or qemu)"),
+        )),
     }
 }
 
@@ -70,7 +78,9 @@ impl Ignis {
         f: impl FnOnce(&mut VmStatus),
     ) -> Result<Option<VmRecord>, Error> {
         self.store.db().tx(|tx| {
-            let Some(row) = tx.get_object(KIND, id)? else { return Ok(None) };
+            let Some(row) = tx.get_object(KIND, id)? else {
+                return Ok(None);
+            };
             let mut rec = parse(&row)?;
             f(&mut rec.status);
             tx.update_record(KIND, id, &serde_json::to_string(&rec).expect("json"))?;
@@ -82,21 +92,27 @@ impl Ignis {
 /// 16 random hex digits, as Ignite's VM IDs.
 pub(crate) fn new_id() -> String {
     let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         b = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 const ADJECTIVES: &[&str] = &[
-    "amber", "bold", "brisk", "calm", "crimson", "dusty", "eager", "fierce", "gentle", "golden", "hidden", "icy",
-    "jolly", "keen", "lively", "misty", "noble", "odd", "proud", "quiet", "rapid", "silent", "swift", "tidy", "vivid",
-    "wild",
+    "amber", "bold", "brisk", "calm", "crimson", "dusty", "eager", "fierce", "gentle", "golden",
+    "hidden", "icy", "jolly", "keen", "lively", "misty", "noble", "odd", "proud", "quiet", "rapid",
+    "silent", "swift", "tidy", "vivid", "wild",
 ];
 const NOUNS: &[&str] = &[
-    "ember", "spark", "flame", "cinder", "blaze", "torch", "comet", "meteor", "nova", "pulsar", "quasar", "beacon",
-    "flare", "glow", "kiln", "lantern", "forge", "furnace", "ash", "smoke", "phoenix", "sun", "star", "candle",
+    "ember", "spark", "flame", "cinder", "blaze", "torch", "comet", "meteor", "nova", "pulsar",
+    "quasar", "beacon", "flare", "glow", "kiln", "lantern", "forge", "furnace", "ash", "smoke",
+    "phoenix", "sun", "star", "candle",
 ];
 
 /// A random `adjective-noun` name.
@@ -117,7 +133,9 @@ pub(crate) fn valid_name(name: &str) -> bool {
 
 /// Host boot ID (changes on every reboot).
 pub(crate) fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of

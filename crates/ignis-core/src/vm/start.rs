@@ -24,46 +24,71 @@ impl Ignis {
         for f in ["stop-requested", "kill-requested"] {
             let _ = std::fs::remove_file(dir.join(f));
         }
-        self.update_status(&id, |s| *s = VmStatus { state: Some(VmState::Created), ..Default::default() })?;
+        self.update_status(&id, |s| {
+            *s = VmStatus {
+                state: Some(VmState::Created),
+                ..Default::default()
+            }
+        })?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("supervisor.log"))
             .map_err(|e| Error::internal("open the supervisor log", e))?;
-        let exe = std::env::current_exe().map_err(|e| Error::internal("find the ignis binary", e))?;
+        let exe =
+            std::env::current_exe().map_err(|e| Error::internal("find the ignis binary", e))?;
         let mut cmd = Command::new(exe);
         cmd.arg("--root")
             .arg(self.root())
             .arg("__supervise")
             .arg(&id)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| Error::internal("open the supervisor log", e))?)
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| Error::internal("open the supervisor log", e))?,
+            )
             .stderr(log);
         cmd.process_group(0);
-        let mut child = cmd.spawn().map_err(|e| Error::internal("start the VM supervisor", e))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::internal("start the VM supervisor", e))?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let rec = self
-                .load_vm(&id)?
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("VM {id} was removed while starting")))?;
+            let rec = self.load_vm(&id)?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("VM {id} was removed while starting"),
+                )
+            })?;
             match rec.state() {
                 VmState::Running if !wait_ready || rec.status.ready_ms.is_some() => return Ok(rec),
                 VmState::Exited => {
-                    let reason = rec.status.reason.clone().unwrap_or_else(|| "unknown".into());
+                    let reason = rec
+                        .status
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "unknown".into());
                     // An app VM that already ran to completion started fine.
                     if rec.status.ready_ms.is_some() {
                         return Ok(rec);
                     }
                     return Err(Error::new(
                         ErrorKind::Internal,
-                        format!("VM {} exited while booting: {reason}; see `ignis logs {}`", rec.name, rec.name),
+                        format!(
+                            "VM {} exited while booting: {reason}; see `ignis logs {}`",
+                            rec.name, rec.name
+                        ),
                     ));
                 }
                 _ => {}
             }
             if let Ok(Some(status)) = child.try_wait() {
-                if self.load_vm(&id)?.is_some_and(|r| r.state() != VmState::Exited) {
-                    let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+                if self
+                    .load_vm(&id)?
+                    .is_some_and(|r| r.state() != VmState::Exited)
+                {
+                    let log =
+                        std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(5).collect();
                     return Err(Error::new(
                         ErrorKind::Internal,
@@ -77,7 +102,12 @@ impl Ignis {
             if Instant::now() > deadline {
                 return Err(Error::new(
                     ErrorKind::Internal,
-                    format!("VM {} did not report ready within {}s; see `ignis logs {}`", rec.name, READY_TIMEOUT.as_secs(), rec.name),
+                    format!(
+                        "VM {} did not report ready within {}s; see `ignis logs {}`",
+                        rec.name,
+                        READY_TIMEOUT.as_secs(),
+                        rec.name
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));

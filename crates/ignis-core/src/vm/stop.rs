@@ -8,7 +8,9 @@ impl Ignis {
     fn wait_exited(&self, id: &str, timeout: Duration) -> Result<Option<VmRecord>, Error> {
         let deadline = Instant::now() + timeout;
         loop {
-            let Some(rec) = self.load_vm(id)? else { return Ok(None) };
+            let Some(rec) = self.load_vm(id)? else {
+                return Ok(None);
+            };
             let rec = self.reconcile(rec)?;
             if rec.state() != VmState::Running || Instant::now() > deadline {
                 return Ok(Some(rec));
@@ -18,7 +20,12 @@ impl Ignis {
     }
 
     fn kill_vmm(&self, rec: &VmRecord) {
-        if let Some(pid) = rec.status.vmm_pid.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw) {
+        if let Some(pid) = rec
+            .status
+            .vmm_pid
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
@@ -31,7 +38,8 @@ impl Ignis {
             return Ok(rec);
         }
         let dir = self.vm_dir(&rec.id);
-        std::fs::write(dir.join("stop-requested"), b"").map_err(|e| Error::internal("mark the stop", e))?;
+        std::fs::write(dir.join("stop-requested"), b"")
+            .map_err(|e| Error::internal("mark the stop", e))?;
         let kind = super::backend_kind(&rec.spec.backend)?;
         if let Err(e) = ignis_vmm::control(kind, &dir).shutdown() {
             tracing::debug!(vm = %rec.id, error = %e, "graceful shutdown request failed; will kill");
@@ -50,7 +58,10 @@ impl Ignis {
     pub fn vm_kill(&self, query: &str) -> Result<VmRecord, Error> {
         let rec = self.reconcile(self.find_vm(query)?)?;
         if rec.state() != VmState::Running {
-            return Err(Error::new(ErrorKind::Conflict, format!("VM {} is not running", rec.name)));
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("VM {} is not running", rec.name),
+            ));
         }
         let _ = std::fs::write(self.vm_dir(&rec.id).join("kill-requested"), b"");
         self.kill_vmm(&rec);

@@ -19,8 +19,15 @@ use crate::{Error, ErrorKind, Ignis};
 pub const CONSOLE_CAP: u64 = 8 << 20;
 
 /// Runtime files removed when the VM stops.
-pub(crate) const RUNTIME_FILES: &[&str] =
-    &["qmp.sock", "firecracker.sock", "fake.pid", "shutdown", "initrd.img", "stop-requested", "kill-requested"];
+pub(crate) const RUNTIME_FILES: &[&str] = &[
+    "qmp.sock",
+    "firecracker.sock",
+    "fake.pid",
+    "shutdown",
+    "initrd.img",
+    "stop-requested",
+    "kill-requested",
+];
 
 struct Console {
     path: PathBuf,
@@ -30,15 +37,26 @@ struct Console {
 
 impl Console {
     fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         let size = file.metadata()?.len();
-        Ok(Self { path: path.to_path_buf(), file, size })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            size,
+        })
     }
 
     fn write(&mut self, line: &[u8]) {
         if self.size + line.len() as u64 > CONSOLE_CAP {
             let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
-            if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.path) {
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
                 self.file = f;
                 self.size = 0;
             }
@@ -55,13 +73,22 @@ pub(crate) fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, Error> {
             let bin = std::env::var_os("IGNIS_FIRECRACKER")
                 .map(PathBuf::from)
                 .or_else(|| ignis_vmm::detect::find_in_path(ignis_vmm::firecracker::BINARY))
-                .ok_or_else(|| Error::new(ErrorKind::Unavailable, "firecracker not found on PATH or in IGNIS_FIRECRACKER"))?;
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        "firecracker not found on PATH or in IGNIS_FIRECRACKER",
+                    )
+                })?;
             Box::new(ignis_vmm::firecracker::FirecrackerBackend::new(bin))
         }
         BackendKind::Qemu => {
-            let bin = ignis_vmm::detect::find_in_path(ignis_vmm::qemu::BINARY).ok_or_else(|| {
-                Error::new(ErrorKind::Unavailable, "qemu-system-x86_64 not found: apt-get install qemu-system-x86")
-            })?;
+            let bin =
+                ignis_vmm::detect::find_in_path(ignis_vmm::qemu::BINARY).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        "qemu-system-x86_64 not found: apt-get install qemu-system-x86",
+                    )
+                })?;
             Box::new(ignis_vmm::qemu::QemuBackend::new(bin))
         }
         #[cfg(feature = "fake-vmm")]
@@ -72,7 +99,9 @@ pub(crate) fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, Error> {
 impl Ignis {
     /// Runs the supervisor for VM `id` until its VMM exits.
     pub fn vm_supervise(&self, id: &str) -> Result<(), Error> {
-        let rec = self.load_vm(id)?.ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no VM {id}")))?;
+        let rec = self
+            .load_vm(id)?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no VM {id}")))?;
         let dir = self.vm_dir(id);
         let fail = |reason: String| {
             let _ = self.update_status(id, |s| {
@@ -83,10 +112,17 @@ impl Ignis {
             Error::new(ErrorKind::Internal, reason)
         };
         let kind = super::backend_kind(&rec.spec.backend)?;
-        let accel = if rec.spec.accel == "kvm" { Accel::Kvm } else { Accel::Tcg };
-        let spec = self.boot_spec(&rec, kind, accel).map_err(|e| fail(format!("boot setup failed: {e}")))?;
+        let accel = if rec.spec.accel == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        let spec = self
+            .boot_spec(&rec, kind, accel)
+            .map_err(|e| fail(format!("boot setup failed: {e}")))?;
         let backend = backend(kind).map_err(|e| fail(e.to_string()))?;
-        let (reader, writer) = std::io::pipe().map_err(|e| fail(format!("cannot create the console pipe: {e}")))?;
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| fail(format!("cannot create the console pipe: {e}")))?;
         let started = Instant::now();
         let mut child = backend
             .launch(&spec, writer.into())
@@ -103,9 +139,15 @@ impl Ignis {
                 ..Default::default()
             }
         })?;
-        tracing::info!(vm = id, backend = kind.as_str(), pid = child.id(), "VMM started");
+        tracing::info!(
+            vm = id,
+            backend = kind.as_str(),
+            pid = child.id(),
+            "VMM started"
+        );
 
-        let mut console = Console::open(&dir.join("console.log")).map_err(|e| Error::internal("open console.log", e))?;
+        let mut console = Console::open(&dir.join("console.log"))
+            .map_err(|e| Error::internal("open console.log", e))?;
         let mut reader = BufReader::new(reader);
         let mut line = Vec::new();
         let mut exit_code: Option<i32> = None;
@@ -132,20 +174,30 @@ impl Ignis {
                 None => {}
             }
         }
-        let status = child.wait().map_err(|e| Error::internal("wait for the VMM", e))?;
+        let status = child
+            .wait()
+            .map_err(|e| Error::internal("wait for the VMM", e))?;
         let stopped = dir.join("stop-requested").exists();
         let killed = dir.join("kill-requested").exists();
         use std::os::unix::process::ExitStatusExt;
         let (code, reason) = match (exit_code, init_error, status.signal()) {
-            (_, Some(m), _) => (exit_code.or(Some(ignis_guest_config::INIT_FAILED)), format!("guest init failed: {m}")),
+            (_, Some(m), _) => (
+                exit_code.or(Some(ignis_guest_config::INIT_FAILED)),
+                format!("guest init failed: {m}"),
+            ),
             (Some(c), None, _) if stopped => (Some(c), "stopped".to_string()),
             (Some(c), None, _) => (Some(c), "workload exited".to_string()),
             (None, None, _) if killed => (Some(137), "killed".to_string()),
-            (None, None, _) if stopped => (Some(137), "stopped (killed after the timeout)".to_string()),
+            (None, None, _) if stopped => {
+                (Some(137), "stopped (killed after the timeout)".to_string())
+            }
             (None, None, Some(sig)) => (Some(128 + sig), format!("VMM killed by signal {sig}")),
             (None, None, None) => (
                 status.code(),
-                format!("VMM exited ({status}) without a report from the guest; see `ignis logs {}`", rec.name),
+                format!(
+                    "VMM exited ({status}) without a report from the guest; see `ignis logs {}`",
+                    rec.name
+                ),
             ),
         };
         self.update_status(id, |s| {

@@ -22,8 +22,13 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(socket: &Path) -> Result<Self, VmmError> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Self { socket: socket.to_path_buf(), rt })
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            socket: socket.to_path_buf(),
+            rt,
+        })
     }
 
     pub fn put(&self, path: &str, body: &Value) -> Result<Option<Value>, VmmError> {
@@ -38,16 +43,27 @@ impl ApiClient {
         self.request("GET", path, None)
     }
 
-    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Option<Value>, VmmError> {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, VmmError> {
         self.rt.block_on(async {
-            let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|source| {
-                VmmError::Connect { path: self.socket.display().to_string(), source }
-            })?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            let stream = tokio::net::UnixStream::connect(&self.socket)
                 .await
-                .map_err(|e| VmmError::Protocol(format!("HTTP handshake: {e}")))?;
+                .map_err(|source| VmmError::Connect {
+                    path: self.socket.display().to_string(),
+                    source,
+                })?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| VmmError::Protocol(format!("HTTP handshake: {e}")))?;
             let conn = tokio::spawn(conn);
-            let bytes = body.map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
+            let bytes = body
+                .map(|b| serde_json::to_vec(b).expect("json"))
+                .unwrap_or_default();
             let mut req = Request::builder()
                 .method(method)
                 .uri(path)
@@ -56,7 +72,9 @@ impl ApiClient {
             if body.is_some() {
                 req = req.header("Content-Type", "application/json");
             }
-            let req = req.body(Full::new(Bytes::from(bytes))).expect("valid request");
+            let req = req
+                .body(Full::new(Bytes::from(bytes)))
+                .expect("valid request");
             let resp = sender
                 .send_request(req)
                 .await
@@ -68,7 +86,11 @@ impl ApiClient {
                 .map_err(|e| VmmError::Protocol(format!("{method} {path}: reading body: {e}")))?
                 .to_bytes();
             conn.abort();
-            let json: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
+            let json: Option<Value> = if body.is_empty() {
+                None
+            } else {
+                serde_json::from_slice(&body).ok()
+            };
             if (200..300).contains(&status) {
                 return Ok(json);
             }
@@ -78,7 +100,12 @@ impl ApiClient {
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            Err(VmmError::Api { method: method.to_string(), path: path.to_string(), status, message })
+            Err(VmmError::Api {
+                method: method.to_string(),
+                path: path.to_string(),
+                status,
+                message,
+            })
         })
     }
 }
@@ -92,7 +119,10 @@ mod tests {
 
     /// A fake Firecracker API: one scripted raw response per connection;
     /// returns the requests it saw (request line + body).
-    fn fake_api(path: &Path, responses: Vec<String>) -> std::thread::JoinHandle<Vec<(String, String)>> {
+    fn fake_api(
+        path: &Path,
+        responses: Vec<String>,
+    ) -> std::thread::JoinHandle<Vec<(String, String)>> {
         let listener = UnixListener::bind(path).unwrap();
         std::thread::spawn(move || {
             let mut seen = Vec::new();
@@ -114,7 +144,10 @@ mod tests {
                 }
                 let mut body = vec![0u8; len];
                 r.read_exact(&mut body).unwrap();
-                seen.push((request_line.trim().to_string(), String::from_utf8(body).unwrap()));
+                seen.push((
+                    request_line.trim().to_string(),
+                    String::from_utf8(body).unwrap(),
+                ));
                 let mut w = s;
                 w.write_all(resp.as_bytes()).unwrap();
             }
@@ -134,12 +167,20 @@ mod tests {
             &sock,
             vec![
                 // Firecracker's 204: no Content-Length header at all.
-                "HTTP/1.1 204 \r\nServer: Firecracker API\r\nConnection: keep-alive\r\n\r\n".to_string(),
+                "HTTP/1.1 204 \r\nServer: Firecracker API\r\nConnection: keep-alive\r\n\r\n"
+                    .to_string(),
                 json_response("200", r#"{"id":"vm","state":"Running"}"#),
             ],
         );
         let c = ApiClient::new(&sock).unwrap();
-        assert_eq!(c.put("/machine-config", &json!({"vcpu_count": 2, "mem_size_mib": 256})).unwrap(), None);
+        assert_eq!(
+            c.put(
+                "/machine-config",
+                &json!({"vcpu_count": 2, "mem_size_mib": 256})
+            )
+            .unwrap(),
+            None
+        );
         let info = c.get("/").unwrap().unwrap();
         assert_eq!(info["state"], "Running");
         let seen = server.join().unwrap();
@@ -154,12 +195,22 @@ mod tests {
         let sock = dir.path().join("fc.sock");
         let server = fake_api(
             &sock,
-            vec![json_response("400", r#"{"fault_message":"Invalid kernel path: No such file or dir."}"#)],
+            vec![json_response(
+                "400",
+                r#"{"fault_message":"Invalid kernel path: No such file or dir."}"#,
+            )],
         );
         let c = ApiClient::new(&sock).unwrap();
-        let err = c.put("/boot-source", &json!({"kernel_image_path": "/nope"})).unwrap_err();
+        let err = c
+            .put("/boot-source", &json!({"kernel_image_path": "/nope"}))
+            .unwrap_err();
         match &err {
-            VmmError::Api { status, message, path, .. } => {
+            VmmError::Api {
+                status,
+                message,
+                path,
+                ..
+            } => {
                 assert_eq!(*status, 400);
                 assert_eq!(path, "/boot-source");
                 assert_eq!(message, "Invalid kernel path: No such file or dir.");

@@ -44,7 +44,11 @@ impl FirecrackerBackend {
                     "boot_args": spec.cmdline,
                 }),
             ),
-            ("PUT", "/machine-config".to_string(), json!({"vcpu_count": spec.vcpus, "mem_size_mib": spec.memory_mib})),
+            (
+                "PUT",
+                "/machine-config".to_string(),
+                json!({"vcpu_count": spec.vcpus, "mem_size_mib": spec.memory_mib}),
+            ),
         ];
         for (i, d) in spec.disks.iter().enumerate() {
             let id = format!("d{i}");
@@ -54,7 +58,11 @@ impl FirecrackerBackend {
                 json!({"drive_id": id, "path_on_host": d.path, "is_root_device": false, "is_read_only": d.read_only}),
             ));
         }
-        calls.push(("PUT", "/actions".to_string(), json!({"action_type": "InstanceStart"})));
+        calls.push((
+            "PUT",
+            "/actions".to_string(),
+            json!({"action_type": "InstanceStart"}),
+        ));
         calls
     }
 }
@@ -78,12 +86,17 @@ impl Backend for FirecrackerBackend {
             .stdout(console)
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|source| VmmError::Spawn { binary: self.binary.display().to_string(), source })?;
+            .map_err(|source| VmmError::Spawn {
+                binary: self.binary.display().to_string(),
+                source,
+            })?;
         let configure = || -> Result<(), VmmError> {
             let deadline = Instant::now() + Duration::from_secs(5);
             while !sock.exists() {
                 if Instant::now() > deadline {
-                    return Err(VmmError::Protocol("Firecracker did not create its API socket within 5 s".into()));
+                    return Err(VmmError::Protocol(
+                        "Firecracker did not create its API socket within 5 s".into(),
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -112,19 +125,27 @@ pub struct FirecrackerControl {
 
 impl FirecrackerControl {
     pub fn new(dir: &Path) -> Self {
-        Self { socket: api_path(dir) }
+        Self {
+            socket: api_path(dir),
+        }
     }
 }
 
 impl Control for FirecrackerControl {
     fn shutdown(&self) -> Result<(), VmmError> {
-        ApiClient::new(&self.socket)?.put("/actions", &json!({"action_type": "SendCtrlAltDel"})).map(drop)
+        ApiClient::new(&self.socket)?
+            .put("/actions", &json!({"action_type": "SendCtrlAltDel"}))
+            .map(drop)
     }
     fn pause(&self) -> Result<(), VmmError> {
-        ApiClient::new(&self.socket)?.patch("/vm", &json!({"state": "Paused"})).map(drop)
+        ApiClient::new(&self.socket)?
+            .patch("/vm", &json!({"state": "Paused"}))
+            .map(drop)
     }
     fn resume(&self) -> Result<(), VmmError> {
-        ApiClient::new(&self.socket)?.patch("/vm", &json!({"state": "Resumed"})).map(drop)
+        ApiClient::new(&self.socket)?
+            .patch("/vm", &json!({"state": "Resumed"}))
+            .map(drop)
     }
 }
 
@@ -143,12 +164,18 @@ mod tests {
             cmdline: "console=ttyS0 reboot=k".into(),
             vcpus: 1,
             memory_mib: 128,
-            disks: vec![crate::DiskSpec { path: "/d/img".into(), read_only: true }],
+            disks: vec![crate::DiskSpec {
+                path: "/d/img".into(),
+                read_only: true,
+            }],
             accel: crate::Accel::Kvm,
         };
         let calls = FirecrackerBackend::calls(&spec);
         let paths: Vec<&str> = calls.iter().map(|c| c.1.as_str()).collect();
-        assert_eq!(paths, ["/boot-source", "/machine-config", "/drives/d0", "/actions"]);
+        assert_eq!(
+            paths,
+            ["/boot-source", "/machine-config", "/drives/d0", "/actions"]
+        );
         assert_eq!(calls[0].2["boot_args"], "console=ttyS0 reboot=k");
         assert_eq!(calls[2].2["is_read_only"], true);
         assert_eq!(calls[3].2["action_type"], "InstanceStart");

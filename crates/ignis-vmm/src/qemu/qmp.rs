@@ -23,14 +23,21 @@ pub struct QmpClient {
 
 impl QmpClient {
     pub fn connect(path: &Path) -> Result<Self, VmmError> {
-        let stream = UnixStream::connect(path)
-            .map_err(|source| VmmError::Connect { path: path.display().to_string(), source })?;
+        let stream = UnixStream::connect(path).map_err(|source| VmmError::Connect {
+            path: path.display().to_string(),
+            source,
+        })?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let writer = stream.try_clone()?;
-        let mut c = Self { reader: BufReader::new(stream), writer };
+        let mut c = Self {
+            reader: BufReader::new(stream),
+            writer,
+        };
         let greeting = c.read()?;
         if greeting.get("QMP").is_none() {
-            return Err(VmmError::Protocol(format!("expected a QMP greeting, got {greeting}")));
+            return Err(VmmError::Protocol(format!(
+                "expected a QMP greeting, got {greeting}"
+            )));
         }
         c.execute("qmp_capabilities", None)?;
         Ok(c)
@@ -87,7 +94,8 @@ mod tests {
             let (s, _) = listener.accept().unwrap();
             let mut w = s.try_clone().unwrap();
             let mut r = BufReader::new(s);
-            w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n").unwrap();
+            w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
+                .unwrap();
             let mut seen = Vec::new();
             let mut line = String::new();
             r.read_line(&mut line).unwrap();
@@ -99,7 +107,8 @@ mod tests {
                     break;
                 }
                 seen.push(line.trim().to_string());
-                w.write_all(b"{\"event\": \"RESUME\", \"timestamp\": {}}\n").unwrap();
+                w.write_all(b"{\"event\": \"RESUME\", \"timestamp\": {}}\n")
+                    .unwrap();
                 w.write_all(a.as_bytes()).unwrap();
                 w.write_all(b"\n").unwrap();
             }
@@ -122,7 +131,10 @@ mod tests {
         let status = c.execute("query-status", None).unwrap();
         assert_eq!(status["status"], "running");
         let err = c.execute("bogus", Some(json!({"a": 1}))).unwrap_err();
-        assert!(matches!(&err, VmmError::Qmp { class, desc, .. } if class == "GenericError" && desc == "no such thing"), "{err}");
+        assert!(
+            matches!(&err, VmmError::Qmp { class, desc, .. } if class == "GenericError" && desc == "no such thing"),
+            "{err}"
+        );
         drop(c);
         let seen = server.join().unwrap();
         assert_eq!(seen[0], r#"{"execute":"qmp_capabilities"}"#);
@@ -138,7 +150,10 @@ mod tests {
             let (mut s, _) = listener.accept().unwrap();
             s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
         });
-        assert!(matches!(QmpClient::connect(&sock), Err(VmmError::Protocol(_))));
+        assert!(matches!(
+            QmpClient::connect(&sock),
+            Err(VmmError::Protocol(_))
+        ));
         t.join().unwrap();
     }
 }
