@@ -215,11 +215,51 @@ fn reap_all() {
     }
 }
 
+/// The signal that makes `init` power off: systemd takes SIGRTMIN+4,
+/// busybox init SIGUSR2; others (sysvinit) get SIGINT, their Ctrl-Alt-Del.
+fn poweroff_signal() -> i32 {
+    let target = std::fs::read_link("/sbin/init").map(|p| p.display().to_string()).unwrap_or_default();
+    if target.contains("systemd") {
+        libc::SIGRTMIN() + 4
+    } else if target.contains("busybox") {
+        libc::SIGUSR2
+    } else {
+        libc::SIGINT
+    }
+}
+
+/// System mode: a small process outlives our exec and turns the ACPI power
+/// button (QEMU's graceful stop) into the image init's power-off signal, so
+/// `ignis stop` shuts down any init cleanly, not only those that listen to
+/// the button themselves.
+fn spawn_power_watcher(sig: i32) {
+    // SAFETY: we are single-threaded here (no watcher threads in system
+    // mode), so fork is safe; the child only uses its own copies.
+    let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        return;
+    }
+    let Some(f) = find_power_button() else { std::process::exit(0) };
+    use std::io::Read;
+    let mut f = f;
+    let mut ev = [0u8; 24];
+    while f.read_exact(&mut ev).is_ok() {
+        if is_power_press(&ev) {
+            // SAFETY: signalling PID 1.
+            unsafe {
+                libc::kill(1, sig);
+            }
+        }
+    }
+    std::process::exit(0);
+}
+
 /// System mode: the image's init becomes PID 1. Returns only on failure.
 pub fn exec_system_init() -> String {
     if let Err(e) = switch_root() {
         return e;
     }
+    spawn_power_watcher(poweroff_signal());
     crate::report("ready");
     let err = std::process::Command::new("/sbin/init").exec();
     format!("cannot exec /sbin/init: {err}")
@@ -230,42 +270,47 @@ pub fn exec_system_init() -> String {
 /// device is opened before the workload starts, so a stop right after
 /// "ready" is not lost. No button (Firecracker): nothing to watch.
 fn watch_power_button() {
+    if let Some(f) = find_power_button() {
+        std::thread::spawn(move || read_button(f));
+    }
+}
+
+/// Opens the ACPI power button's event device (waiting up to 1 s for it).
+fn find_power_button() -> Option<std::fs::File> {
     for _ in 0..20 {
-        let Ok(rd) = std::fs::read_dir("/sys/class/input") else {
-            return;
-        };
+        let rd = std::fs::read_dir("/sys/class/input").ok()?;
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !name.starts_with("event") {
                 continue;
             }
-            let dev_name =
-                std::fs::read_to_string(e.path().join("device/name")).unwrap_or_default();
+            let dev_name = std::fs::read_to_string(e.path().join("device/name")).unwrap_or_default();
             if dev_name.trim() == "Power Button" {
-                if let Ok(f) = std::fs::File::open(format!("/dev/input/{name}")) {
-                    std::thread::spawn(move || read_button(f));
-                }
-                return;
+                return std::fs::File::open(format!("/dev/input/{name}")).ok();
             }
         }
         if !std::path::Path::new("/sys/bus/acpi").exists() {
-            return;
+            return None;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    None
+}
+
+/// A key-down of KEY_POWER in a `struct input_event` (x86_64: timeval 16
+/// bytes, type u16, code u16, value i32).
+fn is_power_press(ev: &[u8; 24]) -> bool {
+    let kind = u16::from_le_bytes([ev[16], ev[17]]);
+    let code = u16::from_le_bytes([ev[18], ev[19]]);
+    let value = i32::from_le_bytes([ev[20], ev[21], ev[22], ev[23]]);
+    kind == 1 && code == 116 && value == 1
 }
 
 fn read_button(mut f: std::fs::File) {
     use std::io::Read;
-    // struct input_event on x86_64: timeval (16 bytes), type u16, code u16, value i32.
     let mut ev = [0u8; 24];
     while f.read_exact(&mut ev).is_ok() {
-        let kind = u16::from_le_bytes([ev[16], ev[17]]);
-        let code = u16::from_le_bytes([ev[18], ev[19]]);
-        let value = i32::from_le_bytes([ev[20], ev[21], ev[22], ev[23]]);
-        const EV_KEY: u16 = 1;
-        const KEY_POWER: u16 = 116;
-        if kind == EV_KEY && code == KEY_POWER && value == 1 {
+        if is_power_press(&ev) {
             // SAFETY: signalling our own process.
             unsafe {
                 libc::kill(libc::getpid(), libc::SIGTERM);
