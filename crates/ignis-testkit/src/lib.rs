@@ -4,6 +4,7 @@
 
 mod layer;
 mod layout;
+pub mod testguest;
 
 pub use layer::{Entry, LayerBuilder};
 pub use layout::{ImageSpec, OciWriter};

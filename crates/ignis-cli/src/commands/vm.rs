@@ -113,21 +113,34 @@ fn foreground(ignis: &Ignis, id: &str) -> anyhow::Result<i32> {
     let mut out = std::io::stdout().lock();
     let mut in_workload = false;
     let mut code: Option<i32> = None;
+    // The init writes an empty line before each report; hold empty lines
+    // back until we know they are the workload's.
+    let mut blanks = 0usize;
+    let mut handle = |line: &[u8], out: &mut dyn Write, code: &mut Option<i32>| {
+        match parse_report(&String::from_utf8_lossy(line)) {
+            Some(Report::Ready) => in_workload = true,
+            Some(Report::Exit(c)) => {
+                *code = Some(c);
+                in_workload = false;
+            }
+            Some(Report::Error(m)) => eprintln!("ignis: guest init: {m}"),
+            None if in_workload && (line == b"\n" || line == b"\r\n") => blanks += 1,
+            None if in_workload => {
+                for _ in 0..blanks {
+                    let _ = out.write_all(b"\n");
+                }
+                blanks = 0;
+                let _ = out.write_all(line);
+            }
+            None => {}
+        }
+        if !in_workload {
+            blanks = 0;
+        }
+    };
     loop {
         while let Some(line) = log.next_line() {
-            match parse_report(&String::from_utf8_lossy(&line)) {
-                Some(Report::Ready) => in_workload = true,
-                Some(Report::Exit(c)) => {
-                    code = Some(c);
-                    in_workload = false;
-                }
-                Some(Report::Error(m)) => eprintln!("ignis: guest init: {m}"),
-                // The init writes an empty line before each report.
-                None if in_workload => {
-                    let _ = out.write_all(&line);
-                }
-                None => {}
-            }
+            handle(&line, &mut out, &mut code);
         }
         let _ = out.flush();
         let running = match ignis.vm_inspect(id) {
@@ -136,12 +149,9 @@ fn foreground(ignis: &Ignis, id: &str) -> anyhow::Result<i32> {
         };
         if !running {
             while let Some(line) = log.next_line() {
-                if let Some(Report::Exit(c)) = parse_report(&String::from_utf8_lossy(&line)) {
-                    code = Some(c);
-                } else if in_workload && parse_report(&String::from_utf8_lossy(&line)).is_none() {
-                    let _ = out.write_all(&line);
-                }
+                handle(&line, &mut out, &mut code);
             }
+            let _ = out.flush();
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -157,3 +157,74 @@ pub fn check_small_disk(disk: &Path, salt: &str) {
         String::from_utf8_lossy(&fsck.stdout)
     );
 }
+
+impl Env {
+    /// Imports a synthetic kernel (an ELF inside a gzip bzImage) as the
+    /// default kernel: enough for VMs on the fake backend.
+    pub fn fake_kernel(&self) {
+        use std::io::Write;
+        let elf = ignis_kernel::elf::test_elf(b"Linux version 6.6.6-fake (t) #1");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&elf).unwrap();
+        let bz = ignis_kernel::bzimage::test_bzimage(&gz.finish().unwrap(), "6.6.6-fake");
+        let path = self.dir.path().join("vmlinuz-fake");
+        std::fs::write(&path, bz).unwrap();
+        self.ok(&["kernel", "import", path.to_str().unwrap(), "--default"]);
+    }
+
+    /// Imports an image whose root is busybox (from the host's
+    /// busybox-static) plus `files` (path, content, mode); returns its name.
+    /// With `init`, `/sbin/init` is busybox init (a system image).
+    pub fn busybox_image(&self, name: &str, init: bool, files: &[(&str, &str, u32)], cmd: &[&str]) -> String {
+        let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
+        let mut layer = LayerBuilder::new()
+            .dir("bin", 0o755)
+            .file("bin/busybox", &busybox, 0o755)
+            .symlink("bin/sh", "busybox")
+            .dir("etc", 0o755)
+            .dir("tmp", 0o1777)
+            .dir("proc", 0o555)
+            .dir("sys", 0o555)
+            .dir("dev", 0o755);
+        if init {
+            layer = layer.dir("sbin", 0o755).symlink("sbin/init", "../bin/busybox");
+        }
+        for (p, c, m) in files {
+            layer = layer.file(p, c.as_bytes(), *m);
+        }
+        let spec = ImageSpec {
+            layers: vec![layer.build()],
+            cmd: (!cmd.is_empty()).then(|| cmd.iter().map(|s| s.to_string()).collect()),
+            env: vec!["PATH=/bin:/sbin".into()],
+            gzip: true,
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let dir = self.dir.path().join(format!("img-{}", name.replace(['/', ':'], "_")));
+        OciWriter::write_dir(&OciWriter::oci_files(&spec), &dir).unwrap();
+        self.ok(&["image", "import", dir.to_str().unwrap()]);
+        name.to_string()
+    }
+
+    pub fn vm_json(&self, vm: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["inspect", vm])).expect("inspect json")
+    }
+
+    /// Processes whose command line mentions `needle`.
+    pub fn processes_with(&self, needle: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            if pid == std::process::id() {
+                continue;
+            }
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+            if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,78 @@
+//! The tiny test guest for the Firecracker live-mechanics tier: a static
+//! x86_64 ELF (no Linux) that Firecracker loads like a vmlinux and enters in
+//! 64-bit mode. It writes the guest init's ready line to the serial port and
+//! halts, so `ignis run`, `logs`, `ps`, `stop` and `rm` can be exercised on a
+//! real Firecracker where no Linux guest boots (nested PVM) or quickly.
+//!
+//! ```text
+//! 0x100000  ELF header (64) + one PT_LOAD program header (56)
+//! 0x100078  mov dx, 0x3f8 ; lea rsi, [rip+msg] ; mov ecx, len
+//!           rep outsb ; 1: hlt ; jmp 1b
+//!           msg: "\nIGNIS-INIT ready\n"
+//! ```
+
+/// The line the guest prints.
+pub const READY: &str = "\nIGNIS-INIT ready\n";
+
+const LOAD: u64 = 0x10_0000;
+
+pub fn elf() -> Vec<u8> {
+    let msg = READY.as_bytes();
+    let mut code: Vec<u8> = Vec::new();
+    code.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
+    code.extend_from_slice(&[0x48, 0x8d, 0x35]); // lea rsi, [rip+disp32]
+    let lea_end = code.len() + 4;
+    let tail = [0xb9, 0, 0, 0, 0, 0xf3, 0x6e, 0xf4, 0xeb, 0xfd]; // mov ecx,len; rep outsb; hlt; jmp -3
+    let disp = u32::try_from(tail.len()).expect("small"); // msg follows the tail
+    code.extend_from_slice(&disp.to_le_bytes());
+    assert_eq!(code.len(), lea_end);
+    let mut t = tail;
+    t[1..5].copy_from_slice(&u32::try_from(msg.len()).expect("small").to_le_bytes());
+    code.extend_from_slice(&t);
+    code.extend_from_slice(msg);
+
+    let entry = LOAD + 64 + 56;
+    let total = 64 + 56 + code.len() as u64;
+    let mut e = vec![0u8; 64];
+    e[..4].copy_from_slice(b"\x7fELF");
+    e[4] = 2; // 64-bit
+    e[5] = 1; // little endian
+    e[6] = 1; // version
+    e[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e[0x12..0x14].copy_from_slice(&0x3eu16.to_le_bytes()); // x86_64
+    e[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+    e[0x18..0x20].copy_from_slice(&entry.to_le_bytes());
+    e[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // phoff
+    e[0x34..0x36].copy_from_slice(&64u16.to_le_bytes()); // ehsize
+    e[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // phentsize
+    e[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // phnum
+    let mut ph = vec![0u8; 56];
+    ph[0..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    ph[4..8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+    ph[8..16].copy_from_slice(&0u64.to_le_bytes()); // offset
+    ph[16..24].copy_from_slice(&LOAD.to_le_bytes()); // vaddr
+    ph[24..32].copy_from_slice(&LOAD.to_le_bytes()); // paddr
+    ph[32..40].copy_from_slice(&total.to_le_bytes()); // filesz
+    ph[40..48].copy_from_slice(&total.to_le_bytes()); // memsz
+    ph[48..56].copy_from_slice(&0x1000u64.to_le_bytes()); // align
+    e.extend_from_slice(&ph);
+    e.extend_from_slice(&code);
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn test_guest_is_a_loadable_x86_64_executable() {
+        let e = super::elf();
+        assert_eq!(&e[..4], b"\x7fELF");
+        assert_eq!(u16::from_le_bytes([e[0x12], e[0x13]]), 0x3e);
+        let entry = u64::from_le_bytes(e[0x18..0x20].try_into().unwrap());
+        assert_eq!(entry, 0x100078);
+        assert!(String::from_utf8_lossy(&e).contains("IGNIS-INIT ready"));
+        // The rip-relative displacement lands on the message.
+        let disp = u32::from_le_bytes(e[0x78 + 7..0x78 + 11].try_into().unwrap()) as usize;
+        let msg_at = 0x78 + 11 + disp;
+        assert_eq!(&e[msg_at..msg_at + super::READY.len()], super::READY.as_bytes());
+    }
+}
