@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-echo "==> cargo build --release"
+echo "==> cargo build --release (and the static guest init)"
 cargo build --release -q
+scripts/build-guest.sh >/dev/null
 export PATH="$PWD/target/release:$PATH"
 work=$(mktemp -d /tmp/ignis-demo.XXXXXX)
 export IGNIS_ROOT="$work/root"
@@ -40,3 +41,14 @@ debugfs -R "cat /etc/motd" "$(ignis image ls --format '{{.DiskPath}}' | head -n1
 echo "==> ignis kernel import (Debian linux-image-amd64 via apt)"
 ignis kernel import apt:linux-image-amd64 --default
 ignis kernel ls
+
+echo "==> ignis info"
+ignis info
+echo "==> ignis run --rm (a real Linux VM: Debian's kernel, ignis-init, the busybox image)"
+ignis run --rm "127.0.0.1:$port/demo/busybox:1" /bin/busybox sh -c 'echo "hello from $(hostname), kernel $(uname -r)"; exit 3' || echo "(exit code $? came back from the VM)"
+echo "==> a detached VM: ps, logs, stop, rm"
+ignis run --name demo-vm "127.0.0.1:$port/demo/busybox:1" /bin/busybox sleep 600
+ignis ps
+ignis stop demo-vm
+ignis ps -a
+ignis rm demo-vm

@@ -14,7 +14,11 @@ if [ -z "${IGNIS_TEST_KERNEL_DEB:-}" ] && command -v apt-get >/dev/null; then
   export IGNIS_TEST_KERNEL_DEB
 fi
 
-cargo nextest run --workspace --no-fail-fast --success-output never --failure-output final 2>&1 | tee target/test.log
+echo "==> building the static guest init"
+scripts/build-guest.sh >/dev/null
+
+mkdir -p target
+cargo nextest run --workspace --features ignis-cli/fake-vmm --no-fail-fast --failure-output final 2>&1 | tee target/test.log
 status=${PIPESTATUS[0]}
 
 echo
@@ -24,4 +28,15 @@ echo "  unit + wire (no root, fakes) ............ ran"
 if have mkfs.ext4 && have debugfs; then echo "  e2fsprogs (real ext4 image disks) ....... ran"; else echo "  e2fsprogs ............................... SKIPPED: mkfs.ext4/debugfs missing"; fi
 if have docker-registry && have skopeo; then echo "  live registry (docker-registry) ......... ran"; else echo "  live registry ........................... SKIPPED: docker-registry or skopeo missing"; fi
 if [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then echo "  Debian kernel package .................. ran ($(basename "$IGNIS_TEST_KERNEL_DEB"))"; else echo "  Debian kernel package .................. SKIPPED: IGNIS_TEST_KERNEL_DEB unset"; fi
+echo "  VM lifecycle on the fake VMM ........... ran"
+if have qemu-system-x86_64 && [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then
+  echo "  (b) live Linux guest on QEMU ........... ran ($(grep -q vmx /proc/cpuinfo && echo KVM or TCG || echo TCG))"
+else
+  echo "  (b) live Linux guest on QEMU ........... SKIPPED: qemu-system-x86_64 or the kernel package missing"
+fi
+if [ -n "${IGNIS_FIRECRACKER:-}" ] || have firecracker; then
+  echo "  (a) Firecracker + test guest ........... ran"
+else
+  echo "  (a) Firecracker + test guest ........... SKIPPED: no firecracker binary on PATH or in IGNIS_FIRECRACKER"
+fi
 exit "$status"

@@ -85,6 +85,9 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: ListFormat,
     },
+    /// Internal: how the VM would be booted by hand (benchmarks, debugging).
+    #[command(name = "__boot-plan", hide = true)]
+    BootPlan { vm: String },
     /// Internal: the per-VM supervisor.
     #[command(name = "__supervise", hide = true)]
     Supervise { id: String },

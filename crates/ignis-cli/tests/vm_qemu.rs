@@ -19,7 +19,9 @@ fn missing_piece(env: &Env) -> Option<String> {
         return Some("static ignis-init not built (scripts/build-guest.sh)".into());
     }
     if std::env::var_os("IGNIS_TEST_KERNEL_DEB").is_none() {
-        return Some("IGNIS_TEST_KERNEL_DEB unset (scripts/kernel-deb.sh downloads Debian's kernel)".into());
+        return Some(
+            "IGNIS_TEST_KERNEL_DEB unset (scripts/kernel-deb.sh downloads Debian's kernel)".into(),
+        );
     }
     None
 }
@@ -54,25 +56,70 @@ fn linux_guest_lifecycle_on_qemu() {
         "app:1",
         false,
         &[("etc/motd", "from the image\n", 0o644)],
-        &["/bin/busybox", "sh", "-c", "echo $GREETING from $(/bin/busybox cat /etc/motd)"],
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo $GREETING from $(/bin/busybox cat /etc/motd)",
+        ],
     );
 
     // (b1) An app image runs a command; stdout/stderr and the exit code come back.
-    let out = env.cmd().args(["run", "--rm", &app, "/bin/busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let out = env
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            &app,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\nerr\n");
-    let out = env.cmd().args(["run", "--rm", &app, "/bin/busybox", "echo", "hi"]).output().unwrap();
-    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).to_string()), (Some(0), "hi\n".to_string()));
+    let out = env
+        .cmd()
+        .args(["run", "--rm", &app, "/bin/busybox", "echo", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+        ),
+        (Some(0), "hi\n".to_string())
+    );
 
     // The image's Cmd with -e and a copied file.
     let host_file = env.dir.path().join("note.txt");
     std::fs::write(&host_file, "copied in\n").unwrap();
     let out = env
         .cmd()
-        .args(["run", "--rm", "-e", "GREETING=hello", "--copy-files", &format!("{}:/etc/motd", host_file.display()), &app])
+        .args([
+            "run",
+            "--rm",
+            "-e",
+            "GREETING=hello",
+            "--copy-files",
+            &format!("{}:/etc/motd", host_file.display()),
+            &app,
+        ])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from copied in\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from copied in\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // (b2) A system image boots its own init; `ignis stop` shuts it down cleanly.
     let sys = env.busybox_image(
@@ -102,27 +149,55 @@ fn linux_guest_lifecycle_on_qemu() {
     assert_eq!(v["status"]["exitCode"], 0);
     assert!(env.ok(&["logs", "sys"]).contains("SYSTEM-IMAGE-SHUTDOWN"));
     let data = env.root().join("vms").join(&id).join("data.ext4");
-    let fsck = std::process::Command::new("e2fsck").arg("-fn").arg(&data).output().unwrap();
-    assert!(fsck.status.success(), "writable disk not clean: {}", String::from_utf8_lossy(&fsck.stdout));
+    let fsck = std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "writable disk not clean: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
 
     // (b3) After kill -9 of the supervisor, ps tells the truth and no QEMU is left.
-    let id2 = env.ok(&["run", "--name", "victim", &app, "/bin/busybox", "sleep", "600"]).trim().to_string();
+    let id2 = env
+        .ok(&[
+            "run",
+            "--name",
+            "victim",
+            &app,
+            "/bin/busybox",
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
     let v = wait_state(&env, "victim", "running");
     let sup = v["status"]["supervisorPid"].as_u64().unwrap();
     assert!(!env.processes_with(&id2).is_empty(), "QEMU runs");
-    std::process::Command::new("kill").args(["-9", &sup.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &sup.to_string()])
+        .status()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let ps = env.ok(&["ps", "-a", "--filter", "name=victim"]);
     assert!(ps.contains("Exited") && !ps.contains("Up "), "{ps}");
     let v = env.vm_json("victim");
-    assert!(v["status"]["reason"].as_str().unwrap().contains("supervisor died"));
+    assert!(v["status"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("supervisor died"));
     for _ in 0..50 {
         if env.processes_with(&id2).is_empty() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(env.processes_with(&id2).is_empty(), "QEMU died with its supervisor");
+    assert!(
+        env.processes_with(&id2).is_empty(),
+        "QEMU died with its supervisor"
+    );
 
     env.ok(&["rm", "sys", "victim"]);
     assert_eq!(env.count("vms"), 0, "no VM files left");

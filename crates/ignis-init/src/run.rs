@@ -218,7 +218,9 @@ fn reap_all() {
 /// The signal that makes `init` power off: systemd takes SIGRTMIN+4,
 /// busybox init SIGUSR2; others (sysvinit) get SIGINT, their Ctrl-Alt-Del.
 fn poweroff_signal() -> i32 {
-    let target = std::fs::read_link("/sbin/init").map(|p| p.display().to_string()).unwrap_or_default();
+    let target = std::fs::read_link("/sbin/init")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     if target.contains("systemd") {
         libc::SIGRTMIN() + 4
     } else if target.contains("busybox") {
@@ -239,7 +241,9 @@ fn spawn_power_watcher(sig: i32) {
     if pid != 0 {
         return;
     }
-    let Some(f) = find_power_button() else { std::process::exit(0) };
+    let Some(f) = find_power_button() else {
+        std::process::exit(0)
+    };
     use std::io::Read;
     let mut f = f;
     let mut ev = [0u8; 24];
@@ -284,7 +288,8 @@ fn find_power_button() -> Option<std::fs::File> {
             if !name.starts_with("event") {
                 continue;
             }
-            let dev_name = std::fs::read_to_string(e.path().join("device/name")).unwrap_or_default();
+            let dev_name =
+                std::fs::read_to_string(e.path().join("device/name")).unwrap_or_default();
             if dev_name.trim() == "Power Button" {
                 return std::fs::File::open(format!("/dev/input/{name}")).ok();
             }

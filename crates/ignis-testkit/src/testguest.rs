@@ -73,6 +73,9 @@ mod tests {
         // The rip-relative displacement lands on the message.
         let disp = u32::from_le_bytes(e[0x78 + 7..0x78 + 11].try_into().unwrap()) as usize;
         let msg_at = 0x78 + 11 + disp;
-        assert_eq!(&e[msg_at..msg_at + super::READY.len()], super::READY.as_bytes());
+        assert_eq!(
+            &e[msg_at..msg_at + super::READY.len()],
+            super::READY.as_bytes()
+        );
     }
 }

@@ -29,6 +29,7 @@ pub fn parse_size(s: &str, bare_unit: u64) -> anyhow::Result<u64> {
         "t" => 1 << 40,
         _ => anyhow::bail!("'{s}': unknown size unit '{unit}' (use k, m, g, t)"),
     };
+    #[allow(clippy::cast_possible_truncation)] // sizes far below 2^64, rounded down
     Ok((n * mult as f64) as u64)
 }
 
@@ -313,6 +314,10 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
             }
         }
         Command::Supervise { id } => ignis.vm_supervise(&id)?,
+        Command::BootPlan { vm } => println!(
+            "{}",
+            serde_json::to_string_pretty(&ignis.vm_boot_plan(&vm)?)?
+        ),
         Command::Image(_) | Command::Kernel(_) | Command::System(_) | Command::Version => {
             unreachable!()
         }

@@ -175,8 +175,15 @@ impl Env {
     /// Imports an image whose root is busybox (from the host's
     /// busybox-static) plus `files` (path, content, mode); returns its name.
     /// With `init`, `/sbin/init` is busybox init (a system image).
-    pub fn busybox_image(&self, name: &str, init: bool, files: &[(&str, &str, u32)], cmd: &[&str]) -> String {
-        let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
+    pub fn busybox_image(
+        &self,
+        name: &str,
+        init: bool,
+        files: &[(&str, &str, u32)],
+        cmd: &[&str],
+    ) -> String {
+        let busybox =
+            std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
         let mut layer = LayerBuilder::new()
             .dir("bin", 0o755)
             .file("bin/busybox", &busybox, 0o755)
@@ -187,7 +194,9 @@ impl Env {
             .dir("sys", 0o555)
             .dir("dev", 0o755);
         if init {
-            layer = layer.dir("sbin", 0o755).symlink("sbin/init", "../bin/busybox");
+            layer = layer
+                .dir("sbin", 0o755)
+                .symlink("sbin/init", "../bin/busybox");
         }
         for (p, c, m) in files {
             layer = layer.file(p, c.as_bytes(), *m);
@@ -200,7 +209,10 @@ impl Env {
             name: Some(name.to_string()),
             ..Default::default()
         };
-        let dir = self.dir.path().join(format!("img-{}", name.replace(['/', ':'], "_")));
+        let dir = self
+            .dir
+            .path()
+            .join(format!("img-{}", name.replace(['/', ':'], "_")));
         OciWriter::write_dir(&OciWriter::oci_files(&spec), &dir).unwrap();
         self.ok(&["image", "import", dir.to_str().unwrap()]);
         name.to_string()
@@ -214,13 +226,18 @@ impl Env {
     pub fn processes_with(&self, needle: &str) -> Vec<u32> {
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             if pid == std::process::id() {
                 continue;
             }
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
             if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
                 out.push(pid);
             }

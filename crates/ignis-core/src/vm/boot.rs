@@ -47,6 +47,7 @@ fn host_tsc_khz() -> Option<u64> {
         .trim()
         .parse()
         .ok()?;
+    #[allow(clippy::cast_possible_truncation)] // a few million kHz, positive
     Some((mhz * 1000.0) as u64)
 }
 

@@ -10,6 +10,7 @@ mod create;
 mod info;
 mod list;
 mod logs;
+mod plan;
 mod remove;
 mod start;
 mod stop;
@@ -18,6 +19,7 @@ mod supervise;
 pub use create::CreateOptions;
 pub use info::Info;
 pub use logs::LogFollower;
+pub use plan::BootPlan;
 
 use std::path::PathBuf;
 
@@ -99,7 +101,7 @@ pub(crate) fn new_id() -> String {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        b = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+        b = (t.subsec_nanos() as u64 ^ t.as_secs() ^ u64::from(std::process::id())).to_le_bytes();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -181,11 +181,16 @@ impl Ignis {
         let killed = dir.join("kill-requested").exists();
         use std::os::unix::process::ExitStatusExt;
         let (code, reason) = match (exit_code, init_error, status.signal()) {
-            (_, Some(m), _) => (exit_code.or(Some(ignis_guest_config::INIT_FAILED)), format!("guest init failed: {m}")),
+            (_, Some(m), _) => (
+                exit_code.or(Some(ignis_guest_config::INIT_FAILED)),
+                format!("guest init failed: {m}"),
+            ),
             (Some(c), None, _) if stopped => (Some(c), "stopped".to_string()),
             (Some(c), None, _) => (Some(c), "workload exited".to_string()),
             (None, None, Some(_)) if killed => (Some(137), "killed".to_string()),
-            (None, None, Some(_)) if stopped => (Some(137), "stopped (killed after the timeout)".to_string()),
+            (None, None, Some(_)) if stopped => {
+                (Some(137), "stopped (killed after the timeout)".to_string())
+            }
             (None, None, Some(sig)) => (Some(128 + sig), format!("VMM killed by signal {sig}")),
             // System images report no exit code: a clean VMM exit is the
             // guest powering off.
@@ -193,7 +198,10 @@ impl Ignis {
             (None, None, None) if status.success() => (Some(0), "guest powered off".to_string()),
             (None, None, None) => (
                 status.code(),
-                format!("VMM exited ({status}) without a report from the guest; see `ignis logs {}`", rec.name),
+                format!(
+                    "VMM exited ({status}) without a report from the guest; see `ignis logs {}`",
+                    rec.name
+                ),
             ),
         };
         self.update_status(id, |s| {
