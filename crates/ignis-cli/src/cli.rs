@@ -67,6 +67,8 @@ pub enum Command {
         #[command(flatten)]
         list: ListOpts,
     },
+    /// Attach to a VM's serial console (detach with Ctrl-P Ctrl-Q).
+    Attach { vm: String },
     /// Show a VM's serial console log.
     Logs {
         vm: String,
@@ -152,10 +154,10 @@ pub struct RunArgs {
     /// Remove the VM when it exits; runs in the foreground unless -d.
     #[arg(long)]
     pub rm: bool,
-    /// Attach to the VM's console in the foreground.
+    /// Attach to the VM's serial console: its output here, stdin to it.
     #[arg(long, short = 'i')]
     pub interactive: bool,
-    /// Same as -i (a terminal).
+    /// Put this terminal in raw mode while attached (with -i).
     #[arg(long, short = 't')]
     pub tty: bool,
     /// Return once the VMM runs, without waiting for the guest to report ready.

@@ -19,7 +19,20 @@ mod exit {
     pub const RUN_FAILED: i32 = 125;
 }
 
+/// Dies quietly on a closed pipe (`ignis ps | head -1`), as Unix tools do,
+/// instead of the Rust runtime's default of ignoring SIGPIPE and panicking
+/// in println!.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: setting a signal disposition to SIG_DFL before any thread
+    // exists; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    default_sigpipe();
     let cli = cli::Cli::parse();
     let filter = std::env::var("IGNIS_LOG").unwrap_or_else(|_| cli.log_level.clone());
     tracing_subscriber::fmt()

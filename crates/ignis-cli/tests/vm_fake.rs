@@ -279,3 +279,102 @@ fn a_killed_create_leaves_nothing_after_prune() {
     env.ok(&["system", "prune"]);
     assert_eq!(env.count("vms"), 0);
 }
+
+#[test]
+fn a_host_reboot_is_detected_and_reported() {
+    let (env, img) = setup();
+    let id = env
+        .ok(&["run", "--backend", "fake", &img])
+        .trim()
+        .to_string();
+    // Simulate a reboot: the record's boot ID is not this boot's.
+    let db = rusqlite::Connection::open(env.root().join("state.db")).unwrap();
+    let rec: String = db
+        .query_row(
+            "SELECT record FROM objects WHERE kind = 'vm' AND id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&rec).unwrap();
+    v["status"]["bootId"] = serde_json::json!("00000000-0000-0000-0000-000000000000");
+    db.execute(
+        "UPDATE objects SET record = ?2 WHERE kind = 'vm' AND id = ?1",
+        rusqlite::params![id, v.to_string()],
+    )
+    .unwrap();
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited"), "{ps}");
+    let v = env.vm_json(&id);
+    assert_eq!(
+        v["status"]["reason"],
+        "host rebooted while the VM was running"
+    );
+    // Its (simulated) leftover VMM was stopped too.
+    for _ in 0..50 {
+        if env.processes_with(&id).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    env.ok(&["rm", &id]);
+}
+
+#[test]
+fn run_interactive_and_attach_forward_the_console_both_ways() {
+    use std::io::Write;
+    let (env, img) = setup();
+    let mut child = env
+        .cmd()
+        .args([
+            "run",
+            "-i",
+            "--backend",
+            "fake",
+            "--kernel-args",
+            "ignis.fake=cat",
+            "--name",
+            "talk",
+            &img,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stdin.write_all(b"hello\nquit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("echo: hello") && text.contains("echo: quit"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("IGNIS-INIT"),
+        "init reports are not shown: {text}"
+    );
+
+    // attach to a running VM
+    env.ok(&["start", "talk"]);
+    let mut child = env
+        .cmd()
+        .args(["attach", "talk"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stdin.write_all(b"again\nquit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echo: again"));
+    assert_eq!(env.vm_json("talk")["status"]["state"], "exited");
+    let out = env.run(&["attach", "talk"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "attaching to a stopped VM is a conflict"
+    );
+}

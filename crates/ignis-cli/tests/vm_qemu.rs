@@ -121,6 +121,41 @@ fn linux_guest_lifecycle_on_qemu() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Interactive: stdin reaches the guest's console, the exit code comes back.
+    {
+        use std::io::{BufRead, Write};
+        let mut child = env
+            .cmd()
+            .args([
+                "run",
+                "-i",
+                "--rm",
+                &app,
+                "/bin/busybox",
+                "sh",
+                "-c",
+                "echo ask; read x; echo got $x; exit 6",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut seen = String::new();
+        let mut line = String::new();
+        while stdout.read_line(&mut line).unwrap() > 0 {
+            seen.push_str(&line);
+            if line.contains("ask") {
+                stdin.write_all(b"hello\n").unwrap();
+            }
+            line.clear();
+        }
+        let status = child.wait().unwrap();
+        assert!(seen.contains("got hello"), "{seen}");
+        assert_eq!(status.code(), Some(6), "{seen}");
+    }
+
     // (b2) A system image boots its own init; `ignis stop` shuts it down cleanly.
     let sys = env.busybox_image(
         "sys:1",

@@ -128,6 +128,9 @@ pub fn workload(cfg: &GuestConfig) -> Result<i32, String> {
             let set = signal_set();
             libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
             libc::setsid();
+            // The console becomes the workload's controlling terminal (job
+            // control for shells on `ignis run -it`); harmless if it fails.
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
             std::os::unix::fs::chroot(NEWROOT)?;
             std::env::set_current_dir(&wd)?;
             if libc::setgroups(0, std::ptr::null()) != 0

@@ -18,6 +18,7 @@ echo "fake kernel booting"
 echo "IGNIS-INIT ready"
 case "$mode" in
   exit:*) sleep 0.2; echo "workload output"; echo "IGNIS-INIT exit ${mode#exit:}"; exit 0 ;;
+  cat) while read -r line; do echo "echo: $line"; [ "$line" = quit ] && break; done; echo "IGNIS-INIT exit 0"; exit 0 ;;
 esac
 trap 'echo "IGNIS-INIT exit 130"; exit 0' INT TERM
 while [ ! -e "$dir/shutdown" ]; do sleep 0.05; done
@@ -29,7 +30,7 @@ impl Backend for FakeBackend {
         BackendKind::Fake
     }
 
-    fn launch(&self, spec: &VmSpec, console: Stdio) -> Result<Child, VmmError> {
+    fn launch(&self, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<Child, VmmError> {
         let mode = spec
             .cmdline
             .split_whitespace()
@@ -43,7 +44,7 @@ impl Backend for FakeBackend {
             .arg("fake-vmm")
             .arg(&spec.dir)
             .arg(mode)
-            .stdin(Stdio::null())
+            .stdin(input)
             .stdout(console)
             .stderr(Stdio::null())
             .spawn()

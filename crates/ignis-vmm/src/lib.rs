@@ -124,9 +124,15 @@ pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
 /// Launches VMMs.
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
-    /// Starts the VMM; its serial console goes to `console` (the write end
-    /// of a pipe). Returns once the guest is booting.
-    fn launch(&self, spec: &VmSpec, console: std::process::Stdio) -> Result<Child, VmmError>;
+    /// Starts the VMM; its serial console output goes to `console` (the
+    /// write end of a pipe) and its serial input comes from `input`.
+    /// Returns once the guest is booting.
+    fn launch(
+        &self,
+        spec: &VmSpec,
+        input: std::process::Stdio,
+        console: std::process::Stdio,
+    ) -> Result<Child, VmmError>;
 }
 
 /// Control of a running VM through its control socket.

@@ -1,6 +1,7 @@
 //! One file per command group; each function is glue from parsed
 //! arguments to one service-layer call and its output.
 
+mod attach;
 mod image;
 mod kernel;
 mod system;

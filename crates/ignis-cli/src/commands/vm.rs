@@ -191,6 +191,10 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         Command::Run(r) => {
             let fg = !r.detach && (r.rm || r.interactive || r.tty);
             let vm = ignis.vm_create(&create_options(r.create, r.rm)?)?;
+            if fg && (r.interactive || r.tty) {
+                ignis.vm_start(&vm.id, false)?;
+                return super::attach::attach(ignis, &vm.id, r.tty);
+            }
             if fg {
                 ignis.vm_start(&vm.id, false)?;
                 return foreground(ignis, &vm.id);
@@ -241,7 +245,7 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
                         short_id(&v.kernel_id).to_string(),
                         output::size(v.spec.disk_size),
                         v.spec.cpus.to_string(),
-                        output::size(u64::from(v.spec.memory_mib) << 20),
+                        format!("{}MiB", v.spec.memory_mib),
                         output::ago(v.created),
                         status_text(v),
                         String::new(),
@@ -262,6 +266,7 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
                 ids,
             )?;
         }
+        Command::Attach { vm } => return super::attach::attach(ignis, &vm, true),
         Command::Logs { vm, follow } => {
             ignis.vm_logs(&vm, follow, &mut std::io::stdout().lock())?
         }

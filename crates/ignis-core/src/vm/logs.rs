@@ -91,3 +91,29 @@ impl Ignis {
         }
     }
 }
+
+impl Ignis {
+    /// The attach socket of a running VM, waiting (up to 10 s) for the
+    /// supervisor to create it.
+    pub fn vm_attach_socket(&self, query: &str) -> Result<(String, std::path::PathBuf), Error> {
+        let rec = self.find_vm(query)?;
+        let sock = self.vm_dir(&rec.id).join("attach.sock");
+        for _ in 0..500 {
+            if sock.exists() {
+                return Ok((rec.id, sock));
+            }
+            let rec = self
+                .reconcile(self.load_vm(&rec.id)?.ok_or_else(|| {
+                    Error::new(crate::ErrorKind::NotFound, "the VM was removed")
+                })?)?;
+            if rec.state() == VmState::Exited {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(Error::new(
+            crate::ErrorKind::Conflict,
+            format!("VM {} is not running; start it first", rec.name),
+        ))
+    }
+}

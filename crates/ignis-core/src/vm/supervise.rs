@@ -4,7 +4,7 @@
 //! it (PR_SET_PDEATHSIG), so a killed supervisor never leaves a VM running
 //! unmanaged.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -22,12 +22,99 @@ pub const CONSOLE_CAP: u64 = 8 << 20;
 pub(crate) const RUNTIME_FILES: &[&str] = &[
     "qmp.sock",
     "firecracker.sock",
+    "attach.sock",
     "fake.pid",
     "shutdown",
     "initrd.img",
     "stop-requested",
     "kill-requested",
 ];
+
+/// `ignis attach` clients: they get the console output as it comes and
+/// their input goes to the VM's serial port. A client that connects in the
+/// middle of a line starts at the next one, so it never sees the tail of a
+/// line (or of an init report).
+#[derive(Default)]
+struct Attached {
+    inner: std::sync::Mutex<AttachedInner>,
+}
+
+#[derive(Default)]
+struct AttachedInner {
+    clients: Vec<(std::os::unix::net::UnixStream, bool)>,
+    mid_line: bool,
+}
+
+impl Attached {
+    fn add(&self, c: std::os::unix::net::UnixStream) {
+        let mut inner = self.inner.lock().expect("attach mutex");
+        let synced = !inner.mid_line;
+        inner.clients.push((c, synced));
+    }
+
+    fn broadcast(&self, bytes: &[u8]) {
+        let Some(last) = bytes.last() else { return };
+        let mut inner = self.inner.lock().expect("attach mutex");
+        inner.mid_line = *last != b'\n';
+        inner.clients.retain_mut(|(c, synced)| {
+            let from = if *synced {
+                0
+            } else {
+                match bytes.iter().position(|b| *b == b'\n') {
+                    Some(p) => {
+                        *synced = true;
+                        p + 1
+                    }
+                    None => return true,
+                }
+            };
+            c.write_all(&bytes[from..]).is_ok()
+        });
+    }
+
+    fn close_all(&self) {
+        for (c, _) in self.inner.lock().expect("attach mutex").clients.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Serves `attach.sock`: each client is added to the broadcast list and a
+/// thread copies its input to the VM's serial input.
+fn serve_attach(
+    path: &Path,
+    attached: std::sync::Arc<Attached>,
+    input: std::sync::Arc<std::sync::Mutex<std::io::PipeWriter>>,
+) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let Ok(reader) = conn.try_clone() else {
+                continue;
+            };
+            attached.add(conn);
+            let input = input.clone();
+            std::thread::spawn(move || {
+                let mut reader = reader;
+                let mut buf = [0u8; 4096];
+                loop {
+                    match std::io::Read::read(&mut reader, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let mut w = input.lock().expect("input mutex");
+                            if w.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
 
 struct Console {
     path: PathBuf,
@@ -123,10 +210,17 @@ impl Ignis {
         let backend = backend(kind).map_err(|e| fail(e.to_string()))?;
         let (reader, writer) =
             std::io::pipe().map_err(|e| fail(format!("cannot create the console pipe: {e}")))?;
+        let (input_r, input_w) =
+            std::io::pipe().map_err(|e| fail(format!("cannot create the console pipe: {e}")))?;
         let started = Instant::now();
         let mut child = backend
-            .launch(&spec, writer.into())
+            .launch(&spec, input_r.into(), writer.into())
             .map_err(|e| fail(format!("cannot start {}: {e}", kind.as_str())))?;
+        let attached = std::sync::Arc::new(Attached::default());
+        let input = std::sync::Arc::new(std::sync::Mutex::new(input_w));
+        if let Err(e) = serve_attach(&dir.join("attach.sock"), attached.clone(), input) {
+            tracing::warn!(vm = id, error = %e, "cannot serve attach.sock; ignis attach will not work");
+        }
         let me = std::process::id();
         self.update_status(id, |s| {
             *s = VmStatus {
@@ -148,32 +242,43 @@ impl Ignis {
 
         let mut console = Console::open(&dir.join("console.log"))
             .map_err(|e| Error::internal("open console.log", e))?;
-        let mut reader = BufReader::new(reader);
-        let mut line = Vec::new();
+        let mut reader = reader;
+        let mut chunk = vec![0u8; 16 << 10];
+        let mut partial: Vec<u8> = Vec::new();
         let mut exit_code: Option<i32> = None;
         let mut init_error: Option<String> = None;
         loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            // Serial consoles end lines with \r\n.
-            if line.ends_with(b"\r\n") {
-                line.truncate(line.len() - 2);
-                line.push(b'\n');
-            }
-            console.write(&line);
-            match parse_report(&String::from_utf8_lossy(&line)) {
-                Some(Report::Ready) => {
-                    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    self.update_status(id, |s| s.ready_ms = Some(ms))?;
+            let n = match std::io::Read::read(&mut reader, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let bytes = &chunk[..n];
+            // Serial consoles end lines with \r\n; the log keeps \n.
+            let cleaned: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'\r').collect();
+            console.write(&cleaned);
+            attached.broadcast(bytes);
+            partial.extend_from_slice(&cleaned);
+            while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=pos).collect();
+                match parse_report(&String::from_utf8_lossy(&line)) {
+                    Some(Report::Ready) => {
+                        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        self.update_status(id, |s| s.ready_ms = Some(ms))?;
+                    }
+                    Some(Report::Exit(code)) => exit_code = Some(code),
+                    Some(Report::Error(m)) => init_error = Some(m),
+                    None => {}
                 }
-                Some(Report::Exit(code)) => exit_code = Some(code),
-                Some(Report::Error(m)) => init_error = Some(m),
-                None => {}
+            }
+            // Bound the line buffer (a guest printing without newlines).
+            if partial.len() > 64 << 10 {
+                partial.clear();
             }
         }
+        // Attached clients see the end of the stream.
+        attached.close_all();
         let status = child
             .wait()
             .map_err(|e| Error::internal("wait for the VMM", e))?;
@@ -205,6 +310,10 @@ impl Ignis {
             ),
         };
         self.update_status(id, |s| {
+            // Already settled by reconcile (host reboot): keep its verdict.
+            if s.state == Some(VmState::Exited) {
+                return;
+            }
             s.state = Some(VmState::Exited);
             s.finished_at = Some(crate::now());
             s.exit_code = code;

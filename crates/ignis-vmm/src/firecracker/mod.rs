@@ -72,7 +72,7 @@ impl Backend for FirecrackerBackend {
         BackendKind::Firecracker
     }
 
-    fn launch(&self, spec: &VmSpec, console: Stdio) -> Result<Child, VmmError> {
+    fn launch(&self, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<Child, VmmError> {
         let sock = api_path(&spec.dir);
         let _ = std::fs::remove_file(&sock);
         let mut cmd = Command::new(&self.binary);
@@ -82,7 +82,7 @@ impl Backend for FirecrackerBackend {
             .arg(&sock)
             .arg("--id")
             .arg(&spec.id)
-            .stdin(Stdio::null())
+            .stdin(input)
             .stdout(console)
             .stderr(Stdio::inherit())
             .spawn()

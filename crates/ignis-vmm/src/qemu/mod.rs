@@ -88,12 +88,12 @@ impl Backend for QemuBackend {
         BackendKind::Qemu
     }
 
-    fn launch(&self, spec: &VmSpec, console: Stdio) -> Result<Child, VmmError> {
+    fn launch(&self, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<Child, VmmError> {
         let _ = std::fs::remove_file(qmp_path(&spec.dir));
         let mut cmd = Command::new(&self.binary);
         crate::die_with_parent(&mut cmd);
         cmd.args(Self::args(spec))
-            .stdin(Stdio::null())
+            .stdin(input)
             .stdout(console)
             .stderr(Stdio::inherit())
             .spawn()
