@@ -246,6 +246,7 @@ impl Ignis {
             },
         };
 
+        check_free_space(self.root(), disk_size)?;
         let _guard = self
             .store
             .operation_guard()
@@ -255,21 +256,52 @@ impl Ignis {
         let cleanup = DirGuard(Some(dir.clone()));
         make_data_disk(&dir.join("data.ext4"), disk_size)?;
         crate::fault::point("vm:disk-made");
-        let json = serde_json::to_string(&record).expect("json");
-        self.store.db().tx(|tx| {
-            if tx.lookup_name(KIND, &name)?.is_some() {
-                return Err(Error::new(ErrorKind::Conflict, format!("the name '{name}' is already used by another VM; remove it or pick another --name")));
+        let generated = opts.name.is_none();
+        let record = self.store.db().tx(|tx| {
+            let mut record = record;
+            if tx.lookup_name(KIND, &record.name)?.is_some() {
+                if !generated {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("the name '{}' is already used by another VM; remove it or pick another --name", record.name),
+                    ));
+                }
+                // A generated name collided: make it unique with the ID.
+                record.name = format!("{}-{}", record.name, &id[..6]);
             }
+            let json = serde_json::to_string(&record).expect("json");
             tx.insert_object(KIND, &id, record.created, &json)?;
-            tx.set_name(KIND, &name, &id)?;
+            tx.set_name(KIND, &record.name, &id)?;
             tx.add_use(KIND, &id, crate::image::KIND, &image.id)?;
             tx.add_use(KIND, &id, crate::kernel::KIND, &kernel.id)?;
             tx.add_file(&dir.display().to_string(), KIND, &id)?;
-            Ok::<_, Error>(())
+            Ok::<_, Error>(record)
         })?;
         cleanup.disarm();
         Ok(record)
     }
+}
+
+/// The writable disk is sparse, but a VM that cannot write its first
+/// megabytes fails in confusing ways: refuse below a floor of free space.
+fn check_free_space(root: &std::path::Path, disk_size: u64) -> Result<(), Error> {
+    const FLOOR: u64 = 256 << 20;
+    let Ok(st) = rustix::fs::statvfs(root) else {
+        return Ok(());
+    };
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < FLOOR.min(disk_size) {
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "not enough disk space in {}: {} MiB free, a VM needs at least {} MiB; free some space or run `ignis system prune`",
+                root.display(),
+                free >> 20,
+                FLOOR.min(disk_size) >> 20
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Removes a directory on drop unless disarmed.
