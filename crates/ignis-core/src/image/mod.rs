@@ -7,7 +7,6 @@ mod list;
 mod pull;
 mod remove;
 
-pub(crate) use pull::pull_error;
 pub use remove::RemoveOutcome;
 
 use ignis_api::ImageRecord;

@@ -1,5 +1,6 @@
 use ignis_api::ImageRecord;
 use ignis_image::pull::{pull, OciRegistry, PullError};
+use ignis_image::Fetched;
 
 use crate::{fault, Error, ErrorKind, Ignis};
 
@@ -10,16 +11,21 @@ impl Ignis {
             .store
             .operation_guard()
             .map_err(|e| Error::internal("take the operation lock", e))?;
+        let fetched = self.pull_blobs(reference)?;
+        fault::point("pull:blobs-stored");
+        self.commit_image(fetched, &[])
+    }
+
+    /// Pulls an image's blobs into the store (verified), without recording
+    /// an image. The caller holds the operation guard.
+    pub(crate) fn pull_blobs(&self, reference: &str) -> Result<Fetched, Error> {
         let registry = OciRegistry::new(&self.insecure);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::internal("start the async runtime", e))?;
-        let fetched = rt
-            .block_on(pull(&self.store, &registry, reference, &self.progress))
-            .map_err(pull_error)?;
-        fault::point("pull:blobs-stored");
-        self.commit_image(fetched, &[])
+        rt.block_on(pull(&self.store, &registry, reference, &self.progress))
+            .map_err(pull_error)
     }
 }
 

@@ -4,7 +4,6 @@ use std::process::Command;
 
 use ignis_api::{KernelRecord, KernelSource};
 use ignis_image::layer::decompress;
-use ignis_image::pull::{pull, OciRegistry};
 use ignis_kernel::deb::{is_deb, read_deb, DebError, KernelScan};
 use ignis_kernel::KernelFiles;
 use ignis_state::BlobWriter;
@@ -138,14 +137,7 @@ impl Ignis {
         reference: &str,
         modules: BlobWriter,
     ) -> Result<(KernelFiles, BlobWriter, u64), Error> {
-        let registry = OciRegistry::new(&self.insecure);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::internal("start the async runtime", e))?;
-        let fetched = rt
-            .block_on(pull(&self.store, &registry, reference, &self.progress))
-            .map_err(crate::image::pull_error)?;
+        let fetched = self.pull_blobs(reference)?;
         let mut scan = KernelScan::new(modules).map_err(|e| Error::internal("create a blob", e))?;
         for layer in &fetched.layers {
             let file = self
