@@ -1,0 +1,26 @@
+//! Networking for ignis VMs (bridge mode).
+//!
+//! ```text
+//!  VM eth0 (10.61.0.N, static, set by the init)
+//!    └─ TAP ig-<id>  (created by the VMM, gone with it: never leaked)
+//!        └─ bridge ignis0 (10.61.0.1/16, gateway)
+//!            └─ nftables table `ip ignis`: masquerade out, DNAT for -p
+//! ```
+//! Leases and published ports live in the state DB (the truth); the
+//! nftables table is rebuilt from it as a whole, in one atomic `nft -j`
+//! batch, whenever it changes, so a crash never leaves half a ruleset.
+
+mod host;
+mod ipam;
+mod ports;
+mod rules;
+
+pub use host::{LinuxNet, NetError, NetHost};
+pub use ipam::{mac_for, tap_name, IpamError, Subnet};
+pub use ports::{parse_port, PortMapping, Proto};
+pub use rules::{ruleset, Forward, TABLE};
+
+/// The default bridge.
+pub const BRIDGE: &str = "ignis0";
+/// The default subnet.
+pub const SUBNET: &str = "10.61.0.0/16";
