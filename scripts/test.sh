@@ -34,6 +34,11 @@ if have qemu-system-x86_64 && [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then
 else
   echo "  (b) live Linux guest on QEMU ........... SKIPPED: qemu-system-x86_64 or the kernel package missing"
 fi
+if [ "$(id -u)" = 0 ] && have qemu-system-x86_64 && have nft && [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then
+  echo "  live networking in test netns ........... ran (bridge, -p, VM-to-VM, NAT, 200 create/rm)"
+else
+  echo "  live networking in test netns ........... SKIPPED: needs root, qemu, nft and the kernel package"
+fi
 if [ -n "${IGNIS_FIRECRACKER:-}" ] || have firecracker; then
   echo "  (a) Firecracker + test guest ........... ran"
 else

@@ -40,6 +40,52 @@ pub struct CopyFileSpec {
     pub vm: String,
 }
 
+/// A published port (`-p`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    pub host_port: u16,
+    pub vm_port: u16,
+    pub proto: String,
+}
+
+/// The VM's network: `bridge` (an address on the ignis bridge, NAT out,
+/// published ports) or `none`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkSpec {
+    pub mode: String,
+    /// Leased at create, stable across restarts, freed on rm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self {
+            mode: "none".into(),
+            ip: None,
+            prefix: None,
+            gateway: None,
+            mac: None,
+            bridge: None,
+            ports: vec![],
+        }
+    }
+}
+
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -70,6 +116,8 @@ pub struct VmSpec {
     /// Remove the VM when it exits (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    #[serde(default)]
+    pub network: NetworkSpec,
 }
 
 /// What is observed.

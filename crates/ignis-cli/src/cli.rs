@@ -142,6 +142,18 @@ pub struct CreateArgs {
     /// auto, firecracker or qemu.
     #[arg(long, env = "IGNIS_BACKEND", default_value = "auto")]
     pub backend: String,
+    /// bridge (an address on ignis0, NAT out, -p) or none.
+    #[arg(long, env = "IGNIS_NETWORK", default_value = "bridge")]
+    pub network: String,
+    /// Publish a port: [IP:]HOST_PORT:VM_PORT[/tcp|udp] (repeatable).
+    #[arg(long = "publish", short = 'p')]
+    pub publish: Vec<String>,
+    /// A fixed address on the bridge.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// A fixed MAC address.
+    #[arg(long)]
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -378,3 +378,77 @@ fn run_interactive_and_attach_forward_the_console_both_ways() {
         "attaching to a stopped VM is a conflict"
     );
 }
+
+#[test]
+fn concurrent_creates_from_several_processes_get_distinct_addresses() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: bridge networking needs root");
+        return;
+    }
+    // `create` records leases only; the host network is touched at start.
+    let (env, img) = setup();
+    let children: Vec<_> = (0..12)
+        .map(|i| {
+            env.cmd()
+                .env("IGNIS_NETWORK", "bridge")
+                .args([
+                    "create",
+                    "--backend",
+                    "fake",
+                    "--size",
+                    "64MB",
+                    "--name",
+                    &format!("n{i}"),
+                    &img,
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let vms: serde_json::Value =
+        serde_json::from_str(&env.ok(&["ps", "-a", "-o", "json"])).unwrap();
+    let mut ips: Vec<String> = vms
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["spec"]["network"]["ip"].as_str().unwrap().to_string())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 12, "distinct leases: {ips:?}");
+    // A fixed address that is taken is a conflict; removal frees it.
+    let taken = ips[0].clone();
+    let out = env
+        .cmd()
+        .env("IGNIS_NETWORK", "bridge")
+        .args(["create", "--backend", "fake", "--ip", &taken, &img])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for v in vms.as_array().unwrap() {
+        if v["spec"]["network"]["ip"] == taken.as_str() {
+            env.ok(&["rm", v["id"].as_str().unwrap()]);
+        }
+    }
+    env.ok(&[
+        "create",
+        "--backend",
+        "fake",
+        "--network",
+        "bridge",
+        "--ip",
+        &taken,
+        "--size",
+        "64MB",
+        &img,
+    ]);
+}

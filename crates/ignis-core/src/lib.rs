@@ -38,6 +38,7 @@ pub struct Options {
 pub struct Ignis {
     store: Store,
     disks: Box<dyn DiskBuilder>,
+    net: Box<dyn ignis_net::NetHost>,
     progress: Progress,
     insecure: Vec<String>,
 }
@@ -49,6 +50,7 @@ impl Ignis {
         Ok(Self {
             store,
             disks: Box::new(Mke2fs),
+            net: Box::new(ignis_net::LinuxNet),
             progress: if opts.progress {
                 Progress::new(true)
             } else {
@@ -61,6 +63,12 @@ impl Ignis {
     /// Replaces the disk builder (tests).
     pub fn with_disk_builder(mut self, b: Box<dyn DiskBuilder>) -> Self {
         self.disks = b;
+        self
+    }
+
+    /// Replaces the host networking implementation (tests).
+    pub fn with_net_host(mut self, n: Box<dyn ignis_net::NetHost>) -> Self {
+        self.net = n;
         self
     }
 

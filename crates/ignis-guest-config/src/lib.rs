@@ -51,6 +51,17 @@ pub struct GuestConfig {
     /// Files to place in the guest: initramfs path → guest path, mode.
     #[serde(default)]
     pub files: Vec<CopyFile>,
+    /// Static configuration of eth0 (no DHCP wait).
+    #[serde(default)]
+    pub network: Option<GuestNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuestNet {
+    pub ip: String,
+    pub prefix: u8,
+    pub gateway: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@
 //! never hangs in its initramfs.
 
 mod mounts;
+mod net;
 mod run;
 
 use ignis_guest_config::{GuestConfig, Mode, CONFIG_PATH, INIT_FAILED, MARKER, MODULES_PATH};
@@ -49,6 +50,9 @@ fn boot() -> Result<i32, String> {
     .map_err(|e| format!("bad {CONFIG_PATH}: {e}"))?;
     mounts::root(&cfg)?;
     mounts::configure(&cfg)?;
+    if let Some(n) = &cfg.network {
+        net::configure(n)?;
+    }
     match cfg.mode {
         Mode::App => run::workload(&cfg),
         Mode::System => Err(run::exec_system_init()),

@@ -42,25 +42,36 @@ pub trait NetHost: Send + Sync {
 pub struct LinuxNet;
 
 fn rt() -> Result<tokio::runtime::Runtime, NetError> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| NetError::Netlink(e.to_string()))
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| NetError::Netlink(e.to_string()))
 }
 
 fn nl_err(e: rtnetlink::Error) -> NetError {
     let s = e.to_string();
-    if s.contains("Operation not permitted") || s.contains("EPERM") || s.contains("-1") && s.contains("ermission") {
+    if s.contains("Operation not permitted")
+        || s.contains("EPERM")
+        || s.contains("-1") && s.contains("ermission")
+    {
         NetError::NotPermitted
     } else {
         NetError::Netlink(s)
     }
 }
 
-async fn link_index(handle: &rtnetlink::Handle, name: &str) -> Result<Option<(u32, bool)>, NetError> {
+async fn link_index(
+    handle: &rtnetlink::Handle,
+    name: &str,
+) -> Result<Option<(u32, bool)>, NetError> {
     use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(Some(msg)) => {
             let is_bridge = msg.attributes.iter().any(|a| match a {
-                LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))),
+                LinkAttribute::LinkInfo(infos) => infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))),
                 _ => false,
             });
             Ok(Some((msg.header.index, is_bridge)))
@@ -74,22 +85,40 @@ async fn link_index(handle: &rtnetlink::Handle, name: &str) -> Result<Option<(u3
 impl NetHost for LinuxNet {
     fn ensure_bridge(&self, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
         rt()?.block_on(async {
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
             tokio::spawn(conn);
             let index = match link_index(&handle, name).await? {
-                Some((_, false)) => return Err(NetError::NotABridge { name: name.to_string() }),
+                Some((_, false)) => {
+                    return Err(NetError::NotABridge {
+                        name: name.to_string(),
+                    })
+                }
                 Some((i, true)) => i,
                 None => {
-                    match handle.link().add(rtnetlink::LinkBridge::new(name).build()).execute().await {
+                    match handle
+                        .link()
+                        .add(rtnetlink::LinkBridge::new(name).build())
+                        .execute()
+                        .await
+                    {
                         Ok(()) => {}
                         // A concurrent ignis made it first.
                         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => {}
                         Err(e) => return Err(nl_err(e)),
                     }
-                    link_index(&handle, name).await?.ok_or_else(|| NetError::Netlink(format!("{name} vanished")))?.0
+                    link_index(&handle, name)
+                        .await?
+                        .ok_or_else(|| NetError::Netlink(format!("{name} vanished")))?
+                        .0
                 }
             };
-            match handle.address().add(index, gateway.into(), prefix).execute().await {
+            match handle
+                .address()
+                .add(index, gateway.into(), prefix)
+                .execute()
+                .await
+            {
                 Ok(()) => {}
                 Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => {} // EEXIST
                 Err(e) => return Err(nl_err(e)),
@@ -104,7 +133,10 @@ impl NetHost for LinuxNet {
         })?;
         for (path, what) in [
             ("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward"),
-            (&*format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"), "route_localnet"),
+            (
+                &*format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"),
+                "route_localnet",
+            ),
         ] {
             std::fs::write(path, "1").map_err(|e| NetError::Sysctl(format!("{what}: {e}")))?;
         }
@@ -113,10 +145,12 @@ impl NetHost for LinuxNet {
 
     fn attach_tap(&self, tap: &str, bridge: &str, timeout: Duration) -> Result<(), NetError> {
         rt()?.block_on(async {
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
             tokio::spawn(conn);
-            let (bridge_index, _) =
-                link_index(&handle, bridge).await?.ok_or_else(|| NetError::Netlink(format!("bridge {bridge} missing")))?;
+            let (bridge_index, _) = link_index(&handle, bridge)
+                .await?
+                .ok_or_else(|| NetError::Netlink(format!("bridge {bridge} missing")))?;
             let deadline = Instant::now() + timeout;
             let tap_index = loop {
                 if let Some((i, _)) = link_index(&handle, tap).await? {
@@ -129,7 +163,12 @@ impl NetHost for LinuxNet {
             };
             handle
                 .link()
-                .set(rtnetlink::LinkUnspec::new_with_index(tap_index).controller(bridge_index).up().build())
+                .set(
+                    rtnetlink::LinkUnspec::new_with_index(tap_index)
+                        .controller(bridge_index)
+                        .up()
+                        .build(),
+                )
                 .execute()
                 .await
                 .map_err(nl_err)
@@ -138,7 +177,8 @@ impl NetHost for LinuxNet {
 
     fn delete_link(&self, name: &str) -> Result<(), NetError> {
         rt()?.block_on(async {
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
             tokio::spawn(conn);
             if let Some((index, _)) = link_index(&handle, name).await? {
                 match handle.link().del(index).execute().await {
@@ -154,15 +194,17 @@ impl NetHost for LinuxNet {
     fn apply_rules(&self, ruleset: &serde_json::Value) -> Result<(), NetError> {
         let payload = ruleset.to_string();
         let args: [&str; 0] = [];
-        nftables::helper::apply_ruleset_raw(&payload, None::<&str>, args).map(drop).map_err(|e| {
-            let s = e.to_string();
-            if s.contains("No such file") && s.contains("nft") {
-                NetError::NftMissing
-            } else if s.contains("Operation not permitted") {
-                NetError::NotPermitted
-            } else {
-                NetError::Nft(s)
-            }
-        })
+        nftables::helper::apply_ruleset_raw(&payload, None::<&str>, args)
+            .map(drop)
+            .map_err(|e| {
+                let s = e.to_string();
+                if s.contains("No such file") && s.contains("nft") {
+                    NetError::NftMissing
+                } else if s.contains("Operation not permitted") {
+                    NetError::NotPermitted
+                } else {
+                    NetError::Nft(s)
+                }
+            })
     }
 }

@@ -7,7 +7,9 @@ pub enum IpamError {
     BadSubnet(String),
     #[error("subnet {0} has no free address left; remove VMs or configure a larger subnet")]
     Exhausted(String),
-    #[error("{ip} is not a usable address in {subnet} (network, gateway and broadcast are reserved)")]
+    #[error(
+        "{ip} is not a usable address in {subnet} (network, gateway and broadcast are reserved)"
+    )]
     OutOfRange { ip: Ipv4Addr, subnet: String },
     #[error("{0} is already leased to another VM")]
     Taken(Ipv4Addr),
@@ -37,7 +39,10 @@ impl std::str::FromStr for Subnet {
             return Err(bad());
         }
         let mask = u32::MAX << (32 - prefix);
-        Ok(Self { network: Ipv4Addr::from(u32::from(ip) & mask), prefix })
+        Ok(Self {
+            network: Ipv4Addr::from(u32::from(ip) & mask),
+            prefix,
+        })
     }
 }
 
@@ -57,14 +62,23 @@ impl Subnet {
     /// Whether `ip` may be given to a VM.
     pub fn usable(&self, ip: Ipv4Addr) -> bool {
         let n = u32::from(ip);
-        n & self.mask() == u32::from(self.network) && n > u32::from(self.gateway()) && n < self.broadcast()
+        n & self.mask() == u32::from(self.network)
+            && n > u32::from(self.gateway())
+            && n < self.broadcast()
     }
 
     /// The requested address if free and usable, else the lowest free one.
-    pub fn allocate(&self, taken: &BTreeSet<Ipv4Addr>, requested: Option<Ipv4Addr>) -> Result<Ipv4Addr, IpamError> {
+    pub fn allocate(
+        &self,
+        taken: &BTreeSet<Ipv4Addr>,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, IpamError> {
         if let Some(ip) = requested {
             if !self.usable(ip) {
-                return Err(IpamError::OutOfRange { ip, subnet: self.to_string() });
+                return Err(IpamError::OutOfRange {
+                    ip,
+                    subnet: self.to_string(),
+                });
             }
             if taken.contains(&ip) {
                 return Err(IpamError::Taken(ip));
@@ -82,9 +96,17 @@ impl Subnet {
 /// A stable, locally administered MAC derived from the VM ID.
 pub fn mac_for(vm_id: &str) -> String {
     let hex: Vec<u8> = (0..5)
-        .map(|i| vm_id.get(i * 2..i * 2 + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).unwrap_or(0))
+        .map(|i| {
+            vm_id
+                .get(i * 2..i * 2 + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .unwrap_or(0)
+        })
         .collect();
-    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", hex[0], hex[1], hex[2], hex[3], hex[4])
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        hex[0], hex[1], hex[2], hex[3], hex[4]
+    )
 }
 
 /// The VM's TAP device name (at most 15 bytes, IFNAMSIZ).
@@ -108,7 +130,11 @@ mod tests {
         assert_eq!(b, Ipv4Addr::new(10, 61, 0, 3));
         taken.insert(b);
         taken.remove(&a);
-        assert_eq!(s.allocate(&taken, None).unwrap(), a, "freed address is reused");
+        assert_eq!(
+            s.allocate(&taken, None).unwrap(),
+            a,
+            "freed address is reused"
+        );
     }
 
     #[test]
@@ -119,14 +145,29 @@ mod tests {
         let only = s.allocate(&taken, None).unwrap();
         assert_eq!(only, Ipv4Addr::new(192, 168, 50, 2));
         taken.insert(only);
-        assert!(matches!(s.allocate(&taken, None), Err(IpamError::Exhausted(_))));
-        assert!(matches!(s.allocate(&taken, Some(only)), Err(IpamError::Taken(_))));
+        assert!(matches!(
+            s.allocate(&taken, None),
+            Err(IpamError::Exhausted(_))
+        ));
+        assert!(matches!(
+            s.allocate(&taken, Some(only)),
+            Err(IpamError::Taken(_))
+        ));
         for bad in ["192.168.50.1", "192.168.50.3", "10.0.0.5"] {
-            assert!(matches!(s.allocate(&BTreeSet::new(), Some(bad.parse().unwrap())), Err(IpamError::OutOfRange { .. })), "{bad}");
+            assert!(
+                matches!(
+                    s.allocate(&BTreeSet::new(), Some(bad.parse().unwrap())),
+                    Err(IpamError::OutOfRange { .. })
+                ),
+                "{bad}"
+            );
         }
         assert!("10.0.0.0/33".parse::<Subnet>().is_err());
         assert!("nonsense".parse::<Subnet>().is_err());
-        assert_eq!("10.61.7.9/16".parse::<Subnet>().unwrap().network, Ipv4Addr::new(10, 61, 0, 0));
+        assert_eq!(
+            "10.61.7.9/16".parse::<Subnet>().unwrap().network,
+            Ipv4Addr::new(10, 61, 0, 0)
+        );
     }
 
     #[test]

@@ -31,8 +31,17 @@ pub struct PortMapping {
 
 impl std::fmt::Display for PortMapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ip = self.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into());
-        write!(f, "{ip}:{}->{}/{}", self.host_port, self.vm_port, self.proto.as_str())
+        let ip = self
+            .host_ip
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "0.0.0.0".into());
+        write!(
+            f,
+            "{ip}:{}->{}/{}",
+            self.host_port,
+            self.vm_port,
+            self.proto.as_str()
+        )
     }
 }
 
@@ -48,11 +57,25 @@ pub fn parse_port(s: &str) -> Result<PortMapping, String> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (ip, host, vm) = match parts.as_slice() {
         [host, vm] => (None, *host, *vm),
-        [ip, host, vm] => (Some(ip.parse::<Ipv4Addr>().map_err(|_| bad("bad host IP"))?), *host, *vm),
+        [ip, host, vm] => (
+            Some(ip.parse::<Ipv4Addr>().map_err(|_| bad("bad host IP"))?),
+            *host,
+            *vm,
+        ),
         _ => return Err(bad("wrong number of fields")),
     };
-    let port = |p: &str| p.parse::<u16>().ok().filter(|n| *n != 0).ok_or_else(|| bad("ports are 1..65535"));
-    Ok(PortMapping { host_ip: ip, host_port: port(host)?, vm_port: port(vm)?, proto })
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|n| *n != 0)
+            .ok_or_else(|| bad("ports are 1..65535"))
+    };
+    Ok(PortMapping {
+        host_ip: ip,
+        host_port: port(host)?,
+        vm_port: port(vm)?,
+        proto,
+    })
 }
 
 #[cfg(test)]
@@ -61,11 +84,29 @@ mod tests {
 
     #[test]
     fn docker_port_syntax() {
-        assert_eq!(parse_port("8080:80").unwrap(), PortMapping { host_ip: None, host_port: 8080, vm_port: 80, proto: Proto::Tcp });
+        assert_eq!(
+            parse_port("8080:80").unwrap(),
+            PortMapping {
+                host_ip: None,
+                host_port: 8080,
+                vm_port: 80,
+                proto: Proto::Tcp
+            }
+        );
         let m = parse_port("127.0.0.1:5353:53/udp").unwrap();
-        assert_eq!((m.host_ip, m.proto), (Some(Ipv4Addr::LOCALHOST), Proto::Udp));
+        assert_eq!(
+            (m.host_ip, m.proto),
+            (Some(Ipv4Addr::LOCALHOST), Proto::Udp)
+        );
         assert_eq!(m.to_string(), "127.0.0.1:5353->53/udp");
-        for bad in ["80", "0:80", "a:80", "8080:80/sctp", "1.2.3:80:80", "70000:80"] {
+        for bad in [
+            "80",
+            "0:80",
+            "a:80",
+            "8080:80/sctp",
+            "1.2.3:80:80",
+            "70000:80",
+        ] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
     }

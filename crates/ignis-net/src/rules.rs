@@ -53,24 +53,48 @@ pub fn ruleset(bridge: &str, subnet: Subnet, forwards: &[Forward]) -> Value {
         rule(
             "postrouting",
             vec![
-                matches(saddr, "==", json!({"prefix": {"addr": "127.0.0.0", "len": 8}})),
+                matches(
+                    saddr,
+                    "==",
+                    json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                ),
                 matches(json!({"meta": {"key": "oifname"}}), "==", json!(bridge)),
                 json!({"masquerade": null}),
             ],
         ),
-        rule("forward", vec![matches(json!({"meta": {"key": "iifname"}}), "==", json!(bridge)), json!({"accept": null})]),
-        rule("forward", vec![matches(json!({"meta": {"key": "oifname"}}), "==", json!(bridge)), json!({"accept": null})]),
+        rule(
+            "forward",
+            vec![
+                matches(json!({"meta": {"key": "iifname"}}), "==", json!(bridge)),
+                json!({"accept": null}),
+            ],
+        ),
+        rule(
+            "forward",
+            vec![
+                matches(json!({"meta": {"key": "oifname"}}), "==", json!(bridge)),
+                json!({"accept": null}),
+            ],
+        ),
     ];
     for f in forwards {
         let proto = f.mapping.proto.as_str();
-        let mut expr = vec![matches(json!({"payload": {"protocol": proto, "field": "dport"}}), "==", json!(f.mapping.host_port))];
+        let mut expr = vec![matches(
+            json!({"payload": {"protocol": proto, "field": "dport"}}),
+            "==",
+            json!(f.mapping.host_port),
+        )];
         if let Some(ip) = f.mapping.host_ip {
             expr.push(matches(daddr.clone(), "==", json!(ip.to_string())));
         }
         expr.push(json!({"dnat": {"addr": f.vm_ip.to_string(), "port": f.mapping.vm_port}}));
         cmds.push(rule("prerouting", expr.clone()));
         // Locally generated traffic to a local address (curl localhost:8080).
-        let mut local = vec![matches(json!({"fib": {"result": "type", "flags": ["daddr"]}}), "==", json!("local"))];
+        let mut local = vec![matches(
+            json!({"fib": {"result": "type", "flags": ["daddr"]}}),
+            "==",
+            json!("local"),
+        )];
         local.extend(expr);
         cmds.push(rule("output", local));
     }
@@ -86,18 +110,34 @@ mod tests {
     fn ruleset_masquerades_and_forwards_each_port() {
         let subnet: Subnet = "10.61.0.0/16".parse().unwrap();
         let fw = vec![
-            Forward { mapping: parse_port("8080:80").unwrap(), vm_ip: "10.61.0.2".parse().unwrap() },
-            Forward { mapping: parse_port("127.0.0.1:5353:53/udp").unwrap(), vm_ip: "10.61.0.3".parse().unwrap() },
+            Forward {
+                mapping: parse_port("8080:80").unwrap(),
+                vm_ip: "10.61.0.2".parse().unwrap(),
+            },
+            Forward {
+                mapping: parse_port("127.0.0.1:5353:53/udp").unwrap(),
+                vm_ip: "10.61.0.3".parse().unwrap(),
+            },
         ];
         let r = ruleset("ignis0", subnet, &fw);
         let cmds = r["nftables"].as_array().unwrap();
         assert_eq!(cmds[0]["add"]["table"]["name"], "ignis");
-        assert!(cmds[1].get("flush").is_some(), "the table is rebuilt as a whole");
+        assert!(
+            cmds[1].get("flush").is_some(),
+            "the table is rebuilt as a whole"
+        );
         let rules: Vec<&Value> = cmds.iter().filter_map(|c| c["add"].get("rule")).collect();
-        let dnats: Vec<&Value> = rules.iter().filter(|r| r["expr"].to_string().contains("dnat")).copied().collect();
+        let dnats: Vec<&Value> = rules
+            .iter()
+            .filter(|r| r["expr"].to_string().contains("dnat"))
+            .copied()
+            .collect();
         assert_eq!(dnats.len(), 4, "prerouting + output per port");
         let text = r.to_string();
-        assert!(text.contains(r#""dnat":{"addr":"10.61.0.2","port":80}"#), "{text}");
+        assert!(
+            text.contains(r#""dnat":{"addr":"10.61.0.2","port":80}"#),
+            "{text}"
+        );
         assert!(text.contains(r#""field":"dport","protocol":"udp""#));
         assert!(text.contains(r#""right":"127.0.0.1""#));
         assert!(text.contains("masquerade"));

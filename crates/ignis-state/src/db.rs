@@ -85,6 +85,16 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
+/// A published port and the VM address behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardRow {
+    pub host_ip: String,
+    pub host_port: u16,
+    pub proto: String,
+    pub vm_port: u16,
+    pub vm_ip: String,
+}
+
 /// A write transaction on the records.
 pub struct Tx<'a> {
     tx: &'a rusqlite::Transaction<'a>,
@@ -279,6 +289,84 @@ impl Tx<'_> {
             params![user_kind, user_id, kind, id],
         )?;
         Ok(())
+    }
+
+    /// Addresses leased in `network`.
+    pub fn leased(&self, network: &str) -> Result<BTreeSet<String>, DbError> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT ip FROM leases WHERE network = ?1")?;
+        let set = stmt
+            .query_map(params![network], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(set)
+    }
+
+    pub fn add_lease(
+        &self,
+        network: &str,
+        ip: &str,
+        vm_id: &str,
+        mac: &str,
+    ) -> Result<(), DbError> {
+        self.tx.execute(
+            "INSERT INTO leases (network, ip, vm_id, mac) VALUES (?1, ?2, ?3, ?4)",
+            params![network, ip, vm_id, mac],
+        )?;
+        Ok(())
+    }
+
+    /// The VM that publishes `host_ip:host_port/proto`, if any.
+    pub fn port_owner(
+        &self,
+        host_ip: &str,
+        host_port: u16,
+        proto: &str,
+    ) -> Result<Option<String>, DbError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT vm_id FROM ports WHERE host_port = ?2 AND proto = ?3
+                 AND (host_ip = ?1 OR host_ip = '0.0.0.0' OR ?1 = '0.0.0.0')",
+                params![host_ip, host_port, proto],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn add_port(
+        &self,
+        host_ip: &str,
+        host_port: u16,
+        proto: &str,
+        vm_id: &str,
+        vm_port: u16,
+    ) -> Result<(), DbError> {
+        self.tx.execute(
+            "INSERT INTO ports (host_ip, host_port, proto, vm_id, vm_port) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![host_ip, host_port, proto, vm_id, vm_port],
+        )?;
+        Ok(())
+    }
+
+    /// Every published port with the address of the VM behind it.
+    pub fn forwards(&self) -> Result<Vec<ForwardRow>, DbError> {
+        let mut stmt = self.tx.prepare(
+            "SELECT p.host_ip, p.host_port, p.proto, p.vm_port, l.ip FROM ports p
+             JOIN leases l ON l.vm_id = p.vm_id ORDER BY p.host_port, p.proto",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ForwardRow {
+                    host_ip: r.get(0)?,
+                    host_port: r.get(1)?,
+                    proto: r.get(2)?,
+                    vm_port: r.get(3)?,
+                    vm_ip: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// The objects that use `(kind, id)`, as `(user_kind, user_id)`.

@@ -30,7 +30,7 @@ mod lock;
 mod schema;
 
 pub use blob::{digest_hex, BlobStore, BlobWriter, DigestError};
-pub use db::{Db, DbError, ObjectRow, Tx};
+pub use db::{Db, DbError, ForwardRow, ObjectRow, Tx};
 pub use fsutil::{fsync_dir, write_atomic};
 pub use gc::GcError;
 pub use lock::{FileLock, LockError};

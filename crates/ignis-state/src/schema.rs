@@ -13,6 +13,7 @@
 //! - `blob_refs(digest, owner)`: the reference count of a blob is its rows
 //! - `files(path, owner)`: derived files (image disks) owned by a record
 //! - `uses(user, used)`: e.g. a VM uses an image; blocks `image rm`
+//! - `leases(network, ip) -> vm`, `ports(host_ip, host_port, proto) -> vm`
 
 pub const MIGRATIONS: &[&str] = &[
     // v1
@@ -55,6 +56,29 @@ pub const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (user_kind, user_id) REFERENCES objects (kind, id) ON DELETE CASCADE
     );
     CREATE INDEX uses_by_used ON uses (kind, id);
+    "#,
+    // v2: networking. A lease or a published port belongs to a VM and goes
+    // with it (ON DELETE CASCADE): never leaked.
+    r#"
+    CREATE TABLE leases (
+        network TEXT NOT NULL,
+        ip      TEXT NOT NULL,
+        vm_kind TEXT NOT NULL DEFAULT 'vm',
+        vm_id   TEXT NOT NULL,
+        mac     TEXT NOT NULL,
+        PRIMARY KEY (network, ip),
+        FOREIGN KEY (vm_kind, vm_id) REFERENCES objects (kind, id) ON DELETE CASCADE
+    );
+    CREATE TABLE ports (
+        host_ip   TEXT NOT NULL,
+        host_port INTEGER NOT NULL,
+        proto     TEXT NOT NULL,
+        vm_kind   TEXT NOT NULL DEFAULT 'vm',
+        vm_id     TEXT NOT NULL,
+        vm_port   INTEGER NOT NULL,
+        PRIMARY KEY (host_ip, host_port, proto),
+        FOREIGN KEY (vm_kind, vm_id) REFERENCES objects (kind, id) ON DELETE CASCADE
+    );
     "#,
 ];
 

@@ -69,6 +69,14 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     /// QEMU only.
     pub accel: Accel,
+    /// One NIC on a TAP the VMM creates (and that goes away with it).
+    pub net: Option<NetSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetSpec {
+    pub tap: String,
+    pub mac: String,
 }
 
 #[derive(Debug, thiserror::Error)]

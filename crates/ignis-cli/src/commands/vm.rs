@@ -58,6 +58,10 @@ fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOpti
         command: a.command,
         backend: a.backend,
         auto_remove,
+        network: a.network,
+        ip: a.ip,
+        mac: a.mac,
+        ports: a.publish,
     })
 }
 
@@ -248,8 +252,22 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
                         format!("{}MiB", v.spec.memory_mib),
                         output::ago(v.created),
                         status_text(v),
-                        String::new(),
-                        String::new(),
+                        v.spec.network.ip.clone().unwrap_or_default(),
+                        v.spec
+                            .network
+                            .ports
+                            .iter()
+                            .map(|p| {
+                                format!(
+                                    "{}:{}->{}/{}",
+                                    p.host_ip.as_deref().unwrap_or("0.0.0.0"),
+                                    p.host_port,
+                                    p.vm_port,
+                                    p.proto
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         v.name.clone(),
                     ]
                 })

@@ -23,6 +23,9 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ignis"));
+        // Tests never touch the host's own network: bridge networking is
+        // tested inside network namespaces (tests/net.rs).
+        c.env("IGNIS_NETWORK", "none");
         c.env("IGNIS_ROOT", self.root())
             .env_remove("IGNIS_FAULT")
             .env("IGNIS_LOG", "warn");

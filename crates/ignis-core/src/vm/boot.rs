@@ -175,8 +175,24 @@ impl Ignis {
             user: rec.spec.user.clone(),
             image_disk: "LABEL=ignis-image".into(),
             data_disk: "LABEL=ignis-data".into(),
-            nameservers: vec![],
+            nameservers: if rec.spec.network.mode == "bridge" {
+                host_nameservers()
+            } else {
+                vec![]
+            },
             files: copies,
+            network: match (
+                &rec.spec.network.ip,
+                rec.spec.network.prefix,
+                &rec.spec.network.gateway,
+            ) {
+                (Some(ip), Some(prefix), Some(gw)) => Some(ignis_guest_config::GuestNet {
+                    ip: ip.clone(),
+                    prefix,
+                    gateway: gw.clone(),
+                }),
+                _ => None,
+            },
         };
         let vm_part = ignis_boot::initramfs::vm_part(&cfg, &files)
             .map_err(|e| Error::internal("build the VM's initramfs", e))?;
@@ -218,6 +234,25 @@ impl Ignis {
                 },
             ],
             accel,
+            net: rec.spec.network.mac.as_ref().map(|mac| ignis_vmm::NetSpec {
+                tap: ignis_net::tap_name(&rec.id),
+                mac: mac.clone(),
+            }),
         })
     }
+}
+
+/// The host's non-loopback nameservers (a local stub resolver such as
+/// 127.0.0.53 is unreachable from a VM).
+fn host_nameservers() -> Vec<String> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver "))
+        .map(|s| s.trim().to_string())
+        .filter(|s| {
+            s.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .collect()
 }

@@ -26,6 +26,14 @@ pub struct CreateOptions {
     /// `auto`, `firecracker`, `qemu`.
     pub backend: String,
     pub auto_remove: bool,
+    /// `bridge` (default) or `none`.
+    pub network: String,
+    /// A fixed address on the bridge (`--ip`).
+    pub ip: Option<String>,
+    /// A fixed MAC (`--mac`).
+    pub mac: Option<String>,
+    /// Published ports, Docker's `-p` syntax.
+    pub ports: Vec<String>,
 }
 
 pub const DEFAULT_CPUS: u32 = 1;
@@ -154,6 +162,39 @@ impl Ignis {
             });
         }
 
+        let mut ports = Vec::new();
+        for p in &opts.ports {
+            ports.push(ignis_net::parse_port(p).map_err(invalid)?);
+        }
+        let bridge = match opts.network.as_str() {
+            "" | "bridge" => true,
+            "none" => false,
+            other => return Err(invalid(format!("--network {other}: want bridge or none"))),
+        };
+        if !bridge && (!ports.is_empty() || opts.ip.is_some()) {
+            return Err(invalid("-p and --ip need --network bridge".to_string()));
+        }
+        let requested_ip: Option<std::net::Ipv4Addr> = match &opts.ip {
+            Some(ip) => Some(
+                ip.parse()
+                    .map_err(|_| invalid(format!("--ip {ip} is not an IPv4 address")))?,
+            ),
+            None => None,
+        };
+        if let Some(m) = &opts.mac {
+            let ok = m.split(':').count() == 6
+                && m.split(':')
+                    .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok());
+            if !ok {
+                return Err(invalid(format!(
+                    "--mac {m}: want six hex bytes like 02:00:00:aa:bb:cc"
+                )));
+            }
+        }
+        if bridge {
+            network_preflight(&ports)?;
+        }
+
         let image = match self.image_inspect(&opts.image) {
             Ok(i) => i,
             Err(e)
@@ -239,6 +280,23 @@ impl Ignis {
                 labels: opts.labels.clone(),
                 copy_files,
                 auto_remove: opts.auto_remove,
+                network: ignis_api::NetworkSpec {
+                    mode: if bridge {
+                        "bridge".into()
+                    } else {
+                        "none".into()
+                    },
+                    ports: ports
+                        .iter()
+                        .map(|p| ignis_api::PortSpec {
+                            host_ip: p.host_ip.map(|i| i.to_string()),
+                            host_port: p.host_port,
+                            vm_port: p.vm_port,
+                            proto: p.proto.as_str().to_string(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
             },
             status: VmStatus {
                 state: Some(VmState::Created),
@@ -269,8 +327,43 @@ impl Ignis {
                 // A generated name collided: make it unique with the ID.
                 record.name = format!("{}-{}", record.name, &id[..6]);
             }
+            tx.insert_object(KIND, &id, record.created, "{}")?;
+            if bridge {
+                let subnet: ignis_net::Subnet = ignis_net::SUBNET.parse().expect("default subnet");
+                let taken = tx
+                    .leased(ignis_net::SUBNET)?
+                    .iter()
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                let ip = subnet.allocate(&taken, requested_ip).map_err(|e| {
+                    let kind = match e {
+                        ignis_net::IpamError::Exhausted(_) => ErrorKind::Unavailable,
+                        ignis_net::IpamError::Taken(_) => ErrorKind::Conflict,
+                        _ => ErrorKind::Invalid,
+                    };
+                    Error::new(kind, e.to_string())
+                })?;
+                let mac = opts.mac.clone().unwrap_or_else(|| ignis_net::mac_for(&id));
+                tx.add_lease(ignis_net::SUBNET, &ip.to_string(), &id, &mac)?;
+                for p in &ports {
+                    let host_ip = p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into());
+                    if let Some(owner) = tx.port_owner(&host_ip, p.host_port, p.proto.as_str())? {
+                        return Err(Error::new(
+                            ErrorKind::Conflict,
+                            format!("port {}/{} is already published by VM {owner}", p.host_port, p.proto.as_str()),
+                        ));
+                    }
+                    tx.add_port(&host_ip, p.host_port, p.proto.as_str(), &id, p.vm_port)?;
+                }
+                let n = &mut record.spec.network;
+                n.ip = Some(ip.to_string());
+                n.prefix = Some(subnet.prefix);
+                n.gateway = Some(subnet.gateway().to_string());
+                n.mac = Some(mac);
+                n.bridge = Some(ignis_net::BRIDGE.to_string());
+            }
             let json = serde_json::to_string(&record).expect("json");
-            tx.insert_object(KIND, &id, record.created, &json)?;
+            tx.update_record(KIND, &id, &json)?;
             tx.set_name(KIND, &record.name, &id)?;
             tx.add_use(KIND, &id, crate::image::KIND, &image.id)?;
             tx.add_use(KIND, &id, crate::kernel::KIND, &kernel.id)?;
@@ -280,6 +373,49 @@ impl Ignis {
         cleanup.disarm();
         Ok(record)
     }
+}
+
+/// Bridge networking needs root (netlink, nftables) and free host ports.
+fn network_preflight(ports: &[ignis_net::PortMapping]) -> Result<(), Error> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            "bridge networking needs root (CAP_NET_ADMIN for the bridge, TAPs and nftables); run as root or use --network none",
+        ));
+    }
+    if ignis_vmm::detect::find_in_path("nft").is_none() {
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            "nft not found: apt-get install nftables (or use --network none)",
+        ));
+    }
+    for p in ports {
+        let ip = p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        let addr = std::net::SocketAddr::from((ip, p.host_port));
+        let busy = match p.proto {
+            ignis_net::Proto::Tcp => std::net::TcpListener::bind(addr).err(),
+            ignis_net::Proto::Udp => std::net::UdpSocket::bind(addr).err(),
+        };
+        if let Some(e) = busy {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "port {}/{} is already in use on the host; pick another -p",
+                        p.host_port,
+                        p.proto.as_str()
+                    ),
+                ));
+            }
+            if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!("-p: {ip} is not an address of this host"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The writable disk is sparse, but a VM that cannot write its first

@@ -37,6 +37,7 @@ impl Ignis {
                 }
             }
         }
+        self.release_network(&rec);
         let dir = self.vm_dir(&rec.id);
         for f in super::supervise::RUNTIME_FILES {
             let _ = std::fs::remove_file(dir.join(f));

@@ -10,6 +10,7 @@ mod create;
 mod info;
 mod list;
 mod logs;
+mod network;
 mod plan;
 mod remove;
 mod start;

@@ -21,6 +21,15 @@ impl Ignis {
             self.vm_stop(&rec.id, Duration::ZERO)?;
         }
         self.store.db().tx(|tx| tx.delete_object(KIND, &rec.id))?;
+        if rec.spec.network.mode == "bridge" {
+            self.release_network(&rec);
+        }
+        // The lease and ports went with the record; only ports have rules.
+        if !rec.spec.network.ports.is_empty() {
+            if let Err(e) = self.apply_network_rules() {
+                tracing::warn!(vm = %rec.id, error = %e, "cannot update the nftables table");
+            }
+        }
         let dir = self.vm_dir(&rec.id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {

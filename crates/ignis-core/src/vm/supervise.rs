@@ -212,10 +212,18 @@ impl Ignis {
             std::io::pipe().map_err(|e| fail(format!("cannot create the console pipe: {e}")))?;
         let (input_r, input_w) =
             std::io::pipe().map_err(|e| fail(format!("cannot create the console pipe: {e}")))?;
+        self.prepare_network(&rec)
+            .map_err(|e| fail(format!("network setup failed: {e}")))?;
         let started = Instant::now();
         let mut child = backend
             .launch(&spec, input_r.into(), writer.into())
             .map_err(|e| fail(format!("cannot start {}: {e}", kind.as_str())))?;
+        if let Err(e) = self.attach_network(&rec) {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.release_network(&rec);
+            return Err(fail(format!("network setup failed: {e}")));
+        }
         let attached = std::sync::Arc::new(Attached::default());
         let input = std::sync::Arc::new(std::sync::Mutex::new(input_w));
         if let Err(e) = serve_attach(&dir.join("attach.sock"), attached.clone(), input) {
@@ -321,6 +329,7 @@ impl Ignis {
             s.vmm_pid = None;
         })?;
         tracing::info!(vm = id, ?code, reason, "VM exited");
+        self.release_network(&rec);
         for f in RUNTIME_FILES {
             let _ = std::fs::remove_file(dir.join(f));
         }

@@ -58,6 +58,13 @@ impl FirecrackerBackend {
                 json!({"drive_id": id, "path_on_host": d.path, "is_root_device": false, "is_read_only": d.read_only}),
             ));
         }
+        if let Some(n) = &spec.net {
+            calls.push((
+                "PUT",
+                "/network-interfaces/eth0".to_string(),
+                json!({"iface_id": "eth0", "host_dev_name": n.tap, "guest_mac": n.mac}),
+            ));
+        }
         calls.push((
             "PUT",
             "/actions".to_string(),
@@ -169,15 +176,26 @@ mod tests {
                 read_only: true,
             }],
             accel: crate::Accel::Kvm,
+            net: Some(crate::NetSpec {
+                tap: "ig-1".into(),
+                mac: "02:00:00:00:00:02".into(),
+            }),
         };
         let calls = FirecrackerBackend::calls(&spec);
         let paths: Vec<&str> = calls.iter().map(|c| c.1.as_str()).collect();
         assert_eq!(
             paths,
-            ["/boot-source", "/machine-config", "/drives/d0", "/actions"]
+            [
+                "/boot-source",
+                "/machine-config",
+                "/drives/d0",
+                "/network-interfaces/eth0",
+                "/actions"
+            ]
         );
+        assert_eq!(calls[3].2["host_dev_name"], "ig-1");
         assert_eq!(calls[0].2["boot_args"], "console=ttyS0 reboot=k");
         assert_eq!(calls[2].2["is_read_only"], true);
-        assert_eq!(calls[3].2["action_type"], "InstanceStart");
+        assert_eq!(calls[4].2["action_type"], "InstanceStart");
     }
 }

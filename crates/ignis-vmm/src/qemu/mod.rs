@@ -65,6 +65,15 @@ impl QemuBackend {
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", qmp_path(&spec.dir).display()),
         ];
+        if let Some(n) = &spec.net {
+            a.push("-netdev".into());
+            a.push(format!(
+                "tap,id=n0,ifname={},script=no,downscript=no",
+                n.tap
+            ));
+            a.push("-device".into());
+            a.push(format!("virtio-net-device,netdev=n0,mac={}", n.mac));
+        }
         for (i, d) in spec.disks.iter().enumerate() {
             a.push("-drive".into());
             a.push(format!(
@@ -163,8 +172,17 @@ mod tests {
                 },
             ],
             accel: Accel::Tcg,
+            net: Some(crate::NetSpec {
+                tap: "ig-x".into(),
+                mac: "02:00:00:00:00:01".into(),
+            }),
         };
         let a = QemuBackend::args(&spec).join(" ");
+        assert!(
+            a.contains("-netdev tap,id=n0,ifname=ig-x,script=no,downscript=no"),
+            "{a}"
+        );
+        assert!(a.contains("virtio-net-device,netdev=n0,mac=02:00:00:00:00:01"));
         assert!(a.contains("-M microvm,accel=tcg"), "{a}");
         assert!(a.contains("-kernel /k/vmlinux"));
         assert!(a.contains("-smp 2 -m 512M"));

@@ -1,0 +1,313 @@
+//! Live networking, inside network namespaces this test creates (never the
+//! host's own interfaces or firewall): a VM serves HTTP through `-p`, VMs
+//! reach each other over the bridge, outbound NAT reaches another
+//! namespace, and create/rm cycles leave no TAP, lease or rule behind.
+
+mod common;
+
+use common::Env;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// Removes, even when the test fails: the VMs, then the namespaces.
+struct Cleanup {
+    names: Vec<String>,
+    root: std::path::PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let ids = Command::new(env!("CARGO_BIN_EXE_ignis"))
+            .env("IGNIS_ROOT", &self.root)
+            .args(["ps", "-a", "-Q"])
+            .output();
+        if let Ok(out) = ids {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &self.names[0],
+                        env!("CARGO_BIN_EXE_ignis"),
+                        "rm",
+                        "-f",
+                        id,
+                    ])
+                    .env("IGNIS_ROOT", &self.root)
+                    .output();
+            }
+        }
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs ignis inside namespace `ns` with bridge networking.
+fn ignis_in(env: &Env, ns: &str, args: &[&str]) -> Output {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_ignis")])
+        .args(args);
+    c.env("IGNIS_ROOT", env.root())
+        .env("IGNIS_NETWORK", "bridge")
+        .env("IGNIS_LOG", "warn");
+    c.output().expect("ignis")
+}
+
+fn ignis_ok(env: &Env, ns: &str, args: &[&str]) -> String {
+    let out = ignis_in(env, ns, args);
+    assert!(
+        out.status.success(),
+        "ignis {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn missing() -> Option<&'static str> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root (network namespaces need CAP_SYS_ADMIN)");
+    }
+    for (bin, why) in [
+        ("ip", "ip missing (apt-get install iproute2)"),
+        ("nft", "nft missing (apt-get install nftables)"),
+        ("curl", "curl missing (apt-get install curl)"),
+        (
+            "qemu-system-x86_64",
+            "qemu-system-x86_64 missing (apt-get install qemu-system-x86)",
+        ),
+    ] {
+        if sh(&["sh", "-c", &format!("command -v {bin}")])
+            .stdout
+            .is_empty()
+        {
+            return Some(why);
+        }
+    }
+    if std::env::var_os("IGNIS_TEST_KERNEL_DEB").is_none() {
+        return Some("IGNIS_TEST_KERNEL_DEB unset (scripts/kernel-deb.sh)");
+    }
+    None
+}
+
+fn console_has(env: &Env, ns: &str, vm: &str, needle: &str) -> bool {
+    for _ in 0..300 {
+        if ignis_ok(env, ns, &["logs", vm]).contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn bridge_nat_published_ports_and_clean_teardown() {
+    if let Some(m) = missing() {
+        eprintln!("skipped: {m}");
+        return;
+    }
+    let env = Env::new();
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
+    if info["guestInit"].is_null() {
+        eprintln!("skipped: static ignis-init not built (scripts/build-guest.sh)");
+        return;
+    }
+    let tag = std::process::id();
+    let (host, client) = (format!("ignis-h{tag}"), format!("ignis-c{tag}"));
+    let _cleanup = Cleanup {
+        names: vec![host.clone(), client.clone()],
+        root: env.root(),
+    };
+    ok(&["ip", "netns", "add", &host]);
+    ok(&["ip", "netns", "add", &client]);
+    ok(&[
+        "ip", "link", "add", "veth-h", "netns", &host, "type", "veth", "peer", "name", "veth-c",
+        "netns", &client,
+    ]);
+    for (ns, dev, addr) in [
+        (&host, "veth-h", "192.168.240.1/24"),
+        (&client, "veth-c", "192.168.240.2/24"),
+    ] {
+        ok(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+    let deb = std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap();
+    env.ok(&["kernel", "import", &deb, "--default"]);
+    let img = env.busybox_image(
+        "web:1",
+        false,
+        &[("www/index.html", "hello through -p\n", 0o644)],
+        &[],
+    );
+
+    let web = ignis_ok(
+        &env,
+        &host,
+        &[
+            "run",
+            "--name",
+            "web",
+            "-p",
+            "8080:80",
+            &img,
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    );
+    let web = web.trim().to_string();
+    let web_ip = env.vm_json("web")["spec"]["network"]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(web_ip, "10.61.0.2");
+    let ps = ignis_ok(&env, &host, &["ps"]);
+    assert!(
+        ps.contains("10.61.0.2") && ps.contains("0.0.0.0:8080->80/tcp"),
+        "{ps}"
+    );
+
+    // Host (another namespace, like a remote client) → published port → VM.
+    let mut got = String::new();
+    for _ in 0..100 {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &client,
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "http://192.168.240.1:8080/",
+        ]);
+        got = String::from_utf8_lossy(&out.stdout).into_owned();
+        if got.contains("hello") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(got, "hello through -p\n");
+    // A client on the host itself (loopback) too.
+    let local = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &host,
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        "http://127.0.0.1:8080/",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&local.stdout),
+        "hello through -p\n",
+        "loopback client"
+    );
+
+    // VM → VM over the bridge, and VM → outside through NAT.
+    let probe = ignis_ok(
+        &env,
+        &host,
+        &["run", "--name", "probe", &img, "/bin/busybox", "sh", "-c",
+          "/bin/busybox ping -c 2 -W 5 10.61.0.2 && echo VM-TO-VM-OK; /bin/busybox ping -c 2 -W 5 192.168.240.2 && echo NAT-OUT-OK; /bin/busybox sleep 600"],
+    );
+    let probe = probe.trim().to_string();
+    assert!(
+        console_has(&env, &host, "probe", "VM-TO-VM-OK"),
+        "VM to VM: {}",
+        ignis_ok(&env, &host, &["logs", "probe"])
+    );
+    assert!(
+        console_has(&env, &host, "probe", "NAT-OUT-OK"),
+        "NAT out: {}",
+        ignis_ok(&env, &host, &["logs", "probe"])
+    );
+    // The client namespace saw the host's address, not the VM's (masquerade).
+    let probe_ip = env.vm_json("probe")["spec"]["network"]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(probe_ip, "10.61.0.3");
+
+    // A taken host port is refused before anything is made.
+    let out = ignis_in(&env, &host, &["create", "-p", "8080:81", &img, "/bin/true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    ignis_ok(&env, &host, &["rm", "-f", "web", "probe"]);
+    let links = ok(&["ip", "-n", &host, "-o", "link"]);
+    assert!(
+        !links.contains(&ignis_net_tap(&web)) && !links.contains(&ignis_net_tap(&probe)),
+        "TAPs left: {links}"
+    );
+    let rules = ok(&[
+        "ip", "netns", "exec", &host, "nft", "list", "table", "ip", "ignis",
+    ]);
+    assert!(!rules.contains("dnat"), "rules left: {rules}");
+
+    // Create/rm cycles: leases and ports come and go with the records.
+    for i in 0..200 {
+        let name = format!("c{i}");
+        ignis_ok(
+            &env,
+            &host,
+            &[
+                "create",
+                "--name",
+                &name,
+                "--size",
+                "64MB",
+                "-p",
+                "9000:80",
+                &img,
+                "/bin/true",
+            ],
+        );
+        ignis_ok(&env, &host, &["rm", &name]);
+    }
+    let db = rusqlite::Connection::open(env.root().join("state.db")).unwrap();
+    let leases: i64 = db
+        .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
+        .unwrap();
+    let ports: i64 = db
+        .query_row("SELECT COUNT(*) FROM ports", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((leases, ports), (0, 0));
+    let rules = ok(&[
+        "ip", "netns", "exec", &host, "nft", "list", "table", "ip", "ignis",
+    ]);
+    assert!(!rules.contains("dnat"), "rules left: {rules}");
+    assert!(!ok(&["ip", "-n", &host, "-o", "link"]).contains(" ig-"));
+}
+
+fn ignis_net_tap(id: &str) -> String {
+    format!("ig-{}", &id[..12])
+}

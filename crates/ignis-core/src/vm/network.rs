@@ -1,0 +1,85 @@
+//! Host side of a VM's network: the bridge, its TAP, the nftables table
+//! rebuilt from the leases and ports in the DB.
+
+use std::time::Duration;
+
+use ignis_api::VmRecord;
+
+use crate::{Error, ErrorKind, Ignis};
+
+fn net_error(e: ignis_net::NetError) -> Error {
+    let kind = match e {
+        ignis_net::NetError::NotPermitted | ignis_net::NetError::NftMissing => {
+            ErrorKind::Unavailable
+        }
+        ignis_net::NetError::NotABridge { .. } => ErrorKind::Conflict,
+        _ => ErrorKind::Internal,
+    };
+    let msg = e.to_string();
+    Error::with_source(kind, msg, e)
+}
+
+impl Ignis {
+    /// Rebuilds the ignis nftables table from every published port.
+    pub(crate) fn apply_network_rules(&self) -> Result<(), Error> {
+        let rows = self.store.db().tx(|tx| tx.forwards())?;
+        let mut forwards = Vec::new();
+        for ignis_state::ForwardRow {
+            host_ip,
+            host_port,
+            proto,
+            vm_port,
+            vm_ip,
+        } in rows
+        {
+            let spec = if host_ip == "0.0.0.0" {
+                format!("{host_port}:{vm_port}/{proto}")
+            } else {
+                format!("{host_ip}:{host_port}:{vm_port}/{proto}")
+            };
+            let (Ok(mapping), Ok(vm_ip)) = (ignis_net::parse_port(&spec), vm_ip.parse()) else {
+                continue;
+            };
+            forwards.push(ignis_net::Forward { mapping, vm_ip });
+        }
+        let subnet: ignis_net::Subnet = ignis_net::SUBNET.parse().expect("default subnet");
+        self.net
+            .apply_rules(&ignis_net::ruleset(ignis_net::BRIDGE, subnet, &forwards))
+            .map_err(net_error)
+    }
+
+    /// Before the VMM starts: bridge up, rules in place.
+    pub(crate) fn prepare_network(&self, rec: &VmRecord) -> Result<(), Error> {
+        if rec.spec.network.mode != "bridge" {
+            return Ok(());
+        }
+        let subnet: ignis_net::Subnet = ignis_net::SUBNET.parse().expect("default subnet");
+        self.net
+            .ensure_bridge(ignis_net::BRIDGE, subnet.gateway(), subnet.prefix)
+            .map_err(net_error)?;
+        self.apply_network_rules()
+    }
+
+    /// After the VMM started: its TAP joins the bridge.
+    pub(crate) fn attach_network(&self, rec: &VmRecord) -> Result<(), Error> {
+        if rec.spec.network.mode != "bridge" {
+            return Ok(());
+        }
+        self.net
+            .attach_tap(
+                &ignis_net::tap_name(&rec.id),
+                ignis_net::BRIDGE,
+                Duration::from_secs(10),
+            )
+            .map_err(net_error)
+    }
+
+    /// After the VMM ended: the TAP normally went with it; make sure.
+    pub(crate) fn release_network(&self, rec: &VmRecord) {
+        if rec.spec.network.mode == "bridge" {
+            if let Err(e) = self.net.delete_link(&ignis_net::tap_name(&rec.id)) {
+                tracing::warn!(vm = %rec.id, error = %e, "cannot delete the TAP");
+            }
+        }
+    }
+}
