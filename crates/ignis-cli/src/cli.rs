@@ -102,6 +102,9 @@ pub enum Command {
     /// System-wide operations.
     #[command(subcommand)]
     System(SystemCmd),
+    /// Networks (the bridge network and its leases).
+    #[command(subcommand)]
+    Network(NetworkCmd),
     /// Print the version.
     Version,
 }
@@ -268,6 +271,20 @@ pub enum KernelCmd {
         kernels: Vec<String>,
         #[arg(long, short = 'f')]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(ListOpts),
+    /// Show a network with its leases and published ports.
+    Inspect {
+        #[arg(default_value = "bridge")]
+        network: String,
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: InspectFormat,
     },
 }
 

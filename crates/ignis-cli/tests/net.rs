@@ -306,6 +306,10 @@ fn bridge_nat_published_ports_and_clean_teardown() {
     ]);
     assert!(!rules.contains("dnat"), "rules left: {rules}");
     assert!(!ok(&["ip", "-n", &host, "-o", "link"]).contains(" ig-"));
+    // Prune removes the unused bridge and table: nothing of ignis is left.
+    ignis_ok(&env, &host, &["system", "prune"]);
+    assert!(!ok(&["ip", "-n", &host, "-o", "link"]).contains("ignis0"));
+    assert!(!ok(&["ip", "netns", "exec", &host, "nft", "list", "tables"]).contains("ignis"));
 }
 
 fn ignis_net_tap(id: &str) -> String {

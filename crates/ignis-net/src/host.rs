@@ -36,6 +36,9 @@ pub trait NetHost: Send + Sync {
     fn delete_link(&self, name: &str) -> Result<(), NetError>;
     /// Replaces the ignis table with `ruleset` (nft JSON).
     fn apply_rules(&self, ruleset: &serde_json::Value) -> Result<(), NetError>;
+    /// Removes the bridge and the ignis table if the bridge exists (no VM
+    /// needs them); returns whether there was anything to remove.
+    fn teardown(&self, bridge: &str) -> Result<bool, NetError>;
 }
 
 /// The real host: netlink and nft.
@@ -189,6 +192,23 @@ impl NetHost for LinuxNet {
             }
             Ok(())
         })
+    }
+
+    fn teardown(&self, bridge: &str) -> Result<bool, NetError> {
+        let exists = rt()?.block_on(async {
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
+            tokio::spawn(conn);
+            Ok::<_, NetError>(link_index(&handle, bridge).await?.is_some())
+        })?;
+        if !exists {
+            return Ok(false);
+        }
+        self.delete_link(bridge)?;
+        let payload = serde_json::json!({"nftables": [{"delete": {"table": {"family": "ip", "name": crate::TABLE}}}]});
+        // The table may already be gone; that is the goal.
+        let _ = self.apply_rules(&payload);
+        Ok(true)
     }
 
     fn apply_rules(&self, ruleset: &serde_json::Value) -> Result<(), NetError> {

@@ -4,6 +4,7 @@
 mod attach;
 mod image;
 mod kernel;
+mod network;
 mod system;
 mod vm;
 
@@ -16,6 +17,7 @@ pub fn dispatch(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         Command::Image(c) => image::run(ignis, c).map(|()| 0),
         Command::Kernel(c) => kernel::run(ignis, c).map(|()| 0),
         Command::System(c) => system::run(ignis, c).map(|()| 0),
+        Command::Network(c) => network::run(ignis, c).map(|()| 0),
         Command::Version => unreachable!("handled before opening the state"),
         other => vm::run(ignis, other),
     }

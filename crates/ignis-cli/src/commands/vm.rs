@@ -341,7 +341,11 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
             "{}",
             serde_json::to_string_pretty(&ignis.vm_boot_plan(&vm)?)?
         ),
-        Command::Image(_) | Command::Kernel(_) | Command::System(_) | Command::Version => {
+        Command::Image(_)
+        | Command::Kernel(_)
+        | Command::System(_)
+        | Command::Network(_)
+        | Command::Version => {
             unreachable!()
         }
     }

@@ -17,6 +17,19 @@ impl Ignis {
             }
             Ok::<_, Error>(removed)
         })?;
+        // No VM on the bridge: the bridge and the nftables table go too.
+        let bridge_vms = self
+            .vm_list(true)?
+            .iter()
+            .filter(|v| v.spec.network.mode == "bridge")
+            .count();
+        if bridge_vms == 0 {
+            match self.net.teardown(ignis_net::BRIDGE) {
+                Ok(true) => tracing::info!("removed the unused bridge and its nftables table"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot remove the unused bridge"),
+            }
+        }
         let report = self
             .store
             .gc(true)

@@ -10,6 +10,7 @@ mod create;
 mod info;
 mod list;
 mod logs;
+mod netinfo;
 mod network;
 mod plan;
 mod remove;
@@ -20,6 +21,7 @@ mod supervise;
 pub use create::CreateOptions;
 pub use info::Info;
 pub use logs::LogFollower;
+pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use plan::BootPlan;
 
 use std::path::PathBuf;

@@ -1,0 +1,46 @@
+use ignis_core::Ignis;
+
+use crate::cli::NetworkCmd;
+use crate::output;
+
+pub fn run(ignis: &Ignis, cmd: NetworkCmd) -> anyhow::Result<()> {
+    match cmd {
+        NetworkCmd::Ls(opts) => {
+            let net = ignis.network_inspect()?;
+            let rows = vec![
+                vec![
+                    net.name.clone(),
+                    net.bridge.clone(),
+                    net.subnet.clone(),
+                    net.gateway.clone(),
+                    net.leases.len().to_string(),
+                ],
+                vec![
+                    "none".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+            ];
+            let ids = vec![net.name.clone(), "none".into()];
+            output::list(
+                &opts,
+                &["NAME", "BRIDGE", "SUBNET", "GATEWAY", "LEASES"],
+                rows,
+                &[net],
+                ids,
+            )?;
+        }
+        NetworkCmd::Inspect {
+            network,
+            output: fmt,
+        } => {
+            if network != "bridge" {
+                anyhow::bail!("no network '{network}' (the networks are bridge and none)");
+            }
+            output::inspect(fmt, &ignis.network_inspect()?)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+use serde::Serialize;
+
+use crate::{Error, Ignis};
+
+/// `ignis network ls/inspect`: the bridge network and who is on it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInfo {
+    pub name: String,
+    pub bridge: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub leases: Vec<LeaseInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseInfo {
+    pub ip: String,
+    pub mac: String,
+    pub vm_id: String,
+    pub vm_name: String,
+    pub state: String,
+    pub ports: Vec<String>,
+}
+
+impl Ignis {
+    pub fn network_inspect(&self) -> Result<NetworkInfo, Error> {
+        let subnet: ignis_net::Subnet = ignis_net::SUBNET.parse().expect("default subnet");
+        let mut leases = Vec::new();
+        for vm in self.vm_list(true)? {
+            let n = &vm.spec.network;
+            if let (Some(ip), Some(mac)) = (&n.ip, &n.mac) {
+                leases.push(LeaseInfo {
+                    ip: ip.clone(),
+                    mac: mac.clone(),
+                    vm_id: vm.id.clone(),
+                    vm_name: vm.name.clone(),
+                    state: vm.state().as_str().to_string(),
+                    ports: n
+                        .ports
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{}:{}->{}/{}",
+                                p.host_ip.as_deref().unwrap_or("0.0.0.0"),
+                                p.host_port,
+                                p.vm_port,
+                                p.proto
+                            )
+                        })
+                        .collect(),
+                });
+            }
+        }
+        leases.sort_by_key(|l| {
+            l.ip.parse::<std::net::Ipv4Addr>()
+                .map(u32::from)
+                .unwrap_or(0)
+        });
+        Ok(NetworkInfo {
+            name: "bridge".into(),
+            bridge: ignis_net::BRIDGE.into(),
+            subnet: subnet.to_string(),
+            gateway: subnet.gateway().to_string(),
+            leases,
+        })
+    }
+}
