@@ -14,6 +14,14 @@ pub struct Cli {
     /// No progress bars.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Subnet of the bridge network.
+    #[arg(
+        long,
+        global = true,
+        env = "IGNIS_SUBNET",
+        default_value = "10.61.0.0/16"
+    )]
+    pub subnet: String,
     /// Reach this registry (HOST:PORT) over plain HTTP. Repeatable.
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,

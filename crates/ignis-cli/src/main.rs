@@ -63,6 +63,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         root: cli.root.clone(),
         progress: !cli.quiet && std::io::stderr().is_terminal(),
         insecure_registries: cli.insecure_registry.clone(),
+        subnet: Some(cli.subnet.clone()),
     })?;
     commands::dispatch(&ignis, cli.command)
 }

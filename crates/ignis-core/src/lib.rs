@@ -32,6 +32,8 @@ pub struct Options {
     pub progress: bool,
     /// Registries (`host:port`) reached over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// The bridge network's subnet (default 10.61.0.0/16).
+    pub subnet: Option<String>,
 }
 
 /// The service: a state root plus the host side-effect implementations.
@@ -41,10 +43,17 @@ pub struct Ignis {
     net: Box<dyn ignis_net::NetHost>,
     progress: Progress,
     insecure: Vec<String>,
+    subnet: ignis_net::Subnet,
 }
 
 impl Ignis {
     pub fn open(opts: Options) -> Result<Self, Error> {
+        let subnet = opts
+            .subnet
+            .as_deref()
+            .unwrap_or(ignis_net::SUBNET)
+            .parse()
+            .map_err(|e: ignis_net::IpamError| Error::new(ErrorKind::Invalid, e.to_string()))?;
         let store =
             Store::open(&opts.root).map_err(|e| Error::internal("open the state root", e))?;
         Ok(Self {
@@ -57,6 +66,7 @@ impl Ignis {
                 Progress::hidden()
             },
             insecure: opts.insecure_registries,
+            subnet,
         })
     }
 

@@ -302,6 +302,17 @@ impl Tx<'_> {
         Ok(set)
     }
 
+    /// Networks other than `network` that have leases.
+    pub fn other_networks(&self, network: &str) -> Result<Vec<String>, DbError> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT DISTINCT network FROM leases WHERE network != ?1")?;
+        let v = stmt
+            .query_map(params![network], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(v)
+    }
+
     pub fn add_lease(
         &self,
         network: &str,

@@ -329,9 +329,15 @@ impl Ignis {
             }
             tx.insert_object(KIND, &id, record.created, "{}")?;
             if bridge {
-                let subnet: ignis_net::Subnet = ignis_net::SUBNET.parse().expect("default subnet");
+                let subnet = self.subnet;
+                if let Some(other) = tx.other_networks(&subnet.to_string())?.first() {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("VMs on the bridge use subnet {other}; remove them before switching to {subnet}"),
+                    ));
+                }
                 let taken = tx
-                    .leased(ignis_net::SUBNET)?
+                    .leased(&subnet.to_string())?
                     .iter()
                     .filter_map(|s| s.parse().ok())
                     .collect();
@@ -344,7 +350,7 @@ impl Ignis {
                     Error::new(kind, e.to_string())
                 })?;
                 let mac = opts.mac.clone().unwrap_or_else(|| ignis_net::mac_for(&id));
-                tx.add_lease(ignis_net::SUBNET, &ip.to_string(), &id, &mac)?;
+                tx.add_lease(&subnet.to_string(), &ip.to_string(), &id, &mac)?;
                 for p in &ports {
                     let host_ip = p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into());
                     if let Some(owner) = tx.port_owner(&host_ip, p.host_port, p.proto.as_str())? {

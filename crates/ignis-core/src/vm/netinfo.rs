@@ -26,7 +26,7 @@ pub struct LeaseInfo {
 
 impl Ignis {
     pub fn network_inspect(&self) -> Result<NetworkInfo, Error> {
-        let subnet: ignis_net::Subnet = ignis_net::SUBNET.parse().expect("default subnet");
+        let subnet = self.subnet;
         let mut leases = Vec::new();
         for vm in self.vm_list(true)? {
             let n = &vm.spec.network;

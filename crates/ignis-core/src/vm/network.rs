@@ -42,7 +42,7 @@ impl Ignis {
             };
             forwards.push(ignis_net::Forward { mapping, vm_ip });
         }
-        let subnet: ignis_net::Subnet = ignis_net::SUBNET.parse().expect("default subnet");
+        let subnet = self.subnet;
         self.net
             .apply_rules(&ignis_net::ruleset(ignis_net::BRIDGE, subnet, &forwards))
             .map_err(net_error)
@@ -53,7 +53,7 @@ impl Ignis {
         if rec.spec.network.mode != "bridge" {
             return Ok(());
         }
-        let subnet: ignis_net::Subnet = ignis_net::SUBNET.parse().expect("default subnet");
+        let subnet = self.subnet;
         self.net
             .ensure_bridge(ignis_net::BRIDGE, subnet.gateway(), subnet.prefix)
             .map_err(net_error)?;
