@@ -147,6 +147,9 @@ pub struct VmStatus {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Running but its vCPUs are paused (`ignis pause`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// A VM: identity, what it runs, what was asked, what is observed.

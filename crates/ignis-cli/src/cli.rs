@@ -51,6 +51,16 @@ pub enum Command {
         #[arg(long, short = 't', default_value_t = 10)]
         time: u64,
     },
+    /// Pause VMs (freeze their vCPUs).
+    Pause {
+        #[arg(required = true)]
+        vms: Vec<String>,
+    },
+    /// Unpause VMs.
+    Unpause {
+        #[arg(required = true)]
+        vms: Vec<String>,
+    },
     /// Kill VMs at once.
     Kill {
         #[arg(required = true)]

@@ -452,3 +452,36 @@ fn concurrent_creates_from_several_processes_get_distinct_addresses() {
         &img,
     ]);
 }
+
+#[test]
+fn pause_and_unpause_freeze_the_vmm() {
+    let (env, img) = setup();
+    let id = env
+        .ok(&["run", "--backend", "fake", &img])
+        .trim()
+        .to_string();
+    let vmm = env.vm_json(&id)["status"]["vmmPid"].as_u64().unwrap();
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{vmm}/stat")).unwrap();
+        stat.rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    env.ok(&["pause", &id]);
+    assert!(env.ok(&["ps"]).contains("(Paused)"));
+    assert_eq!(state(), "T", "the fake VMM is stopped");
+    env.ok(&["unpause", &id]);
+    assert_ne!(state(), "T");
+    assert!(!env.ok(&["ps"]).contains("(Paused)"));
+    env.ok(&["pause", &id]);
+    // Stop thaws a paused VM first, so its guest can shut down cleanly.
+    env.ok(&["stop", &id]);
+    let v = env.vm_json(&id);
+    assert_eq!(v["status"]["reason"], "stopped");
+    assert!(v["status"].get("paused").is_none());
+    assert_eq!(env.run(&["pause", &id]).status.code(), Some(4));
+}

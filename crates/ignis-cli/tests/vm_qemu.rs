@@ -178,6 +178,11 @@ fn linux_guest_lifecycle_on_qemu() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(env.ok(&["logs", "sys"]).contains("SYSTEM-IMAGE-BOOTED"));
+    // Pause freezes the vCPUs (QMP stop); stop thaws before shutting down.
+    env.ok(&["pause", "sys"]);
+    assert_eq!(env.vm_json("sys")["status"]["paused"], true);
+    env.ok(&["unpause", "sys"]);
+    env.ok(&["pause", "sys"]);
     env.ok(&["stop", "--time", "60", "sys"]);
     let v = env.vm_json("sys");
     assert_eq!(v["status"]["reason"], "stopped", "{v}");

@@ -149,6 +149,10 @@ pub trait Control {
     fn shutdown(&self) -> Result<(), VmmError>;
     fn pause(&self) -> Result<(), VmmError>;
     fn resume(&self) -> Result<(), VmmError>;
+    /// Saves the paused VM's device state and memory under `dir`
+    /// (`vmstate`, `memory`). The snapshot issue builds the store and
+    /// restore on top of this.
+    fn snapshot(&self, dir: &std::path::Path) -> Result<(), VmmError>;
 }
 
 /// The control handle of a VM of `kind` whose runtime directory is `dir`.

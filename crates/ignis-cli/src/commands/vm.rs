@@ -69,7 +69,11 @@ fn status_text(v: &VmRecord) -> String {
     match v.state() {
         VmState::Created => "Created".into(),
         VmState::Running => match v.status.started_at {
-            Some(t) => format!("Up {}", output::ago(t).trim_end_matches(" ago")),
+            Some(t) => format!(
+                "Up {}{}",
+                output::ago(t).trim_end_matches(" ago"),
+                if v.status.paused { " (Paused)" } else { "" }
+            ),
             None => "Starting".into(),
         },
         VmState::Exited => format!(
@@ -218,6 +222,18 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
             return each(vms, |v| {
                 let rec = ignis.vm_stop(v, Duration::from_secs(time))?;
                 println!("{}", rec.id);
+                Ok(())
+            })
+        }
+        Command::Pause { vms } => {
+            return each(vms, |v| {
+                println!("{}", ignis.vm_pause(v, true)?.id);
+                Ok(())
+            })
+        }
+        Command::Unpause { vms } => {
+            return each(vms, |v| {
+                println!("{}", ignis.vm_pause(v, false)?.id);
                 Ok(())
             })
         }

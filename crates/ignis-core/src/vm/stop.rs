@@ -37,6 +37,10 @@ impl Ignis {
         if rec.state() != VmState::Running {
             return Ok(rec);
         }
+        if rec.status.paused {
+            // A frozen guest cannot shut down: thaw it first.
+            self.vm_pause(&rec.id, false)?;
+        }
         let dir = self.vm_dir(&rec.id);
         std::fs::write(dir.join("stop-requested"), b"")
             .map_err(|e| Error::internal("mark the stop", e))?;
@@ -52,6 +56,41 @@ impl Ignis {
             other => other,
         };
         rec.ok_or_else(|| Error::new(ErrorKind::NotFound, "the VM was removed while stopping"))
+    }
+
+    /// `ignis pause` / `ignis unpause`: freezes or thaws the vCPUs through
+    /// the VMM (Firecracker `PATCH /vm`, QEMU `stop`/`cont`).
+    pub fn vm_pause(&self, query: &str, pause: bool) -> Result<VmRecord, Error> {
+        let rec = self.reconcile(self.find_vm(query)?)?;
+        if rec.state() != VmState::Running {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("VM {} is not running", rec.name),
+            ));
+        }
+        if rec.status.paused == pause {
+            return Ok(rec);
+        }
+        let kind = super::backend_kind(&rec.spec.backend)?;
+        let control = ignis_vmm::control(kind, &self.vm_dir(&rec.id));
+        let res = if pause {
+            control.pause()
+        } else {
+            control.resume()
+        };
+        res.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Internal,
+                format!(
+                    "cannot {} VM {}: {e}",
+                    if pause { "pause" } else { "unpause" },
+                    rec.name
+                ),
+                e,
+            )
+        })?;
+        self.update_status(&rec.id, |s| s.paused = pause)?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "the VM was removed"))
     }
 
     /// `ignis kill`: stops the VMM at once.

@@ -327,6 +327,7 @@ impl Ignis {
             s.exit_code = code;
             s.reason = Some(reason.clone());
             s.vmm_pid = None;
+            s.paused = false;
         })?;
         tracing::info!(vm = id, ?code, reason, "VM exited");
         self.release_network(&rec);

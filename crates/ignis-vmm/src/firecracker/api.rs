@@ -221,6 +221,37 @@ mod tests {
     }
 
     #[test]
+    fn control_pause_snapshot_resume_and_ctrl_alt_del_calls() {
+        use crate::Control;
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("firecracker.sock");
+        let no_content = || "HTTP/1.1 204 \r\n\r\n".to_string();
+        let server = fake_api(
+            &sock,
+            vec![no_content(), no_content(), no_content(), no_content()],
+        );
+        let c = crate::firecracker::FirecrackerControl::new(dir.path());
+        c.pause().unwrap();
+        c.snapshot(Path::new("/snap")).unwrap();
+        c.resume().unwrap();
+        c.shutdown().unwrap();
+        let seen = server.join().unwrap();
+        assert_eq!(
+            seen[0],
+            (
+                "PATCH /vm HTTP/1.1".to_string(),
+                r#"{"state":"Paused"}"#.to_string()
+            )
+        );
+        assert_eq!(seen[1].0, "PUT /snapshot/create HTTP/1.1");
+        let body: serde_json::Value = serde_json::from_str(&seen[1].1).unwrap();
+        assert_eq!(body["snapshot_type"], "Full");
+        assert_eq!(body["mem_file_path"], "/snap/memory");
+        assert_eq!(seen[2].1, r#"{"state":"Resumed"}"#);
+        assert_eq!(seen[3].1, r#"{"action_type":"SendCtrlAltDel"}"#);
+    }
+
+    #[test]
     fn missing_socket_is_a_connect_error() {
         let c = ApiClient::new(Path::new("/nonexistent/fc.sock")).unwrap();
         assert!(matches!(c.get("/"), Err(VmmError::Connect { .. })));

@@ -154,6 +154,16 @@ impl Control for FirecrackerControl {
             .patch("/vm", &json!({"state": "Resumed"}))
             .map(drop)
     }
+    fn snapshot(&self, dir: &Path) -> Result<(), VmmError> {
+        let body = json!({
+            "snapshot_type": "Full",
+            "snapshot_path": dir.join("vmstate"),
+            "mem_file_path": dir.join("memory"),
+        });
+        ApiClient::new(&self.socket)?
+            .put("/snapshot/create", &body)
+            .map(drop)
+    }
 }
 
 #[cfg(test)]

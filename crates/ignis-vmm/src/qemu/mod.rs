@@ -144,6 +144,39 @@ impl Control for QemuControl {
     fn resume(&self) -> Result<(), VmmError> {
         self.run("cont").map(drop)
     }
+    /// Migration to a file (QEMU 7.2 has no `file:` URI; `exec:` with a
+    /// quoted path does the same), waiting until it completes.
+    fn snapshot(&self, dir: &Path) -> Result<(), VmmError> {
+        let state = dir.join("vmstate");
+        let path = state
+            .to_str()
+            .ok_or_else(|| VmmError::Protocol("snapshot path is not UTF-8".into()))?;
+        if path.contains('\'') {
+            return Err(VmmError::Protocol("snapshot path contains a quote".into()));
+        }
+        let mut qmp = QmpClient::connect(&self.socket)?;
+        qmp.execute(
+            "migrate",
+            Some(serde_json::json!({"uri": format!("exec:cat > '{path}'")})),
+        )?;
+        for _ in 0..6000 {
+            let st = qmp.execute("query-migrate", None)?;
+            match st["status"].as_str() {
+                Some("completed") => return Ok(()),
+                Some("failed" | "cancelled") => {
+                    return Err(VmmError::Qmp {
+                        command: "migrate".into(),
+                        class: "MigrationFailed".into(),
+                        desc: st["error-desc"].as_str().unwrap_or("unknown").to_string(),
+                    })
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+        Err(VmmError::Protocol(
+            "migration to file did not complete within 60 s".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -142,6 +142,47 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_migrates_to_a_file_and_waits_for_completion() {
+        use crate::Control;
+        let dir = tempfile::tempdir().unwrap();
+        let server = fake_qmp(
+            &dir.path().join("qmp.sock"),
+            vec![
+                r#"{"return": {}}"#,
+                r#"{"return": {"status": "active"}}"#,
+                r#"{"return": {"status": "completed"}}"#,
+            ],
+        );
+        crate::qemu::QemuControl::new(dir.path())
+            .snapshot(Path::new("/snap"))
+            .unwrap();
+        let seen = server.join().unwrap();
+        assert_eq!(
+            seen[1],
+            r#"{"arguments":{"uri":"exec:cat > '/snap/vmstate'"},"execute":"migrate"}"#
+        );
+        assert_eq!(seen[2], r#"{"execute":"query-migrate"}"#);
+    }
+
+    #[test]
+    fn failed_migration_is_an_error() {
+        use crate::Control;
+        let dir = tempfile::tempdir().unwrap();
+        let server = fake_qmp(
+            &dir.path().join("qmp.sock"),
+            vec![
+                r#"{"return": {}}"#,
+                r#"{"return": {"status": "failed", "error-desc": "disk full"}}"#,
+            ],
+        );
+        let err = crate::qemu::QemuControl::new(dir.path())
+            .snapshot(Path::new("/snap"))
+            .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        server.join().unwrap();
+    }
+
+    #[test]
     fn a_peer_that_is_not_qmp_is_a_protocol_error() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("qmp.sock");
