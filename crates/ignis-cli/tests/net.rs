@@ -188,6 +188,10 @@ fn bridge_nat_published_ports_and_clean_teardown() {
         ps.contains("10.61.0.2") && ps.contains("0.0.0.0:8080->80/tcp"),
         "{ps}"
     );
+    let net: serde_json::Value =
+        serde_json::from_str(&ignis_ok(&env, &host, &["network", "inspect"])).unwrap();
+    assert_eq!(net["leases"][0]["vmName"], "web");
+    assert_eq!(net["leases"][0]["ports"][0], "0.0.0.0:8080->80/tcp");
 
     // Host (another namespace, like a remote client) → published port → VM.
     let mut got = String::new();
