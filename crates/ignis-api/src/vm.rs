@@ -51,6 +51,18 @@ pub struct PortSpec {
     pub proto: String,
 }
 
+impl std::fmt::Display for PortSpec {
+    /// Docker's PORTS column form: `0.0.0.0:8080->80/tcp`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ip = self.host_ip.as_deref().unwrap_or("0.0.0.0");
+        write!(
+            f,
+            "{ip}:{}->{}/{}",
+            self.host_port, self.vm_port, self.proto
+        )
+    }
+}
+
 /// The VM's network: `bridge` (an address on the ignis bridge, NAT out,
 /// published ports) or `none`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

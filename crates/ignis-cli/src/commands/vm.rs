@@ -273,15 +273,7 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
                             .network
                             .ports
                             .iter()
-                            .map(|p| {
-                                format!(
-                                    "{}:{}->{}/{}",
-                                    p.host_ip.as_deref().unwrap_or("0.0.0.0"),
-                                    p.host_port,
-                                    p.vm_port,
-                                    p.proto
-                                )
-                            })
+                            .map(ToString::to_string)
                             .collect::<Vec<_>>()
                             .join(", "),
                         v.name.clone(),

@@ -37,19 +37,7 @@ impl Ignis {
                     vm_id: vm.id.clone(),
                     vm_name: vm.name.clone(),
                     state: vm.state().as_str().to_string(),
-                    ports: n
-                        .ports
-                        .iter()
-                        .map(|p| {
-                            format!(
-                                "{}:{}->{}/{}",
-                                p.host_ip.as_deref().unwrap_or("0.0.0.0"),
-                                p.host_port,
-                                p.vm_port,
-                                p.proto
-                            )
-                        })
-                        .collect(),
+                    ports: n.ports.iter().map(ToString::to_string).collect(),
                 });
             }
         }
