@@ -10,11 +10,15 @@
 //! nftables table is rebuilt from it as a whole, in one atomic `nft -j`
 //! batch, whenever it changes, so a crash never leaves half a ruleset.
 
+#[cfg(any(test, feature = "fake"))]
+mod fake;
 mod host;
 mod ipam;
 mod ports;
 mod rules;
 
+#[cfg(any(test, feature = "fake"))]
+pub use fake::FakeNet;
 pub use host::{LinuxNet, NetError, NetHost};
 pub use ipam::{mac_for, tap_name, IpamError, Subnet};
 pub use ports::{parse_port, PortMapping, Proto};

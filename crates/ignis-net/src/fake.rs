@@ -1,0 +1,47 @@
+//! A fake host network that records what it was asked to do (tests of the
+//! core's network wiring without root or netlink).
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::{NetError, NetHost};
+
+#[derive(Debug, Clone, Default)]
+pub struct FakeNet {
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeNet {
+    /// Every call so far, as `op arg...`; rules as their nft JSON.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("fake net").clone()
+    }
+
+    fn record(&self, s: String) {
+        self.calls.lock().expect("fake net").push(s);
+    }
+}
+
+impl NetHost for FakeNet {
+    fn ensure_bridge(&self, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
+        self.record(format!("ensure_bridge {name} {gateway}/{prefix}"));
+        Ok(())
+    }
+    fn attach_tap(&self, tap: &str, bridge: &str, _timeout: Duration) -> Result<(), NetError> {
+        self.record(format!("attach_tap {tap} {bridge}"));
+        Ok(())
+    }
+    fn delete_link(&self, name: &str) -> Result<(), NetError> {
+        self.record(format!("delete_link {name}"));
+        Ok(())
+    }
+    fn apply_rules(&self, ruleset: &serde_json::Value) -> Result<(), NetError> {
+        self.record(format!("apply_rules {ruleset}"));
+        Ok(())
+    }
+    fn teardown(&self, bridge: &str) -> Result<bool, NetError> {
+        self.record(format!("teardown {bridge}"));
+        Ok(true)
+    }
+}
