@@ -18,10 +18,16 @@ impl Ignis {
             Ok::<_, Error>(removed)
         })?;
         // No VM on the bridge: the bridge and the nftables table go too.
-        let bridge_vms = self
-            .vm_list(true)?
+        // Prune is the repair tool: an unreadable VM record must not stop
+        // it; such a VM is assumed to use the bridge.
+        let rows = self.store.db().tx(|tx| tx.list_objects(crate::vm::KIND))?;
+        let bridge_vms = rows
             .iter()
-            .filter(|v| v.spec.network.mode == "bridge")
+            .filter(|r| {
+                crate::vm::parse(r)
+                    .map(|v| v.spec.network.mode == "bridge")
+                    .unwrap_or(true)
+            })
             .count();
         if bridge_vms == 0 {
             match self.net.teardown(ignis_net::BRIDGE) {
