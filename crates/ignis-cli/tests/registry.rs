@@ -32,6 +32,17 @@ fn missing(tool: &str) -> bool {
         .unwrap_or(true)
 }
 
+/// Prints the skip line and returns true when the live-registry tools are missing.
+fn registry_tools_missing() -> bool {
+    for tool in ["docker-registry", "skopeo"] {
+        if missing(tool) {
+            eprintln!("skipped: {tool} not installed (apt-get install docker-registry skopeo)");
+            return true;
+        }
+    }
+    false
+}
+
 fn start_registry(dir: &std::path::Path) -> Registry {
     start_registry_with(dir, "")
 }
@@ -106,11 +117,8 @@ fn push_as(layout: &std::path::Path, dest: &str, creds: Option<&str>) {
 
 #[test]
 fn pull_from_a_real_registry_builds_a_correct_disk() {
-    for tool in ["docker-registry", "skopeo"] {
-        if missing(tool) {
-            eprintln!("skipped: {tool} not installed (apt-get install docker-registry skopeo)");
-            return;
-        }
+    if registry_tools_missing() {
+        return;
     }
     let env = Env::new();
     let reg = start_registry(env.dir.path());
@@ -182,11 +190,8 @@ fn pull_from_a_real_registry_builds_a_correct_disk() {
 
 #[test]
 fn kernel_import_from_an_ignite_style_kernel_image() {
-    for tool in ["docker-registry", "skopeo"] {
-        if missing(tool) {
-            eprintln!("skipped: {tool} not installed (apt-get install docker-registry skopeo)");
-            return;
-        }
+    if registry_tools_missing() {
+        return;
     }
     let env = Env::new();
     let reg = start_registry(env.dir.path());
@@ -231,11 +236,8 @@ fn kernel_import_from_an_ignite_style_kernel_image() {
 
 #[test]
 fn pull_uses_credentials_from_the_docker_config() {
-    for tool in ["docker-registry", "skopeo"] {
-        if missing(tool) {
-            eprintln!("skipped: {tool} not installed (apt-get install docker-registry skopeo)");
-            return;
-        }
+    if registry_tools_missing() {
+        return;
     }
     use base64::Engine as _;
     let env = Env::new();

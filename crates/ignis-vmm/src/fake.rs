@@ -38,7 +38,6 @@ impl Backend for FakeBackend {
             .unwrap_or("run")
             .to_string();
         let mut cmd = Command::new("/bin/sh");
-        crate::die_with_parent(&mut cmd);
         cmd.arg("-c")
             .arg(SCRIPT)
             .arg("fake-vmm")
@@ -46,12 +45,8 @@ impl Backend for FakeBackend {
             .arg(mode)
             .stdin(input)
             .stdout(console)
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|source| VmmError::Spawn {
-                binary: "/bin/sh".into(),
-                source,
-            })
+            .stderr(Stdio::null());
+        crate::spawn_vmm(cmd)
     }
 }
 

@@ -129,6 +129,15 @@ pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
     }
 }
 
+/// Spawns a VMM command that dies with its parent (see
+/// [`die_with_parent`]), mapping a failure to [`VmmError::Spawn`].
+pub(crate) fn spawn_vmm(mut cmd: std::process::Command) -> Result<Child, VmmError> {
+    die_with_parent(&mut cmd);
+    let binary = cmd.get_program().to_string_lossy().into_owned();
+    cmd.spawn()
+        .map_err(|source| VmmError::Spawn { binary, source })
+}
+
 /// Launches VMMs.
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;

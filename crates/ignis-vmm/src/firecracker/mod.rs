@@ -83,20 +83,14 @@ impl Backend for FirecrackerBackend {
         let sock = api_path(&spec.dir);
         let _ = std::fs::remove_file(&sock);
         let mut cmd = Command::new(&self.binary);
-        crate::die_with_parent(&mut cmd);
-        let mut child = cmd
-            .arg("--api-sock")
+        cmd.arg("--api-sock")
             .arg(&sock)
             .arg("--id")
             .arg(&spec.id)
             .stdin(input)
             .stdout(console)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|source| VmmError::Spawn {
-                binary: self.binary.display().to_string(),
-                source,
-            })?;
+            .stderr(Stdio::inherit());
+        let mut child = crate::spawn_vmm(cmd)?;
         let configure = || -> Result<(), VmmError> {
             let deadline = Instant::now() + Duration::from_secs(5);
             while !sock.exists() {

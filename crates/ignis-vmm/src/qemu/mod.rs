@@ -100,16 +100,11 @@ impl Backend for QemuBackend {
     fn launch(&self, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<Child, VmmError> {
         let _ = std::fs::remove_file(qmp_path(&spec.dir));
         let mut cmd = Command::new(&self.binary);
-        crate::die_with_parent(&mut cmd);
         cmd.args(Self::args(spec))
             .stdin(input)
             .stdout(console)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|source| VmmError::Spawn {
-                binary: self.binary.display().to_string(),
-                source,
-            })
+            .stderr(Stdio::inherit());
+        crate::spawn_vmm(cmd)
     }
 }
 
