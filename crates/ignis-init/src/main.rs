@@ -12,7 +12,6 @@
 //! never hangs in its initramfs.
 
 mod mounts;
-mod net;
 mod run;
 
 use ignis_guest_config::{GuestConfig, Mode, CONFIG_PATH, INIT_FAILED, MARKER, MODULES_PATH};
@@ -51,7 +50,7 @@ fn boot() -> Result<i32, String> {
     mounts::root(&cfg)?;
     mounts::configure(&cfg)?;
     if let Some(n) = &cfg.network {
-        net::configure(n)?;
+        ignis_agent::net::configure(n)?;
     }
     match cfg.mode {
         Mode::App => run::workload(&cfg),

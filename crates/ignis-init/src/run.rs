@@ -1,5 +1,4 @@
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 
 use ignis_guest_config::GuestConfig;
 
@@ -25,74 +24,16 @@ fn set_mask(how: libc::c_int) {
     }
 }
 
-/// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`) against the
-/// image's /etc/passwd and /etc/group.
-fn resolve_user(user: &str) -> Result<(u32, u32), String> {
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let read = |f: &str| std::fs::read_to_string(format!("{NEWROOT}/etc/{f}")).unwrap_or_default();
-    let lookup = |db: &str, name: &str, col: usize| -> Option<u32> {
-        db.lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.first() == Some(&name))
-            .and_then(|f| f.get(col)?.parse().ok())
-    };
-    let passwd = read("passwd");
-    let (uid, primary_gid) = match u.parse::<u32>() {
-        Ok(n) => (n, lookup_by_uid(&passwd, n).unwrap_or(n)),
-        Err(_) => {
-            let uid = lookup(&passwd, u, 2)
-                .ok_or_else(|| format!("user '{u}' not found in the image's /etc/passwd"))?;
-            (uid, lookup(&passwd, u, 3).unwrap_or(uid))
-        }
-    };
-    let gid = match g {
-        None => primary_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => lookup(&read("group"), g, 2)
-                .ok_or_else(|| format!("group '{g}' not found in the image's /etc/group"))?,
-        },
-    };
-    Ok((uid, gid))
-}
-
-fn lookup_by_uid(passwd: &str, uid: u32) -> Option<u32> {
-    passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.get(2).and_then(|v| v.parse().ok()) == Some(uid))
-        .and_then(|f| f.get(3)?.parse().ok())
-}
-
-/// Finds `prog` in the image using the workload's PATH.
-fn resolve_program(prog: &str, env: &[String]) -> Result<String, String> {
-    if prog.contains('/') {
-        return Ok(prog.to_string());
-    }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let candidate = format!("{}/{prog}", dir.trim_end_matches('/'));
-        if Path::new(&format!("{NEWROOT}{candidate}")).exists() {
-            return Ok(candidate);
-        }
-    }
-    Err(format!(
-        "executable '{prog}' not found in the image (PATH={path})"
-    ))
-}
-
 /// Runs the workload; returns its exit code (128+signal when killed).
 pub fn workload(cfg: &GuestConfig) -> Result<i32, String> {
     let argv0 = cfg.argv.first().ok_or("no command to run")?;
-    let program = resolve_program(argv0, &cfg.env)?;
+    let program = ignis_agent::user::resolve_program(NEWROOT, argv0, &cfg.env)
+        .map_err(|e| format!("{e} in the image"))?;
     let (uid, gid) = match &cfg.user {
-        Some(u) if !u.is_empty() => resolve_user(u)?,
+        Some(u) if !u.is_empty() => {
+            let u = ignis_agent::user::resolve_user(NEWROOT, u)?;
+            (u.uid, u.gid)
+        }
         _ => (0, 0),
     };
     let workdir = cfg
@@ -110,13 +51,17 @@ pub fn workload(cfg: &GuestConfig) -> Result<i32, String> {
         }
     }
     if !has_path {
-        cmd.env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
+        cmd.env("PATH", ignis_agent::user::DEFAULT_PATH);
     }
     cmd.env("HOSTNAME", &cfg.hostname);
     cmd.arg0(argv0);
+    // The agent is forked while we are still single-threaded.
+    ignis_agent::spawn(ignis_agent::Context {
+        chroot: Some(NEWROOT.to_string()),
+        shutdown_signal: libc::SIGTERM,
+        env: cfg.env.clone(),
+        workdir: cfg.workdir.clone(),
+    });
     set_mask(libc::SIG_BLOCK);
     watch_power_button();
     let wd = workdir.clone();
@@ -266,7 +211,14 @@ pub fn exec_system_init() -> String {
     if let Err(e) = switch_root() {
         return e;
     }
-    spawn_power_watcher(poweroff_signal());
+    let sig = poweroff_signal();
+    spawn_power_watcher(sig);
+    ignis_agent::spawn(ignis_agent::Context {
+        chroot: None,
+        shutdown_signal: sig,
+        env: vec![],
+        workdir: None,
+    });
     crate::report("ready");
     let err = std::process::Command::new("/sbin/init").exec();
     format!("cannot exec /sbin/init: {err}")

@@ -108,12 +108,56 @@ pub fn configure(net: &GuestNet) -> Result<(), String> {
         rt.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
         rt.rt_gateway = sockaddr(gw);
         rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-        ioctl(
-            fd,
-            libc::SIOCADDRT,
-            (&mut rt as *mut libc::rtentry).cast(),
-            "add the default route",
-        )
+        // SAFETY: `rt` is a live rtentry, the type SIOCADDRT expects.
+        if unsafe { libc::ioctl(fd, libc::SIOCADDRT, (&mut rt as *mut libc::rtentry).cast::<libc::c_void>()) } < 0 {
+            let e = std::io::Error::last_os_error();
+            // Reconfiguring (a fork): the route is there already.
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(format!("add the default route: {e}"));
+            }
+        }
+        Ok(())
+    })();
+    // SAFETY: closing the socket opened above.
+    unsafe {
+        libc::close(fd);
+    }
+    result
+}
+
+/// Sets eth0's MAC address (the link goes down for the change).
+pub fn set_mac(mac: &str) -> Result<(), String> {
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|b: &Vec<u8>| b.len() == 6)
+        .ok_or_else(|| format!("bad MAC address {mac}"))?;
+    // SAFETY: a plain socket for interface ioctls, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    let result = (|| {
+        let mut r = ifreq("eth0");
+        ioctl(fd, libc::SIOCGIFFLAGS, (&mut r as *mut libc::ifreq).cast(), "get eth0's flags")?;
+        // SAFETY: the union member written by SIOCGIFFLAGS.
+        let flags = unsafe { r.ifr_ifru.ifru_flags };
+        r.ifr_ifru.ifru_flags = flags & !(libc::IFF_UP as libc::c_short);
+        ioctl(fd, libc::SIOCSIFFLAGS, (&mut r as *mut libc::ifreq).cast(), "bring eth0 down")?;
+        let mut m = ifreq("eth0");
+        // SAFETY: writing the hwaddr member of the union (plain data).
+        unsafe {
+            m.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+            for (d, b) in m.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(&bytes) {
+                *d = *b as libc::c_char;
+            }
+        }
+        let set = ioctl(fd, libc::SIOCSIFHWADDR, (&mut m as *mut libc::ifreq).cast(), "set eth0's MAC");
+        r.ifr_ifru.ifru_flags = flags;
+        ioctl(fd, libc::SIOCSIFFLAGS, (&mut r as *mut libc::ifreq).cast(), "bring eth0 up")?;
+        set
     })();
     // SAFETY: closing the socket opened above.
     unsafe {

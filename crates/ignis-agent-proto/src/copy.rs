@@ -1,0 +1,212 @@
+//! `docker cp` placement of a tar stream, shared by the agent (copy into a
+//! VM) and the CLI (copy out of one).
+
+use std::path::{Component, Path, PathBuf};
+
+/// Unpacks `tar` at `target`: into it when it is an existing directory,
+/// otherwise as `target` itself (the archive's single top-level entry is
+/// renamed), in `target`'s existing parent. Modes and mtimes are kept,
+/// ownership too when running as root. Entries that would leave the
+/// destination are refused by the tar crate (`unpack_in`).
+pub fn unpack_at(tar: impl std::io::Read, target: &Path) -> Result<(), String> {
+    let mut ar = tar::Archive::new(tar);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_mtime(true);
+    ar.set_overwrite(true);
+    // Ownership is kept only where we can set it.
+    ar.set_preserve_ownerships(is_root());
+    if target.is_dir() {
+        return unpack_entries(&mut ar, target, None);
+    }
+    let name = target
+        .file_name()
+        .ok_or_else(|| format!("{} has no file name", target.display()))?;
+    let parent = match target.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
+    if !parent.is_dir() {
+        return Err(format!("directory {} does not exist", parent.display()));
+    }
+    unpack_entries(&mut ar, parent, Some(Path::new(name)))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The entry path with its first component replaced by `rename`; `None`
+/// for paths that are absolute or climb (`..`).
+fn place(path: &Path, rename: Option<&Path>) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for (i, c) in path.components().enumerate() {
+        match c {
+            Component::Normal(_) if i == 0 && rename.is_some() => out.push(rename?),
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+fn unpack_entries<R: std::io::Read>(
+    ar: &mut tar::Archive<R>,
+    dir: &Path,
+    rename: Option<&Path>,
+) -> Result<(), String> {
+    let root = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let entries = ar.entries().map_err(|e| format!("read the archive: {e}"))?;
+    let mut top: Option<std::ffi::OsString> = None;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("read the archive: {e}"))?;
+        let path = entry
+            .path()
+            .map_err(|e| format!("bad entry name: {e}"))?
+            .into_owned();
+        let Some(rel) = place(&path, rename) else {
+            return Err(format!(
+                "archive entry {} leaves the destination",
+                path.display()
+            ));
+        };
+        // One top-level entry when renaming: a second one would land
+        // beside the target, which `cp` never does.
+        if rename.is_some() {
+            let first = rel.components().next().map(|c| c.as_os_str().to_owned());
+            if top.is_none() {
+                top = first;
+            } else if top != first {
+                return Err("archive has more than one top-level entry".into());
+            }
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_hard_link() {
+            // ignis's own archives never hold hard links; a link target
+            // would be resolved outside our checks.
+            return Err(format!("archive entry {} is a hard link", path.display()));
+        }
+        let full = dir.join(&rel);
+        let parent = full.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("create {}: {e}", parent.display()))?;
+        // A symlink already in the destination must not lead the entry out.
+        let real = parent
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", parent.display()))?;
+        if !real.starts_with(&root) {
+            return Err(format!(
+                "archive entry {} would be written through a symlink out of {}",
+                path.display(),
+                dir.display()
+            ));
+        }
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() && !kind.is_dir() => {
+                return Err(format!(
+                    "cannot overwrite directory {} with a non-directory",
+                    full.display()
+                ))
+            }
+            // Replace, never write through whatever is there (a symlink).
+            Ok(m) if !m.is_dir() => std::fs::remove_file(&full)
+                .map_err(|e| format!("replace {}: {e}", full.display()))?,
+            _ => {}
+        }
+        entry
+            .unpack(&full)
+            .map_err(|e| format!("unpack {}: {e}", full.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes a tar of `path` to `out`, its top-level entry named after the
+/// last component of `path` (symlinks archived as links).
+pub fn pack(path: &Path, out: impl std::io::Write) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = path
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Complete);
+    let r = if meta.is_dir() {
+        b.append_dir_all(&name, path)
+    } else {
+        b.append_path_with_name(path, &name)
+    };
+    r.and_then(|()| b.finish())
+        .map_err(|e| format!("archive {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tree(d: &Path) {
+        std::fs::create_dir_all(d.join("src/sub")).unwrap();
+        std::fs::write(d.join("src/a.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(d.join("src/a.sh"), std::fs::Permissions::from_mode(0o751)).unwrap();
+        std::fs::write(d.join("src/sub/b"), vec![7u8; 100_000]).unwrap();
+        std::os::unix::fs::symlink("a.sh", d.join("src/link")).unwrap();
+    }
+
+    #[test]
+    fn directories_land_inside_existing_dirs_or_take_the_new_name() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        let mut tar = vec![];
+        pack(&d.path().join("src"), &mut tar).unwrap();
+        std::fs::create_dir(d.path().join("into")).unwrap();
+        unpack_at(&tar[..], &d.path().join("into")).unwrap();
+        let m = std::fs::metadata(d.path().join("into/src/a.sh")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o751);
+        assert_eq!(std::fs::read(d.path().join("into/src/sub/b")).unwrap().len(), 100_000);
+        assert_eq!(std::fs::read_link(d.path().join("into/src/link")).unwrap(), Path::new("a.sh"));
+        unpack_at(&tar[..], &d.path().join("renamed")).unwrap();
+        assert!(d.path().join("renamed/sub/b").is_file());
+        // A single file onto a new name, then over an existing file.
+        let mut one = vec![];
+        pack(&d.path().join("src/a.sh"), &mut one).unwrap();
+        unpack_at(&one[..], &d.path().join("copy.sh")).unwrap();
+        unpack_at(&one[..], &d.path().join("copy.sh")).unwrap();
+        assert_eq!(std::fs::read(d.path().join("copy.sh")).unwrap(), b"#!/bin/sh\n");
+        assert!(unpack_at(&one[..], &d.path().join("missing/x")).unwrap_err().contains("does not exist"));
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::os::unix::fs::symlink("/etc", out.join("evil")).unwrap();
+        for name in ["../x", "/abs", "evil/passwd-copy"] {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            // set_path refuses `..`; write the raw name like a hostile tar.
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, &b"x"[..]).unwrap();
+            let tar = b.into_inner().unwrap();
+            let err = unpack_at(&tar[..], &out).unwrap_err();
+            assert!(err.contains("leaves the destination") || err.contains("symlink out"), "{name}: {err}");
+        }
+        assert!(!d.path().join("x").exists());
+    }
+}
