@@ -67,8 +67,13 @@ impl Client {
             version: VERSION,
             peer: format!("ignis {}", env!("CARGO_PKG_VERSION")),
         };
-        send(&out, Kind::Hello, 0, &serde_json::to_vec(&me).expect("json"))
-            .map_err(|e| format!("cannot greet the agent: {e}"))?;
+        send(
+            &out,
+            Kind::Hello,
+            0,
+            &serde_json::to_vec(&me).expect("json"),
+        )
+        .map_err(|e| format!("cannot greet the agent: {e}"))?;
         let mut frames = FrameReader::new(r);
         let hello: Hello = loop {
             match frames.next() {
@@ -112,8 +117,13 @@ impl Client {
                 outstanding: 0,
             },
         );
-        send(&self.out, Kind::Open, id, &serde_json::to_vec(req).expect("json"))
-            .map_err(|e| format!("agent connection lost: {e}"))?;
+        send(
+            &self.out,
+            Kind::Open,
+            id,
+            &serde_json::to_vec(req).expect("json"),
+        )
+        .map_err(|e| format!("agent connection lost: {e}"))?;
         Ok(Session {
             id,
             out: self.out.clone(),
@@ -146,7 +156,11 @@ impl Client {
     }
 }
 
-fn read_loop<R: Read>(mut frames: FrameReader<R>, routes: Arc<Mutex<HashMap<u32, Route>>>, out: Out) {
+fn read_loop<R: Read>(
+    mut frames: FrameReader<R>,
+    routes: Arc<Mutex<HashMap<u32, Route>>>,
+    out: Out,
+) {
     loop {
         let f = match frames.next() {
             Ok(Some(Ok(f))) => f,
@@ -205,7 +219,9 @@ fn read_loop<R: Read>(mut frames: FrameReader<R>, routes: Arc<Mutex<HashMap<u32,
     // Connection gone: every session sees it.
     for (_, r) in routes.lock().expect("routes").drain() {
         r.credit.close();
-        let _ = r.tx.send(Event::Error(lost("the connection to the VM's agent was lost")));
+        let _ = r.tx.send(Event::Error(lost(
+            "the connection to the VM's agent was lost",
+        )));
     }
 }
 
@@ -231,7 +247,12 @@ impl Session {
         if let Some(r) = self.routes.lock().expect("routes").get_mut(&self.id) {
             r.outstanding = r.outstanding.saturating_sub(n as u64);
         }
-        let _ = send(&self.out, Kind::Credit, self.id, &u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
+        let _ = send(
+            &self.out,
+            Kind::Credit,
+            self.id,
+            &u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes(),
+        );
     }
 
     /// A handle that sends input and control frames from another thread.
@@ -247,7 +268,13 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // Still open (we stopped listening early): tell the agent.
-        if self.routes.lock().expect("routes").remove(&self.id).is_some() {
+        if self
+            .routes
+            .lock()
+            .expect("routes")
+            .remove(&self.id)
+            .is_some()
+        {
             self.credit.close();
             let _ = send(&self.out, Kind::Close, self.id, b"");
         }
@@ -283,7 +310,12 @@ impl Input {
     }
 
     pub fn signal(&self, sig: i32) {
-        let _ = send(&self.out, Kind::Signal, self.id, &u32::try_from(sig).unwrap_or(0).to_be_bytes());
+        let _ = send(
+            &self.out,
+            Kind::Signal,
+            self.id,
+            &u32::try_from(sig).unwrap_or(0).to_be_bytes(),
+        );
     }
 
     pub fn resize(&self, rows: u16, cols: u16) {
@@ -429,16 +461,26 @@ mod tests {
     #[test]
     fn a_guest_exceeding_its_window_loses_the_session() {
         let (host, mut guest) = UnixStream::pair().unwrap();
-        let hello = Hello { version: VERSION, peer: "evil".into() };
+        let hello = Hello {
+            version: VERSION,
+            peer: "evil".into(),
+        };
         guest
-            .write_all(&crate::encode(Kind::Hello, 0, &serde_json::to_vec(&hello).unwrap()))
+            .write_all(&crate::encode(
+                Kind::Hello,
+                0,
+                &serde_json::to_vec(&hello).unwrap(),
+            ))
             .unwrap();
         let c = Client::connect(host.try_clone().unwrap(), host).unwrap();
         let s = c.open(&Request::Shutdown).unwrap();
         let flood = std::thread::spawn(move || {
             let chunk = vec![0u8; MAX_DATA];
             for _ in 0..40 {
-                if guest.write_all(&crate::encode(Kind::Stdout, 1, &chunk)).is_err() {
+                if guest
+                    .write_all(&crate::encode(Kind::Stdout, 1, &chunk))
+                    .is_err()
+                {
                     break;
                 }
             }

@@ -98,8 +98,7 @@ fn unpack_entries<R: std::io::Read>(
         }
         let full = dir.join(&rel);
         let parent = full.parent().unwrap_or(dir);
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
         // A symlink already in the destination must not lead the entry out.
         let real = parent
             .canonicalize()
@@ -133,8 +132,7 @@ fn unpack_entries<R: std::io::Read>(
 /// Writes a tar of `path` to `out`, its top-level entry named after the
 /// last component of `path` (symlinks archived as links).
 pub fn pack(path: &Path, out: impl std::io::Write) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let name = path
         .file_name()
         .map(PathBuf::from)
@@ -159,7 +157,8 @@ mod tests {
     fn tree(d: &Path) {
         std::fs::create_dir_all(d.join("src/sub")).unwrap();
         std::fs::write(d.join("src/a.sh"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(d.join("src/a.sh"), std::fs::Permissions::from_mode(0o751)).unwrap();
+        std::fs::set_permissions(d.join("src/a.sh"), std::fs::Permissions::from_mode(0o751))
+            .unwrap();
         std::fs::write(d.join("src/sub/b"), vec![7u8; 100_000]).unwrap();
         std::os::unix::fs::symlink("a.sh", d.join("src/link")).unwrap();
     }
@@ -174,8 +173,16 @@ mod tests {
         unpack_at(&tar[..], &d.path().join("into")).unwrap();
         let m = std::fs::metadata(d.path().join("into/src/a.sh")).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o751);
-        assert_eq!(std::fs::read(d.path().join("into/src/sub/b")).unwrap().len(), 100_000);
-        assert_eq!(std::fs::read_link(d.path().join("into/src/link")).unwrap(), Path::new("a.sh"));
+        assert_eq!(
+            std::fs::read(d.path().join("into/src/sub/b"))
+                .unwrap()
+                .len(),
+            100_000
+        );
+        assert_eq!(
+            std::fs::read_link(d.path().join("into/src/link")).unwrap(),
+            Path::new("a.sh")
+        );
         unpack_at(&tar[..], &d.path().join("renamed")).unwrap();
         assert!(d.path().join("renamed/sub/b").is_file());
         // A single file onto a new name, then over an existing file.
@@ -183,8 +190,13 @@ mod tests {
         pack(&d.path().join("src/a.sh"), &mut one).unwrap();
         unpack_at(&one[..], &d.path().join("copy.sh")).unwrap();
         unpack_at(&one[..], &d.path().join("copy.sh")).unwrap();
-        assert_eq!(std::fs::read(d.path().join("copy.sh")).unwrap(), b"#!/bin/sh\n");
-        assert!(unpack_at(&one[..], &d.path().join("missing/x")).unwrap_err().contains("does not exist"));
+        assert_eq!(
+            std::fs::read(d.path().join("copy.sh")).unwrap(),
+            b"#!/bin/sh\n"
+        );
+        assert!(unpack_at(&one[..], &d.path().join("missing/x"))
+            .unwrap_err()
+            .contains("does not exist"));
     }
 
     #[test]
@@ -205,7 +217,10 @@ mod tests {
             b.append(&h, &b"x"[..]).unwrap();
             let tar = b.into_inner().unwrap();
             let err = unpack_at(&tar[..], &out).unwrap_err();
-            assert!(err.contains("leaves the destination") || err.contains("symlink out"), "{name}: {err}");
+            assert!(
+                err.contains("leaves the destination") || err.contains("symlink out"),
+                "{name}: {err}"
+            );
         }
         assert!(!d.path().join("x").exists());
     }

@@ -100,7 +100,8 @@ impl Frame {
 
     /// The payload as JSON of type `T`.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_slice(&self.payload).map_err(|e| format!("bad {:?} payload: {e}", self.kind))
+        serde_json::from_slice(&self.payload)
+            .map_err(|e| format!("bad {:?} payload: {e}", self.kind))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -162,7 +163,10 @@ impl std::fmt::Display for DecodeError {
         match self {
             Self::Garbage { skipped } => write!(f, "{skipped} bytes of garbage skipped"),
             Self::Version { version, .. } => {
-                write!(f, "protocol version {version} not supported (want {VERSION})")
+                write!(
+                    f,
+                    "protocol version {version} not supported (want {VERSION})"
+                )
             }
             Self::UnknownKind { kind, .. } => write!(f, "unknown frame kind {kind}"),
             Self::Oversized { len, .. } => {
@@ -191,7 +195,9 @@ impl Decoder {
     /// Adds input.
     pub fn push(&mut self, mut data: &[u8]) {
         if self.skip > 0 {
-            let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(data.len());
+            let n = usize::try_from(self.skip)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
             self.skip -= n as u64;
             data = &data[n..];
         }
@@ -210,7 +216,9 @@ impl Decoder {
     /// The next frame or error, `None` when more input is needed.
     pub fn next_frame(&mut self) -> Option<Result<Frame, DecodeError>> {
         if self.skip > 0 {
-            let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(self.buf.len());
+            let n = usize::try_from(self.skip)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
             self.skip -= n as u64;
             self.drop_front(n);
             if self.skip > 0 {
@@ -218,11 +226,11 @@ impl Decoder {
             }
         }
         // Resync: drop everything before the first possible magic.
-        let start = self
-            .buf
-            .windows(2)
-            .position(|w| w == MAGIC)
-            .unwrap_or(self.buf.len().saturating_sub(usize::from(self.buf.last() == Some(&MAGIC[0]))));
+        let start = self.buf.windows(2).position(|w| w == MAGIC).unwrap_or(
+            self.buf
+                .len()
+                .saturating_sub(usize::from(self.buf.last() == Some(&MAGIC[0]))),
+        );
         if start > 0 {
             self.drop_front(start);
             return Some(Err(DecodeError::Garbage { skipped: start }));
@@ -238,7 +246,9 @@ impl Decoder {
         if len > MAX_PAYLOAD {
             self.drop_front(HEADER_LEN);
             self.skip = u64::from(len);
-            let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(self.buf.len());
+            let n = usize::try_from(self.skip)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
             self.skip -= n as u64;
             self.drop_front(n);
             return Some(Err(DecodeError::Oversized { len, session }));
@@ -388,8 +398,14 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Err(DecodeError::UnknownKind { kind: 200, session: 9 }),
-                Err(DecodeError::Version { version: 9, session: 4 }),
+                Err(DecodeError::UnknownKind {
+                    kind: 200,
+                    session: 9
+                }),
+                Err(DecodeError::Version {
+                    version: 9,
+                    session: 4
+                }),
                 Ok(Frame::new(Kind::Ping, 2, vec![])),
             ]
         );
@@ -402,7 +418,10 @@ mod tests {
         let mut dec = Decoder::new();
         dec.push(&bytes);
         let got = all(&mut dec);
-        assert!(matches!(got[0], Err(DecodeError::Garbage { skipped: 24 })), "{got:?}");
+        assert!(
+            matches!(got[0], Err(DecodeError::Garbage { skipped: 24 })),
+            "{got:?}"
+        );
         assert_eq!(got[1], Ok(Frame::new(Kind::Pong, 3, b"x".to_vec())));
     }
 

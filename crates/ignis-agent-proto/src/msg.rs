@@ -79,7 +79,7 @@ pub struct NetConfig {
     pub entropy: Option<String>,
     /// Wall clock to step to, nanoseconds since the epoch.
     #[serde(default)]
-    pub clock_ns: Option<u128>,
+    pub clock_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

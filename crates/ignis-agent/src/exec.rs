@@ -152,7 +152,12 @@ fn feed(conn: Arc<Conn>, id: u32, rx: mpsc::Receiver<Input>, fd: OwnedFd, tty: b
     }
 }
 
-pub(crate) fn exec(conn: &Arc<Conn>, s: &Arc<Session>, req: ExecRequest, rx: mpsc::Receiver<Input>) {
+pub(crate) fn exec(
+    conn: &Arc<Conn>,
+    s: &Arc<Session>,
+    req: ExecRequest,
+    rx: mpsc::Receiver<Input>,
+) {
     let Some(argv0) = req.argv.first().cloned() else {
         return conn.fail(s, "exec needs a command", Some(125));
     };
@@ -164,7 +169,9 @@ pub(crate) fn exec(conn: &Arc<Conn>, s: &Arc<Session>, req: ExecRequest, rx: mps
         None => crate::user::User {
             uid: 0,
             gid: 0,
-            home: resolve_user("", "0").map(|u| u.home).unwrap_or_else(|_| "/root".into()),
+            home: resolve_user("", "0")
+                .map(|u| u.home)
+                .unwrap_or_else(|_| "/root".into()),
         },
     };
     let env = environment(&conn.ctx.env, &req, &user.home);
@@ -223,9 +230,13 @@ pub(crate) fn exec(conn: &Arc<Conn>, s: &Arc<Session>, req: ExecRequest, rx: mps
         }
         r
     } else {
-        cmd.stdin(if req.stdin { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if req.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         // SAFETY: setsid is async-signal-safe; the exec gets its own session
         // so it is not part of the agent's process group.
         unsafe {
@@ -251,7 +262,11 @@ pub(crate) fn exec(conn: &Arc<Conn>, s: &Arc<Session>, req: ExecRequest, rx: mps
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
             return conn.fail(s, format!("cannot run {program}: {e}"), Some(code));
         }
     };

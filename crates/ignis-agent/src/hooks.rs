@@ -32,23 +32,32 @@ fn add_entropy(bytes: &[u8]) -> Result<(), String> {
     info.extend_from_slice(bytes);
     // SAFETY: `info` is a complete rand_pool_info of the size it declares.
     if unsafe { libc::ioctl(f.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) } != 0 {
-        return Err(format!("RNDADDENTROPY: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "RNDADDENTROPY: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: RNDRESEEDCRNG takes no argument.
     if unsafe { libc::ioctl(f.as_raw_fd(), RNDRESEEDCRNG) } != 0 {
-        return Err(format!("RNDRESEEDCRNG: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "RNDRESEEDCRNG: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
 
-fn set_clock(ns: u128) -> Result<(), String> {
+fn set_clock(ns: u64) -> Result<(), String> {
     let ts = libc::timespec {
         tv_sec: i64::try_from(ns / 1_000_000_000).map_err(|_| "clock out of range")?,
         tv_nsec: i64::try_from(ns % 1_000_000_000).unwrap_or(0),
     };
     // SAFETY: clock_settime with a valid timespec.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
-        return Err(format!("clock_settime: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "clock_settime: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -103,10 +112,7 @@ pub fn configure(n: &NetConfig) -> Result<(), String> {
             .split_once('/')
             .ok_or_else(|| format!("ip must be ADDR/PREFIX, got {ip}"))?;
         let prefix: u8 = prefix.parse().map_err(|_| format!("bad prefix in {ip}"))?;
-        let gw = n
-            .gateway
-            .clone()
-            .ok_or("a new ip needs its gateway")?;
+        let gw = n.gateway.clone().ok_or("a new ip needs its gateway")?;
         crate::net::configure(&ignis_guest_config::GuestNet {
             ip: addr.to_string(),
             prefix,

@@ -109,7 +109,14 @@ pub fn configure(net: &GuestNet) -> Result<(), String> {
         rt.rt_gateway = sockaddr(gw);
         rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
         // SAFETY: `rt` is a live rtentry, the type SIOCADDRT expects.
-        if unsafe { libc::ioctl(fd, libc::SIOCADDRT, (&mut rt as *mut libc::rtentry).cast::<libc::c_void>()) } < 0 {
+        if unsafe {
+            libc::ioctl(
+                fd,
+                libc::SIOCADDRT,
+                (&mut rt as *mut libc::rtentry).cast::<libc::c_void>(),
+            )
+        } < 0
+        {
             let e = std::io::Error::last_os_error();
             // Reconfiguring (a fork): the route is there already.
             if e.raw_os_error() != Some(libc::EEXIST) {
@@ -141,11 +148,21 @@ pub fn set_mac(mac: &str) -> Result<(), String> {
     }
     let result = (|| {
         let mut r = ifreq("eth0");
-        ioctl(fd, libc::SIOCGIFFLAGS, (&mut r as *mut libc::ifreq).cast(), "get eth0's flags")?;
+        ioctl(
+            fd,
+            libc::SIOCGIFFLAGS,
+            (&mut r as *mut libc::ifreq).cast(),
+            "get eth0's flags",
+        )?;
         // SAFETY: the union member written by SIOCGIFFLAGS.
         let flags = unsafe { r.ifr_ifru.ifru_flags };
         r.ifr_ifru.ifru_flags = flags & !(libc::IFF_UP as libc::c_short);
-        ioctl(fd, libc::SIOCSIFFLAGS, (&mut r as *mut libc::ifreq).cast(), "bring eth0 down")?;
+        ioctl(
+            fd,
+            libc::SIOCSIFFLAGS,
+            (&mut r as *mut libc::ifreq).cast(),
+            "bring eth0 down",
+        )?;
         let mut m = ifreq("eth0");
         // SAFETY: writing the hwaddr member of the union (plain data).
         unsafe {
@@ -154,9 +171,19 @@ pub fn set_mac(mac: &str) -> Result<(), String> {
                 *d = *b as libc::c_char;
             }
         }
-        let set = ioctl(fd, libc::SIOCSIFHWADDR, (&mut m as *mut libc::ifreq).cast(), "set eth0's MAC");
+        let set = ioctl(
+            fd,
+            libc::SIOCSIFHWADDR,
+            (&mut m as *mut libc::ifreq).cast(),
+            "set eth0's MAC",
+        );
         r.ifr_ifru.ifru_flags = flags;
-        ioctl(fd, libc::SIOCSIFFLAGS, (&mut r as *mut libc::ifreq).cast(), "bring eth0 up")?;
+        ioctl(
+            fd,
+            libc::SIOCSIFFLAGS,
+            (&mut r as *mut libc::ifreq).cast(),
+            "bring eth0 up",
+        )?;
         set
     })();
     // SAFETY: closing the socket opened above.

@@ -138,9 +138,7 @@ impl std::io::Read for SessionIn {
         if self.pos == self.buf.len() {
             if !self.buf.is_empty() {
                 let n = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
-                let _ = self
-                    .conn
-                    .send(Kind::Credit, self.id, &n.to_be_bytes());
+                let _ = self.conn.send(Kind::Credit, self.id, &n.to_be_bytes());
             }
             self.buf.clear();
             self.pos = 0;
@@ -239,8 +237,13 @@ fn dispatch(conn: &Arc<Conn>, f: Frame, hello: &Hello) {
             _ => conn.error(id, "signal: no such session or bad signal", None),
         },
         Kind::Resize => {
-            if let (Some(s), Ok(b)) = (session(conn, id), <[u8; 4]>::try_from(f.payload.as_slice())) {
-                crate::exec::resize(&s, u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]));
+            if let (Some(s), Ok(b)) = (session(conn, id), <[u8; 4]>::try_from(f.payload.as_slice()))
+            {
+                crate::exec::resize(
+                    &s,
+                    u16::from_be_bytes([b[0], b[1]]),
+                    u16::from_be_bytes([b[2], b[3]]),
+                );
             }
         }
         Kind::Close => {
@@ -250,7 +253,11 @@ fn dispatch(conn: &Arc<Conn>, f: Frame, hello: &Hello) {
                 conn.end(id);
             }
         }
-        other => conn.error(id, format!("unexpected {other:?} frame from the host"), None),
+        other => conn.error(
+            id,
+            format!("unexpected {other:?} frame from the host"),
+            None,
+        ),
     }
 }
 

@@ -90,9 +90,23 @@ mod tests {
         std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         let root = d.path().to_str().unwrap();
         let u = |s| resolve_user(root, s);
-        assert_eq!(u("www").unwrap(), User { uid: 33, gid: 34, home: "/var/www".into() });
+        assert_eq!(
+            u("www").unwrap(),
+            User {
+                uid: 33,
+                gid: 34,
+                home: "/var/www".into()
+            }
+        );
         assert_eq!(u("33:staff").unwrap().gid, 50);
-        assert_eq!(u("1000").unwrap(), User { uid: 1000, gid: 1000, home: "/".into() });
+        assert_eq!(
+            u("1000").unwrap(),
+            User {
+                uid: 1000,
+                gid: 1000,
+                home: "/".into()
+            }
+        );
         assert!(u("nobody").unwrap_err().contains("not found"));
         assert!(u("www:nogroup").unwrap_err().contains("group 'nogroup'"));
         std::fs::create_dir_all(d.path().join("bin")).unwrap();

@@ -45,7 +45,10 @@ fn run(c: &Client, req: &Request) -> (Vec<u8>, Vec<u8>, i32) {
 fn exec_keeps_stdout_stderr_and_exit_code_apart() {
     let c = client();
     let (o, e, code) = run(&c, &sh("echo out; echo err >&2; exit 3"));
-    assert_eq!((o.as_slice(), e.as_slice(), code), (&b"out\n"[..], &b"err\n"[..], 3));
+    assert_eq!(
+        (o.as_slice(), e.as_slice(), code),
+        (&b"out\n"[..], &b"err\n"[..], 3)
+    );
     // Environment from the image, cwd from the image's WorkingDir.
     let (o, _, _) = run(&c, &sh("echo $FROM_IMAGE $PWD"));
     assert_eq!(o, b"yes /tmp\n");
@@ -61,10 +64,12 @@ fn exec_keeps_stdout_stderr_and_exit_code_apart() {
 #[test]
 fn missing_program_is_127_and_bad_user_126() {
     let c = client();
-    let s = c.open(&Request::Exec(ExecRequest {
-        argv: vec!["no-such-program-xyz".into()],
-        ..Default::default()
-    })).unwrap();
+    let s = c
+        .open(&Request::Exec(ExecRequest {
+            argv: vec!["no-such-program-xyz".into()],
+            ..Default::default()
+        }))
+        .unwrap();
     match s.wait_output(std::io::sink(), std::io::sink()) {
         Outcome::Failed(e) => {
             assert_eq!(e.code, Some(127));
@@ -72,11 +77,13 @@ fn missing_program_is_127_and_bad_user_126() {
         }
         other => panic!("{other:?}"),
     }
-    let s = c.open(&Request::Exec(ExecRequest {
-        argv: vec!["true".into()],
-        user: Some("no-such-user-xyz".into()),
-        ..Default::default()
-    })).unwrap();
+    let s = c
+        .open(&Request::Exec(ExecRequest {
+            argv: vec!["true".into()],
+            user: Some("no-such-user-xyz".into()),
+            ..Default::default()
+        }))
+        .unwrap();
     assert_eq!(s.wait_output(std::io::sink(), std::io::sink()).code(), 126);
 }
 
@@ -86,7 +93,14 @@ fn twenty_concurrent_execs_each_get_their_own_output() {
     let threads: Vec<_> = (0..20)
         .map(|i| {
             let c = c.clone();
-            std::thread::spawn(move || run(&c, &sh(&format!("sleep 0.$((RANDOM % 3)) 2>/dev/null; echo {i}; echo e{i} >&2; exit {i}"))))
+            std::thread::spawn(move || {
+                run(
+                    &c,
+                    &sh(&format!(
+                        "sleep 0.$((RANDOM % 3)) 2>/dev/null; echo {i}; echo e{i} >&2; exit {i}"
+                    )),
+                )
+            })
         })
         .collect();
     for (i, t) in threads.into_iter().enumerate() {
@@ -101,7 +115,11 @@ fn twenty_concurrent_execs_each_get_their_own_output() {
 fn large_binary_output_and_input_stream_through_the_window() {
     let c = client();
     // 64 MiB of output with a slow reader: flow control, not buffering.
-    let s = c.open(&sh("head -c 67108864 /dev/urandom | tee /dev/stderr | wc -c >/dev/null")).unwrap();
+    let s = c
+        .open(&sh(
+            "head -c 67108864 /dev/urandom | tee /dev/stderr | wc -c >/dev/null",
+        ))
+        .unwrap();
     struct Count(u64);
     impl Write for Count {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -116,12 +134,16 @@ fn large_binary_output_and_input_stream_through_the_window() {
     assert_eq!(s.wait_output(&mut o, &mut e).code(), 0);
     assert_eq!((o.0, e.0), (0, 67_108_864));
     // 8 MiB of binary stdin through `sha256sum`.
-    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let s = c.open(&Request::Exec(ExecRequest {
-        argv: vec!["sha256sum".into()],
-        stdin: true,
-        ..Default::default()
-    })).unwrap();
+    let data: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let s = c
+        .open(&Request::Exec(ExecRequest {
+            argv: vec!["sha256sum".into()],
+            stdin: true,
+            ..Default::default()
+        }))
+        .unwrap();
     let input = s.input();
     let d2 = data.clone();
     let feeder = std::thread::spawn(move || input.copy_from(&d2[..]).unwrap());
@@ -149,13 +171,15 @@ fn signals_reach_the_process_and_tty_gives_a_pts() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     s.input().signal(libc_sigterm());
     assert_eq!(s.wait_output(std::io::sink(), std::io::sink()).code(), 42);
-    let s = c.open(&Request::Exec(ExecRequest {
-        argv: vec!["sh".into(), "-c".into(), "tty; stty size".into()],
-        tty: true,
-        rows: 33,
-        cols: 111,
-        ..Default::default()
-    })).unwrap();
+    let s = c
+        .open(&Request::Exec(ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), "tty; stty size".into()],
+            tty: true,
+            rows: 33,
+            cols: 111,
+            ..Default::default()
+        }))
+        .unwrap();
     let mut o = vec![];
     assert_eq!(s.wait_output(&mut o, std::io::sink()).code(), 0);
     let text = String::from_utf8_lossy(&o);
@@ -176,15 +200,30 @@ fn copy_in_and_out_round_trip_a_tree() {
     let mut tar = vec![];
     ignis_agent_proto::pack(&d.path().join("src"), &mut tar).unwrap();
     let dest = d.path().join("copied");
-    let s = c.open(&Request::CopyIn(CopyRequest { path: dest.display().to_string() })).unwrap();
+    let s = c
+        .open(&Request::CopyIn(CopyRequest {
+            path: dest.display().to_string(),
+        }))
+        .unwrap();
     s.input().copy_from(&tar[..]).unwrap();
     assert_eq!(s.wait_output(std::io::sink(), std::io::sink()).code(), 0);
     assert_eq!(std::fs::read(dest.join("deep/f")).unwrap().len(), 300_000);
-    let s = c.open(&Request::CopyOut(CopyRequest { path: dest.display().to_string() })).unwrap();
+    let s = c
+        .open(&Request::CopyOut(CopyRequest {
+            path: dest.display().to_string(),
+        }))
+        .unwrap();
     let back = d.path().join("back");
     s.unpack_to(&back).unwrap();
-    assert_eq!(std::fs::read(back.join("deep/f")).unwrap(), vec![9u8; 300_000]);
-    let s = c.open(&Request::CopyOut(CopyRequest { path: "/no/such/path".into() })).unwrap();
+    assert_eq!(
+        std::fs::read(back.join("deep/f")).unwrap(),
+        vec![9u8; 300_000]
+    );
+    let s = c
+        .open(&Request::CopyOut(CopyRequest {
+            path: "/no/such/path".into(),
+        }))
+        .unwrap();
     match s.wait_output(std::io::sink(), std::io::sink()) {
         Outcome::Failed(e) => assert!(e.message.contains("/no/such/path"), "{}", e.message),
         other => panic!("{other:?}"),
@@ -201,7 +240,11 @@ fn malformed_frames_get_error_frames_and_the_agent_keeps_serving() {
     assert_eq!(hello.kind, Kind::Hello);
     let mut bad = b"garbage!".to_vec();
     bad.extend(encode(Kind::Open, 5, b"{not json"));
-    bad.extend(encode(Kind::Open, 6, br#"{"op":"exec","argv":["true"],"evil":1}"#));
+    bad.extend(encode(
+        Kind::Open,
+        6,
+        br#"{"op":"exec","argv":["true"],"evil":1}"#,
+    ));
     bad.extend(encode(Kind::Stdout, 7, b"agent-only kind"));
     bad.extend(encode(Kind::Signal, 8, b"x"));
     let mut huge = b"IG\x01\x04\x00\x00\x00\x09".to_vec();
@@ -227,5 +270,8 @@ fn malformed_frames_get_error_frames_and_the_agent_keeps_serving() {
     host.shutdown(std::net::Shutdown::Both).unwrap();
     t.join().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    assert!(!std::path::Path::new(&marker).exists(), "the orphaned exec kept running");
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "the orphaned exec kept running"
+    );
 }

@@ -159,6 +159,13 @@ pub struct VmStatus {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The guest agent: `starting` (not connected yet), `healthy`
+    /// (answers), `unhealthy` (stopped answering); absent without an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Milliseconds from start to the agent's first greeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ms: Option<u64>,
     /// Running but its vCPUs are paused (`ignis pause`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,

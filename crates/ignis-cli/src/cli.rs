@@ -29,6 +29,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open and send it to the command.
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Run the command on a pseudo-terminal.
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Set an environment variable (repeatable).
+    #[arg(long, short = 'e', value_name = "KEY=VAL")]
+    pub env: Vec<String>,
+    /// Working directory in the VM.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// User (name, uid, name:group or uid:gid).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    pub vm: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create and start a VM (detached unless --rm, -i or -t).
@@ -84,6 +106,30 @@ pub enum Command {
         filter: Vec<String>,
         #[command(flatten)]
         list: ListOpts,
+    },
+    /// Run a command in a running VM (through its guest agent).
+    Exec(ExecArgs),
+    /// Copy files between a VM and the host: `cp SRC VM:DEST` or `cp VM:SRC DEST`.
+    Cp { src: String, dest: String },
+    /// Internal: change a running VM's identity through its agent (fork-time hook).
+    #[command(name = "__configure", hide = true)]
+    Configure {
+        vm: String,
+        #[arg(long)]
+        hostname: Option<String>,
+        /// ADDR/PREFIX for eth0 (needs --gateway).
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        mac: Option<String>,
+        /// Hex bytes mixed into the guest's RNG, which is then reseeded.
+        #[arg(long)]
+        entropy: Option<String>,
+        /// Step the guest's clock to the host's.
+        #[arg(long)]
+        sync_clock: bool,
     },
     /// Attach to a VM's serial console (detach with Ctrl-P Ctrl-Q).
     Attach { vm: String },

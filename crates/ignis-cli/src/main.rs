@@ -40,9 +40,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    // Docker's convention: `run` keeps 1..124 for the workload's own exit
+    // Docker's convention: `run` and `exec` keep 1..124 for the workload's own exit
     // codes and reports its own failures as 125.
-    let is_run = matches!(cli.command, cli::Command::Run(_));
+    let is_run = matches!(cli.command, cli::Command::Run(_) | cli::Command::Exec(_));
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) if is_run => {

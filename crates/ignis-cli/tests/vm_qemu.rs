@@ -7,46 +7,10 @@ mod common;
 use common::Env;
 use std::time::Duration;
 
-fn missing_piece(env: &Env) -> Option<String> {
-    if ignis_vmm_missing("qemu-system-x86_64") {
-        return Some("qemu-system-x86_64 not installed (apt-get install qemu-system-x86)".into());
-    }
-    if !std::path::Path::new("/bin/busybox").exists() {
-        return Some("/bin/busybox missing (apt-get install busybox-static)".into());
-    }
-    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
-    if info["guestInit"].is_null() {
-        return Some("static ignis-init not built (scripts/build-guest.sh)".into());
-    }
-    if std::env::var_os("IGNIS_TEST_KERNEL_DEB").is_none() {
-        return Some(
-            "IGNIS_TEST_KERNEL_DEB unset (scripts/kernel-deb.sh downloads Debian's kernel)".into(),
-        );
-    }
-    None
-}
-
-fn ignis_vmm_missing(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| !std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(true)
-}
-
-fn wait_state(env: &Env, vm: &str, state: &str) -> serde_json::Value {
-    for _ in 0..600 {
-        let v = env.vm_json(vm);
-        if v["status"]["state"] == state {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{vm} never reached {state}: {}", env.vm_json(vm));
-}
-
 #[test]
 fn linux_guest_lifecycle_on_qemu() {
     let env = Env::new();
-    if let Some(m) = missing_piece(&env) {
+    if let Some(m) = common::qemu_missing_piece(&env) {
         eprintln!("skipped: {m}");
         return;
     }
@@ -213,7 +177,7 @@ fn linux_guest_lifecycle_on_qemu() {
         ])
         .trim()
         .to_string();
-    let v = wait_state(&env, "victim", "running");
+    let v = common::wait_state(&env, "victim", "running");
     let sup = v["status"]["supervisorPid"].as_u64().unwrap();
     assert!(!env.processes_with(&id2).is_empty(), "QEMU runs");
     std::process::Command::new("kill")

@@ -164,6 +164,39 @@ pub trait Control {
     fn snapshot(&self, dir: &std::path::Path) -> Result<(), VmmError>;
 }
 
+/// QEMU's end of the agent's virtio-serial port (a chardev socket).
+pub const AGENT_VMM_SOCKET: &str = "agent.vmm.sock";
+/// Firecracker's hybrid vsock socket.
+pub const VSOCK_SOCKET: &str = "vsock.sock";
+
+/// Connects to the guest agent's stream through the VMM of the VM in
+/// `dir`: QEMU's chardev socket, or Firecracker's vsock socket with its
+/// `CONNECT <port>` handshake. Fails while the guest is not listening yet
+/// (callers retry); the fake backend has no agent.
+pub fn connect_agent(
+    kind: BackendKind,
+    dir: &std::path::Path,
+) -> Result<std::os::unix::net::UnixStream, VmmError> {
+    use std::os::unix::net::UnixStream;
+    let connect = |name: &str| {
+        let path = dir.join(name);
+        UnixStream::connect(&path).map_err(|source| VmmError::Connect {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    match kind {
+        BackendKind::Qemu => connect(AGENT_VMM_SOCKET),
+        BackendKind::Firecracker => {
+            let mut s = connect(VSOCK_SOCKET)?;
+            firecracker::vsock_handshake(&mut s, ignis_agent_proto::VSOCK_PORT)?;
+            Ok(s)
+        }
+        #[cfg(any(test, feature = "fake"))]
+        BackendKind::Fake => Err(VmmError::Protocol("no agent in the fake backend".into())),
+    }
+}
+
 /// The control handle of a VM of `kind` whose runtime directory is `dir`.
 pub fn control(kind: BackendKind, dir: &std::path::Path) -> Box<dyn Control> {
     match kind {

@@ -13,12 +13,12 @@ use ignis_core::Ignis;
 const DETACH: [u8; 2] = [0x10, 0x11];
 
 /// Puts the terminal in raw mode; restores it on drop.
-struct RawMode {
+pub(crate) struct RawMode {
     saved: rustix::termios::Termios,
 }
 
 impl RawMode {
-    fn enable() -> Option<Self> {
+    pub(crate) fn enable() -> Option<Self> {
         let stdin = rustix::stdio::stdin();
         let saved = rustix::termios::tcgetattr(stdin).ok()?;
         let mut raw = saved.clone();

@@ -2,6 +2,7 @@
 //! arguments to one service-layer call and its output.
 
 mod attach;
+mod exec;
 mod image;
 mod kernel;
 mod network;
@@ -19,6 +20,19 @@ pub fn dispatch(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         Command::System(c) => system::run(ignis, c).map(|()| 0),
         Command::Network(c) => network::run(ignis, c).map(|()| 0),
         Command::Version => unreachable!("handled before opening the state"),
+        Command::Exec(a) => exec::exec(ignis, a),
+        Command::Cp { src, dest } => exec::cp(ignis, &src, &dest).map(|()| 0),
+        Command::Configure {
+            vm,
+            hostname,
+            ip,
+            gateway,
+            mac,
+            entropy,
+            sync_clock,
+        } => {
+            exec::configure(ignis, &vm, hostname, ip, gateway, mac, entropy, sync_clock).map(|()| 0)
+        }
         other => vm::run(ignis, other),
     }
 }

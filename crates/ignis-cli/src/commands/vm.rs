@@ -72,7 +72,11 @@ fn status_text(v: &VmRecord) -> String {
             Some(t) => format!(
                 "Up {}{}",
                 output::ago(t).trim_end_matches(" ago"),
-                if v.status.paused { " (Paused)" } else { "" }
+                match (v.status.paused, v.status.health.as_deref()) {
+                    (true, _) => " (Paused)".to_string(),
+                    (false, Some(h)) => format!(" ({h})"),
+                    (false, None) => String::new(),
+                }
             ),
             None => "Starting".into(),
         },
@@ -93,6 +97,7 @@ fn matches_filter(v: &VmRecord, filters: &[String]) -> anyhow::Result<bool> {
         let ok = match k {
             "name" => v.name.contains(val),
             "state" | "status" => v.state().as_str() == val,
+            "health" => v.status.health.as_deref() == Some(val),
             "image" => v.image == val || v.image_id.trim_start_matches("sha256:").starts_with(val),
             "id" => v.id.starts_with(val),
             "label" => {
@@ -350,6 +355,9 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
             serde_json::to_string_pretty(&ignis.vm_boot_plan(&vm)?)?
         ),
         Command::Image(_)
+        | Command::Exec(_)
+        | Command::Cp { .. }
+        | Command::Configure { .. }
         | Command::Kernel(_)
         | Command::System(_)
         | Command::Network(_)

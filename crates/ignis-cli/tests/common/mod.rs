@@ -248,3 +248,40 @@ impl Env {
         out
     }
 }
+
+/// Why the live QEMU tier cannot run here (`None`: it can).
+pub fn qemu_missing_piece(env: &Env) -> Option<String> {
+    if ignis_vmm_missing("qemu-system-x86_64") {
+        return Some("qemu-system-x86_64 not installed (apt-get install qemu-system-x86)".into());
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return Some("/bin/busybox missing (apt-get install busybox-static)".into());
+    }
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
+    if info["guestInit"].is_null() {
+        return Some("static ignis-init not built (scripts/build-guest.sh)".into());
+    }
+    if std::env::var_os("IGNIS_TEST_KERNEL_DEB").is_none() {
+        return Some(
+            "IGNIS_TEST_KERNEL_DEB unset (scripts/kernel-deb.sh downloads Debian's kernel)".into(),
+        );
+    }
+    None
+}
+
+fn ignis_vmm_missing(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| !std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(true)
+}
+
+pub fn wait_state(env: &Env, vm: &str, state: &str) -> serde_json::Value {
+    for _ in 0..600 {
+        let v = env.vm_json(vm);
+        if v["status"]["state"] == state {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{vm} never reached {state}: {}", env.vm_json(vm));
+}

@@ -5,6 +5,8 @@
 //! overlay's upper layer), `initrd.img` (per-VM initramfs), `console.log`,
 //! `supervisor.log` and the VMM's control socket.
 
+mod agent;
+mod agent_mux;
 mod boot;
 mod create;
 mod info;
@@ -33,6 +35,8 @@ use ignis_vmm::BackendKind;
 use crate::{Error, ErrorKind, Ignis};
 
 pub(crate) const KIND: &str = "vm";
+/// The supervisor's agent socket in a VM's directory (see `agent_mux`).
+pub(crate) const AGENT_SOCKET: &str = "agent.sock";
 
 pub(crate) fn parse(row: &ObjectRow) -> Result<VmRecord, Error> {
     serde_json::from_str(&row.record).map_err(|e| {

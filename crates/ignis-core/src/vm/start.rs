@@ -12,7 +12,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 impl Ignis {
     /// `ignis start`: launches the VM's supervisor (which outlives this
     /// process) and waits until the VMM runs, and with `wait_ready` until
-    /// the guest init reports that the workload started.
+    /// the guest init reports that the workload started and the guest agent
+    /// answers.
     pub fn vm_start(&self, query: &str, wait_ready: bool) -> Result<VmRecord, Error> {
         let rec = self.find_vm(query)?;
         let rec = self.reconcile(rec)?;
@@ -61,7 +62,15 @@ impl Ignis {
                 )
             })?;
             match rec.state() {
-                VmState::Running if !wait_ready || rec.status.ready_ms.is_some() => return Ok(rec),
+                // Ready: the init started the workload and the agent (if
+                // the backend has one) answered.
+                VmState::Running
+                    if !wait_ready
+                        || (rec.status.ready_ms.is_some()
+                            && rec.status.health.as_deref() != Some("starting")) =>
+                {
+                    return Ok(rec)
+                }
                 VmState::Exited => {
                     let reason = rec
                         .status

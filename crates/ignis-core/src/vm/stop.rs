@@ -30,8 +30,10 @@ impl Ignis {
         }
     }
 
-    /// `ignis stop [--time T]`: asks the guest to shut down (Ctrl-Alt-Del on
-    /// Firecracker, the ACPI power button on QEMU), kills it after `timeout`.
+    /// `ignis stop [--time T]`: asks the guest to shut down (through its
+    /// agent: sync, stop the workload or the image's init, unmount, power
+    /// off; without an agent: Ctrl-Alt-Del on Firecracker, the ACPI power
+    /// button on QEMU), kills it after `timeout`.
     pub fn vm_stop(&self, query: &str, timeout: Duration) -> Result<VmRecord, Error> {
         let rec = self.reconcile(self.find_vm(query)?)?;
         if rec.state() != VmState::Running {
@@ -45,8 +47,18 @@ impl Ignis {
         std::fs::write(dir.join("stop-requested"), b"")
             .map_err(|e| Error::internal("mark the stop", e))?;
         let kind = super::backend_kind(&rec.spec.backend)?;
-        if let Err(e) = ignis_vmm::control(kind, &dir).shutdown() {
-            tracing::debug!(vm = %rec.id, error = %e, "graceful shutdown request failed; will kill");
+        let by_agent = rec.status.health.as_deref() == Some("healthy")
+            && match self.agent_shutdown(&rec) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(vm = %rec.id, error = %e, "agent shutdown failed; asking the VMM");
+                    false
+                }
+            };
+        if !by_agent {
+            if let Err(e) = ignis_vmm::control(kind, &dir).shutdown() {
+                tracing::debug!(vm = %rec.id, error = %e, "graceful shutdown request failed; will kill");
+            }
         }
         let rec = match self.wait_exited(&rec.id, timeout)? {
             Some(r) if r.state() == VmState::Running => {

@@ -28,6 +28,9 @@ pub(crate) const RUNTIME_FILES: &[&str] = &[
     "initrd.img",
     "stop-requested",
     "kill-requested",
+    super::AGENT_SOCKET,
+    ignis_vmm::AGENT_VMM_SOCKET,
+    ignis_vmm::VSOCK_SOCKET,
 ];
 
 /// `ignis attach` clients: they get the console output as it comes and
@@ -184,6 +187,41 @@ pub(crate) fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, Error> {
 }
 
 impl Ignis {
+    /// Records what the agent mux observes (readiness, health) in the VM's
+    /// status until the console ends.
+    fn record_agent_events(
+        &self,
+        id: &str,
+        events: std::sync::mpsc::Receiver<super::agent_mux::AgentEvent>,
+        done: &std::sync::atomic::AtomicBool,
+    ) {
+        use super::agent_mux::AgentEvent;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok(ev) = events.recv_timeout(std::time::Duration::from_millis(100)) else {
+                continue;
+            };
+            let r = self.update_status(id, |s| {
+                if s.state != Some(VmState::Running) {
+                    return;
+                }
+                match &ev {
+                    AgentEvent::Ready(d) => {
+                        s.agent_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                        s.health = Some("healthy".into());
+                    }
+                    AgentEvent::Healthy => s.health = Some("healthy".into()),
+                    AgentEvent::Unhealthy(why) => {
+                        tracing::warn!(vm = id, why, "agent unhealthy");
+                        s.health = Some("unhealthy".into());
+                    }
+                }
+            });
+            if let Err(e) = r {
+                tracing::warn!(vm = id, error = %e, "cannot record the agent's health");
+            }
+        }
+    }
+
     /// Runs the supervisor for VM `id` until its VMM exits.
     pub fn vm_supervise(&self, id: &str) -> Result<(), Error> {
         let rec = self
@@ -230,6 +268,10 @@ impl Ignis {
             tracing::warn!(vm = id, error = %e, "cannot serve attach.sock; ignis attach will not work");
         }
         let me = std::process::id();
+        #[cfg(feature = "fake-vmm")]
+        let has_agent = kind != BackendKind::Fake;
+        #[cfg(not(feature = "fake-vmm"))]
+        let has_agent = true;
         self.update_status(id, |s| {
             *s = VmStatus {
                 state: Some(VmState::Running),
@@ -238,9 +280,23 @@ impl Ignis {
                 vmm_pid: Some(child.id()),
                 boot_id: boot_id(),
                 started_at: Some(crate::now()),
+                health: has_agent.then(|| "starting".to_string()),
                 ..Default::default()
             }
         })?;
+        let (events_tx, events) = std::sync::mpsc::channel();
+        let mux = if has_agent {
+            match super::agent_mux::Mux::start(kind, &dir, events_tx) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(vm = id, error = %e, "cannot serve agent.sock; exec/cp will not work");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let console_done = std::sync::atomic::AtomicBool::new(false);
         tracing::info!(
             vm = id,
             backend = kind.as_str(),
@@ -255,35 +311,48 @@ impl Ignis {
         let mut partial: Vec<u8> = Vec::new();
         let mut exit_code: Option<i32> = None;
         let mut init_error: Option<String> = None;
-        loop {
-            let n = match std::io::Read::read(&mut reader, &mut chunk) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            let bytes = &chunk[..n];
-            // Serial consoles end lines with \r\n; the log keeps \n.
-            let cleaned: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'\r').collect();
-            console.write(&cleaned);
-            attached.broadcast(bytes);
-            partial.extend_from_slice(&cleaned);
-            while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = partial.drain(..=pos).collect();
-                match parse_report(&String::from_utf8_lossy(&line)) {
-                    Some(Report::Ready) => {
-                        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                        self.update_status(id, |s| s.ready_ms = Some(ms))?;
+        std::thread::scope(|scope| -> Result<(), Error> {
+            let console_done = &console_done;
+            scope.spawn(move || self.record_agent_events(id, events, console_done));
+            let result = (|| -> Result<(), Error> {
+                loop {
+                    let n = match std::io::Read::read(&mut reader, &mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    };
+                    let bytes = &chunk[..n];
+                    // Serial consoles end lines with \r\n; the log keeps \n.
+                    let cleaned: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'\r').collect();
+                    console.write(&cleaned);
+                    attached.broadcast(bytes);
+                    partial.extend_from_slice(&cleaned);
+                    while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = partial.drain(..=pos).collect();
+                        match parse_report(&String::from_utf8_lossy(&line)) {
+                            Some(Report::Ready) => {
+                                let ms = u64::try_from(started.elapsed().as_millis())
+                                    .unwrap_or(u64::MAX);
+                                self.update_status(id, |s| s.ready_ms = Some(ms))?;
+                            }
+                            Some(Report::Exit(code)) => exit_code = Some(code),
+                            Some(Report::Error(m)) => init_error = Some(m),
+                            None => {}
+                        }
                     }
-                    Some(Report::Exit(code)) => exit_code = Some(code),
-                    Some(Report::Error(m)) => init_error = Some(m),
-                    None => {}
+                    // Bound the line buffer (a guest printing without newlines).
+                    if partial.len() > 64 << 10 {
+                        partial.clear();
+                    }
                 }
-            }
-            // Bound the line buffer (a guest printing without newlines).
-            if partial.len() > 64 << 10 {
-                partial.clear();
-            }
+                Ok(())
+            })();
+            console_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            result
+        })?;
+        if let Some(m) = &mux {
+            m.stop();
         }
         // Attached clients see the end of the stream.
         attached.close_all();
@@ -328,6 +397,7 @@ impl Ignis {
             s.reason = Some(reason.clone());
             s.vmm_pid = None;
             s.paused = false;
+            s.health = None;
         })?;
         tracing::info!(vm = id, ?code, reason, "VM exited");
         self.release_network(&rec);

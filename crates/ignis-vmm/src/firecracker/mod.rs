@@ -65,6 +65,12 @@ impl FirecrackerBackend {
                 json!({"iface_id": "eth0", "host_dev_name": n.tap, "guest_mac": n.mac}),
             ));
         }
+        // The agent's channel: hybrid vsock, host side a unix socket.
+        calls.push((
+            "PUT",
+            "/vsock".to_string(),
+            json!({"guest_cid": 3, "uds_path": spec.dir.join(crate::VSOCK_SOCKET)}),
+        ));
         calls.push((
             "PUT",
             "/actions".to_string(),
@@ -82,6 +88,7 @@ impl Backend for FirecrackerBackend {
     fn launch(&self, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<Child, VmmError> {
         let sock = api_path(&spec.dir);
         let _ = std::fs::remove_file(&sock);
+        let _ = std::fs::remove_file(spec.dir.join(crate::VSOCK_SOCKET));
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--api-sock")
             .arg(&sock)
@@ -117,6 +124,33 @@ impl Backend for FirecrackerBackend {
             return Err(e);
         }
         Ok(child)
+    }
+}
+
+/// Firecracker's host-initiated vsock handshake: `CONNECT <port>\n`,
+/// answered `OK <host port>\n` once the guest accepts (the connection is
+/// closed when nothing listens on the port).
+pub fn vsock_handshake(s: &mut std::os::unix::net::UnixStream, port: u32) -> Result<(), VmmError> {
+    use std::io::{Read, Write};
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 64 {
+        match s.read(&mut b)? {
+            0 => break,
+            _ if b[0] == b'\n' => break,
+            _ => line.push(b[0]),
+        }
+    }
+    s.set_read_timeout(None)?;
+    if line.starts_with(b"OK ") {
+        Ok(())
+    } else {
+        Err(VmmError::Protocol(format!(
+            "vsock CONNECT {port} refused: {:?}",
+            String::from_utf8_lossy(&line)
+        )))
     }
 }
 
@@ -194,12 +228,40 @@ mod tests {
                 "/machine-config",
                 "/drives/d0",
                 "/network-interfaces/eth0",
+                "/vsock",
                 "/actions"
             ]
         );
         assert_eq!(calls[3].2["host_dev_name"], "ig-1");
         assert_eq!(calls[0].2["boot_args"], "console=ttyS0 reboot=k");
         assert_eq!(calls[2].2["is_read_only"], true);
-        assert_eq!(calls[4].2["action_type"], "InstanceStart");
+        assert_eq!(calls[4].2["uds_path"], "/run/x/vsock.sock");
+        assert_eq!(calls[5].2["action_type"], "InstanceStart");
+    }
+
+    /// The hybrid-vsock handshake against a fake Firecracker vsock socket:
+    /// accepted (`OK <port>`), and refused (closed: nothing listens yet).
+    #[test]
+    fn vsock_connect_handshake() {
+        use std::io::{BufRead, Write};
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("vsock.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let t = std::thread::spawn(move || {
+            for accept in [true, false] {
+                let (c, _) = l.accept().unwrap();
+                let mut line = String::new();
+                std::io::BufReader::new(&c).read_line(&mut line).unwrap();
+                assert_eq!(line, "CONNECT 1024\n");
+                if accept {
+                    (&c).write_all(b"OK 1073741824\n").unwrap();
+                }
+            }
+        });
+        let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        vsock_handshake(&mut s, 1024).unwrap();
+        let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert!(vsock_handshake(&mut s, 1024).is_err());
+        t.join().unwrap();
     }
 }

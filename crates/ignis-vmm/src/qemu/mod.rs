@@ -65,6 +65,23 @@ impl QemuBackend {
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", qmp_path(&spec.dir).display()),
         ];
+        // The agent's channel: a virtio-serial port named `ignis.agent`
+        // on a unix socket the supervisor connects to (no vhost-vsock
+        // needed on the host).
+        a.extend([
+            "-device".into(),
+            "virtio-serial-device,max_ports=2".into(),
+            "-chardev".into(),
+            format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                spec.dir.join(crate::AGENT_VMM_SOCKET).display()
+            ),
+            "-device".into(),
+            format!(
+                "virtserialport,chardev=agent,name={}",
+                ignis_agent_proto::SERIAL_PORT_NAME
+            ),
+        ]);
         if let Some(n) = &spec.net {
             a.push("-netdev".into());
             a.push(format!(
@@ -99,6 +116,7 @@ impl Backend for QemuBackend {
 
     fn launch(&self, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<Child, VmmError> {
         let _ = std::fs::remove_file(qmp_path(&spec.dir));
+        let _ = std::fs::remove_file(spec.dir.join(crate::AGENT_VMM_SOCKET));
         let mut cmd = Command::new(&self.binary);
         cmd.args(Self::args(spec))
             .stdin(input)
@@ -220,5 +238,9 @@ mod tests {
         assert!(a.contains("file=/d/data.ext4,format=raw,if=none,cache=none,aio=threads -device"));
         assert!(a.contains("-qmp unix:/run/ignis/x/qmp.sock,server=on,wait=off"));
         assert!(a.contains("-no-reboot"));
+        assert!(
+            a.contains("-chardev socket,id=agent,path=/run/ignis/x/agent.vmm.sock,server=on,wait=off -device virtserialport,chardev=agent,name=ignis.agent"),
+            "{a}"
+        );
     }
 }

@@ -1,0 +1,158 @@
+//! `ignis exec` and `ignis cp`: sessions with the VM's guest agent.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+
+use ignis_agent_proto::client::Outcome;
+use ignis_agent_proto::{ExecRequest, NetConfig, Request};
+use ignis_core::Ignis;
+
+use crate::cli::ExecArgs;
+
+fn winsize() -> (u16, u16) {
+    rustix::termios::tcgetwinsize(rustix::stdio::stdout())
+        .map(|w| (w.ws_row, w.ws_col))
+        .unwrap_or((0, 0))
+}
+
+/// Runs the command; its exit code is ours (as `docker exec`).
+pub fn exec(ignis: &Ignis, a: ExecArgs) -> anyhow::Result<i32> {
+    let (_rec, client) = ignis.vm_agent(&a.vm)?;
+    let (rows, cols) = if a.tty { winsize() } else { (0, 0) };
+    let session = client
+        .open(&Request::Exec(ExecRequest {
+            argv: a.command.clone(),
+            env: a.env.clone(),
+            workdir: a.workdir.clone(),
+            user: a.user.clone(),
+            tty: a.tty,
+            rows,
+            cols,
+            stdin: a.interactive,
+        }))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let input = session.input();
+    // Signals: with a TTY in raw mode, ^C travels as a byte; otherwise
+    // they are forwarded to the command. Window changes resize the PTY.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGQUIT,
+        signal_hook::consts::SIGWINCH,
+    ])?;
+    let sig_input = input.clone();
+    let tty = a.tty;
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGWINCH {
+                if tty {
+                    let (r, c) = winsize();
+                    sig_input.resize(r, c);
+                }
+            } else {
+                sig_input.signal(sig);
+            }
+        }
+    });
+    let _raw = if a.tty && std::io::stdin().is_terminal() {
+        super::attach::RawMode::enable()
+    } else {
+        None
+    };
+    if a.interactive {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if !input.write(&buf[..n]) {
+                            return;
+                        }
+                    }
+                }
+            }
+            input.close();
+        });
+    }
+    let outcome = session.wait_output(std::io::stdout().lock(), std::io::stderr().lock());
+    drop(_raw);
+    let _ = std::io::stdout().flush();
+    if let Outcome::Failed(e) = &outcome {
+        eprintln!("ignis: {}", e.message);
+    }
+    Ok(outcome.code())
+}
+
+/// `NAME:PATH` → (NAME, PATH). Like Docker, a local path containing a colon
+/// must be written `./a:b`.
+fn vm_path(arg: &str) -> Option<(&str, &str)> {
+    let (vm, path) = arg.split_once(':')?;
+    (!vm.is_empty() && !vm.contains('/')).then_some((vm, path))
+}
+
+pub fn cp(ignis: &Ignis, src: &str, dest: &str) -> anyhow::Result<()> {
+    match (vm_path(src), vm_path(dest)) {
+        (None, Some((vm, path))) => Ok(ignis.vm_copy_to(vm, Path::new(src), path)?),
+        (Some((vm, path)), None) => Ok(ignis.vm_copy_from(vm, path, Path::new(dest))?),
+        (Some(_), Some(_)) => Err(ignis_core::Error::new(
+            ignis_core::ErrorKind::Invalid,
+            "copying between two VMs is not supported; copy through the host",
+        )
+        .into()),
+        (None, None) => Err(ignis_core::Error::new(
+            ignis_core::ErrorKind::Invalid,
+            "one side must be VM:PATH (write a local path with a colon as ./a:b)",
+        )
+        .into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn configure(
+    ignis: &Ignis,
+    vm: &str,
+    hostname: Option<String>,
+    ip: Option<String>,
+    gateway: Option<String>,
+    mac: Option<String>,
+    entropy: Option<String>,
+    sync_clock: bool,
+) -> anyhow::Result<()> {
+    let clock_ns = sync_clock.then(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .try_into()
+            .unwrap_or(u64::MAX)
+    });
+    Ok(ignis.vm_configure(
+        vm,
+        NetConfig {
+            hostname,
+            ip,
+            gateway,
+            mac,
+            entropy,
+            clock_ns,
+        },
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vm_paths_follow_dockers_rule() {
+        assert_eq!(
+            super::vm_path("web:/etc/hosts"),
+            Some(("web", "/etc/hosts"))
+        );
+        assert_eq!(super::vm_path("./a:b"), None);
+        assert_eq!(super::vm_path("/tmp/x"), None);
+        assert_eq!(super::vm_path(":x"), None);
+    }
+}
