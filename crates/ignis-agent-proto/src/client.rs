@@ -76,7 +76,7 @@ impl Client {
         .map_err(|e| format!("cannot greet the agent: {e}"))?;
         let mut frames = FrameReader::new(r);
         let hello: Hello = loop {
-            match frames.next() {
+            match frames.read_frame() {
                 Ok(Some(Ok(f))) if f.kind == Kind::Hello => break f.parse()?,
                 Ok(Some(Ok(f))) if f.kind == Kind::Error && f.session == 0 => {
                     let e: ErrorMsg = f.parse()?;
@@ -162,7 +162,7 @@ fn read_loop<R: Read>(
     out: Out,
 ) {
     loop {
-        let f = match frames.next() {
+        let f = match frames.read_frame() {
             Ok(Some(Ok(f))) => f,
             Ok(Some(Err(_))) => continue,
             Ok(None) | Err(_) => break,

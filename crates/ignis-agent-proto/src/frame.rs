@@ -293,7 +293,7 @@ impl<R: std::io::Read> FrameReader<R> {
 
     /// The next frame (or decode error, already skipped); `Ok(None)` at end
     /// of stream.
-    pub fn next(&mut self) -> std::io::Result<Option<Result<Frame, DecodeError>>> {
+    pub fn read_frame(&mut self) -> std::io::Result<Option<Result<Frame, DecodeError>>> {
         loop {
             if let Some(f) = self.dec.next_frame() {
                 return Ok(Some(f));
@@ -314,6 +314,7 @@ impl<R: std::io::Read> FrameReader<R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test data generators
 mod tests {
     use super::*;
 

@@ -90,7 +90,7 @@ fn set_hostname(name: &str) -> Result<(), String> {
 }
 
 fn hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 || s.len() > 1024 {
+    if !s.len().is_multiple_of(2) || s.len() > 1024 {
         return Err("entropy must be at most 512 bytes of hex".into());
     }
     (0..s.len())

@@ -169,7 +169,7 @@ pub fn serve<R: std::io::Read, W: Write + Send + 'static>(r: R, w: W, ctx: Arc<C
     conn.send_json(Kind::Hello, 0, &hello);
     let mut frames = FrameReader::new(r);
     loop {
-        let frame = match frames.next() {
+        let frame = match frames.read_frame() {
             Ok(Some(Ok(f))) => f,
             Ok(Some(Err(e))) => {
                 conn.error(e.session(), format!("bad frame: {e}"), None);

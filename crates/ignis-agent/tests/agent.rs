@@ -236,7 +236,7 @@ fn copy_in_and_out_round_trip_a_tree() {
 fn malformed_frames_get_error_frames_and_the_agent_keeps_serving() {
     let (mut host, t) = agent();
     let mut r = FrameReader::new(host.try_clone().unwrap());
-    let hello = r.next().unwrap().unwrap().unwrap();
+    let hello = r.read_frame().unwrap().unwrap().unwrap();
     assert_eq!(hello.kind, Kind::Hello);
     let mut bad = b"garbage!".to_vec();
     bad.extend(encode(Kind::Open, 5, b"{not json"));
@@ -253,7 +253,7 @@ fn malformed_frames_get_error_frames_and_the_agent_keeps_serving() {
     host.write_all(&bad).unwrap();
     let mut errors = vec![];
     while errors.len() < 6 {
-        let f = r.next().unwrap().unwrap().unwrap();
+        let f = r.read_frame().unwrap().unwrap().unwrap();
         assert_eq!(f.kind, Kind::Error, "{f:?}");
         errors.push(f.session);
     }

@@ -13,7 +13,9 @@ mod vm;
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
 pub use kernel::{KernelRecord, KernelSource};
 pub use prune::PruneReport;
-pub use vm::{CopyFileSpec, NetworkSpec, PortSpec, RunMode, VmRecord, VmSpec, VmState, VmStatus};
+pub use vm::{
+    CopyFileSpec, NetworkSpec, PortSpec, RunMode, SshSpec, VmRecord, VmSpec, VmState, VmStatus,
+};
 
 /// Prefix of every content digest ignis produces or accepts.
 pub const SHA256_PREFIX: &str = "sha256:";

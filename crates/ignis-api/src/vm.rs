@@ -130,6 +130,19 @@ pub struct VmSpec {
     pub auto_remove: bool,
     #[serde(default)]
     pub network: NetworkSpec,
+    /// `--ssh`: the public key installed as root's authorized key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SshSpec {
+    /// One `authorized_keys` line.
+    pub authorized_key: String,
+    /// ignis generated the key pair (its private half is in the VM's
+    /// directory, used by `ignis ssh`).
+    pub generated: bool,
 }
 
 /// What is observed.

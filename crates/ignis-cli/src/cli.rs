@@ -111,6 +111,16 @@ pub enum Command {
     Exec(ExecArgs),
     /// Copy files between a VM and the host: `cp SRC VM:DEST` or `cp VM:SRC DEST`.
     Cp { src: String, dest: String },
+    /// Open an SSH session to a VM started with --ssh (host key pinned through the agent).
+    Ssh {
+        /// Remote user.
+        #[arg(long, short = 'l', default_value = "root")]
+        user: String,
+        vm: String,
+        /// Command to run instead of a login shell.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Internal: change a running VM's identity through its agent (fork-time hook).
     #[command(name = "__configure", hide = true)]
     Configure {
@@ -221,6 +231,10 @@ pub struct CreateArgs {
     /// A fixed MAC address.
     #[arg(long)]
     pub mac: Option<String>,
+    /// Authorize SSH as root: a new ed25519 key pair for `ignis ssh`, or
+    /// the given public key (file or `ssh-ed25519 AAAA...` line).
+    #[arg(long, value_name = "PUBKEY", num_args = 0..=1, default_missing_value = "", require_equals = true)]
+    pub ssh: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -319,3 +319,206 @@ fn bridge_nat_published_ports_and_clean_teardown() {
 fn ignis_net_tap(id: &str) -> String {
     format!("ig-{}", &id[..12])
 }
+
+/// The files of a dynamically linked host binary: itself and every library
+/// `ldd` lists (copied to their own paths), for a test image.
+fn binary_with_libs(bin: &str, dest: &str) -> Vec<(String, Vec<u8>, u32)> {
+    let mut files = vec![(dest.to_string(), std::fs::read(bin).unwrap(), 0o755)];
+    for line in ok(&["ldd", bin]).lines() {
+        let path = match line.split("=>").nth(1) {
+            Some(rest) => rest.split_whitespace().next().unwrap_or(""),
+            None => line.split_whitespace().next().unwrap_or(""),
+        };
+        if path.starts_with('/') {
+            files.push((
+                path.trim_start_matches('/').to_string(),
+                std::fs::read(path).unwrap(),
+                0o755,
+            ));
+        }
+    }
+    files
+}
+
+/// `--ssh` generates a key pair, `ignis ssh` logs in with it and pins the
+/// host key read through the agent: a VM presenting another key is refused.
+#[test]
+fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
+    if let Some(m) = missing() {
+        eprintln!("skipped: {m}");
+        return;
+    }
+    for (bin, why) in [
+        (
+            "/usr/sbin/dropbear",
+            "dropbear missing (apt-get install dropbear-bin)",
+        ),
+        (
+            "/usr/bin/ssh",
+            "ssh missing (apt-get install openssh-client)",
+        ),
+    ] {
+        if !std::path::Path::new(bin).exists() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    }
+    let env = Env::new();
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
+    if info["guestInit"].is_null() {
+        eprintln!("skipped: static ignis-init not built (scripts/build-guest.sh)");
+        return;
+    }
+    let ns = format!("ignis-s{}", std::process::id());
+    let _cleanup = Cleanup {
+        names: vec![ns.clone()],
+        root: env.root(),
+    };
+    ok(&["ip", "netns", "add", &ns]);
+    ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    env.ok(&[
+        "kernel",
+        "import",
+        &std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap(),
+        "--default",
+    ]);
+    // An image that runs dropbear, with its host key (dropbear format) and
+    // the OpenSSH public half where sshd keeps it.
+    let keydir = env.dir.path().join("hostkey");
+    std::fs::create_dir(&keydir).unwrap();
+    let key = keydir.join("ed25519");
+    ok(&["dropbearkey", "-t", "ed25519", "-f", key.to_str().unwrap()]);
+    let public = |k: &std::path::Path| {
+        ok(&["dropbearkey", "-y", "-f", k.to_str().unwrap()])
+            .lines()
+            .find(|l| l.starts_with("ssh-ed25519 "))
+            .unwrap()
+            .to_string()
+    };
+    let host_pub = public(&key);
+    let mut files: Vec<(String, Vec<u8>, u32)> =
+        binary_with_libs("/usr/sbin/dropbear", "usr/sbin/dropbear");
+    files.extend([
+        (
+            "etc/passwd".to_string(),
+            b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+            0o644,
+        ),
+        ("etc/shells".to_string(), b"/bin/sh\n".to_vec(), 0o644),
+        (
+            "etc/dropbear/ed25519".to_string(),
+            std::fs::read(&key).unwrap(),
+            0o600,
+        ),
+        (
+            "etc/ssh/ssh_host_ed25519_key.pub".to_string(),
+            format!("{host_pub}\n").into_bytes(),
+            0o644,
+        ),
+        ("root/.profile".to_string(), b"".to_vec(), 0o644),
+    ]);
+    let files: Vec<(&str, Vec<u8>, u32)> = files
+        .iter()
+        .map(|(p, c, m)| (p.as_str(), c.clone(), *m))
+        .collect();
+    let img = env.busybox_image_with(
+        "sshd:1",
+        false,
+        &files,
+        &[
+            "/usr/sbin/dropbear",
+            "-F",
+            "-E",
+            "-s",
+            "-r",
+            "/etc/dropbear/ed25519",
+            "-p",
+            "22",
+        ],
+    );
+    ignis_ok(&env, &ns, &["run", "--name", "sshbox", "--ssh", &img]);
+    let v = env.vm_json("sshbox");
+    assert_eq!(v["spec"]["ssh"]["generated"], true, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let private = env.root().join("vms").join(&id).join("id_ed25519");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&private).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let mut last = None;
+    for _ in 0..30 {
+        let out = ignis_in(
+            &env,
+            &ns,
+            &[
+                "ssh",
+                "sshbox",
+                "echo",
+                "hello-over-ssh;",
+                "cat",
+                "/proc/sys/kernel/hostname",
+            ],
+        );
+        if out.status.success() {
+            last = Some(out);
+            break;
+        }
+        last = Some(out);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = last.unwrap();
+    assert!(
+        out.status.success(),
+        "ssh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello-over-ssh\nsshbox\n"
+    );
+    let known =
+        std::fs::read_to_string(env.root().join("vms").join(&id).join("known_hosts")).unwrap();
+    assert!(
+        known.contains(host_pub.split_whitespace().nth(1).unwrap()),
+        "{known}"
+    );
+
+    // The VM now claims another host key than the one dropbear presents:
+    // ssh refuses (host key verification), never connects silently.
+    let other = keydir.join("other");
+    ok(&[
+        "dropbearkey",
+        "-t",
+        "ed25519",
+        "-f",
+        other.to_str().unwrap(),
+    ]);
+    let other_pub = keydir.join("other.pub");
+    std::fs::write(&other_pub, format!("{}\n", public(&other))).unwrap();
+    ignis_ok(
+        &env,
+        &ns,
+        &[
+            "cp",
+            other_pub.to_str().unwrap(),
+            "sshbox:/etc/ssh/ssh_host_ed25519_key.pub",
+        ],
+    );
+    let out = ignis_in(&env, &ns, &["ssh", "sshbox", "true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Host key verification failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    ignis_ok(&env, &ns, &["rm", "-f", "sshbox"]);
+    assert_eq!(env.count("vms"), 0, "key files removed with the VM");
+}

@@ -106,9 +106,9 @@ fn exec_cp_health_hooks_and_clean_stop_through_the_agent() {
             std::thread::spawn(move || c.output().unwrap())
         })
         .collect();
-    for (i, t) in threads.into_iter().enumerate() {
+    for (i, t) in (0i32..).zip(threads) {
         let out = t.join().unwrap();
-        assert_eq!(out.status.code(), Some(i as i32));
+        assert_eq!(out.status.code(), Some(i));
         assert_eq!(String::from_utf8_lossy(&out.stdout), format!("n{i}\n"));
     }
 

@@ -87,6 +87,48 @@ pub fn exec(ignis: &Ignis, a: ExecArgs) -> anyhow::Result<i32> {
     Ok(outcome.code())
 }
 
+/// The SSH options of `ignis ssh` (also printed by the benchmark).
+pub fn ssh_args(plan: &ignis_core::vm::SshPlan, user: &str, command: &[String]) -> Vec<String> {
+    let mut a = vec![];
+    if let Some(id) = &plan.identity {
+        a.extend([
+            "-i".to_string(),
+            id.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+        ]);
+    }
+    for o in [
+        format!("UserKnownHostsFile={}", plan.known_hosts.display()),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "LogLevel=ERROR".into(),
+    ] {
+        a.extend(["-o".to_string(), o]);
+    }
+    a.push(format!("{user}@{}", plan.ip));
+    if !command.is_empty() {
+        a.push("--".into());
+        a.extend(command.iter().cloned());
+    }
+    a
+}
+
+/// Replaces this process with the system `ssh` (so the terminal, signals
+/// and exit code are ssh's own).
+pub fn ssh(ignis: &Ignis, user: &str, vm: &str, command: &[String]) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let plan = ignis.vm_ssh(vm)?;
+    let err = std::process::Command::new("ssh")
+        .args(ssh_args(&plan, user, command))
+        .exec();
+    Err(ignis_core::Error::new(
+        ignis_core::ErrorKind::Unavailable,
+        format!("cannot run ssh: {err} (apt-get install openssh-client)"),
+    )
+    .into())
+}
+
 /// `NAME:PATH` → (NAME, PATH). Like Docker, a local path containing a colon
 /// must be written `./a:b`.
 fn vm_path(arg: &str) -> Option<(&str, &str)> {

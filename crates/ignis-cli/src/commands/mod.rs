@@ -21,6 +21,7 @@ pub fn dispatch(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         Command::Network(c) => network::run(ignis, c).map(|()| 0),
         Command::Version => unreachable!("handled before opening the state"),
         Command::Exec(a) => exec::exec(ignis, a),
+        Command::Ssh { user, vm, command } => exec::ssh(ignis, &user, &vm, &command),
         Command::Cp { src, dest } => exec::cp(ignis, &src, &dest).map(|()| 0),
         Command::Configure {
             vm,

@@ -62,6 +62,7 @@ fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOpti
         ip: a.ip,
         mac: a.mac,
         ports: a.publish,
+        ssh: a.ssh,
     })
 }
 
@@ -357,6 +358,7 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         Command::Image(_)
         | Command::Exec(_)
         | Command::Cp { .. }
+        | Command::Ssh { .. }
         | Command::Configure { .. }
         | Command::Kernel(_)
         | Command::System(_)

@@ -185,6 +185,21 @@ impl Env {
         files: &[(&str, &str, u32)],
         cmd: &[&str],
     ) -> String {
+        let files: Vec<(&str, Vec<u8>, u32)> = files
+            .iter()
+            .map(|(p, c, m)| (*p, c.as_bytes().to_vec(), *m))
+            .collect();
+        self.busybox_image_with(name, init, &files, cmd)
+    }
+
+    /// As [`Self::busybox_image`], with binary file contents.
+    pub fn busybox_image_with(
+        &self,
+        name: &str,
+        init: bool,
+        files: &[(&str, Vec<u8>, u32)],
+        cmd: &[&str],
+    ) -> String {
         let busybox =
             std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
         let mut layer = LayerBuilder::new()
@@ -202,7 +217,7 @@ impl Env {
                 .symlink("sbin/init", "../bin/busybox");
         }
         for (p, c, m) in files {
-            layer = layer.file(p, c.as_bytes(), *m);
+            layer = layer.file(p, c, *m);
         }
         let spec = ImageSpec {
             layers: vec![layer.build()],

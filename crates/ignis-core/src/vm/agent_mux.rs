@@ -159,7 +159,7 @@ impl Mux {
     fn agent_loop(&self, reader: UnixStream, started: Instant) {
         let mut frames = FrameReader::new(reader);
         loop {
-            let f = match frames.next() {
+            let f = match frames.read_frame() {
                 Ok(Some(Ok(f))) => f,
                 Ok(Some(Err(e))) => {
                     tracing::warn!(error = %e, "bad frame from the guest agent");
@@ -241,7 +241,7 @@ impl Mux {
         }
         let mut frames = FrameReader::new(conn);
         loop {
-            let f = match frames.next() {
+            let f = match frames.read_frame() {
                 Ok(Some(Ok(f))) => f,
                 Ok(Some(Err(e))) => {
                     client.error(e.session(), &format!("bad frame: {e}"));
@@ -249,7 +249,7 @@ impl Mux {
                 }
                 Ok(None) | Err(_) => break,
             };
-            self.from_client(&client, f);
+            self.client_frame(&client, f);
         }
         // The client is gone: abandon its sessions in the guest.
         let globals: Vec<u32> = client
@@ -265,7 +265,7 @@ impl Mux {
         }
     }
 
-    fn from_client(&self, client: &Arc<Client>, f: Frame) {
+    fn client_frame(&self, client: &Arc<Client>, f: Frame) {
         let local = f.session;
         match f.kind {
             Kind::Hello => {}

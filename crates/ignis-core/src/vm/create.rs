@@ -34,6 +34,9 @@ pub struct CreateOptions {
     pub mac: Option<String>,
     /// Published ports, Docker's `-p` syntax.
     pub ports: Vec<String>,
+    /// `--ssh[=PUBKEY]`: `Some("")` generates a key pair; otherwise a
+    /// public key file or an `ssh-...` key line.
+    pub ssh: Option<String>,
 }
 
 pub const DEFAULT_CPUS: u32 = 1;
@@ -162,6 +165,11 @@ impl Ignis {
             });
         }
 
+        let ssh = match opts.ssh.as_deref() {
+            None => None,
+            Some(given) => Some(super::ssh::authorized_key(given)?),
+        };
+
         let mut ports = Vec::new();
         for p in &opts.ports {
             ports.push(ignis_net::parse_port(p).map_err(invalid)?);
@@ -248,6 +256,16 @@ impl Ignis {
         }
 
         let id = new_id();
+        if ssh.is_some() {
+            copy_files.push(CopyFileSpec {
+                host: self
+                    .vm_dir(&id)
+                    .join(super::ssh::AUTHORIZED_KEYS)
+                    .display()
+                    .to_string(),
+                vm: "/root/.ssh/authorized_keys".into(),
+            });
+        }
         let name = match &opts.name {
             Some(n) if !valid_name(n) => {
                 return Err(invalid(format!("invalid name '{n}': use letters, digits, '_', '.', '-', starting with a letter or digit")))
@@ -297,6 +315,7 @@ impl Ignis {
                         .collect(),
                     ..Default::default()
                 },
+                ssh: ssh.as_ref().map(|(spec, _)| spec.clone()),
             },
             status: VmStatus {
                 state: Some(VmState::Created),
@@ -313,6 +332,9 @@ impl Ignis {
         std::fs::create_dir_all(&dir).map_err(|e| Error::internal("create the VM directory", e))?;
         let cleanup = DirGuard(Some(dir.clone()));
         make_data_disk(&dir.join("data.ext4"), disk_size)?;
+        if let Some((spec, private)) = &ssh {
+            super::ssh::write_keys(&dir, spec, private.as_deref())?;
+        }
         crate::fault::point("vm:disk-made");
         let generated = opts.name.is_none();
         let record = self.store.db().tx(|tx| {

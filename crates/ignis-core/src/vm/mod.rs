@@ -16,6 +16,7 @@ mod netinfo;
 mod network;
 mod plan;
 mod remove;
+mod ssh;
 mod start;
 mod stop;
 mod supervise;
@@ -25,6 +26,7 @@ pub use info::Info;
 pub use logs::LogFollower;
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use plan::BootPlan;
+pub use ssh::SshPlan;
 
 use std::path::PathBuf;
 
