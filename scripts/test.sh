@@ -31,11 +31,12 @@ if [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then echo "  Debian kernel package .....
 echo "  VM lifecycle on the fake VMM ........... ran"
 if have qemu-system-x86_64 && [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then
   echo "  (b) live Linux guest on QEMU ........... ran ($(grep -q vmx /proc/cpuinfo && echo KVM or TCG || echo TCG))"
+  echo "  (b) guest agent on QEMU ................ ran (exec, 20 concurrent, 200 MB cp, -t, hooks, stop via agent)"
 else
   echo "  (b) live Linux guest on QEMU ........... SKIPPED: qemu-system-x86_64 or the kernel package missing"
 fi
 if [ "$(id -u)" = 0 ] && have qemu-system-x86_64 && have nft && [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then
-  echo "  live networking in test netns ........... ran (bridge, -p, VM-to-VM, NAT, 200 create/rm)"
+  echo "  live networking in test netns ........... ran (bridge, -p, VM-to-VM, NAT, 200 create/rm, --ssh with dropbear)"
 else
   echo "  live networking in test netns ........... SKIPPED: needs root, qemu, nft and the kernel package"
 fi
