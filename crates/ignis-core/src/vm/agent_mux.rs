@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ use ignis_vmm::BackendKind;
 
 /// Session number of the supervisor's own health pings.
 const HEALTH_SESSION: u32 = u32::MAX;
+/// How long a client waits for the agent's first greeting.
+const HELLO_WAIT: Duration = Duration::from_secs(5);
 /// How often the supervisor pings the agent.
 const PING_EVERY: Duration = Duration::from_secs(10);
 
@@ -81,6 +83,17 @@ impl Mux {
         dir: &Path,
         events: mpsc::Sender<AgentEvent>,
     ) -> std::io::Result<Arc<Self>> {
+        let vm_dir = dir.to_path_buf();
+        Self::start_with(move || ignis_vmm::connect_agent(kind, &vm_dir), dir, events)
+    }
+
+    /// As [`Self::start`], with the connection to the agent made by
+    /// `connect` (tests put an in-process agent there).
+    pub(crate) fn start_with(
+        connect: impl Fn() -> Result<UnixStream, ignis_vmm::VmmError> + Send + 'static,
+        dir: &Path,
+        events: mpsc::Sender<AgentEvent>,
+    ) -> std::io::Result<Arc<Self>> {
         let path = dir.join(super::AGENT_SOCKET);
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
@@ -108,8 +121,7 @@ impl Mux {
             }
         });
         let m = mux.clone();
-        let dir: PathBuf = dir.to_path_buf();
-        std::thread::spawn(move || m.connect_loop(kind, &dir));
+        std::thread::spawn(move || m.connect_loop(connect));
         let m = mux.clone();
         std::thread::spawn(move || m.ping_loop());
         Ok(mux)
@@ -127,10 +139,13 @@ impl Mux {
         }
     }
 
-    fn connect_loop(self: Arc<Self>, kind: BackendKind, dir: &Path) {
+    fn connect_loop(
+        self: Arc<Self>,
+        connect: impl Fn() -> Result<UnixStream, ignis_vmm::VmmError>,
+    ) {
         let started = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
-            let stream = match ignis_vmm::connect_agent(kind, dir) {
+            let stream = match connect() {
                 Ok(s) => s,
                 Err(ignis_vmm::VmmError::Protocol(m)) if m.contains("no agent") => return,
                 Err(_) => {
@@ -232,6 +247,12 @@ impl Mux {
             tx,
             locals: Mutex::new(HashMap::new()),
         });
+        // A client may come while the guest still boots (`run --no-wait`
+        // then `exec`): give the agent a moment to greet.
+        let deadline = Instant::now() + HELLO_WAIT;
+        while self.hello.lock().expect("hello").is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         match self.hello.lock().expect("hello").clone() {
             Some(h) => client.send(Kind::Hello, 0, &h),
             None => client.error(
@@ -342,5 +363,158 @@ impl Mux {
             }
             unhealthy = !answered;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ignis_agent_proto::client::Client;
+    use ignis_agent_proto::{ExecRequest, Request};
+
+    /// The mux in front of a real agent running in this process (host
+    /// processes instead of a VM): `(mux dir, events)`.
+    fn mux_with(
+        agent: impl Fn(UnixStream) + Send + Sync + 'static,
+    ) -> (tempfile::TempDir, Arc<Mux>, mpsc::Receiver<AgentEvent>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let agent = Arc::new(agent);
+        let connected = Arc::new(AtomicBool::new(false));
+        let mux = Mux::start_with(
+            move || {
+                // One agent connection per test (a reconnect would be a new VM).
+                if connected.swap(true, Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+                let (host, guest) = UnixStream::pair().map_err(ignis_vmm::VmmError::Io)?;
+                let agent = agent.clone();
+                std::thread::spawn(move || agent(guest));
+                Ok(host)
+            },
+            dir.path(),
+            tx,
+        )
+        .unwrap();
+        (dir, mux, rx)
+    }
+
+    fn real_agent(guest: UnixStream) {
+        let w = guest.try_clone().unwrap();
+        ignis_agent::serve(guest, w, Arc::new(ignis_agent::Context::default()));
+    }
+
+    fn client(dir: &Path) -> Client {
+        let s = UnixStream::connect(dir.join(super::super::AGENT_SOCKET)).unwrap();
+        Client::connect(s.try_clone().unwrap(), s).unwrap()
+    }
+
+    fn sh(script: &str) -> Request {
+        Request::Exec(ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn clients_share_one_agent_stream_without_seeing_each_other() {
+        let (dir, _mux, events) = mux_with(real_agent);
+        assert!(matches!(
+            events.recv_timeout(Duration::from_secs(5)),
+            Ok(AgentEvent::Ready(_))
+        ));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let path = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    // Each client uses session numbers from 1: the mux renumbers.
+                    let c = client(&path);
+                    (0..3)
+                        .map(|j| {
+                            let s = c.open(&sh(&format!("echo {i}-{j}; exit {j}"))).unwrap();
+                            let mut out = vec![];
+                            let code = s.wait_output(&mut out, std::io::sink()).code();
+                            (String::from_utf8(out).unwrap(), code)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (i, t) in threads.into_iter().enumerate() {
+            let got = t.join().unwrap();
+            for (j, (out, code)) in got.into_iter().enumerate() {
+                assert_eq!(out, format!("{i}-{j}\n"));
+                assert_eq!(code, i32::try_from(j).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn a_client_that_goes_away_has_its_commands_killed() {
+        let (dir, _mux, _events) = mux_with(real_agent);
+        let marker = dir.path().join("survived");
+        let c = client(dir.path());
+        let s = c
+            .open(&sh(&format!("sleep 1.5; touch {}", marker.display())))
+            .unwrap();
+        assert!(matches!(
+            s.recv(),
+            ignis_agent_proto::client::Event::Started(_)
+        ));
+        drop(s);
+        drop(c);
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!marker.exists(), "the abandoned exec was not killed");
+    }
+
+    /// A hostile guest that ignores flow control: the mux ends that session
+    /// with an error for its client instead of queueing without bound.
+    #[test]
+    fn a_flooding_guest_loses_the_session_not_the_supervisor() {
+        use std::io::Write;
+        let (dir, _mux, _events) = mux_with(|mut guest: UnixStream| {
+            let hello = ignis_agent_proto::Hello {
+                version: ignis_agent_proto::VERSION,
+                peer: "evil".into(),
+            };
+            let _ = guest.write_all(&encode(
+                Kind::Hello,
+                0,
+                &serde_json::to_vec(&hello).unwrap(),
+            ));
+            let mut frames = FrameReader::new(guest.try_clone().unwrap());
+            // Answer the first Open with far more than the window.
+            while let Ok(Some(Ok(f))) = frames.read_frame() {
+                if f.kind == Kind::Open {
+                    let chunk = vec![b'x'; ignis_agent_proto::MAX_DATA];
+                    for _ in 0..64 {
+                        if guest
+                            .write_all(&encode(Kind::Stdout, f.session, &chunk))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let c = client(dir.path());
+        let s = c.open(&sh("anything")).unwrap();
+        // Read without acknowledging: only the mux's check can end this.
+        let mut got = 0u64;
+        let end = loop {
+            match s.recv() {
+                ignis_agent_proto::client::Event::Stdout(d) => got += d.len() as u64,
+                other => break other,
+            }
+        };
+        match end {
+            ignis_agent_proto::client::Event::Error(e) => {
+                // The mux's verdict (the client has its own, worded apart).
+                assert!(e.message.contains("guest agent sent more"), "{}", e.message)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(got <= WINDOW);
     }
 }
