@@ -89,6 +89,27 @@ impl BlobStore {
         })
     }
 
+    /// Stores a copy of the file at `src` (holes kept) and returns its
+    /// digest and size. Committing content already stored is a no-op.
+    pub fn put_file(&self, src: &Path) -> Result<(String, u64), DigestError> {
+        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp_path = self.tmp.join(format!("blob-{}-{seq}", std::process::id()));
+        let mut hasher = Sha256::new();
+        let copied = crate::fsutil::copy_sparse(src, &tmp_path, |b| hasher.update(b));
+        let size = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp_path);
+                return Err(e.into());
+            }
+        };
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        let dest = self.dir.join(digest_hex(&digest)?);
+        std::fs::rename(&tmp_path, &dest)?;
+        fsync_dir(&self.dir)?;
+        Ok((digest, size))
+    }
+
     /// Stores `data` and returns its digest.
     pub fn put(&self, data: &[u8], expected: Option<&str>) -> Result<String, DigestError> {
         let mut w = self.writer()?;

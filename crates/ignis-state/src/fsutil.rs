@@ -50,3 +50,103 @@ fn make_writable(path: &Path) {
         }
     }
 }
+
+/// The data extents `(offset, len)` of a file (SEEK_DATA/SEEK_HOLE), so
+/// sparse files (VM disks, guest RAM files) are read without their holes.
+pub fn data_extents(f: &std::fs::File) -> std::io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let len = f.metadata()?.len();
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match seek(f, SeekFrom::Data(pos)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => break, // only a hole is left
+            Err(e) => return Err(e.into()),
+        };
+        let end = seek(f, SeekFrom::Hole(start)).map_err(std::io::Error::from)?;
+        out.push((start, end - start));
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Copies `src` to `dst` keeping holes (a reflink where the filesystem
+/// has one), and calls `each` with every byte range of the content in
+/// order, holes as zeros (for hashing while copying).
+pub fn copy_sparse(
+    src: &Path,
+    dst: &Path,
+    mut each: impl FnMut(&[u8]),
+) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut from = std::fs::File::open(src)?;
+    let len = from.metadata()?.len();
+    let mut to = std::fs::File::create(dst)?;
+    to.set_len(len)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    let feed_zeros = |mut n: u64, each: &mut dyn FnMut(&[u8])| {
+        while n > 0 {
+            let k = usize::try_from(n.min(zeros.len() as u64)).unwrap_or(zeros.len());
+            each(&zeros[..k]);
+            n -= k as u64;
+        }
+    };
+    for (start, elen) in data_extents(&from)? {
+        feed_zeros(start - pos, &mut each);
+        from.seek(SeekFrom::Start(start))?;
+        to.seek(SeekFrom::Start(start))?;
+        let mut left = elen;
+        while left > 0 {
+            let k = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            from.read_exact(&mut buf[..k])?;
+            // Zero pages inside an extent stay holes in the copy too.
+            if buf[..k].iter().all(|b| *b == 0) {
+                to.seek(SeekFrom::Current(k as i64))?;
+            } else {
+                to.write_all(&buf[..k])?;
+            }
+            each(&buf[..k]);
+            left -= k as u64;
+        }
+        pos = start + elen;
+    }
+    feed_zeros(len - pos, &mut each);
+    to.sync_all()?;
+    Ok(len)
+}
+
+#[cfg(test)]
+mod sparse_tests {
+    use super::*;
+
+    #[test]
+    fn sparse_copies_keep_holes_and_content() {
+        use std::io::{Seek, SeekFrom, Write};
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        let mut f = std::fs::File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.seek(SeekFrom::Start(3 << 20)).unwrap();
+        f.write_all(&[7u8; 5000]).unwrap();
+        f.seek(SeekFrom::Start(60 << 20)).unwrap();
+        f.write_all(b"tail").unwrap();
+        drop(f);
+        let dst = d.path().join("dst");
+        let mut seen = 0u64;
+        let mut sum = 0u64;
+        copy_sparse(&src, &dst, |b| {
+            seen += b.len() as u64;
+            sum += b.iter().map(|x| u64::from(*x)).sum::<u64>();
+        })
+        .unwrap();
+        assert_eq!(seen, 64 << 20);
+        assert_eq!(sum, 7 * 5000 + b"tail".iter().map(|x| u64::from(*x)).sum::<u64>());
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+        use std::os::unix::fs::MetadataExt;
+        let blocks = std::fs::metadata(&dst).unwrap().blocks();
+        assert!(blocks * 512 < 4 << 20, "the copy is not sparse: {blocks} blocks");
+    }
+}

@@ -82,9 +82,13 @@ impl Control for FakeControl {
     fn resume(&self) -> Result<(), VmmError> {
         self.signal(rustix::process::Signal::CONT)
     }
-    fn snapshot(&self, dir: &Path) -> Result<(), VmmError> {
+    fn snapshot(&self, dir: &Path) -> Result<crate::SnapshotFiles, VmmError> {
+        self.pause()?;
         std::fs::write(dir.join("vmstate"), b"fake state")?;
         std::fs::write(dir.join("memory"), b"fake memory")?;
-        Ok(())
+        Ok(crate::SnapshotFiles {
+            state: dir.join("vmstate"),
+            memory: dir.join("memory"),
+        })
     }
 }

@@ -71,6 +71,23 @@ pub struct VmSpec {
     pub accel: Accel,
     /// One NIC on a TAP the VMM creates (and that goes away with it).
     pub net: Option<NetSpec>,
+    /// Start from a snapshot instead of booting.
+    pub restore: Option<RestoreSpec>,
+}
+
+/// What [`Control::snapshot`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFiles {
+    pub state: PathBuf,
+    pub memory: PathBuf,
+}
+
+/// A snapshot to resume: the VMM's device state and the guest memory
+/// (mapped copy-on-write: clones of one snapshot share its pages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreSpec {
+    pub state: PathBuf,
+    pub memory: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,10 +175,10 @@ pub trait Control {
     fn shutdown(&self) -> Result<(), VmmError>;
     fn pause(&self) -> Result<(), VmmError>;
     fn resume(&self) -> Result<(), VmmError>;
-    /// Saves the paused VM's device state and memory under `dir`
-    /// (`vmstate`, `memory`). The snapshot issue builds the store and
-    /// restore on top of this.
-    fn snapshot(&self, dir: &std::path::Path) -> Result<(), VmmError>;
+    /// Pauses the VM and saves its device state under `dir`; returns where
+    /// the state and the guest memory are. The memory may be the VM's live
+    /// RAM file (QEMU): read it before `resume`, which the caller calls.
+    fn snapshot(&self, dir: &std::path::Path) -> Result<SnapshotFiles, VmmError>;
 }
 
 /// QEMU's end of the agent's virtio-serial port (a chardev socket).

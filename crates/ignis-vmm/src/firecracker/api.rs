@@ -231,8 +231,9 @@ mod tests {
             vec![no_content(), no_content(), no_content(), no_content()],
         );
         let c = crate::firecracker::FirecrackerControl::new(dir.path());
-        c.pause().unwrap();
-        c.snapshot(Path::new("/snap")).unwrap();
+        // snapshot = pause + create; the VM stays paused until resume.
+        let files = c.snapshot(Path::new("/snap")).unwrap();
+        assert_eq!(files.memory, Path::new("/snap/memory"));
         c.resume().unwrap();
         c.shutdown().unwrap();
         let seen = server.join().unwrap();

@@ -32,8 +32,28 @@ impl FirecrackerBackend {
         Self { binary }
     }
 
-    /// The API calls that configure and start `spec`, in order.
+    /// The API calls that configure and start `spec`, in order. Files in
+    /// the VM's directory are named relative to it (Firecracker runs there),
+    /// so a snapshot's device state names no VM: a clone restored in its
+    /// own directory opens its own disk and vsock socket.
     pub fn calls(spec: &VmSpec) -> Vec<(&'static str, String, serde_json::Value)> {
+        if let Some(r) = &spec.restore {
+            let mut load = json!({
+                "snapshot_path": r.state,
+                "mem_backend": {"backend_type": "File", "backend_path": r.memory},
+                "enable_diff_snapshots": false,
+                "resume_vm": true,
+            });
+            if let Some(n) = &spec.net {
+                load["network_overrides"] = json!([{"iface_id": "eth0", "host_dev_name": n.tap}]);
+            }
+            return vec![("PUT", "/snapshot/load".to_string(), load)];
+        }
+        let local = |p: &std::path::Path| -> PathBuf {
+            p.strip_prefix(&spec.dir)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| p.to_path_buf())
+        };
         let mut calls = vec![
             (
                 "PUT",
@@ -55,7 +75,7 @@ impl FirecrackerBackend {
             calls.push((
                 "PUT",
                 format!("/drives/{id}"),
-                json!({"drive_id": id, "path_on_host": d.path, "is_root_device": false, "is_read_only": d.read_only}),
+                json!({"drive_id": id, "path_on_host": local(&d.path), "is_root_device": false, "is_read_only": d.read_only}),
             ));
         }
         if let Some(n) = &spec.net {
@@ -69,7 +89,7 @@ impl FirecrackerBackend {
         calls.push((
             "PUT",
             "/vsock".to_string(),
-            json!({"guest_cid": 3, "uds_path": spec.dir.join(crate::VSOCK_SOCKET)}),
+            json!({"guest_cid": 3, "uds_path": crate::VSOCK_SOCKET}),
         ));
         calls.push((
             "PUT",
@@ -90,7 +110,8 @@ impl Backend for FirecrackerBackend {
         let _ = std::fs::remove_file(&sock);
         let _ = std::fs::remove_file(spec.dir.join(crate::VSOCK_SOCKET));
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("--api-sock")
+        cmd.current_dir(&spec.dir)
+            .arg("--api-sock")
             .arg(&sock)
             .arg("--id")
             .arg(&spec.id)
@@ -182,15 +203,19 @@ impl Control for FirecrackerControl {
             .patch("/vm", &json!({"state": "Resumed"}))
             .map(drop)
     }
-    fn snapshot(&self, dir: &Path) -> Result<(), VmmError> {
+    fn snapshot(&self, dir: &Path) -> Result<crate::SnapshotFiles, VmmError> {
+        let api = ApiClient::new(&self.socket)?;
+        api.patch("/vm", &json!({"state": "Paused"}))?;
         let body = json!({
             "snapshot_type": "Full",
             "snapshot_path": dir.join("vmstate"),
             "mem_file_path": dir.join("memory"),
         });
-        ApiClient::new(&self.socket)?
-            .put("/snapshot/create", &body)
-            .map(drop)
+        api.put("/snapshot/create", &body)?;
+        Ok(crate::SnapshotFiles {
+            state: dir.join("vmstate"),
+            memory: dir.join("memory"),
+        })
     }
 }
 
@@ -209,15 +234,22 @@ mod tests {
             cmdline: "console=ttyS0 reboot=k".into(),
             vcpus: 1,
             memory_mib: 128,
-            disks: vec![crate::DiskSpec {
-                path: "/d/img".into(),
-                read_only: true,
-            }],
+            disks: vec![
+                crate::DiskSpec {
+                    path: "/d/img".into(),
+                    read_only: true,
+                },
+                crate::DiskSpec {
+                    path: "/run/x/data.ext4".into(),
+                    read_only: false,
+                },
+            ],
             accel: crate::Accel::Kvm,
             net: Some(crate::NetSpec {
                 tap: "ig-1".into(),
                 mac: "02:00:00:00:00:02".into(),
             }),
+            restore: None,
         };
         let calls = FirecrackerBackend::calls(&spec);
         let paths: Vec<&str> = calls.iter().map(|c| c.1.as_str()).collect();
@@ -227,16 +259,33 @@ mod tests {
                 "/boot-source",
                 "/machine-config",
                 "/drives/d0",
+                "/drives/d1",
                 "/network-interfaces/eth0",
                 "/vsock",
                 "/actions"
             ]
         );
-        assert_eq!(calls[3].2["host_dev_name"], "ig-1");
+        assert_eq!(calls[4].2["host_dev_name"], "ig-1");
+        // Files in the VM's directory are relative (Firecracker runs there).
+        assert_eq!(calls[3].2["path_on_host"], "data.ext4");
+        assert_eq!(calls[2].2["path_on_host"], "/d/img");
         assert_eq!(calls[0].2["boot_args"], "console=ttyS0 reboot=k");
         assert_eq!(calls[2].2["is_read_only"], true);
-        assert_eq!(calls[4].2["uds_path"], "/run/x/vsock.sock");
-        assert_eq!(calls[5].2["action_type"], "InstanceStart");
+        assert_eq!(calls[5].2["uds_path"], "vsock.sock");
+        assert_eq!(calls[6].2["action_type"], "InstanceStart");
+        // A clone: one snapshot load, memory mapped from the file, its own TAP.
+        let mut clone = spec.clone();
+        clone.restore = Some(crate::RestoreSpec {
+            state: "/s/vmstate".into(),
+            memory: "/s/memory".into(),
+        });
+        let calls = FirecrackerBackend::calls(&clone);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].1, "/snapshot/load");
+        assert_eq!(calls[0].2["mem_backend"]["backend_type"], "File");
+        assert_eq!(calls[0].2["mem_backend"]["backend_path"], "/s/memory");
+        assert_eq!(calls[0].2["resume_vm"], true);
+        assert_eq!(calls[0].2["network_overrides"][0]["host_dev_name"], "ig-1");
     }
 
     /// The hybrid-vsock handshake against a fake Firecracker vsock socket:

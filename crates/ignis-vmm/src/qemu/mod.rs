@@ -38,9 +38,26 @@ impl QemuBackend {
         // The ELF vmlinux boots through PVH, skipping the bzImage decompressor
         // (seconds under TCG).
         let kernel = &spec.vmlinux;
+        // Guest RAM is a file: shared (tmpfs) while the VM runs, so a
+        // snapshot is device state + a copy of the file; a restored clone
+        // maps the snapshot's file privately (copy-on-write, shared pages).
+        let memory = match &spec.restore {
+            Some(r) => format!(
+                "memory-backend-file,id=mem,size={}M,mem-path={},share=off",
+                spec.memory_mib,
+                r.memory.display()
+            ),
+            None => format!(
+                "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
+                spec.memory_mib,
+                memory_path(&spec.dir).display()
+            ),
+        };
         let mut a: Vec<String> = vec![
             "-M".into(),
-            format!("microvm,accel={accel},acpi=on,pcie=off,rtc=on"),
+            format!("microvm,accel={accel},acpi=on,pcie=off,rtc=on,memory-backend=mem"),
+            "-object".into(),
+            memory,
             "-cpu".into(),
             cpu.into(),
             "-smp".into(),
@@ -91,6 +108,9 @@ impl QemuBackend {
             a.push("-device".into());
             a.push(format!("virtio-net-device,netdev=n0,mac={}", n.mac));
         }
+        if spec.restore.is_some() {
+            a.extend(["-incoming".into(), "defer".into()]);
+        }
         for (i, d) in spec.disks.iter().enumerate() {
             a.push("-drive".into());
             a.push(format!(
@@ -109,6 +129,56 @@ fn qmp_path(dir: &Path) -> PathBuf {
     dir.join("qmp.sock")
 }
 
+/// The running VM's RAM file on tmpfs (no writeback of guest memory to
+/// disk), named after the VM's directory (its ID).
+pub fn memory_path(dir: &Path) -> PathBuf {
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    PathBuf::from("/dev/shm").join(format!("ignis-{id}.mem"))
+}
+
+/// Loads a snapshot into a QEMU started with `-incoming defer` and waits
+/// until the guest runs again.
+fn incoming(socket: &Path, state: &Path) -> Result<(), VmmError> {
+    let path = state
+        .to_str()
+        .filter(|p| !p.contains('\''))
+        .ok_or_else(|| VmmError::Protocol("snapshot state path is not plain UTF-8".into()))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut qmp = loop {
+        match QmpClient::connect(socket) {
+            Ok(q) => break q,
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    };
+    qmp.execute(
+        "migrate-set-capabilities",
+        Some(serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})),
+    )?;
+    qmp.execute(
+        "migrate-incoming",
+        Some(serde_json::json!({"uri": format!("exec:cat '{path}'")})),
+    )?;
+    for _ in 0..12000 {
+        let st = qmp.execute("query-status", None)?;
+        match st["status"].as_str() {
+            Some("running") => return Ok(()),
+            Some("inmigrate" | "prelaunch" | "paused") => {}
+            other => {
+                return Err(VmmError::Protocol(format!(
+                    "restoring the snapshot failed: QEMU is {}",
+                    other.unwrap_or("in an unknown state")
+                )))
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err(VmmError::Protocol("restoring the snapshot took over 60 s".into()))
+}
+
 impl Backend for QemuBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Qemu
@@ -122,7 +192,15 @@ impl Backend for QemuBackend {
             .stdin(input)
             .stdout(console)
             .stderr(Stdio::inherit());
-        crate::spawn_vmm(cmd)
+        let mut child = crate::spawn_vmm(cmd)?;
+        if let Some(r) = &spec.restore {
+            if let Err(e) = incoming(&qmp_path(&spec.dir), &r.state) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
+        Ok(child)
     }
 }
 
@@ -157,9 +235,21 @@ impl Control for QemuControl {
     fn resume(&self) -> Result<(), VmmError> {
         self.run("cont").map(drop)
     }
-    /// Migration to a file (QEMU 7.2 has no `file:` URI; `exec:` with a
-    /// quoted path does the same), waiting until it completes.
-    fn snapshot(&self, dir: &Path) -> Result<(), VmmError> {
+    /// Migration of the device state to a file (QEMU 7.2 has no `file:`
+    /// URI; `exec:` with a quoted path does the same) with `x-ignore-shared`
+    /// (guest RAM is the shared memory file, not in the stream), then a
+    /// sparse copy of that file; the VM stays paused.
+    fn snapshot(&self, dir: &Path) -> Result<crate::SnapshotFiles, VmmError> {
+        self.migrate(dir, true)?;
+        Ok(crate::SnapshotFiles {
+            state: dir.join("vmstate"),
+            memory: memory_path(self.socket.parent().unwrap_or(Path::new("."))),
+        })
+    }
+}
+
+impl QemuControl {
+    fn migrate(&self, dir: &Path, ignore_shared: bool) -> Result<(), VmmError> {
         let state = dir.join("vmstate");
         let path = state
             .to_str()
@@ -168,11 +258,16 @@ impl Control for QemuControl {
             return Err(VmmError::Protocol("snapshot path contains a quote".into()));
         }
         let mut qmp = QmpClient::connect(&self.socket)?;
+        qmp.execute("stop", None)?;
+        qmp.execute(
+            "migrate-set-capabilities",
+            Some(serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": ignore_shared}]})),
+        )?;
         qmp.execute(
             "migrate",
             Some(serde_json::json!({"uri": format!("exec:cat > '{path}'")})),
         )?;
-        for _ in 0..6000 {
+        for _ in 0..30000 {
             let st = qmp.execute("query-migrate", None)?;
             match st["status"].as_str() {
                 Some("completed") => return Ok(()),
@@ -183,7 +278,7 @@ impl Control for QemuControl {
                         desc: st["error-desc"].as_str().unwrap_or("unknown").to_string(),
                     })
                 }
-                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+                _ => std::thread::sleep(std::time::Duration::from_millis(2)),
             }
         }
         Err(VmmError::Protocol(
@@ -222,6 +317,7 @@ mod tests {
                 tap: "ig-x".into(),
                 mac: "02:00:00:00:00:01".into(),
             }),
+            restore: None,
         };
         let a = QemuBackend::args(&spec).join(" ");
         assert!(
@@ -238,6 +334,22 @@ mod tests {
         assert!(a.contains("file=/d/data.ext4,format=raw,if=none,cache=none,aio=threads -device"));
         assert!(a.contains("-qmp unix:/run/ignis/x/qmp.sock,server=on,wait=off"));
         assert!(a.contains("-no-reboot"));
+        // RAM is a shared file on tmpfs while running...
+        assert!(
+            a.contains("memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/ignis-x.mem,share=on"),
+            "{a}"
+        );
+        assert!(a.contains("memory-backend=mem"));
+        assert!(!a.contains("-incoming"));
+        // ...and a clone maps the snapshot's memory privately, state incoming.
+        let mut clone = spec.clone();
+        clone.restore = Some(crate::RestoreSpec {
+            state: "/s/vmstate".into(),
+            memory: "/s/memory".into(),
+        });
+        let c = QemuBackend::args(&clone).join(" ");
+        assert!(c.contains("mem-path=/s/memory,share=off"), "{c}");
+        assert!(c.contains("-incoming defer"), "{c}");
         assert!(
             a.contains("-chardev socket,id=agent,path=/run/ignis/x/agent.vmm.sock,server=on,wait=off -device virtserialport,chardev=agent,name=ignis.agent"),
             "{a}"

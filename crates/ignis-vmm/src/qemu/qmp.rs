@@ -149,19 +149,31 @@ mod tests {
             &dir.path().join("qmp.sock"),
             vec![
                 r#"{"return": {}}"#,
+                r#"{"return": {}}"#,
+                r#"{"return": {}}"#,
                 r#"{"return": {"status": "active"}}"#,
                 r#"{"return": {"status": "completed"}}"#,
             ],
         );
-        crate::qemu::QemuControl::new(dir.path())
+        let vm_dir = dir.path().join("0123456789abcdef");
+        std::fs::create_dir(&vm_dir).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("qmp.sock"), vm_dir.join("qmp.sock")).unwrap();
+        let files = crate::qemu::QemuControl::new(&vm_dir)
             .snapshot(Path::new("/snap"))
             .unwrap();
+        // Guest RAM is the VM's shared memory file, read while paused.
+        assert_eq!(files.memory, Path::new("/dev/shm/ignis-0123456789abcdef.mem"));
         let seen = server.join().unwrap();
+        assert_eq!(seen[1], r#"{"execute":"stop"}"#);
         assert_eq!(
-            seen[1],
+            seen[2],
+            r#"{"arguments":{"capabilities":[{"capability":"x-ignore-shared","state":true}]},"execute":"migrate-set-capabilities"}"#
+        );
+        assert_eq!(
+            seen[3],
             r#"{"arguments":{"uri":"exec:cat > '/snap/vmstate'"},"execute":"migrate"}"#
         );
-        assert_eq!(seen[2], r#"{"execute":"query-migrate"}"#);
+        assert_eq!(seen[4], r#"{"execute":"query-migrate"}"#);
     }
 
     #[test]
@@ -171,6 +183,8 @@ mod tests {
         let server = fake_qmp(
             &dir.path().join("qmp.sock"),
             vec![
+                r#"{"return": {}}"#,
+                r#"{"return": {}}"#,
                 r#"{"return": {}}"#,
                 r#"{"return": {"status": "failed", "error-desc": "disk full"}}"#,
             ],
