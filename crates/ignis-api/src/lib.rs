@@ -8,13 +8,16 @@
 mod image;
 mod kernel;
 mod prune;
+mod snapshot;
 mod vm;
 
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
 pub use kernel::{KernelRecord, KernelSource};
 pub use prune::PruneReport;
+pub use snapshot::{BlobRef, SnapshotRecord};
 pub use vm::{
-    CopyFileSpec, NetworkSpec, PortSpec, RunMode, SshSpec, VmRecord, VmSpec, VmState, VmStatus,
+    CopyFileSpec, NetworkSpec, PortSpec, RunMode, SnapshotOrigin, SshSpec, VmRecord, VmSpec,
+    VmState, VmStatus,
 };
 
 /// Prefix of every content digest ignis produces or accepts.

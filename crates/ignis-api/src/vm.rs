@@ -130,9 +130,22 @@ pub struct VmSpec {
     pub auto_remove: bool,
     #[serde(default)]
     pub network: NetworkSpec,
+    /// Lineage: the snapshot this VM was restored (forked) from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotOrigin>,
     /// `--ssh`: the public key installed as root's authorized key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSpec>,
+}
+
+/// The snapshot a fork resumes: its ID and the blobs the VM keeps
+/// referenced (so removing the snapshot does not pull them from under it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotOrigin {
+    pub id: String,
+    pub state: String,
+    pub memory: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +192,10 @@ pub struct VmStatus {
     /// Milliseconds from start to the agent's first greeting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_ms: Option<u64>,
+    /// The next start resumes the snapshot in `spec.snapshot` instead of
+    /// booting (a fork that has not run yet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_pending: bool,
     /// Running but its vCPUs are paused (`ignis pause`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,

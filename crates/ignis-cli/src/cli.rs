@@ -30,6 +30,51 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: Option<SnapshotCmd>,
+    /// The running VM to snapshot.
+    #[arg(required = true)]
+    pub vm: Option<String>,
+    /// Name of the snapshot (default: VM-NAME-<id>).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// List snapshots (with --tree: their lineage and the VMs forked from them).
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long)]
+        tree: bool,
+        #[command(flatten)]
+        list: ListOpts,
+    },
+    /// Show a snapshot's record.
+    Inspect {
+        snapshot: String,
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: InspectFormat,
+    },
+    /// Remove snapshots (their blobs go once nothing else uses them).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        snapshots: Vec<String>,
+    },
+    /// Write a snapshot to one file (zstd tar of its manifest and blobs).
+    Export {
+        snapshot: String,
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+    },
+    /// Read a file written by `snapshot export` (every blob verified).
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Keep stdin open and send it to the command.
     #[arg(long, short = 'i')]
@@ -106,6 +151,30 @@ pub enum Command {
         filter: Vec<String>,
         #[command(flatten)]
         list: ListOpts,
+    },
+    /// Snapshot a running VM (`snapshot VM [--name N]`), or manage snapshots.
+    Snapshot(SnapshotArgs),
+    /// Clone a running VM or a snapshot into N running VMs (each with its own disk, address, MAC, hostname, RNG state).
+    Fork {
+        /// A snapshot, or a running VM (snapshotted first).
+        source: String,
+        /// Number of clones.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        count: u32,
+        /// Clones are named PREFIX-1..PREFIX-N (default: the snapshot's name).
+        #[arg(long)]
+        name_prefix: Option<String>,
+        /// Remove each clone when it stops.
+        #[arg(long)]
+        rm: bool,
+    },
+    /// Start a new VM from a snapshot (a fork of one).
+    Restore {
+        snapshot: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        rm: bool,
     },
     /// Run a command in a running VM (through its guest agent).
     Exec(ExecArgs),

@@ -10,6 +10,7 @@ pub mod fault;
 pub mod image;
 pub mod kernel;
 mod resolve;
+pub mod snapshot;
 pub mod system;
 pub mod vm;
 

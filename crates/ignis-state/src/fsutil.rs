@@ -74,11 +74,7 @@ pub fn data_extents(f: &std::fs::File) -> std::io::Result<Vec<(u64, u64)>> {
 /// Copies `src` to `dst` keeping holes (a reflink where the filesystem
 /// has one), and calls `each` with every byte range of the content in
 /// order, holes as zeros (for hashing while copying).
-pub fn copy_sparse(
-    src: &Path,
-    dst: &Path,
-    mut each: impl FnMut(&[u8]),
-) -> std::io::Result<u64> {
+pub fn copy_sparse(src: &Path, dst: &Path, mut each: impl FnMut(&[u8])) -> std::io::Result<u64> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut from = std::fs::File::open(src)?;
     let len = from.metadata()?.len();
@@ -143,10 +139,16 @@ mod sparse_tests {
         })
         .unwrap();
         assert_eq!(seen, 64 << 20);
-        assert_eq!(sum, 7 * 5000 + b"tail".iter().map(|x| u64::from(*x)).sum::<u64>());
+        assert_eq!(
+            sum,
+            7 * 5000 + b"tail".iter().map(|x| u64::from(*x)).sum::<u64>()
+        );
         assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
         use std::os::unix::fs::MetadataExt;
         let blocks = std::fs::metadata(&dst).unwrap().blocks();
-        assert!(blocks * 512 < 4 << 20, "the copy is not sparse: {blocks} blocks");
+        assert!(
+            blocks * 512 < 4 << 20,
+            "the copy is not sparse: {blocks} blocks"
+        );
     }
 }

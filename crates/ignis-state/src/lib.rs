@@ -24,7 +24,7 @@
 
 mod blob;
 mod db;
-mod fsutil;
+pub mod fsutil;
 mod gc;
 mod lock;
 mod schema;

@@ -85,6 +85,25 @@ fn firecracker_version(bin: &Path) -> Option<String> {
     Some(v)
 }
 
+/// The version of the VMM binary a backend would run (`QEMU emulator
+/// version 7.2.x ...`, `Firecracker v1.x`): a snapshot resumes only where
+/// this matches.
+pub fn vmm_version(kind: crate::BackendKind) -> Option<String> {
+    let bin = match kind {
+        crate::BackendKind::Qemu => find_in_path(crate::qemu::BINARY)?,
+        crate::BackendKind::Firecracker => std::env::var_os("IGNIS_FIRECRACKER")
+            .map(PathBuf::from)
+            .or_else(|| find_in_path(crate::firecracker::BINARY))?,
+        #[cfg(any(test, feature = "fake"))]
+        crate::BackendKind::Fake => return Some("fake 1".into()),
+    };
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_string())
+}
+
 /// `major.minor` at least 1.10.
 pub fn firecracker_supported(version: &str) -> bool {
     let mut it = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));

@@ -6,6 +6,7 @@ mod exec;
 mod image;
 mod kernel;
 mod network;
+mod snapshot;
 mod system;
 mod vm;
 
@@ -21,6 +22,18 @@ pub fn dispatch(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         Command::Network(c) => network::run(ignis, c).map(|()| 0),
         Command::Version => unreachable!("handled before opening the state"),
         Command::Exec(a) => exec::exec(ignis, a),
+        Command::Snapshot(a) => snapshot::snapshot(ignis, a).map(|()| 0),
+        Command::Fork {
+            source,
+            count,
+            name_prefix,
+            rm,
+        } => snapshot::fork(ignis, &source, count, name_prefix, None, rm).map(|()| 0),
+        Command::Restore {
+            snapshot: s,
+            name,
+            rm,
+        } => snapshot::fork(ignis, &s, 1, None, name, rm).map(|()| 0),
         Command::Ssh { user, vm, command } => exec::ssh(ignis, &user, &vm, &command),
         Command::Cp { src, dest } => exec::cp(ignis, &src, &dest).map(|()| 0),
         Command::Configure {

@@ -63,6 +63,7 @@ fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOpti
         mac: a.mac,
         ports: a.publish,
         ssh: a.ssh,
+        from_snapshot: None,
     })
 }
 
@@ -359,6 +360,9 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         | Command::Exec(_)
         | Command::Cp { .. }
         | Command::Ssh { .. }
+        | Command::Snapshot(_)
+        | Command::Fork { .. }
+        | Command::Restore { .. }
         | Command::Configure { .. }
         | Command::Kernel(_)
         | Command::System(_)

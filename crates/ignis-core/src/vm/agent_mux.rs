@@ -157,6 +157,13 @@ impl Mux {
                 continue;
             };
             *self.agent.lock().expect("agent") = Some(stream);
+            // Greet: an agent that booted greets on its own, but one resumed
+            // from a snapshot is mid-conversation with a host long gone.
+            let hello = ignis_agent_proto::Hello {
+                version: ignis_agent_proto::VERSION,
+                peer: format!("ignis-supervisor {}", env!("CARGO_PKG_VERSION")),
+            };
+            self.to_agent(Kind::Hello, 0, &serde_json::to_vec(&hello).expect("json"));
             self.agent_loop(reader, started);
             *self.agent.lock().expect("agent") = None;
             *self.hello.lock().expect("hello") = None;

@@ -238,6 +238,14 @@ impl Ignis {
                 tap: ignis_net::tap_name(&rec.id),
                 mac: mac.clone(),
             }),
+            // A fork that has not run yet resumes its snapshot.
+            restore: match (&rec.spec.snapshot, rec.status.restore_pending) {
+                (Some(o), true) => Some(ignis_vmm::RestoreSpec {
+                    state: blob(&o.state)?,
+                    memory: blob(&o.memory)?,
+                }),
+                _ => None,
+            },
         })
     }
 }

@@ -37,6 +37,10 @@ pub struct CreateOptions {
     /// `--ssh[=PUBKEY]`: `Some("")` generates a key pair; otherwise a
     /// public key file or an `ssh-...` key line.
     pub ssh: Option<String>,
+    /// A fork: resume this snapshot (its resources, command, disk and
+    /// memory) instead of booting; the options above that it fixes are
+    /// ignored.
+    pub from_snapshot: Option<String>,
 }
 
 pub const DEFAULT_CPUS: u32 = 1;
@@ -96,8 +100,27 @@ impl Ignis {
     /// left behind when any step fails.
     pub fn vm_create(&self, opts: &CreateOptions) -> Result<VmRecord, Error> {
         let invalid = |m: String| Error::new(ErrorKind::Invalid, m);
-        let (kind, accel) = self.choose_backend(&opts.backend)?;
-        let cpus = opts.cpus.unwrap_or(DEFAULT_CPUS);
+        let snap = opts
+            .from_snapshot
+            .as_deref()
+            .map(|q| self.snapshot_inspect(q))
+            .transpose()?;
+        let (kind, accel) = match &snap {
+            Some(s) => (
+                super::backend_kind(&s.backend)?,
+                if s.spec.accel == "kvm" {
+                    Accel::Kvm
+                } else {
+                    Accel::Tcg
+                },
+            ),
+            None => self.choose_backend(&opts.backend)?,
+        };
+        let cpus = snap
+            .as_ref()
+            .map(|s| s.spec.cpus)
+            .or(opts.cpus)
+            .unwrap_or(DEFAULT_CPUS);
         let max_cpus = if kind == BackendKind::Firecracker {
             32
         } else {
@@ -117,13 +140,21 @@ impl Ignis {
                 }
             )));
         }
-        let memory_mib = opts.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+        let memory_mib = snap
+            .as_ref()
+            .map(|s| s.spec.memory_mib)
+            .or(opts.memory_mib)
+            .unwrap_or(DEFAULT_MEMORY_MIB);
         if !(64..=(1 << 20)).contains(&memory_mib) {
             return Err(invalid(format!(
                 "--memory {memory_mib}MiB is out of range (64MiB to 1TiB)"
             )));
         }
-        let disk_size = opts.disk_size.unwrap_or(DEFAULT_DISK_SIZE);
+        let disk_size = snap
+            .as_ref()
+            .map(|s| s.spec.disk_size)
+            .or(opts.disk_size)
+            .unwrap_or(DEFAULT_DISK_SIZE);
         if disk_size < (32 << 20) {
             return Err(invalid(format!(
                 "--size {disk_size} bytes is too small for the writable disk (at least 32MB)"
@@ -167,6 +198,11 @@ impl Ignis {
 
         let ssh = match opts.ssh.as_deref() {
             None => None,
+            Some(_) if snap.is_some() => {
+                return Err(invalid(
+                    "--ssh cannot change a fork: it has its snapshot's keys".into(),
+                ))
+            }
             Some(given) => Some(super::ssh::authorized_key(given)?),
         };
 
@@ -205,6 +241,7 @@ impl Ignis {
 
         let image = match self.image_inspect(&opts.image) {
             Ok(i) => i,
+            Err(e) if snap.is_some() => return Err(e),
             Err(e)
                 if e.kind == ErrorKind::NotFound
                     && crate::image::normalize(&opts.image).is_some() =>
@@ -213,10 +250,13 @@ impl Ignis {
             }
             Err(e) => return Err(e),
         };
-        let kernel_query = opts
-            .kernel
-            .as_deref()
-            .unwrap_or(crate::kernel::DEFAULT_NAME);
+        let kernel_query = match &snap {
+            Some(s) => s.kernel_id.as_str(),
+            None => opts
+                .kernel
+                .as_deref()
+                .unwrap_or(crate::kernel::DEFAULT_NAME),
+        };
         let kernel = self.kernel_inspect(kernel_query).map_err(|e| {
             if e.kind == ErrorKind::NotFound && opts.kernel.is_none() {
                 Error::new(
@@ -231,7 +271,9 @@ impl Ignis {
         // What runs: an explicit command, else the image's init, else its
         // Entrypoint+Cmd. Neither is an error now, not a hang at boot.
         let cfg = &image.config;
-        let (mode, command) = if !opts.command.is_empty() {
+        let (mode, command) = if let Some(s) = &snap {
+            (s.spec.mode, s.spec.command.clone())
+        } else if !opts.command.is_empty() {
             let mut c = cfg.entrypoint.clone().unwrap_or_default();
             c.extend(opts.command.iter().cloned());
             (RunMode::App, c)
@@ -248,7 +290,10 @@ impl Ignis {
             }
             (RunMode::App, c)
         };
-        let mut env = cfg.env.clone();
+        let mut env = match &snap {
+            Some(s) => s.spec.env.clone(),
+            None => cfg.env.clone(),
+        };
         for kv in &opts.env {
             let key = kv.split('=').next().unwrap_or("");
             env.retain(|e| e.split('=').next() != Some(key));
@@ -277,7 +322,10 @@ impl Ignis {
             id: id.clone(),
             name: name.clone(),
             image_id: image.id.clone(),
-            image: opts.image.clone(),
+            image: snap
+                .as_ref()
+                .map(|s| s.image.clone())
+                .unwrap_or_else(|| opts.image.clone()),
             kernel_id: kernel.id.clone(),
             created: crate::now(),
             spec: VmSpec {
@@ -292,8 +340,14 @@ impl Ignis {
                 mode,
                 command,
                 env,
-                workdir: cfg.working_dir.clone(),
-                user: cfg.user.clone(),
+                workdir: match &snap {
+                    Some(s) => s.spec.workdir.clone(),
+                    None => cfg.working_dir.clone(),
+                },
+                user: match &snap {
+                    Some(s) => s.spec.user.clone(),
+                    None => cfg.user.clone(),
+                },
                 kernel_args: opts.kernel_args.clone(),
                 labels: opts.labels.clone(),
                 copy_files,
@@ -315,10 +369,19 @@ impl Ignis {
                         .collect(),
                     ..Default::default()
                 },
-                ssh: ssh.as_ref().map(|(spec, _)| spec.clone()),
+                ssh: match &snap {
+                    Some(s) => s.spec.ssh.clone(),
+                    None => ssh.as_ref().map(|(spec, _)| spec.clone()),
+                },
+                snapshot: snap.as_ref().map(|s| ignis_api::SnapshotOrigin {
+                    id: s.id.clone(),
+                    state: s.state.digest.clone(),
+                    memory: s.memory.digest.clone(),
+                }),
             },
             status: VmStatus {
                 state: Some(VmState::Created),
+                restore_pending: snap.is_some(),
                 ..Default::default()
             },
         };
@@ -331,7 +394,24 @@ impl Ignis {
         let dir = self.vm_dir(&id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::internal("create the VM directory", e))?;
         let cleanup = DirGuard(Some(dir.clone()));
-        make_data_disk(&dir.join("data.ext4"), disk_size)?;
+        match &snap {
+            // A fork's disk is the snapshot's, copied (holes kept).
+            Some(s) => {
+                let blob = self
+                    .store
+                    .blobs()
+                    .path(&s.disk.digest)
+                    .map_err(|e| Error::internal("locate the snapshot disk", e))?;
+                ignis_state::fsutil::copy_sparse(&blob, &dir.join("data.ext4"), |_| {})
+                    .map_err(|e| Error::internal("copy the snapshot's disk", e))?;
+                // The source's generated SSH key, for `ignis ssh` into the fork.
+                let key = self.vm_dir(&s.vm_id).join(super::ssh::PRIVATE_KEY);
+                if key.is_file() {
+                    let _ = std::fs::copy(&key, dir.join(super::ssh::PRIVATE_KEY));
+                }
+            }
+            None => make_data_disk(&dir.join("data.ext4"), disk_size)?,
+        }
         if let Some((spec, private)) = &ssh {
             super::ssh::write_keys(&dir, spec, private.as_deref())?;
         }
@@ -395,6 +475,11 @@ impl Ignis {
             tx.set_name(KIND, &record.name, &id)?;
             tx.add_use(KIND, &id, crate::image::KIND, &image.id)?;
             tx.add_use(KIND, &id, crate::kernel::KIND, &kernel.id)?;
+            if let Some(o) = &record.spec.snapshot {
+                // The fork maps the snapshot's memory: keep those blobs while it exists.
+                tx.add_blob_ref(&o.state, KIND, &id)?;
+                tx.add_blob_ref(&o.memory, KIND, &id)?;
+            }
             tx.add_file(&dir.display().to_string(), KIND, &id)?;
             Ok::<_, Error>(record)
         })?;

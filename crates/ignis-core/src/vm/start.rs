@@ -28,6 +28,7 @@ impl Ignis {
         self.update_status(&id, |s| {
             *s = VmStatus {
                 state: Some(VmState::Created),
+                restore_pending: s.restore_pending,
                 ..Default::default()
             }
         })?;

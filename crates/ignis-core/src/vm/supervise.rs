@@ -268,6 +268,7 @@ impl Ignis {
             tracing::warn!(vm = id, error = %e, "cannot serve attach.sock; ignis attach will not work");
         }
         let me = std::process::id();
+        let restored = spec.restore.is_some();
         #[cfg(feature = "fake-vmm")]
         let has_agent = kind != BackendKind::Fake;
         #[cfg(not(feature = "fake-vmm"))]
@@ -281,6 +282,9 @@ impl Ignis {
                 boot_id: boot_id(),
                 started_at: Some(crate::now()),
                 health: has_agent.then(|| "starting".to_string()),
+                // A resumed snapshot is already running its workload.
+                ready_ms: restored
+                    .then(|| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
                 ..Default::default()
             }
         })?;
@@ -404,6 +408,7 @@ impl Ignis {
         for f in RUNTIME_FILES {
             let _ = std::fs::remove_file(dir.join(f));
         }
+        let _ = std::fs::remove_file(ignis_vmm::qemu::memory_path(&dir));
         if rec.spec.auto_remove {
             self.vm_remove(id, true)?;
         }

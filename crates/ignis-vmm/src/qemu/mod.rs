@@ -156,27 +156,39 @@ fn incoming(socket: &Path, state: &Path) -> Result<(), VmmError> {
     };
     qmp.execute(
         "migrate-set-capabilities",
-        Some(serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})),
+        Some(
+            serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+        ),
     )?;
     qmp.execute(
         "migrate-incoming",
         Some(serde_json::json!({"uri": format!("exec:cat '{path}'")})),
     )?;
-    for _ in 0..12000 {
-        let st = qmp.execute("query-status", None)?;
+    // The snapshot was taken paused, so the loaded VM stays paused: wait
+    // for the load, then continue it.
+    for _ in 0..30000 {
+        let st = qmp.execute("query-migrate", None)?;
         match st["status"].as_str() {
-            Some("running") => return Ok(()),
-            Some("inmigrate" | "prelaunch" | "paused") => {}
-            other => {
-                return Err(VmmError::Protocol(format!(
-                    "restoring the snapshot failed: QEMU is {}",
-                    other.unwrap_or("in an unknown state")
-                )))
+            Some("completed") => {
+                qmp.execute("cont", None)?;
+                return Ok(());
             }
+            Some("failed" | "cancelled") => {
+                return Err(VmmError::Qmp {
+                    command: "migrate-incoming".into(),
+                    class: "MigrationFailed".into(),
+                    desc: st["error-desc"]
+                        .as_str()
+                        .unwrap_or("the snapshot could not be loaded")
+                        .to_string(),
+                })
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(2)),
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    Err(VmmError::Protocol("restoring the snapshot took over 60 s".into()))
+    Err(VmmError::Protocol(
+        "restoring the snapshot took over 60 s".into(),
+    ))
 }
 
 impl Backend for QemuBackend {
@@ -336,7 +348,9 @@ mod tests {
         assert!(a.contains("-no-reboot"));
         // RAM is a shared file on tmpfs while running...
         assert!(
-            a.contains("memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/ignis-x.mem,share=on"),
+            a.contains(
+                "memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/ignis-x.mem,share=on"
+            ),
             "{a}"
         );
         assert!(a.contains("memory-backend=mem"));

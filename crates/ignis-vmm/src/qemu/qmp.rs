@@ -162,7 +162,10 @@ mod tests {
             .snapshot(Path::new("/snap"))
             .unwrap();
         // Guest RAM is the VM's shared memory file, read while paused.
-        assert_eq!(files.memory, Path::new("/dev/shm/ignis-0123456789abcdef.mem"));
+        assert_eq!(
+            files.memory,
+            Path::new("/dev/shm/ignis-0123456789abcdef.mem")
+        );
         let seen = server.join().unwrap();
         assert_eq!(seen[1], r#"{"execute":"stop"}"#);
         assert_eq!(

@@ -1,0 +1,201 @@
+//! `ignis snapshot VM`: pause, save device state + memory + writable disk,
+//! resume; then store the three files as blobs (after the VM runs again).
+
+use std::time::Instant;
+
+use ignis_api::{BlobRef, SnapshotRecord, VmState};
+
+use super::KIND;
+use crate::{Error, ErrorKind, Ignis};
+
+impl Ignis {
+    /// Snapshots a running VM. The VM is paused only while the VMM writes
+    /// its state and the memory and disk are copied (sparse); hashing and
+    /// storing happen after it resumed. Returns the record (with the pause).
+    pub fn vm_snapshot(&self, query: &str, name: Option<&str>) -> Result<SnapshotRecord, Error> {
+        let rec = self.reconcile(self.find_vm(query)?)?;
+        if rec.state() != VmState::Running {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "VM {} is not running: only a running VM can be snapshotted (start it with `ignis start {}`)",
+                    rec.name, rec.name
+                ),
+            ));
+        }
+        if rec.status.paused {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "VM {} is paused by `ignis pause`; unpause it first",
+                    rec.name
+                ),
+            ));
+        }
+        if let Some(n) = name {
+            if !crate::vm::valid_name(n) {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!("invalid snapshot name '{n}': use letters, digits, '_', '.', '-'"),
+                ));
+            }
+            if self.store.db().tx(|tx| tx.lookup_name(KIND, n))?.is_some() {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("a snapshot named '{n}' exists; remove it or pick another --name"),
+                ));
+            }
+        }
+        let kind = crate::vm::backend_kind(&rec.spec.backend)?;
+        let vmm_version = ignis_vmm::detect::vmm_version(kind).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("cannot read the version of {}", kind.as_str()),
+            )
+        })?;
+        let dir = self.vm_dir(&rec.id);
+        check_space(self.root(), &dir, u64::from(rec.spec.memory_mib) << 20)?;
+        let _guard = self
+            .store
+            .operation_guard()
+            .map_err(|e| Error::internal("take the operation lock", e))?;
+        let scratch = self
+            .store
+            .scratch("snapshot")
+            .map_err(|e| Error::internal("create a scratch directory", e))?;
+        let control = ignis_vmm::control(kind, &dir);
+        let paused_at = Instant::now();
+        let saved = (|| -> Result<(), Error> {
+            let files = control.snapshot(scratch.path()).map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Internal,
+                    format!("the VMM could not snapshot VM {}: {e}", rec.name),
+                    e,
+                )
+            })?;
+            crate::fault::point("snapshot:state-saved");
+            if files.memory != scratch.path().join("memory") {
+                ignis_state::fsutil::copy_sparse(
+                    &files.memory,
+                    &scratch.path().join("memory"),
+                    |_| {},
+                )
+                .map_err(|e| Error::internal("copy the guest memory", e))?;
+            }
+            if files.state != scratch.path().join("vmstate") {
+                std::fs::copy(&files.state, scratch.path().join("vmstate"))
+                    .map_err(|e| Error::internal("copy the VMM state", e))?;
+            }
+            ignis_state::fsutil::copy_sparse(
+                &dir.join("data.ext4"),
+                &scratch.path().join("disk"),
+                |_| {},
+            )
+            .map_err(|e| Error::internal("copy the writable disk", e))?;
+            Ok(())
+        })();
+        // Resume whatever happened: a failed snapshot must not leave the
+        // VM frozen.
+        let resumed = control.resume();
+        let pause_ms = u64::try_from(paused_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        saved?;
+        resumed.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Internal,
+                format!(
+                    "VM {} could not be resumed after the snapshot: {e}",
+                    rec.name
+                ),
+                e,
+            )
+        })?;
+        crate::fault::point("snapshot:resumed");
+        let put = |file: &str| -> Result<BlobRef, Error> {
+            let (digest, size) = self
+                .store
+                .blobs()
+                .put_file(&scratch.path().join(file))
+                .map_err(|e| Error::internal("store a snapshot blob", e))?;
+            Ok(BlobRef { digest, size })
+        };
+        let (state, memory, disk) = (put("vmstate")?, put("memory")?, put("disk")?);
+        crate::fault::point("snapshot:blobs-stored");
+        let id = crate::vm::new_id();
+        let snap = SnapshotRecord {
+            id: id.clone(),
+            name: name
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{}-{}", rec.name, &id[..6])),
+            created: crate::now(),
+            vm_id: rec.id.clone(),
+            vm_name: rec.name.clone(),
+            parent: rec.spec.snapshot.as_ref().map(|o| o.id.clone()),
+            image_id: rec.image_id.clone(),
+            image: rec.image.clone(),
+            kernel_id: rec.kernel_id.clone(),
+            backend: rec.spec.backend.clone(),
+            vmm_version,
+            spec: rec.spec.clone(),
+            state,
+            memory,
+            disk,
+            pause_ms,
+        };
+        self.store.db().tx(|tx| {
+            if tx.lookup_name(KIND, &snap.name)?.is_some() {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("a snapshot named '{}' exists", snap.name),
+                ));
+            }
+            tx.insert_object(
+                KIND,
+                &snap.id,
+                snap.created,
+                &serde_json::to_string(&snap).expect("json"),
+            )?;
+            tx.set_name(KIND, &snap.name, &snap.id)?;
+            for b in [&snap.state, &snap.memory, &snap.disk] {
+                tx.add_blob_ref(&b.digest, KIND, &snap.id)?;
+            }
+            tx.add_use(KIND, &snap.id, crate::image::KIND, &snap.image_id)?;
+            tx.add_use(KIND, &snap.id, crate::kernel::KIND, &snap.kernel_id)?;
+            Ok::<_, Error>(())
+        })?;
+        tracing::info!(vm = %rec.name, snapshot = %snap.name, pause_ms, "snapshot taken");
+        Ok(snap)
+    }
+
+    pub(crate) fn gc_quietly(&self) {
+        if let Err(e) = self.store.gc(false) {
+            tracing::warn!(error = %e, "garbage collection failed; run ignis system prune");
+        }
+    }
+}
+
+/// The copies of the disk and memory (scratch, then blobs) must fit: a
+/// snapshot that runs out of space midway fails with the VM resumed, but
+/// says so up front when it can.
+fn check_space(root: &std::path::Path, vm_dir: &std::path::Path, memory: u64) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let disk = std::fs::metadata(vm_dir.join("data.ext4"))
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0);
+    let need = 2 * (disk + memory);
+    let Ok(st) = rustix::fs::statvfs(root) else {
+        return Ok(());
+    };
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < need {
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "not enough disk space for the snapshot in {}: about {} MiB needed, {} MiB free; free some space or run `ignis system prune`",
+                root.display(),
+                need >> 20,
+                free >> 20
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! `ignis fork VM|SNAPSHOT -n N` and `ignis run --snapshot`: clones that
+//! resume a snapshot, each with its own writable disk (a sparse copy), TAP,
+//! agent socket and identity (hostname, address, MAC, RNG, clock set by the
+//! agent after resume). Clones start concurrently.
+
+use ignis_api::{SnapshotRecord, VmRecord};
+
+use crate::vm::CreateOptions;
+use crate::{Error, ErrorKind, Ignis};
+
+#[derive(Debug, Clone, Default)]
+pub struct ForkOptions {
+    /// How many clones (at least 1).
+    pub count: u32,
+    /// Clone names are `<prefix>-<n>` (default: the snapshot's name); with
+    /// `count` 1 and `name`, exactly `name`.
+    pub name_prefix: Option<String>,
+    pub name: Option<String>,
+    /// `--rm` for the clones.
+    pub auto_remove: bool,
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Ignis {
+    /// Forks `source` (a snapshot, or a running VM which is snapshotted
+    /// first) into running clones.
+    pub fn vm_fork(
+        &self,
+        source: &str,
+        opts: &ForkOptions,
+    ) -> Result<(SnapshotRecord, Vec<VmRecord>), Error> {
+        if opts.count == 0 || opts.count > 1000 {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("-n {}: want 1 to 1000 clones", opts.count),
+            ));
+        }
+        if opts.name.is_some() && opts.count != 1 {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "--name names one clone; use --name-prefix with -n",
+            ));
+        }
+        let snap = match self.snapshot_inspect(source) {
+            Ok(s) => s,
+            Err(e) if e.kind == ErrorKind::NotFound => match self.find_vm(source) {
+                Ok(_) => self.vm_snapshot(source, None)?,
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("no snapshot or VM named '{source}'"),
+                    ))
+                }
+            },
+            Err(e) => return Err(e),
+        };
+        self.restore_preflight(&snap)?;
+        let prefix = opts
+            .name_prefix
+            .clone()
+            .unwrap_or_else(|| snap.name.clone());
+        let names: Vec<String> = match &opts.name {
+            Some(n) => vec![n.clone()],
+            None => (1..=opts.count).map(|i| format!("{prefix}-{i}")).collect(),
+        };
+        let mut created = Vec::new();
+        for name in &names {
+            let rec = self.vm_create(&CreateOptions {
+                image: snap.image_id.clone(),
+                name: Some(name.clone()),
+                backend: snap.backend.clone(),
+                auto_remove: opts.auto_remove,
+                network: snap.spec.network.mode.clone(),
+                from_snapshot: Some(snap.id.clone()),
+                ..Default::default()
+            });
+            match rec {
+                Ok(r) => created.push(r),
+                Err(e) => {
+                    for r in &created {
+                        let _ = self.vm_remove(&r.id, true);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        // Resume every clone at once, then give each its own identity.
+        let results: Vec<Result<VmRecord, Error>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = created
+                .iter()
+                .map(|r| scope.spawn(move || self.start_clone(r)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::new(ErrorKind::Internal, "clone start panicked"))
+                    })
+                })
+                .collect()
+        });
+        let mut ok = Vec::new();
+        let mut failures = Vec::new();
+        for (r, res) in created.iter().zip(results) {
+            match res {
+                Ok(v) => ok.push(v),
+                Err(e) => {
+                    failures.push(format!("{}: {e}", r.name));
+                    let _ = self.vm_remove(&r.id, true);
+                }
+            }
+        }
+        if !failures.is_empty() {
+            for v in &ok {
+                let _ = self.vm_remove(&v.id, true);
+            }
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!("forking {} failed: {}", snap.name, failures.join("; ")),
+            ));
+        }
+        Ok((snap, ok))
+    }
+
+    /// A snapshot resumes only on the VMM version that wrote it, with its
+    /// kernel and image present and its blobs intact.
+    pub(crate) fn restore_preflight(&self, snap: &SnapshotRecord) -> Result<(), Error> {
+        let kind = crate::vm::backend_kind(&snap.backend)?;
+        let host = ignis_vmm::detect::vmm_version(kind).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "snapshot {} needs {}, which is not installed here",
+                    snap.name,
+                    kind.as_str()
+                ),
+            )
+        })?;
+        if host != snap.vmm_version {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!(
+                    "snapshot {} was taken with '{}' but this host has '{}': a VMM restores only its own version's snapshots",
+                    snap.name, snap.vmm_version, host
+                ),
+            ));
+        }
+        self.kernel_inspect(&snap.kernel_id).map_err(|_| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "snapshot {} needs kernel {}, which is gone",
+                    snap.name,
+                    ignis_api::short_id(&snap.kernel_id)
+                ),
+            )
+        })?;
+        self.snapshot_verify(snap)
+    }
+
+    fn start_clone(&self, rec: &VmRecord) -> Result<VmRecord, Error> {
+        let started = self.vm_start(&rec.id, true)?;
+        if started.status.health.is_none() {
+            // No agent on this backend (the test fake): nothing to set.
+            return Ok(started);
+        }
+        let n = &started.spec.network;
+        let clock_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        self.vm_configure(
+            &rec.id,
+            ignis_agent_proto::NetConfig {
+                hostname: Some(rec.name.clone()),
+                ip: match (&n.ip, n.prefix) {
+                    (Some(ip), Some(p)) => Some(format!("{ip}/{p}")),
+                    _ => None,
+                },
+                gateway: n.gateway.clone(),
+                mac: n.mac.clone(),
+                entropy: Some(random_hex(64)),
+                clock_ns: u64::try_from(clock_ns).ok(),
+            },
+        )?;
+        self.vm_inspect(&rec.id)
+    }
+}
