@@ -522,3 +522,153 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
     ignis_ok(&env, &ns, &["rm", "-f", "sshbox"]);
     assert_eq!(env.count("vms"), 0, "key files removed with the VM");
 }
+
+/// A running Linux guest is snapshotted and forked five times: every fork
+/// resumes the parent's memory (its file, its counter keeps counting), has
+/// its own address, MAC, hostname and RNG state (reseeded through the
+/// agent: without that every fork would draw the same random bytes), the
+/// forks reach each other over the bridge, and the parent keeps running.
+#[test]
+fn snapshot_and_five_forks_with_their_own_identity() {
+    if let Some(m) = missing() {
+        eprintln!("skipped: {m}");
+        return;
+    }
+    let env = Env::new();
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
+    if info["guestInit"].is_null() {
+        eprintln!("skipped: static ignis-init not built (scripts/build-guest.sh)");
+        return;
+    }
+    let ns = format!("ignis-f{}", std::process::id());
+    let _cleanup = Cleanup {
+        names: vec![ns.clone()],
+        root: env.root(),
+    };
+    ok(&["ip", "netns", "add", &ns]);
+    ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    env.ok(&[
+        "kernel",
+        "import",
+        &std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap(),
+        "--default",
+    ]);
+    let img = env.busybox_image(
+        "counter:1",
+        false,
+        &[],
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 1; done",
+        ],
+    );
+    ignis_ok(
+        &env,
+        &ns,
+        &[
+            "run", "--name", "parent", "--memory", "256MB", "--size", "128MB", &img,
+        ],
+    );
+    ignis_ok(
+        &env,
+        &ns,
+        &[
+            "exec",
+            "parent",
+            "sh",
+            "-c",
+            "mkdir -p /root && echo from-parent > /root/data",
+        ],
+    );
+    let out = ignis_in(&env, &ns, &["snapshot", "parent", "--name", "tmpl"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = ignis_ok(&env, &ns, &["fork", "tmpl", "-n", "5"]);
+    let ids: Vec<String> = ids.split_whitespace().map(str::to_string).collect();
+    assert_eq!(ids.len(), 5);
+    // The image has busybox and sh only: applets run through `sh -c`.
+    let sh_in = |vm: &str, cmd: &str| ignis_ok(&env, &ns, &["exec", vm, "sh", "-c", cmd]);
+    let counter = |vm: &str| -> u64 { sh_in(vm, "cat /tmp/counter").trim().parse().unwrap() };
+    let mut ips = std::collections::BTreeSet::new();
+    let mut macs = std::collections::BTreeSet::new();
+    let mut randoms = std::collections::BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let v = env.vm_json(id);
+        let name = format!("tmpl-{}", i + 1);
+        assert_eq!(v["name"], name.as_str());
+        let ip = v["spec"]["network"]["ip"].as_str().unwrap().to_string();
+        assert_eq!(sh_in(&name, "cat /root/data"), "from-parent\n");
+        assert_eq!(sh_in(&name, "hostname").trim(), name);
+        let addr = sh_in(&name, "ip -4 -o addr show eth0");
+        assert!(addr.contains(&format!("{ip}/")), "{name}: {addr}");
+        let mac = sh_in(&name, "cat /sys/class/net/eth0/address");
+        assert_eq!(mac.trim(), v["spec"]["network"]["mac"].as_str().unwrap());
+        ips.insert(ip);
+        macs.insert(mac);
+        randoms.insert(sh_in(&name, "head -c 16 /dev/urandom | od -An -tx1"));
+    }
+    assert_eq!(
+        (ips.len(), macs.len(), randoms.len()),
+        (5, 5, 5),
+        "{ips:?} {macs:?} {randoms:?}"
+    );
+    // The forks keep running the parent's workload from where it was.
+    let c1 = counter("tmpl-1");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        counter("tmpl-1") > c1,
+        "the fork's counter does not advance"
+    );
+    // Forks reach each other over the bridge.
+    let ip2 = env.vm_json(&ids[1])["spec"]["network"]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = ignis_in(
+        &env,
+        &ns,
+        &[
+            "exec",
+            "tmpl-1",
+            "sh",
+            "-c",
+            &format!("ping -c 1 -W 5 {ip2}"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "tmpl-1 cannot reach tmpl-2: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The parent is untouched.
+    assert_eq!(sh_in("parent", "hostname").trim(), "parent");
+    let p = env.vm_json("parent");
+    assert_eq!(p["status"]["state"], "running");
+    let tree = ignis_ok(&env, &ns, &["snapshot", "ls", "--tree"]);
+    assert!(tree.contains("vm tmpl-5"), "{tree}");
+
+    let mut rm = vec!["rm", "-f", "parent"];
+    rm.extend(ids.iter().map(String::as_str));
+    ignis_ok(&env, &ns, &rm);
+    ignis_ok(&env, &ns, &["snapshot", "rm", "tmpl"]);
+    assert_eq!(env.count("vms"), 0);
+    assert!(
+        env.processes_with(&env.root().display().to_string())
+            .is_empty(),
+        "a VMM is left"
+    );
+    let shm: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            ids.iter()
+                .any(|id| e.file_name().to_string_lossy().contains(id.as_str()))
+        })
+        .collect();
+    assert!(shm.is_empty(), "guest RAM files left in /dev/shm");
+}
