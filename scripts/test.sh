@@ -36,7 +36,7 @@ else
   echo "  (b) live Linux guest on QEMU ........... SKIPPED: qemu-system-x86_64 or the kernel package missing"
 fi
 if [ "$(id -u)" = 0 ] && have qemu-system-x86_64 && have nft && [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then
-  echo "  live networking in test netns ........... ran (bridge, -p, VM-to-VM, NAT, 200 create/rm, --ssh with dropbear)"
+  echo "  live networking in test netns ........... ran (bridge, -p, VM-to-VM, NAT, 200 create/rm, --ssh with dropbear, snapshot + 5 forks)"
 else
   echo "  live networking in test netns ........... SKIPPED: needs root, qemu, nft and the kernel package"
 fi
