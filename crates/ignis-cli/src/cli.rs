@@ -72,6 +72,10 @@ pub enum SnapshotCmd {
     },
     /// Read a file written by `snapshot export` (every blob verified).
     Import { file: PathBuf },
+    /// Push a snapshot to an OCI registry as an artifact.
+    Push { snapshot: String, reference: String },
+    /// Pull a snapshot pushed with `snapshot push` (every blob verified).
+    Pull { reference: String },
 }
 
 #[derive(Debug, Args)]

@@ -303,3 +303,66 @@ fn pull_uses_credentials_from_the_docker_config() {
     assert!(!err.contains("s3cret"), "credentials must not be printed");
     assert_eq!(env.image_ids().len(), 1);
 }
+
+/// A snapshot travels as an OCI artifact through a real registry: pushed
+/// from one state root, pulled (verified) into another, and forked there.
+#[cfg(feature = "fake-vmm")]
+#[test]
+fn snapshot_push_pull_through_a_real_registry() {
+    if registry_tools_missing() {
+        return;
+    }
+    let env = Env::new();
+    let reg = start_registry(env.dir.path());
+    let with_registry = |e: &Env, args: &[&str]| {
+        let mut a = vec!["--insecure-registry", reg.addr.as_str()];
+        a.extend_from_slice(args);
+        e.ok(&a)
+    };
+    env.fake_kernel();
+    let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    env.ok(&[
+        "run",
+        "--backend",
+        "fake",
+        "--size",
+        "64MB",
+        "--name",
+        "src",
+        &img,
+    ]);
+    env.ok(&["snapshot", "src", "--name", "shared"]);
+    let reference = format!("{}/snaps/shared:v1", reg.addr);
+    let digest = with_registry(&env, &["snapshot", "push", "shared", &reference]);
+    assert!(digest.trim().starts_with("sha256:"), "{digest}");
+    // Pushing again uploads no blob twice and gives the same manifest.
+    assert_eq!(
+        with_registry(&env, &["snapshot", "push", "shared", &reference]),
+        digest
+    );
+
+    let other = Env::new();
+    other.fake_kernel();
+    other.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    let id = with_registry(&other, &["snapshot", "pull", &reference]);
+    let snap: serde_json::Value =
+        serde_json::from_str(&other.ok(&["snapshot", "inspect", "shared"])).unwrap();
+    assert_eq!(snap["id"], id.trim());
+    let clone = other.ok(&["fork", "shared"]);
+    assert_eq!(other.vm_json(clone.trim())["status"]["state"], "running");
+    other.ok(&["rm", "-f", clone.trim()]);
+    // An image pulled as a snapshot is refused with a clear error.
+    let out = other
+        .cmd()
+        .args([
+            "--insecure-registry",
+            &reg.addr,
+            "snapshot",
+            "pull",
+            &format!("{}/snaps/missing:v1", reg.addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    env.ok(&["rm", "-f", "src"]);
+}

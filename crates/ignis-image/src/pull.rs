@@ -83,15 +83,23 @@ pub fn normalize(reference: &str) -> Result<String, PullError> {
     Ok(r.whole())
 }
 
-/// Pulls `reference` into the blob store. Every blob is verified against its
-/// digest before it is committed; a mismatch stores nothing of that blob.
-/// The caller holds the store's operation guard.
-pub async fn pull<R: Registry>(
+/// An artifact's blobs pulled into the store (verified), config unparsed.
+#[derive(Debug, Clone)]
+pub struct FetchedArtifact {
+    pub reference: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layers: Vec<LayerRef>,
+}
+
+/// Pulls any single-manifest artifact (an image, an ignis snapshot) into
+/// the blob store, each blob verified against its digest.
+pub async fn pull_artifact<R: Registry>(
     store: &Store,
     registry: &R,
     reference: &str,
     progress: &Progress,
-) -> Result<Fetched, PullError> {
+) -> Result<FetchedArtifact, PullError> {
     let name = normalize(reference)?;
     let manifest = registry.manifest(&name).await?;
     let manifest_digest = store
@@ -101,15 +109,11 @@ pub async fn pull<R: Registry>(
             digest: manifest.digest.clone(),
             source,
         })?;
-
     if manifest.config.size > MAX_JSON {
         return Err(PullError::ConfigTooLarge);
     }
     let config_digest =
         fetch_blob(store, registry, &name, &manifest.config, progress, false).await?;
-    let config_bytes = store.blobs().read(&config_digest)?;
-    let config: ConfigFile = serde_json::from_slice(&config_bytes).map_err(PullError::BadConfig)?;
-
     let mut layers = Vec::new();
     for desc in &manifest.layers {
         let digest = fetch_blob(store, registry, &name, desc, progress, true).await?;
@@ -119,16 +123,109 @@ pub async fn pull<R: Registry>(
             size: desc.size,
         });
     }
-    let mut blobs = vec![manifest_digest.clone(), config_digest.clone()];
-    blobs.extend(layers.iter().map(|l| l.digest.clone()));
-    Ok(Fetched {
+    Ok(FetchedArtifact {
+        reference: name,
         manifest_digest,
         config_digest,
-        config,
         layers,
+    })
+}
+
+/// Pushes an artifact: each blob file (streamed, skipped when the registry
+/// has it), the config, then the manifest. Returns the manifest's digest.
+pub async fn push_artifact(
+    insecure: &[String],
+    reference: &str,
+    artifact_type: &str,
+    config: (&[u8], &str),
+    blobs: &[(std::path::PathBuf, BlobDesc)],
+) -> Result<String, PullError> {
+    use sha2::Digest as _;
+    let r = OciRegistry::parse(&normalize(reference)?)?;
+    let client = OciRegistry::new(insecure).client;
+    let auth = docker_auth(r.resolve_registry());
+    client
+        .auth(&r, &auth, oci_client::RegistryOperation::Push)
+        .await
+        .map_err(|e| registry_err(reference, e))?;
+    for (path, desc) in blobs {
+        if client.blob_exists(&r, &desc.digest).await.unwrap_or(false) {
+            continue;
+        }
+        let file = std::fs::File::open(path).map_err(PullError::Io)?;
+        let stream = futures_util::stream::unfold(file, |mut f| async move {
+            let mut buf = vec![0u8; 4 << 20];
+            match std::io::Read::read(&mut f, &mut buf) {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(bytes::Bytes::from(buf)), f))
+                }
+                Err(e) => Some((Err(oci_client::errors::OciDistributionError::IoError(e)), f)),
+            }
+        });
+        client
+            .push_blob_stream(&r, stream, &desc.digest, Some(desc.size))
+            .await
+            .map_err(|e| registry_err(reference, e))?;
+    }
+    let config_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(config.0)));
+    client
+        .push_blob(&r, config.0.to_vec(), &config_digest)
+        .await
+        .map_err(|e| registry_err(reference, e))?;
+    let desc = |digest: &str, media: &str, size: u64| oci_client::manifest::OciDescriptor {
+        media_type: media.to_string(),
+        digest: digest.to_string(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        ..Default::default()
+    };
+    let manifest = oci_client::manifest::OciImageManifest {
+        schema_version: 2,
+        media_type: Some(crate::oci::MT_OCI_MANIFEST.to_string()),
+        artifact_type: Some(artifact_type.to_string()),
+        config: desc(&config_digest, config.1, config.0.len() as u64),
+        layers: blobs
+            .iter()
+            .map(|(_, d)| desc(&d.digest, &d.media_type, d.size))
+            .collect(),
+        ..Default::default()
+    };
+    let raw = serde_json::to_vec(&manifest).expect("json");
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw)));
+    client
+        .push_manifest_raw(
+            &r,
+            raw,
+            http::HeaderValue::from_static(crate::oci::MT_OCI_MANIFEST),
+        )
+        .await
+        .map_err(|e| registry_err(reference, e))?;
+    Ok(digest)
+}
+
+/// Pulls `reference` into the blob store. Every blob is verified against its
+/// digest before it is committed; a mismatch stores nothing of that blob.
+/// The caller holds the store's operation guard.
+pub async fn pull<R: Registry>(
+    store: &Store,
+    registry: &R,
+    reference: &str,
+    progress: &Progress,
+) -> Result<Fetched, PullError> {
+    let a = pull_artifact(store, registry, reference, progress).await?;
+    let config_bytes = store.blobs().read(&a.config_digest)?;
+    let config: ConfigFile = serde_json::from_slice(&config_bytes).map_err(PullError::BadConfig)?;
+    let mut blobs = vec![a.manifest_digest.clone(), a.config_digest.clone()];
+    blobs.extend(a.layers.iter().map(|l| l.digest.clone()));
+    Ok(Fetched {
+        manifest_digest: a.manifest_digest,
+        config_digest: a.config_digest,
+        config,
+        layers: a.layers,
         blobs,
-        names: vec![name.clone()],
-        source: name,
+        names: vec![a.reference.clone()],
+        source: a.reference,
     })
 }
 

@@ -102,6 +102,18 @@ pub fn snapshot(ignis: &Ignis, a: SnapshotArgs) -> anyhow::Result<()> {
             let s = ignis.snapshot_export(&snapshot, &out)?;
             eprintln!("exported {} to {}", s.name, out.display());
         }
+        SnapshotCmd::Push {
+            snapshot,
+            reference,
+        } => {
+            let digest = ignis.snapshot_push(&snapshot, &reference)?;
+            println!("{digest}");
+        }
+        SnapshotCmd::Pull { reference } => {
+            let s = ignis.snapshot_pull(&reference)?;
+            eprintln!("pulled snapshot {}", s.name);
+            println!("{}", s.id);
+        }
         SnapshotCmd::Import { file } => {
             let s = ignis.snapshot_import(&file)?;
             println!("{}", s.id);

@@ -5,6 +5,7 @@ mod import;
 mod inspect;
 mod list;
 mod pull;
+pub(crate) use pull::pull_error;
 mod remove;
 
 pub use remove::RemoveOutcome;

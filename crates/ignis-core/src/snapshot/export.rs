@@ -156,6 +156,13 @@ impl Ignis {
                 )));
             }
         }
+        self.register_snapshot(&snap)?;
+        Ok(snap)
+    }
+
+    /// Records a snapshot whose blobs are in the store (import, pull):
+    /// refused when this host lacks its image or kernel, or has it already.
+    pub(crate) fn register_snapshot(&self, snap: &SnapshotRecord) -> Result<(), Error> {
         self.image_inspect(&snap.image_id).map_err(|_| {
             Error::new(
                 ErrorKind::NotFound,
@@ -207,6 +214,6 @@ impl Ignis {
             tx.add_use(KIND, &snap.id, crate::kernel::KIND, &snap.kernel_id)?;
             Ok::<_, Error>(())
         })?;
-        Ok(snap)
+        Ok(())
     }
 }

@@ -7,6 +7,7 @@ mod create;
 mod export;
 mod fork;
 mod list;
+mod registry;
 
 pub use fork::ForkOptions;
 pub use list::TreeLine;
