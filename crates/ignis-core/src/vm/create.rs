@@ -402,7 +402,7 @@ impl Ignis {
                     .blobs()
                     .path(&s.disk.digest)
                     .map_err(|e| Error::internal("locate the snapshot disk", e))?;
-                ignis_state::fsutil::copy_sparse(&blob, &dir.join("data.ext4"), |_| {})
+                ignis_state::fsutil::clone_or_copy(&blob, &dir.join("data.ext4"))
                     .map_err(|e| Error::internal("copy the snapshot's disk", e))?;
                 // The source's generated SSH key, for `ignis ssh` into the fork.
                 let key = self.vm_dir(&s.vm_id).join(super::ssh::PRIVATE_KEY);
