@@ -7,13 +7,16 @@
 
 mod image;
 mod kernel;
+pub mod manifest;
 mod prune;
+mod size;
 mod snapshot;
 mod vm;
 
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
 pub use kernel::{KernelRecord, KernelSource};
 pub use prune::PruneReport;
+pub use size::parse_size;
 pub use snapshot::{BlobRef, SnapshotRecord};
 pub use vm::{
     CopyFileSpec, NetworkSpec, PortSpec, RunMode, SnapshotOrigin, SshSpec, VmRecord, VmSpec,

@@ -156,6 +156,27 @@ pub enum Command {
         #[command(flatten)]
         list: ListOpts,
     },
+    /// Create or update what manifests describe (VM, Image, Kernel, Snapshot; YAML or JSON; Ignite v1alpha4 VMs too).
+    Apply {
+        /// A file, a directory, or - for stdin.
+        #[arg(long, short = 'f', required = true)]
+        file: Vec<PathBuf>,
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: ListFormat,
+    },
+    /// Remove what manifests describe (VMs, snapshots).
+    Delete {
+        #[arg(long, short = 'f', required = true)]
+        file: Vec<PathBuf>,
+    },
+    /// Show a VM as a manifest with its status.
+    Get {
+        /// Only `vm` for now.
+        kind: String,
+        name: String,
+        #[arg(long, short = 'o', value_enum, default_value_t = InspectFormat::Yaml)]
+        output: InspectFormat,
+    },
     /// Snapshot a running VM (`snapshot VM [--name N]`), or manage snapshots.
     Snapshot(SnapshotArgs),
     /// Clone a running VM or a snapshot into N running VMs (each with its own disk, address, MAC, hostname, RNG state).

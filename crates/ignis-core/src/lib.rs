@@ -9,6 +9,7 @@ mod error;
 pub mod fault;
 pub mod image;
 pub mod kernel;
+pub mod manifest;
 mod resolve;
 pub mod snapshot;
 pub mod system;

@@ -5,6 +5,7 @@ mod attach;
 mod exec;
 mod image;
 mod kernel;
+mod manifest;
 mod network;
 mod snapshot;
 mod system;
@@ -22,6 +23,11 @@ pub fn dispatch(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         Command::Network(c) => network::run(ignis, c).map(|()| 0),
         Command::Version => unreachable!("handled before opening the state"),
         Command::Exec(a) => exec::exec(ignis, a),
+        Command::Apply { file, output } => manifest::apply(ignis, &file, output),
+        Command::Delete { file } => manifest::delete(ignis, &file),
+        Command::Get { kind, name, output } => {
+            manifest::get(ignis, &kind, &name, output).map(|()| 0)
+        }
         Command::Snapshot(a) => snapshot::snapshot(ignis, a).map(|()| 0),
         Command::Fork {
             source,

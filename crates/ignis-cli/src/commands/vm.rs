@@ -9,28 +9,9 @@ use ignis_core::Ignis;
 use crate::cli::{Command, CreateArgs, ListFormat};
 use crate::output;
 
-/// `512MB`, `1g`, `2GiB` → bytes (binary multiples, as Docker's -m);
-/// a bare number is `bare_unit` bytes.
+/// `512MB`, `1g`, `2GiB` → bytes; a bare number is `bare_unit` bytes.
 pub fn parse_size(s: &str, bare_unit: u64) -> anyhow::Result<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("'{s}' is not a size (want e.g. 512MB, 4GB)"))?;
-    let mult: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
-        "" if unit.is_empty() => bare_unit,
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => anyhow::bail!("'{s}': unknown size unit '{unit}' (use k, m, g, t)"),
-    };
-    #[allow(clippy::cast_possible_truncation)] // sizes far below 2^64, rounded down
-    Ok((n * mult as f64) as u64)
+    ignis_api::parse_size(s, bare_unit).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOptions> {
@@ -361,6 +342,9 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         | Command::Cp { .. }
         | Command::Ssh { .. }
         | Command::Snapshot(_)
+        | Command::Apply { .. }
+        | Command::Delete { .. }
+        | Command::Get { .. }
         | Command::Fork { .. }
         | Command::Restore { .. }
         | Command::Configure { .. }

@@ -1,0 +1,110 @@
+//! `ignis apply/get/delete` through the real binary on the fake VMM: the
+//! reconciler creates, starts, stops, recreates and removes VMs from
+//! manifests, and a bad manifest changes nothing.
+
+#![cfg(feature = "fake-vmm")]
+
+mod common;
+
+use common::Env;
+
+fn setup() -> Env {
+    let env = Env::new();
+    env.fake_kernel();
+    env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    env
+}
+
+fn manifest(name: &str, running: bool, cpus: u32) -> String {
+    format!(
+        "apiVersion: ignis.dev/v1alpha1\nkind: VM\nmetadata:\n  name: {name}\nspec:\n  image: app:1\n  backend: fake\n  cpus: {cpus}\n  diskSize: 64MB\n  network: {{mode: none}}\n  running: {running}\n"
+    )
+}
+
+fn state(env: &Env, vm: &str) -> String {
+    env.vm_json(vm)["status"]["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn apply_converges_and_delete_removes() {
+    let env = setup();
+    let dir = env.dir.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), manifest("a", true, 1)).unwrap();
+    std::fs::write(dir.join("b.yaml"), manifest("b", false, 1)).unwrap();
+    let out = env.ok(&["apply", "-f", dir.to_str().unwrap()]);
+    assert_eq!(out, "vm/a created\nvm/b created\n");
+    assert_eq!(state(&env, "a"), "running");
+    assert_eq!(state(&env, "b"), "created");
+    let id_a = env.vm_json("a")["id"].as_str().unwrap().to_string();
+    // Level-based: applying again changes nothing.
+    assert_eq!(
+        env.ok(&["apply", "-f", dir.to_str().unwrap()]),
+        "vm/a unchanged\nvm/b unchanged\n"
+    );
+    // Flip the desired power state; change a's spec.
+    std::fs::write(dir.join("b.yaml"), manifest("b", true, 1)).unwrap();
+    std::fs::write(dir.join("a.yaml"), manifest("a", false, 2)).unwrap();
+    let out = env.ok(&["apply", "-f", dir.to_str().unwrap(), "-o", "json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r[0]["action"], "recreated");
+    assert_eq!(r[1]["action"], "started");
+    assert_ne!(env.vm_json("a")["id"], id_a.as_str());
+    assert_eq!(env.vm_json("a")["spec"]["cpus"], 2);
+    assert_eq!(state(&env, "b"), "running");
+    std::fs::write(dir.join("b.yaml"), manifest("b", false, 1)).unwrap();
+    assert!(env
+        .ok(&["apply", "-f", dir.join("b.yaml").to_str().unwrap()])
+        .contains("vm/b stopped"));
+    // get: the VM as a manifest with its status.
+    let y = env.ok(&["get", "vm", "b"]);
+    assert!(
+        y.contains("apiVersion: ignis.dev/v1alpha1") && y.contains("state: exited"),
+        "{y}"
+    );
+    // delete -f removes what the files name.
+    assert_eq!(
+        env.ok(&["delete", "-f", dir.to_str().unwrap()]),
+        "vm/a removed\nvm/b removed\n"
+    );
+    assert_eq!(env.ok(&["ps", "-a", "-Q"]), "");
+}
+
+#[test]
+fn a_bad_manifest_changes_nothing_and_unmanaged_vms_are_left_alone() {
+    let env = setup();
+    let dir = env.dir.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), manifest("a", true, 1)).unwrap();
+    std::fs::write(
+        dir.join("z.yaml"),
+        manifest("z", true, 1).replace("cpus:", "cpuz:"),
+    )
+    .unwrap();
+    let out = env.run(&["apply", "-f", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("z.yaml (document 1): spec.cpuz: unknown field"),
+        "{err}"
+    );
+    assert_eq!(env.ok(&["ps", "-a", "-Q"]), "", "nothing applied");
+    // A VM made by hand is not taken over by a manifest of the same name.
+    env.ok(&[
+        "create",
+        "--backend",
+        "fake",
+        "--size",
+        "64MB",
+        "--name",
+        "a",
+        "app:1",
+    ]);
+    let out = env.run(&["apply", "-f", dir.join("a.yaml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was not created from a manifest"));
+    assert_eq!(state(&env, "a"), "created");
+}

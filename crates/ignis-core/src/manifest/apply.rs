@@ -1,0 +1,299 @@
+//! The reconciler: level-based, idempotent convergence of the host to a
+//! set of manifests. `ignis apply` runs it once; the daemon runs it on
+//! every change and every interval. Each manifest converges on its own: one
+//! that fails is reported and does not stop the others.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ignis_api::manifest::{
+    Manifest, ManifestNetwork, Metadata, VmManifest, VmManifestSpec, VmManifestStatus, API_VERSION,
+};
+use ignis_api::{VmRecord, VmState};
+use serde::Serialize;
+
+use crate::vm::CreateOptions;
+use crate::{Error, ErrorKind, Ignis};
+
+/// Label: who manages the VM (`cli`, `dir:<path>`, `git:<url>`).
+pub const OWNER: &str = "ignis.dev/owner";
+/// Label: digest of the manifest spec the VM was created from.
+pub const SPEC_HASH: &str = "ignis.dev/spec-hash";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "action", content = "message")]
+pub enum Action {
+    Created,
+    Recreated,
+    Started,
+    Stopped,
+    Unchanged,
+    Removed,
+    /// Image/kernel/snapshot already there, or made present.
+    Present,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub kind: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+fn spec_hash(spec: &VmManifestSpec) -> String {
+    let mut s = spec.clone();
+    s.running = true; // desired power state is not identity
+    let json = serde_json::to_vec(&s).expect("json");
+    ignis_image::import::sha256(&json)[7..23].to_string()
+}
+
+impl Ignis {
+    fn vm_by_name(&self, name: &str) -> Result<Option<VmRecord>, Error> {
+        Ok(self.vm_list(true)?.into_iter().find(|v| v.name == name))
+    }
+
+    /// Converges each manifest (kernels and images first, then VMs, then
+    /// snapshots). VMs created here carry `owner`.
+    pub fn apply(&self, manifests: &[Manifest], owner: &str) -> Vec<Applied> {
+        let mut out = Vec::new();
+        let order = |m: &Manifest| match m {
+            Manifest::Kernel(_) => 0,
+            Manifest::Image(_) => 1,
+            Manifest::Vm(_) => 2,
+            Manifest::Snapshot(_) => 3,
+        };
+        let mut sorted: Vec<&Manifest> = manifests.iter().collect();
+        sorted.sort_by_key(|m| order(m));
+        for m in sorted {
+            let action = match m {
+                Manifest::Vm(vm) => self.apply_vm(vm, owner),
+                Manifest::Image(i) => self
+                    .image_inspect(&i.spec.reference)
+                    .or_else(|_| self.image_pull(&i.spec.reference))
+                    .map(|_| Action::Present),
+                Manifest::Kernel(k) => self
+                    .kernel_inspect(&k.metadata.name)
+                    .map(|_| Action::Present)
+                    .or_else(|_| {
+                        self.kernel_import(&k.spec.source, Some(&k.metadata.name), k.spec.default)
+                            .map(|_| Action::Created)
+                    }),
+                Manifest::Snapshot(s) => self
+                    .snapshot_inspect(&s.metadata.name)
+                    .map(|_| Action::Present)
+                    .or_else(|_| {
+                        self.vm_snapshot(&s.spec.vm, Some(&s.metadata.name))
+                            .map(|_| Action::Created)
+                    }),
+            }
+            .unwrap_or_else(|e| Action::Failed(e.to_string()));
+            if let Action::Failed(why) = &action {
+                tracing::warn!(kind = m.kind(), name = m.name(), why, "manifest failed");
+            }
+            out.push(Applied {
+                kind: m.kind().into(),
+                name: m.name().into(),
+                action,
+            });
+        }
+        out
+    }
+
+    /// `apply`, then removes the VMs of `owner` that no manifest names any
+    /// more (the reconciler's view: the manifests are the whole truth).
+    pub fn converge(&self, manifests: &[Manifest], owner: &str) -> Vec<Applied> {
+        let mut out = self.apply(manifests, owner);
+        let wanted: std::collections::BTreeSet<&str> = manifests
+            .iter()
+            .filter_map(|m| match m {
+                Manifest::Vm(v) => Some(v.metadata.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        if let Ok(vms) = self.vm_list(true) {
+            for v in vms {
+                if v.spec.labels.get(OWNER).map(String::as_str) == Some(owner)
+                    && !wanted.contains(v.name.as_str())
+                {
+                    let action = match self.vm_remove(&v.id, true) {
+                        Ok(_) => Action::Removed,
+                        Err(e) => Action::Failed(e.to_string()),
+                    };
+                    out.push(Applied {
+                        kind: "VM".into(),
+                        name: v.name,
+                        action,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// `ignis delete -f`: removes the VMs (and snapshots) the manifests name.
+    pub fn delete_manifests(&self, manifests: &[Manifest]) -> Vec<Applied> {
+        manifests
+            .iter()
+            .filter_map(|m| {
+                let r = match m {
+                    Manifest::Vm(v) => match self.vm_by_name(&v.metadata.name) {
+                        Ok(Some(rec)) => self.vm_remove(&rec.id, true).map(|_| Action::Removed),
+                        Ok(None) => Ok(Action::Unchanged),
+                        Err(e) => Err(e),
+                    },
+                    Manifest::Snapshot(s) => self
+                        .snapshot_remove(&s.metadata.name)
+                        .map(|_| Action::Removed),
+                    _ => return None, // images and kernels are shared: `image rm` them
+                };
+                Some(Applied {
+                    kind: m.kind().into(),
+                    name: m.name().into(),
+                    action: r.unwrap_or_else(|e| Action::Failed(e.to_string())),
+                })
+            })
+            .collect()
+    }
+
+    fn create_from(&self, m: &VmManifest, owner: &str, hash: &str) -> Result<VmRecord, Error> {
+        let s = &m.spec;
+        let size = |v: &Option<String>| -> Result<Option<u64>, Error> {
+            v.as_deref()
+                .map(|x| {
+                    ignis_api::parse_size(x, 1 << 20).map_err(|e| Error::new(ErrorKind::Invalid, e))
+                })
+                .transpose()
+        };
+        if let Some(k) = &s.kernel {
+            if self.kernel_inspect(k).is_err() {
+                self.kernel_import(k, None, false)?;
+            }
+        }
+        let mut labels: BTreeMap<String, String> = m.metadata.labels.clone();
+        labels.insert(OWNER.into(), owner.into());
+        labels.insert(SPEC_HASH.into(), hash.into());
+        let net = s.network.clone().unwrap_or_default();
+        let rec = self.vm_create(&CreateOptions {
+            image: s.image.clone(),
+            name: Some(m.metadata.name.clone()),
+            cpus: s.cpus,
+            memory_mib: size(&s.memory)?.map(|b| u32::try_from(b >> 20).unwrap_or(u32::MAX)),
+            disk_size: size(&s.disk_size)?,
+            kernel: s.kernel.clone(),
+            kernel_args: s.kernel_args.clone(),
+            env: s.env.clone(),
+            labels,
+            copy_files: s.copy_files.clone(),
+            command: s.command.clone(),
+            backend: s.backend.clone().unwrap_or_else(|| {
+                std::env::var("IGNIS_BACKEND").unwrap_or_else(|_| "auto".into())
+            }),
+            auto_remove: false,
+            network: net.mode.clone().unwrap_or_else(|| {
+                std::env::var("IGNIS_NETWORK").unwrap_or_else(|_| "bridge".into())
+            }),
+            ip: net.ip.clone(),
+            mac: None,
+            ports: net.ports.clone(),
+            ssh: s.ssh.clone(),
+            from_snapshot: None,
+        })?;
+        if s.running {
+            return self.vm_start(&rec.id, true);
+        }
+        Ok(rec)
+    }
+
+    fn apply_vm(&self, m: &VmManifest, owner: &str) -> Result<Action, Error> {
+        let hash = spec_hash(&m.spec);
+        let Some(rec) = self.vm_by_name(&m.metadata.name)? else {
+            self.create_from(m, owner, &hash)?;
+            return Ok(Action::Created);
+        };
+        let Some(their_owner) = rec.spec.labels.get(OWNER) else {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "VM {} exists and was not created from a manifest; remove it or rename the manifest",
+                    rec.name
+                ),
+            ));
+        };
+        if their_owner != owner {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("VM {} is managed by {their_owner}", rec.name),
+            ));
+        }
+        if rec.spec.labels.get(SPEC_HASH) != Some(&hash) {
+            self.vm_remove(&rec.id, true)?;
+            self.create_from(m, owner, &hash)?;
+            return Ok(Action::Recreated);
+        }
+        match (m.spec.running, rec.state()) {
+            (true, VmState::Running) | (false, VmState::Created | VmState::Exited) => {
+                Ok(Action::Unchanged)
+            }
+            (true, _) => self.vm_start(&rec.id, true).map(|_| Action::Started),
+            (false, VmState::Running) => self
+                .vm_stop(&rec.id, Duration::from_secs(10))
+                .map(|_| Action::Stopped),
+        }
+    }
+
+    /// A VM as a manifest with its observed status (`ignis get vm`).
+    pub fn vm_manifest(&self, query: &str) -> Result<VmManifest, Error> {
+        let rec = self.vm_inspect(query)?;
+        let s = &rec.spec;
+        let mut labels = s.labels.clone();
+        labels.remove(SPEC_HASH);
+        Ok(VmManifest {
+            api_version: API_VERSION.into(),
+            kind: "VM".into(),
+            metadata: Metadata {
+                name: rec.name.clone(),
+                labels,
+                annotations: BTreeMap::new(),
+            },
+            spec: VmManifestSpec {
+                image: rec.image.clone(),
+                kernel: None,
+                kernel_args: s.kernel_args.clone(),
+                cpus: Some(s.cpus),
+                memory: Some(format!("{}MB", s.memory_mib)),
+                disk_size: Some(format!("{}MB", s.disk_size >> 20)),
+                command: s.command.clone(),
+                env: s.env.clone(),
+                backend: Some(s.backend.clone()),
+                network: Some(ManifestNetwork {
+                    mode: Some(s.network.mode.clone()),
+                    ports: s.network.ports.iter().map(|p| p.to_string()).collect(),
+                    ip: None,
+                }),
+                ssh: s.ssh.as_ref().map(|k| {
+                    if k.generated {
+                        String::new()
+                    } else {
+                        k.authorized_key.clone()
+                    }
+                }),
+                copy_files: s
+                    .copy_files
+                    .iter()
+                    .map(|c| format!("{}:{}", c.host, c.vm))
+                    .collect(),
+                running: rec.state() == VmState::Running,
+            },
+            status: Some(VmManifestStatus {
+                id: Some(rec.id.clone()),
+                state: Some(rec.state().as_str().into()),
+                ip: s.network.ip.clone(),
+                health: rec.status.health.clone(),
+                exit_code: rec.status.exit_code,
+                message: rec.status.reason.clone(),
+            }),
+        })
+    }
+}
