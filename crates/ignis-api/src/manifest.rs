@@ -159,6 +159,7 @@ pub struct SnapshotManifestSpec {
 }
 
 /// Any manifest.
+#[allow(clippy::large_enum_variant)] // a handful per apply
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Manifest {

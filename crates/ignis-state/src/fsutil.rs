@@ -114,6 +114,21 @@ pub fn copy_sparse(src: &Path, dst: &Path, mut each: impl FnMut(&[u8])) -> std::
     Ok(len)
 }
 
+/// Copies `src` to `dst` as a reflink (shared extents, copy-on-write) where
+/// the filesystem can (btrfs, XFS), otherwise as a sparse copy. Returns
+/// whether it was a reflink.
+pub fn clone_or_copy(src: &Path, dst: &Path) -> std::io::Result<bool> {
+    {
+        let from = std::fs::File::open(src)?;
+        let to = std::fs::File::create(dst)?;
+        if rustix::fs::ioctl_ficlone(&to, &from).is_ok() {
+            return Ok(true);
+        }
+    }
+    copy_sparse(src, dst, |_| {})?;
+    Ok(false)
+}
+
 #[cfg(test)]
 mod sparse_tests {
     use super::*;
@@ -151,19 +166,4 @@ mod sparse_tests {
             "the copy is not sparse: {blocks} blocks"
         );
     }
-}
-
-/// Copies `src` to `dst` as a reflink (shared extents, copy-on-write) where
-/// the filesystem can (btrfs, XFS), otherwise as a sparse copy. Returns
-/// whether it was a reflink.
-pub fn clone_or_copy(src: &Path, dst: &Path) -> std::io::Result<bool> {
-    {
-        let from = std::fs::File::open(src)?;
-        let to = std::fs::File::create(dst)?;
-        if rustix::fs::ioctl_ficlone(&to, &from).is_ok() {
-            return Ok(true);
-        }
-    }
-    copy_sparse(src, dst, |_| {})?;
-    Ok(false)
 }
