@@ -22,6 +22,9 @@ pub struct Cli {
         default_value = "10.61.0.0/16"
     )]
     pub subnet: String,
+    /// Talk to an ignis daemon instead of the local state: unix:///PATH or tcp://HOST:PORT (with IGNIS_TOKEN).
+    #[arg(long, global = true, env = "IGNIS_HOST")]
+    pub host: Option<String>,
     /// Reach this registry (HOST:PORT) over plain HTTP. Repeatable.
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
@@ -76,6 +79,39 @@ pub enum SnapshotCmd {
     Push { snapshot: String, reference: String },
     /// Pull a snapshot pushed with `snapshot push` (every blob verified).
     Pull { reference: String },
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// API unix socket (default: ROOT/daemon.sock, mode 0600).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Also serve the API on TCP, e.g. 127.0.0.1:7070 (needs --token).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Bearer token required from TCP clients.
+    #[arg(long, env = "IGNIS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Reconcile the manifests in this directory (watched with inotify).
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+    /// Reconcile the manifests of this Git repository (file://, git://, https://, ssh://).
+    #[arg(long)]
+    pub gitops: Option<String>,
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Directory of the repository with the manifests.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// Resync interval in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub interval: u64,
+    /// Commit the observed status to .ignis/status/ and push it.
+    #[arg(long)]
+    pub write_status: bool,
+    /// SSH key for ssh:// repositories.
+    #[arg(long)]
+    pub ssh_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +192,8 @@ pub enum Command {
         #[command(flatten)]
         list: ListOpts,
     },
+    /// Run the API server and the reconcilers (manifest directory, GitOps); VMs outlive it.
+    Daemon(DaemonArgs),
     /// Create or update what manifests describe (VM, Image, Kernel, Snapshot; YAML or JSON; Ignite v1alpha4 VMs too).
     Apply {
         /// A file, a directory, or - for stdin.

@@ -59,13 +59,52 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         println!("ignis {}", env!("CARGO_PKG_VERSION"));
         return Ok(0);
     }
+    if let Some(host) = &cli.host {
+        return commands::remote::run(host, cli.command);
+    }
+    let (daemon, command) = match cli.command {
+        cli::Command::Daemon(a) => (Some(a), None),
+        other => (None, Some(other)),
+    };
     let ignis = Ignis::open(Options {
         root: cli.root.clone(),
         progress: !cli.quiet && std::io::stderr().is_terminal(),
         insecure_registries: cli.insecure_registry.clone(),
         subnet: Some(cli.subnet.clone()),
     })?;
-    commands::dispatch(&ignis, cli.command)
+    if let Some(a) = daemon {
+        let socket = a
+            .socket
+            .clone()
+            .unwrap_or_else(|| cli.root.join("daemon.sock"));
+        ignis_daemon::run(
+            ignis,
+            ignis_daemon::DaemonOptions {
+                socket,
+                listen: a.listen,
+                token: a.token,
+                manifests: a.manifests,
+                gitops: a.gitops.map(|url| ignis_daemon::GitOptions {
+                    cache: cli.root.join("gitops").join(
+                        url.chars()
+                            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                            .collect::<String>(),
+                    ),
+                    url,
+                    branch: a.branch,
+                    path: a.path,
+                    write_status: a.write_status,
+                    ssh_key: a.ssh_key,
+                }),
+                interval: std::time::Duration::from_secs(a.interval.max(1)),
+            },
+        )?;
+        return Ok(0);
+    }
+    match command {
+        Some(c) => commands::dispatch(&ignis, c),
+        None => Ok(0),
+    }
 }
 
 /// Prints the error and its causes once, and maps it to an exit code.

@@ -17,7 +17,7 @@ fn read_all(files: &[PathBuf]) -> anyhow::Result<Vec<ignis_api::manifest::Manife
     Ok(all)
 }
 
-fn report(results: &[Applied], format: ListFormat) -> anyhow::Result<i32> {
+pub fn report(results: &[Applied], format: ListFormat) -> anyhow::Result<i32> {
     match format {
         ListFormat::Json => println!("{}", serde_json::to_string_pretty(results)?),
         ListFormat::Table => {

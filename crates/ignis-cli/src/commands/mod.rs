@@ -5,8 +5,9 @@ mod attach;
 mod exec;
 mod image;
 mod kernel;
-mod manifest;
+pub mod manifest;
 mod network;
+pub mod remote;
 mod snapshot;
 mod system;
 mod vm;
@@ -23,6 +24,7 @@ pub fn dispatch(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         Command::Network(c) => network::run(ignis, c).map(|()| 0),
         Command::Version => unreachable!("handled before opening the state"),
         Command::Exec(a) => exec::exec(ignis, a),
+        Command::Daemon(_) => unreachable!("handled before dispatch"),
         Command::Apply { file, output } => manifest::apply(ignis, &file, output),
         Command::Delete { file } => manifest::delete(ignis, &file),
         Command::Get { kind, name, output } => {

@@ -237,49 +237,7 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
                 Ok(())
             })
         }
-        Command::Ps { all, filter, list } => {
-            let mut vms = Vec::new();
-            for v in ignis.vm_list(all)? {
-                if matches_filter(&v, &filter)? {
-                    vms.push(v);
-                }
-            }
-            let rows = vms
-                .iter()
-                .map(|v| {
-                    vec![
-                        v.id.clone(),
-                        v.image.clone(),
-                        short_id(&v.kernel_id).to_string(),
-                        output::size(v.spec.disk_size),
-                        v.spec.cpus.to_string(),
-                        format!("{}MiB", v.spec.memory_mib),
-                        output::ago(v.created),
-                        status_text(v),
-                        v.spec.network.ip.clone().unwrap_or_default(),
-                        v.spec
-                            .network
-                            .ports
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        v.name.clone(),
-                    ]
-                })
-                .collect();
-            let ids = vms.iter().map(|v| v.id.clone()).collect();
-            output::list(
-                &list,
-                &[
-                    "VM ID", "IMAGE", "KERNEL", "SIZE", "CPUS", "MEMORY", "CREATED", "STATUS",
-                    "IPS", "PORTS", "NAME",
-                ],
-                rows,
-                &vms,
-                ids,
-            )?;
-        }
+        Command::Ps { all, filter, list } => print_ps(ignis.vm_list(all)?, &filter, &list)?,
         Command::Attach { vm } => return super::attach::attach(ignis, &vm, true),
         Command::Logs { vm, follow } => {
             ignis.vm_logs(&vm, follow, &mut std::io::stdout().lock())?
@@ -342,6 +300,7 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         | Command::Cp { .. }
         | Command::Ssh { .. }
         | Command::Snapshot(_)
+        | Command::Daemon(_)
         | Command::Apply { .. }
         | Command::Delete { .. }
         | Command::Get { .. }
@@ -356,6 +315,57 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `ps` output (in-process or from the daemon: identical).
+pub fn print_ps(
+    all_vms: Vec<VmRecord>,
+    filter: &[String],
+    list: &crate::cli::ListOpts,
+) -> anyhow::Result<()> {
+    let mut vms = Vec::new();
+    for v in all_vms {
+        if matches_filter(&v, filter)? {
+            vms.push(v);
+        }
+    }
+
+    let rows = vms
+        .iter()
+        .map(|v| {
+            vec![
+                v.id.clone(),
+                v.image.clone(),
+                short_id(&v.kernel_id).to_string(),
+                output::size(v.spec.disk_size),
+                v.spec.cpus.to_string(),
+                format!("{}MiB", v.spec.memory_mib),
+                output::ago(v.created),
+                status_text(v),
+                v.spec.network.ip.clone().unwrap_or_default(),
+                v.spec
+                    .network
+                    .ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                v.name.clone(),
+            ]
+        })
+        .collect();
+    let ids = vms.iter().map(|v| v.id.clone()).collect();
+    output::list(
+        list,
+        &[
+            "VM ID", "IMAGE", "KERNEL", "SIZE", "CPUS", "MEMORY", "CREATED", "STATUS", "IPS",
+            "PORTS", "NAME",
+        ],
+        rows,
+        &vms,
+        ids,
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub const OWNER: &str = "ignis.dev/owner";
 /// Label: digest of the manifest spec the VM was created from.
 pub const SPEC_HASH: &str = "ignis.dev/spec-hash";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase", tag = "action", content = "message")]
 pub enum Action {
     Created,
@@ -34,7 +34,7 @@ pub enum Action {
     Failed(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Applied {
     pub kind: String,
     pub name: String,

@@ -1,0 +1,299 @@
+//! The REST API (axum). The HTTP layer only parses and maps: every
+//! operation is one call of the service layer, run on a blocking thread.
+//! Errors are RFC 9457 problem details.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use ignis_core::{Error, ErrorKind, Ignis};
+use serde::Deserialize;
+
+use crate::Shared;
+
+/// The API description, kept in the repository (`api/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../../api/openapi.json");
+/// Largest request body (manifests).
+const MAX_BODY: usize = 1 << 20;
+
+/// An RFC 9457 problem.
+pub struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            title,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(e: Error) -> Self {
+        let (status, title) = match e.kind {
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "Not found"),
+            ErrorKind::Ambiguous => (StatusCode::CONFLICT, "Ambiguous name or ID"),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "Conflict"),
+            ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "Invalid request"),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable on this host"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+        };
+        Self::new(status, title, e.to_string())
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, Problem>;
+
+/// Runs one service-layer call off the async threads, timing it.
+async fn call<T: Send + 'static>(
+    s: &Arc<Shared>,
+    op: &'static str,
+    f: impl FnOnce(&Ignis) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Problem> {
+    let shared = s.clone();
+    let t = Instant::now();
+    let r = tokio::task::spawn_blocking(move || f(&shared.ignis))
+        .await
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                e.to_string(),
+            )
+        })?;
+    s.metrics.observe(op, t.elapsed().as_secs_f64(), r.is_ok());
+    r.map_err(Problem::from)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Deserialize)]
+struct StopQuery {
+    #[serde(default = "ten")]
+    time: u64,
+}
+fn ten() -> u64 {
+    10
+}
+
+#[derive(Deserialize)]
+struct RmQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+fn manifests(body: &str) -> Result<Vec<ignis_api::manifest::Manifest>, Problem> {
+    if body.len() > MAX_BODY {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Too large",
+            "at most 1 MiB of manifests",
+        ));
+    }
+    ignis_core::manifest::parse(body, "request body").map_err(Problem::from)
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<Shared>>| async move {
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+            }),
+        )
+        .route("/events", get(events))
+        .route(
+            "/v1/vms",
+            get(|State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>| async move {
+                ApiResult::Ok(Json(call(&s, "vm_list", move |i| i.vm_list(q.all)).await?))
+            }),
+        )
+        .route(
+            "/v1/vms/{name}",
+            get(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
+                ApiResult::Ok(Json(call(&s, "vm_inspect", move |i| i.vm_inspect(&n)).await?))
+            })
+            .delete(
+                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Query(q): Query<RmQuery>| async move {
+                    let id = call(&s, "vm_remove", move |i| i.vm_remove(&n, q.force)).await?;
+                    ApiResult::Ok(Json(serde_json::json!({ "id": id })))
+                },
+            ),
+        )
+        .route(
+            "/v1/vms/{name}/start",
+            post(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
+                ApiResult::Ok(Json(call(&s, "vm_start", move |i| i.vm_start(&n, true)).await?))
+            }),
+        )
+        .route(
+            "/v1/vms/{name}/stop",
+            post(
+                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Query(q): Query<StopQuery>| async move {
+                    ApiResult::Ok(Json(
+                        call(&s, "vm_stop", move |i| i.vm_stop(&n, std::time::Duration::from_secs(q.time))).await?,
+                    ))
+                },
+            ),
+        )
+        .route(
+            "/v1/manifests/vms/{name}",
+            get(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
+                ApiResult::Ok(Json(call(&s, "vm_manifest", move |i| i.vm_manifest(&n)).await?))
+            }),
+        )
+        .route(
+            "/v1/apply",
+            post(|State(s): State<Arc<Shared>>, body: String| async move {
+                let ms = manifests(&body)?;
+                ApiResult::Ok(Json(call(&s, "apply", move |i| Ok(i.apply(&ms, "api"))).await?))
+            }),
+        )
+        .route(
+            "/v1/delete",
+            post(|State(s): State<Arc<Shared>>, body: String| async move {
+                let ms = manifests(&body)?;
+                ApiResult::Ok(Json(call(&s, "delete", move |i| Ok(i.delete_manifests(&ms))).await?))
+            }),
+        )
+        .route(
+            "/v1/snapshots",
+            get(|State(s): State<Arc<Shared>>| async move {
+                ApiResult::Ok(Json(call(&s, "snapshot_list", |i| i.snapshot_list()).await?))
+            }),
+        )
+        .route(
+            "/v1/images",
+            get(|State(s): State<Arc<Shared>>| async move {
+                ApiResult::Ok(Json(call(&s, "image_list", |i| i.image_list()).await?))
+            }),
+        )
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "Not found", "no such endpoint; see /openapi.json") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+/// `GET /events`: server-sent events, one JSON object each.
+async fn events(
+    State(s): State<Arc<Shared>>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = tokio_stream::wrappers::BroadcastStream::new(s.events.subscribe());
+    let stream = rx.filter_map(|e| async move {
+        e.ok().map(|e| {
+            Ok(SseEvent::default()
+                .event(e.kind.clone())
+                .json_data(&e)
+                .unwrap_or_default())
+        })
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Refuses TCP clients without the bearer token (compared in constant time).
+async fn require_token(
+    State(token): State<Arc<String>>,
+    headers: HeaderMap,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let ok = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !ok {
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "a bearer token is required (IGNIS_TOKEN)",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+pub async fn serve(shared: Arc<Shared>, opts: &crate::DaemonOptions) -> anyhow::Result<()> {
+    let app = router(shared.clone());
+    let _ = std::fs::remove_file(&opts.socket);
+    if let Some(parent) = opts.socket.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let unix = tokio::net::UnixListener::bind(&opts.socket)?;
+    std::fs::set_permissions(
+        &opts.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    tracing::info!(socket = %opts.socket.display(), "API listening");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutting down; VMs keep running");
+    };
+    let unix_server = axum::serve(unix, app.clone()).with_graceful_shutdown(shutdown);
+    match (&opts.listen, &opts.token) {
+        (Some(addr), Some(token)) => {
+            let tcp = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(%addr, "API listening on TCP (token required)");
+            let guarded = app.layer(axum::middleware::from_fn_with_state(
+                Arc::new(token.clone()),
+                require_token,
+            ));
+            let tcp_server = axum::serve(tcp, guarded);
+            tokio::select! {
+                r = unix_server => r?,
+                r = tcp_server => r?,
+            }
+        }
+        _ => unix_server.await?,
+    }
+    let _ = std::fs::remove_file(&opts.socket);
+    Ok(())
+}

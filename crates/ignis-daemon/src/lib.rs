@@ -1,0 +1,63 @@
+//! `ignis daemon`: the service layer behind a REST API (axum on a unix
+//! socket, or TCP guarded by a bearer token), Prometheus metrics, an SSE
+//! event stream, and the reconcilers (a manifest directory watched with
+//! inotify, a Git repository polled) sharing one level-based loop.
+//! Stopping the daemon leaves VMs running: each has its own supervisor.
+
+mod api;
+pub mod client;
+mod events;
+mod git;
+mod metrics;
+mod reconciler;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use events::Event;
+pub use git::GitOptions;
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Unix socket of the API (mode 0600).
+    pub socket: PathBuf,
+    /// Also listen on TCP (`127.0.0.1:8080`); needs `token`.
+    pub listen: Option<String>,
+    pub token: Option<String>,
+    /// Reconcile the manifests in this directory (inotify + interval).
+    pub manifests: Option<PathBuf>,
+    pub gitops: Option<GitOptions>,
+    /// Resync interval of the reconcilers.
+    pub interval: Duration,
+}
+
+pub(crate) struct Shared {
+    pub ignis: Arc<ignis_core::Ignis>,
+    pub events: events::Bus,
+    pub metrics: metrics::Metrics,
+}
+
+/// Runs until SIGTERM/SIGINT.
+pub fn run(ignis: ignis_core::Ignis, opts: DaemonOptions) -> anyhow::Result<()> {
+    if opts.listen.is_some() && opts.token.as_deref().unwrap_or("").len() < 16 {
+        anyhow::bail!(
+            "--listen needs --token (at least 16 characters): the TCP API runs VMs as root"
+        );
+    }
+    let shared = Arc::new(Shared {
+        ignis: Arc::new(ignis),
+        events: events::Bus::new(),
+        metrics: metrics::Metrics::new(),
+    });
+    events::watch_vms(shared.clone());
+    if opts.manifests.is_some() || opts.gitops.is_some() {
+        reconciler::start(shared.clone(), &opts)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(api::serve(shared, &opts))
+}

@@ -1,0 +1,183 @@
+//! One level-based loop for both sources: on every trigger (a file event
+//! in the manifest directory, or the interval) read the whole desired
+//! state and converge. Bad files are reported (event + log) and skipped;
+//! while any file is bad nothing is removed, so a typo never deletes VMs.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ignis_api::manifest::Manifest;
+use ignis_core::manifest::{Action, Applied};
+
+use crate::git::{FileManifests, GitSource};
+use crate::{DaemonOptions, Shared};
+
+fn report(shared: &Shared, owner: &str, results: &[Applied]) {
+    for r in results {
+        match &r.action {
+            Action::Unchanged | Action::Present => {}
+            Action::Failed(why) => shared.events.emit(
+                "error",
+                &r.kind.to_ascii_lowercase(),
+                &r.name,
+                Some(why.clone()),
+            ),
+            a => shared.events.emit(
+                "reconcile",
+                &r.kind.to_ascii_lowercase(),
+                &r.name,
+                Some(format!(
+                    "{} by {owner}",
+                    serde_json::to_value(a)
+                        .ok()
+                        .and_then(|v| v["action"].as_str().map(str::to_string))
+                        .unwrap_or_default()
+                )),
+            ),
+        }
+    }
+}
+
+/// Applies the good files; prunes only when every file was good.
+fn converge_files(shared: &Shared, owner: &str, files: Vec<FileManifests>) -> Vec<Applied> {
+    let mut good: Vec<Manifest> = Vec::new();
+    let mut bad = 0;
+    for (file, parsed) in files {
+        match parsed {
+            Ok(ms) => good.extend(ms),
+            Err(why) => {
+                bad += 1;
+                tracing::warn!(file, why, "bad manifest skipped");
+                shared.events.emit("error", "manifest", &file, Some(why));
+            }
+        }
+    }
+    let t = std::time::Instant::now();
+    let results = if bad == 0 {
+        shared.ignis.converge(&good, owner)
+    } else {
+        shared.ignis.apply(&good, owner)
+    };
+    shared.metrics.observe(
+        "reconcile",
+        t.elapsed().as_secs_f64(),
+        results
+            .iter()
+            .all(|r| !matches!(r.action, Action::Failed(_))),
+    );
+    report(shared, owner, &results);
+    results
+}
+
+fn dir_files(dir: &std::path::Path) -> Vec<FileManifests> {
+    match ignis_core::manifest::manifest_files(dir) {
+        Ok(files) => files
+            .into_iter()
+            .map(|f| {
+                let name = f.display().to_string();
+                let parsed = std::fs::read_to_string(&f)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        ignis_core::manifest::parse(&t, &name).map_err(|e| e.to_string())
+                    });
+                (name, parsed)
+            })
+            .collect(),
+        Err(e) => vec![(dir.display().to_string(), Err(e.to_string()))],
+    }
+}
+
+pub fn start(shared: Arc<Shared>, opts: &DaemonOptions) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let mut watcher = None;
+    if let Some(dir) = &opts.manifests {
+        use notify::Watcher;
+        let tx = tx.clone();
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Reading the files ourselves raises access events: only
+            // changes trigger a reconcile.
+            if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+                let _ = tx.send(());
+            }
+        })?;
+        w.watch(dir, notify::RecursiveMode::Recursive)?;
+        watcher = Some(w);
+    }
+    let interval = opts.interval;
+    let dir = opts.manifests.clone();
+    let git = opts.gitops.clone();
+    std::thread::spawn(move || {
+        let _watcher = watcher; // lives as long as the loop
+        let git_source = git.as_ref().and_then(|g| match GitSource::open(g) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                shared
+                    .events
+                    .emit("error", "gitops", &g.url, Some(e.message().to_string()));
+                None
+            }
+        });
+        loop {
+            if let Some(d) = &dir {
+                converge_files(&shared, &format!("dir:{}", d.display()), dir_files(d));
+            }
+            if let (Some(g), Some(src)) = (&git, &git_source) {
+                let owner = format!("git:{}", g.url);
+                match src
+                    .fetch()
+                    .and_then(|head| Ok((head, src.manifests(head)?)))
+                {
+                    Ok((head, files)) => {
+                        let results = converge_files(&shared, &owner, files);
+                        if g.write_status {
+                            let status = statuses(&shared, &results);
+                            match src.write_status(head, &status) {
+                                Ok(Some(c)) => shared.events.emit(
+                                    "reconcile",
+                                    "gitops",
+                                    &g.url,
+                                    Some(format!("status committed {c}")),
+                                ),
+                                Ok(None) => {}
+                                Err(e) => shared.events.emit(
+                                    "error",
+                                    "gitops",
+                                    &g.url,
+                                    Some(format!("status not written: {}", e.message())),
+                                ),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        shared
+                            .events
+                            .emit("error", "gitops", &g.url, Some(e.message().to_string()))
+                    }
+                }
+            }
+            // Debounce file events; resync at least every interval.
+            let _ = rx.recv_timeout(interval);
+            std::thread::sleep(Duration::from_millis(100));
+            while rx.try_recv().is_ok() {}
+        }
+    });
+    Ok(())
+}
+
+/// `name -> status YAML` of the VMs the repository describes.
+fn statuses(shared: &Shared, results: &[Applied]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for r in results
+        .iter()
+        .filter(|r| r.kind == "VM" && r.action != Action::Removed)
+    {
+        let text = match shared.ignis.vm_manifest(&r.name) {
+            Ok(m) => serde_yaml::to_string(&m.status).unwrap_or_default(),
+            Err(e) => format!("error: {:?}\n", e.to_string()),
+        };
+        out.insert(r.name.clone(), text);
+    }
+    out
+}
