@@ -1,0 +1,445 @@
+//! `ignis daemon` through the real binary (fake VMM): the API gives what
+//! the in-process path gives, TCP needs the token, metrics and events flow;
+//! the reconcilers follow a manifest directory and Git repositories (a bare
+//! repo over file:// and over `git daemon` on 127.0.0.1), report bad
+//! manifests without touching the others, write status without looping,
+//! and converge after the daemon is SIGKILLed mid-reconcile.
+
+#![cfg(feature = "fake-vmm")]
+
+mod common;
+
+use common::Env;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(env: &Env, args: &[&str]) -> Self {
+        let socket = env.dir.path().join(format!("d{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let child = env
+            .cmd()
+            .arg("daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(env.dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for("the daemon socket", 20, || socket.exists());
+        Self { child, socket }
+    }
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+    fn sigterm(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn setup() -> Env {
+    let env = Env::new();
+    env.fake_kernel();
+    env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    env
+}
+
+fn vm_manifest(name: &str, running: bool) -> String {
+    format!("apiVersion: ignis.dev/v1alpha1\nkind: VM\nmetadata:\n  name: {name}\nspec:\n  image: app:1\n  backend: fake\n  diskSize: 64MB\n  network: {{mode: none}}\n  running: {running}\n")
+}
+
+fn state(env: &Env, vm: &str) -> Option<String> {
+    let out = env.run(&["inspect", vm]);
+    out.status.success().then(|| {
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["status"]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (body.to_string(), code.to_string())
+}
+
+#[test]
+fn api_matches_the_in_process_path_and_guards_tcp() {
+    let env = setup();
+    env.ok(&[
+        "create",
+        "--backend",
+        "fake",
+        "--size",
+        "64MB",
+        "--name",
+        "x",
+        "app:1",
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let token = "a-test-token-of-32-characters-ok";
+    let mut d = Daemon::start(&env, &["--listen", &listen, "--token", token]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let remote = |args: &[&str]| {
+        env.cmd()
+            .env("IGNIS_HOST", d.host())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["ps", "-a", "-o", "json"][..],
+        &["inspect", "x"],
+        &["ps", "-a"],
+    ] {
+        let r = remote(args);
+        assert!(
+            r.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&r.stdout), env.ok(args), "{args:?}");
+    }
+    let (a, b) = (remote(&["inspect", "nope"]), env.run(&["inspect", "nope"]));
+    assert_eq!((a.status.code(), b.status.code()), (Some(3), Some(3)));
+    // Problem details; TCP needs the token.
+    let sock = d.socket.display().to_string();
+    let (body, code) = curl(&["--unix-socket", &sock, "http://x/v1/vms/nope"]);
+    assert_eq!(code, "404");
+    let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (p["status"].as_u64(), p["title"].as_str()),
+        (Some(404), Some("Not found"))
+    );
+    let (_, code) = curl(&[&format!("http://{listen}/v1/vms")]);
+    assert_eq!(code, "401");
+    let (_, code) = curl(&[
+        "-H",
+        "Authorization: Bearer wrong-token-of-32-characters-xx",
+        &format!("http://{listen}/v1/vms"),
+    ]);
+    assert_eq!(code, "401");
+    let (body, code) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &format!("http://{listen}/v1/vms?all=true"),
+    ]);
+    assert_eq!(code, "200", "{body}");
+    let (body, _) = curl(&["--unix-socket", &sock, "http://x/openapi.json"]);
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(api["paths"]["/v1/apply"].is_object());
+    let (body, _) = curl(&["--unix-socket", &sock, "http://x/metrics"]);
+    assert!(body.contains("ignis_vms{state=\"created\"} 1"), "{body}");
+    // Events: a start through the API shows on the stream.
+    let events = Command::new("curl")
+        .args([
+            "-sN",
+            "--max-time",
+            "6",
+            "--unix-socket",
+            &sock,
+            "http://x/events",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let r = remote(&["start", "x"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let out = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).into_owned();
+    assert!(
+        out.contains("event: start") && out.contains("\"name\":\"x\""),
+        "{out}"
+    );
+    // Graceful shutdown leaves VMs running.
+    assert!(d.sigterm().success());
+    assert_eq!(state(&env, "x").as_deref(), Some("running"));
+    env.ok(&["rm", "-f", "x"]);
+}
+
+#[test]
+fn a_manifest_directory_is_followed() {
+    let env = setup();
+    let dir = env.dir.path().join("manifests");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("keep.yaml"), vm_manifest("keep", true)).unwrap();
+    let _d = Daemon::start(
+        &env,
+        &["--manifests", dir.to_str().unwrap(), "--interval", "1"],
+    );
+    wait_for("keep to run", 20, || {
+        state(&env, "keep").as_deref() == Some("running")
+    });
+    std::fs::write(dir.join("web.yaml"), vm_manifest("web", true)).unwrap();
+    wait_for("web to run", 20, || {
+        state(&env, "web").as_deref() == Some("running")
+    });
+    std::fs::write(dir.join("web.yaml"), vm_manifest("web", false)).unwrap();
+    wait_for("web to stop", 20, || {
+        state(&env, "web").as_deref() == Some("exited")
+    });
+    // A bad file is reported and changes nothing, not even the removal of
+    // what it might have named.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        vm_manifest("bad", true).replace("image:", "imagez:"),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("web.yaml")).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        state(&env, "web").as_deref(),
+        Some("exited"),
+        "nothing pruned while a file is bad"
+    );
+    assert_eq!(state(&env, "keep").as_deref(), Some("running"));
+    assert!(state(&env, "bad").is_none());
+    std::fs::remove_file(dir.join("bad.yaml")).unwrap();
+    wait_for("web to be removed", 20, || state(&env, "web").is_none());
+    assert_eq!(state(&env, "keep").as_deref(), Some("running"));
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A bare repository and a working clone that pushes to it.
+fn repo(env: &Env) -> (PathBuf, PathBuf) {
+    let bare = env.dir.path().join("repo.git");
+    let work = env.dir.path().join("work");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "--bare", "-q"]);
+    git(
+        env.dir.path(),
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    (bare, work)
+}
+
+fn push(work: &Path, msg: &str) {
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-q", "-m", msg, "--allow-empty"]);
+    git(work, &["push", "-q", "origin", "main"]);
+}
+
+fn gitops_cycle(env: &Env, url: &str, bare: &Path, work: &Path) {
+    std::fs::create_dir_all(work.join("vms")).unwrap();
+    std::fs::write(work.join("vms/api.yaml"), vm_manifest("api", true)).unwrap();
+    std::fs::write(work.join("vms/db.yaml"), vm_manifest("db", true)).unwrap();
+    push(work, "two vms");
+    let _d = Daemon::start(
+        env,
+        &[
+            "--gitops",
+            url,
+            "--branch",
+            "main",
+            "--path",
+            "vms",
+            "--interval",
+            "1",
+            "--write-status",
+        ],
+    );
+    wait_for("api to run", 30, || {
+        state(env, "api").as_deref() == Some("running")
+    });
+    wait_for("db to run", 30, || {
+        state(env, "db").as_deref() == Some("running")
+    });
+    // The observed status comes back as a commit, once.
+    wait_for("a status commit", 30, || {
+        git(bare, &["log", "--format=%an", "main"]).lines().next() == Some("ignis-gitops")
+    });
+    git(work, &["pull", "-q", "--rebase", "origin", "main"]);
+    let status = std::fs::read_to_string(work.join(".ignis/status/api.yaml")).unwrap();
+    assert!(status.contains("state: running"), "{status}");
+    std::fs::write(work.join("vms/api.yaml"), vm_manifest("api", false)).unwrap();
+    push(work, "stop api");
+    wait_for("api to stop", 30, || {
+        state(env, "api").as_deref() == Some("exited")
+    });
+    std::fs::write(work.join("vms/broken.yaml"), "apiVersion: ignis.dev/v1alpha1\nkind: VM\nmetadata: {name: broken}\nspec: {image: app:1, cpus: lots}\n").unwrap();
+    push(work, "a bad manifest");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(state(env, "broken").is_none());
+    assert_eq!(
+        state(env, "db").as_deref(),
+        Some("running"),
+        "others untouched"
+    );
+    git(work, &["pull", "-q", "--rebase", "origin", "main"]);
+    std::fs::remove_file(work.join("vms/broken.yaml")).unwrap();
+    std::fs::remove_file(work.join("vms/db.yaml")).unwrap();
+    push(work, "remove db");
+    wait_for("db to be removed", 30, || state(env, "db").is_none());
+    // No commit loop: the history stops growing once the state is steady.
+    std::thread::sleep(Duration::from_secs(3));
+    let n1 = git(bare, &["rev-list", "--count", "main"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let n2 = git(bare, &["rev-list", "--count", "main"]);
+    assert_eq!(n1, n2, "the daemon keeps committing");
+}
+
+#[test]
+fn gitops_over_file_url() {
+    let env = setup();
+    let (bare, work) = repo(&env);
+    gitops_cycle(&env, &format!("file://{}", bare.display()), &bare, &work);
+}
+
+#[test]
+fn gitops_over_git_daemon_on_loopback() {
+    let env = setup();
+    let (bare, work) = repo(&env);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    use std::os::unix::process::CommandExt;
+    let mut gd = Command::new("git")
+        .process_group(0)
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--enable=receive-pack",
+            "--listen=127.0.0.1",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", env.dir.path().display()))
+        .arg(env.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("git daemon", 10, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // git daemon forks a worker: stop the whole group, whatever happens.
+    struct Group(u32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", self.0)])
+                .status();
+        }
+    }
+    let _group = Group(gd.id());
+    gitops_cycle(
+        &env,
+        &format!("git://127.0.0.1:{port}/repo.git"),
+        &bare,
+        &work,
+    );
+    let _ = gd.kill();
+    let _ = gd.wait();
+}
+
+/// SIGKILL in the middle of creating ten VMs, then a restart: the end state
+/// is the desired one, with no VM twice and no stray files.
+#[test]
+fn a_killed_daemon_converges_after_restart_without_duplicates() {
+    let env = setup();
+    let dir = env.dir.path().join("manifests");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..10 {
+        std::fs::write(
+            dir.join(format!("v{i}.yaml")),
+            vm_manifest(&format!("v{i}"), true),
+        )
+        .unwrap();
+    }
+    let mut d = Daemon::start(
+        &env,
+        &["--manifests", dir.to_str().unwrap(), "--interval", "1"],
+    );
+    wait_for("the first VMs", 30, || {
+        !env.ok(&["ps", "-a", "-Q"]).is_empty()
+    });
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    let partial = env.ok(&["ps", "-a", "-Q"]).lines().count();
+    assert!(
+        partial < 10,
+        "killed too late to test anything ({partial} VMs)"
+    );
+    let _d = Daemon::start(
+        &env,
+        &["--manifests", dir.to_str().unwrap(), "--interval", "1"],
+    );
+    wait_for("all ten running", 60, || {
+        (0..10).all(|i| state(&env, &format!("v{i}")).as_deref() == Some("running"))
+    });
+    let ps: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["ps", "-a", "-o", "json"])).unwrap();
+    assert_eq!(ps.len(), 10, "no duplicates");
+    let dirs = env.count("vms");
+    assert_eq!(dirs, 10, "no stray VM directories");
+}
