@@ -2,7 +2,7 @@
 # Installs what ignis and its tests need on Debian 12 (run as root).
 # Idempotent: skips what is already there.
 set -euo pipefail
-pkgs=(e2fsprogs zstd curl nftables iproute2 skopeo docker-registry busybox-static qemu-system-x86 ca-certificates dropbear-bin openssh-client)
+pkgs=(e2fsprogs zstd curl nftables iproute2 skopeo docker-registry busybox-static qemu-system-x86 ca-certificates dropbear-bin openssh-client git libssl-dev pkg-config)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

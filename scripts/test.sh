@@ -28,7 +28,7 @@ echo "  unit + wire (no root, fakes) ............ ran"
 if have mkfs.ext4 && have debugfs; then echo "  e2fsprogs (real ext4 image disks) ....... ran"; else echo "  e2fsprogs ............................... SKIPPED: mkfs.ext4/debugfs missing"; fi
 if have docker-registry && have skopeo; then echo "  live registry (docker-registry) ......... ran"; else echo "  live registry ........................... SKIPPED: docker-registry or skopeo missing"; fi
 if [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then echo "  Debian kernel package .................. ran ($(basename "$IGNIS_TEST_KERNEL_DEB"))"; else echo "  Debian kernel package .................. SKIPPED: IGNIS_TEST_KERNEL_DEB unset"; fi
-echo "  VM lifecycle on the fake VMM ........... ran"
+echo "  VM lifecycle on the fake VMM ........... ran (+ snapshots, manifests, daemon API, GitOps over file:// and git daemon, crash/restart)"
 if have qemu-system-x86_64 && [ -n "${IGNIS_TEST_KERNEL_DEB:-}" ]; then
   echo "  (b) live Linux guest on QEMU ........... ran ($(grep -q vmx /proc/cpuinfo && echo KVM or TCG || echo TCG))"
   echo "  (b) guest agent on QEMU ................ ran (exec, 20 concurrent, 200 MB cp, -t, hooks, stop via agent)"

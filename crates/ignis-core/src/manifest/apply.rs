@@ -15,6 +15,9 @@ use serde::Serialize;
 use crate::vm::CreateOptions;
 use crate::{Error, ErrorKind, Ignis};
 
+/// VMs converged at once (each start waits for its guest to be ready).
+const APPLY_PARALLELISM: usize = 8;
+
 /// Label: who manages the VM (`cli`, `dir:<path>`, `git:<url>`).
 pub const OWNER: &str = "ignis.dev/owner";
 /// Label: digest of the manifest spec the VM was created from.
@@ -66,7 +69,39 @@ impl Ignis {
         };
         let mut sorted: Vec<&Manifest> = manifests.iter().collect();
         sorted.sort_by_key(|m| order(m));
-        for m in sorted {
+        // Kernels and images first (VMs need them), then VMs in parallel
+        // (each waits for its guest), then snapshots of them.
+        for stage in 0..=3 {
+            let batch: Vec<&Manifest> = sorted
+                .iter()
+                .copied()
+                .filter(|m| order(m) == stage)
+                .collect();
+            let results: Vec<Applied> = if stage == 2 {
+                let mut done = Vec::new();
+                for chunk in batch.chunks(APPLY_PARALLELISM) {
+                    done.extend(std::thread::scope(|scope| {
+                        let handles: Vec<_> = chunk
+                            .iter()
+                            .map(|m| scope.spawn(move || self.apply_one(m, owner)))
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().expect("apply thread"))
+                            .collect::<Vec<_>>()
+                    }));
+                }
+                done
+            } else {
+                batch.iter().map(|m| self.apply_one(m, owner)).collect()
+            };
+            out.extend(results);
+        }
+        out
+    }
+
+    fn apply_one(&self, m: &Manifest, owner: &str) -> Applied {
+        {
             let action = match m {
                 Manifest::Vm(vm) => self.apply_vm(vm, owner),
                 Manifest::Image(i) => self
@@ -92,13 +127,12 @@ impl Ignis {
             if let Action::Failed(why) = &action {
                 tracing::warn!(kind = m.kind(), name = m.name(), why, "manifest failed");
             }
-            out.push(Applied {
+            Applied {
                 kind: m.kind().into(),
                 name: m.name().into(),
                 action,
-            });
+            }
         }
-        out
     }
 
     /// `apply`, then removes the VMs of `owner` that no manifest names any
