@@ -10,6 +10,29 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+/// A test that fails midway leaves no VM running: every VM of the state
+/// root is killed and removed when the environment goes.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let Ok(rd) = std::fs::read_dir(self.root().join("vms")) else {
+            return;
+        };
+        let ids: Vec<String> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !ids.is_empty() {
+            let _ = self
+                .cmd()
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Env {
     pub fn new() -> Self {
         Self {
