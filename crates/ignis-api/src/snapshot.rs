@@ -40,4 +40,11 @@ pub struct SnapshotRecord {
     pub disk: BlobRef,
     /// How long the source VM's vCPUs were paused.
     pub pause_ms: u64,
+    /// The guest ran the ignis agent (a restored clone waits for it).
+    #[serde(default = "yes")]
+    pub agent: bool,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -146,6 +146,13 @@ pub struct SnapshotOrigin {
     pub id: String,
     pub state: String,
     pub memory: String,
+    /// The snapshot's guest runs the ignis agent.
+    #[serde(default = "yes")]
+    pub agent: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,3 +84,95 @@ fn test_guest_lifecycle_on_firecracker() {
     assert_eq!(env.count("vms"), 0, "no VM files left");
     assert!(env.processes_with(&id).is_empty(), "no firecracker left");
 }
+
+/// Live mechanics of snapshots on Firecracker with the test guest (it
+/// prints a dot per busy loop): snapshot, 10 concurrent forks, every fork's
+/// console shows the guest continuing; everything is gone after rm.
+#[test]
+fn test_guest_snapshot_and_ten_forks_on_firecracker() {
+    let Some(fc) = firecracker() else {
+        eprintln!("skipped: firecracker not found (put firecracker >= 1.10 on PATH or set IGNIS_FIRECRACKER)");
+        return;
+    };
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        eprintln!("skipped: /dev/kvm not accessible");
+        return;
+    }
+    let env = Env::new();
+    let guest = env.dir.path().join("testguest.elf");
+    std::fs::write(&guest, ignis_testkit::testguest::elf()).unwrap();
+    env.ok(&[
+        "kernel",
+        "import",
+        guest.to_str().unwrap(),
+        "--name",
+        "testguest",
+    ]);
+    let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    let ok = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("IGNIS_FIRECRACKER", &fc)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&[
+        "run",
+        "--backend",
+        "firecracker",
+        "--kernel",
+        "testguest",
+        "--memory",
+        "128MB",
+        "--size",
+        "64MB",
+        "--name",
+        "src",
+        &img,
+    ]);
+    ok(&["snapshot", "src", "--name", "s"]);
+    let ids: Vec<String> = ok(&["fork", "s", "-n", "10"])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 10);
+    for id in &ids {
+        let log = env.root().join("vms").join(id).join("console.log");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches('.')
+            .count()
+            < 2
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fork {id} does not continue"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let mut rm = vec!["rm", "-f", "src"];
+    rm.extend(ids.iter().map(String::as_str));
+    ok(&rm);
+    ok(&["snapshot", "rm", "s"]);
+    assert_eq!(env.count("vms"), 0);
+    for id in &ids {
+        assert!(
+            env.processes_with(id).is_empty(),
+            "firecracker of {id} left"
+        );
+    }
+}

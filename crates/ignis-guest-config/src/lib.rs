@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! IGNIS-INIT ready                 the workload (or /sbin/init) was started
+//! IGNIS-INIT ready agent           ... and the guest agent runs (ignis-init)
 //! IGNIS-INIT exit <code>           the workload exited with <code>; powering off
 //! IGNIS-INIT error <message>       the init failed; powering off with 125
 //! ```
@@ -75,7 +76,11 @@ pub struct CopyFile {
 /// What a console line from the init says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    Ready,
+    /// Started; `agent`: the guest agent runs too (a guest that is not
+    /// ignis-init, like the Firecracker test guest, has none).
+    Ready {
+        agent: bool,
+    },
     Exit(i32),
     Error(String),
 }
@@ -87,7 +92,10 @@ pub fn parse_report(line: &str) -> Option<Report> {
         .strip_prefix(MARKER)?
         .strip_prefix(' ')?;
     if rest == "ready" {
-        return Some(Report::Ready);
+        return Some(Report::Ready { agent: false });
+    }
+    if rest == "ready agent" {
+        return Some(Report::Ready { agent: true });
     }
     if let Some(code) = rest.strip_prefix("exit ") {
         return code.trim().parse().ok().map(Report::Exit);
@@ -102,7 +110,14 @@ mod tests {
 
     #[test]
     fn reports_round_trip() {
-        assert_eq!(parse_report("IGNIS-INIT ready\r\n"), Some(Report::Ready));
+        assert_eq!(
+            parse_report("IGNIS-INIT ready\r\n"),
+            Some(Report::Ready { agent: false })
+        );
+        assert_eq!(
+            parse_report("IGNIS-INIT ready agent\n"),
+            Some(Report::Ready { agent: true })
+        );
         assert_eq!(parse_report("IGNIS-INIT exit 3"), Some(Report::Exit(3)));
         assert_eq!(
             parse_report("IGNIS-INIT error no such file"),

@@ -91,7 +91,7 @@ pub fn workload(cfg: &GuestConfig) -> Result<i32, String> {
         .spawn()
         .map_err(|e| format!("cannot start {program}: {e}"))?;
     let main_pid = i32::try_from(child.id()).map_err(|_| "pid out of range")?;
-    crate::report("ready");
+    crate::report("ready agent");
     let code = supervise(main_pid);
     // The workload is gone: stop whatever it left behind.
     let _ = rustix::process::kill_current_process_group(rustix::process::Signal::TERM);
@@ -219,7 +219,7 @@ pub fn exec_system_init() -> String {
         env: vec![],
         workdir: None,
     });
-    crate::report("ready");
+    crate::report("ready agent");
     let err = std::process::Command::new("/sbin/init").exec();
     format!("cannot exec /sbin/init: {err}")
 }

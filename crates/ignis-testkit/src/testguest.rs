@@ -1,13 +1,16 @@
 //! The tiny test guest for the Firecracker live-mechanics tier: a static
 //! x86_64 ELF (no Linux) that Firecracker loads like a vmlinux and enters in
-//! 64-bit mode. It writes the guest init's ready line to the serial port and
-//! halts, so `ignis run`, `logs`, `ps`, `stop` and `rm` can be exercised on a
-//! real Firecracker where no Linux guest boots (nested PVM) or quickly.
+//! 64-bit mode. It writes the guest init's ready line to the serial port,
+//! then a `.` after every busy loop of 2^28 iterations (so a restored
+//! snapshot shows the guest continuing), so `ignis run`, `logs`, `ps`,
+//! `stop`, `rm`, snapshots and forks can be exercised on a real Firecracker
+//! where no Linux guest boots (nested PVM) or quickly.
 //!
 //! ```text
 //! 0x100000  ELF header (64) + one PT_LOAD program header (56)
 //! 0x100078  mov dx, 0x3f8 ; lea rsi, [rip+msg] ; mov ecx, len
-//!           rep outsb ; 1: hlt ; jmp 1b
+//!           rep outsb
+//!      2:   mov ecx, 1<<28 ; 1: dec ecx ; jnz 1b ; mov al, '.' ; out dx, al ; jmp 2b
 //!           msg: "\nIGNIS-INIT ready\n"
 //! ```
 
@@ -22,7 +25,12 @@ pub fn elf() -> Vec<u8> {
     code.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
     code.extend_from_slice(&[0x48, 0x8d, 0x35]); // lea rsi, [rip+disp32]
     let lea_end = code.len() + 4;
-    let tail = [0xb9, 0, 0, 0, 0, 0xf3, 0x6e, 0xf4, 0xeb, 0xfd]; // mov ecx,len; rep outsb; hlt; jmp -3
+    // mov ecx,len; rep outsb; then: mov ecx,1<<28; dec ecx; jnz -4;
+    // mov al,'.'; out dx,al; jmp -14 (back to mov ecx,1<<28).
+    let tail = [
+        0xb9, 0, 0, 0, 0, 0xf3, 0x6e, 0xb9, 0, 0, 0, 0x10, 0xff, 0xc9, 0x75, 0xfc, 0xb0, b'.',
+        0xee, 0xeb, 0xf2,
+    ];
     let disp = u32::try_from(tail.len()).expect("small"); // msg follows the tail
     code.extend_from_slice(&disp.to_le_bytes());
     assert_eq!(code.len(), lea_end);

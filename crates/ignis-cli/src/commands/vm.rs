@@ -115,7 +115,7 @@ fn foreground(ignis: &Ignis, id: &str) -> anyhow::Result<i32> {
     let mut blanks = 0usize;
     let mut handle = |line: &[u8], out: &mut dyn Write, code: &mut Option<i32>| {
         match parse_report(&String::from_utf8_lossy(line)) {
-            Some(Report::Ready) => in_workload = true,
+            Some(Report::Ready { .. }) => in_workload = true,
             Some(Report::Exit(c)) => {
                 *code = Some(c);
                 in_workload = false;

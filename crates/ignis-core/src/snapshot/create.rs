@@ -140,6 +140,7 @@ impl Ignis {
             memory,
             disk,
             pause_ms,
+            agent: rec.status.health.is_some(),
         };
         self.store.db().tx(|tx| {
             if tx.lookup_name(KIND, &snap.name)?.is_some() {

@@ -377,6 +377,7 @@ impl Ignis {
                     id: s.id.clone(),
                     state: s.state.digest.clone(),
                     memory: s.memory.digest.clone(),
+                    agent: s.agent,
                 }),
             },
             status: VmStatus {

@@ -273,6 +273,10 @@ impl Ignis {
         let has_agent = kind != BackendKind::Fake;
         #[cfg(not(feature = "fake-vmm"))]
         let has_agent = true;
+        // A clone of a guest without the agent (the Firecracker test guest)
+        // has none either.
+        let has_agent =
+            has_agent && !(restored && rec.spec.snapshot.as_ref().is_some_and(|o| !o.agent));
         self.update_status(id, |s| {
             *s = VmStatus {
                 state: Some(VmState::Running),
@@ -335,10 +339,16 @@ impl Ignis {
                     while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = partial.drain(..=pos).collect();
                         match parse_report(&String::from_utf8_lossy(&line)) {
-                            Some(Report::Ready) => {
+                            Some(Report::Ready { agent }) => {
                                 let ms = u64::try_from(started.elapsed().as_millis())
                                     .unwrap_or(u64::MAX);
-                                self.update_status(id, |s| s.ready_ms = Some(ms))?;
+                                self.update_status(id, |s| {
+                                    s.ready_ms = Some(ms);
+                                    // A guest without ignis-init has no agent to wait for.
+                                    if !agent && s.health.as_deref() == Some("starting") {
+                                        s.health = None;
+                                    }
+                                })?;
                             }
                             Some(Report::Exit(code)) => exit_code = Some(code),
                             Some(Report::Error(m)) => init_error = Some(m),
