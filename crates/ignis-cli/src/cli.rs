@@ -318,7 +318,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Image name or ID (pulled when missing and it looks like a reference).
-    pub image: String,
+    #[arg(required_unless_present = "config")]
+    pub image: Option<String>,
+    /// A VM manifest (ours or Ignite's) with the VM's settings; flags given
+    /// here override it, and it overrides IGNIS_BACKEND/IGNIS_NETWORK.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Command replacing the image's Cmd.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
@@ -349,11 +354,13 @@ pub struct CreateArgs {
     #[arg(long)]
     pub copy_files: Vec<String>,
     /// auto, firecracker or qemu.
-    #[arg(long, env = "IGNIS_BACKEND", default_value = "auto")]
-    pub backend: String,
+    /// (default: IGNIS_BACKEND, else auto)
+    #[arg(long)]
+    pub backend: Option<String>,
     /// bridge (an address on ignis0, NAT out, -p) or none.
-    #[arg(long, env = "IGNIS_NETWORK", default_value = "bridge")]
-    pub network: String,
+    /// (default: IGNIS_NETWORK, else bridge)
+    #[arg(long)]
+    pub network: Option<String>,
     /// Publish a port: [IP:]HOST_PORT:VM_PORT[/tcp|udp] (repeatable).
     #[arg(long = "publish", short = 'p')]
     pub publish: Vec<String>,

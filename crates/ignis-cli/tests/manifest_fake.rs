@@ -108,3 +108,54 @@ fn a_bad_manifest_changes_nothing_and_unmanaged_vms_are_left_alone() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("was not created from a manifest"));
     assert_eq!(state(&env, "a"), "created");
 }
+
+/// `create --config`: environment defaults < the manifest < flags (Ignite's
+/// precedence); an Ignite manifest works as a config too.
+#[test]
+fn create_config_precedence() {
+    let env = setup();
+    let cfg = env.dir.path().join("cfg.yaml");
+    std::fs::write(
+        &cfg,
+        "apiVersion: ignis.dev/v1alpha1\nkind: VM\nmetadata: {name: fromcfg, labels: {team: a}}\nspec: {image: app:1, backend: fake, cpus: 2, memory: 256MB, diskSize: 64MB, env: [A=manifest, B=manifest]}\n",
+    )
+    .unwrap();
+    // IGNIS_BACKEND (a default) loses to the manifest; --cpus and -e win.
+    let out = env
+        .cmd()
+        .env("IGNIS_BACKEND", "qemu")
+        .args([
+            "create",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--cpus",
+            "1",
+            "-e",
+            "B=flag",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = env.vm_json("fromcfg");
+    assert_eq!(v["spec"]["backend"], "fake");
+    assert_eq!(v["spec"]["cpus"], 1);
+    assert_eq!(v["spec"]["memoryMib"], 256);
+    assert_eq!(v["spec"]["labels"]["team"], "a");
+    let envs: Vec<&str> = v["spec"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        envs.contains(&"A=manifest") && envs.contains(&"B=flag") && !envs.contains(&"B=manifest"),
+        "{envs:?}"
+    );
+    // Without an image anywhere: a usage error.
+    let out = env.run(&["create", "--backend", "fake"]);
+    assert_eq!(out.status.code(), Some(2));
+}

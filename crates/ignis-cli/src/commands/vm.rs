@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -14,36 +13,90 @@ pub fn parse_size(s: &str, bare_unit: u64) -> anyhow::Result<u64> {
     ignis_api::parse_size(s, bare_unit).map_err(|e| anyhow::anyhow!(e))
 }
 
+/// Create options with Ignite's precedence: config defaults (environment)
+/// < the `--config` manifest < flags given on the command line.
 fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOptions> {
-    let mut labels = BTreeMap::new();
+    let manifest = match &a.config {
+        None => None,
+        Some(path) => {
+            let mut vms: Vec<_> = ignis_core::manifest::read_path(path)?
+                .into_iter()
+                .filter_map(|m| match m {
+                    ignis_api::manifest::Manifest::Vm(v) => Some(v),
+                    _ => None,
+                })
+                .collect();
+            if vms.len() != 1 {
+                return Err(ignis_core::Error::new(
+                    ignis_core::ErrorKind::Invalid,
+                    format!(
+                        "--config {}: want exactly one VM manifest, found {}",
+                        path.display(),
+                        vms.len()
+                    ),
+                )
+                .into());
+            }
+            vms.pop()
+        }
+    };
+    let (meta, spec) = match manifest {
+        Some(m) => (m.metadata, m.spec),
+        None => Default::default(),
+    };
+    let net = spec.network.clone().unwrap_or_default();
+    let mut labels = meta.labels.clone();
     for l in &a.label {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         labels.insert(k.to_string(), v.to_string());
     }
+    let memory = a.memory.or(spec.memory);
+    let size = a.size.or(spec.disk_size);
+    let name = a.name.or((!meta.name.is_empty()).then_some(meta.name));
+    let image = a
+        .image
+        .or((!spec.image.is_empty()).then_some(spec.image))
+        .ok_or_else(|| {
+            ignis_core::Error::new(
+                ignis_core::ErrorKind::Invalid,
+                "no image: give one, or spec.image in --config",
+            )
+        })?;
     Ok(CreateOptions {
-        image: a.image,
-        name: a.name,
-        cpus: a.cpus,
-        memory_mib: a
-            .memory
+        image,
+        name,
+        cpus: a.cpus.or(spec.cpus),
+        memory_mib: memory
             .as_deref()
             .map(|m| parse_size(m, 1 << 20))
             .transpose()?
             .map(|b| u32::try_from(b >> 20).unwrap_or(u32::MAX)),
-        disk_size: a.size.as_deref().map(|s| parse_size(s, 1)).transpose()?,
-        kernel: a.kernel,
-        kernel_args: a.kernel_args,
-        env: a.env,
+        disk_size: size.as_deref().map(|s| parse_size(s, 1)).transpose()?,
+        kernel: a.kernel.or(spec.kernel),
+        kernel_args: a.kernel_args.or(spec.kernel_args),
+        env: spec.env.into_iter().chain(a.env).collect(),
         labels,
-        copy_files: a.copy_files,
-        command: a.command,
-        backend: a.backend,
+        copy_files: spec.copy_files.into_iter().chain(a.copy_files).collect(),
+        command: if a.command.is_empty() {
+            spec.command
+        } else {
+            a.command
+        },
+        backend: a
+            .backend
+            .or(spec.backend)
+            .or_else(|| std::env::var("IGNIS_BACKEND").ok())
+            .unwrap_or_else(|| "auto".into()),
         auto_remove,
-        network: a.network,
-        ip: a.ip,
+        network: a
+            .network
+            .or(net.mode)
+            .or_else(|| std::env::var("IGNIS_NETWORK").ok())
+            .unwrap_or_else(|| "bridge".into()),
+        ip: a.ip.or(net.ip),
         mac: a.mac,
-        ports: a.publish,
-        ssh: a.ssh,
+        ports: net.ports.into_iter().chain(a.publish).collect(),
+        ssh: a.ssh.or(spec.ssh),
         from_snapshot: None,
     })
 }
