@@ -320,6 +320,41 @@ fn ignis_net_tap(id: &str) -> String {
     format!("ig-{}", &id[..12])
 }
 
+/// A state root with the Debian kernel imported and a network namespace of
+/// its own (removed, VMs first, when dropped); `None` (after one skip line)
+/// without the static guest init.
+struct NsEnv {
+    _cleanup: Cleanup,
+    env: Env,
+    ns: String,
+}
+
+impl NsEnv {
+    fn new(tag: &str) -> Option<Self> {
+        let env = Env::new();
+        let info: serde_json::Value =
+            serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
+        if info["guestInit"].is_null() {
+            eprintln!("skipped: static ignis-init not built (scripts/build-guest.sh)");
+            return None;
+        }
+        let ns = format!("ignis-{tag}{}", std::process::id());
+        let cleanup = Cleanup {
+            names: vec![ns.clone()],
+            root: env.root(),
+        };
+        ok(&["ip", "netns", "add", &ns]);
+        ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        let deb = std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap();
+        env.ok(&["kernel", "import", &deb, "--default"]);
+        Some(Self {
+            _cleanup: cleanup,
+            env,
+            ns,
+        })
+    }
+}
+
 /// The files of a dynamically linked host binary: itself and every library
 /// `ldd` lists (copied to their own paths), for a test image.
 fn binary_with_libs(bin: &str, dest: &str) -> Vec<(String, Vec<u8>, u32)> {
@@ -363,25 +398,8 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
             return;
         }
     }
-    let env = Env::new();
-    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
-    if info["guestInit"].is_null() {
-        eprintln!("skipped: static ignis-init not built (scripts/build-guest.sh)");
-        return;
-    }
-    let ns = format!("ignis-s{}", std::process::id());
-    let _cleanup = Cleanup {
-        names: vec![ns.clone()],
-        root: env.root(),
-    };
-    ok(&["ip", "netns", "add", &ns]);
-    ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-    env.ok(&[
-        "kernel",
-        "import",
-        &std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap(),
-        "--default",
-    ]);
+    let Some(t) = NsEnv::new("s") else { return };
+    let (env, ns) = (&t.env, t.ns.clone());
     // An image that runs dropbear, with its host key (dropbear format) and
     // the OpenSSH public half where sshd keeps it.
     let keydir = env.dir.path().join("hostkey");
@@ -436,7 +454,7 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
             "22",
         ],
     );
-    ignis_ok(&env, &ns, &["run", "--name", "sshbox", "--ssh", &img]);
+    ignis_ok(env, &ns, &["run", "--name", "sshbox", "--ssh", &img]);
     let v = env.vm_json("sshbox");
     assert_eq!(v["spec"]["ssh"]["generated"], true, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
@@ -450,7 +468,7 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
     let mut last = None;
     for _ in 0..30 {
         let out = ignis_in(
-            &env,
+            env,
             &ns,
             &[
                 "ssh",
@@ -498,7 +516,7 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
     let other_pub = keydir.join("other.pub");
     std::fs::write(&other_pub, format!("{}\n", public(&other))).unwrap();
     ignis_ok(
-        &env,
+        env,
         &ns,
         &[
             "cp",
@@ -506,7 +524,7 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
             "sshbox:/etc/ssh/ssh_host_ed25519_key.pub",
         ],
     );
-    let out = ignis_in(&env, &ns, &["ssh", "sshbox", "true"]);
+    let out = ignis_in(env, &ns, &["ssh", "sshbox", "true"]);
     assert_eq!(
         out.status.code(),
         Some(255),
@@ -519,7 +537,7 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    ignis_ok(&env, &ns, &["rm", "-f", "sshbox"]);
+    ignis_ok(env, &ns, &["rm", "-f", "sshbox"]);
     assert_eq!(env.count("vms"), 0, "key files removed with the VM");
 }
 
@@ -534,25 +552,8 @@ fn snapshot_and_five_forks_with_their_own_identity() {
         eprintln!("skipped: {m}");
         return;
     }
-    let env = Env::new();
-    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
-    if info["guestInit"].is_null() {
-        eprintln!("skipped: static ignis-init not built (scripts/build-guest.sh)");
-        return;
-    }
-    let ns = format!("ignis-f{}", std::process::id());
-    let _cleanup = Cleanup {
-        names: vec![ns.clone()],
-        root: env.root(),
-    };
-    ok(&["ip", "netns", "add", &ns]);
-    ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-    env.ok(&[
-        "kernel",
-        "import",
-        &std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap(),
-        "--default",
-    ]);
+    let Some(t) = NsEnv::new("f") else { return };
+    let (env, ns) = (&t.env, t.ns.clone());
     let img = env.busybox_image(
         "counter:1",
         false,
@@ -565,14 +566,14 @@ fn snapshot_and_five_forks_with_their_own_identity() {
         ],
     );
     ignis_ok(
-        &env,
+        env,
         &ns,
         &[
             "run", "--name", "parent", "--memory", "256MB", "--size", "128MB", &img,
         ],
     );
     ignis_ok(
-        &env,
+        env,
         &ns,
         &[
             "exec",
@@ -582,17 +583,17 @@ fn snapshot_and_five_forks_with_their_own_identity() {
             "mkdir -p /root && echo from-parent > /root/data",
         ],
     );
-    let out = ignis_in(&env, &ns, &["snapshot", "parent", "--name", "tmpl"]);
+    let out = ignis_in(env, &ns, &["snapshot", "parent", "--name", "tmpl"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ids = ignis_ok(&env, &ns, &["fork", "tmpl", "-n", "5"]);
+    let ids = ignis_ok(env, &ns, &["fork", "tmpl", "-n", "5"]);
     let ids: Vec<String> = ids.split_whitespace().map(str::to_string).collect();
     assert_eq!(ids.len(), 5);
     // The image has busybox and sh only: applets run through `sh -c`.
-    let sh_in = |vm: &str, cmd: &str| ignis_ok(&env, &ns, &["exec", vm, "sh", "-c", cmd]);
+    let sh_in = |vm: &str, cmd: &str| ignis_ok(env, &ns, &["exec", vm, "sh", "-c", cmd]);
     let counter = |vm: &str| -> u64 { sh_in(vm, "cat /tmp/counter").trim().parse().unwrap() };
     let mut ips = std::collections::BTreeSet::new();
     let mut macs = std::collections::BTreeSet::new();
@@ -630,7 +631,7 @@ fn snapshot_and_five_forks_with_their_own_identity() {
         .unwrap()
         .to_string();
     let out = ignis_in(
-        &env,
+        env,
         &ns,
         &[
             "exec",
@@ -649,13 +650,13 @@ fn snapshot_and_five_forks_with_their_own_identity() {
     assert_eq!(sh_in("parent", "hostname").trim(), "parent");
     let p = env.vm_json("parent");
     assert_eq!(p["status"]["state"], "running");
-    let tree = ignis_ok(&env, &ns, &["snapshot", "ls", "--tree"]);
+    let tree = ignis_ok(env, &ns, &["snapshot", "ls", "--tree"]);
     assert!(tree.contains("vm tmpl-5"), "{tree}");
 
     let mut rm = vec!["rm", "-f", "parent"];
     rm.extend(ids.iter().map(String::as_str));
-    ignis_ok(&env, &ns, &rm);
-    ignis_ok(&env, &ns, &["snapshot", "rm", "tmpl"]);
+    ignis_ok(env, &ns, &rm);
+    ignis_ok(env, &ns, &["snapshot", "rm", "tmpl"]);
     assert_eq!(env.count("vms"), 0);
     assert!(
         env.processes_with(&env.root().display().to_string())

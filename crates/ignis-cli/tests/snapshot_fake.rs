@@ -133,6 +133,31 @@ fn bad_requests_change_nothing() {
     assert_eq!(env.ok(&["ps", "-a", "-Q"]).lines().count(), 1);
 }
 
+/// An export (`raw`: the decompressed tar) with `edit` applied to each
+/// entry's content, as plain entries, zstd-compressed again.
+fn rewrite(raw: &[u8], edit: impl Fn(&str, &mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut ar = tar::Archive::new(raw);
+        let mut b = tar::Builder::new(&mut out);
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            let path = e.path().unwrap().into_owned();
+            edit(path.to_str().unwrap(), &mut data);
+            // Plain entries (the export's disk is a GNU sparse entry).
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, path, &data[..]).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    zstd::encode_all(&out[..], 1).unwrap()
+}
+
 #[test]
 fn corrupted_blobs_exports_and_vmm_mismatch_are_refused() {
     let (env, img) = setup();
@@ -171,29 +196,13 @@ fn corrupted_blobs_exports_and_vmm_mismatch_are_refused() {
     third.fake_kernel();
     third.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
     let raw = zstd::decode_all(std::fs::File::open(&file).unwrap()).unwrap();
-    let mut tampered = Vec::new();
-    {
-        let mut ar = tar::Archive::new(&raw[..]);
-        let mut b = tar::Builder::new(&mut tampered);
-        for e in ar.entries().unwrap() {
-            let mut e = e.unwrap();
-            let mut data = Vec::new();
-            e.read_to_end(&mut data).unwrap();
-            let path = e.path().unwrap().into_owned();
-            if path.to_str().unwrap().starts_with("blobs/") && data.len() > 4 {
-                data[2] ^= 0xff;
-            }
-            // Plain entries (the export's disk is a GNU sparse entry).
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, path, &data[..]).unwrap();
+    let tampered = rewrite(&raw, |path, data| {
+        if path.starts_with("blobs/") && data.len() > 4 {
+            data[2] ^= 0xff;
         }
-        b.finish().unwrap();
-    }
+    });
     let bad = env.dir.path().join("bad.snap");
-    std::fs::write(&bad, zstd::encode_all(&tampered[..], 1).unwrap()).unwrap();
+    std::fs::write(&bad, tampered).unwrap();
     let out = third.run(&["snapshot", "import", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -204,30 +213,15 @@ fn corrupted_blobs_exports_and_vmm_mismatch_are_refused() {
     assert!(third.ok(&["snapshot", "ls", "-Q"]).is_empty());
 
     // A snapshot from another VMM version: refused at fork.
-    let mut edited = Vec::new();
-    {
-        let mut ar = tar::Archive::new(&raw[..]);
-        let mut b = tar::Builder::new(&mut edited);
-        for e in ar.entries().unwrap() {
-            let mut e = e.unwrap();
-            let mut data = Vec::new();
-            e.read_to_end(&mut data).unwrap();
-            let path = e.path().unwrap().into_owned();
-            if path.to_str() == Some("snapshot.json") {
-                let mut v: serde_json::Value = serde_json::from_slice(&data).unwrap();
-                v["vmmVersion"] = "fake 0".into();
-                data = serde_json::to_vec(&v).unwrap();
-            }
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, path, &data[..]).unwrap();
+    let edited = rewrite(&raw, |path, data| {
+        if path == "snapshot.json" {
+            let mut v: serde_json::Value = serde_json::from_slice(data).unwrap();
+            v["vmmVersion"] = "fake 0".into();
+            *data = serde_json::to_vec(&v).unwrap();
         }
-        b.finish().unwrap();
-    }
+    });
     let old = env.dir.path().join("old.snap");
-    std::fs::write(&old, zstd::encode_all(&edited[..], 1).unwrap()).unwrap();
+    std::fs::write(&old, edited).unwrap();
     third.ok(&["snapshot", "import", old.to_str().unwrap()]);
     let out = third.run(&["fork", "s"]);
     assert_eq!(out.status.code(), Some(1));

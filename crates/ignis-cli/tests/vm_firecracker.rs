@@ -19,11 +19,12 @@ fn firecracker() -> Option<String> {
     })
 }
 
-#[test]
-fn test_guest_lifecycle_on_firecracker() {
+/// The Firecracker binary, or `None` after one skip line naming what is
+/// missing (the binary, or a usable /dev/kvm).
+fn firecracker_or_skip() -> Option<String> {
     let Some(fc) = firecracker() else {
         eprintln!("skipped: firecracker not found (put firecracker >= 1.10 on PATH or set IGNIS_FIRECRACKER)");
-        return;
+        return None;
     };
     if std::fs::OpenOptions::new()
         .read(true)
@@ -32,8 +33,16 @@ fn test_guest_lifecycle_on_firecracker() {
         .is_err()
     {
         eprintln!("skipped: /dev/kvm not accessible");
-        return;
+        return None;
     }
+    Some(fc)
+}
+
+#[test]
+fn test_guest_lifecycle_on_firecracker() {
+    let Some(fc) = firecracker_or_skip() else {
+        return;
+    };
     let env = Env::new();
     let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
     if info["guestInit"].is_null() {
@@ -90,19 +99,9 @@ fn test_guest_lifecycle_on_firecracker() {
 /// console shows the guest continuing; everything is gone after rm.
 #[test]
 fn test_guest_snapshot_and_ten_forks_on_firecracker() {
-    let Some(fc) = firecracker() else {
-        eprintln!("skipped: firecracker not found (put firecracker >= 1.10 on PATH or set IGNIS_FIRECRACKER)");
+    let Some(fc) = firecracker_or_skip() else {
         return;
     };
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        eprintln!("skipped: /dev/kvm not accessible");
-        return;
-    }
     let env = Env::new();
     let guest = env.dir.path().join("testguest.elf");
     std::fs::write(&guest, ignis_testkit::testguest::elf()).unwrap();

@@ -142,27 +142,7 @@ impl Ignis {
             pause_ms,
             agent: rec.status.health.is_some(),
         };
-        self.store.db().tx(|tx| {
-            if tx.lookup_name(KIND, &snap.name)?.is_some() {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    format!("a snapshot named '{}' exists", snap.name),
-                ));
-            }
-            tx.insert_object(
-                KIND,
-                &snap.id,
-                snap.created,
-                &serde_json::to_string(&snap).expect("json"),
-            )?;
-            tx.set_name(KIND, &snap.name, &snap.id)?;
-            for b in [&snap.state, &snap.memory, &snap.disk] {
-                tx.add_blob_ref(&b.digest, KIND, &snap.id)?;
-            }
-            tx.add_use(KIND, &snap.id, crate::image::KIND, &snap.image_id)?;
-            tx.add_use(KIND, &snap.id, crate::kernel::KIND, &snap.kernel_id)?;
-            Ok::<_, Error>(())
-        })?;
+        self.register_snapshot(&snap)?;
         tracing::info!(vm = %rec.name, snapshot = %snap.name, pause_ms, "snapshot taken");
         Ok(snap)
     }
