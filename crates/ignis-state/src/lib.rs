@@ -123,6 +123,16 @@ impl Store {
             .collect();
         FileLock::exclusive(&self.root.join(format!("locks/{kind}-{safe}.lock")))
     }
+
+    /// As [`Self::object_lock`], without waiting: `None` while someone
+    /// else holds it.
+    pub fn try_object_lock(&self, kind: &str, id: &str) -> Result<Option<FileLock>, LockError> {
+        let safe: String = id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        FileLock::try_exclusive(&self.root.join(format!("locks/{kind}-{safe}.lock")))
+    }
 }
 
 /// A scratch directory removed when dropped.

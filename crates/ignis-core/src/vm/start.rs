@@ -22,6 +22,16 @@ impl Ignis {
         }
         let id = rec.id.clone();
         let dir = self.vm_dir(&id);
+        // A supervisor is alive (another start of this VM is under way, e.g.
+        // by a reconciler that was killed): wait for it, never start a second.
+        let free = self
+            .store
+            .try_object_lock(super::supervise::SUPERVISOR_LOCK, &id)
+            .map_err(|e| Error::internal("lock the VM", e))?
+            .is_some();
+        if !free {
+            return self.wait_started(&id, wait_ready, None);
+        }
         for f in ["stop-requested", "kill-requested"] {
             let _ = std::fs::remove_file(dir.join(f));
         }
@@ -51,9 +61,22 @@ impl Ignis {
             )
             .stderr(log);
         cmd.process_group(0);
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .map_err(|e| Error::internal("start the VM supervisor", e))?;
+        self.wait_started(&id, wait_ready, Some(child))
+    }
+
+    /// Waits until the VM runs (and with `wait_ready`, until it is ready),
+    /// or fails with why it did not; `child` is the supervisor we spawned.
+    fn wait_started(
+        &self,
+        id: &str,
+        wait_ready: bool,
+        mut child: Option<std::process::Child>,
+    ) -> Result<VmRecord, Error> {
+        let id = id.to_string();
+        let dir = self.vm_dir(&id);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let rec = self.load_vm(&id)?.ok_or_else(|| {
@@ -92,7 +115,14 @@ impl Ignis {
                 }
                 _ => {}
             }
-            if let Ok(Some(status)) = child.try_wait() {
+            let exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                if status.success() {
+                    // It found another supervisor running this VM: that
+                    // one decides, keep waiting.
+                    child = None;
+                    continue;
+                }
                 if self
                     .load_vm(&id)?
                     .is_some_and(|r| r.state() != VmState::Exited)

@@ -15,6 +15,10 @@ use ignis_vmm::{Accel, Backend, BackendKind};
 use super::{boot_id, process_start};
 use crate::{Error, ErrorKind, Ignis};
 
+/// Held by the supervisor of a VM for its whole life (released by the
+/// kernel when it dies).
+pub(crate) const SUPERVISOR_LOCK: &str = "supervisor";
+
 /// console.log is rotated to console.log.1 past this size.
 pub const CONSOLE_CAP: u64 = 8 << 20;
 
@@ -222,8 +226,17 @@ impl Ignis {
         }
     }
 
-    /// Runs the supervisor for VM `id` until its VMM exits.
+    /// Runs the supervisor for VM `id` until its VMM exits. One per VM: a
+    /// second one (a start racing another) leaves at once, changing nothing.
     pub fn vm_supervise(&self, id: &str) -> Result<(), Error> {
+        let Some(_only_supervisor) = self
+            .store
+            .try_object_lock(SUPERVISOR_LOCK, id)
+            .map_err(|e| Error::internal("lock the VM", e))?
+        else {
+            tracing::info!(vm = id, "another supervisor runs this VM");
+            return Ok(());
+        };
         let rec = self
             .load_vm(id)?
             .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no VM {id}")))?;
