@@ -8,4 +8,8 @@ pub struct PruneReport {
     pub disks_removed: u64,
     pub temp_removed: u64,
     pub bytes_freed: u64,
+    /// Cgroups, jails, RAM files, TAPs, lock files and supervisors that
+    /// crashed operations left behind.
+    #[serde(default)]
+    pub host_resources_released: u64,
 }

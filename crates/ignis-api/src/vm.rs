@@ -206,6 +206,41 @@ pub struct VmStatus {
     /// Running but its vCPUs are paused (`ignis pause`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// How the running VMM is confined (set when it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<Confinement>,
+}
+
+/// The least privilege a VMM runs with, as applied (read back from the
+/// kernel where it holds it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Confinement {
+    /// `uid:gid` the VMM runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `seccomp` (QEMU's -sandbox), `jailer` (Firecracker's chroot jail).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox: Vec<String>,
+    /// The jail's root on the host (Firecracker under its jailer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chroot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<CgroupLimits>,
+    /// What could not be applied, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CgroupLimits {
+    /// `v1` or `v2`.
+    pub version: String,
+    pub paths: Vec<String>,
+    pub cpu_quota_us: u64,
+    pub cpu_period_us: u64,
+    pub memory_max_bytes: u64,
 }
 
 /// A VM: identity, what it runs, what was asked, what is observed.

@@ -507,8 +507,16 @@ pub enum NetworkCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCmd {
-    /// Remove dangling images and every unreferenced blob, disk and temp file.
+    /// Remove dangling images, every unreferenced blob, disk and temp file,
+    /// and what crashed operations left on the host (cgroups, jails, TAPs,
+    /// RAM files, lock files, supervisors of removed VMs).
     Prune {
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: ListFormat,
+    },
+    /// Report inconsistencies a crash can leave (exit 1 if any); `system
+    /// prune` repairs them.
+    Check {
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: ListFormat,
     },

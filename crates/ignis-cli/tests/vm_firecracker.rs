@@ -38,6 +38,11 @@ fn firecracker_or_skip() -> Option<String> {
     Some(fc)
 }
 
+fn jailer_next_to(fc: &str) -> bool {
+    std::path::Path::new(fc).with_file_name("jailer").is_file()
+        || std::env::var_os("IGNIS_JAILER").is_some()
+}
+
 #[test]
 fn test_guest_lifecycle_on_firecracker() {
     let Some(fc) = firecracker_or_skip() else {
@@ -77,14 +82,65 @@ fn test_guest_lifecycle_on_firecracker() {
         .unwrap();
     assert!(
         id.status.success(),
-        "{}",
-        String::from_utf8_lossy(&id.stderr)
+        "{}\nconsole: {:?}\nps: {}\nsupervisor: {:?}",
+        String::from_utf8_lossy(&id.stderr),
+        String::from_utf8_lossy(&env.run(&["logs", "fc1"]).stdout),
+        String::from_utf8_lossy(&env.run(&["ps", "-a"]).stdout),
+        std::fs::read_dir(env.root().join("vms"))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path().join("supervisor.log")).unwrap_or_default())
+            .collect::<Vec<_>>()
     );
     let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
     assert!(env.ok(&["logs", "fc1"]).contains("IGNIS-INIT ready"));
     let ps = env.ok(&["ps"]);
     assert!(ps.contains("fc1") && ps.contains("Up"), "{ps}");
     assert!(!env.processes_with(&id).is_empty(), "firecracker runs");
+    // Least privilege, as inspect reports it and as the kernel holds it.
+    let v = env.vm_json("fc1");
+    let c = &v["status"]["confinement"];
+    let pid = v["status"]["vmmPid"].as_u64().unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let proc_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    if jailer_next_to(&fc) {
+        assert_eq!(
+            c["sandbox"],
+            serde_json::json!(["seccomp", "jailer"]),
+            "{c}"
+        );
+        let user = c["user"].as_str().unwrap();
+        let uid = user.split(':').next().unwrap();
+        let uid_line = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid_line.split_whitespace().skip(1).all(|u| u == uid),
+            "firecracker runs as {user}: {uid_line}"
+        );
+        // Chrooted: its / is the jail (kernel, disks, sockets), not the host's.
+        let seen: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            seen.contains(&"vmlinux".to_string()) && !seen.contains(&"etc".to_string()),
+            "{seen:?}"
+        );
+        assert!(
+            !env.ok(&["logs", "fc1"]).contains("Running Firecracker"),
+            "VMM logs stay off the console"
+        );
+    }
+    let cg = &c["cgroup"];
+    assert_eq!(cg["cpuQuotaUs"], 100_000, "{c}");
+    assert_eq!(cg["memoryMaxBytes"], (512u64 + 64) << 20, "{c}");
+    for p in cg["paths"].as_array().unwrap() {
+        let p = p.as_str().unwrap();
+        let rel = p.split("/ignis/").nth(1).unwrap();
+        assert!(
+            proc_cgroup.contains(&format!("/ignis/{rel}")),
+            "VMM in {p}: {proc_cgroup}"
+        );
+    }
     // The test guest ignores Ctrl-Alt-Del: stop kills it after the timeout.
     env.ok(&["stop", "--time", "1", "fc1"]);
     let v = env.vm_json("fc1");
@@ -92,6 +148,82 @@ fn test_guest_lifecycle_on_firecracker() {
     env.ok(&["rm", "fc1"]);
     assert_eq!(env.count("vms"), 0, "no VM files left");
     assert!(env.processes_with(&id).is_empty(), "no firecracker left");
+    for p in cg["paths"].as_array().unwrap() {
+        assert!(
+            !std::path::Path::new(p.as_str().unwrap()).exists(),
+            "cgroup {p} left"
+        );
+    }
+
+    // SIGKILL of a supervisor: the next command tells the truth and
+    // releases the VM's cgroup and jail; `system check` finds nothing.
+    let out = env
+        .cmd()
+        .env("IGNIS_FIRECRACKER", &fc)
+        .args([
+            "run",
+            "--backend",
+            "firecracker",
+            "--kernel",
+            "testguest",
+            "--name",
+            "fc2",
+            &img,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = env.vm_json("fc2");
+    let id2 = v["id"].as_str().unwrap().to_string();
+    let sup = v["status"]["supervisorPid"].as_u64().unwrap();
+    let paths: Vec<String> = v["status"]["confinement"]["cgroup"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    std::process::Command::new("kill")
+        .args(["-9", &sup.to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !env.processes_with(&id2).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "firecracker outlived its supervisor"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let v = env.vm_json("fc2");
+    assert_eq!(v["status"]["state"], "exited", "{v}");
+    assert!(
+        v["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("supervisor died"),
+        "{v}"
+    );
+    for p in &paths {
+        assert!(
+            !std::path::Path::new(p).exists(),
+            "cgroup {p} left after the crash"
+        );
+    }
+    assert!(
+        !env.root().join("vms").join(&id2).join("jail").exists(),
+        "jail left after the crash"
+    );
+    let check = env.run(&["system", "check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    env.ok(&["rm", "fc2"]);
 }
 
 /// Live mechanics of snapshots on Firecracker with the test guest (it

@@ -142,6 +142,63 @@ fn linux_guest_lifecycle_on_qemu() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(env.ok(&["logs", "sys"]).contains("SYSTEM-IMAGE-BOOTED"));
+    // Least privilege: QEMU runs as the VM's own uid, under seccomp, in a
+    // cgroup with the VM's CPU and memory caps (inspect and the kernel agree).
+    let v = env.vm_json("sys");
+    let c = &v["status"]["confinement"];
+    let pid = v["status"]["vmmPid"].as_u64().unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        proc_status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(c["sandbox"], serde_json::json!(["seccomp"]), "{c}");
+    let uid = c["user"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(uid.parse::<u32>().unwrap() >= 1_000_000_000, "{c}");
+    assert!(
+        field("Uid:").iter().all(|u| *u == uid),
+        "QEMU runs as {uid}: {proc_status}"
+    );
+    assert_eq!(field("Seccomp:"), ["2"], "QEMU is under a seccomp filter");
+    let cg = &c["cgroup"];
+    assert_eq!(cg["cpuQuotaUs"], 100_000, "{c}");
+    assert_eq!(
+        cg["memoryMaxBytes"].as_u64().unwrap(),
+        (512 + 256 + 128) << 20,
+        "guest RAM + QEMU/TCG overhead: {c}"
+    );
+    let proc_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for p in cg["paths"].as_array().unwrap() {
+        let rel = p
+            .as_str()
+            .unwrap()
+            .split("/ignis/")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert!(
+            proc_cgroup.contains(&format!("/ignis/{rel}")),
+            "{proc_cgroup}"
+        );
+    }
+    let cgroup_paths: Vec<String> = cg["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
     // Pause freezes the vCPUs (QMP stop); stop thaws before shutting down.
     env.ok(&["pause", "sys"]);
     assert_eq!(env.vm_json("sys")["status"]["paused"], true);
@@ -152,6 +209,12 @@ fn linux_guest_lifecycle_on_qemu() {
     assert_eq!(v["status"]["reason"], "stopped", "{v}");
     assert_eq!(v["status"]["exitCode"], 0);
     assert!(env.ok(&["logs", "sys"]).contains("SYSTEM-IMAGE-SHUTDOWN"));
+    for p in &cgroup_paths {
+        assert!(
+            !std::path::Path::new(p).exists(),
+            "cgroup {p} left after stop"
+        );
+    }
     let data = env.root().join("vms").join(&id).join("data.ext4");
     let fsck = std::process::Command::new("e2fsck")
         .arg("-fn")

@@ -127,11 +127,21 @@ impl Store {
     /// As [`Self::object_lock`], without waiting: `None` while someone
     /// else holds it.
     pub fn try_object_lock(&self, kind: &str, id: &str) -> Result<Option<FileLock>, LockError> {
+        FileLock::try_exclusive(&self.object_lock_path(kind, id))
+    }
+
+    /// Removes an object's lock file once the object is gone (a lock file
+    /// per removed VM would otherwise pile up).
+    pub fn remove_object_lock(&self, kind: &str, id: &str) {
+        let _ = std::fs::remove_file(self.object_lock_path(kind, id));
+    }
+
+    fn object_lock_path(&self, kind: &str, id: &str) -> PathBuf {
         let safe: String = id
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        FileLock::try_exclusive(&self.root.join(format!("locks/{kind}-{safe}.lock")))
+        self.root.join(format!("locks/{kind}-{safe}.lock"))
     }
 }
 

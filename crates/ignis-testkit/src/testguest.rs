@@ -1,7 +1,7 @@
 //! The tiny test guest for the Firecracker live-mechanics tier: a static
 //! x86_64 ELF (no Linux) that Firecracker loads like a vmlinux and enters in
 //! 64-bit mode. It writes the guest init's ready line to the serial port,
-//! then a `.` after every busy loop of 2^28 iterations (so a restored
+//! then a `.` line every 2^30 TSC cycles (so a restored
 //! snapshot shows the guest continuing), so `ignis run`, `logs`, `ps`,
 //! `stop`, `rm`, snapshots and forks can be exercised on a real Firecracker
 //! where no Linux guest boots (nested PVM) or quickly.
@@ -10,7 +10,9 @@
 //! 0x100000  ELF header (64) + one PT_LOAD program header (56)
 //! 0x100078  mov dx, 0x3f8 ; lea rsi, [rip+msg] ; mov ecx, len
 //!           rep outsb
-//!      2:   mov ecx, 1<<28 ; 1: dec ecx ; jnz 1b ; mov al, '.' ; out dx, al ; jmp 2b
+//!      2:   rdtsc ; mov esi, eax
+//!      1:   rdtsc ; sub eax, esi ; cmp eax, 1<<30 ; jb 1b
+//!           mov dx, 0x3f8 ; mov al, '.' ; out dx, al ; mov al, '\n' ; out dx, al ; jmp 2b
 //!           msg: "\nIGNIS-INIT ready\n"
 //! ```
 
@@ -25,11 +27,25 @@ pub fn elf() -> Vec<u8> {
     code.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
     code.extend_from_slice(&[0x48, 0x8d, 0x35]); // lea rsi, [rip+disp32]
     let lea_end = code.len() + 4;
-    // mov ecx,len; rep outsb; then: mov ecx,1<<28; dec ecx; jnz -4;
-    // mov al,'.'; out dx,al; jmp -14 (back to mov ecx,1<<28).
+    // mov ecx,len; rep outsb; then forever: wait 2^30 TSC cycles (rdtsc
+    // into esi; rdtsc; sub eax,esi; cmp eax,1<<30; jb back), mov dx,0x3f8
+    // (rdtsc clobbers edx), out '.', out '\n'. Paced by the TSC, not by a
+    // loop count: a counted loop runs ~1000x slower under nested PVM than
+    // on real KVM. A line per dot: Firecracker's serial output is
+    // line-buffered.
     let tail = [
-        0xb9, 0, 0, 0, 0, 0xf3, 0x6e, 0xb9, 0, 0, 0, 0x10, 0xff, 0xc9, 0x75, 0xfc, 0xb0, b'.',
-        0xee, 0xeb, 0xf2,
+        0xb9, 0, 0, 0, 0, // mov ecx, len
+        0xf3, 0x6e, // rep outsb
+        0x0f, 0x31, // 2: rdtsc
+        0x89, 0xc6, // mov esi, eax
+        0x0f, 0x31, // 1: rdtsc
+        0x29, 0xf0, // sub eax, esi
+        0x3d, 0, 0, 0, 0x40, // cmp eax, 1<<30
+        0x72, 0xf5, // jb 1b
+        0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0xb0, b'.', 0xee, // mov al, '.'; out dx, al
+        0xb0, b'\n', 0xee, // mov al, '\n'; out dx, al
+        0xeb, 0xe5, // jmp 2b
     ];
     let disp = u32::try_from(tail.len()).expect("small"); // msg follows the tail
     code.extend_from_slice(&disp.to_le_bytes());

@@ -46,7 +46,7 @@ impl Backend for FakeBackend {
             .stdin(input)
             .stdout(console)
             .stderr(Stdio::null());
-        crate::spawn_vmm(cmd)
+        crate::spawn_vmm(cmd, &spec.confine)
     }
 }
 

@@ -6,11 +6,13 @@
 //! own control socket in the VM's runtime directory, so any ignis process
 //! can do it, not only the supervisor that launched it.
 
+pub mod cgroup;
 pub mod detect;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod firecracker;
 pub mod qemu;
+pub mod tap;
 
 use std::path::PathBuf;
 use std::process::Child;
@@ -73,6 +75,23 @@ pub struct VmSpec {
     pub net: Option<NetSpec>,
     /// Start from a snapshot instead of booting.
     pub restore: Option<RestoreSpec>,
+    /// The least privilege the VMM runs with.
+    pub confine: Confinement,
+}
+
+/// How a VMM is confined. Default: not at all (tests, non-root users).
+#[derive(Debug, Clone, Default)]
+pub struct Confinement {
+    /// Run the VMM as this uid and gid: QEMU drops to it after opening its
+    /// files (`-runas`); Firecracker's jailer starts it as that user.
+    pub user: Option<(u32, u32)>,
+    /// QEMU's seccomp sandbox (no spawning, no obsolete or
+    /// resource-control syscalls).
+    pub sandbox: bool,
+    /// Firecracker: start it through this jailer (chroot, own uid/gid).
+    pub jailer: Option<PathBuf>,
+    /// The cgroup the VMM joins before it execs.
+    pub cgroup: Option<std::sync::Arc<cgroup::VmCgroup>>,
 }
 
 /// What [`Control::snapshot`] produced.
@@ -147,9 +166,16 @@ pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
 }
 
 /// Spawns a VMM command that dies with its parent (see
-/// [`die_with_parent`]), mapping a failure to [`VmmError::Spawn`].
-pub(crate) fn spawn_vmm(mut cmd: std::process::Command) -> Result<Child, VmmError> {
+/// [`die_with_parent`]) inside its cgroup, mapping a failure to
+/// [`VmmError::Spawn`].
+pub(crate) fn spawn_vmm(
+    mut cmd: std::process::Command,
+    confine: &Confinement,
+) -> Result<Child, VmmError> {
     die_with_parent(&mut cmd);
+    if let Some(cg) = &confine.cgroup {
+        cg.join_on_exec(&mut cmd);
+    }
     let binary = cmd.get_program().to_string_lossy().into_owned();
     cmd.spawn()
         .map_err(|source| VmmError::Spawn { binary, source })

@@ -19,13 +19,31 @@ pub fn run(ignis: &Ignis, cmd: SystemCmd) -> anyhow::Result<()> {
                         println!("Deleted image: {id}");
                     }
                     println!(
-                        "Removed {} blobs, {} disks, {} temp entries. Total reclaimed space: {}",
+                        "Removed {} blobs, {} disks, {} temp entries, {} host resources. Total reclaimed space: {}",
                         report.blobs_removed,
                         report.disks_removed,
                         report.temp_removed,
+                        report.host_resources_released,
                         output::size(report.bytes_freed)
                     );
                 }
+            }
+        }
+        SystemCmd::Check { output: fmt } => {
+            let problems = ignis.system_check()?;
+            match fmt {
+                ListFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&problems)?)
+                }
+                ListFormat::Table if problems.is_empty() => println!("No problems found."),
+                ListFormat::Table => {
+                    for p in &problems {
+                        println!("{:<18} {}  (fix: {})", p.kind, p.what, p.fix);
+                    }
+                }
+            }
+            if !problems.is_empty() {
+                std::process::exit(1);
             }
         }
     }

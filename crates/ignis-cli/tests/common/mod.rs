@@ -35,9 +35,15 @@ impl Drop for Env {
 
 impl Env {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Like /var/lib: other users may pass through (VMMs run as their
+        // own uid and reach their disks by path); the tempdir is 0700.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod tempdir");
+        Self { dir }
     }
 
     pub fn root(&self) -> PathBuf {

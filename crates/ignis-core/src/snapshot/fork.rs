@@ -91,6 +91,7 @@ impl Ignis {
                 }
             }
         }
+        crate::fault::point("fork:clones-created");
         // Resume every clone at once, then give each its own identity.
         let results: Vec<Result<VmRecord, Error>> = std::thread::scope(|scope| {
             let handles: Vec<_> = created

@@ -1,3 +1,6 @@
 //! System-wide operations.
 
+mod check;
 mod prune;
+
+pub use check::Problem;

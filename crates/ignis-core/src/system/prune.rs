@@ -17,6 +17,8 @@ impl Ignis {
             }
             Ok::<_, Error>(removed)
         })?;
+        // What crashed commands and supervisors left on the host.
+        let repaired = self.prune_host_resources()?;
         // No VM on the bridge: the bridge and the nftables table go too.
         // Prune is the repair tool: an unreadable VM record must not stop
         // it; such a VM is assumed to use the bridge.
@@ -41,6 +43,10 @@ impl Ignis {
             .gc(true)
             .map_err(|e| Error::internal("collect garbage", e))?
             .unwrap_or_default();
+        let report = PruneReport {
+            host_resources_released: repaired,
+            ..report
+        };
         Ok((report, removed))
     }
 }

@@ -140,18 +140,40 @@ impl Ignis {
     }
 
     /// Asks the agent for a clean shutdown; Ok once it accepted.
+    /// Asks the guest agent to power the VM off. Bounded: a guest whose
+    /// agent accepts the request but never answers (hung, or paused by a
+    /// failed snapshot) must not hang `stop`; the caller then asks the VMM.
     pub(crate) fn agent_shutdown(&self, rec: &VmRecord) -> Result<(), Error> {
         let client = self.agent_client(rec)?;
-        let s = client
-            .open(&Request::Shutdown)
-            .map_err(|e| Error::new(ErrorKind::Unavailable, e))?;
-        failed(
-            "shutdown",
-            &rec.name,
-            s.wait_output(std::io::sink(), std::io::sink()),
-        )
+        let name = rec.name.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = client
+                .open(&Request::Shutdown)
+                .map_err(|e| Error::new(ErrorKind::Unavailable, e))
+                .and_then(|s| {
+                    failed(
+                        "shutdown",
+                        &name,
+                        s.wait_output(std::io::sink(), std::io::sink()),
+                    )
+                });
+            let _ = tx.send(r);
+        });
+        rx.recv_timeout(AGENT_SHUTDOWN_TIMEOUT).unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the agent of {} did not answer the shutdown within {} s",
+                    rec.name,
+                    AGENT_SHUTDOWN_TIMEOUT.as_secs()
+                ),
+            ))
+        })
     }
 }
+
+const AGENT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `io::Write` into a session's stdin (within the agent's window).
 struct InputWriter(ignis_agent_proto::client::Input);

@@ -246,6 +246,7 @@ impl Ignis {
                 }),
                 _ => None,
             },
+            confine: Default::default(),
         })
     }
 }

@@ -49,7 +49,13 @@ pub const DEFAULT_DISK_SIZE: u64 = 4 << 30;
 
 impl Ignis {
     /// Chooses the backend for `requested` (`auto` follows the host).
-    pub(crate) fn choose_backend(&self, requested: &str) -> Result<(BackendKind, Accel), Error> {
+    /// `linux_guest` is false for a kernel that is not Linux (the test
+    /// guest): a KVM that cannot run Linux still runs it.
+    pub(crate) fn choose_backend(
+        &self,
+        requested: &str,
+        linux_guest: bool,
+    ) -> Result<(BackendKind, Accel), Error> {
         let host = ignis_vmm::detect();
         let auto = host.choose();
         match requested {
@@ -72,6 +78,9 @@ impl Ignis {
                 }
                 match &host.kvm {
                     ignis_vmm::detect::Kvm::Usable(_) => Ok((BackendKind::Firecracker, Accel::Kvm)),
+                    ignis_vmm::detect::Kvm::CannotRunLinux(_) if !linux_guest => {
+                        Ok((BackendKind::Firecracker, Accel::Kvm))
+                    }
                     other => Err(Error::new(
                         ErrorKind::Unavailable,
                         format!("Firecracker needs KVM that can run Linux guests, and here it cannot ({other:?}); use --backend qemu"),
@@ -114,7 +123,15 @@ impl Ignis {
                     Accel::Tcg
                 },
             ),
-            None => self.choose_backend(&opts.backend)?,
+            None => {
+                // A kernel without a Linux version banner is not Linux.
+                let linux_guest = opts
+                    .kernel
+                    .as_deref()
+                    .and_then(|k| self.kernel_inspect(k).ok())
+                    .is_none_or(|k| !k.version.is_empty());
+                self.choose_backend(&opts.backend, linux_guest)?
+            }
         };
         let cpus = snap
             .as_ref()

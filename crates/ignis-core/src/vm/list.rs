@@ -37,12 +37,7 @@ impl Ignis {
                 }
             }
         }
-        self.release_network(&rec);
-        let dir = self.vm_dir(&rec.id);
-        let _ = std::fs::remove_file(ignis_vmm::qemu::memory_path(&dir));
-        for f in super::supervise::RUNTIME_FILES {
-            let _ = std::fs::remove_file(dir.join(f));
-        }
+        self.release_host_resources(&rec);
         let updated = self.update_status(&rec.id, |s| {
             if s.state == Some(VmState::Running) {
                 s.state = Some(VmState::Exited);

@@ -8,6 +8,7 @@
 mod agent;
 mod agent_mux;
 mod boot;
+mod confine;
 mod create;
 mod info;
 mod list;
@@ -21,6 +22,7 @@ mod start;
 mod stop;
 mod supervise;
 
+pub use confine::{vmm_uid, ENV_CONFINE, ENV_JAILER, UID_BASE};
 pub use create::CreateOptions;
 pub use info::Info;
 pub use logs::LogFollower;
@@ -37,6 +39,7 @@ use ignis_vmm::BackendKind;
 use crate::{Error, ErrorKind, Ignis};
 
 pub(crate) const KIND: &str = "vm";
+pub(crate) use supervise::SUPERVISOR_LOCK;
 /// The supervisor's agent socket in a VM's directory (see `agent_mux`).
 pub(crate) const AGENT_SOCKET: &str = "agent.sock";
 

@@ -20,10 +20,12 @@ impl Ignis {
             let _ = std::fs::write(self.vm_dir(&rec.id).join("kill-requested"), b"");
             self.vm_stop(&rec.id, Duration::ZERO)?;
         }
+        // Host resources first: a crash after this leaves a record whose
+        // VM holds nothing, never resources no record names.
+        self.release_host_resources(&rec);
+        crate::fault::point("rm:resources-released");
         self.store.db().tx(|tx| tx.delete_object(KIND, &rec.id))?;
-        if rec.spec.network.mode == "bridge" {
-            self.release_network(&rec);
-        }
+        crate::fault::point("rm:record-deleted");
         // The lease and ports went with the record; only ports have rules.
         if !rec.spec.network.ports.is_empty() {
             if let Err(e) = self.apply_network_rules() {
@@ -36,6 +38,8 @@ impl Ignis {
                 tracing::warn!(path = %dir.display(), error = %e, "cannot remove the VM directory; prune will");
             }
         }
+        self.store
+            .remove_object_lock(super::supervise::SUPERVISOR_LOCK, &rec.id);
         Ok(rec.name)
     }
 }

@@ -161,18 +161,22 @@ impl Console {
     }
 }
 
+/// The firecracker binary: `$IGNIS_FIRECRACKER`, else on PATH.
+pub(crate) fn firecracker_binary() -> Option<PathBuf> {
+    std::env::var_os("IGNIS_FIRECRACKER")
+        .map(PathBuf::from)
+        .or_else(|| ignis_vmm::detect::find_in_path(ignis_vmm::firecracker::BINARY))
+}
+
 pub(crate) fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, Error> {
     Ok(match kind {
         BackendKind::Firecracker => {
-            let bin = std::env::var_os("IGNIS_FIRECRACKER")
-                .map(PathBuf::from)
-                .or_else(|| ignis_vmm::detect::find_in_path(ignis_vmm::firecracker::BINARY))
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Unavailable,
-                        "firecracker not found on PATH or in IGNIS_FIRECRACKER",
-                    )
-                })?;
+            let bin = firecracker_binary().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    "firecracker not found on PATH or in IGNIS_FIRECRACKER",
+                )
+            })?;
             Box::new(ignis_vmm::firecracker::FirecrackerBackend::new(bin))
         }
         BackendKind::Qemu => {
@@ -255,9 +259,17 @@ impl Ignis {
         } else {
             Accel::Tcg
         };
-        let spec = self
+        let mut spec = self
             .boot_spec(&rec, kind, accel)
             .map_err(|e| fail(format!("boot setup failed: {e}")))?;
+        let (confine, confinement) =
+            self.vmm_confinement(&rec, kind, accel, firecracker_binary().as_deref());
+        spec.confine = confine;
+        // From here on a failure releases what was set up for the VMM.
+        let fail = |reason: String| {
+            self.release_host_resources(&rec);
+            fail(reason)
+        };
         let backend = backend(kind).map_err(|e| fail(e.to_string()))?;
         let (reader, writer) =
             std::io::pipe().map_err(|e| fail(format!("cannot create the console pipe: {e}")))?;
@@ -269,10 +281,10 @@ impl Ignis {
         let mut child = backend
             .launch(&spec, input_r.into(), writer.into())
             .map_err(|e| fail(format!("cannot start {}: {e}", kind.as_str())))?;
+        crate::fault::point("supervise:vmm-started");
         if let Err(e) = self.attach_network(&rec) {
             let _ = child.kill();
             let _ = child.wait();
-            self.release_network(&rec);
             return Err(fail(format!("network setup failed: {e}")));
         }
         let attached = std::sync::Arc::new(Attached::default());
@@ -302,6 +314,7 @@ impl Ignis {
                 // A resumed snapshot is already running its workload.
                 ready_ms: restored
                     .then(|| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                confinement: confinement.clone(),
                 ..Default::default()
             }
         })?;
@@ -427,11 +440,7 @@ impl Ignis {
             s.health = None;
         })?;
         tracing::info!(vm = id, ?code, reason, "VM exited");
-        self.release_network(&rec);
-        for f in RUNTIME_FILES {
-            let _ = std::fs::remove_file(dir.join(f));
-        }
-        let _ = std::fs::remove_file(ignis_vmm::qemu::memory_path(&dir));
+        self.release_host_resources(&rec);
         if rec.spec.auto_remove {
             self.vm_remove(id, true)?;
         }

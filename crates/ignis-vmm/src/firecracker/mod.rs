@@ -5,6 +5,7 @@
 //! unlinks them itself.
 
 mod api;
+pub mod jail;
 
 pub use api::ApiClient;
 
@@ -23,8 +24,24 @@ pub struct FirecrackerBackend {
     binary: PathBuf,
 }
 
+/// The API socket in the VM's directory.
+pub const API_SOCKET: &str = "firecracker.sock";
+/// Firecracker's own log (warnings and errors): not on stdout, which is
+/// the guest's serial console (interleaved, it splits the init's report
+/// lines).
+pub const LOG_FILE: &str = "firecracker.log";
+const LOG_LEVEL: &str = "Warning";
+
+/// Creates (empties) the log file Firecracker writes to: it writes from
+/// offset 0 without truncating.
+fn fresh_log(path: &Path) -> Result<(), VmmError> {
+    std::fs::File::create(path)
+        .map(drop)
+        .map_err(|e| VmmError::Protocol(format!("create {}: {e}", path.display())))
+}
+
 fn api_path(dir: &Path) -> PathBuf {
-    dir.join("firecracker.sock")
+    dir.join(API_SOCKET)
 }
 
 impl FirecrackerBackend {
@@ -37,10 +54,15 @@ impl FirecrackerBackend {
     /// so a snapshot's device state names no VM: a clone restored in its
     /// own directory opens its own disk and vsock socket.
     pub fn calls(spec: &VmSpec) -> Vec<(&'static str, String, serde_json::Value)> {
+        let local = |p: &std::path::Path| -> PathBuf {
+            p.strip_prefix(&spec.dir)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| p.to_path_buf())
+        };
         if let Some(r) = &spec.restore {
             let mut load = json!({
-                "snapshot_path": r.state,
-                "mem_backend": {"backend_type": "File", "backend_path": r.memory},
+                "snapshot_path": local(&r.state),
+                "mem_backend": {"backend_type": "File", "backend_path": local(&r.memory)},
                 "enable_diff_snapshots": false,
                 "resume_vm": true,
             });
@@ -49,18 +71,13 @@ impl FirecrackerBackend {
             }
             return vec![("PUT", "/snapshot/load".to_string(), load)];
         }
-        let local = |p: &std::path::Path| -> PathBuf {
-            p.strip_prefix(&spec.dir)
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|_| p.to_path_buf())
-        };
         let mut calls = vec![
             (
                 "PUT",
                 "/boot-source".to_string(),
                 json!({
-                    "kernel_image_path": spec.vmlinux,
-                    "initrd_path": spec.initrd,
+                    "kernel_image_path": local(&spec.vmlinux),
+                    "initrd_path": local(&spec.initrd),
                     "boot_args": spec.cmdline,
                 }),
             ),
@@ -109,28 +126,54 @@ impl Backend for FirecrackerBackend {
         let sock = api_path(&spec.dir);
         let _ = std::fs::remove_file(&sock);
         let _ = std::fs::remove_file(spec.dir.join(crate::VSOCK_SOCKET));
-        let mut cmd = Command::new(&self.binary);
-        cmd.current_dir(&spec.dir)
-            .arg("--api-sock")
-            .arg(&sock)
-            .arg("--id")
-            .arg(&spec.id)
-            .stdin(input)
-            .stdout(console)
-            .stderr(Stdio::inherit());
-        let mut child = crate::spawn_vmm(cmd)?;
-        let configure = || -> Result<(), VmmError> {
+        let (cmd, spec) = match &spec.confine.jailer {
+            Some(jailer) => {
+                let (cmd, jailed) = jail::command(jailer, &self.binary, spec)?;
+                (cmd, std::borrow::Cow::Owned(jailed))
+            }
+            None => {
+                let log = spec.dir.join(LOG_FILE);
+                fresh_log(&log)?;
+                let mut cmd = Command::new(&self.binary);
+                cmd.current_dir(&spec.dir)
+                    .arg("--api-sock")
+                    .arg(&sock)
+                    .arg("--id")
+                    .arg(&spec.id)
+                    .arg("--log-path")
+                    .arg(&log)
+                    .arg("--level")
+                    .arg(LOG_LEVEL);
+                (cmd, std::borrow::Cow::Borrowed(spec))
+            }
+        };
+        let mut cmd = cmd;
+        cmd.stdin(input).stdout(console).stderr(Stdio::inherit());
+        let mut child = crate::spawn_vmm(cmd, &spec.confine)?;
+        let mut configure = || -> Result<(), VmmError> {
+            // The socket file appears at bind(), before listen(): until
+            // then a connection is refused. Retry both.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while !sock.exists() {
-                if Instant::now() > deadline {
-                    return Err(VmmError::Protocol(
-                        "Firecracker did not create its API socket within 5 s".into(),
-                    ));
+            loop {
+                match std::os::unix::net::UnixStream::connect(&sock) {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(VmmError::Protocol(format!(
+                            "Firecracker's API socket did not answer within 5 s: {e}"
+                        )))
+                    }
+                    Err(_) => {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            return Err(VmmError::Protocol(format!(
+                                "firecracker exited before serving its API ({status})"
+                            )));
+                        }
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
                 }
-                std::thread::sleep(Duration::from_millis(2));
             }
             let api = ApiClient::new(&sock)?;
-            for (method, path, body) in Self::calls(spec) {
+            for (method, path, body) in Self::calls(&spec) {
                 match method {
                     "PUT" => api.put(&path, &body)?,
                     _ => api.patch(&path, &body)?,
@@ -206,16 +249,31 @@ impl Control for FirecrackerControl {
     fn snapshot(&self, dir: &Path) -> Result<crate::SnapshotFiles, VmmError> {
         let api = ApiClient::new(&self.socket)?;
         api.patch("/vm", &json!({"state": "Paused"}))?;
-        let body = json!({
-            "snapshot_type": "Full",
-            "snapshot_path": dir.join("vmstate"),
-            "mem_file_path": dir.join("memory"),
-        });
-        api.put("/snapshot/create", &body)?;
-        Ok(crate::SnapshotFiles {
-            state: dir.join("vmstate"),
-            memory: dir.join("memory"),
-        })
+        let state = dir.join("vmstate");
+        let memory = dir.join("memory");
+        match jail::root_of(self.socket.parent().unwrap_or(Path::new("."))) {
+            // A jailed Firecracker writes inside its chroot (paths are
+            // relative to it); the files then move to `dir`.
+            Some(root) => {
+                let body = json!({
+                    "snapshot_type": "Full",
+                    "snapshot_path": "snapshot.vmstate",
+                    "mem_file_path": "snapshot.memory",
+                });
+                api.put("/snapshot/create", &body)?;
+                jail::take_out(&root.join("snapshot.vmstate"), &state)?;
+                jail::take_out(&root.join("snapshot.memory"), &memory)?;
+            }
+            None => {
+                let body = json!({
+                    "snapshot_type": "Full",
+                    "snapshot_path": state,
+                    "mem_file_path": memory,
+                });
+                api.put("/snapshot/create", &body)?;
+            }
+        }
+        Ok(crate::SnapshotFiles { state, memory })
     }
 }
 
@@ -250,6 +308,7 @@ mod tests {
                 mac: "02:00:00:00:00:02".into(),
             }),
             restore: None,
+            confine: Default::default(),
         };
         let calls = FirecrackerBackend::calls(&spec);
         let paths: Vec<&str> = calls.iter().map(|c| c.1.as_str()).collect();

@@ -14,6 +14,10 @@ use crate::{Accel, Backend, BackendKind, Control, VmSpec, VmmError};
 
 pub const BINARY: &str = "qemu-system-x86_64";
 
+/// TCG's translated-code cache in MiB (QEMU's default is 1 GiB, which the
+/// VM's memory cgroup would have to allow for).
+pub const TCG_TB_MIB: u32 = 128;
+
 #[derive(Debug, Clone)]
 pub struct QemuBackend {
     binary: PathBuf,
@@ -53,9 +57,15 @@ impl QemuBackend {
                 memory_path(&spec.dir).display()
             ),
         };
+        let accel = match spec.accel {
+            Accel::Kvm => accel.to_string(),
+            Accel::Tcg => format!("{accel},tb-size={TCG_TB_MIB}"),
+        };
         let mut a: Vec<String> = vec![
             "-M".into(),
-            format!("microvm,accel={accel},acpi=on,pcie=off,rtc=on,memory-backend=mem"),
+            "microvm,acpi=on,pcie=off,rtc=on,memory-backend=mem".into(),
+            "-accel".into(),
+            accel,
             "-object".into(),
             memory,
             "-cpu".into(),
@@ -111,6 +121,19 @@ impl QemuBackend {
         if spec.restore.is_some() {
             a.extend(["-incoming".into(), "defer".into()]);
         }
+        if spec.confine.sandbox {
+            // seccomp: no exec, no obsolete or resource-control syscalls.
+            // Not elevateprivileges=deny: it also forbids the setuid that
+            // -runas makes, and after -runas there is nothing to elevate to.
+            a.extend([
+                "-sandbox".into(),
+                "on,obsolete=deny,spawn=deny,resourcecontrol=deny".into(),
+            ]);
+        }
+        if let Some((uid, gid)) = spec.confine.user {
+            // Drops to uid:gid once its files, TAP and sockets are open.
+            a.extend(["-runas".into(), format!("{uid}:{gid}")]);
+        }
         for (i, d) in spec.disks.iter().enumerate() {
             a.push("-drive".into());
             a.push(format!(
@@ -142,10 +165,7 @@ pub fn memory_path(dir: &Path) -> PathBuf {
 /// Loads a snapshot into a QEMU started with `-incoming defer` and waits
 /// until the guest runs again.
 fn incoming(socket: &Path, state: &Path) -> Result<(), VmmError> {
-    let path = state
-        .to_str()
-        .filter(|p| !p.contains('\''))
-        .ok_or_else(|| VmmError::Protocol("snapshot state path is not plain UTF-8".into()))?;
+    let file = std::fs::File::open(state)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut qmp = loop {
         match QmpClient::connect(socket) {
@@ -160,9 +180,13 @@ fn incoming(socket: &Path, state: &Path) -> Result<(), VmmError> {
             serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
         ),
     )?;
+    // The state file goes in as a descriptor: the sandboxed QEMU may
+    // neither spawn `cat` nor open host files after dropping privileges.
+    use std::os::fd::AsFd;
+    qmp.send_fd("snapshot-in", file.as_fd())?;
     qmp.execute(
         "migrate-incoming",
-        Some(serde_json::json!({"uri": format!("exec:cat '{path}'")})),
+        Some(serde_json::json!({"uri": "fd:snapshot-in"})),
     )?;
     // The snapshot was taken paused, so the loaded VM stays paused: wait
     // for the load, then continue it.
@@ -204,7 +228,7 @@ impl Backend for QemuBackend {
             .stdin(input)
             .stdout(console)
             .stderr(Stdio::inherit());
-        let mut child = crate::spawn_vmm(cmd)?;
+        let mut child = crate::spawn_vmm(cmd, &spec.confine)?;
         if let Some(r) = &spec.restore {
             if let Err(e) = incoming(&qmp_path(&spec.dir), &r.state) {
                 let _ = child.kill();
@@ -248,7 +272,7 @@ impl Control for QemuControl {
         self.run("cont").map(drop)
     }
     /// Migration of the device state to a file (QEMU 7.2 has no `file:`
-    /// URI; `exec:` with a quoted path does the same) with `x-ignore-shared`
+    /// URI: the host opens it and passes the descriptor) with `x-ignore-shared`
     /// (guest RAM is the shared memory file, not in the stream), then a
     /// sparse copy of that file; the VM stays paused.
     fn snapshot(&self, dir: &Path) -> Result<crate::SnapshotFiles, VmmError> {
@@ -262,22 +286,22 @@ impl Control for QemuControl {
 
 impl QemuControl {
     fn migrate(&self, dir: &Path, ignore_shared: bool) -> Result<(), VmmError> {
-        let state = dir.join("vmstate");
-        let path = state
-            .to_str()
-            .ok_or_else(|| VmmError::Protocol("snapshot path is not UTF-8".into()))?;
-        if path.contains('\'') {
-            return Err(VmmError::Protocol("snapshot path contains a quote".into()));
-        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("vmstate"))?;
         let mut qmp = QmpClient::connect(&self.socket)?;
         qmp.execute("stop", None)?;
         qmp.execute(
             "migrate-set-capabilities",
             Some(serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": ignore_shared}]})),
         )?;
+        use std::os::fd::AsFd;
+        qmp.send_fd("snapshot-out", file.as_fd())?;
         qmp.execute(
             "migrate",
-            Some(serde_json::json!({"uri": format!("exec:cat > '{path}'")})),
+            Some(serde_json::json!({"uri": "fd:snapshot-out"})),
         )?;
         for _ in 0..30000 {
             let st = qmp.execute("query-migrate", None)?;
@@ -330,6 +354,7 @@ mod tests {
                 mac: "02:00:00:00:00:01".into(),
             }),
             restore: None,
+            confine: Default::default(),
         };
         let a = QemuBackend::args(&spec).join(" ");
         assert!(
@@ -337,7 +362,18 @@ mod tests {
             "{a}"
         );
         assert!(a.contains("virtio-net-device,netdev=n0,mac=02:00:00:00:00:01"));
-        assert!(a.contains("-M microvm,accel=tcg"), "{a}");
+        assert!(a.contains("-M microvm,"), "{a}");
+        assert!(a.contains("-accel tcg,tb-size=128"), "{a}");
+        assert!(!a.contains("-sandbox") && !a.contains("-runas"), "{a}");
+        let mut confined = spec.clone();
+        confined.confine.sandbox = true;
+        confined.confine.user = Some((1000123, 1000123));
+        let c = QemuBackend::args(&confined).join(" ");
+        assert!(
+            c.contains("-sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny"),
+            "{c}"
+        );
+        assert!(c.contains("-runas 1000123:1000123"), "{c}");
         assert!(a.contains("-kernel /k/vmlinux"));
         assert!(a.contains("-smp 2 -m 512M"));
         assert!(

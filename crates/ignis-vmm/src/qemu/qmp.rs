@@ -55,6 +55,34 @@ impl QmpClient {
         serde_json::from_str(&line).map_err(|e| VmmError::Protocol(format!("bad QMP JSON: {e}")))
     }
 
+    /// Hands QEMU an open file as `name` (QMP `getfd` with the descriptor
+    /// attached as SCM_RIGHTS), for `fd:NAME` migration URIs: a QEMU that
+    /// dropped its privileges (`-runas`) and may not spawn (`-sandbox`)
+    /// still reads and writes snapshot files the host opened for it.
+    pub fn send_fd(&mut self, name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), VmmError> {
+        use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let mut bytes =
+            serde_json::to_vec(&json!({"execute": "getfd", "arguments": {"fdname": name}}))
+                .expect("json");
+        bytes.push(b'\n');
+        let fds = [fd];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut anc = SendAncillaryBuffer::new(&mut space);
+        anc.push(SendAncillaryMessage::ScmRights(&fds));
+        let sent = sendmsg(
+            &self.writer,
+            &[std::io::IoSlice::new(&bytes)],
+            &mut anc,
+            SendFlags::empty(),
+        )
+        .map_err(std::io::Error::from)?;
+        if sent < bytes.len() {
+            // The descriptor went with the first bytes; send the rest.
+            self.writer.write_all(&bytes[sent..])?;
+        }
+        self.answer("getfd").map(drop)
+    }
+
     /// Runs a command and returns its `return` value.
     pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, VmmError> {
         let mut msg = json!({ "execute": command });
@@ -64,6 +92,10 @@ impl QmpClient {
         let mut bytes = serde_json::to_vec(&msg).expect("json");
         bytes.push(b'\n');
         self.writer.write_all(&bytes)?;
+        self.answer(command)
+    }
+
+    fn answer(&mut self, command: &str) -> Result<Value, VmmError> {
         loop {
             let v = self.read()?;
             if let Some(r) = v.get("return") {
@@ -151,6 +183,7 @@ mod tests {
                 r#"{"return": {}}"#,
                 r#"{"return": {}}"#,
                 r#"{"return": {}}"#,
+                r#"{"return": {}}"#,
                 r#"{"return": {"status": "active"}}"#,
                 r#"{"return": {"status": "completed"}}"#,
             ],
@@ -158,9 +191,13 @@ mod tests {
         let vm_dir = dir.path().join("0123456789abcdef");
         std::fs::create_dir(&vm_dir).unwrap();
         std::os::unix::fs::symlink(dir.path().join("qmp.sock"), vm_dir.join("qmp.sock")).unwrap();
+        let snap = dir.path().join("snap");
+        std::fs::create_dir(&snap).unwrap();
         let files = crate::qemu::QemuControl::new(&vm_dir)
-            .snapshot(Path::new("/snap"))
+            .snapshot(&snap)
             .unwrap();
+        assert_eq!(files.state, snap.join("vmstate"));
+        assert!(files.state.exists(), "the host created the state file");
         // Guest RAM is the VM's shared memory file, read while paused.
         assert_eq!(
             files.memory,
@@ -172,11 +209,69 @@ mod tests {
             seen[2],
             r#"{"arguments":{"capabilities":[{"capability":"x-ignore-shared","state":true}]},"execute":"migrate-set-capabilities"}"#
         );
+        // The state file goes to QEMU as a descriptor (no exec: a
+        // sandboxed QEMU may not spawn).
         assert_eq!(
             seen[3],
-            r#"{"arguments":{"uri":"exec:cat > '/snap/vmstate'"},"execute":"migrate"}"#
+            r#"{"arguments":{"fdname":"snapshot-out"},"execute":"getfd"}"#
         );
-        assert_eq!(seen[4], r#"{"execute":"query-migrate"}"#);
+        assert_eq!(
+            seen[4],
+            r#"{"arguments":{"uri":"fd:snapshot-out"},"execute":"migrate"}"#
+        );
+        assert_eq!(seen[5], r#"{"execute":"query-migrate"}"#);
+    }
+
+    /// `send_fd` attaches the descriptor to the `getfd` command: the peer
+    /// receives it with the line and can write through it.
+    #[test]
+    fn send_fd_passes_the_descriptor_with_getfd() {
+        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(b"{\"QMP\": {}}\n").unwrap();
+            let mut line = [0u8; 256];
+            let n = std::io::Read::read(&mut s, &mut line).unwrap();
+            assert!(String::from_utf8_lossy(&line[..n]).contains("qmp_capabilities"));
+            s.write_all(b"{\"return\": {}}\n").unwrap();
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut anc = RecvAncillaryBuffer::new(&mut space);
+            let mut buf = [0u8; 256];
+            let r = recvmsg(
+                &s,
+                &mut [std::io::IoSliceMut::new(&mut buf)],
+                &mut anc,
+                RecvFlags::empty(),
+            )
+            .unwrap();
+            let text = String::from_utf8_lossy(&buf[..r.bytes]).into_owned();
+            let mut got = None;
+            for m in anc.drain() {
+                if let RecvAncillaryMessage::ScmRights(mut fds) = m {
+                    got = fds.next();
+                }
+            }
+            let mut f = std::fs::File::from(got.expect("a descriptor came with getfd"));
+            f.write_all(b"through the passed fd").unwrap();
+            s.write_all(b"{\"return\": {}}\n").unwrap();
+            text
+        });
+        let mut c = QmpClient::connect(&sock).unwrap();
+        let path = dir.path().join("out");
+        let f = std::fs::File::create(&path).unwrap();
+        c.send_fd("x", std::os::fd::AsFd::as_fd(&f)).unwrap();
+        let text = t.join().unwrap();
+        assert_eq!(
+            text.trim(),
+            r#"{"arguments":{"fdname":"x"},"execute":"getfd"}"#
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "through the passed fd"
+        );
     }
 
     #[test]
@@ -189,11 +284,12 @@ mod tests {
                 r#"{"return": {}}"#,
                 r#"{"return": {}}"#,
                 r#"{"return": {}}"#,
+                r#"{"return": {}}"#,
                 r#"{"return": {"status": "failed", "error-desc": "disk full"}}"#,
             ],
         );
         let err = crate::qemu::QemuControl::new(dir.path())
-            .snapshot(Path::new("/snap"))
+            .snapshot(dir.path())
             .unwrap_err();
         assert!(err.to_string().contains("disk full"), "{err}");
         server.join().unwrap();
