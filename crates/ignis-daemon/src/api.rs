@@ -24,6 +24,7 @@ pub const OPENAPI: &str = include_str!("../../../api/openapi.json");
 const MAX_BODY: usize = 1 << 20;
 
 /// An RFC 9457 problem.
+#[derive(Debug)]
 pub struct Problem {
     status: StatusCode,
     title: &'static str,
@@ -115,7 +116,7 @@ struct RmQuery {
     force: bool,
 }
 
-fn manifests(body: &str) -> Result<Vec<ignis_api::manifest::Manifest>, Problem> {
+pub fn manifests(body: &str) -> Result<Vec<ignis_api::manifest::Manifest>, Problem> {
     if body.len() > MAX_BODY {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -61,3 +61,10 @@ pub fn run(ignis: ignis_core::Ignis, opts: DaemonOptions) -> anyhow::Result<()> 
         .build()?;
     rt.block_on(api::serve(shared, &opts))
 }
+
+/// What the API does with an `apply`/`delete` body (size bound, YAML or
+/// JSON, strict validation), for the fuzz targets: `Err` carries the
+/// problem the client would get.
+pub fn parse_manifest_body(body: &str) -> Result<Vec<ignis_api::manifest::Manifest>, String> {
+    api::manifests(body).map_err(|p| format!("{p:?}"))
+}

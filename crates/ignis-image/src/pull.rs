@@ -34,6 +34,10 @@ pub enum PullError {
     BadConfig(#[source] serde_json::Error),
     #[error("image config is larger than {MAX_JSON} bytes")]
     ConfigTooLarge,
+    #[error("blob {digest}: the registry sent more than the {size} bytes the manifest declares (an endless or oversized stream); nothing was stored")]
+    Oversized { digest: String, size: u64 },
+    #[error("registry stalled: no data for {0} s while pulling {1}")]
+    Stalled(u64, String),
     #[error("cannot write to the blob store")]
     Io(#[source] std::io::Error),
     #[error("blob store")]
@@ -249,11 +253,26 @@ async fn fetch_blob<R: Registry>(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut w = store.blobs().writer().map_err(PullError::Io)?;
+    let w = store.blobs().writer().map_err(PullError::Io)?;
     let inc = |n: u64| bar.inc(n);
-    registry.blob(reference, desc, &mut w, &inc).await?;
+    // Never more than the manifest declares: a hostile or broken registry
+    // streaming forever must not fill the disk.
+    let mut bounded = Bounded {
+        inner: w,
+        left: desc.size,
+        over: false,
+    };
+    let r = registry.blob(reference, desc, &mut bounded, &inc).await;
+    if bounded.over {
+        return Err(PullError::Oversized {
+            digest: desc.digest.clone(),
+            size: desc.size,
+        });
+    }
+    r?;
     bar.finish();
-    let (digest, _) = w
+    let (digest, _) = bounded
+        .inner
         .commit(Some(&desc.digest))
         .map_err(|source| PullError::Corrupted {
             digest: desc.digest.clone(),
@@ -261,6 +280,31 @@ async fn fetch_blob<R: Registry>(
         })?;
     Ok(digest)
 }
+
+/// A writer that refuses bytes past a limit.
+struct Bounded<W> {
+    inner: W,
+    left: u64,
+    over: bool,
+}
+
+impl<W: Write> Write for Bounded<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            self.over = true;
+            return Err(std::io::Error::other("more data than declared"));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// How long a blob download may go without data.
+const STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The real registry client.
 pub struct OciRegistry {
@@ -369,7 +413,11 @@ impl Registry for OciRegistry {
             .pull_blob_stream(&r, &layer)
             .await
             .map_err(|e| registry_err(reference, e))?;
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let next = tokio::time::timeout(STALL, stream.next())
+                .await
+                .map_err(|_| PullError::Stalled(STALL.as_secs(), desc.digest.clone()))?;
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| registry_err(reference, e))?;
             sink.write_all(&chunk).map_err(PullError::Io)?;
             progress(chunk.len() as u64);
@@ -387,6 +435,7 @@ mod tests {
     struct FakeRegistry {
         manifest: PulledManifest,
         blobs: HashMap<String, Vec<u8>>,
+        endless: bool,
     }
 
     impl FakeRegistry {
@@ -429,6 +478,7 @@ mod tests {
                     layers: m.layers.iter().map(desc).collect(),
                 },
                 blobs,
+                endless: false,
             }
         }
     }
@@ -445,6 +495,13 @@ mod tests {
             progress: &(dyn Fn(u64) + Sync),
         ) -> Result<(), PullError> {
             let data = &self.blobs[&desc.digest];
+            if self.endless {
+                // A registry that never stops: the declared blob, then zeros.
+                sink.write_all(data).map_err(PullError::Io)?;
+                loop {
+                    sink.write_all(&[0u8; 4096]).map_err(PullError::Io)?;
+                }
+            }
             sink.write_all(data).map_err(PullError::Io)?;
             progress(data.len() as u64);
             Ok(())
@@ -480,6 +537,26 @@ mod tests {
         assert!(matches!(err, PullError::Corrupted { .. }), "{err}");
         let layer = &reg.manifest.layers[0].digest;
         assert!(!store.blobs().contains(layer));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn an_endless_blob_stream_is_cut_at_the_declared_size_and_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut reg = FakeRegistry::new(false);
+        reg.endless = true;
+        let err = block_on(pull(&store, &reg, "example.com/a:1", &Progress::hidden())).unwrap_err();
+        assert!(matches!(err, PullError::Oversized { .. }), "{err}");
+        assert!(err.to_string().contains("more than"), "{err}");
+        // The oversized blob is not stored, and no partial file is left
+        // (blobs stored before it are collected by `system prune`).
+        for l in &reg.manifest.layers {
+            assert!(!store.blobs().contains(&l.digest));
+        }
         assert_eq!(
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0

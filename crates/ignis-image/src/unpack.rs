@@ -62,6 +62,12 @@ pub enum UnpackError {
     DeviceNode { entry: String },
     #[error("layer entry '{entry}' has an empty or invalid name")]
     BadName { entry: String },
+    #[error("the image unpacks to more than {limit} bytes (a tar bomb?); raise IGNIS_MAX_IMAGE_BYTES if it is genuine")]
+    TooLarge { limit: u64 },
+    #[error("the image has more than {limit} files (a tar bomb?); raise IGNIS_MAX_IMAGE_FILES if it is genuine")]
+    TooManyEntries { limit: u64 },
+    #[error("layer entry '{entry}' is nested deeper than {limit} directories")]
+    TooDeep { entry: String, limit: usize },
     #[error("cannot read the layer tarball")]
     Read(#[source] std::io::Error),
     #[error("cannot write '{entry}' into the image tree")]
@@ -92,10 +98,33 @@ pub struct UnpackStats {
     pub xattrs_skipped: u64,
 }
 
+/// Bounds on what an image may unpack to: a hostile image (a tar bomb, a
+/// huge sparse file, millions of entries, absurd nesting) fails with a
+/// clear error instead of filling the disk. Sizes count the bytes files
+/// declare (a sparse file counts its full length: the disk image would).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_bytes: u64,
+    pub max_entries: u64,
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+        Self {
+            max_bytes: env("IGNIS_MAX_IMAGE_BYTES").unwrap_or(64 << 30),
+            max_entries: env("IGNIS_MAX_IMAGE_FILES").unwrap_or(4_000_000),
+            max_depth: 256,
+        }
+    }
+}
+
 /// Applies layers, in order, to one directory tree.
 pub struct Unpacker {
     root: PathBuf,
     privileged: bool,
+    limits: Limits,
     /// Directory modes and mtimes are applied once all layers are in, so a
     /// read-only directory does not block later writes.
     dirs: BTreeMap<PathBuf, (u32, i64)>,
@@ -122,10 +151,17 @@ impl Unpacker {
         Self {
             root: root.to_path_buf(),
             privileged,
+            limits: Limits::default(),
             dirs: BTreeMap::new(),
             fixups: BTreeMap::new(),
             stats: UnpackStats::default(),
         }
+    }
+
+    /// Replaces the default [`Limits`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Applies one uncompressed layer tarball.
@@ -151,6 +187,24 @@ impl Unpacker {
                 continue;
             };
             self.stats.entries += 1;
+            if self.stats.entries > self.limits.max_entries {
+                return Err(UnpackError::TooManyEntries {
+                    limit: self.limits.max_entries,
+                });
+            }
+            if rel.components().count() > self.limits.max_depth {
+                return Err(UnpackError::TooDeep {
+                    entry: display,
+                    limit: self.limits.max_depth,
+                });
+            }
+            // The logical size (a GNU sparse entry unpacks to its full length).
+            let declared = entry.size();
+            if self.stats.bytes.saturating_add(declared) > self.limits.max_bytes {
+                return Err(UnpackError::TooLarge {
+                    limit: self.limits.max_bytes,
+                });
+            }
             let name = rel
                 .file_name()
                 .map(|n| n.as_bytes().to_vec())

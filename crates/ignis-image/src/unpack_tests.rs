@@ -397,3 +397,83 @@ fn read_only_dirs_do_not_block_later_layers() {
         0o555
     );
 }
+
+fn limited(root: &Path, limits: Limits, layer: &[u8]) -> Result<Unpacked, UnpackError> {
+    let mut u = Unpacker::new(root).with_limits(limits);
+    u.apply_layer(layer)?;
+    u.finish()
+}
+
+/// A tar bomb (many files, or more bytes than allowed), absurd nesting:
+/// refused with the limit named, before the disk fills.
+#[test]
+fn tar_bombs_deep_nesting_and_size_are_bounded() {
+    let small = Limits {
+        max_bytes: 1 << 20,
+        max_entries: 100,
+        max_depth: 16,
+    };
+    let f = fixture();
+    let mut b = LayerBuilder::new();
+    for i in 0..200 {
+        b = b.file(&format!("f{i}"), b"x", 0o644);
+    }
+    let err = limited(&f.root, small, &b.build()).unwrap_err();
+    assert!(matches!(err, UnpackError::TooManyEntries { limit: 100 }), "{err}");
+    assert!(err.to_string().contains("IGNIS_MAX_IMAGE_FILES"), "{err}");
+
+    let f = fixture();
+    let big = vec![0u8; 2 << 20];
+    let err = limited(&f.root, small, &LayerBuilder::new().file("big", &big, 0o644).build())
+        .unwrap_err();
+    assert!(matches!(err, UnpackError::TooLarge { .. }), "{err}");
+    assert!(!f.root.join("big").exists(), "refused before writing");
+
+    let f = fixture();
+    let deep = (0..20).map(|i| format!("d{i}")).collect::<Vec<_>>().join("/");
+    let err = limited(&f.root, small, &LayerBuilder::new().file(&format!("{deep}/x"), b"x", 0o644).build())
+        .unwrap_err();
+    assert!(matches!(err, UnpackError::TooDeep { limit: 16, .. }), "{err}");
+}
+
+/// A GNU sparse entry declaring a 1 TiB file with 512 bytes of data counts
+/// as 1 TiB: refused, nothing written.
+#[test]
+fn a_huge_sparse_file_counts_its_full_length() {
+    let f = fixture();
+    let mut header = tar::Header::new_gnu();
+    header.set_path("sparse").unwrap();
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::GNUSparse);
+    header.set_size(512);
+    let h = header.as_gnu_mut().unwrap();
+    // One data block of 512 bytes at offset 0, real size 1 TiB.
+    let real: u64 = 1 << 40;
+    fn octal(field: &mut [u8], v: u64) {
+        let s = format!("{v:0width$o}", width = field.len() - 1);
+        field[..s.len()].copy_from_slice(s.as_bytes());
+    }
+    octal(&mut h.sparse[0].offset, 0);
+    octal(&mut h.sparse[0].numbytes, 512);
+    // The trailing hole: an empty block at the real size (as GNU tar
+    // writes it), offset in base-256.
+    h.sparse[1].offset = [0; 12];
+    h.sparse[1].offset[0] = 0x80;
+    h.sparse[1].offset[4..].copy_from_slice(&real.to_be_bytes());
+    octal(&mut h.sparse[1].numbytes, 0);
+    // 1 TiB needs GNU's base-256 form (0x80, then big-endian).
+    h.realsize = [0; 12];
+    h.realsize[0] = 0x80;
+    h.realsize[4..].copy_from_slice(&real.to_be_bytes());
+    header.set_cksum();
+    let mut tarball = header.as_bytes().to_vec();
+    tarball.extend_from_slice(&[7u8; 512]);
+    tarball.extend_from_slice(&[0u8; 1024]);
+    let err = limited(&f.root, Limits::default(), &tarball).unwrap_err();
+    assert!(
+        matches!(err, UnpackError::TooLarge { .. }),
+        "{err}: {:?}",
+        std::error::Error::source(&err)
+    );
+    assert!(!f.root.join("sparse").exists());
+}

@@ -34,7 +34,8 @@ pub(crate) fn pull_error(e: PullError) -> Error {
         PullError::BadReference { .. } | PullError::Corrupted { .. } | PullError::BadConfig(_) => {
             ErrorKind::Invalid
         }
-        PullError::ConfigTooLarge => ErrorKind::Invalid,
+        PullError::ConfigTooLarge | PullError::Oversized { .. } => ErrorKind::Invalid,
+        PullError::Stalled(..) => ErrorKind::Unavailable,
         PullError::Registry { .. } => ErrorKind::Unavailable,
         PullError::Io(_) | PullError::Store(_) => ErrorKind::Internal,
     };
