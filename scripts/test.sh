@@ -40,8 +40,12 @@ if [ "$(id -u)" = 0 ] && have qemu-system-x86_64 && have nft && [ -n "${IGNIS_TE
 else
   echo "  live networking in test netns ........... SKIPPED: needs root, qemu, nft and the kernel package"
 fi
+echo "  crash safety (fault injection) .......... ran (SIGKILL at create/start/snapshot/fork/rm/import points, system check/prune)"
+echo "  bounded fuzz of every decoder ........... ran (agent frames, image JSON, tar layers, YAML manifests, API bodies; IGNIS_FUZZ_SECS each)"
 if [ -n "${IGNIS_FIRECRACKER:-}" ] || have firecracker; then
-  echo "  (a) Firecracker + test guest ........... ran"
+  fc=${IGNIS_FIRECRACKER:-$(command -v firecracker)}
+  if [ -x "$(dirname "$fc")/jailer" ] || [ -n "${IGNIS_JAILER:-}" ] || have jailer; then jail="under its jailer"; else jail="NO jailer found: unjailed"; fi
+  echo "  (a) Firecracker + test guest ........... ran ($("$fc" --version 2>/dev/null | head -1), $jail: run, logs, ps, stop, rm, cgroup, crash, snapshot + 10 forks)"
 else
   echo "  (a) Firecracker + test guest ........... SKIPPED: no firecracker binary on PATH or in IGNIS_FIRECRACKER"
 fi

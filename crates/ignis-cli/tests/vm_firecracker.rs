@@ -194,7 +194,16 @@ fn test_guest_lifecycle_on_firecracker() {
     while !env.processes_with(&id2).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
-            "firecracker outlived its supervisor"
+            "firecracker outlived its supervisor: {:?}",
+            env.processes_with(&id2)
+                .iter()
+                .map(|p| std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" "))
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

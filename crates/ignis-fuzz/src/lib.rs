@@ -5,7 +5,9 @@
 //! runs them on seeded mutations of valid inputs in every `cargo test`, so
 //! CI exercises each one for a bounded time.
 
-use ignis_agent_proto::{Decoder, ErrorMsg, ExitMsg, Hello, Kind, Request, HEADER_LEN, MAX_PAYLOAD};
+use ignis_agent_proto::{
+    Decoder, ErrorMsg, ExitMsg, Hello, Kind, Request, HEADER_LEN, MAX_PAYLOAD,
+};
 
 /// Agent frames from a (malicious) guest, in chunks of any size: memory
 /// stays bounded by one frame plus one push; control payloads are parsed

@@ -271,13 +271,14 @@ async fn fetch_blob<R: Registry>(
     }
     r?;
     bar.finish();
-    let (digest, _) = bounded
-        .inner
-        .commit(Some(&desc.digest))
-        .map_err(|source| PullError::Corrupted {
-            digest: desc.digest.clone(),
-            source,
-        })?;
+    let (digest, _) =
+        bounded
+            .inner
+            .commit(Some(&desc.digest))
+            .map_err(|source| PullError::Corrupted {
+                digest: desc.digest.clone(),
+                source,
+            })?;
     Ok(digest)
 }
 

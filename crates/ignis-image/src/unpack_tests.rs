@@ -419,21 +419,40 @@ fn tar_bombs_deep_nesting_and_size_are_bounded() {
         b = b.file(&format!("f{i}"), b"x", 0o644);
     }
     let err = limited(&f.root, small, &b.build()).unwrap_err();
-    assert!(matches!(err, UnpackError::TooManyEntries { limit: 100 }), "{err}");
+    assert!(
+        matches!(err, UnpackError::TooManyEntries { limit: 100 }),
+        "{err}"
+    );
     assert!(err.to_string().contains("IGNIS_MAX_IMAGE_FILES"), "{err}");
 
     let f = fixture();
     let big = vec![0u8; 2 << 20];
-    let err = limited(&f.root, small, &LayerBuilder::new().file("big", &big, 0o644).build())
-        .unwrap_err();
+    let err = limited(
+        &f.root,
+        small,
+        &LayerBuilder::new().file("big", &big, 0o644).build(),
+    )
+    .unwrap_err();
     assert!(matches!(err, UnpackError::TooLarge { .. }), "{err}");
     assert!(!f.root.join("big").exists(), "refused before writing");
 
     let f = fixture();
-    let deep = (0..20).map(|i| format!("d{i}")).collect::<Vec<_>>().join("/");
-    let err = limited(&f.root, small, &LayerBuilder::new().file(&format!("{deep}/x"), b"x", 0o644).build())
-        .unwrap_err();
-    assert!(matches!(err, UnpackError::TooDeep { limit: 16, .. }), "{err}");
+    let deep = (0..20)
+        .map(|i| format!("d{i}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    let err = limited(
+        &f.root,
+        small,
+        &LayerBuilder::new()
+            .file(&format!("{deep}/x"), b"x", 0o644)
+            .build(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, UnpackError::TooDeep { limit: 16, .. }),
+        "{err}"
+    );
 }
 
 /// A GNU sparse entry declaring a 1 TiB file with 512 bytes of data counts

@@ -194,7 +194,16 @@ impl Hierarchy {
     /// retries).
     pub fn remove(&self, id: &str) {
         for p in self.paths(id) {
-            let _ = std::fs::remove_dir(p);
+            // A VMM just killed may still be leaving the cgroup (EBUSY for a
+            // moment); wait up to a second for it.
+            for _ in 0..50 {
+                match std::fs::remove_dir(&p) {
+                    Err(e) if e.raw_os_error() == Some(16) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    _ => break,
+                }
+            }
         }
     }
 

@@ -12,6 +12,7 @@ pub mod detect;
 pub mod fake;
 pub mod firecracker;
 pub mod qemu;
+pub mod reaper;
 pub mod tap;
 
 use std::path::PathBuf;

@@ -281,10 +281,22 @@ impl Ignis {
         let mut child = backend
             .launch(&spec, input_r.into(), writer.into())
             .map_err(|e| fail(format!("cannot start {}: {e}", kind.as_str())))?;
+        // The VMM dies with this supervisor even once it dropped its
+        // credentials (which clears its own parent-death signal).
+        let mut reaper = match ignis_vmm::reaper::spawn(child.id()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(vm = id, error = %e, "cannot fork the VMM's watcher");
+                None
+            }
+        };
         crate::fault::point("supervise:vmm-started");
         if let Err(e) = self.attach_network(&rec) {
             let _ = child.kill();
             let _ = child.wait();
+            if let Some(r) = reaper.take() {
+                r.dismiss();
+            }
             return Err(fail(format!("network setup failed: {e}")));
         }
         let attached = std::sync::Arc::new(Attached::default());
@@ -399,6 +411,9 @@ impl Ignis {
         let status = child
             .wait()
             .map_err(|e| Error::internal("wait for the VMM", e))?;
+        if let Some(r) = reaper {
+            r.dismiss();
+        }
         let stopped = dir.join("stop-requested").exists();
         let killed = dir.join("kill-requested").exists();
         use std::os::unix::process::ExitStatusExt;
