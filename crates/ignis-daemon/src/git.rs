@@ -171,3 +171,59 @@ impl GitSource {
         Ok(Some(oid))
     }
 }
+
+/// `url` without its credentials (`https://user:token@host/r` becomes
+/// `https://host/r`): what events, labels, logs and status commits show.
+/// Credentials in a GitOps URL never leave the process otherwise.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        // scp-like `user@host:path`: the user is not a secret.
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// `message` with every credential of `url` masked (git errors quote the
+/// URL they failed on).
+pub fn redact_message(message: &str, url: &str) -> String {
+    let mut out = message.replace(url, &redact_url(url));
+    if let Some(scheme_end) = url.find("://").map(|i| i + 3) {
+        let rest = &url[scheme_end..];
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            let userinfo = &rest[..at];
+            let secret = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+            if !secret.is_empty() {
+                out = out.replace(secret, "***");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_survive_redaction() {
+        let url = "https://bot:ghp_s3cr3t@git.example.com/org/repo.git";
+        assert_eq!(redact_url(url), "https://git.example.com/org/repo.git");
+        assert_eq!(redact_url("file:///srv/repo"), "file:///srv/repo");
+        assert_eq!(redact_url("git@github.com:o/r.git"), "git@github.com:o/r.git");
+        assert_eq!(
+            redact_url("https://tok@h/a@b"),
+            "https://h/a@b",
+            "an @ in the path is not userinfo"
+        );
+        let msg = format!("failed to fetch {url}: auth as bot:ghp_s3cr3t refused");
+        let m = redact_message(&msg, url);
+        assert!(!m.contains("ghp_s3cr3t"), "{m}");
+        assert!(m.contains("https://git.example.com/org/repo.git"), "{m}");
+    }
+}

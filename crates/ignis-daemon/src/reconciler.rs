@@ -113,9 +113,12 @@ pub fn start(shared: Arc<Shared>, opts: &DaemonOptions) -> anyhow::Result<()> {
         let git_source = git.as_ref().and_then(|g| match GitSource::open(g) {
             Ok(s) => Some(s),
             Err(e) => {
-                shared
-                    .events
-                    .emit("error", "gitops", &g.url, Some(e.message().to_string()));
+                shared.events.emit(
+                    "error",
+                    "gitops",
+                    &crate::git::redact_url(&g.url),
+                    Some(crate::git::redact_message(e.message(), &g.url)),
+                );
                 None
             }
         });
@@ -124,7 +127,10 @@ pub fn start(shared: Arc<Shared>, opts: &DaemonOptions) -> anyhow::Result<()> {
                 converge_files(&shared, &format!("dir:{}", d.display()), dir_files(d));
             }
             if let (Some(g), Some(src)) = (&git, &git_source) {
-                let owner = format!("git:{}", g.url);
+                // Never the credentials: the owner is a label (inspect,
+                // status commits), events are public to API clients.
+                let shown = crate::git::redact_url(&g.url);
+                let owner = format!("git:{shown}");
                 match src
                     .fetch()
                     .and_then(|head| Ok((head, src.manifests(head)?)))
@@ -137,24 +143,28 @@ pub fn start(shared: Arc<Shared>, opts: &DaemonOptions) -> anyhow::Result<()> {
                                 Ok(Some(c)) => shared.events.emit(
                                     "reconcile",
                                     "gitops",
-                                    &g.url,
+                                    &shown,
                                     Some(format!("status committed {c}")),
                                 ),
                                 Ok(None) => {}
                                 Err(e) => shared.events.emit(
                                     "error",
                                     "gitops",
-                                    &g.url,
-                                    Some(format!("status not written: {}", e.message())),
+                                    &shown,
+                                    Some(format!(
+                                        "status not written: {}",
+                                        crate::git::redact_message(e.message(), &g.url)
+                                    )),
                                 ),
                             }
                         }
                     }
-                    Err(e) => {
-                        shared
-                            .events
-                            .emit("error", "gitops", &g.url, Some(e.message().to_string()))
-                    }
+                    Err(e) => shared.events.emit(
+                        "error",
+                        "gitops",
+                        &shown,
+                        Some(crate::git::redact_message(e.message(), &g.url)),
+                    ),
                 }
             }
             // Debounce file events; resync at least every interval.
