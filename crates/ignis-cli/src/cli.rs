@@ -92,6 +92,13 @@ pub struct DaemonArgs {
     /// Bearer token required from TCP clients.
     #[arg(long, env = "IGNIS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Serve TCP over TLS with this certificate chain (PEM); clients use
+    /// --host https://HOST:PORT with IGNIS_TLS_CA.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Reconcile the manifests in this directory (watched with inotify).
     #[arg(long)]
     pub manifests: Option<PathBuf>,

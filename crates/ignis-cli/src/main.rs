@@ -84,9 +84,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
                 listen: a.listen,
                 token: a.token,
                 manifests: a.manifests,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
                 gitops: a.gitops.map(|url| ignis_daemon::GitOptions {
+                    // Named after the URL without its credentials.
                     cache: cli.root.join("gitops").join(
-                        url.chars()
+                        ignis_daemon::redact_url(&url)
+                            .chars()
                             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
                             .collect::<String>(),
                     ),

@@ -443,3 +443,125 @@ fn a_killed_daemon_converges_after_restart_without_duplicates() {
     let dirs = env.count("vms");
     assert_eq!(dirs, 10, "no stray VM directories");
 }
+
+/// TCP over TLS: the CLI reaches the daemon through `--host https://...`
+/// trusting only the CA in IGNIS_TLS_CA, still with the token; a client
+/// without the CA, with another CA, or speaking plain HTTP gets nothing;
+/// a bad key file is refused at start with a clear error.
+#[test]
+fn the_tcp_api_over_tls_with_a_pinned_ca() {
+    let env = setup();
+    env.ok(&[
+        "create",
+        "--backend",
+        "fake",
+        "--size",
+        "64MB",
+        "--name",
+        "t",
+        "app:1",
+    ]);
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = env.dir.path().join("cert.pem");
+    let key = env.dir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let other_ca = env.dir.path().join("other.pem");
+    std::fs::write(&other_ca, other.cert.pem()).unwrap();
+
+    // A key that is not PEM: refused before serving, naming the file.
+    std::fs::write(env.dir.path().join("bad.pem"), "nope").unwrap();
+    let out = env
+        .cmd()
+        .args(["daemon", "--socket"])
+        .arg(env.dir.path().join("bad.sock"))
+        .args([
+            "--listen",
+            "127.0.0.1:1",
+            "--token",
+            "a-test-token-of-32-characters-ok",
+        ])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(env.dir.path().join("bad.pem"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tls-key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let token = "a-test-token-of-32-characters-ok";
+    let _d = Daemon::start(
+        &env,
+        &[
+            "--listen",
+            &listen,
+            "--token",
+            token,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    wait_for("the TLS listener", 20, || {
+        std::net::TcpStream::connect(&listen).is_ok()
+    });
+    let remote = |ca: Option<&Path>, args: &[&str]| {
+        let mut c = env.cmd();
+        c.env("IGNIS_HOST", format!("https://{listen}"))
+            .env("IGNIS_TOKEN", token);
+        match ca {
+            Some(ca) => c.env("IGNIS_TLS_CA", ca),
+            None => c.env_remove("IGNIS_TLS_CA"),
+        };
+        c.args(args).output().unwrap()
+    };
+    let ok = remote(Some(&cert), &["ps", "-a", "--format", "{{.Name}}"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "t");
+
+    let no_ca = remote(None, &["ps", "-a"]);
+    assert!(!no_ca.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_ca.stderr).contains("IGNIS_TLS_CA"),
+        "{}",
+        String::from_utf8_lossy(&no_ca.stderr)
+    );
+    let wrong = remote(Some(&other_ca), &["ps", "-a"]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("TLS"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    // Plain HTTP to the TLS port: no answer a client could use.
+    let (_, code) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &format!("http://{listen}/v1/vms"),
+    ]);
+    assert_ne!(code, "200");
+    // TLS without the token: 401.
+    let (_, code) = curl(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        &format!("https://{listen}/v1/vms"),
+    ]);
+    assert_eq!(code, "401");
+}

@@ -257,7 +257,11 @@ async fn require_token(
     next.run(req).await
 }
 
-pub async fn serve(shared: Arc<Shared>, opts: &crate::DaemonOptions) -> anyhow::Result<()> {
+pub async fn serve(
+    shared: Arc<Shared>,
+    opts: &crate::DaemonOptions,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
     let app = router(shared.clone());
     let _ = std::fs::remove_file(&opts.socket);
     if let Some(parent) = opts.socket.parent() {
@@ -282,15 +286,27 @@ pub async fn serve(shared: Arc<Shared>, opts: &crate::DaemonOptions) -> anyhow::
     match (&opts.listen, &opts.token) {
         (Some(addr), Some(token)) => {
             let tcp = tokio::net::TcpListener::bind(addr).await?;
-            tracing::info!(%addr, "API listening on TCP (token required)");
             let guarded = app.layer(axum::middleware::from_fn_with_state(
                 Arc::new(token.clone()),
                 require_token,
             ));
-            let tcp_server = axum::serve(tcp, guarded);
-            tokio::select! {
-                r = unix_server => r?,
-                r = tcp_server => r?,
+            match tls {
+                Some(cfg) => {
+                    tracing::info!(%addr, "API listening on TCP with TLS (token required)");
+                    let tcp_server = axum::serve(crate::tls::TlsListener::new(tcp, cfg), guarded);
+                    tokio::select! {
+                        r = unix_server => r?,
+                        r = tcp_server => r?,
+                    }
+                }
+                None => {
+                    tracing::info!(%addr, "API listening on TCP (token required)");
+                    let tcp_server = axum::serve(tcp, guarded);
+                    tokio::select! {
+                        r = unix_server => r?,
+                        r = tcp_server => r?,
+                    }
+                }
             }
         }
         _ => unix_server.await?,

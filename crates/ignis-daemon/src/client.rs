@@ -59,6 +59,26 @@ impl Client {
                             anyhow::anyhow!("cannot reach the daemon at {}: {e}", self.host)
                         })?,
                 )
+            } else if let Some(addr) = self.host.strip_prefix("https://") {
+                let addr = addr.trim_end_matches('/');
+                let ca = std::env::var_os("IGNIS_TLS_CA").ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} is TLS: set IGNIS_TLS_CA to the daemon's certificate or its CA (PEM)",
+                        self.host
+                    )
+                })?;
+                let connector = crate::tls::connector(std::path::Path::new(&ca))?;
+                let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
+                    anyhow::anyhow!("cannot reach the daemon at {}: {e}", self.host)
+                })?;
+                Box::new(
+                    connector
+                        .connect(crate::tls::server_name(addr)?, tcp)
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!("TLS with the daemon at {} failed: {e}", self.host)
+                        })?,
+                )
             } else {
                 let addr = self
                     .host

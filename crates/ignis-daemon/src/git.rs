@@ -215,7 +215,10 @@ mod redact_tests {
         let url = "https://bot:ghp_s3cr3t@git.example.com/org/repo.git";
         assert_eq!(redact_url(url), "https://git.example.com/org/repo.git");
         assert_eq!(redact_url("file:///srv/repo"), "file:///srv/repo");
-        assert_eq!(redact_url("git@github.com:o/r.git"), "git@github.com:o/r.git");
+        assert_eq!(
+            redact_url("git@github.com:o/r.git"),
+            "git@github.com:o/r.git"
+        );
         assert_eq!(
             redact_url("https://tok@h/a@b"),
             "https://h/a@b",

@@ -10,13 +10,14 @@ mod events;
 mod git;
 mod metrics;
 mod reconciler;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use events::Event;
-pub use git::GitOptions;
+pub use git::{redact_url, GitOptions};
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -26,6 +27,9 @@ pub struct DaemonOptions {
     /// Also listen on TCP (`127.0.0.1:8080`); needs `token`.
     pub listen: Option<String>,
     pub token: Option<String>,
+    /// TLS for the TCP listener: certificate chain and key (PEM).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Reconcile the manifests in this directory (inotify + interval).
     pub manifests: Option<PathBuf>,
     pub gitops: Option<GitOptions>,
@@ -46,6 +50,14 @@ pub fn run(ignis: ignis_core::Ignis, opts: DaemonOptions) -> anyhow::Result<()> 
             "--listen needs --token (at least 16 characters): the TCP API runs VMs as root"
         );
     }
+    if opts.tls_cert.is_some() && opts.listen.is_none() {
+        anyhow::bail!("--tls-cert applies to the TCP listener: add --listen HOST:PORT");
+    }
+    // Read the certificate now: a bad one is an error before anything runs.
+    let tls = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(c), Some(k)) => Some(tls::server_config(c, k)?),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         ignis: Arc::new(ignis),
         events: events::Bus::new(),
@@ -59,7 +71,7 @@ pub fn run(ignis: ignis_core::Ignis, opts: DaemonOptions) -> anyhow::Result<()> 
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(api::serve(shared, &opts))
+    rt.block_on(api::serve(shared, &opts, tls))
 }
 
 /// What the API does with an `apply`/`delete` body (size bound, YAML or
