@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use ignis_core::{Error, ErrorKind, Ignis};
+use ignis_core::{Error, ErrorKind};
+
+use crate::service::Service;
 use serde::Deserialize;
 
 use crate::Shared;
@@ -78,11 +80,11 @@ type ApiResult<T> = Result<Json<T>, Problem>;
 async fn call<T: Send + 'static>(
     s: &Arc<Shared>,
     op: &'static str,
-    f: impl FnOnce(&Ignis) -> Result<T, Error> + Send + 'static,
+    f: impl FnOnce(&dyn Service) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Problem> {
     let shared = s.clone();
     let t = Instant::now();
-    let r = tokio::task::spawn_blocking(move || f(&shared.ignis))
+    let r = tokio::task::spawn_blocking(move || f(shared.ignis.as_ref()))
         .await
         .map_err(|e| {
             Problem::new(
@@ -114,6 +116,28 @@ fn ten() -> u64 {
 struct RmQuery {
     #[serde(default)]
     force: bool,
+}
+
+type BodyResult = Result<bytes::Bytes, axum::extract::rejection::BytesRejection>;
+
+/// A request body as UTF-8 text; every way it can be unusable (too large,
+/// unreadable, not UTF-8) is a problem+json with the right status.
+fn text(body: &BodyResult) -> Result<&str, Problem> {
+    match body {
+        Ok(b) => std::str::from_utf8(b).map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                format!("the body is not UTF-8: {e}"),
+            )
+        }),
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Too large",
+            "at most 1 MiB of manifests",
+        )),
+        Err(r) => Err(Problem::new(r.status(), "Bad request", r.body_text())),
+    }
 }
 
 pub fn manifests(body: &str) -> Result<Vec<ignis_api::manifest::Manifest>, Problem> {
@@ -183,15 +207,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/v1/apply",
-            post(|State(s): State<Arc<Shared>>, body: String| async move {
-                let ms = manifests(&body)?;
+            post(|State(s): State<Arc<Shared>>, body: BodyResult| async move {
+                let ms = manifests(text(&body)?)?;
                 ApiResult::Ok(Json(call(&s, "apply", move |i| Ok(i.apply(&ms, "api"))).await?))
             }),
         )
         .route(
             "/v1/delete",
-            post(|State(s): State<Arc<Shared>>, body: String| async move {
-                let ms = manifests(&body)?;
+            post(|State(s): State<Arc<Shared>>, body: BodyResult| async move {
+                let ms = manifests(text(&body)?)?;
                 ApiResult::Ok(Json(call(&s, "delete", move |i| Ok(i.delete_manifests(&ms))).await?))
             }),
         )

@@ -10,6 +10,7 @@ mod events;
 mod git;
 mod metrics;
 mod reconciler;
+pub mod service;
 mod tls;
 
 use std::path::PathBuf;
@@ -38,7 +39,7 @@ pub struct DaemonOptions {
 }
 
 pub(crate) struct Shared {
-    pub ignis: Arc<ignis_core::Ignis>,
+    pub ignis: Arc<dyn service::Service>,
     pub events: events::Bus,
     pub metrics: metrics::Metrics,
 }
@@ -59,7 +60,7 @@ pub fn run(ignis: ignis_core::Ignis, opts: DaemonOptions) -> anyhow::Result<()> 
         _ => None,
     };
     let shared = Arc::new(Shared {
-        ignis: Arc::new(ignis),
+        ignis: Arc::new(ignis) as Arc<dyn service::Service>,
         events: events::Bus::new(),
         metrics: metrics::Metrics::new(),
     });
@@ -79,4 +80,14 @@ pub fn run(ignis: ignis_core::Ignis, opts: DaemonOptions) -> anyhow::Result<()> 
 /// problem the client would get.
 pub fn parse_manifest_body(body: &str) -> Result<Vec<ignis_api::manifest::Manifest>, String> {
     api::manifests(body).map_err(|p| format!("{p:?}"))
+}
+
+/// The API router over any [`service::Service`] (no reconciler, no
+/// listeners): for tests of the HTTP layer against a fake service.
+pub fn api_router(svc: Arc<dyn service::Service>) -> axum::Router {
+    api::router(Arc::new(Shared {
+        ignis: svc,
+        events: events::Bus::new(),
+        metrics: metrics::Metrics::new(),
+    }))
 }
