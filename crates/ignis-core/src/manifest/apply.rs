@@ -234,6 +234,7 @@ impl Ignis {
             ssh: s.ssh.clone(),
             from_snapshot: None,
         })?;
+        crate::fault::point("apply:vm-created");
         if s.running {
             return self.vm_start(&rec.id, true);
         }
