@@ -3,7 +3,8 @@
 //! the reconcilers follow a manifest directory and Git repositories (a bare
 //! repo over file:// and over `git daemon` on 127.0.0.1), report bad
 //! manifests without touching the others, write status without looping,
-//! and converge after the daemon is SIGKILLed mid-reconcile.
+//! and converge after the daemon is SIGKILLed mid-reconcile; one GitOps
+//! cycle drives a real Linux guest on QEMU (skipped without QEMU).
 
 #![cfg(feature = "fake-vmm")]
 
@@ -586,4 +587,68 @@ fn the_tcp_api_over_tls_with_a_pinned_ca() {
         &format!("https://{listen}/v1/vms"),
     ]);
     assert_eq!(code, "401");
+}
+
+/// GitOps with a real Linux guest (QEMU; TCG here): a manifest pushed with
+/// `running: true` becomes a booted VM whose agent answers `exec`; flipped
+/// to false it is stopped cleanly; its file deleted, it is removed. Skips
+/// with one line where QEMU or the kernel package is missing.
+#[test]
+fn gitops_drives_a_linux_guest_on_qemu() {
+    let env = Env::new();
+    if let Some(m) = common::qemu_missing_piece(&env) {
+        eprintln!("skipped: {m}");
+        return;
+    }
+    let deb = std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap();
+    env.ok(&["kernel", "import", &deb, "--default"]);
+    let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "sleep", "100000"]);
+    let (bare, work) = repo(&env);
+    std::fs::create_dir_all(work.join("vms")).unwrap();
+    let manifest = |running: bool| {
+        format!(
+            "apiVersion: ignis.dev/v1alpha1\nkind: VM\nmetadata: {{name: g1}}\nspec: {{image: \"{img}\", backend: qemu, memory: 256MB, diskSize: 128MB, network: {{mode: none}}, running: {running}}}\n"
+        )
+    };
+    std::fs::write(work.join("vms/g1.yaml"), manifest(true)).unwrap();
+    push(&work, "g1 running");
+    let _d = Daemon::start(
+        &env,
+        &[
+            "--gitops",
+            &format!("file://{}", bare.display()),
+            "--branch",
+            "main",
+            "--interval",
+            "1",
+        ],
+    );
+    wait_for("g1 running with its agent", 180, || {
+        let v: serde_json::Value = match env.run(&["inspect", "g1", "-o", "json"]) {
+            o if o.status.success() => serde_json::from_slice(&o.stdout).unwrap(),
+            _ => return false,
+        };
+        v["status"]["state"] == "running" && v["status"]["health"] == "healthy"
+    });
+    let out = env.ok(&["exec", "g1", "/bin/busybox", "uname", "-s"]);
+    assert_eq!(out.trim(), "Linux", "a real Linux guest answers");
+
+    std::fs::write(work.join("vms/g1.yaml"), manifest(false)).unwrap();
+    push(&work, "g1 stopped");
+    wait_for("g1 stopped", 120, || {
+        state(&env, "g1").as_deref() == Some("exited")
+    });
+    let v = env.vm_json("g1");
+    assert!(
+        v["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("stopped"),
+        "{v}"
+    );
+
+    std::fs::remove_file(work.join("vms/g1.yaml")).unwrap();
+    push(&work, "g1 removed");
+    wait_for("g1 removed", 60, || state(&env, "g1").is_none());
+    assert_eq!(env.count("vms"), 0);
 }
