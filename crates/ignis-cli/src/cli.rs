@@ -86,6 +86,10 @@ pub struct DaemonArgs {
     /// API unix socket (default: ROOT/daemon.sock, mode 0600).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Let this group (name or gid) use the unix socket too (mode 0660):
+    /// like the docker group, its members can run VMs as root.
+    #[arg(long)]
+    pub socket_group: Option<String>,
     /// Also serve the API on TCP, e.g. 127.0.0.1:7070 (needs --token).
     #[arg(long)]
     pub listen: Option<String>,

@@ -81,6 +81,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
             ignis,
             ignis_daemon::DaemonOptions {
                 socket,
+                socket_group: a.socket_group,
                 listen: a.listen,
                 token: a.token,
                 manifests: a.manifests,

@@ -652,3 +652,23 @@ fn gitops_drives_a_linux_guest_on_qemu() {
     wait_for("g1 removed", 60, || state(&env, "g1").is_none());
     assert_eq!(env.count("vms"), 0);
 }
+
+/// `--socket-group`: the socket is root's and the group's (0660), nobody
+/// else's; an unknown group is refused before anything starts.
+#[test]
+fn the_socket_can_be_shared_with_one_group() {
+    let env = setup();
+    let d = Daemon::start(&env, &["--socket-group", "daemon"]);
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o660);
+    assert_eq!(m.gid(), 1, "group daemon (gid 1)");
+    let out = env
+        .cmd()
+        .args(["daemon", "--socket-group", "no-such-group-here", "--socket"])
+        .arg(env.dir.path().join("x.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such group"));
+}

@@ -285,6 +285,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     opts: &crate::DaemonOptions,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    socket_gid: Option<u32>,
 ) -> anyhow::Result<()> {
     let app = router(shared.clone());
     let _ = std::fs::remove_file(&opts.socket);
@@ -292,9 +293,17 @@ pub async fn serve(
         std::fs::create_dir_all(parent)?;
     }
     let unix = tokio::net::UnixListener::bind(&opts.socket)?;
+    // Root only, or root and one group.
+    if let Some(gid) = socket_gid {
+        std::os::unix::fs::chown(&opts.socket, None, Some(gid))?;
+    }
     std::fs::set_permissions(
         &opts.socket,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        std::os::unix::fs::PermissionsExt::from_mode(if socket_gid.is_some() {
+            0o660
+        } else {
+            0o600
+        }),
     )?;
     tracing::info!(socket = %opts.socket.display(), "API listening");
     let shutdown = async {

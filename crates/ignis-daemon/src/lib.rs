@@ -25,6 +25,8 @@ pub use git::{redact_url, GitOptions};
 pub struct DaemonOptions {
     /// Unix socket of the API (mode 0600).
     pub socket: PathBuf,
+    /// A group (name or gid) that may use the socket (mode 0660).
+    pub socket_group: Option<String>,
     /// Also listen on TCP (`127.0.0.1:8080`); needs `token`.
     pub listen: Option<String>,
     pub token: Option<String>,
@@ -51,6 +53,7 @@ pub fn run(ignis: ignis_core::Ignis, opts: DaemonOptions) -> anyhow::Result<()> 
             "--listen needs --token (at least 16 characters): the TCP API runs VMs as root"
         );
     }
+    let socket_gid = opts.socket_group.as_deref().map(group_id).transpose()?;
     if opts.tls_cert.is_some() && opts.listen.is_none() {
         anyhow::bail!("--tls-cert applies to the TCP listener: add --listen HOST:PORT");
     }
@@ -72,7 +75,7 @@ pub fn run(ignis: ignis_core::Ignis, opts: DaemonOptions) -> anyhow::Result<()> 
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(api::serve(shared, &opts, tls))
+    rt.block_on(api::serve(shared, &opts, tls, socket_gid))
 }
 
 /// What the API does with an `apply`/`delete` body (size bound, YAML or
@@ -90,4 +93,26 @@ pub fn api_router(svc: Arc<dyn service::Service>) -> axum::Router {
         events: events::Bus::new(),
         metrics: metrics::Metrics::new(),
     }))
+}
+
+/// A group name (from /etc/group) or a numeric gid.
+fn group_id(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid = f.nth(1)?.parse().ok()?;
+            (name == group).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--socket-group {group}: no such group (give a name from /etc/group or a gid)"
+            )
+        })
 }
