@@ -672,3 +672,59 @@ fn the_socket_can_be_shared_with_one_group() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such group"));
 }
+
+/// kill, logs, snapshot and fork through --host give what the in-process
+/// path gives (fake VMM: its "memory" and "state" are small files).
+#[test]
+fn kill_logs_snapshot_and_fork_through_the_daemon() {
+    let env = setup();
+    env.ok(&[
+        "run",
+        "--backend",
+        "fake",
+        "--size",
+        "64MB",
+        "--name",
+        "f",
+        "app:1",
+    ]);
+    let d = Daemon::start(&env, &[]);
+    let remote = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("IGNIS_HOST", d.host())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(remote(&["logs", "f"]), env.ok(&["logs", "f"]));
+    let snap = remote(&["snapshot", "f", "--name", "s"]);
+    let snaps: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshot", "ls", "-o", "json"])).unwrap();
+    assert_eq!(snaps[0]["id"].as_str().unwrap(), snap.trim());
+    let ids: Vec<String> = remote(&["fork", "s", "-n", "2", "--name-prefix", "c"])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(state(&env, "c-1").as_deref(), Some("running"));
+    assert_eq!(state(&env, "c-2").as_deref(), Some("running"));
+    assert_eq!(remote(&["kill", "c-1"]).trim(), ids[0]);
+    assert_eq!(state(&env, "c-1").as_deref(), Some("exited"));
+    // What the daemon cannot do over HTTP is refused, naming what can.
+    let out = env
+        .cmd()
+        .env("IGNIS_HOST", d.host())
+        .args(["logs", "-f", "f"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available through --host"));
+    env.ok(&["rm", "-f", "f", "c-1", "c-2"]);
+}

@@ -113,6 +113,23 @@ fn ten() -> u64 {
 }
 
 #[derive(Deserialize)]
+struct SnapshotQuery {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ForkQuery {
+    #[serde(default = "one")]
+    count: u32,
+    prefix: Option<String>,
+    #[serde(default)]
+    rm: bool,
+}
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
 struct RmQuery {
     #[serde(default)]
     force: bool,
@@ -196,6 +213,44 @@ pub fn router(shared: Arc<Shared>) -> Router {
                     ApiResult::Ok(Json(
                         call(&s, "vm_stop", move |i| i.vm_stop(&n, std::time::Duration::from_secs(q.time))).await?,
                     ))
+                },
+            ),
+        )
+        .route(
+            "/v1/vms/{name}/kill",
+            post(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
+                ApiResult::Ok(Json(call(&s, "vm_kill", move |i| i.vm_kill(&n)).await?))
+            }),
+        )
+        .route(
+            "/v1/vms/{name}/logs",
+            get(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
+                let log = call(&s, "vm_logs", move |i| i.vm_logs(&n)).await?;
+                Ok::<_, Problem>(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log))
+            }),
+        )
+        .route(
+            "/v1/vms/{name}/snapshot",
+            post(
+                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Query(q): Query<SnapshotQuery>| async move {
+                    ApiResult::Ok(Json(
+                        call(&s, "vm_snapshot", move |i| i.vm_snapshot(&n, q.name.as_deref())).await?,
+                    ))
+                },
+            ),
+        )
+        .route(
+            "/v1/snapshots/{name}/fork",
+            post(
+                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Query(q): Query<ForkQuery>| async move {
+                    let opts = ignis_core::snapshot::ForkOptions {
+                        count: q.count,
+                        name_prefix: q.prefix,
+                        name: None,
+                        auto_remove: q.rm,
+                    };
+                    let (snap, clones) = call(&s, "vm_fork", move |i| i.vm_fork(&n, &opts)).await?;
+                    ApiResult::Ok(Json(serde_json::json!({ "snapshot": snap, "clones": clones })))
                 },
             ),
         )

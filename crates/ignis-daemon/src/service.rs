@@ -8,6 +8,7 @@ use std::time::Duration;
 use ignis_api::manifest::{Manifest, VmManifest};
 use ignis_api::{ImageRecord, SnapshotRecord, VmRecord};
 use ignis_core::manifest::Applied;
+use ignis_core::snapshot::ForkOptions;
 use ignis_core::Error;
 
 pub trait Service: Send + Sync + 'static {
@@ -22,6 +23,15 @@ pub trait Service: Send + Sync + 'static {
     fn delete_manifests(&self, manifests: &[Manifest]) -> Vec<Applied>;
     fn snapshot_list(&self) -> Result<Vec<SnapshotRecord>, Error>;
     fn image_list(&self) -> Result<Vec<ImageRecord>, Error>;
+    fn vm_kill(&self, query: &str) -> Result<VmRecord, Error>;
+    /// The console log so far.
+    fn vm_logs(&self, query: &str) -> Result<Vec<u8>, Error>;
+    fn vm_snapshot(&self, query: &str, name: Option<&str>) -> Result<SnapshotRecord, Error>;
+    fn vm_fork(
+        &self,
+        source: &str,
+        opts: &ForkOptions,
+    ) -> Result<(SnapshotRecord, Vec<VmRecord>), Error>;
 }
 
 impl Service for ignis_core::Ignis {
@@ -57,5 +67,23 @@ impl Service for ignis_core::Ignis {
     }
     fn image_list(&self) -> Result<Vec<ImageRecord>, Error> {
         ignis_core::Ignis::image_list(self)
+    }
+    fn vm_kill(&self, query: &str) -> Result<VmRecord, Error> {
+        ignis_core::Ignis::vm_kill(self, query)
+    }
+    fn vm_logs(&self, query: &str) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        ignis_core::Ignis::vm_logs(self, query, false, &mut out)?;
+        Ok(out)
+    }
+    fn vm_snapshot(&self, query: &str, name: Option<&str>) -> Result<SnapshotRecord, Error> {
+        ignis_core::Ignis::vm_snapshot(self, query, name)
+    }
+    fn vm_fork(
+        &self,
+        source: &str,
+        opts: &ForkOptions,
+    ) -> Result<(SnapshotRecord, Vec<VmRecord>), Error> {
+        ignis_core::Ignis::vm_fork(self, source, opts)
     }
 }

@@ -95,6 +95,32 @@ impl Service for Fake {
         self.log("image_list".into());
         Ok(Vec::new())
     }
+    fn vm_kill(&self, query: &str) -> Result<VmRecord, Error> {
+        self.log(format!("vm_kill {query}"));
+        Ok(vm(query))
+    }
+    fn vm_logs(&self, query: &str) -> Result<Vec<u8>, Error> {
+        self.log(format!("vm_logs {query}"));
+        Ok(b"line 1\nline 2\n".to_vec())
+    }
+    fn vm_snapshot(&self, query: &str, name: Option<&str>) -> Result<SnapshotRecord, Error> {
+        self.log(format!("vm_snapshot {query} name={name:?}"));
+        Err(Error::new(ErrorKind::Conflict, "VM x is not running"))
+    }
+    fn vm_fork(
+        &self,
+        source: &str,
+        opts: &ignis_core::snapshot::ForkOptions,
+    ) -> Result<(SnapshotRecord, Vec<VmRecord>), Error> {
+        self.log(format!(
+            "vm_fork {source} count={} prefix={:?} rm={}",
+            opts.count, opts.name_prefix, opts.auto_remove
+        ));
+        Err(Error::new(
+            ErrorKind::Invalid,
+            "-n 0: want 1 to 1000 clones",
+        ))
+    }
 }
 
 /// Serves the router over the fake on 127.0.0.1 and returns a client.
@@ -168,6 +194,44 @@ fn paths_queries_and_errors_map_to_calls_and_problems() {
     assert_eq!(r.status, 500);
     assert_eq!(problem(&r.body)["title"], "Internal error");
     assert_eq!(fake.calls(), ["vm_remove x force=false", "vm_manifest x"]);
+
+    // Kill, logs (text), snapshot and fork: parameters reach the service.
+    assert_eq!(
+        c.request("POST", "/v1/vms/k/kill", None).unwrap().status,
+        200
+    );
+    let r = c.request("GET", "/v1/vms/k/logs", None).unwrap();
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"line 1\nline 2\n"[..])
+    );
+    assert_eq!(
+        c.request("POST", "/v1/vms/k/snapshot?name=s1", None)
+            .unwrap()
+            .status,
+        409
+    );
+    assert_eq!(
+        c.request(
+            "POST",
+            "/v1/snapshots/s1/fork?count=5&prefix=web&rm=true",
+            None
+        )
+        .unwrap()
+        .status,
+        400
+    );
+    c.request("POST", "/v1/snapshots/s1/fork", None).unwrap();
+    assert_eq!(
+        fake.calls(),
+        [
+            "vm_kill k",
+            "vm_logs k",
+            "vm_snapshot k name=Some(\"s1\")",
+            "vm_fork s1 count=5 prefix=Some(\"web\") rm=true",
+            "vm_fork s1 count=1 prefix=None rm=false"
+        ]
+    );
 
     // Unknown endpoints: a problem, not an empty 404.
     let r = c.request("GET", "/v2/whatever", None).unwrap();

@@ -75,6 +75,55 @@ pub fn run(host: &str, command: Command) -> anyhow::Result<i32> {
                 println!("{}", r["id"].as_str().unwrap_or(""));
             }
         }
+        Command::Kill { vms } => {
+            for v in vms {
+                let r: VmRecord =
+                    serde_json::from_slice(&post(&format!("/v1/vms/{}/kill", enc(&v)), None)?)?;
+                println!("{}", r.id);
+            }
+        }
+        Command::Logs { vm, follow: false } => {
+            use std::io::Write;
+            std::io::stdout().write_all(&get(&format!("/v1/vms/{}/logs", enc(&vm)))?)?;
+        }
+        Command::Snapshot(crate::cli::SnapshotArgs {
+            command: None,
+            vm: Some(vm),
+            name,
+        }) => {
+            let q = name
+                .map(|n| format!("?name={}", enc(&n)))
+                .unwrap_or_default();
+            let s: ignis_api::SnapshotRecord =
+                serde_json::from_slice(&post(&format!("/v1/vms/{}/snapshot{q}", enc(&vm)), None)?)?;
+            println!("{}", s.id);
+        }
+        Command::Fork {
+            source,
+            count,
+            name_prefix,
+            rm,
+        } => {
+            let t = std::time::Instant::now();
+            let mut q = format!("?count={count}&rm={rm}");
+            if let Some(p) = name_prefix {
+                q.push_str(&format!("&prefix={}", enc(&p)));
+            }
+            let r: serde_json::Value = serde_json::from_slice(&post(
+                &format!("/v1/snapshots/{}/fork{q}", enc(&source)),
+                None,
+            )?)?;
+            let clones = r["clones"].as_array().cloned().unwrap_or_default();
+            for c in &clones {
+                println!("{}", c["id"].as_str().unwrap_or(""));
+            }
+            eprintln!(
+                "{} clone(s) of {} running after {} ms",
+                clones.len(),
+                r["snapshot"]["name"].as_str().unwrap_or(""),
+                t.elapsed().as_millis()
+            );
+        }
         Command::Apply { file, output: fmt } => {
             // Parsed and validated here first: a bad file is reported with
             // its path, as in-process.
@@ -109,7 +158,7 @@ pub fn run(host: &str, command: Command) -> anyhow::Result<i32> {
                 .to_ascii_lowercase();
             return Err(Error::new(
                 ErrorKind::Invalid,
-                format!("`{name}` is not available through --host yet (ps, inspect, start, stop, rm, apply, get are)"),
+                format!("`{name}` is not available through --host yet (ps, inspect, start, stop, kill, rm, logs without -f, snapshot VM, fork, apply, get are)"),
             )
             .into());
         }
