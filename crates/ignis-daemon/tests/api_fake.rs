@@ -3,6 +3,7 @@
 //! become RFC 9457 problems with the right status. Plus a bounded property
 //! test: random bodies to /v1/apply never reach the service unless they
 //! parse, and never get a 5xx.
+#![allow(clippy::cast_possible_truncation)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
