@@ -595,13 +595,9 @@ fn the_tcp_api_over_tls_with_a_pinned_ca() {
 /// with one line where QEMU or the kernel package is missing.
 #[test]
 fn gitops_drives_a_linux_guest_on_qemu() {
-    let env = Env::new();
-    if let Some(m) = common::qemu_missing_piece(&env) {
-        eprintln!("skipped: {m}");
+    let Some(env) = common::linux_env() else {
         return;
-    }
-    let deb = std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap();
-    env.ok(&["kernel", "import", &deb, "--default"]);
+    };
     let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "sleep", "100000"]);
     let (bare, work) = repo(&env);
     std::fs::create_dir_all(work.join("vms")).unwrap();
@@ -689,20 +685,8 @@ fn kill_logs_snapshot_and_fork_through_the_daemon() {
         "app:1",
     ]);
     let d = Daemon::start(&env, &[]);
-    let remote = |args: &[&str]| {
-        let out = env
-            .cmd()
-            .env("IGNIS_HOST", d.host())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let host = d.host();
+    let remote = |args: &[&str]| env.ok_with(&[("IGNIS_HOST", &host)], args);
     assert_eq!(remote(&["logs", "f"]), env.ok(&["logs", "f"]));
     let snap = remote(&["snapshot", "f", "--name", "s"]);
     let snaps: serde_json::Value =

@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::Env;
 use std::io::Write;
 
 fn sha256(path: &std::path::Path) -> String {
@@ -22,13 +21,9 @@ fn sha256(path: &std::path::Path) -> String {
 
 #[test]
 fn exec_cp_health_hooks_and_clean_stop_through_the_agent() {
-    let env = Env::new();
-    if let Some(m) = common::qemu_missing_piece(&env) {
-        eprintln!("skipped: {m}");
+    let Some(env) = common::linux_env() else {
         return;
-    }
-    let deb = std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap();
-    env.ok(&["kernel", "import", &deb, "--default"]);
+    };
     let app = env.busybox_image(
         "agent-app:1",
         false,

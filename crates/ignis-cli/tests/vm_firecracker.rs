@@ -254,20 +254,7 @@ fn test_guest_snapshot_and_ten_forks_on_firecracker() {
         "testguest",
     ]);
     let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
-    let ok = |args: &[&str]| {
-        let out = env
-            .cmd()
-            .env("IGNIS_FIRECRACKER", &fc)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| env.ok_with(&[("IGNIS_FIRECRACKER", &fc)], args);
     ok(&[
         "run",
         "--backend",

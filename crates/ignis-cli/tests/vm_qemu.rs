@@ -4,18 +4,13 @@
 
 mod common;
 
-use common::Env;
 use std::time::Duration;
 
 #[test]
 fn linux_guest_lifecycle_on_qemu() {
-    let env = Env::new();
-    if let Some(m) = common::qemu_missing_piece(&env) {
-        eprintln!("skipped: {m}");
+    let Some(env) = common::linux_env() else {
         return;
-    }
-    let deb = std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap();
-    env.ok(&["kernel", "import", &deb, "--default"]);
+    };
     let app = env.busybox_image(
         "app:1",
         false,

@@ -68,7 +68,17 @@ impl Env {
 
     /// Runs ignis, asserting success, and returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        self.ok_with(&[], args)
+    }
+
+    /// As [`Env::ok`] with extra environment variables.
+    pub fn ok_with(&self, vars: &[(&str, &str)], args: &[&str]) -> String {
+        let out = self
+            .cmd()
+            .envs(vars.iter().copied())
+            .args(args)
+            .output()
+            .expect("run ignis");
         assert!(
             out.status.success(),
             "ignis {args:?} failed ({}): {}",
@@ -291,6 +301,20 @@ impl Env {
         }
         out
     }
+}
+
+/// An environment with Debian's kernel imported as the default, for the
+/// live Linux tier; `None` after one skip line naming what is missing.
+#[allow(dead_code)]
+pub fn linux_env() -> Option<Env> {
+    let env = Env::new();
+    if let Some(m) = qemu_missing_piece(&env) {
+        eprintln!("skipped: {m}");
+        return None;
+    }
+    let deb = std::env::var("IGNIS_TEST_KERNEL_DEB").expect("checked by qemu_missing_piece");
+    env.ok(&["kernel", "import", &deb, "--default"]);
+    Some(env)
 }
 
 /// Why the live QEMU tier cannot run here (`None`: it can).
