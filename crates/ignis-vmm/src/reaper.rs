@@ -1,14 +1,23 @@
 //! A VMM must not outlive its supervisor. PR_SET_PDEATHSIG on the VMM does
 //! that only until it changes credentials (the kernel clears it on setuid),
 //! and a confined VMM does: QEMU's `-runas`, Firecracker's jailer. So the
-//! supervisor forks a tiny watcher that keeps root's credentials and its
-//! own parent-death signal: when the supervisor dies, it SIGKILLs the VMM.
-//! Hand-written: a fork and four syscalls; no crate does this.
+//! supervisor forks a tiny watcher that keeps root's credentials and waits
+//! on a pipe whose only write end the supervisor holds: end of file means
+//! the supervisor died (however: SIGKILL, OOM, crash), and the watcher
+//! SIGKILLs the VMM; a byte means "dismissed" (the VMM already exited).
+//! A pipe, not a parent-death signal: that signal fires when the forking
+//! *thread* dies, and under load the main thread of a SIGKILLed
+//! multi-threaded supervisor can die first, leaving the watcher with a
+//! still-living parent process id that looks like a dismissal.
+//! Hand-written: a pipe, a fork and a few syscalls; no crate does this.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// A running watcher; [`Reaper::dismiss`] it once the VMM has exited.
 #[derive(Debug)]
 pub struct Reaper {
     pid: libc::pid_t,
+    tell: OwnedFd,
 }
 
 /// Forks the watcher of `vmm` (a pid), for the calling process.
@@ -16,31 +25,55 @@ pub struct Reaper {
 pub fn spawn(vmm: u32) -> std::io::Result<Reaper> {
     let vmm =
         libc::pid_t::try_from(vmm).map_err(|_| std::io::Error::other("VMM pid out of range"))?;
-    // SAFETY: the child only calls async-signal-safe functions (signal
-    // masks, prctl, getppid, sigwait, kill, _exit) before it exits: no
-    // allocation, no locks, which matters after fork in a threaded process.
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two descriptors we pass; the child below only
+    // calls async-signal-safe functions (dup2, close_range, signal, read,
+    // kill, _exit): no allocation, no locks, which matters after fork in a
+    // threaded process.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        let parent = libc::getpid();
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (read_end, write_end) = (fds[0], fds[1]);
         match libc::fork() {
-            -1 => Err(std::io::Error::last_os_error()),
+            -1 => {
+                let e = std::io::Error::last_os_error();
+                libc::close(read_end);
+                libc::close(write_end);
+                Err(e)
+            }
             0 => {
-                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                if libc::getppid() == parent {
-                    let mut sig = 0;
-                    libc::sigwait(&set, &mut sig);
+                // Only the read end stays open (as fd 3): a copy of any other
+                // descriptor would keep the supervisor's pipes and sockets
+                // alive after it died.
+                if read_end != 3 {
+                    libc::dup2(read_end, 3);
                 }
-                // Woken by the parent's death (or dismissed: then the
-                // parent is still there and the VMM already gone).
-                if libc::getppid() != parent {
+                libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+                for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+                let mut b = 0u8;
+                let n = loop {
+                    let n = libc::read(3, std::ptr::addr_of_mut!(b).cast(), 1);
+                    if n < 0 && *libc::__errno_location() == libc::EINTR {
+                        continue;
+                    }
+                    break n;
+                };
+                if n == 0 {
+                    // The supervisor is gone: so goes its VMM.
                     libc::kill(vmm, libc::SIGKILL);
                 }
                 libc::_exit(0)
             }
-            pid => Ok(Reaper { pid }),
+            pid => {
+                libc::close(read_end);
+                Ok(Reaper {
+                    pid,
+                    tell: OwnedFd::from_raw_fd(write_end),
+                })
+            }
         }
     }
 }
@@ -49,9 +82,9 @@ impl Reaper {
     /// Stops the watcher without touching the VMM, and reaps it.
     #[allow(unsafe_code)]
     pub fn dismiss(self) {
-        // SAFETY: plain syscalls on our own child.
+        // SAFETY: a write on our own pipe and a wait for our own child.
         unsafe {
-            libc::kill(self.pid, libc::SIGTERM);
+            libc::write(self.tell.as_raw_fd(), b"x".as_ptr().cast(), 1);
             libc::waitpid(self.pid, std::ptr::null_mut(), 0);
         }
     }
@@ -75,8 +108,7 @@ mod tests {
         // Now from a child process that is killed.
         let pid = vmm.id();
         #[allow(unsafe_code)]
-        // SAFETY: the child calls only spawn (fork + prctl/sigwait/kill)
-        // and pause/_exit.
+        // SAFETY: the child calls only spawn (pipe, fork) and pause/_exit.
         let sup = unsafe {
             match libc::fork() {
                 0 => {
