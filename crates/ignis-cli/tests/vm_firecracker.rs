@@ -38,6 +38,39 @@ fn firecracker_or_skip() -> Option<String> {
     Some(fc)
 }
 
+/// `ignis run` of the test guest on Firecracker; returns the VM ID. A
+/// failure shows the console, `ps` and the supervisors' logs.
+fn run_test_guest(env: &Env, fc: &str, name: &str, img: &str) -> String {
+    let out = env
+        .cmd()
+        .env("IGNIS_FIRECRACKER", fc)
+        .args([
+            "run",
+            "--backend",
+            "firecracker",
+            "--kernel",
+            "testguest",
+            "--name",
+            name,
+            img,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nconsole: {:?}\nps: {}\nsupervisor: {:?}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&env.run(&["logs", name]).stdout),
+        String::from_utf8_lossy(&env.run(&["ps", "-a"]).stdout),
+        std::fs::read_dir(env.root().join("vms"))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path().join("supervisor.log")).unwrap_or_default())
+            .collect::<Vec<_>>()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn jailer_next_to(fc: &str) -> bool {
     std::path::Path::new(fc).with_file_name("jailer").is_file()
         || std::env::var_os("IGNIS_JAILER").is_some()
@@ -65,34 +98,7 @@ fn test_guest_lifecycle_on_firecracker() {
     ]);
     let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
 
-    let id = env
-        .cmd()
-        .env("IGNIS_FIRECRACKER", &fc)
-        .args([
-            "run",
-            "--backend",
-            "firecracker",
-            "--kernel",
-            "testguest",
-            "--name",
-            "fc1",
-            &img,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        id.status.success(),
-        "{}\nconsole: {:?}\nps: {}\nsupervisor: {:?}",
-        String::from_utf8_lossy(&id.stderr),
-        String::from_utf8_lossy(&env.run(&["logs", "fc1"]).stdout),
-        String::from_utf8_lossy(&env.run(&["ps", "-a"]).stdout),
-        std::fs::read_dir(env.root().join("vms"))
-            .unwrap()
-            .flatten()
-            .map(|e| std::fs::read_to_string(e.path().join("supervisor.log")).unwrap_or_default())
-            .collect::<Vec<_>>()
-    );
-    let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let id = run_test_guest(&env, &fc, "fc1", &img);
     assert!(env.ok(&["logs", "fc1"]).contains("IGNIS-INIT ready"));
     let ps = env.ok(&["ps"]);
     assert!(ps.contains("fc1") && ps.contains("Up"), "{ps}");
@@ -157,26 +163,7 @@ fn test_guest_lifecycle_on_firecracker() {
 
     // SIGKILL of a supervisor: the next command tells the truth and
     // releases the VM's cgroup and jail; `system check` finds nothing.
-    let out = env
-        .cmd()
-        .env("IGNIS_FIRECRACKER", &fc)
-        .args([
-            "run",
-            "--backend",
-            "firecracker",
-            "--kernel",
-            "testguest",
-            "--name",
-            "fc2",
-            &img,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_test_guest(&env, &fc, "fc2", &img);
     let v = env.vm_json("fc2");
     let id2 = v["id"].as_str().unwrap().to_string();
     let sup = v["status"]["supervisorPid"].as_u64().unwrap();
