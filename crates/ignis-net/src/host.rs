@@ -213,9 +213,12 @@ impl NetHost for LinuxNet {
 
     fn apply_rules(&self, ruleset: &serde_json::Value) -> Result<(), NetError> {
         let payload = ruleset.to_string();
+        if crate::nftgen::unchanged(&payload) {
+            return Ok(());
+        }
         let args: [&str; 0] = [];
         nftables::helper::apply_ruleset_raw(&payload, None::<&str>, args)
-            .map(drop)
+            .map(|_| crate::nftgen::record(&payload))
             .map_err(|e| {
                 let s = e.to_string();
                 if s.contains("No such file") && s.contains("nft") {

@@ -14,6 +14,7 @@
 mod fake;
 mod host;
 mod ipam;
+mod nftgen;
 mod ports;
 mod rules;
 
