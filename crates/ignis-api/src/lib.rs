@@ -19,8 +19,8 @@ pub use prune::PruneReport;
 pub use size::parse_size;
 pub use snapshot::{BlobRef, SnapshotRecord};
 pub use vm::{
-    CgroupLimits, Confinement, CopyFileSpec, NetworkSpec, PortSpec, RunMode, SnapshotOrigin,
-    SshSpec, VmRecord, VmSpec, VmState, VmStatus,
+    CgroupLimits, Confinement, CopyFileSpec, NetworkSpec, PhaseTiming, PortSpec, RunMode,
+    SnapshotOrigin, SshSpec, VmRecord, VmSpec, VmState, VmStatus,
 };
 
 /// Prefix of every content digest ignis produces or accepts.

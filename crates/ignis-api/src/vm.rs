@@ -209,6 +209,23 @@ pub struct VmStatus {
     /// How the running VMM is confined (set when it starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confinement: Option<Confinement>,
+    /// Where the time of the latest start went (`run`, `start`, `fork`,
+    /// `restore`), phase by phase, on one clock that begins when the
+    /// command did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timings: Vec<PhaseTiming>,
+}
+
+/// One phase of a start: `create`, `disk`, `initramfs`, `spawn`,
+/// `vmm-configured`, `guest-ready`, ... (see ARCHITECTURE.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PhaseTiming {
+    pub phase: String,
+    /// Microseconds from the start of the command to the start of the phase.
+    pub at_us: u64,
+    /// How long the phase took, in microseconds.
+    pub took_us: u64,
 }
 
 /// The least privilege a VMM runs with, as applied (read back from the

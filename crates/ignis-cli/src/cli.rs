@@ -160,6 +160,9 @@ pub enum Command {
         /// Return once the VMM runs, without waiting for the guest to report ready.
         #[arg(long)]
         no_wait: bool,
+        /// Print where the time went, phase by phase (also in `inspect`).
+        #[arg(long)]
+        timings: bool,
     },
     /// Stop VMs gracefully (killed after --time).
     Stop {
@@ -241,6 +244,9 @@ pub enum Command {
         /// Remove each clone when it stops.
         #[arg(long)]
         rm: bool,
+        /// Print where the time went, phase by phase (also in `inspect`).
+        #[arg(long)]
+        timings: bool,
     },
     /// Start a new VM from a snapshot (a fork of one).
     Restore {
@@ -249,6 +255,9 @@ pub enum Command {
         name: Option<String>,
         #[arg(long)]
         rm: bool,
+        /// Print where the time went, phase by phase (also in `inspect`).
+        #[arg(long)]
+        timings: bool,
     },
     /// Run a command in a running VM (through its guest agent).
     Exec(ExecArgs),
@@ -307,9 +316,7 @@ pub enum Command {
     /// Internal: how the VM would be booted by hand (benchmarks, debugging).
     #[command(name = "__boot-plan", hide = true)]
     BootPlan { vm: String },
-    /// Internal: the per-VM supervisor.
-    #[command(name = "__supervise", hide = true)]
-    Supervise { id: String },
+
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -406,6 +413,9 @@ pub struct RunArgs {
     /// Return once the VMM runs, without waiting for the guest to report ready.
     #[arg(long)]
     pub no_wait: bool,
+    /// Print where the time went, phase by phase (also in `inspect`).
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

@@ -32,6 +32,7 @@ fn default_sigpipe() {
 }
 
 fn main() {
+    output::started_ns();
     default_sigpipe();
     let cli = cli::Cli::parse();
     let filter = std::env::var("IGNIS_LOG").unwrap_or_else(|_| cli.log_level.clone());

@@ -150,6 +150,72 @@ fn plural(n: i64, unit: &str) -> String {
     }
 }
 
+/// When this command started (the origin of its timeline): the process's
+/// own start on the monotonic clock, so `--timings` includes the CLI's
+/// start-up.
+pub fn started_ns() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(ignis_core::timing::now_ns)
+}
+
+/// `--timings`: where the time of a start went, on stderr. One VM: each
+/// phase with when it began and how long it took; several (a fork): the
+/// median and the slowest per phase.
+pub fn timings(vms: &[ignis_api::VmRecord]) {
+    let ms = |us: u64| format!("{:.1}", us as f64 / 1000.0);
+    let mut out = String::new();
+    if let [vm] = vms {
+        out.push_str(&format!(
+            "{:<16} {:>10} {:>10}\n",
+            "PHASE", "AT (ms)", "TOOK (ms)"
+        ));
+        for p in &vm.status.timings {
+            out.push_str(&format!(
+                "{:<16} {:>10} {:>10}\n",
+                p.phase,
+                ms(p.at_us),
+                ms(p.took_us)
+            ));
+        }
+    } else {
+        let mut phases: Vec<&str> = Vec::new();
+        for vm in vms {
+            for p in &vm.status.timings {
+                if !phases.contains(&p.phase.as_str()) {
+                    phases.push(&p.phase);
+                }
+            }
+        }
+        out.push_str(&format!(
+            "{:<16} {:>6} {:>14} {:>14} {:>14}\n",
+            "PHASE", "VMS", "MEDIAN AT", "MEDIAN TOOK", "MAX TOOK"
+        ));
+        for name in phases {
+            let mut took: Vec<u64> = Vec::new();
+            let mut at: Vec<u64> = Vec::new();
+            for p in vms
+                .iter()
+                .flat_map(|v| &v.status.timings)
+                .filter(|p| p.phase == name)
+            {
+                took.push(p.took_us);
+                at.push(p.at_us);
+            }
+            took.sort_unstable();
+            at.sort_unstable();
+            out.push_str(&format!(
+                "{:<16} {:>6} {:>14} {:>14} {:>14}\n",
+                name,
+                took.len(),
+                ms(at[at.len() / 2]),
+                ms(took[took.len() / 2]),
+                ms(*took.last().unwrap_or(&0))
+            ));
+        }
+    }
+    eprint!("{out}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

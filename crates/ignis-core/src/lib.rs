@@ -13,6 +13,7 @@ pub mod manifest;
 mod resolve;
 pub mod snapshot;
 pub mod system;
+pub mod timing;
 pub mod vm;
 
 pub use error::{Error, ErrorKind};
@@ -58,6 +59,7 @@ impl Ignis {
             .map_err(|e: ignis_net::IpamError| Error::new(ErrorKind::Invalid, e.to_string()))?;
         let store =
             Store::open(&opts.root).map_err(|e| Error::internal("open the state root", e))?;
+        ignis_vmm::detect::cache_versions_in(&store.cache_dir());
         Ok(Self {
             store,
             disks: Box::new(Mke2fs),

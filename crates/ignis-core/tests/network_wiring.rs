@@ -68,7 +68,7 @@ fn start_exit_and_rm_drive_bridge_tap_and_rules() {
     assert!(net.calls().is_empty(), "create touches no host network");
 
     // The supervisor, in-process: the fake VMM reports exit 0 at once.
-    ignis.vm_supervise(&vm.id).unwrap();
+    ignis.vm_supervise(&vm.id, Default::default()).unwrap();
     let tap = format!("ig-{}", &vm.id[..12]);
     let calls = net.calls();
     assert_eq!(calls[0], "ensure_bridge ignis0 10.77.0.1/24");

@@ -44,6 +44,7 @@ impl Store {
         for (digest, size) in self.blobs().list().map_err(io(self.root()))? {
             if !referenced.contains(&digest) {
                 self.blobs().remove(&digest)?;
+                self.db().tx(|tx| tx.remove_seal(&digest))?;
                 tracing::debug!(%digest, "gc: removed unreferenced blob");
                 report.blobs_removed += 1;
                 report.bytes_freed += size;

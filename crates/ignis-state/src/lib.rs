@@ -4,10 +4,13 @@
 //! <root>/
 //!   state.db            SQLite, WAL; records and blob references (schema.rs)
 //!   blobs/sha256/<hex>  content-addressed blobs, verified on the way in
+//!   blobs/sha256-chunked/<hex>  VM-sized blobs (snapshots), see chunked.rs
 //!   disks/              derived files owned by a record (image ext4 disks)
 //!   vms/<id>/           a VM's writable disk, console log, runtime files
 //!   tmp/<op>/           per-operation scratch; removed by the operation or GC
 //!   locks/              advisory flock files (gc.lock, per-object locks)
+//!   cache/              derived, rebuildable, owned by no record: empty
+//!                       writable-disk templates, VMM `--version` answers
 //! ```
 //!
 //! Concurrency: several ignis processes may run at once. SQLite serialises
@@ -23,16 +26,26 @@
 //! files it names exist.
 
 mod blob;
+pub mod chunked;
 mod db;
 pub mod fsutil;
 mod gc;
 mod lock;
 mod schema;
 
-pub use blob::{digest_hex, BlobStore, BlobWriter, DigestError};
+pub use blob::{digest_hex, parse_digest, Algorithm, BlobStore, BlobWriter, DigestError};
 pub use db::{Db, DbError, ForwardRow, ObjectRow, Tx};
 pub use fsutil::{fsync_dir, write_atomic};
 pub use gc::GcError;
+
+/// A blob could not be sealed or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("blob check")]
+    Blob(#[from] DigestError),
+    #[error("blob seal record")]
+    Db(#[from] DbError),
+}
 pub use lock::{FileLock, LockError};
 
 use std::path::{Path, PathBuf};
@@ -61,7 +74,16 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the state root and migrates the database.
     pub fn open(root: &Path) -> Result<Self, OpenError> {
-        for dir in ["", "blobs/sha256", "disks", "vms", "tmp", "locks"] {
+        for dir in [
+            "",
+            "blobs/sha256",
+            "blobs/sha256-chunked",
+            "disks",
+            "vms",
+            "tmp",
+            "locks",
+            "cache",
+        ] {
             let path = root.join(dir);
             std::fs::create_dir_all(&path).map_err(|source| OpenError::CreateDir {
                 path: path.clone(),
@@ -78,6 +100,49 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The identity of a blob's file: inode, size, mtime (ns).
+    fn blob_identity(&self, digest: &str) -> Result<(u64, u64, i64), DigestError> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(self.blobs.path(digest)?).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => DigestError::Missing {
+                digest: digest.to_string(),
+            },
+            _ => DigestError::Io(e),
+        })?;
+        Ok((
+            m.ino(),
+            m.size(),
+            m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        ))
+    }
+
+    /// Seals a blob that was just verified (it entered the store, or was
+    /// re-hashed): later uses check the seal instead of re-hashing.
+    pub fn seal_blob(&self, digest: &str) -> Result<(), SealError> {
+        let id = self.blob_identity(digest)?;
+        self.db.tx(|tx| tx.set_seal(digest, id))?;
+        Ok(())
+    }
+
+    /// Checks a blob before use: a stat when its file is as it was sealed;
+    /// otherwise (written to, replaced, never sealed) a full re-hash, which
+    /// refuses a blob that no longer matches its digest and re-seals one
+    /// that does. Returns whether it had to re-hash.
+    pub fn check_blob(&self, digest: &str) -> Result<bool, SealError> {
+        let id = self.blob_identity(digest)?;
+        if self.db.read(|tx| tx.seal(digest))? == Some(id) {
+            return Ok(false);
+        }
+        self.blobs.verify(digest)?;
+        self.db.tx(|tx| tx.set_seal(digest, id))?;
+        Ok(true)
+    }
+
+    /// Derived files that any process may rebuild (never collected).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
     }
 
     pub fn blobs(&self) -> &BlobStore {

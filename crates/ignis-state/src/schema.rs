@@ -14,6 +14,7 @@
 //! - `files(path, owner)`: derived files (image disks) owned by a record
 //! - `uses(user, used)`: e.g. a VM uses an image; blocks `image rm`
 //! - `leases(network, ip) -> vm`, `ports(host_ip, host_port, proto) -> vm`
+//! - `blob_seals(digest)`: the file identity of a blob when it was verified
 
 pub const MIGRATIONS: &[&str] = &[
     // v1
@@ -78,6 +79,18 @@ pub const MIGRATIONS: &[&str] = &[
         vm_port   INTEGER NOT NULL,
         PRIMARY KEY (host_ip, host_port, proto),
         FOREIGN KEY (vm_kind, vm_id) REFERENCES objects (kind, id) ON DELETE CASCADE
+    );
+    "#,
+    // v3: seals of verified blobs. A blob is hashed when it enters the
+    // store; its file's identity then (inode, size, mtime) is its seal.
+    // Using it checks the seal (a stat), and re-hashes only a blob whose
+    // file changed since.
+    r#"
+    CREATE TABLE blob_seals (
+        digest   TEXT PRIMARY KEY,
+        ino      INTEGER NOT NULL,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL
     );
     "#,
 ];

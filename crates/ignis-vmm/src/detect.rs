@@ -74,9 +74,65 @@ fn kvm_state(dev: &Path, sys_module: &Path, cpuinfo: &str) -> Kvm {
     Kvm::Usable("kvm".into())
 }
 
-fn firecracker_version(bin: &Path) -> Option<String> {
+/// Where `--version` answers are cached (a state root's `cache/`), so the
+/// hot path (`run`, `fork`) does not spawn the VMM binary to ask.
+static VERSION_CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Caches `--version` answers in `dir` from now on (first call wins).
+pub fn cache_versions_in(dir: &Path) {
+    let _ = VERSION_CACHE.set(dir.to_path_buf());
+}
+
+/// The first line of `bin --version`, cached on disk under a key of the
+/// binary's identity (path, inode, size, mtime, ctime): replacing or
+/// rebuilding the binary changes the key.
+pub fn binary_version(bin: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let key = std::fs::metadata(bin).ok().map(|m| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            bin,
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+            .hash(&mut h);
+        format!("version-{:016x}", h.finish())
+    });
+    let cached = VERSION_CACHE
+        .get()
+        .zip(key.as_ref())
+        .map(|(d, k)| d.join(k));
+    if let Some(line) = cached
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+    {
+        if !line.is_empty() {
+            return Some(line);
+        }
+    }
     let out = Command::new(bin).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())?;
+    if let Some(p) = cached {
+        // Best effort: a cache that cannot be written is only slower.
+        let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, &line).is_ok() && std::fs::rename(&tmp, &p).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Some(line)
+}
+
+fn firecracker_version(bin: &Path) -> Option<String> {
+    let text = binary_version(bin)?;
     let v = text
         .split_whitespace()
         .find(|w| w.starts_with('v'))?
@@ -97,11 +153,7 @@ pub fn vmm_version(kind: crate::BackendKind) -> Option<String> {
         #[cfg(any(test, feature = "fake"))]
         crate::BackendKind::Fake => return Some("fake 1".into()),
     };
-    let out = Command::new(bin).arg("--version").output().ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(|l| l.trim().to_string())
+    binary_version(&bin)
 }
 
 /// `major.minor` at least 1.10.

@@ -61,10 +61,8 @@ pub struct VmSpec {
     pub id: String,
     /// Runtime directory: control sockets live here.
     pub dir: PathBuf,
-    /// ELF vmlinux (Firecracker; QEMU too when there is no bzImage).
+    /// ELF vmlinux (both backends: QEMU boots it through PVH).
     pub vmlinux: PathBuf,
-    /// bzImage (QEMU boots it fastest).
-    pub bzimage: Option<PathBuf>,
     pub initrd: PathBuf,
     pub cmdline: String,
     pub vcpus: u32,
@@ -91,7 +89,7 @@ pub struct Confinement {
     pub sandbox: bool,
     /// Firecracker: start it through this jailer (chroot, own uid/gid).
     pub jailer: Option<PathBuf>,
-    /// The cgroup the VMM joins before it execs.
+    /// The VMM's cgroup (the supervisor moves it in once it runs).
     pub cgroup: Option<std::sync::Arc<cgroup::VmCgroup>>,
 }
 
@@ -167,16 +165,13 @@ pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
 }
 
 /// Spawns a VMM command that dies with its parent (see
-/// [`die_with_parent`]) inside its cgroup, mapping a failure to
-/// [`VmmError::Spawn`].
+/// [`die_with_parent`]), mapping a failure to [`VmmError::Spawn`]. The
+/// caller moves it into its cgroup ([`cgroup::VmCgroup::add`]).
 pub(crate) fn spawn_vmm(
     mut cmd: std::process::Command,
-    confine: &Confinement,
+    _confine: &Confinement,
 ) -> Result<Child, VmmError> {
     die_with_parent(&mut cmd);
-    if let Some(cg) = &confine.cgroup {
-        cg.join_on_exec(&mut cmd);
-    }
     let binary = cmd.get_program().to_string_lossy().into_owned();
     cmd.spawn()
         .map_err(|source| VmmError::Spawn { binary, source })

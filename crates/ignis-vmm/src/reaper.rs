@@ -20,11 +20,43 @@ pub struct Reaper {
     tell: OwnedFd,
 }
 
+/// A watcher forked before the VMM exists (see [`Watcher::fork`]), armed
+/// with the VMM's pid once it runs.
+#[derive(Debug)]
+pub struct Watcher(Reaper);
+
+impl Watcher {
+    /// Forks the watcher now, while the calling process is still small: a
+    /// fork shares the parent's pages copy-on-write, and the watcher keeps
+    /// the ones the parent changes later, so the earlier it forks, the
+    /// less memory it holds (tens of KiB at a supervisor's start, against
+    /// its whole heap after setup). It waits for [`Watcher::arm`]; if the
+    /// calling process dies before, it exits without killing anything.
+    pub fn fork() -> std::io::Result<Self> {
+        fork_watcher().map(Watcher)
+    }
+
+    /// Tells the watcher which process to kill if the caller dies.
+    #[allow(unsafe_code)]
+    pub fn arm(self, vmm: u32) -> std::io::Result<Reaper> {
+        let pid = i32::try_from(vmm).map_err(|_| std::io::Error::other("VMM pid out of range"))?;
+        let bytes = pid.to_le_bytes();
+        // SAFETY: a 4-byte write from a live buffer on our own pipe.
+        let n = unsafe { libc::write(self.0.tell.as_raw_fd(), bytes.as_ptr().cast(), 4) };
+        if n != 4 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(self.0)
+    }
+}
+
 /// Forks the watcher of `vmm` (a pid), for the calling process.
-#[allow(unsafe_code)]
 pub fn spawn(vmm: u32) -> std::io::Result<Reaper> {
-    let vmm =
-        libc::pid_t::try_from(vmm).map_err(|_| std::io::Error::other("VMM pid out of range"))?;
+    Watcher::fork()?.arm(vmm)
+}
+
+#[allow(unsafe_code)]
+fn fork_watcher() -> std::io::Result<Reaper> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 fills the two descriptors we pass; the child below only
     // calls async-signal-safe functions (dup2, close_range, signal, read,
@@ -53,17 +85,31 @@ pub fn spawn(vmm: u32) -> std::io::Result<Reaper> {
                 for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
                     libc::signal(sig, libc::SIG_IGN);
                 }
-                let mut b = 0u8;
-                let n = loop {
-                    let n = libc::read(3, std::ptr::addr_of_mut!(b).cast(), 1);
+                // Read what the pipe brings: the VMM's pid (4 bytes), then
+                // either a dismissal (1 byte) or end of file.
+                let mut buf = [0u8; 4];
+                let mut got = 0usize;
+                let mut vmm: libc::pid_t = 0;
+                loop {
+                    let n = libc::read(3, buf.as_mut_ptr().add(got).cast(), 4 - got);
                     if n < 0 && *libc::__errno_location() == libc::EINTR {
                         continue;
                     }
-                    break n;
-                };
-                if n == 0 {
-                    // The supervisor is gone: so goes its VMM.
-                    libc::kill(vmm, libc::SIGKILL);
+                    if n <= 0 {
+                        // The supervisor is gone: so goes its VMM (if any).
+                        if vmm > 0 {
+                            libc::kill(vmm, libc::SIGKILL);
+                        }
+                        break;
+                    }
+                    if vmm > 0 {
+                        break; // dismissed
+                    }
+                    got += usize::try_from(n).unwrap_or(0);
+                    if got == 4 {
+                        vmm = libc::pid_t::from_le_bytes(buf);
+                        got = 0;
+                    }
                 }
                 libc::_exit(0)
             }
@@ -90,6 +136,19 @@ impl Reaper {
     }
 }
 
+impl Watcher {
+    /// Ends an unarmed watcher (the VMM never started).
+    pub fn dismiss(self) {
+        let Reaper { pid, tell } = self.0;
+        drop(tell);
+        #[allow(unsafe_code)]
+        // SAFETY: a wait for our own child, which exits on end of file.
+        unsafe {
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// A process standing in for the supervisor forks the watcher of a
@@ -103,6 +162,8 @@ mod tests {
             .unwrap();
         let r = super::spawn(vmm.id()).unwrap();
         r.dismiss();
+        // Forked early and never armed: ends on dismissal, kills nothing.
+        super::Watcher::fork().unwrap().dismiss();
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(vmm.try_wait().unwrap().is_none(), "dismissed: VMM alive");
         // Now from a child process that is killed.

@@ -36,12 +36,14 @@ pub fn dispatch(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
             count,
             name_prefix,
             rm,
-        } => snapshot::fork(ignis, &source, count, name_prefix, None, rm).map(|()| 0),
+            timings,
+        } => snapshot::fork(ignis, &source, count, name_prefix, None, rm, timings).map(|()| 0),
         Command::Restore {
             snapshot: s,
             name,
             rm,
-        } => snapshot::fork(ignis, &s, 1, None, name, rm).map(|()| 0),
+            timings,
+        } => snapshot::fork(ignis, &s, 1, None, name, rm, timings).map(|()| 0),
         Command::Ssh { user, vm, command } => exec::ssh(ignis, &user, &vm, &command),
         Command::Cp { src, dest } => exec::cp(ignis, &src, &dest).map(|()| 0),
         Command::Configure {

@@ -103,6 +103,7 @@ pub fn run(host: &str, command: Command) -> anyhow::Result<i32> {
             count,
             name_prefix,
             rm,
+            ..
         } => {
             let t = std::time::Instant::now();
             let mut q = format!("?count={count}&rm={rm}");

@@ -129,9 +129,10 @@ pub fn fork(
     name_prefix: Option<String>,
     name: Option<String>,
     rm: bool,
+    timings: bool,
 ) -> anyhow::Result<()> {
     let t = std::time::Instant::now();
-    let (snap, clones) = ignis.vm_fork(
+    let (snap, clones) = ignis.vm_fork_timed(
         source,
         &ForkOptions {
             count,
@@ -139,9 +140,13 @@ pub fn fork(
             name,
             auto_remove: rm,
         },
+        crate::output::started_ns(),
     )?;
     for c in &clones {
         println!("{}", c.id);
+    }
+    if timings {
+        crate::output::timings(&clones);
     }
     eprintln!(
         "{} clone(s) of {} running after {} ms",

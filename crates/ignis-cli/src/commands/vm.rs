@@ -238,24 +238,36 @@ fn each(vms: Vec<String>, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyh
 pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Run(r) => {
+            let timeline = ignis_core::timing::Timeline::starting_at(output::started_ns());
             let fg = !r.detach && (r.rm || r.interactive || r.tty);
-            let vm = ignis.vm_create(&create_options(r.create, r.rm)?)?;
+            let vm = ignis.vm_create_timed(&create_options(r.create, r.rm)?, &timeline)?;
             if fg && (r.interactive || r.tty) {
-                ignis.vm_start(&vm.id, false)?;
+                ignis.vm_start_timed(&vm.id, false, &timeline)?;
                 return super::attach::attach(ignis, &vm.id, r.tty);
             }
             if fg {
-                ignis.vm_start(&vm.id, false)?;
+                ignis.vm_start_timed(&vm.id, false, &timeline)?;
                 return foreground(ignis, &vm.id);
             }
-            ignis.vm_start(&vm.id, !r.no_wait)?;
+            let rec = ignis.vm_start_timed(&vm.id, !r.no_wait, &timeline)?;
             println!("{}", vm.id);
+            if r.timings {
+                output::timings(std::slice::from_ref(&rec));
+            }
         }
         Command::Create(a) => println!("{}", ignis.vm_create(&create_options(a, false)?)?.id),
-        Command::Start { vms, no_wait } => {
+        Command::Start {
+            vms,
+            no_wait,
+            timings,
+        } => {
             return each(vms, |v| {
-                let rec = ignis.vm_start(v, !no_wait)?;
+                let timeline = ignis_core::timing::Timeline::new();
+                let rec = ignis.vm_start_timed(v, !no_wait, &timeline)?;
                 println!("{}", rec.id);
+                if timings {
+                    output::timings(std::slice::from_ref(&rec));
+                }
                 Ok(())
             })
         }
@@ -343,7 +355,6 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
                 }
             }
         }
-        Command::Supervise { id } => ignis.vm_supervise(&id)?,
         Command::BootPlan { vm } => println!(
             "{}",
             serde_json::to_string_pretty(&ignis.vm_boot_plan(&vm)?)?

@@ -88,14 +88,20 @@ impl Env {
         String::from_utf8(out.stdout).expect("utf8")
     }
 
+    /// Every blob in the store: sha256 ones by their hex, the chunked
+    /// ones (snapshots) as `sha256-chunked:<hex>`.
     pub fn blobs(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.root().join("blobs/sha256"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let list = |dir: &str, prefix: &str| -> Vec<String> {
+            std::fs::read_dir(self.root().join("blobs").join(dir))
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| format!("{prefix}{}", e.file_name().to_string_lossy()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut v = list("sha256", "");
+        v.extend(list("sha256-chunked", "sha256-chunked:"));
         v.sort();
         v
     }

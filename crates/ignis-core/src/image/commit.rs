@@ -30,7 +30,7 @@ impl Ignis {
             .store
             .object_lock(KIND, &id)
             .map_err(|e| Error::internal("lock the image", e))?;
-        if let Some(row) = self.store.db().tx(|tx| tx.get_object(KIND, &id))? {
+        if let Some(row) = self.store.db().read(|tx| tx.get_object(KIND, &id))? {
             // Stored already (maybe by a concurrent import): only add names.
             self.store.db().tx(|tx| {
                 for n in &names {
@@ -41,7 +41,7 @@ impl Ignis {
             let row = self
                 .store
                 .db()
-                .tx(|tx| tx.get_object(KIND, &row.id))?
+                .read(|tx| tx.get_object(KIND, &row.id))?
                 .expect("exists");
             return parse(&row);
         }
@@ -107,7 +107,7 @@ impl Ignis {
         let row = self
             .store
             .db()
-            .tx(|tx| tx.get_object(KIND, &id))?
+            .read(|tx| tx.get_object(KIND, &id))?
             .expect("just inserted");
         parse(&row)
     }

@@ -6,7 +6,7 @@ use crate::{Error, Ignis};
 impl Ignis {
     /// `ignis image ls`: all images, newest first.
     pub fn image_list(&self) -> Result<Vec<ImageRecord>, Error> {
-        let rows = self.store.db().tx(|tx| tx.list_objects(KIND))?;
+        let rows = self.store.db().read(|tx| tx.list_objects(KIND))?;
         rows.iter().map(parse).collect()
     }
 }

@@ -127,7 +127,7 @@ impl Ignis {
         let row = self
             .store
             .db()
-            .tx(|tx| tx.get_object(KIND, &id))?
+            .read(|tx| tx.get_object(KIND, &id))?
             .expect("just inserted");
         parse(&row)
     }

@@ -39,7 +39,12 @@ impl Ignis {
                     format!("invalid snapshot name '{n}': use letters, digits, '_', '.', '-'"),
                 ));
             }
-            if self.store.db().tx(|tx| tx.lookup_name(KIND, n))?.is_some() {
+            if self
+                .store
+                .db()
+                .read(|tx| tx.lookup_name(KIND, n))?
+                .is_some()
+            {
                 return Err(Error::new(
                     ErrorKind::Conflict,
                     format!("a snapshot named '{n}' exists; remove it or pick another --name"),
@@ -65,6 +70,9 @@ impl Ignis {
             .map_err(|e| Error::internal("create a scratch directory", e))?;
         let control = ignis_vmm::control(kind, &dir);
         let paused_at = Instant::now();
+        // While paused: the VMM's state and memory, and the writable disk.
+        // Copies cost what the files hold (their data extents, in the
+        // kernel), never their apparent size.
         let saved = (|| -> Result<(), Error> {
             let files = control.snapshot(scratch.path()).map_err(|e| {
                 Error::with_source(
@@ -74,22 +82,15 @@ impl Ignis {
                 )
             })?;
             crate::fault::point("snapshot:state-saved");
-            if files.memory != scratch.path().join("memory") {
-                ignis_state::fsutil::copy_sparse(
-                    &files.memory,
-                    &scratch.path().join("memory"),
-                    |_| {},
-                )
-                .map_err(|e| Error::internal("copy the guest memory", e))?;
+            for (from, to) in [(&files.memory, "memory"), (&files.state, "vmstate")] {
+                if *from != scratch.path().join(to) {
+                    ignis_state::fsutil::clone_or_copy(from, &scratch.path().join(to))
+                        .map_err(|e| Error::internal(&format!("copy the VM's {to}"), e))?;
+                }
             }
-            if files.state != scratch.path().join("vmstate") {
-                std::fs::copy(&files.state, scratch.path().join("vmstate"))
-                    .map_err(|e| Error::internal("copy the VMM state", e))?;
-            }
-            ignis_state::fsutil::copy_sparse(
+            ignis_state::fsutil::clone_or_copy(
                 &dir.join("data.ext4"),
                 &scratch.path().join("disk"),
-                |_| {},
             )
             .map_err(|e| Error::internal("copy the writable disk", e))?;
             Ok(())
@@ -110,12 +111,18 @@ impl Ignis {
             )
         })?;
         crate::fault::point("snapshot:resumed");
+        // Into the store (moved, not copied), hashed as they enter it
+        // (sha256-chunked: only data is read, on every core), and sealed:
+        // forks check the seal instead of re-hashing.
         let put = |file: &str| -> Result<BlobRef, Error> {
             let (digest, size) = self
                 .store
                 .blobs()
-                .put_file(&scratch.path().join(file))
+                .adopt(&scratch.path().join(file))
                 .map_err(|e| Error::internal("store a snapshot blob", e))?;
+            self.store
+                .seal_blob(&digest)
+                .map_err(|e| Error::internal("seal a snapshot blob", e))?;
             Ok(BlobRef { digest, size })
         };
         let (state, memory, disk) = (put("vmstate")?, put("memory")?, put("disk")?);

@@ -33,7 +33,9 @@ impl Ignis {
             h.set_cksum();
             b.append_data(&mut h, MANIFEST, &manifest[..])?;
             for blob in [&snap.state, &snap.memory, &snap.disk] {
-                let hex = blob.digest.trim_start_matches("sha256:");
+                let hex = ignis_state::parse_digest(&blob.digest)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?
+                    .1;
                 let mut f = self
                     .store
                     .blobs()
@@ -111,10 +113,12 @@ impl Ignis {
                 )));
             };
             let hex = name.strip_prefix("blobs/").unwrap_or("");
-            let Some(blob) = [&s.state, &s.memory, &s.disk]
-                .into_iter()
-                .find(|b| b.digest == format!("sha256:{hex}"))
-            else {
+            let Some((blob, algo)) = [&s.state, &s.memory, &s.disk].into_iter().find_map(|b| {
+                match ignis_state::parse_digest(&b.digest) {
+                    Ok((algo, h)) if h == hex => Some((b, algo)),
+                    _ => None,
+                }
+            }) else {
                 return Err(invalid(format!(
                     "{}: unexpected entry {name}",
                     path.display()
@@ -131,7 +135,7 @@ impl Ignis {
             let mut w = self
                 .store
                 .blobs()
-                .writer()
+                .writer_for(algo)
                 .map_err(|e| Error::internal("store a blob", e))?;
             std::io::copy(&mut entry.by_ref().take(blob.size), &mut w).map_err(bad)?;
             w.commit(Some(&blob.digest)).map_err(|e| {
@@ -144,6 +148,9 @@ impl Ignis {
                     e,
                 )
             })?;
+            self.store
+                .seal_blob(&blob.digest)
+                .map_err(|e| Error::internal("seal a snapshot blob", e))?;
             stored.insert(blob.digest.clone());
         }
         let snap = snap.ok_or_else(|| invalid(format!("{}: no {MANIFEST}", path.display())))?;

@@ -5,6 +5,7 @@
 
 use ignis_api::{SnapshotRecord, VmRecord};
 
+use crate::timing::Timeline;
 use crate::vm::CreateOptions;
 use crate::{Error, ErrorKind, Ignis};
 
@@ -36,6 +37,18 @@ impl Ignis {
         source: &str,
         opts: &ForkOptions,
     ) -> Result<(SnapshotRecord, Vec<VmRecord>), Error> {
+        self.vm_fork_timed(source, opts, crate::timing::now_ns())
+    }
+
+    /// [`Ignis::vm_fork`] with each clone's phases (`clone-disk`, `load`,
+    /// `guest-ready`, `identity`, ...) on a timeline that starts at
+    /// `origin_ns` (the command's start).
+    pub fn vm_fork_timed(
+        &self,
+        source: &str,
+        opts: &ForkOptions,
+        origin_ns: u64,
+    ) -> Result<(SnapshotRecord, Vec<VmRecord>), Error> {
         if opts.count == 0 || opts.count > 1000 {
             return Err(Error::new(
                 ErrorKind::Invalid,
@@ -66,21 +79,40 @@ impl Ignis {
             .name_prefix
             .clone()
             .unwrap_or_else(|| snap.name.clone());
+        // PREFIX-1, PREFIX-2, ...: numbers already taken (an earlier fork
+        // of the same snapshot) are skipped, so forking again adds clones.
+        let taken: std::collections::BTreeSet<String> = self
+            .store
+            .db()
+            .read(|tx| tx.list_objects(crate::vm::KIND))?
+            .into_iter()
+            .flat_map(|r| r.names)
+            .collect();
         let names: Vec<String> = match &opts.name {
             Some(n) => vec![n.clone()],
-            None => (1..=opts.count).map(|i| format!("{prefix}-{i}")).collect(),
+            None => (1..)
+                .map(|i| format!("{prefix}-{i}"))
+                .filter(|n| !taken.contains(n))
+                .take(opts.count as usize)
+                .collect(),
         };
         let mut created = Vec::new();
+        let mut timelines = Vec::new();
         for name in &names {
-            let rec = self.vm_create(&CreateOptions {
-                image: snap.image_id.clone(),
-                name: Some(name.clone()),
-                backend: snap.backend.clone(),
-                auto_remove: opts.auto_remove,
-                network: snap.spec.network.mode.clone(),
-                from_snapshot: Some(snap.id.clone()),
-                ..Default::default()
-            });
+            let timeline = Timeline::starting_at(origin_ns);
+            let rec = self.vm_create_timed(
+                &CreateOptions {
+                    image: snap.image_id.clone(),
+                    name: Some(name.clone()),
+                    backend: snap.backend.clone(),
+                    auto_remove: opts.auto_remove,
+                    network: snap.spec.network.mode.clone(),
+                    from_snapshot: Some(snap.id.clone()),
+                    ..Default::default()
+                },
+                &timeline,
+            );
+            timelines.push(timeline);
             match rec {
                 Ok(r) => created.push(r),
                 Err(e) => {
@@ -96,7 +128,8 @@ impl Ignis {
         let results: Vec<Result<VmRecord, Error>> = std::thread::scope(|scope| {
             let handles: Vec<_> = created
                 .iter()
-                .map(|r| scope.spawn(move || self.start_clone(r)))
+                .zip(&timelines)
+                .map(|(r, t)| scope.spawn(move || self.start_clone(r, t)))
                 .collect();
             handles
                 .into_iter()
@@ -163,15 +196,17 @@ impl Ignis {
                 ),
             )
         })?;
-        self.snapshot_verify(snap)
+        self.snapshot_check(snap)
     }
 
-    fn start_clone(&self, rec: &VmRecord) -> Result<VmRecord, Error> {
-        let started = self.vm_start(&rec.id, true)?;
+    fn start_clone(&self, rec: &VmRecord, timeline: &Timeline) -> Result<VmRecord, Error> {
+        let started = self.vm_start_timed(&rec.id, true, timeline)?;
         if started.status.health.is_none() {
-            // No agent on this backend (the test fake): nothing to set.
+            // No agent in this guest (the Firecracker test guest, the
+            // fake): nothing to set.
             return Ok(started);
         }
+        let identity = crate::timing::now_ns();
         let n = &started.spec.network;
         let clock_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -191,6 +226,9 @@ impl Ignis {
                 clock_ns: u64::try_from(clock_ns).ok(),
             },
         )?;
-        self.vm_inspect(&rec.id)
+        timeline.record_since("identity", identity);
+        let phases = timeline.phases();
+        self.update_status(&rec.id, |s| crate::timing::merge(&mut s.timings, &phases))?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("VM {} was removed", rec.name)))
     }
 }

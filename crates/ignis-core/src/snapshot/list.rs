@@ -17,7 +17,7 @@ pub struct TreeLine {
 impl Ignis {
     /// Every snapshot, oldest first.
     pub fn snapshot_list(&self) -> Result<Vec<SnapshotRecord>, Error> {
-        let rows = self.store.db().tx(|tx| tx.list_objects(KIND))?;
+        let rows = self.store.db().read(|tx| tx.list_objects(KIND))?;
         let mut out = rows.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
         Ok(out)

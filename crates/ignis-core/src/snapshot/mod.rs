@@ -32,7 +32,7 @@ pub(crate) fn parse(row: &ObjectRow) -> Result<SnapshotRecord, Error> {
 impl Ignis {
     /// A snapshot by name or ID prefix.
     pub fn snapshot_inspect(&self, query: &str) -> Result<SnapshotRecord, Error> {
-        let rows = self.store.db().tx(|tx| tx.list_objects(KIND))?;
+        let rows = self.store.db().read(|tx| tx.list_objects(KIND))?;
         parse(crate::resolve(KIND, query, None, &rows)?)
     }
 
@@ -45,22 +45,39 @@ impl Ignis {
         Ok(snap)
     }
 
-    /// Verifies every blob of a snapshot against its digest.
+    /// Verifies every blob of a snapshot against its digest (re-hashes:
+    /// for bytes leaving the store, export and push).
     pub(crate) fn snapshot_verify(&self, snap: &SnapshotRecord) -> Result<(), Error> {
+        self.snapshot_blobs(snap, |d| self.store.blobs().verify(d).map_err(Into::into))
+    }
+
+    /// Checks every blob of a snapshot before use (fork, restore): the
+    /// seal each got when it entered the store, re-hashing only a blob
+    /// whose file changed since (and refusing one that no longer matches).
+    pub(crate) fn snapshot_check(&self, snap: &SnapshotRecord) -> Result<(), Error> {
+        self.snapshot_blobs(snap, |d| self.store.check_blob(d).map(drop))
+    }
+
+    fn snapshot_blobs(
+        &self,
+        snap: &SnapshotRecord,
+        check: impl Fn(&str) -> Result<(), ignis_state::SealError>,
+    ) -> Result<(), Error> {
         for (what, b) in [
             ("state", &snap.state),
             ("memory", &snap.memory),
             ("disk", &snap.disk),
         ] {
-            self.store.blobs().verify(&b.digest).map_err(|e| {
-                Error::with_source(
+            check(&b.digest).map_err(|e| match e {
+                ignis_state::SealError::Db(e) => Error::internal("read a blob's seal", e),
+                ignis_state::SealError::Blob(e) => Error::with_source(
                     ErrorKind::Invalid,
                     format!(
                         "snapshot {}: the {what} blob {} is missing or corrupted; remove the snapshot (`ignis snapshot rm {}`) or import it again",
                         snap.name, b.digest, snap.name
                     ),
                     e,
-                )
+                ),
             })?;
         }
         Ok(())

@@ -39,10 +39,20 @@ impl Ignis {
                 .blobs()
                 .path(&b.digest)
                 .map_err(|e| Error::internal("locate a blob", e))?;
+            // A registry names layers by their bytes' sha256; the record
+            // (the artifact's config) keeps the store's names.
+            let digest = match ignis_state::parse_digest(&b.digest) {
+                Ok((ignis_state::Algorithm::Sha256, _)) => b.digest.clone(),
+                _ => self
+                    .store
+                    .blobs()
+                    .digest_as(&b.digest, ignis_state::Algorithm::Sha256)
+                    .map_err(|e| Error::internal("hash a blob for the registry", e))?,
+            };
             blobs.push((
                 path,
                 BlobDesc {
-                    digest: b.digest.clone(),
+                    digest,
                     media_type: media.to_string(),
                     size: b.size,
                 },
@@ -82,15 +92,30 @@ impl Ignis {
             .map_err(|e| Error::internal("read the snapshot config", e))?;
         let snap: SnapshotRecord = serde_json::from_slice(&config)
             .map_err(|e| invalid(format!("{reference} is not an ignis snapshot: {e}")))?;
-        let want: Vec<&str> = [&snap.state, &snap.memory, &snap.disk]
-            .iter()
-            .map(|b| b.digest.as_str())
-            .collect();
-        let got: Vec<&str> = a.layers.iter().map(|l| l.digest.as_str()).collect();
-        if want != got {
+        let want = [&snap.state, &snap.memory, &snap.disk];
+        if want.len() != a.layers.len() {
             return Err(invalid(format!(
                 "{reference}: the manifest's layers do not match the snapshot record"
             )));
+        }
+        // Each layer arrived verified by its sha256; the record names it
+        // by the store's digest: check that too, then store it under it.
+        for (b, layer) in want.into_iter().zip(&a.layers) {
+            if b.digest != layer.digest {
+                self.store
+                    .blobs()
+                    .alias(&layer.digest, &b.digest)
+                    .map_err(|e| {
+                        Error::with_source(
+                            ErrorKind::Invalid,
+                            format!("{reference}: a layer does not match the snapshot record"),
+                            e,
+                        )
+                    })?;
+            }
+            self.store
+                .seal_blob(&b.digest)
+                .map_err(|e| Error::internal("seal a snapshot blob", e))?;
         }
         self.register_snapshot(&snap)?;
         Ok(snap)

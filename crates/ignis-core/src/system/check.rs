@@ -33,7 +33,8 @@ fn problem(kind: &str, what: String, fix: &str) -> Problem {
     }
 }
 
-/// Supervisors of this root (`ignis --root ROOT __supervise ID`) by VM ID.
+/// Supervisors of this root (`ignis-supervisor --root ROOT ... --vm ID`)
+/// by VM ID.
 fn supervisors(root: &Path) -> Vec<(i32, String)> {
     let root = root.display().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -48,10 +49,13 @@ fn supervisors(root: &Path) -> Vec<(i32, String)> {
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            let at = args.iter().position(|a| a == "__supervise")?;
-            let same_root = args.windows(2).any(|w| w[0] == "--root" && w[1] == root);
-            (same_root && pid != rustix::process::getpid().as_raw_nonzero().get())
-                .then(|| Some((pid, args.get(at + 1)?.clone())))
+            let launcher = std::path::Path::new(args.first()?).file_name()?;
+            if launcher != crate::vm::SUPERVISOR_BINARY {
+                return None;
+            }
+            let flag = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
+            (flag("--root")? == root && pid != rustix::process::getpid().as_raw_nonzero().get())
+                .then(|| Some((pid, flag("--vm")?)))
                 .flatten()
         })
         .collect()
@@ -66,7 +70,10 @@ impl Ignis {
     /// does (a "running" VM whose supervisor died is recorded as exited).
     pub fn system_check(&self) -> Result<Vec<Problem>, Error> {
         let mut problems = Vec::new();
-        let rows = self.store.db().tx(|tx| tx.list_objects(crate::vm::KIND))?;
+        let rows = self
+            .store
+            .db()
+            .read(|tx| tx.list_objects(crate::vm::KIND))?;
         let mut known = BTreeSet::new();
         let mut running = BTreeSet::new();
         let mut vms: Vec<VmRecord> = Vec::new();
@@ -215,7 +222,10 @@ impl Ignis {
             .iter()
             .filter(|p| p.kind != "temp" && p.kind != "orphan-dir")
             .count();
-        let rows = self.store.db().tx(|tx| tx.list_objects(crate::vm::KIND))?;
+        let rows = self
+            .store
+            .db()
+            .read(|tx| tx.list_objects(crate::vm::KIND))?;
         let known: BTreeSet<String> = rows.iter().map(|r| r.id.clone()).collect();
         for (pid, id) in supervisors(self.store.root()) {
             if !known.contains(&id) {

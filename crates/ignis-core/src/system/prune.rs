@@ -22,7 +22,10 @@ impl Ignis {
         // No VM on the bridge: the bridge and the nftables table go too.
         // Prune is the repair tool: an unreadable VM record must not stop
         // it; such a VM is assumed to use the bridge.
-        let rows = self.store.db().tx(|tx| tx.list_objects(crate::vm::KIND))?;
+        let rows = self
+            .store
+            .db()
+            .read(|tx| tx.list_objects(crate::vm::KIND))?;
         let bridge_vms = rows
             .iter()
             .filter(|r| {

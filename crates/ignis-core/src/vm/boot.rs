@@ -27,8 +27,15 @@ pub fn find_init() -> Result<PathBuf, Error> {
         PathBuf::from("/usr/local/lib/ignis/ignis-init"),
         PathBuf::from("/usr/lib/ignis/ignis-init"),
     ];
-    let is_static =
-        |p: &PathBuf| std::fs::read(p).is_ok_and(|b| ignis_boot::initramfs::is_static_elf(&b));
+    // The ELF and program headers are at the front: read only those.
+    let is_static = |p: &PathBuf| {
+        let mut head = Vec::with_capacity(64 << 10);
+        std::fs::File::open(p)
+            .and_then(|f| {
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, 64 << 10), &mut head)
+            })
+            .is_ok_and(|_| ignis_boot::initramfs::is_static_elf(&head))
+    };
     candidates.into_iter().find(is_static).ok_or_else(|| {
         Error::new(
             ErrorKind::Unavailable,
@@ -76,17 +83,35 @@ pub(crate) fn cmdline(kind: BackendKind, accel: Accel, extra: Option<&str>) -> S
 
 impl Ignis {
     /// The cached per-kernel initramfs (init + modules), built on first use.
+    /// Keyed by the kernel and the init binary's identity (path, inode,
+    /// size, mtime), so a rebuilt init gets a new one without the init
+    /// being read or hashed on every start.
     fn base_initramfs(&self, kernel_id: &str) -> Result<PathBuf, Error> {
+        use std::os::unix::fs::MetadataExt;
         let init_path = find_init()?;
-        let init =
-            std::fs::read(&init_path).map_err(|e| Error::internal("read the guest init", e))?;
+        let meta =
+            std::fs::metadata(&init_path).map_err(|e| Error::internal("read the guest init", e))?;
         let key = ignis_image::import::sha256(
-            format!("{kernel_id}{}", ignis_image::import::sha256(&init)).as_bytes(),
+            format!(
+                "{kernel_id}\0{}\0{}\0{}\0{}.{}",
+                init_path.display(),
+                meta.ino(),
+                meta.size(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            )
+            .as_bytes(),
         );
         let path = self
             .store
             .disks_dir()
             .join(format!("initramfs-{}.cpio", &key[7..31]));
+        // Owned by the kernel's record: only `kernel rm` removes it.
+        if path.is_file() {
+            return Ok(path);
+        }
+        let init =
+            std::fs::read(&init_path).map_err(|e| Error::internal("read the guest init", e))?;
         let _guard = self
             .store
             .operation_guard()
@@ -200,14 +225,36 @@ impl Ignis {
         let fake = kind == BackendKind::Fake;
         #[cfg(not(feature = "fake-vmm"))]
         let fake = false;
-        let mut data = if fake {
-            Vec::new()
+        // The VM's initrd: the cached base (reflinked or copied in the
+        // kernel), then the VM's own small archive appended (Linux unpacks
+        // concatenated cpio archives in order).
+        let base = if fake {
+            None
         } else {
-            std::fs::read(self.base_initramfs(&kernel.id)?)
-                .map_err(|e| Error::internal("read the initramfs", e))?
+            Some(self.base_initramfs(&kernel.id)?)
         };
-        data.extend_from_slice(&vm_part);
-        std::fs::write(&initrd, &data).map_err(|e| Error::internal("write the VM's initrd", e))?;
+        let restoring = rec.spec.snapshot.is_some() && rec.status.restore_pending;
+        // A resumed snapshot has its initramfs in its memory already: no
+        // per-VM one (QEMU still opens a file to load at reset, before the
+        // snapshot replaces its RAM: the cached base).
+        let initrd = match (&base, restoring) {
+            (Some(b), true) => b.clone(),
+            _ => initrd,
+        };
+        let write = || -> std::io::Result<()> {
+            let _ = std::fs::remove_file(&initrd);
+            if let Some(base) = &base {
+                ignis_state::fsutil::clone_or_copy(base, &initrd)?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&initrd)?;
+            std::io::Write::write_all(&mut f, &vm_part)
+        };
+        if !restoring || base.is_none() {
+            write().map_err(|e| Error::internal("write the VM's initrd", e))?;
+        }
         let blob = |d: &str| {
             self.store
                 .blobs()
@@ -218,7 +265,6 @@ impl Ignis {
             id: rec.id.clone(),
             dir: dir.clone(),
             vmlinux: blob(&kernel.vmlinux_digest)?,
-            bzimage: kernel.bzimage_digest.as_deref().map(blob).transpose()?,
             initrd,
             cmdline: cmdline(kind, accel, rec.spec.kernel_args.as_deref()),
             vcpus: rec.spec.cpus,

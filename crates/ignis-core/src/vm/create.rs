@@ -5,6 +5,7 @@ use ignis_api::{CopyFileSpec, RunMode, VmRecord, VmSpec, VmState, VmStatus};
 use ignis_vmm::{Accel, BackendKind};
 
 use super::{backend_kind, new_id, new_name, valid_name, KIND};
+use crate::timing::Timeline;
 use crate::{Error, ErrorKind, Ignis};
 
 /// `ignis create` / `run` options; `None` takes the default.
@@ -108,6 +109,18 @@ impl Ignis {
     /// `ignis create`: records a VM and makes its writable disk. Nothing is
     /// left behind when any step fails.
     pub fn vm_create(&self, opts: &CreateOptions) -> Result<VmRecord, Error> {
+        self.vm_create_timed(opts, &Timeline::new())
+    }
+
+    /// [`Ignis::vm_create`] recording its phases (`create`, `disk`) on
+    /// `timeline`.
+    pub fn vm_create_timed(
+        &self,
+        opts: &CreateOptions,
+        timeline: &Timeline,
+    ) -> Result<VmRecord, Error> {
+        let _phase = timeline.phase("create");
+        let resolve = timeline.phase("resolve");
         let invalid = |m: String| Error::new(ErrorKind::Invalid, m);
         let snap = opts
             .from_snapshot
@@ -404,6 +417,7 @@ impl Ignis {
             },
         };
 
+        resolve.end();
         check_free_space(self.root(), disk_size)?;
         let _guard = self
             .store
@@ -412,6 +426,7 @@ impl Ignis {
         let dir = self.vm_dir(&id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::internal("create the VM directory", e))?;
         let cleanup = DirGuard(Some(dir.clone()));
+        let disk_phase = timeline.phase(if snap.is_some() { "clone-disk" } else { "disk" });
         match &snap {
             // A fork's disk is the snapshot's, copied (holes kept).
             Some(s) => {
@@ -421,20 +436,24 @@ impl Ignis {
                     .path(&s.disk.digest)
                     .map_err(|e| Error::internal("locate the snapshot disk", e))?;
                 ignis_state::fsutil::clone_or_copy(&blob, &dir.join("data.ext4"))
-                    .map_err(|e| Error::internal("copy the snapshot's disk", e))?;
+                    .map_err(|e| disk_error("copy the snapshot's disk", e))?;
                 // The source's generated SSH key, for `ignis ssh` into the fork.
                 let key = self.vm_dir(&s.vm_id).join(super::ssh::PRIVATE_KEY);
                 if key.is_file() {
                     let _ = std::fs::copy(&key, dir.join(super::ssh::PRIVATE_KEY));
                 }
             }
-            None => make_data_disk(&dir.join("data.ext4"), disk_size)?,
+            None => self.make_data_disk(&dir.join("data.ext4"), disk_size)?,
         }
+        disk_phase.end();
         if let Some((spec, private)) = &ssh {
             super::ssh::write_keys(&dir, spec, private.as_deref())?;
         }
         crate::fault::point("vm:disk-made");
         let generated = opts.name.is_none();
+        let mut record = record;
+        record.status.timings = timeline.phases();
+        let phase_record = timeline.phase("record");
         let record = self.store.db().tx(|tx| {
             let mut record = record;
             if tx.lookup_name(KIND, &record.name)?.is_some() {
@@ -501,6 +520,7 @@ impl Ignis {
             tx.add_file(&dir.display().to_string(), KIND, &id)?;
             Ok::<_, Error>(record)
         })?;
+        phase_record.end();
         cleanup.disarm();
         Ok(record)
     }
@@ -588,9 +608,52 @@ impl Drop for DirGuard {
     }
 }
 
+fn disk_error(what: &str, e: std::io::Error) -> Error {
+    // ENOSPC, EFBIG: the host, not ignis.
+    let kind = match e.raw_os_error() {
+        Some(28 | 27) => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    Error::with_source(kind, format!("cannot {what} (disk full?)"), e)
+}
+
+impl Ignis {
+    /// The VM's writable disk: a copy of the cached empty ext4 of that size
+    /// (`cache/data-<size>.ext4`, made once by mkfs.ext4), reflinked where
+    /// the filesystem can, else its few data extents copied in the kernel:
+    /// about a millisecond instead of a mkfs per VM. Every VM's disk has
+    /// the same filesystem UUID; the guest finds it by label.
+    fn make_data_disk(&self, path: &std::path::Path, size: u64) -> Result<(), Error> {
+        let template = self.store.cache_dir().join(format!("data-{size}.ext4"));
+        if !template.is_file() {
+            let _lock = self
+                .store
+                .object_lock("data-template", &size.to_string())
+                .map_err(|e| Error::internal("lock the disk template", e))?;
+            if !template.is_file() {
+                let tmp = template.with_extension(format!("tmp-{}", std::process::id()));
+                let made = mkfs_data_disk(&tmp, size).and_then(|()| {
+                    std::fs::File::open(&tmp)
+                        .and_then(|f| f.sync_all())
+                        .and_then(|()| std::fs::rename(&tmp, &template))
+                        .and_then(|()| ignis_state::fsync_dir(&self.store.cache_dir()))
+                        .map_err(|e| Error::internal("store the disk template", e))
+                });
+                if let Err(e) = made {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+        }
+        ignis_state::fsutil::clone_or_copy(&template, path)
+            .map(drop)
+            .map_err(|e| disk_error(&format!("make a {size}-byte writable disk"), e))
+    }
+}
+
 /// A sparse ext4 file labelled `ignis-data` (the guest init finds it by
 /// label), with a journal so a crash of the guest never corrupts it.
-fn make_data_disk(path: &std::path::Path, size: u64) -> Result<(), Error> {
+fn mkfs_data_disk(path: &std::path::Path, size: u64) -> Result<(), Error> {
     let f =
         std::fs::File::create(path).map_err(|e| Error::internal("create the writable disk", e))?;
     f.set_len(size).map_err(|e| {

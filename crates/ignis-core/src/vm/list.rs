@@ -51,7 +51,7 @@ impl Ignis {
 
     /// `ignis ps [-a]`.
     pub fn vm_list(&self, all: bool) -> Result<Vec<VmRecord>, Error> {
-        let rows = self.store.db().tx(|tx| tx.list_objects(KIND))?;
+        let rows = self.store.db().read(|tx| tx.list_objects(KIND))?;
         let mut out = Vec::new();
         for row in &rows {
             let rec = self.reconcile(parse(row)?)?;

@@ -29,6 +29,8 @@ pub use logs::LogFollower;
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use plan::BootPlan;
 pub use ssh::SshPlan;
+pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};
+pub use supervise::SuperviseOptions;
 
 use std::path::PathBuf;
 
@@ -73,12 +75,12 @@ impl Ignis {
 
     /// Finds a VM by name or ID prefix.
     pub(crate) fn find_vm(&self, query: &str) -> Result<VmRecord, Error> {
-        let rows = self.store.db().tx(|tx| tx.list_objects(KIND))?;
+        let rows = self.store.db().read(|tx| tx.list_objects(KIND))?;
         parse(crate::resolve(KIND, query, None, &rows)?)
     }
 
     pub(crate) fn load_vm(&self, id: &str) -> Result<Option<VmRecord>, Error> {
-        match self.store.db().tx(|tx| tx.get_object(KIND, id))? {
+        match self.store.db().read(|tx| tx.get_object(KIND, id))? {
             Some(row) => parse(&row).map(Some),
             None => Ok(None),
         }

@@ -38,17 +38,8 @@ impl Ignis {
                 plan.argv.extend(ignis_vmm::qemu::QemuBackend::args(&spec));
             }
             BackendKind::Firecracker => {
-                let calls = ignis_vmm::firecracker::FirecrackerBackend::calls(&spec);
-                let drives: Vec<serde_json::Value> = calls
-                    .iter()
-                    .filter(|c| c.1.starts_with("/drives/"))
-                    .map(|c| c.2.clone())
-                    .collect();
-                plan.firecracker_config = Some(serde_json::json!({
-                    "boot-source": calls[0].2,
-                    "machine-config": calls[1].2,
-                    "drives": drives,
-                }));
+                plan.firecracker_config =
+                    Some(ignis_vmm::firecracker::FirecrackerBackend::config(&spec));
             }
             #[cfg(feature = "fake-vmm")]
             BackendKind::Fake => {}

@@ -1,8 +1,10 @@
-//! The per-VM supervisor (`ignis __supervise ID`): owns the VMM child,
-//! writes the serial console to a size-capped console.log, records the
-//! exit, cleans up. It outlives the CLI that started it; its VMM dies with
-//! it (PR_SET_PDEATHSIG), so a killed supervisor never leaves a VM running
-//! unmanaged.
+//! The per-VM supervisor (launched as `ignis-supervisor --vm ID`): owns
+//! the VMM child, writes the serial console to a size-capped console.log,
+//! records the exit, cleans up. It outlives the CLI that started it; its
+//! VMM dies with it (a watcher forked at its start kills the VMM when it
+//! dies, see `ignis_vmm::reaper`), so a killed supervisor never leaves a
+//! VM running unmanaged. It tells the process that started it what
+//! happened (running, ready, exited) through a pipe.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use ignis_guest_config::{parse_report, Report};
 use ignis_vmm::{Accel, Backend, BackendKind};
 
 use super::{boot_id, process_start};
+use crate::timing::Timeline;
 use crate::{Error, ErrorKind, Ignis};
 
 /// Held by the supervisor of a VM for its whole life (released by the
@@ -161,6 +164,46 @@ impl Console {
     }
 }
 
+/// How the launcher hands a VM to [`Ignis::vm_supervise`].
+#[derive(Default)]
+pub struct SuperviseOptions {
+    /// The timeline of the command that started the VM (same clock).
+    pub timeline: Timeline,
+    /// When that command spawned the supervisor (`spawn` phase).
+    pub spawned_ns: Option<u64>,
+    /// Where to tell the starter that the status changed.
+    pub notify: Option<std::fs::File>,
+    /// The VMM's watcher, forked at the launcher's start while it was
+    /// small; forked late (a full copy of the supervisor) when absent.
+    pub watcher: Option<ignis_vmm::reaper::Watcher>,
+}
+
+/// The starter's end of the notification pipe: a line per status change
+/// ("running", "ready", "health"); the starter re-reads the record. End
+/// of file (the supervisor exited) is the last word.
+pub(crate) struct Notifier(std::sync::Mutex<Option<std::fs::File>>);
+
+impl Notifier {
+    fn send(&self, what: &str) {
+        let mut w = self.0.lock().expect("notify mutex");
+        if let Some(f) = w.as_mut() {
+            // The starter may be gone (its CLI was interrupted): stop telling.
+            if writeln!(f, "{what}").is_err() {
+                *w = None;
+            }
+        }
+    }
+}
+
+/// Returns the heap's free memory to the kernel (glibc keeps it).
+#[allow(unsafe_code)]
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The firecracker binary: `$IGNIS_FIRECRACKER`, else on PATH.
 pub(crate) fn firecracker_binary() -> Option<PathBuf> {
     std::env::var_os("IGNIS_FIRECRACKER")
@@ -202,6 +245,9 @@ impl Ignis {
         id: &str,
         events: std::sync::mpsc::Receiver<super::agent_mux::AgentEvent>,
         done: &std::sync::atomic::AtomicBool,
+        timeline: &Timeline,
+        launch_ns: u64,
+        notify: &Notifier,
     ) {
         use super::agent_mux::AgentEvent;
         while !done.load(std::sync::atomic::Ordering::SeqCst) {
@@ -216,6 +262,8 @@ impl Ignis {
                     AgentEvent::Ready(d) => {
                         s.agent_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
                         s.health = Some("healthy".into());
+                        timeline.record_since("agent-ready", launch_ns);
+                        crate::timing::merge(&mut s.timings, &timeline.phases());
                     }
                     AgentEvent::Healthy => s.health = Some("healthy".into()),
                     AgentEvent::Unhealthy(why) => {
@@ -224,21 +272,36 @@ impl Ignis {
                     }
                 }
             });
-            if let Err(e) = r {
-                tracing::warn!(vm = id, error = %e, "cannot record the agent's health");
+            match r {
+                Err(e) => tracing::warn!(vm = id, error = %e, "cannot record the agent's health"),
+                Ok(_) => notify.send("health"),
             }
         }
     }
 
     /// Runs the supervisor for VM `id` until its VMM exits. One per VM: a
     /// second one (a start racing another) leaves at once, changing nothing.
-    pub fn vm_supervise(&self, id: &str) -> Result<(), Error> {
+    pub fn vm_supervise(&self, id: &str, opts: SuperviseOptions) -> Result<(), Error> {
+        let SuperviseOptions {
+            timeline,
+            spawned_ns,
+            notify,
+            watcher,
+        } = opts;
+        if let Some(at) = spawned_ns {
+            timeline.record_since("spawn", at);
+        }
+        let prepare = timeline.phase("prepare");
+        let notify = Notifier(std::sync::Mutex::new(notify));
         let Some(_only_supervisor) = self
             .store
             .try_object_lock(SUPERVISOR_LOCK, id)
             .map_err(|e| Error::internal("lock the VM", e))?
         else {
             tracing::info!(vm = id, "another supervisor runs this VM");
+            if let Some(w) = watcher {
+                w.dismiss();
+            }
             return Ok(());
         };
         let rec = self
@@ -250,6 +313,7 @@ impl Ignis {
                 s.state = Some(VmState::Exited);
                 s.finished_at = Some(crate::now());
                 s.reason = Some(reason.clone());
+                crate::timing::merge(&mut s.timings, &timeline.phases());
             });
             Error::new(ErrorKind::Internal, reason)
         };
@@ -259,12 +323,17 @@ impl Ignis {
         } else {
             Accel::Tcg
         };
+        prepare.end();
+        let phase = timeline.phase("initramfs");
         let mut spec = self
             .boot_spec(&rec, kind, accel)
             .map_err(|e| fail(format!("boot setup failed: {e}")))?;
+        phase.end();
+        let phase = timeline.phase("confine");
         let (confine, confinement) =
             self.vmm_confinement(&rec, kind, accel, firecracker_binary().as_deref());
         spec.confine = confine;
+        phase.end();
         // From here on a failure releases what was set up for the VMM.
         let fail = |reason: String| {
             self.release_host_resources(&rec);
@@ -275,15 +344,37 @@ impl Ignis {
             std::io::pipe().map_err(|e| fail(format!("cannot create the console pipe: {e}")))?;
         let (input_r, input_w) =
             std::io::pipe().map_err(|e| fail(format!("cannot create the console pipe: {e}")))?;
+        let phase = timeline.phase("network");
         self.prepare_network(&rec)
             .map_err(|e| fail(format!("network setup failed: {e}")))?;
+        phase.end();
+        let restored = spec.restore.is_some();
         let started = Instant::now();
-        let mut child = backend
-            .launch(&spec, input_r.into(), writer.into())
-            .map_err(|e| fail(format!("cannot start {}: {e}", kind.as_str())))?;
+        let launch_ns = crate::timing::now_ns();
+        let phase = timeline.phase(if restored { "load" } else { "vmm-spawn" });
+        let mut child = match backend.launch(&spec, input_r.into(), writer.into()) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(w) = watcher {
+                    w.dismiss();
+                }
+                return Err(fail(format!("cannot start {}: {e}", kind.as_str())));
+            }
+        };
+        phase.end();
+        // Into its cgroup, in the background: the migration waits for an
+        // RCU grace period while the guest boots (see ignis_vmm::cgroup).
+        let cgroup_join = spec.confine.cgroup.clone().map(|cg| {
+            let pid = child.id();
+            std::thread::spawn(move || cg.add(pid))
+        });
         // The VMM dies with this supervisor even once it dropped its
         // credentials (which clears its own parent-death signal).
-        let mut reaper = match ignis_vmm::reaper::spawn(child.id()) {
+        let armed = match watcher {
+            Some(w) => w.arm(child.id()),
+            None => ignis_vmm::reaper::spawn(child.id()),
+        };
+        let mut reaper = match armed {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!(vm = id, error = %e, "cannot fork the VMM's watcher");
@@ -291,6 +382,7 @@ impl Ignis {
             }
         };
         crate::fault::point("supervise:vmm-started");
+        let phase = timeline.phase("attach-network");
         if let Err(e) = self.attach_network(&rec) {
             let _ = child.kill();
             let _ = child.wait();
@@ -299,13 +391,13 @@ impl Ignis {
             }
             return Err(fail(format!("network setup failed: {e}")));
         }
+        phase.end();
         let attached = std::sync::Arc::new(Attached::default());
         let input = std::sync::Arc::new(std::sync::Mutex::new(input_w));
         if let Err(e) = serve_attach(&dir.join("attach.sock"), attached.clone(), input) {
             tracing::warn!(vm = id, error = %e, "cannot serve attach.sock; ignis attach will not work");
         }
         let me = std::process::id();
-        let restored = spec.restore.is_some();
         #[cfg(feature = "fake-vmm")]
         let has_agent = kind != BackendKind::Fake;
         #[cfg(not(feature = "fake-vmm"))]
@@ -314,7 +406,9 @@ impl Ignis {
         // has none either.
         let has_agent =
             has_agent && !(restored && rec.spec.snapshot.as_ref().is_some_and(|o| !o.agent));
+        let phase_running = crate::timing::now_ns();
         self.update_status(id, |s| {
+            let timings = std::mem::take(&mut s.timings);
             *s = VmStatus {
                 state: Some(VmState::Running),
                 supervisor_pid: Some(me),
@@ -327,9 +421,16 @@ impl Ignis {
                 ready_ms: restored
                     .then(|| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
                 confinement: confinement.clone(),
+                timings,
                 ..Default::default()
+            };
+            timeline.record_since("vmm-running", phase_running);
+            if restored {
+                timeline.record_since("guest-ready", launch_ns);
             }
+            crate::timing::merge(&mut s.timings, &timeline.phases());
         })?;
+        notify.send("running");
         let (events_tx, events) = std::sync::mpsc::channel();
         let mux = if has_agent {
             match super::agent_mux::Mux::start(kind, &dir, events_tx) {
@@ -342,6 +443,10 @@ impl Ignis {
         } else {
             None
         };
+        // Setup is over: give back what it took (a supervisor stays
+        // resident for the VM's whole life).
+        self.store.db().shrink_memory();
+        trim_heap();
         let console_done = std::sync::atomic::AtomicBool::new(false);
         tracing::info!(
             vm = id,
@@ -359,7 +464,10 @@ impl Ignis {
         let mut init_error: Option<String> = None;
         std::thread::scope(|scope| -> Result<(), Error> {
             let console_done = &console_done;
-            scope.spawn(move || self.record_agent_events(id, events, console_done));
+            let (timeline, notify) = (&timeline, &notify);
+            scope.spawn(move || {
+                self.record_agent_events(id, events, console_done, timeline, launch_ns, notify)
+            });
             let result = (|| -> Result<(), Error> {
                 loop {
                     let n = match std::io::Read::read(&mut reader, &mut chunk) {
@@ -380,13 +488,16 @@ impl Ignis {
                             Some(Report::Ready { agent }) => {
                                 let ms = u64::try_from(started.elapsed().as_millis())
                                     .unwrap_or(u64::MAX);
+                                timeline.record_since("guest-ready", launch_ns);
                                 self.update_status(id, |s| {
                                     s.ready_ms = Some(ms);
                                     // A guest without ignis-init has no agent to wait for.
                                     if !agent && s.health.as_deref() == Some("starting") {
                                         s.health = None;
                                     }
+                                    crate::timing::merge(&mut s.timings, &timeline.phases());
                                 })?;
+                                notify.send("ready");
                             }
                             Some(Report::Exit(code)) => exit_code = Some(code),
                             Some(Report::Error(m)) => init_error = Some(m),
@@ -405,6 +516,15 @@ impl Ignis {
         })?;
         if let Some(m) = &mux {
             m.stop();
+        }
+        if let Some(h) = cgroup_join {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(vm = id, error = %e, "the VMM could not be moved into its cgroup")
+                }
+                Err(_) => tracing::warn!(vm = id, "the cgroup thread panicked"),
+            }
         }
         // Attached clients see the end of the stream.
         attached.close_all();

@@ -64,7 +64,7 @@ pub fn take_out(src: &Path, dst: &Path) -> Result<(), VmmError> {
 
 /// Prepares the jail for `spec` and returns the jailer command and the
 /// spec as the jailed Firecracker sees it (paths inside the chroot, which
-/// [`super::FirecrackerBackend::calls`] turns into relative names).
+/// [`super::FirecrackerBackend::config`] turns into relative names).
 pub fn command(
     jailer: &Path,
     firecracker: &Path,
@@ -186,7 +186,6 @@ mod tests {
             id: "abc123".into(),
             dir: dir.clone(),
             vmlinux: store.join("vmlinux"),
-            bzimage: None,
             initrd: dir.join("initrd.img"),
             cmdline: String::new(),
             vcpus: 1,
@@ -260,16 +259,15 @@ mod tests {
             );
         }
         // What Firecracker is told: names relative to its chroot.
-        let calls = super::super::FirecrackerBackend::calls(&jailed);
-        assert_eq!(calls[0].2["snapshot_path"], "restore.vmstate");
-        assert_eq!(calls[0].2["mem_backend"]["backend_path"], "restore.memory");
-        let mut boot = jailed.clone();
-        boot.restore = None;
-        let calls = super::super::FirecrackerBackend::calls(&boot);
-        assert_eq!(calls[0].2["kernel_image_path"], "vmlinux");
-        assert_eq!(calls[0].2["initrd_path"], "initrd.img");
-        assert_eq!(calls[2].2["path_on_host"], "disk0.img");
-        assert_eq!(calls[3].2["path_on_host"], "disk1.img");
+        let load =
+            super::super::FirecrackerBackend::load_call(&jailed, jailed.restore.as_ref().unwrap());
+        assert_eq!(load["snapshot_path"], "restore.vmstate");
+        assert_eq!(load["mem_backend"]["backend_path"], "restore.memory");
+        let c = super::super::FirecrackerBackend::config(&jailed);
+        assert_eq!(c["boot-source"]["kernel_image_path"], "vmlinux");
+        assert_eq!(c["boot-source"]["initrd_path"], "initrd.img");
+        assert_eq!(c["drives"][0]["path_on_host"], "disk0.img");
+        assert_eq!(c["drives"][1]["path_on_host"], "disk1.img");
         // The host's sockets point into the jail.
         assert_eq!(
             std::fs::read_link(dir.join("firecracker.sock")).unwrap(),

@@ -49,73 +49,66 @@ impl FirecrackerBackend {
         Self { binary }
     }
 
-    /// The API calls that configure and start `spec`, in order. Files in
-    /// the VM's directory are named relative to it (Firecracker runs there),
-    /// so a snapshot's device state names no VM: a clone restored in its
-    /// own directory opens its own disk and vsock socket.
-    pub fn calls(spec: &VmSpec) -> Vec<(&'static str, String, serde_json::Value)> {
-        let local = |p: &std::path::Path| -> PathBuf {
-            p.strip_prefix(&spec.dir)
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|_| p.to_path_buf())
-        };
-        if let Some(r) = &spec.restore {
-            let mut load = json!({
-                "snapshot_path": local(&r.state),
-                "mem_backend": {"backend_type": "File", "backend_path": local(&r.memory)},
-                "enable_diff_snapshots": false,
-                "resume_vm": true,
-            });
-            if let Some(n) = &spec.net {
-                load["network_overrides"] = json!([{"iface_id": "eth0", "host_dev_name": n.tap}]);
-            }
-            return vec![("PUT", "/snapshot/load".to_string(), load)];
-        }
-        let mut calls = vec![
-            (
-                "PUT",
-                "/boot-source".to_string(),
-                json!({
-                    "kernel_image_path": local(&spec.vmlinux),
-                    "initrd_path": local(&spec.initrd),
-                    "boot_args": spec.cmdline,
-                }),
-            ),
-            (
-                "PUT",
-                "/machine-config".to_string(),
-                json!({"vcpu_count": spec.vcpus, "mem_size_mib": spec.memory_mib}),
-            ),
-        ];
-        for (i, d) in spec.disks.iter().enumerate() {
-            let id = format!("d{i}");
-            calls.push((
-                "PUT",
-                format!("/drives/{id}"),
-                json!({"drive_id": id, "path_on_host": local(&d.path), "is_root_device": false, "is_read_only": d.read_only}),
-            ));
-        }
+    /// Names files in the VM's directory relative to it (Firecracker runs
+    /// there), so a snapshot's device state names no VM: a clone restored
+    /// in its own directory opens its own disk and vsock socket.
+    fn local(spec: &VmSpec, p: &Path) -> PathBuf {
+        p.strip_prefix(&spec.dir)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+
+    /// The `--config-file` document that boots `spec`: Firecracker
+    /// configures and starts the VM from it as it starts, without a round
+    /// trip per setting over its API.
+    pub fn config(spec: &VmSpec) -> serde_json::Value {
+        let local = |p: &Path| Self::local(spec, p);
+        let drives: Vec<serde_json::Value> = spec
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                json!({"drive_id": format!("d{i}"), "path_on_host": local(&d.path), "is_root_device": false, "is_read_only": d.read_only})
+            })
+            .collect();
+        let mut config = json!({
+            "boot-source": {
+                "kernel_image_path": local(&spec.vmlinux),
+                "initrd_path": local(&spec.initrd),
+                "boot_args": spec.cmdline,
+            },
+            "machine-config": {"vcpu_count": spec.vcpus, "mem_size_mib": spec.memory_mib},
+            "drives": drives,
+            // The agent's channel: hybrid vsock, host side a unix socket.
+            "vsock": {"guest_cid": 3, "uds_path": crate::VSOCK_SOCKET},
+        });
         if let Some(n) = &spec.net {
-            calls.push((
-                "PUT",
-                "/network-interfaces/eth0".to_string(),
-                json!({"iface_id": "eth0", "host_dev_name": n.tap, "guest_mac": n.mac}),
-            ));
+            config["network-interfaces"] =
+                json!([{"iface_id": "eth0", "host_dev_name": n.tap, "guest_mac": n.mac}]);
         }
-        // The agent's channel: hybrid vsock, host side a unix socket.
-        calls.push((
-            "PUT",
-            "/vsock".to_string(),
-            json!({"guest_cid": 3, "uds_path": crate::VSOCK_SOCKET}),
-        ));
-        calls.push((
-            "PUT",
-            "/actions".to_string(),
-            json!({"action_type": "InstanceStart"}),
-        ));
-        calls
+        config
+    }
+
+    /// The API call that resumes `spec.restore`: the snapshot's memory
+    /// mapped from its file (copy-on-write, shared page cache), the VM's
+    /// own TAP.
+    pub fn load_call(spec: &VmSpec, r: &crate::RestoreSpec) -> serde_json::Value {
+        let local = |p: &Path| Self::local(spec, p);
+        let mut load = json!({
+            "snapshot_path": local(&r.state),
+            "mem_backend": {"backend_type": "File", "backend_path": local(&r.memory)},
+            "enable_diff_snapshots": false,
+            "resume_vm": true,
+        });
+        if let Some(n) = &spec.net {
+            load["network_overrides"] = json!([{"iface_id": "eth0", "host_dev_name": n.tap}]);
+        }
+        load
     }
 }
+
+/// The boot configuration file, in the directory Firecracker runs in.
+pub const CONFIG_FILE: &str = "vm-config.json";
 
 impl Backend for FirecrackerBackend {
     fn kind(&self) -> BackendKind {
@@ -148,9 +141,25 @@ impl Backend for FirecrackerBackend {
             }
         };
         let mut cmd = cmd;
+        if spec.restore.is_none() {
+            // A boot: the whole configuration in a file, read at start.
+            let config = serde_json::to_vec(&Self::config(&spec)).expect("json");
+            let path = spec.dir.join(CONFIG_FILE);
+            std::fs::write(&path, config)
+                .map_err(|e| VmmError::Protocol(format!("write {}: {e}", path.display())))?;
+            cmd.arg("--config-file")
+                .arg(if spec.confine.jailer.is_some() {
+                    PathBuf::from("/").join(CONFIG_FILE)
+                } else {
+                    PathBuf::from(CONFIG_FILE)
+                });
+        }
         cmd.stdin(input).stdout(console).stderr(Stdio::inherit());
         let mut child = crate::spawn_vmm(cmd, &spec.confine)?;
-        let mut configure = || -> Result<(), VmmError> {
+        let Some(restore) = &spec.restore else {
+            return Ok(child);
+        };
+        let mut load = || -> Result<(), VmmError> {
             // The socket file appears at bind(), before listen(): until
             // then a connection is refused. Retry both.
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -168,20 +177,14 @@ impl Backend for FirecrackerBackend {
                                 "firecracker exited before serving its API ({status})"
                             )));
                         }
-                        std::thread::sleep(Duration::from_millis(2))
+                        std::thread::sleep(Duration::from_micros(500))
                     }
                 }
             }
-            let api = ApiClient::new(&sock)?;
-            for (method, path, body) in Self::calls(&spec) {
-                match method {
-                    "PUT" => api.put(&path, &body)?,
-                    _ => api.patch(&path, &body)?,
-                };
-            }
+            ApiClient::new(&sock)?.put("/snapshot/load", &Self::load_call(&spec, restore))?;
             Ok(())
         };
-        if let Err(e) = configure() {
+        if let Err(e) = load() {
             let _ = child.kill();
             let _ = child.wait();
             let _ = std::fs::remove_file(&sock);
@@ -282,12 +285,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn calls_configure_boot_source_machine_drives_then_start() {
+    fn the_config_file_boots_and_a_clone_loads_its_snapshot() {
         let spec = VmSpec {
             id: "vm1".into(),
             dir: "/run/x".into(),
             vmlinux: "/k/vmlinux".into(),
-            bzimage: None,
             initrd: "/k/initrd".into(),
             cmdline: "console=ttyS0 reboot=k".into(),
             vcpus: 1,
@@ -310,41 +312,27 @@ mod tests {
             restore: None,
             confine: Default::default(),
         };
-        let calls = FirecrackerBackend::calls(&spec);
-        let paths: Vec<&str> = calls.iter().map(|c| c.1.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                "/boot-source",
-                "/machine-config",
-                "/drives/d0",
-                "/drives/d1",
-                "/network-interfaces/eth0",
-                "/vsock",
-                "/actions"
-            ]
-        );
-        assert_eq!(calls[4].2["host_dev_name"], "ig-1");
+        let c = FirecrackerBackend::config(&spec);
+        assert_eq!(c["network-interfaces"][0]["host_dev_name"], "ig-1");
+        assert_eq!(c["network-interfaces"][0]["guest_mac"], "02:00:00:00:00:02");
         // Files in the VM's directory are relative (Firecracker runs there).
-        assert_eq!(calls[3].2["path_on_host"], "data.ext4");
-        assert_eq!(calls[2].2["path_on_host"], "/d/img");
-        assert_eq!(calls[0].2["boot_args"], "console=ttyS0 reboot=k");
-        assert_eq!(calls[2].2["is_read_only"], true);
-        assert_eq!(calls[5].2["uds_path"], "vsock.sock");
-        assert_eq!(calls[6].2["action_type"], "InstanceStart");
+        assert_eq!(c["drives"][1]["path_on_host"], "data.ext4");
+        assert_eq!(c["drives"][0]["path_on_host"], "/d/img");
+        assert_eq!(c["drives"][0]["is_read_only"], true);
+        assert_eq!(c["drives"][1]["is_read_only"], false);
+        assert_eq!(c["boot-source"]["boot_args"], "console=ttyS0 reboot=k");
+        assert_eq!(c["machine-config"]["mem_size_mib"], 128);
+        assert_eq!(c["vsock"]["uds_path"], "vsock.sock");
         // A clone: one snapshot load, memory mapped from the file, its own TAP.
-        let mut clone = spec.clone();
-        clone.restore = Some(crate::RestoreSpec {
+        let r = crate::RestoreSpec {
             state: "/s/vmstate".into(),
             memory: "/s/memory".into(),
-        });
-        let calls = FirecrackerBackend::calls(&clone);
-        assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].1, "/snapshot/load");
-        assert_eq!(calls[0].2["mem_backend"]["backend_type"], "File");
-        assert_eq!(calls[0].2["mem_backend"]["backend_path"], "/s/memory");
-        assert_eq!(calls[0].2["resume_vm"], true);
-        assert_eq!(calls[0].2["network_overrides"][0]["host_dev_name"], "ig-1");
+        };
+        let load = FirecrackerBackend::load_call(&spec, &r);
+        assert_eq!(load["mem_backend"]["backend_type"], "File");
+        assert_eq!(load["mem_backend"]["backend_path"], "/s/memory");
+        assert_eq!(load["resume_vm"], true);
+        assert_eq!(load["network_overrides"][0]["host_dev_name"], "ig-1");
     }
 
     /// The hybrid-vsock handshake against a fake Firecracker vsock socket:

@@ -333,7 +333,6 @@ mod tests {
             id: "x".into(),
             dir: "/run/ignis/x".into(),
             vmlinux: "/k/vmlinux".into(),
-            bzimage: Some("/k/bzImage".into()),
             initrd: "/k/initrd".into(),
             cmdline: "console=ttyS0".into(),
             vcpus: 2,
