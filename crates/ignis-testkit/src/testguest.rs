@@ -22,6 +22,16 @@ pub const READY: &str = "\nIGNIS-INIT ready\n";
 const LOAD: u64 = 0x10_0000;
 
 pub fn elf() -> Vec<u8> {
+    build(true)
+}
+
+/// The idle variant: the ready line, then the vCPU halts for good (`cli;
+/// hlt`): a VM that costs no CPU, for benchmarks that run many at once.
+pub fn elf_idle() -> Vec<u8> {
+    build(false)
+}
+
+fn build(dots: bool) -> Vec<u8> {
     let msg = READY.as_bytes();
     let mut code: Vec<u8> = Vec::new();
     code.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
@@ -47,10 +57,13 @@ pub fn elf() -> Vec<u8> {
         0xb0, b'\n', 0xee, // mov al, '\n'; out dx, al
         0xeb, 0xe5, // jmp 2b
     ];
+    // Idle: mov ecx,len; rep outsb; cli; 1: hlt; jmp 1b.
+    let idle = [0xb9, 0, 0, 0, 0, 0xf3, 0x6e, 0xfa, 0xf4, 0xeb, 0xfd];
+    let tail: &[u8] = if dots { &tail } else { &idle };
     let disp = u32::try_from(tail.len()).expect("small"); // msg follows the tail
     code.extend_from_slice(&disp.to_le_bytes());
     assert_eq!(code.len(), lea_end);
-    let mut t = tail;
+    let mut t = tail.to_vec();
     t[1..5].copy_from_slice(&u32::try_from(msg.len()).expect("small").to_le_bytes());
     code.extend_from_slice(&t);
     code.extend_from_slice(msg);
@@ -88,6 +101,11 @@ pub fn elf() -> Vec<u8> {
 mod tests {
     #[test]
     fn test_guest_is_a_loadable_x86_64_executable() {
+        let idle = super::elf_idle();
+        let disp = u32::from_le_bytes(idle[0x78 + 7..0x78 + 11].try_into().unwrap()) as usize;
+        let msg_at = 0x78 + 11 + disp;
+        assert_eq!(&idle[msg_at..msg_at + super::READY.len()], super::READY.as_bytes());
+        assert_eq!(&idle[msg_at - 4..msg_at], [0xfa, 0xf4, 0xeb, 0xfd], "cli; hlt; jmp hlt");
         let e = super::elf();
         assert_eq!(&e[..4], b"\x7fELF");
         assert_eq!(u16::from_le_bytes([e[0x12], e[0x13]]), 0x3e);
