@@ -168,6 +168,7 @@ def jail(vid, files, writable=()):
         if name in writable:
             subprocess.run(["cp", "--sparse=always", src, f"{root}/{name}"], check=True)
             os.chown(f"{root}/{name}", RAW_UID, RAW_UID)
+            os.chmod(f"{root}/{name}", 0o644)
         else:
             os.link(src, f"{root}/{name}")
     return base, root
@@ -505,7 +506,7 @@ def qemu():
         recs = [inspect(i) for i in ids]
         names = set()
         for x in recs:
-            names.add(ig("exec", x["id"], "hostname").stdout.strip())
+            names.add(ig("exec", x["id"], "/bin/busybox", "hostname").stdout.strip())
         assert len(names) == n, f"hostnames not unique: {names}"
         per = ms / n
         row(B, f"fork -n {n}, per clone (total {ms:.0f} ms)", per, rl, "<= raw load + 10 ms", per - rl <= 10)
