@@ -11,6 +11,7 @@ pub mod manifest;
 mod prune;
 mod size;
 mod snapshot;
+pub mod state;
 mod vm;
 
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
@@ -18,9 +19,13 @@ pub use kernel::{KernelRecord, KernelSource};
 pub use prune::PruneReport;
 pub use size::parse_size;
 pub use snapshot::{BlobRef, SnapshotRecord};
+pub use state::{
+    Accel, BackendKind, BackendRequest, Health, IllegalTransition, NetworkMode, RunState, Started,
+    VmState,
+};
 pub use vm::{
     CgroupLimits, Confinement, CopyFileSpec, NetworkSpec, PhaseTiming, PortSpec, RunMode,
-    SnapshotOrigin, SshSpec, VmRecord, VmSpec, VmState, VmStatus,
+    SnapshotOrigin, SshSpec, VmRecord, VmSpec, VmStatus,
 };
 
 /// Prefix of every content digest ignis produces or accepts.

@@ -85,6 +85,9 @@ pub struct ManifestNetwork {
     pub ports: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// A fixed MAC, e.g. `02:00:00:aa:bb:cc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// What is observed (written by `get`, and back to Git with

@@ -30,7 +30,7 @@ pub struct SnapshotRecord {
     pub image: String,
     pub kernel_id: String,
     /// `qemu` or `firecracker` (a snapshot resumes only on its own VMM).
-    pub backend: String,
+    pub backend: crate::BackendKind,
     /// The VMM's `--version` line when it was taken.
     pub vmm_version: String,
     /// The source VM's spec (resources, command, network mode, SSH key).
@@ -43,6 +43,10 @@ pub struct SnapshotRecord {
     /// The guest ran the ignis agent (a restored clone waits for it).
     #[serde(default = "yes")]
     pub agent: bool,
+    /// Where the snapshot's time went (pause and save, copies, resume,
+    /// store), as a VM's start timings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timings: Vec<crate::PhaseTiming>,
 }
 
 fn yes() -> bool {

@@ -1,27 +1,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Docker's container states, as VMs have them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VmState {
-    /// Recorded, disk made, never started (or restarted after exit).
-    Created,
-    /// Its supervisor and VMM are running.
-    Running,
-    /// Its VMM ended; `exitCode` and `reason` tell how.
-    Exited,
-}
-
-impl VmState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Running => "running",
-            Self::Exited => "exited",
-        }
-    }
-}
+use crate::state::{Accel, BackendKind, Health, NetworkMode, VmState};
 
 /// How the guest init runs the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +48,7 @@ impl std::fmt::Display for PortSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkSpec {
-    pub mode: String,
+    pub mode: NetworkMode,
     /// Leased at create, stable across restarts, freed on rm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
@@ -87,7 +67,7 @@ pub struct NetworkSpec {
 impl Default for NetworkSpec {
     fn default() -> Self {
         Self {
-            mode: "none".into(),
+            mode: NetworkMode::None,
             ip: None,
             prefix: None,
             gateway: None,
@@ -106,9 +86,8 @@ pub struct VmSpec {
     pub memory_mib: u32,
     /// Size of the writable disk in bytes.
     pub disk_size: u64,
-    pub backend: String,
-    /// `kvm` or `tcg` (QEMU).
-    pub accel: String,
+    pub backend: BackendKind,
+    pub accel: Accel,
     pub mode: RunMode,
     /// The workload command (app mode), Entrypoint+Cmd resolved at create.
     #[serde(default)]
@@ -192,10 +171,9 @@ pub struct VmStatus {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The guest agent: `starting` (not connected yet), `healthy`
-    /// (answers), `unhealthy` (stopped answering); absent without an agent.
+    /// The guest agent's health; absent without an agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<String>,
+    pub health: Option<Health>,
     /// Milliseconds from start to the agent's first greeting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_ms: Option<u64>,
@@ -279,5 +257,9 @@ pub struct VmRecord {
 impl VmRecord {
     pub fn state(&self) -> VmState {
         self.status.state.unwrap_or(VmState::Created)
+    }
+
+    pub fn run_state(&self) -> crate::state::RunState {
+        self.status.run_state()
     }
 }

@@ -43,6 +43,9 @@ pub struct SnapshotArgs {
     /// Name of the snapshot (default: VM-NAME-<id>).
     #[arg(long)]
     pub name: Option<String>,
+    /// Print where the time went, phase by phase (also in `snapshot inspect`).
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -113,20 +113,45 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Prints the error and its causes once, and maps it to an exit code.
+/// The flag that sets a settings field (the core names fields, the CLI
+/// names flags).
+fn flag(f: ignis_core::vm::Field) -> &'static str {
+    use ignis_core::vm::Field;
+    match f {
+        Field::Image => "IMAGE",
+        Field::Name => "--name",
+        Field::Cpus => "--cpus",
+        Field::Memory => "--memory",
+        Field::DiskSize => "--size",
+        Field::Kernel => "--kernel",
+        Field::Env => "-e",
+        Field::CopyFiles => "--copy-files",
+        Field::Backend => "--backend",
+        Field::Network => "--network",
+        Field::Ip => "--ip",
+        Field::Mac => "--mac",
+        Field::Ports => "-p",
+        Field::Ssh => "--ssh",
+    }
+}
+
+/// Prints the error and its causes, each once, and maps it to an exit
+/// code.
 fn report(e: &anyhow::Error) -> i32 {
-    let mut msg = format!("ignis: {e}");
-    let mut last = e.to_string();
+    let core = e.downcast_ref::<ignis_core::Error>();
+    let head = match core {
+        Some(c) => match c.field {
+            Some(f) => format!("{}: {}", flag(f), c.message),
+            None => c.message.clone(),
+        },
+        None => e.to_string(),
+    };
+    let mut msg = format!("ignis: {head}");
     for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        // Messages that already include their cause are not repeated.
-        if !last.contains(&c) {
-            msg.push_str(&format!(": {c}"));
-        }
-        last = c;
+        msg.push_str(&format!(": {cause}"));
     }
     eprintln!("{msg}");
-    match e.downcast_ref::<ignis_core::Error>().map(|e| e.kind) {
+    match core.map(|e| e.kind) {
         Some(ErrorKind::NotFound | ErrorKind::Ambiguous) => exit::NOT_FOUND,
         Some(ErrorKind::Conflict) => exit::CONFLICT,
         Some(ErrorKind::Unavailable) => exit::UNAVAILABLE,

@@ -30,8 +30,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 /// Renders a `--format` template: `{{.Field}}` takes a field of the row's
-/// JSON (case-insensitive, camelCase or PascalCase), `{{json .}}` the whole
-/// row; `\t` and `\n` escapes are honoured.
+/// JSON (case-insensitive, camelCase or PascalCase; `.A.B` a field of a
+/// field), `{{json .}}` the whole row; `\t` and `\n` escapes are honoured.
 pub fn template(fmt: &str, value: &serde_json::Value) -> String {
     let mut out = String::new();
     let mut rest = fmt;
@@ -45,11 +45,14 @@ pub fn template(fmt: &str, value: &serde_json::Value) -> String {
         let expr = rest[start + 2..start + end].trim();
         if expr == "json ." {
             out.push_str(&value.to_string());
-        } else if let Some(field) = expr.strip_prefix('.') {
-            let found = value.as_object().and_then(|o| {
-                o.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(field))
-                    .map(|(_, v)| v)
+        } else if let Some(path) = expr.strip_prefix('.') {
+            // `.Spec.Network.Ip`: fields of fields, as Go templates.
+            let found = path.split('.').try_fold(value, |v, field| {
+                v.as_object().and_then(|o| {
+                    o.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(field))
+                        .map(|(_, v)| v)
+                })
             });
             match found {
                 Some(serde_json::Value::String(s)) => out.push_str(s),
@@ -158,6 +161,21 @@ pub fn started_ns() -> u64 {
     *START.get_or_init(ignis_core::timing::now_ns)
 }
 
+/// Phases with when each began and how long it took, on stderr.
+pub fn phases(timings: &[ignis_api::PhaseTiming]) {
+    let ms = |us: u64| format!("{:.1}", us as f64 / 1000.0);
+    let mut out = format!("{:<16} {:>10} {:>10}\n", "PHASE", "AT (ms)", "TOOK (ms)");
+    for p in timings {
+        out.push_str(&format!(
+            "{:<16} {:>10} {:>10}\n",
+            p.phase,
+            ms(p.at_us),
+            ms(p.took_us)
+        ));
+    }
+    eprint!("{out}");
+}
+
 /// `--timings`: where the time of a start went, on stderr. One VM: each
 /// phase with when it began and how long it took; several (a fork): the
 /// median and the slowest per phase.
@@ -165,18 +183,8 @@ pub fn timings(vms: &[ignis_api::VmRecord]) {
     let ms = |us: u64| format!("{:.1}", us as f64 / 1000.0);
     let mut out = String::new();
     if let [vm] = vms {
-        out.push_str(&format!(
-            "{:<16} {:>10} {:>10}\n",
-            "PHASE", "AT (ms)", "TOOK (ms)"
-        ));
-        for p in &vm.status.timings {
-            out.push_str(&format!(
-                "{:<16} {:>10} {:>10}\n",
-                p.phase,
-                ms(p.at_us),
-                ms(p.took_us)
-            ));
-        }
+        phases(&vm.status.timings);
+        return;
     } else {
         let mut phases: Vec<&str> = Vec::new();
         for vm in vms {
@@ -230,6 +238,11 @@ mod tests {
         assert_eq!(
             template("{{json .}}", &serde_json::json!({"a": 1})),
             r#"{"a":1}"#
+        );
+        let vm = serde_json::json!({"spec": {"network": {"ip": "10.0.0.2"}}});
+        assert_eq!(
+            template("{{.Spec.Network.IP}} {{.Spec.Nope.X}}", &vm),
+            "10.0.0.2 <no value>"
         );
     }
 

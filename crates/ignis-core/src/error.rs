@@ -18,11 +18,13 @@ pub enum ErrorKind {
 }
 
 /// A service-layer error: a kind, a message that says what was wrong and
-/// what to do, and the chain of causes.
+/// what to do, the input field it is about (a front end names it its own
+/// way: `--memory`, `spec.memory`), and the chain of causes, attached once.
 #[derive(Debug)]
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    pub field: Option<crate::vm::Field>,
     pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -31,8 +33,15 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            field: None,
             source: None,
         }
+    }
+
+    /// An error about input field `field`.
+    pub fn about(mut self, field: crate::vm::Field) -> Self {
+        self.field = Some(field);
+        self
     }
 
     pub fn with_source(
@@ -43,7 +52,19 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            field: None,
             source: Some(Box::new(source)),
+        }
+    }
+
+    /// An error whose message is `source`'s own: its causes start below
+    /// it (the message is never repeated as its own cause).
+    pub fn wrap(kind: ErrorKind, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            kind,
+            message: source.to_string(),
+            field: None,
+            source: Some(Box::new(Transparent(Box::new(source)))),
         }
     }
 
@@ -53,16 +74,39 @@ impl Error {
 }
 
 impl fmt::Display for Error {
+    /// `field: message` (the field by its API name, e.g. `memory`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        match self.field {
+            Some(field) => write!(f, "{}: {}", field.name(), self.message),
+            None => f.write_str(&self.message),
+        }
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        let s = self.source.as_deref()?;
+        // A wrapped error's message is ours: its cause is the next one.
+        match s.downcast_ref::<Transparent>() {
+            Some(t) => t.0.source(),
+            None => Some(s as &(dyn std::error::Error + 'static)),
+        }
+    }
+}
+
+/// The error inside [`Error::wrap`]: kept (for downcasting) but not shown.
+#[derive(Debug)]
+struct Transparent(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl fmt::Display for Transparent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Transparent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 

@@ -60,6 +60,12 @@ impl Timeline {
         }
     }
 
+    /// Runs `f` as the phase `name`.
+    pub fn time<T>(&self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let _p = self.phase(name);
+        f()
+    }
+
     /// Records a phase that began at `start_ns` and ends now.
     pub fn record_since(&self, name: &str, start_ns: u64) {
         self.record(name, start_ns, now_ns());

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use ignis_core::vm::CreateOptions;
+use ignis_core::vm::VmSettings;
 use ignis_core::{Ignis, Options};
 use ignis_testkit::{ImageSpec, LayerBuilder, OciWriter};
 
@@ -54,15 +54,19 @@ fn start_exit_and_rm_drive_bridge_tap_and_rules() {
         .unwrap();
 
     let vm = ignis
-        .vm_create(&CreateOptions {
-            image: "app:1".into(),
-            backend: "fake".into(),
-            network: "bridge".into(),
-            ports: vec!["18080:80".into()],
-            kernel_args: Some("ignis.fake=exit:0".into()),
-            disk_size: Some(64 << 20),
-            ..Default::default()
-        })
+        .vm_create(
+            &VmSettings {
+                image: Some("app:1".into()),
+                backend: Some("fake".into()),
+                network: Some("bridge".into()),
+                ports: vec!["18080:80".into()],
+                kernel_args: Some("ignis.fake=exit:0".into()),
+                disk_size: Some("64MB".into()),
+                ..Default::default()
+            }
+            .parse()
+            .unwrap(),
+        )
         .unwrap();
     assert_eq!(vm.spec.network.ip.as_deref(), Some("10.77.0.2"));
     assert!(net.calls().is_empty(), "create touches no host network");

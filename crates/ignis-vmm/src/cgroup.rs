@@ -290,17 +290,6 @@ impl VmCgroup {
     }
 }
 
-/// Memory the VMM itself needs beyond guest RAM: device emulation, and
-/// under TCG the translated code cache (QEMU's `tb-size`, capped by the
-/// backend). The cgroup's cap is guest RAM plus this.
-pub fn vmm_overhead_mib(kind: crate::BackendKind, accel: crate::Accel) -> u64 {
-    match (kind, accel) {
-        (crate::BackendKind::Qemu, crate::Accel::Tcg) => 256 + u64::from(crate::qemu::TCG_TB_MIB),
-        (crate::BackendKind::Qemu, crate::Accel::Kvm) => 128,
-        _ => 64,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,21 +141,6 @@ fn firecracker_version(bin: &Path) -> Option<String> {
     Some(v)
 }
 
-/// The version of the VMM binary a backend would run (`QEMU emulator
-/// version 7.2.x ...`, `Firecracker v1.x`): a snapshot resumes only where
-/// this matches.
-pub fn vmm_version(kind: crate::BackendKind) -> Option<String> {
-    let bin = match kind {
-        crate::BackendKind::Qemu => find_in_path(crate::qemu::BINARY)?,
-        crate::BackendKind::Firecracker => std::env::var_os("IGNIS_FIRECRACKER")
-            .map(PathBuf::from)
-            .or_else(|| find_in_path(crate::firecracker::BINARY))?,
-        #[cfg(any(test, feature = "fake"))]
-        crate::BackendKind::Fake => return Some("fake 1".into()),
-    };
-    binary_version(&bin)
-}
-
 /// `major.minor` at least 1.10.
 pub fn firecracker_supported(version: &str) -> bool {
     let mut it = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -166,10 +151,8 @@ pub fn firecracker_supported(version: &str) -> bool {
 pub fn detect() -> HostInfo {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let kvm = kvm_state(Path::new("/dev/kvm"), Path::new("/sys/module"), &cpuinfo);
-    let fc_bin = std::env::var_os("IGNIS_FIRECRACKER")
-        .map(PathBuf::from)
-        .or_else(|| find_in_path("firecracker"));
-    let firecracker = fc_bin.and_then(|b| firecracker_version(&b).map(|v| (b, v)));
+    let firecracker =
+        crate::firecracker::binary().and_then(|b| firecracker_version(&b).map(|v| (b, v)));
     let qemu = find_in_path(crate::qemu::BINARY);
     HostInfo {
         kvm,
@@ -178,40 +161,41 @@ pub fn detect() -> HostInfo {
     }
 }
 
-impl HostInfo {
-    /// auto: Firecracker where it is installed and KVM can run Linux, then
-    /// QEMU with KVM, then QEMU with TCG.
-    pub fn choose(&self) -> BackendChoice {
-        let kvm_ok = matches!(self.kvm, Kvm::Usable(_));
-        let why_not_kvm = match &self.kvm {
-            Kvm::Missing => "no /dev/kvm".to_string(),
+impl Kvm {
+    /// The state in words.
+    pub fn describe(&self) -> String {
+        match self {
+            Kvm::Missing => "no /dev/kvm".into(),
             Kvm::NoAccess(e) => format!("/dev/kvm not accessible ({e})"),
             Kvm::CannotRunLinux(e) => e.clone(),
-            Kvm::Usable(_) => String::new(),
-        };
-        match (&self.firecracker, &self.qemu) {
-            (Some((_, v)), _) if kvm_ok && firecracker_supported(v) => BackendChoice {
-                kind: Some(BackendKind::Firecracker),
-                accel: Accel::Kvm,
-                reason: format!("firecracker {v} installed and KVM usable"),
+            Kvm::Usable(m) => format!("usable ({m})"),
+        }
+    }
+}
+
+impl HostInfo {
+    /// What `auto` picks here, and why.
+    pub fn choose(&self) -> BackendChoice {
+        match crate::choose(crate::BackendRequest::Auto, self, true) {
+            Ok((kind, accel)) => BackendChoice {
+                kind: Some(kind),
+                accel,
+                reason: match (kind, accel) {
+                    (BackendKind::Firecracker, _) => format!(
+                        "firecracker {} installed and KVM usable",
+                        self.firecracker
+                            .as_ref()
+                            .map(|f| f.1.as_str())
+                            .unwrap_or("?")
+                    ),
+                    (_, Accel::Kvm) => "QEMU with KVM (no Firecracker >= 1.10 found)".into(),
+                    _ => format!("QEMU with TCG software emulation: {}", self.kvm.describe()),
+                },
             },
-            (_, Some(_)) if kvm_ok => BackendChoice {
-                kind: Some(BackendKind::Qemu),
-                accel: Accel::Kvm,
-                reason: "QEMU with KVM (no Firecracker >= 1.10 found)".into(),
-            },
-            (_, Some(_)) => BackendChoice {
-                kind: Some(BackendKind::Qemu),
-                accel: Accel::Tcg,
-                reason: format!("QEMU with TCG software emulation: {why_not_kvm}"),
-            },
-            (_, None) => BackendChoice {
+            Err(e) => BackendChoice {
                 kind: None,
                 accel: Accel::Tcg,
-                reason: format!(
-                    "no usable VMM: install qemu-system-x86 (apt-get install qemu-system-x86) or put firecracker >= 1.10 on PATH{}",
-                    if why_not_kvm.is_empty() { String::new() } else { format!(" ({why_not_kvm})") }
-                ),
+                reason: e.message,
             },
         }
     }
@@ -230,17 +214,10 @@ mod tests {
     }
 
     #[test]
-    fn auto_prefers_firecracker_then_qemu_kvm_then_tcg() {
-        let ok = Kvm::Usable("kvm_intel".into());
-        assert_eq!(
-            host(ok.clone(), Some("1.12.0"), true).choose().kind,
-            Some(BackendKind::Firecracker)
-        );
-        let old = host(ok.clone(), Some("1.4.1"), true).choose();
-        assert_eq!((old.kind, old.accel), (Some(BackendKind::Qemu), Accel::Kvm));
+    fn info_says_what_auto_picks_and_why() {
         let pvm = host(Kvm::CannotRunLinux("PVM".into()), Some("1.12.0"), true).choose();
         assert_eq!((pvm.kind, pvm.accel), (Some(BackendKind::Qemu), Accel::Tcg));
-        assert!(pvm.reason.contains("PVM"));
+        assert!(pvm.reason.contains("PVM"), "{}", pvm.reason);
         let none = host(Kvm::Missing, None, false).choose();
         assert_eq!(none.kind, None);
         assert!(none.reason.contains("apt-get install qemu-system-x86"));

@@ -7,9 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::{Backend, BackendKind, Control, VmSpec, VmmError};
+use crate::{
+    Accel, BackendKind, BootPlan, Capabilities, ConfineRequest, Confined, Control, Driver,
+    HostError, VmSpec, VmmError,
+};
 
-pub struct FakeBackend;
+/// The fake driver: no agent, no confinement, no host requirements.
+#[derive(Debug, Clone, Copy)]
+pub struct FakeDriver;
 
 const SCRIPT: &str = r#"
 dir="$1"; mode="$2"
@@ -25,28 +30,90 @@ while [ ! -e "$dir/shutdown" ]; do sleep 0.05; done
 echo "IGNIS-INIT exit 0"
 "#;
 
-impl Backend for FakeBackend {
+fn mode(spec: &VmSpec) -> String {
+    spec.cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ignis.fake="))
+        .unwrap_or("run")
+        .to_string()
+}
+
+impl Driver for FakeDriver {
     fn kind(&self) -> BackendKind {
         BackendKind::Fake
     }
 
+    fn capabilities(&self, _accel: Accel) -> Capabilities {
+        Capabilities {
+            max_vcpus: 64,
+            even_vcpus: false,
+            agent: None,
+            overhead_mib: 64,
+            initramfs: false,
+        }
+    }
+
+    fn host_check(&self, _host: &crate::HostInfo, _linux: bool) -> Result<Accel, HostError> {
+        Ok(Accel::Tcg)
+    }
+
+    fn version(&self) -> Option<String> {
+        Some("fake 1".into())
+    }
+
+    fn kernel_args(&self, _accel: Accel) -> Vec<String> {
+        vec![]
+    }
+
+    /// A shell script is not confined: it gets neither a uid nor a cgroup.
+    fn confine(&self, _req: &ConfineRequest<'_>) -> Confined {
+        Confined::default()
+    }
+
     fn launch(&self, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<Child, VmmError> {
-        let mode = spec
-            .cmdline
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("ignis.fake="))
-            .unwrap_or("run")
-            .to_string();
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(SCRIPT)
-            .arg("fake-vmm")
-            .arg(&spec.dir)
-            .arg(mode)
+        cmd.args(self.boot_plan(spec).argv.iter().skip(1))
             .stdin(input)
             .stdout(console)
             .stderr(Stdio::null());
-        crate::spawn_vmm(cmd, &spec.confine)
+        crate::spawn_vmm(cmd)
+    }
+
+    fn control(&self, dir: &Path) -> Box<dyn Control> {
+        Box::new(FakeControl::new(dir))
+    }
+
+    fn connect_agent(&self, _dir: &Path) -> Result<std::os::unix::net::UnixStream, VmmError> {
+        Err(VmmError::NoAgent)
+    }
+
+    fn boot_plan(&self, spec: &VmSpec) -> BootPlan {
+        BootPlan {
+            backend: BackendKind::Fake,
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                SCRIPT.into(),
+                "fake-vmm".into(),
+                spec.dir.display().to_string(),
+                mode(spec),
+            ],
+            firecracker_config: None,
+        }
+    }
+
+    fn runtime_files(&self) -> &'static [&'static str] {
+        &["fake.pid", "shutdown"]
+    }
+
+    fn leftovers(&self, _dir: &Path) -> Vec<crate::Leftover> {
+        vec![]
+    }
+
+    fn release(&self, dir: &Path) {
+        for f in self.runtime_files() {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
     }
 }
 
@@ -65,9 +132,8 @@ impl FakeControl {
         let pid: i32 = std::fs::read_to_string(self.dir.join("fake.pid"))?
             .trim()
             .parse()
-            .map_err(|_| VmmError::Protocol("bad fake.pid".into()))?;
-        let pid = rustix::process::Pid::from_raw(pid)
-            .ok_or_else(|| VmmError::Protocol("pid 0".into()))?;
+            .map_err(|_| VmmError::FakePid)?;
+        let pid = rustix::process::Pid::from_raw(pid).ok_or(VmmError::FakePid)?;
         rustix::process::kill_process(pid, sig).map_err(|e| VmmError::Io(e.into()))
     }
 }

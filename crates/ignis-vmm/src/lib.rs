@@ -1,13 +1,19 @@
-//! VMM backends.
+//! VMM drivers: everything that differs between VMMs sits behind
+//! [`Driver`] (capabilities, host check, kernel arguments, confinement,
+//! launch, control, the agent's transport, the boot plan, version, files
+//! and cleanup). ignis-core drives a `dyn Driver` from [`driver`] and never
+//! asks which VMM it is; a new VMM is one new module implementing it (the
+//! checklist is in ARCHITECTURE.md).
 //!
-//! A [`Backend`] launches a VMM process for a [`VmSpec`] with the serial
-//! console on a pipe the supervisor reads, and returns the child. Control
-//! of a running VM (graceful shutdown, pause, resume) goes through the VMM's
-//! own control socket in the VM's runtime directory, so any ignis process
-//! can do it, not only the supervisor that launched it.
+//! A driver launches a VMM process for a [`VmSpec`] with the serial
+//! console on a pipe the supervisor reads. Control of a running VM
+//! (graceful shutdown, pause, resume, snapshot) goes through the VMM's own
+//! control socket in the VM's runtime directory, so any ignis process can
+//! do it, not only the supervisor that launched it.
 
 pub mod cgroup;
 pub mod detect;
+mod driver;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod firecracker;
@@ -15,39 +21,16 @@ pub mod qemu;
 pub mod reaper;
 pub mod tap;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::time::{Duration, Instant};
 
-pub use detect::{detect, BackendChoice, HostInfo};
-
-/// Which VMM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    Firecracker,
-    Qemu,
-    #[cfg(any(test, feature = "fake"))]
-    Fake,
-}
-
-impl BackendKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Firecracker => "firecracker",
-            Self::Qemu => "qemu",
-            #[cfg(any(test, feature = "fake"))]
-            Self::Fake => "fake",
-        }
-    }
-}
-
-/// QEMU acceleration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
+pub use detect::{detect, HostInfo};
+pub use driver::{
+    choose, driver, drivers, AgentTransport, BootPlan, Capabilities, ConfineRequest, Confined,
+    Driver, HostError, Leftover, VcpuRange,
+};
+pub use ignis_api::{Accel, BackendKind, BackendRequest};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {
@@ -118,6 +101,8 @@ pub struct NetSpec {
 pub enum VmmError {
     #[error("{binary} not found; {hint}")]
     NotInstalled { binary: String, hint: &'static str },
+    #[error("the {0} backend is not built into this ignis")]
+    NotBuiltIn(BackendKind),
     #[error("cannot start {binary}")]
     Spawn {
         binary: String,
@@ -130,6 +115,10 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path} did not answer within {} s", .waited.as_secs())]
+    SocketTimeout { path: String, waited: Duration },
+    #[error("the VMM exited before serving its control socket ({0})")]
+    ExitedEarly(std::process::ExitStatus),
     #[error("Firecracker API {method} {path} failed ({status}): {message}")]
     Api {
         method: String,
@@ -137,16 +126,85 @@ pub enum VmmError {
         status: u16,
         message: String,
     },
+    #[error("Firecracker API {method} {path}")]
+    Http {
+        method: String,
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("QMP command {command} failed: {class}: {desc}")]
     Qmp {
         command: String,
         class: String,
         desc: String,
     },
-    #[error("VMM protocol error: {0}")]
-    Protocol(String),
+    #[error("QMP: {0}")]
+    QmpProtocol(&'static str),
+    #[error("QMP: expected a greeting, got {0}")]
+    QmpGreeting(String),
+    #[error("QMP: unreadable JSON")]
+    QmpJson(#[source] serde_json::Error),
+    #[error("{what} did not complete within {} s", .waited.as_secs())]
+    Timeout {
+        what: &'static str,
+        waited: Duration,
+    },
+    #[error("vsock CONNECT {port} refused: {reply:?}")]
+    VsockRefused { port: u32, reply: String },
+    #[error("cannot {what} {}", .path.display())]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the jailer needs a uid and gid for the VMM")]
+    NoJailUser,
+    #[error("this backend has no guest agent")]
+    NoAgent,
+    #[error("the fake VMM's pid file is unreadable")]
+    FakePid,
     #[error("VMM control I/O")]
     Io(#[from] std::io::Error),
+}
+
+impl VmmError {
+    pub(crate) fn file(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| Self::File { what, path, source }
+    }
+}
+
+/// Waits until the unix socket `path` accepts a connection (a VMM binds
+/// its socket before it listens: connections are refused until then),
+/// failing early if `child` exits. The one retry loop of every driver.
+pub(crate) fn wait_for_socket(
+    path: &Path,
+    child: Option<&mut Child>,
+    timeout: Duration,
+) -> Result<(), VmmError> {
+    let deadline = Instant::now() + timeout;
+    let mut child = child;
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Ok(()),
+            Err(_) if Instant::now() > deadline => {
+                return Err(VmmError::SocketTimeout {
+                    path: path.display().to_string(),
+                    waited: timeout,
+                })
+            }
+            Err(_) => {
+                if let Some(c) = child.as_mut() {
+                    if let Ok(Some(status)) = c.try_wait() {
+                        return Err(VmmError::ExitedEarly(status));
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+    }
 }
 
 /// Makes a VMM child die with its parent (the supervisor): if the
@@ -167,32 +225,15 @@ pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
 /// Spawns a VMM command that dies with its parent (see
 /// [`die_with_parent`]), mapping a failure to [`VmmError::Spawn`]. The
 /// caller moves it into its cgroup ([`cgroup::VmCgroup::add`]).
-pub(crate) fn spawn_vmm(
-    mut cmd: std::process::Command,
-    _confine: &Confinement,
-) -> Result<Child, VmmError> {
+pub(crate) fn spawn_vmm(mut cmd: std::process::Command) -> Result<Child, VmmError> {
     die_with_parent(&mut cmd);
     let binary = cmd.get_program().to_string_lossy().into_owned();
     cmd.spawn()
         .map_err(|source| VmmError::Spawn { binary, source })
 }
 
-/// Launches VMMs.
-pub trait Backend: Send + Sync {
-    fn kind(&self) -> BackendKind;
-    /// Starts the VMM; its serial console output goes to `console` (the
-    /// write end of a pipe) and its serial input comes from `input`.
-    /// Returns once the guest is booting.
-    fn launch(
-        &self,
-        spec: &VmSpec,
-        input: std::process::Stdio,
-        console: std::process::Stdio,
-    ) -> Result<Child, VmmError>;
-}
-
 /// Control of a running VM through its control socket.
-pub trait Control {
+pub trait Control: Send + Sync {
     /// Asks the guest to shut down (Ctrl-Alt-Del or ACPI power button).
     fn shutdown(&self) -> Result<(), VmmError>;
     fn pause(&self) -> Result<(), VmmError>;
@@ -201,47 +242,4 @@ pub trait Control {
     /// the state and the guest memory are. The memory may be the VM's live
     /// RAM file (QEMU): read it before `resume`, which the caller calls.
     fn snapshot(&self, dir: &std::path::Path) -> Result<SnapshotFiles, VmmError>;
-}
-
-/// QEMU's end of the agent's virtio-serial port (a chardev socket).
-pub const AGENT_VMM_SOCKET: &str = "agent.vmm.sock";
-/// Firecracker's hybrid vsock socket.
-pub const VSOCK_SOCKET: &str = "vsock.sock";
-
-/// Connects to the guest agent's stream through the VMM of the VM in
-/// `dir`: QEMU's chardev socket, or Firecracker's vsock socket with its
-/// `CONNECT <port>` handshake. Fails while the guest is not listening yet
-/// (callers retry); the fake backend has no agent.
-pub fn connect_agent(
-    kind: BackendKind,
-    dir: &std::path::Path,
-) -> Result<std::os::unix::net::UnixStream, VmmError> {
-    use std::os::unix::net::UnixStream;
-    let connect = |name: &str| {
-        let path = dir.join(name);
-        UnixStream::connect(&path).map_err(|source| VmmError::Connect {
-            path: path.display().to_string(),
-            source,
-        })
-    };
-    match kind {
-        BackendKind::Qemu => connect(AGENT_VMM_SOCKET),
-        BackendKind::Firecracker => {
-            let mut s = connect(VSOCK_SOCKET)?;
-            firecracker::vsock_handshake(&mut s, ignis_agent_proto::VSOCK_PORT)?;
-            Ok(s)
-        }
-        #[cfg(any(test, feature = "fake"))]
-        BackendKind::Fake => Err(VmmError::Protocol("no agent in the fake backend".into())),
-    }
-}
-
-/// The control handle of a VM of `kind` whose runtime directory is `dir`.
-pub fn control(kind: BackendKind, dir: &std::path::Path) -> Box<dyn Control> {
-    match kind {
-        BackendKind::Firecracker => Box::new(firecracker::FirecrackerControl::new(dir)),
-        BackendKind::Qemu => Box::new(qemu::QemuControl::new(dir)),
-        #[cfg(any(test, feature = "fake"))]
-        BackendKind::Fake => Box::new(fake::FakeControl::new(dir)),
-    }
 }

@@ -90,6 +90,7 @@ pub fn run(host: &str, command: Command) -> anyhow::Result<i32> {
             command: None,
             vm: Some(vm),
             name,
+            ..
         }) => {
             let q = name
                 .map(|n| format!("?name={}", enc(&n)))

@@ -9,7 +9,8 @@ use crate::output;
 pub fn snapshot(ignis: &Ignis, a: SnapshotArgs) -> anyhow::Result<()> {
     let Some(cmd) = a.command else {
         let vm = a.vm.expect("clap requires VM without a subcommand");
-        let s = ignis.vm_snapshot(&vm, a.name.as_deref())?;
+        let timeline = ignis_core::timing::Timeline::starting_at(output::started_ns());
+        let s = ignis.vm_snapshot_timed(&vm, a.name.as_deref(), &timeline)?;
         eprintln!(
             "snapshot {} of {}: memory {}, disk {}, VM paused {} ms",
             s.name,
@@ -19,6 +20,9 @@ pub fn snapshot(ignis: &Ignis, a: SnapshotArgs) -> anyhow::Result<()> {
             s.pause_ms
         );
         println!("{}", s.id);
+        if a.timings {
+            output::phases(&s.timings);
+        }
         return Ok(());
     };
     match cmd {
@@ -48,7 +52,7 @@ pub fn snapshot(ignis: &Ignis, a: SnapshotArgs) -> anyhow::Result<()> {
                         s.id.clone(),
                         s.name.clone(),
                         s.vm_name.clone(),
-                        s.backend.clone(),
+                        s.backend.to_string(),
                         output::size(s.memory.size),
                         output::size(s.disk.size),
                         format!("{} ms", s.pause_ms),

@@ -2,22 +2,18 @@ use std::io::Write;
 use std::time::Duration;
 
 use ignis_api::{short_id, VmRecord, VmState};
-use ignis_core::vm::CreateOptions;
+use ignis_core::vm::{CreateOptions, VmSettings};
 use ignis_core::Ignis;
 
 use crate::cli::{Command, CreateArgs, ListFormat};
 use crate::output;
 
-/// `512MB`, `1g`, `2GiB` → bytes; a bare number is `bare_unit` bytes.
-pub fn parse_size(s: &str, bare_unit: u64) -> anyhow::Result<u64> {
-    ignis_api::parse_size(s, bare_unit).map_err(|e| anyhow::anyhow!(e))
-}
-
-/// Create options with Ignite's precedence: config defaults (environment)
-/// < the `--config` manifest < flags given on the command line.
+/// Create options with Ignite's precedence: environment defaults < the
+/// `--config` manifest < flags given on the command line; parsed by the
+/// core's one conversion (the same `apply` and the daemon use).
 fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOptions> {
     let manifest = match &a.config {
-        None => None,
+        None => VmSettings::default(),
         Some(path) => {
             let mut vms: Vec<_> = ignis_core::manifest::read_path(path)?
                 .into_iter()
@@ -37,68 +33,38 @@ fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOpti
                 )
                 .into());
             }
-            vms.pop()
+            VmSettings::from_manifest(&vms.remove(0))
         }
     };
-    let (meta, spec) = match manifest {
-        Some(m) => (m.metadata, m.spec),
-        None => Default::default(),
-    };
-    let net = spec.network.clone().unwrap_or_default();
-    let mut labels = meta.labels.clone();
+    let mut labels = std::collections::BTreeMap::new();
     for l in &a.label {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         labels.insert(k.to_string(), v.to_string());
     }
-    let memory = a.memory.or(spec.memory);
-    let size = a.size.or(spec.disk_size);
-    let name = a.name.or((!meta.name.is_empty()).then_some(meta.name));
-    let image = a
-        .image
-        .or((!spec.image.is_empty()).then_some(spec.image))
-        .ok_or_else(|| {
-            ignis_core::Error::new(
-                ignis_core::ErrorKind::Invalid,
-                "no image: give one, or spec.image in --config",
-            )
-        })?;
-    Ok(CreateOptions {
-        image,
-        name,
-        cpus: a.cpus.or(spec.cpus),
-        memory_mib: memory
-            .as_deref()
-            .map(|m| parse_size(m, 1 << 20))
-            .transpose()?
-            .map(|b| u32::try_from(b >> 20).unwrap_or(u32::MAX)),
-        disk_size: size.as_deref().map(|s| parse_size(s, 1)).transpose()?,
-        kernel: a.kernel.or(spec.kernel),
-        kernel_args: a.kernel_args.or(spec.kernel_args),
-        env: spec.env.into_iter().chain(a.env).collect(),
+    let flags = VmSettings {
+        image: a.image,
+        name: a.name,
         labels,
-        copy_files: spec.copy_files.into_iter().chain(a.copy_files).collect(),
-        command: if a.command.is_empty() {
-            spec.command
-        } else {
-            a.command
-        },
-        backend: a
-            .backend
-            .or(spec.backend)
-            .or_else(|| std::env::var("IGNIS_BACKEND").ok())
-            .unwrap_or_else(|| "auto".into()),
-        auto_remove,
-        network: a
-            .network
-            .or(net.mode)
-            .or_else(|| std::env::var("IGNIS_NETWORK").ok())
-            .unwrap_or_else(|| "bridge".into()),
-        ip: a.ip.or(net.ip),
+        cpus: a.cpus,
+        memory: a.memory,
+        disk_size: a.size,
+        kernel: a.kernel,
+        kernel_args: a.kernel_args,
+        env: a.env,
+        copy_files: a.copy_files,
+        command: a.command,
+        backend: a.backend,
+        network: a.network,
+        ip: a.ip,
         mac: a.mac,
-        ports: net.ports.into_iter().chain(a.publish).collect(),
-        ssh: a.ssh.or(spec.ssh),
-        from_snapshot: None,
-    })
+        ports: a.publish,
+        ssh: a.ssh,
+        auto_remove,
+    };
+    Ok(VmSettings::from_environment()
+        .overlay(manifest)
+        .overlay(flags)
+        .parse()?)
 }
 
 fn status_text(v: &VmRecord) -> String {
@@ -108,9 +74,9 @@ fn status_text(v: &VmRecord) -> String {
             Some(t) => format!(
                 "Up {}{}",
                 output::ago(t).trim_end_matches(" ago"),
-                match (v.status.paused, v.status.health.as_deref()) {
+                match (v.status.paused, v.status.health) {
                     (true, _) => " (Paused)".to_string(),
-                    (false, Some(h)) => format!(" ({h})"),
+                    (false, Some(h)) => format!(" ({})", h.as_str()),
                     (false, None) => String::new(),
                 }
             ),
@@ -133,7 +99,7 @@ fn matches_filter(v: &VmRecord, filters: &[String]) -> anyhow::Result<bool> {
         let ok = match k {
             "name" => v.name.contains(val),
             "state" | "status" => v.state().as_str() == val,
-            "health" => v.status.health.as_deref() == Some(val),
+            "health" => v.status.health.map(|h| h.as_str()) == Some(val),
             "image" => v.image == val || v.image_id.trim_start_matches("sha256:").starts_with(val),
             "id" => v.id.starts_with(val),
             "label" => {
@@ -430,19 +396,4 @@ pub fn print_ps(
         ids,
     )?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_parse_like_docker() {
-        assert_eq!(parse_size("512MB", 1).unwrap(), 512 << 20);
-        assert_eq!(parse_size("1g", 1).unwrap(), 1 << 30);
-        assert_eq!(parse_size("2GiB", 1).unwrap(), 2 << 30);
-        assert_eq!(parse_size("256", 1 << 20).unwrap(), 256 << 20);
-        assert!(parse_size("lots", 1).is_err());
-        assert!(parse_size("5x", 1).is_err());
-    }
 }

@@ -120,8 +120,7 @@ fn build_error(e: BuildError) -> Error {
         BuildError::Disk(_) | BuildError::Blob { .. } => ErrorKind::Internal,
         _ => ErrorKind::Invalid,
     };
-    let msg = e.to_string();
-    Error::with_source(kind, format!("cannot build the image: {msg}"), e)
+    Error::with_source(kind, "cannot build the image", e)
 }
 
 /// Whether `path` exists inside the image tree `root`, following symlinks

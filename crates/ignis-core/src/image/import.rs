@@ -37,6 +37,5 @@ fn import_error(e: ImportError) -> Error {
         ImportError::Read { .. } | ImportError::Store(_) => ErrorKind::Internal,
         _ => ErrorKind::Invalid,
     };
-    let msg = e.to_string();
-    Error::with_source(kind, format!("import failed: {msg}"), e)
+    Error::with_source(kind, "import failed", e)
 }

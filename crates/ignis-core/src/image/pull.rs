@@ -47,5 +47,5 @@ pub(crate) fn pull_error(e: PullError) -> Error {
     } else {
         ""
     };
-    Error::with_source(kind, format!("pull failed: {msg}{hint}"), e)
+    Error::with_source(kind, format!("pull failed{hint}"), e)
 }

@@ -187,9 +187,8 @@ fn from_file(path: &Path, modules: BlobWriter) -> Result<(KernelFiles, BlobWrite
         ));
     }
     let data = std::fs::read(path).map_err(read_err)?;
-    let files = ignis_kernel::from_bytes(data).map_err(|e| {
-        Error::with_source(ErrorKind::Invalid, format!("{}: {e}", path.display()), e)
-    })?;
+    let files = ignis_kernel::from_bytes(data)
+        .map_err(|e| Error::with_source(ErrorKind::Invalid, path.display().to_string(), e))?;
     Ok((files, modules, 0))
 }
 
@@ -198,11 +197,7 @@ fn deb_error(e: DebError) -> Error {
         DebError::Read { .. } => ErrorKind::Internal,
         _ => ErrorKind::Invalid,
     };
-    let msg = match &e {
-        DebError::Kernel { source, .. } => format!("{e}: {source}"),
-        _ => e.to_string(),
-    };
-    Error::with_source(kind, msg, e)
+    Error::wrap(kind, e)
 }
 
 /// Downloads a Debian package with apt-get; a metapackage such as

@@ -12,7 +12,7 @@ use ignis_api::manifest::{
 use ignis_api::{VmRecord, VmState};
 use serde::Serialize;
 
-use crate::vm::CreateOptions;
+use crate::vm::VmSettings;
 use crate::{Error, ErrorKind, Ignis};
 
 /// VMs converged at once (each start waits for its guest to be ready).
@@ -192,50 +192,14 @@ impl Ignis {
     }
 
     fn create_from(&self, m: &VmManifest, owner: &str, hash: &str) -> Result<VmRecord, Error> {
-        let s = &m.spec;
-        let size = |v: &Option<String>| -> Result<Option<u64>, Error> {
-            v.as_deref()
-                .map(|x| {
-                    ignis_api::parse_size(x, 1 << 20).map_err(|e| Error::new(ErrorKind::Invalid, e))
-                })
-                .transpose()
-        };
-        if let Some(k) = &s.kernel {
-            if self.kernel_inspect(k).is_err() {
-                self.kernel_import(k, None, false)?;
-            }
-        }
-        let mut labels: BTreeMap<String, String> = m.metadata.labels.clone();
-        labels.insert(OWNER.into(), owner.into());
-        labels.insert(SPEC_HASH.into(), hash.into());
-        let net = s.network.clone().unwrap_or_default();
-        let rec = self.vm_create(&CreateOptions {
-            image: s.image.clone(),
-            name: Some(m.metadata.name.clone()),
-            cpus: s.cpus,
-            memory_mib: size(&s.memory)?.map(|b| u32::try_from(b >> 20).unwrap_or(u32::MAX)),
-            disk_size: size(&s.disk_size)?,
-            kernel: s.kernel.clone(),
-            kernel_args: s.kernel_args.clone(),
-            env: s.env.clone(),
-            labels,
-            copy_files: s.copy_files.clone(),
-            command: s.command.clone(),
-            backend: s.backend.clone().unwrap_or_else(|| {
-                std::env::var("IGNIS_BACKEND").unwrap_or_else(|_| "auto".into())
-            }),
-            auto_remove: false,
-            network: net.mode.clone().unwrap_or_else(|| {
-                std::env::var("IGNIS_NETWORK").unwrap_or_else(|_| "bridge".into())
-            }),
-            ip: net.ip.clone(),
-            mac: None,
-            ports: net.ports.clone(),
-            ssh: s.ssh.clone(),
-            from_snapshot: None,
-        })?;
+        // The one conversion every front end uses: environment defaults
+        // < the manifest (< flags, for the CLI's --config).
+        let mut settings = VmSettings::from_environment().overlay(VmSettings::from_manifest(m));
+        settings.labels.insert(OWNER.into(), owner.into());
+        settings.labels.insert(SPEC_HASH.into(), hash.into());
+        let rec = self.vm_create(&settings.parse()?)?;
         crate::fault::point("apply:vm-created");
-        if s.running {
+        if m.spec.running {
             return self.vm_start(&rec.id, true);
         }
         Ok(rec)
@@ -301,11 +265,12 @@ impl Ignis {
                 disk_size: Some(format!("{}MB", s.disk_size >> 20)),
                 command: s.command.clone(),
                 env: s.env.clone(),
-                backend: Some(s.backend.clone()),
+                backend: Some(s.backend.to_string()),
                 network: Some(ManifestNetwork {
-                    mode: Some(s.network.mode.clone()),
+                    mode: Some(s.network.mode.as_str().to_string()),
                     ports: s.network.ports.iter().map(|p| p.to_string()).collect(),
                     ip: None,
+                    mac: None,
                 }),
                 ssh: s.ssh.as_ref().map(|k| {
                     if k.generated {
@@ -325,7 +290,7 @@ impl Ignis {
                 id: Some(rec.id.clone()),
                 state: Some(rec.state().as_str().into()),
                 ip: s.network.ip.clone(),
-                health: rec.status.health.clone(),
+                health: rec.status.health.map(|h| h.as_str().to_string()),
                 exit_code: rec.status.exit_code,
                 message: rec.status.reason.clone(),
             }),

@@ -13,6 +13,16 @@ impl Ignis {
     /// its state and the memory and disk are copied (sparse); hashing and
     /// storing happen after it resumed. Returns the record (with the pause).
     pub fn vm_snapshot(&self, query: &str, name: Option<&str>) -> Result<SnapshotRecord, Error> {
+        self.vm_snapshot_timed(query, name, &crate::timing::Timeline::new())
+    }
+
+    /// [`Ignis::vm_snapshot`] recording its phases on `timeline`.
+    pub fn vm_snapshot_timed(
+        &self,
+        query: &str,
+        name: Option<&str>,
+        timeline: &crate::timing::Timeline,
+    ) -> Result<SnapshotRecord, Error> {
         let rec = self.reconcile(self.find_vm(query)?)?;
         if rec.state() != VmState::Running {
             return Err(Error::new(
@@ -23,7 +33,7 @@ impl Ignis {
                 ),
             ));
         }
-        if rec.status.paused {
+        if !rec.run_state().can_snapshot() {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!(
@@ -51,11 +61,11 @@ impl Ignis {
                 ));
             }
         }
-        let kind = crate::vm::backend_kind(&rec.spec.backend)?;
-        let vmm_version = ignis_vmm::detect::vmm_version(kind).ok_or_else(|| {
+        let driver = crate::vm::driver(rec.spec.backend)?;
+        let vmm_version = driver.version().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unavailable,
-                format!("cannot read the version of {}", kind.as_str()),
+                format!("cannot read the version of {}", rec.spec.backend),
             )
         })?;
         let dir = self.vm_dir(&rec.id);
@@ -68,26 +78,32 @@ impl Ignis {
             .store
             .scratch("snapshot")
             .map_err(|e| Error::internal("create a scratch directory", e))?;
-        let control = ignis_vmm::control(kind, &dir);
+        let control = driver.control(&dir);
         let paused_at = Instant::now();
+        let pause = timeline.phase("paused");
         // While paused: the VMM's state and memory, and the writable disk.
         // Copies cost what the files hold (their data extents, in the
         // kernel), never their apparent size.
         let saved = (|| -> Result<(), Error> {
+            let phase = timeline.phase("vmm-snapshot");
             let files = control.snapshot(scratch.path()).map_err(|e| {
                 Error::with_source(
                     ErrorKind::Internal,
-                    format!("the VMM could not snapshot VM {}: {e}", rec.name),
+                    format!("the VMM could not snapshot VM {}", rec.name),
                     e,
                 )
             })?;
+            phase.end();
             crate::fault::point("snapshot:state-saved");
+            let phase = timeline.phase("copy-memory");
             for (from, to) in [(&files.memory, "memory"), (&files.state, "vmstate")] {
                 if *from != scratch.path().join(to) {
                     ignis_state::fsutil::clone_or_copy(from, &scratch.path().join(to))
                         .map_err(|e| Error::internal(&format!("copy the VM's {to}"), e))?;
                 }
             }
+            phase.end();
+            let _phase = timeline.phase("copy-disk");
             ignis_state::fsutil::clone_or_copy(
                 &dir.join("data.ext4"),
                 &scratch.path().join("disk"),
@@ -97,16 +113,14 @@ impl Ignis {
         })();
         // Resume whatever happened: a failed snapshot must not leave the
         // VM frozen.
-        let resumed = control.resume();
+        let resumed = timeline.time("resume", || control.resume());
+        pause.end();
         let pause_ms = u64::try_from(paused_at.elapsed().as_millis()).unwrap_or(u64::MAX);
         saved?;
         resumed.map_err(|e| {
             Error::with_source(
                 ErrorKind::Internal,
-                format!(
-                    "VM {} could not be resumed after the snapshot: {e}",
-                    rec.name
-                ),
+                format!("VM {} could not be resumed after the snapshot", rec.name),
                 e,
             )
         })?;
@@ -125,7 +139,9 @@ impl Ignis {
                 .map_err(|e| Error::internal("seal a snapshot blob", e))?;
             Ok(BlobRef { digest, size })
         };
+        let store = timeline.phase("store");
         let (state, memory, disk) = (put("vmstate")?, put("memory")?, put("disk")?);
+        store.end();
         crate::fault::point("snapshot:blobs-stored");
         let id = crate::vm::new_id();
         let snap = SnapshotRecord {
@@ -140,7 +156,7 @@ impl Ignis {
             image_id: rec.image_id.clone(),
             image: rec.image.clone(),
             kernel_id: rec.kernel_id.clone(),
-            backend: rec.spec.backend.clone(),
+            backend: rec.spec.backend,
             vmm_version,
             spec: rec.spec.clone(),
             state,
@@ -148,6 +164,7 @@ impl Ignis {
             disk,
             pause_ms,
             agent: rec.status.health.is_some(),
+            timings: timeline.phases(),
         };
         self.register_snapshot(&snap)?;
         tracing::info!(vm = %rec.name, snapshot = %snap.name, pause_ms, "snapshot taken");

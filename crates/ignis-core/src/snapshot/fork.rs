@@ -104,9 +104,9 @@ impl Ignis {
                 &CreateOptions {
                     image: snap.image_id.clone(),
                     name: Some(name.clone()),
-                    backend: snap.backend.clone(),
+                    backend: ignis_api::BackendRequest::Kind(snap.backend),
                     auto_remove: opts.auto_remove,
-                    network: snap.spec.network.mode.clone(),
+                    network: snap.spec.network.mode,
                     from_snapshot: Some(snap.id.clone()),
                     ..Default::default()
                 },
@@ -166,14 +166,12 @@ impl Ignis {
     /// A snapshot resumes only on the VMM version that wrote it, with its
     /// kernel and image present and its blobs intact.
     pub(crate) fn restore_preflight(&self, snap: &SnapshotRecord) -> Result<(), Error> {
-        let kind = crate::vm::backend_kind(&snap.backend)?;
-        let host = ignis_vmm::detect::vmm_version(kind).ok_or_else(|| {
+        let host = crate::vm::driver(snap.backend)?.version().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unavailable,
                 format!(
                     "snapshot {} needs {}, which is not installed here",
-                    snap.name,
-                    kind.as_str()
+                    snap.name, snap.backend
                 ),
             )
         })?;

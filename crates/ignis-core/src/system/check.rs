@@ -146,20 +146,15 @@ impl Ignis {
                 ));
             }
             let dir = self.vm_dir(id);
-            if ignis_vmm::firecracker::jail::root_of(&dir).is_some() {
-                problems.push(problem(
-                    "stale-jail",
-                    format!("jail {}/jail of a VM that does not run", dir.display()),
-                    "ignis system prune",
-                ));
-            }
-            let mem = ignis_vmm::qemu::memory_path(&dir);
-            if mem.exists() {
-                problems.push(problem(
-                    "stale-memory",
-                    format!("guest RAM file {} of a VM that does not run", mem.display()),
-                    "ignis system prune",
-                ));
+            // Whatever VMM it had (a directory without a record names none).
+            for d in ignis_vmm::drivers() {
+                for l in d.leftovers(&dir) {
+                    problems.push(problem(
+                        &format!("stale-{}", l.kind),
+                        format!("{} {} of a VM that does not run", l.kind, l.path.display()),
+                        "ignis system prune",
+                    ));
+                }
             }
             let tap = ignis_net::tap_name(id);
             if tap_exists(&tap) {
@@ -253,8 +248,9 @@ impl Ignis {
         for id in ids.difference(&known) {
             // A VM directory without a record: its resources by name.
             let dir = self.vm_dir(id);
-            ignis_vmm::firecracker::jail::remove(&dir);
-            let _ = std::fs::remove_file(ignis_vmm::qemu::memory_path(&dir));
+            for d in ignis_vmm::drivers() {
+                d.release(&dir);
+            }
             if let Ok(h) = ignis_vmm::cgroup::Hierarchy::detect() {
                 h.remove(id);
             }

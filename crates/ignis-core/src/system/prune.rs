@@ -30,7 +30,7 @@ impl Ignis {
             .iter()
             .filter(|r| {
                 crate::vm::parse(r)
-                    .map(|v| v.spec.network.mode == "bridge")
+                    .map(|v| v.spec.network.mode == ignis_api::NetworkMode::Bridge)
                     .unwrap_or(true)
             })
             .count();

@@ -55,26 +55,7 @@ impl Ignis {
     }
 
     pub(crate) fn agent_client(&self, rec: &VmRecord) -> Result<Client, Error> {
-        let path = self.vm_dir(&rec.id).join(super::AGENT_SOCKET);
-        let unreachable = |why: String| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!("the agent of VM {} is not reachable: {why}", rec.name),
-            )
-        };
-        let s = UnixStream::connect(&path).map_err(|e| {
-            unreachable(match rec.status.health.as_deref() {
-                None => "this VM runs without an agent".into(),
-                _ => format!("{}: {e}", path.display()),
-            })
-        })?;
-        let ctl = s.try_clone().map_err(|e| unreachable(e.to_string()))?;
-        let w = s.try_clone().map_err(|e| unreachable(e.to_string()))?;
-        // Socket options are shared by the clones: bound the greeting only.
-        let _ = ctl.set_read_timeout(Some(HELLO_TIMEOUT));
-        let client = Client::connect(s, w).map_err(unreachable)?;
-        let _ = ctl.set_read_timeout(None);
-        Ok(client)
+        client_at(&self.vm_dir(&rec.id), rec)
     }
 
     /// `ignis cp HOST VM:PATH`: a tar of `host` unpacked at `vm_path`.
@@ -82,7 +63,7 @@ impl Ignis {
         std::fs::symlink_metadata(host).map_err(|e| {
             Error::with_source(
                 ErrorKind::NotFound,
-                format!("cannot copy {}: {e}", host.display()),
+                format!("cannot copy {}", host.display()),
                 e,
             )
         })?;
@@ -138,39 +119,63 @@ impl Ignis {
             s.wait_output(std::io::sink(), std::io::sink()),
         )
     }
+}
 
-    /// Asks the agent for a clean shutdown; Ok once it accepted.
-    /// Asks the guest agent to power the VM off. Bounded: a guest whose
-    /// agent accepts the request but never answers (hung, or paused by a
-    /// failed snapshot) must not hang `stop`; the caller then asks the VMM.
-    pub(crate) fn agent_shutdown(&self, rec: &VmRecord) -> Result<(), Error> {
-        let client = self.agent_client(rec)?;
-        let name = rec.name.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let r = client
-                .open(&Request::Shutdown)
-                .map_err(|e| Error::new(ErrorKind::Unavailable, e))
-                .and_then(|s| {
-                    failed(
-                        "shutdown",
-                        &name,
-                        s.wait_output(std::io::sink(), std::io::sink()),
-                    )
-                });
-            let _ = tx.send(r);
-        });
-        rx.recv_timeout(AGENT_SHUTDOWN_TIMEOUT).unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "the agent of {} did not answer the shutdown within {} s",
-                    rec.name,
-                    AGENT_SHUTDOWN_TIMEOUT.as_secs()
-                ),
-            ))
+/// A client of the agent of `rec`, whose directory is `dir`.
+fn client_at(dir: &Path, rec: &VmRecord) -> Result<Client, Error> {
+    let path = dir.join(super::AGENT_SOCKET);
+    let unreachable = |why: String| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("the agent of VM {} is not reachable: {why}", rec.name),
+        )
+    };
+    let s = UnixStream::connect(&path).map_err(|e| {
+        unreachable(match rec.status.health {
+            None => "this VM runs without an agent".into(),
+            _ => format!("{}: {e}", path.display()),
         })
-    }
+    })?;
+    let ctl = s.try_clone().map_err(|e| unreachable(e.to_string()))?;
+    let w = s.try_clone().map_err(|e| unreachable(e.to_string()))?;
+    // Socket options are shared by the clones: bound the greeting only.
+    let _ = ctl.set_read_timeout(Some(HELLO_TIMEOUT));
+    let client = Client::connect(s, w).map_err(|e| unreachable(e.to_string()))?;
+    let _ = ctl.set_read_timeout(None);
+    Ok(client)
+}
+
+/// Asks the guest agent of `rec` (in the state root `root`) to power the
+/// VM off; Ok once it accepted. Bounded: a guest whose agent accepts the
+/// request but never answers (hung, or paused by a failed snapshot) must
+/// not hang `stop`; the caller then asks the VMM.
+pub(crate) fn shutdown_at(root: &Path, rec: &VmRecord) -> Result<(), Error> {
+    let client = client_at(&super::vm_dir_in(root, &rec.id), rec)?;
+    let name = rec.name.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = client
+            .open(&Request::Shutdown)
+            .map_err(|e| Error::new(ErrorKind::Unavailable, e.to_string()))
+            .and_then(|s| {
+                failed(
+                    "shutdown",
+                    &name,
+                    s.wait_output(std::io::sink(), std::io::sink()),
+                )
+            });
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(AGENT_SHUTDOWN_TIMEOUT).unwrap_or_else(|_| {
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "the agent of {} did not answer the shutdown within {} s",
+                rec.name,
+                AGENT_SHUTDOWN_TIMEOUT.as_secs()
+            ),
+        ))
+    })
 }
 
 const AGENT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -18,7 +18,6 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ignis_agent_proto::{encode, ErrorMsg, Frame, FrameReader, Kind, WINDOW};
-use ignis_vmm::BackendKind;
 
 /// Session number of the supervisor's own health pings.
 const HEALTH_SESSION: u32 = u32::MAX;
@@ -77,14 +76,14 @@ pub(crate) struct Mux {
 
 impl Mux {
     /// Starts the mux for the VM in `dir`: connects to the agent through
-    /// the VMM (retrying while the guest boots) and serves `agent.sock`.
+    /// the VMM with `connect` (its driver's; retried while the guest
+    /// boots) and serves `agent.sock`.
     pub(crate) fn start(
-        kind: BackendKind,
+        connect: impl Fn() -> Result<UnixStream, ignis_vmm::VmmError> + Send + 'static,
         dir: &Path,
         events: mpsc::Sender<AgentEvent>,
     ) -> std::io::Result<Arc<Self>> {
-        let vm_dir = dir.to_path_buf();
-        Self::start_with(move || ignis_vmm::connect_agent(kind, &vm_dir), dir, events)
+        Self::start_with(connect, dir, events)
     }
 
     /// As [`Self::start`], with the connection to the agent made by
@@ -147,7 +146,7 @@ impl Mux {
         while !self.stop.load(Ordering::SeqCst) {
             let stream = match connect() {
                 Ok(s) => s,
-                Err(ignis_vmm::VmmError::Protocol(m)) if m.contains("no agent") => return,
+                Err(ignis_vmm::VmmError::NoAgent) => return,
                 Err(_) => {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use ignis_api::Accel;
 use ignis_api::{RunMode, VmRecord};
 use ignis_guest_config::{CopyFile, GuestConfig, Mode};
-use ignis_vmm::{Accel, BackendKind, DiskSpec, VmSpec};
+use ignis_vmm::{DiskSpec, VmSpec};
 
 use crate::{Error, ErrorKind, Ignis};
 
@@ -44,37 +45,19 @@ pub fn find_init() -> Result<PathBuf, Error> {
     })
 }
 
-fn host_tsc_khz() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: f64 = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
-    #[allow(clippy::cast_possible_truncation)] // a few million kHz, positive
-    Some((mhz * 1000.0) as u64)
-}
-
-pub(crate) fn cmdline(kind: BackendKind, accel: Accel, extra: Option<&str>) -> String {
-    let mut c = vec![
-        "console=ttyS0".to_string(),
-        "reboot=k".into(),
-        "panic=-1".into(),
-        "quiet".into(),
-        "loglevel=3".into(),
-    ];
-    if kind == BackendKind::Firecracker {
-        // Firecracker's i8042 carries Ctrl-Alt-Del (its graceful stop).
-        c.extend(["pci=off", "i8042.noaux", "i8042.nomux", "i8042.dumbkbd"].map(String::from));
-    }
-    if kind == BackendKind::Qemu && accel == Accel::Tcg {
-        if let Some(khz) = host_tsc_khz() {
-            c.push(format!("tsc_early_khz={khz}"));
-        }
-    }
+/// The kernel command line: what every VM needs, what its VMM's devices
+/// need (the driver's), then the user's.
+pub(crate) fn cmdline(driver: &dyn ignis_vmm::Driver, accel: Accel, extra: Option<&str>) -> String {
+    let mut c: Vec<String> = [
+        "console=ttyS0",
+        "reboot=k",
+        "panic=-1",
+        "quiet",
+        "loglevel=3",
+    ]
+    .map(String::from)
+    .to_vec();
+    c.extend(driver.kernel_args(accel));
     if let Some(e) = extra {
         c.push(e.to_string());
     }
@@ -147,7 +130,7 @@ impl Ignis {
                 }
                 _ => ErrorKind::Internal,
             };
-            Error::with_source(kind, format!("cannot build the initramfs: {e}"), e)
+            Error::with_source(kind, "cannot build the initramfs", e)
         })?;
         ignis_state::write_atomic(&path, &data)
             .map_err(|e| Error::internal("write the initramfs", e))?;
@@ -161,9 +144,9 @@ impl Ignis {
     pub(crate) fn boot_spec(
         &self,
         rec: &VmRecord,
-        kind: BackendKind,
-        accel: Accel,
+        driver: &dyn ignis_vmm::Driver,
     ) -> Result<VmSpec, Error> {
+        let accel = rec.spec.accel;
         let dir = self.vm_dir(&rec.id);
         let kernel = self.kernel_inspect(&rec.kernel_id)?;
         let image = self.image_inspect(&rec.image_id)?;
@@ -200,7 +183,7 @@ impl Ignis {
             user: rec.spec.user.clone(),
             image_disk: "LABEL=ignis-image".into(),
             data_disk: "LABEL=ignis-data".into(),
-            nameservers: if rec.spec.network.mode == "bridge" {
+            nameservers: if rec.spec.network.mode == ignis_api::NetworkMode::Bridge {
                 host_nameservers()
             } else {
                 vec![]
@@ -221,10 +204,7 @@ impl Ignis {
         };
         let vm_part = ignis_boot::initramfs::vm_part(&cfg, &files)
             .map_err(|e| Error::internal("build the VM's initramfs", e))?;
-        #[cfg(feature = "fake-vmm")]
-        let fake = kind == BackendKind::Fake;
-        #[cfg(not(feature = "fake-vmm"))]
-        let fake = false;
+        let fake = !driver.capabilities(accel).initramfs;
         // The VM's initrd: the cached base (reflinked or copied in the
         // kernel), then the VM's own small archive appended (Linux unpacks
         // concatenated cpio archives in order).
@@ -266,7 +246,7 @@ impl Ignis {
             dir: dir.clone(),
             vmlinux: blob(&kernel.vmlinux_digest)?,
             initrd,
-            cmdline: cmdline(kind, accel, rec.spec.kernel_args.as_deref()),
+            cmdline: cmdline(driver, accel, rec.spec.kernel_args.as_deref()),
             vcpus: rec.spec.cpus,
             memory_mib: rec.spec.memory_mib,
             disks: vec![

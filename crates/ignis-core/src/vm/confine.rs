@@ -1,12 +1,10 @@
-//! Least privilege for a VM's VMM: its own uid/gid, QEMU's seccomp
-//! sandbox or Firecracker's jailer, and a cgroup capping CPU and memory.
+//! Least privilege for a VM's VMM: its own uid/gid and a cgroup capping
+//! CPU and memory (here), and what its driver adds (QEMU's seccomp
+//! sandbox, Firecracker's jailer).
 //! What was applied (and what could not be, with why) is recorded in the
 //! VM's status, so `inspect` shows it.
 
-use std::path::{Path, PathBuf};
-
 use ignis_api::{CgroupLimits, Confinement, VmRecord};
-use ignis_vmm::{Accel, BackendKind};
 
 use crate::Ignis;
 
@@ -18,8 +16,6 @@ pub const UID_BASE: u32 = 1_000_000_000;
 /// `IGNIS_CONFINE=off` runs VMMs as root without sandbox or cgroup (for
 /// debugging a VMM; `inspect` says so).
 pub const ENV_CONFINE: &str = "IGNIS_CONFINE";
-/// Where the jailer is, when it is not next to firecracker or on PATH.
-pub const ENV_JAILER: &str = "IGNIS_JAILER";
 
 pub fn vmm_uid(id: &str) -> u32 {
     let bits = id
@@ -29,50 +25,15 @@ pub fn vmm_uid(id: &str) -> u32 {
     UID_BASE + bits
 }
 
-/// The jailer: `$IGNIS_JAILER`, else next to the firecracker binary, else
-/// on PATH.
-pub fn find_jailer(firecracker: Option<&Path>) -> Option<PathBuf> {
-    if let Some(j) = std::env::var_os(ENV_JAILER) {
-        return Some(PathBuf::from(j)).filter(|p| p.is_file());
-    }
-    firecracker
-        .and_then(|f| {
-            f.parent()
-                .map(|d| d.join(ignis_vmm::firecracker::jail::BINARY))
-        })
-        .filter(|p| p.is_file())
-        .or_else(|| ignis_vmm::detect::find_in_path(ignis_vmm::firecracker::jail::BINARY))
-}
-
-/// Every directory from `/` down to `dir` lets other users through
-/// (o+x): the VMM's own uid must reach its files by path.
-fn reachable_by_others(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    for d in dir.ancestors() {
-        let mode = std::fs::metadata(d)
-            .map_err(|e| format!("{}: {e}", d.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o001 == 0 {
-            return Err(format!("{} is not searchable by other users", d.display()));
-        }
-    }
-    Ok(())
-}
-
 impl Ignis {
-    /// Decides and prepares (cgroup) the confinement of `rec`'s VMM.
+    /// Decides and prepares the confinement of `rec`'s VMM: what every
+    /// VMM gets (its own uid, a cgroup capping CPU and memory) here, what
+    /// differs between VMMs (sandbox, jail) from its driver.
     pub(crate) fn vmm_confinement(
         &self,
         rec: &VmRecord,
-        kind: BackendKind,
-        accel: Accel,
-        firecracker: Option<&Path>,
+        driver: &dyn ignis_vmm::Driver,
     ) -> (ignis_vmm::Confinement, Option<Confinement>) {
-        #[cfg(feature = "fake-vmm")]
-        if kind == BackendKind::Fake {
-            return (Default::default(), None);
-        }
         let mut status = Confinement::default();
         if std::env::var(ENV_CONFINE).is_ok_and(|v| v == "off") {
             status
@@ -87,60 +48,26 @@ impl Ignis {
             );
             return (Default::default(), Some(status));
         }
-        let mut confine = ignis_vmm::Confinement::default();
-        let uid = vmm_uid(&rec.id);
-        match kind {
-            BackendKind::Qemu => {
-                confine.sandbox = true;
-                status.sandbox.push("seccomp".into());
-                // QEMU reopens the VM's disks by path when it resumes after
-                // a snapshot or restore, as the dropped user: it must reach
-                // them, and own the writable one.
-                let dir = self.vm_dir(&rec.id);
-                match reachable_by_others(&dir) {
-                    Ok(()) => {
-                        match std::os::unix::fs::chown(dir.join("data.ext4"), Some(uid), Some(uid)) {
-                            Ok(()) => confine.user = Some((uid, uid)),
-                            Err(e) => status.warnings.push(format!(
-                                "QEMU runs as root: cannot hand the writable disk to uid {uid}: {e}"
-                            )),
-                        }
-                    }
-                    Err(why) => status.warnings.push(format!(
-                        "QEMU runs as root: {why}; make the state directory's parents world-searchable (chmod o+x) for -runas"
-                    )),
-                }
-            }
-            BackendKind::Firecracker => {
-                // Firecracker installs its own seccomp filters.
-                status.sandbox.push("seccomp".into());
-                match find_jailer(firecracker) {
-                    Some(j) => {
-                        confine.user = Some((uid, uid));
-                        confine.jailer = Some(j);
-                        status.sandbox.push("jailer".into());
-                        status.chroot = Some(
-                            self.vm_dir(&rec.id)
-                                .join(ignis_vmm::firecracker::jail::JAIL_DIR)
-                                .display()
-                                .to_string(),
-                        );
-                    }
-                    None => status.warnings.push(format!(
-                        "jailer not found (next to firecracker, on PATH or in {ENV_JAILER}): Firecracker runs as root without a chroot"
-                    )),
-                }
-            }
-            #[cfg(feature = "fake-vmm")]
-            BackendKind::Fake => {}
-        }
+        let dir = self.vm_dir(&rec.id);
+        let confined = driver.confine(&ignis_vmm::ConfineRequest {
+            id: &rec.id,
+            dir: &dir,
+            uid: vmm_uid(&rec.id),
+        });
+        let mut confine = confined.confine;
+        status.sandbox = confined.sandbox.iter().map(|s| s.to_string()).collect();
+        status.chroot = confined.chroot.map(|c| c.display().to_string());
+        status.warnings = confined.warnings;
         if let Some((u, g)) = confine.user {
             status.user = Some(format!("{u}:{g}"));
+        }
+        if !confined.cgroup {
+            return (confine, Some(status));
         }
         let limits = ignis_vmm::cgroup::Limits {
             cpus: rec.spec.cpus,
             memory_bytes: (u64::from(rec.spec.memory_mib)
-                + ignis_vmm::cgroup::vmm_overhead_mib(kind, accel))
+                + driver.capabilities(rec.spec.accel).overhead_mib)
                 << 20,
         };
         match ignis_vmm::cgroup::Hierarchy::detect().and_then(|h| h.create(&rec.id, limits)) {
@@ -169,16 +96,18 @@ impl Ignis {
         (confine, Some(status))
     }
 
-    /// Releases what a stopped VM held on the host: TAP, RAM file, runtime
-    /// sockets, jail, cgroup. Idempotent: every path that ends a VM calls it.
+    /// Releases what a stopped VM held on the host: TAP, runtime files,
+    /// what its VMM left (jail, RAM file), cgroup. Idempotent: every path
+    /// that ends a VM calls it.
     pub(crate) fn release_host_resources(&self, rec: &VmRecord) {
         self.release_network(rec);
         let dir = self.vm_dir(&rec.id);
-        let _ = std::fs::remove_file(ignis_vmm::qemu::memory_path(&dir));
         for f in super::supervise::RUNTIME_FILES {
             let _ = std::fs::remove_file(dir.join(f));
         }
-        ignis_vmm::firecracker::jail::remove(&dir);
+        if let Ok(d) = super::driver(rec.spec.backend) {
+            d.release(&dir);
+        }
         if let Ok(h) = ignis_vmm::cgroup::Hierarchy::detect() {
             h.remove(&rec.id);
         }

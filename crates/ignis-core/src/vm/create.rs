@@ -1,109 +1,60 @@
-use std::collections::BTreeMap;
 use std::process::Command;
 
-use ignis_api::{CopyFileSpec, RunMode, VmRecord, VmSpec, VmState, VmStatus};
-use ignis_vmm::{Accel, BackendKind};
+use ignis_api::{Accel, BackendKind, CopyFileSpec, RunMode, VmRecord, VmSpec, VmState, VmStatus};
 
-use super::{backend_kind, new_id, new_name, valid_name, KIND};
+pub use super::options::CreateOptions;
+use super::options::{Field, SshKey};
+use super::{new_id, new_name, KIND};
 use crate::timing::Timeline;
 use crate::{Error, ErrorKind, Ignis};
-
-/// `ignis create` / `run` options; `None` takes the default.
-#[derive(Debug, Clone, Default)]
-pub struct CreateOptions {
-    pub image: String,
-    pub name: Option<String>,
-    pub cpus: Option<u32>,
-    pub memory_mib: Option<u32>,
-    pub disk_size: Option<u64>,
-    pub kernel: Option<String>,
-    pub kernel_args: Option<String>,
-    pub env: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    /// `host:vm` pairs.
-    pub copy_files: Vec<String>,
-    /// Replaces the image's Cmd (Docker semantics; Entrypoint is kept).
-    pub command: Vec<String>,
-    /// `auto`, `firecracker`, `qemu`.
-    pub backend: String,
-    pub auto_remove: bool,
-    /// `bridge` (default) or `none`.
-    pub network: String,
-    /// A fixed address on the bridge (`--ip`).
-    pub ip: Option<String>,
-    /// A fixed MAC (`--mac`).
-    pub mac: Option<String>,
-    /// Published ports, Docker's `-p` syntax.
-    pub ports: Vec<String>,
-    /// `--ssh[=PUBKEY]`: `Some("")` generates a key pair; otherwise a
-    /// public key file or an `ssh-...` key line.
-    pub ssh: Option<String>,
-    /// A fork: resume this snapshot (its resources, command, disk and
-    /// memory) instead of booting; the options above that it fixes are
-    /// ignored.
-    pub from_snapshot: Option<String>,
-}
+use ignis_api::NetworkMode;
 
 pub const DEFAULT_CPUS: u32 = 1;
 pub const DEFAULT_MEMORY_MIB: u32 = 512;
 pub const DEFAULT_DISK_SIZE: u64 = 4 << 30;
 
+/// What the VM runs: an explicit command (after the image's Entrypoint),
+/// else the image's init, else its Entrypoint+Cmd; neither is an error
+/// now, not a hang at boot.
+pub(crate) fn workload(
+    entrypoint: Option<&[String]>,
+    cmd: Option<&[String]>,
+    has_init: bool,
+    command: &[String],
+) -> Option<(RunMode, Vec<String>)> {
+    let entry = entrypoint.unwrap_or_default().to_vec();
+    if !command.is_empty() {
+        return Some((RunMode::App, [entry, command.to_vec()].concat()));
+    }
+    if has_init {
+        return Some((RunMode::System, vec![]));
+    }
+    let c = [entry, cmd.unwrap_or_default().to_vec()].concat();
+    (!c.is_empty()).then_some((RunMode::App, c))
+}
+
+/// The image's environment with `overrides` (`KEY=VALUE`) replacing
+/// variables of the same name.
+pub(crate) fn merge_env(mut env: Vec<String>, overrides: &[String]) -> Vec<String> {
+    for kv in overrides {
+        let key = kv.split('=').next().unwrap_or("");
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    env
+}
+
 impl Ignis {
-    /// Chooses the backend for `requested` (`auto` follows the host).
-    /// `linux_guest` is false for a kernel that is not Linux (the test
-    /// guest): a KVM that cannot run Linux still runs it.
+    /// The backend and acceleration for a new VM; `linux` is false for a
+    /// kernel that is not Linux (the test guest): a KVM that cannot run
+    /// Linux still runs it.
     pub(crate) fn choose_backend(
         &self,
-        requested: &str,
-        linux_guest: bool,
+        requested: ignis_api::BackendRequest,
+        linux: bool,
     ) -> Result<(BackendKind, Accel), Error> {
-        let host = ignis_vmm::detect();
-        let auto = host.choose();
-        match requested {
-            "" | "auto" => auto
-                .kind
-                .map(|k| (k, auto.accel))
-                .ok_or_else(|| Error::new(ErrorKind::Unavailable, auto.reason)),
-            "firecracker" => {
-                let Some((_, v)) = &host.firecracker else {
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        "firecracker not found: put firecracker >= 1.10 on PATH or set IGNIS_FIRECRACKER",
-                    ));
-                };
-                if !ignis_vmm::detect::firecracker_supported(v) {
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!("firecracker {v} is too old; ignis needs >= 1.10"),
-                    ));
-                }
-                match &host.kvm {
-                    ignis_vmm::detect::Kvm::Usable(_) => Ok((BackendKind::Firecracker, Accel::Kvm)),
-                    ignis_vmm::detect::Kvm::CannotRunLinux(_) if !linux_guest => {
-                        Ok((BackendKind::Firecracker, Accel::Kvm))
-                    }
-                    other => Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!("Firecracker needs KVM that can run Linux guests, and here it cannot ({other:?}); use --backend qemu"),
-                    )),
-                }
-            }
-            "qemu" => {
-                if host.qemu.is_none() {
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        "qemu-system-x86_64 not found: apt-get install qemu-system-x86",
-                    ));
-                }
-                let accel = if matches!(host.kvm, ignis_vmm::detect::Kvm::Usable(_)) {
-                    Accel::Kvm
-                } else {
-                    Accel::Tcg
-                };
-                Ok((BackendKind::Qemu, accel))
-            }
-            other => backend_kind(other).map(|k| (k, Accel::Tcg)),
-        }
+        ignis_vmm::choose(requested, &ignis_vmm::detect(), linux)
+            .map_err(|e| Error::new(ErrorKind::Unavailable, e.message).about(Field::Backend))
     }
 
     /// `ignis create`: records a VM and makes its writable disk. Nothing is
@@ -121,152 +72,108 @@ impl Ignis {
     ) -> Result<VmRecord, Error> {
         let _phase = timeline.phase("create");
         let resolve = timeline.phase("resolve");
-        let invalid = |m: String| Error::new(ErrorKind::Invalid, m);
+        let invalid = |f: Field, m: String| Error::new(ErrorKind::Invalid, m).about(f);
         let snap = opts
             .from_snapshot
             .as_deref()
             .map(|q| self.snapshot_inspect(q))
             .transpose()?;
-        let (kind, accel) = match &snap {
-            Some(s) => (
-                super::backend_kind(&s.backend)?,
-                if s.spec.accel == "kvm" {
-                    Accel::Kvm
-                } else {
-                    Accel::Tcg
-                },
-            ),
-            None => {
-                // A kernel without a Linux version banner is not Linux.
-                let linux_guest = opts
-                    .kernel
-                    .as_deref()
-                    .and_then(|k| self.kernel_inspect(k).ok())
-                    .is_none_or(|k| !k.version.is_empty());
-                self.choose_backend(&opts.backend, linux_guest)?
-            }
+        // A kernel named by its source but not here is imported (an Ignite
+        // kernel image, `apt:...`, a file), as an image is pulled; a bare
+        // name that matches nothing is not found.
+        let kernel_query = match &snap {
+            Some(s) => s.kernel_id.clone(),
+            None => match &opts.kernel {
+                Some(k) => {
+                    let source = k.starts_with("apt:") || k.contains('/');
+                    if source
+                        && matches!(self.kernel_inspect(k), Err(e) if e.kind == ErrorKind::NotFound)
+                    {
+                        self.kernel_import(k, None, false)
+                            .map_err(|e| e.about(Field::Kernel))?;
+                    }
+                    k.clone()
+                }
+                None => crate::kernel::DEFAULT_NAME.to_string(),
+            },
         };
+        let kernel = self.kernel_inspect(&kernel_query).map_err(|e| {
+            if e.kind == ErrorKind::NotFound && opts.kernel.is_none() {
+                Error::new(
+                    ErrorKind::NotFound,
+                    "no default kernel: import one with `ignis kernel import apt:linux-image-amd64 --default`",
+                )
+            } else {
+                e.about(Field::Kernel)
+            }
+        })?;
+        let (kind, accel) = match &snap {
+            Some(s) => (s.backend, s.spec.accel),
+            // A kernel without a Linux version banner is not Linux.
+            None => self.choose_backend(opts.backend, !kernel.version.is_empty())?,
+        };
+        let driver = super::driver(kind)?;
         let cpus = snap
             .as_ref()
             .map(|s| s.spec.cpus)
             .or(opts.cpus)
             .unwrap_or(DEFAULT_CPUS);
-        let max_cpus = if kind == BackendKind::Firecracker {
-            32
-        } else {
-            64
-        };
-        if cpus == 0
-            || cpus > max_cpus
-            || (kind == BackendKind::Firecracker && cpus > 1 && cpus % 2 == 1)
-        {
-            return Err(invalid(format!(
-                "--cpus {cpus} is out of range: {} allows 1{}..{max_cpus}",
-                kind.as_str(),
-                if kind == BackendKind::Firecracker {
-                    " or an even number 2"
-                } else {
-                    ""
-                }
-            )));
-        }
+        driver
+            .capabilities(accel)
+            .check_vcpus(kind, cpus)
+            .map_err(|e| invalid(Field::Cpus, e.to_string()))?;
         let memory_mib = snap
             .as_ref()
             .map(|s| s.spec.memory_mib)
             .or(opts.memory_mib)
             .unwrap_or(DEFAULT_MEMORY_MIB);
-        if !(64..=(1 << 20)).contains(&memory_mib) {
-            return Err(invalid(format!(
-                "--memory {memory_mib}MiB is out of range (64MiB to 1TiB)"
-            )));
-        }
         let disk_size = snap
             .as_ref()
             .map(|s| s.spec.disk_size)
             .or(opts.disk_size)
             .unwrap_or(DEFAULT_DISK_SIZE);
-        if disk_size < (32 << 20) {
-            return Err(invalid(format!(
-                "--size {disk_size} bytes is too small for the writable disk (at least 32MB)"
-            )));
-        }
-        for kv in &opts.env {
-            if !kv.contains('=') || kv.starts_with('=') {
-                return Err(invalid(format!("-e {kv}: want KEY=VALUE")));
-            }
-        }
         let mut copy_files = Vec::new();
         for c in &opts.copy_files {
-            let Some((host, vm)) = c.split_once(':') else {
-                return Err(invalid(format!("--copy-files {c}: want HOST_PATH:VM_PATH")));
-            };
-            if !vm.starts_with('/') {
-                return Err(invalid(format!(
-                    "--copy-files {c}: the VM path must be absolute"
-                )));
-            }
+            let host = &c.host;
             let meta = std::fs::metadata(host).map_err(|e| {
                 Error::with_source(
                     ErrorKind::Invalid,
-                    format!("--copy-files: cannot read {host}"),
+                    format!("cannot read {}", host.display()),
                     e,
                 )
+                .about(Field::CopyFiles)
             })?;
             if !meta.is_file() {
-                return Err(invalid(format!(
-                    "--copy-files: {host} is not a regular file"
-                )));
+                return Err(invalid(
+                    Field::CopyFiles,
+                    format!("{} is not a regular file", host.display()),
+                ));
             }
             copy_files.push(CopyFileSpec {
                 host: std::fs::canonicalize(host)
-                    .unwrap_or(host.into())
+                    .unwrap_or(host.clone())
                     .display()
                     .to_string(),
-                vm: vm.to_string(),
+                vm: c.vm.clone(),
             });
         }
 
-        let ssh = match opts.ssh.as_deref() {
+        let ssh = match &opts.ssh {
             None => None,
             Some(_) if snap.is_some() => {
                 return Err(invalid(
-                    "--ssh cannot change a fork: it has its snapshot's keys".into(),
+                    Field::Ssh,
+                    "a fork has its snapshot's keys; it cannot get others".into(),
                 ))
             }
-            Some(given) => Some(super::ssh::authorized_key(given)?),
-        };
-
-        let mut ports = Vec::new();
-        for p in &opts.ports {
-            ports.push(ignis_net::parse_port(p).map_err(invalid)?);
-        }
-        let bridge = match opts.network.as_str() {
-            "" | "bridge" => true,
-            "none" => false,
-            other => return Err(invalid(format!("--network {other}: want bridge or none"))),
-        };
-        if !bridge && (!ports.is_empty() || opts.ip.is_some()) {
-            return Err(invalid("-p and --ip need --network bridge".to_string()));
-        }
-        let requested_ip: Option<std::net::Ipv4Addr> = match &opts.ip {
-            Some(ip) => Some(
-                ip.parse()
-                    .map_err(|_| invalid(format!("--ip {ip} is not an IPv4 address")))?,
-            ),
-            None => None,
-        };
-        if let Some(m) = &opts.mac {
-            let ok = m.split(':').count() == 6
-                && m.split(':')
-                    .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok());
-            if !ok {
-                return Err(invalid(format!(
-                    "--mac {m}: want six hex bytes like 02:00:00:aa:bb:cc"
-                )));
+            Some(SshKey::Generate) => Some(super::ssh::authorized_key("")?),
+            Some(SshKey::Given(k)) => {
+                Some(super::ssh::authorized_key(k).map_err(|e| e.about(Field::Ssh))?)
             }
-        }
+        };
+        let bridge = opts.network == NetworkMode::Bridge;
         if bridge {
-            network_preflight(&ports)?;
+            network_preflight(&opts.ports)?;
         }
 
         let image = match self.image_inspect(&opts.image) {
@@ -278,57 +185,35 @@ impl Ignis {
             {
                 self.image_pull(&opts.image)?
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.about(Field::Image)),
         };
-        let kernel_query = match &snap {
-            Some(s) => s.kernel_id.as_str(),
-            None => opts
-                .kernel
-                .as_deref()
-                .unwrap_or(crate::kernel::DEFAULT_NAME),
-        };
-        let kernel = self.kernel_inspect(kernel_query).map_err(|e| {
-            if e.kind == ErrorKind::NotFound && opts.kernel.is_none() {
-                Error::new(
-                    ErrorKind::NotFound,
-                    "no default kernel: import one with `ignis kernel import apt:linux-image-amd64 --default`",
-                )
-            } else {
-                e
-            }
-        })?;
 
-        // What runs: an explicit command, else the image's init, else its
-        // Entrypoint+Cmd. Neither is an error now, not a hang at boot.
         let cfg = &image.config;
-        let (mode, command) = if let Some(s) = &snap {
-            (s.spec.mode, s.spec.command.clone())
-        } else if !opts.command.is_empty() {
-            let mut c = cfg.entrypoint.clone().unwrap_or_default();
-            c.extend(opts.command.iter().cloned());
-            (RunMode::App, c)
-        } else if image.has_init {
-            (RunMode::System, vec![])
-        } else {
-            let mut c = cfg.entrypoint.clone().unwrap_or_default();
-            c.extend(cfg.cmd.clone().unwrap_or_default());
-            if c.is_empty() {
-                return Err(invalid(format!(
-                    "image {} has neither /sbin/init nor an Entrypoint/Cmd; give a command: ignis run {} COMMAND",
-                    opts.image, opts.image
-                )));
-            }
-            (RunMode::App, c)
+        let (mode, command) = match &snap {
+            Some(s) => (s.spec.mode, s.spec.command.clone()),
+            None => workload(
+                cfg.entrypoint.as_deref(),
+                cfg.cmd.as_deref(),
+                image.has_init,
+                &opts.command,
+            )
+            .ok_or_else(|| {
+                invalid(
+                    Field::Image,
+                    format!(
+                        "image {} has neither /sbin/init nor an Entrypoint/Cmd; give a command: ignis run {} COMMAND",
+                        opts.image, opts.image
+                    ),
+                )
+            })?,
         };
-        let mut env = match &snap {
-            Some(s) => s.spec.env.clone(),
-            None => cfg.env.clone(),
-        };
-        for kv in &opts.env {
-            let key = kv.split('=').next().unwrap_or("");
-            env.retain(|e| e.split('=').next() != Some(key));
-            env.push(kv.clone());
-        }
+        let env = merge_env(
+            match &snap {
+                Some(s) => s.spec.env.clone(),
+                None => cfg.env.clone(),
+            },
+            &opts.env,
+        );
 
         let id = new_id();
         if ssh.is_some() {
@@ -342,9 +227,6 @@ impl Ignis {
             });
         }
         let name = match &opts.name {
-            Some(n) if !valid_name(n) => {
-                return Err(invalid(format!("invalid name '{n}': use letters, digits, '_', '.', '-', starting with a letter or digit")))
-            }
             Some(n) => n.clone(),
             None => new_name(&id),
         };
@@ -362,11 +244,8 @@ impl Ignis {
                 cpus,
                 memory_mib,
                 disk_size,
-                backend: kind.as_str().to_string(),
-                accel: match accel {
-                    Accel::Kvm => "kvm".into(),
-                    Accel::Tcg => "tcg".into(),
-                },
+                backend: kind,
+                accel,
                 mode,
                 command,
                 env,
@@ -383,12 +262,9 @@ impl Ignis {
                 copy_files,
                 auto_remove: opts.auto_remove,
                 network: ignis_api::NetworkSpec {
-                    mode: if bridge {
-                        "bridge".into()
-                    } else {
-                        "none".into()
-                    },
-                    ports: ports
+                    mode: opts.network,
+                    ports: opts
+                        .ports
                         .iter()
                         .map(|p| ignis_api::PortSpec {
                             host_ip: p.host_ip.map(|i| i.to_string()),
@@ -416,6 +292,8 @@ impl Ignis {
                 ..Default::default()
             },
         };
+        let ports = &opts.ports;
+        let requested_ip = opts.ip;
 
         resolve.end();
         check_free_space(self.root(), disk_size)?;
@@ -460,8 +338,8 @@ impl Ignis {
                 if !generated {
                     return Err(Error::new(
                         ErrorKind::Conflict,
-                        format!("the name '{}' is already used by another VM; remove it or pick another --name", record.name),
-                    ));
+                        format!("'{}' is already used by another VM; remove it or pick another name", record.name),
+                    ).about(Field::Name));
                 }
                 // A generated name collided: make it unique with the ID.
                 record.name = format!("{}-{}", record.name, &id[..6]);
@@ -486,17 +364,17 @@ impl Ignis {
                         ignis_net::IpamError::Taken(_) => ErrorKind::Conflict,
                         _ => ErrorKind::Invalid,
                     };
-                    Error::new(kind, e.to_string())
+                    Error::new(kind, e.to_string()).about(Field::Ip)
                 })?;
                 let mac = opts.mac.clone().unwrap_or_else(|| ignis_net::mac_for(&id));
                 tx.add_lease(&subnet.to_string(), &ip.to_string(), &id, &mac)?;
-                for p in &ports {
+                for p in ports {
                     let host_ip = p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into());
                     if let Some(owner) = tx.port_owner(&host_ip, p.host_port, p.proto.as_str())? {
                         return Err(Error::new(
                             ErrorKind::Conflict,
                             format!("port {}/{} is already published by VM {owner}", p.host_port, p.proto.as_str()),
-                        ));
+                        ).about(Field::Ports));
                     }
                     tx.add_port(&host_ip, p.host_port, p.proto.as_str(), &id, p.vm_port)?;
                 }
@@ -531,14 +409,15 @@ fn network_preflight(ports: &[ignis_net::PortMapping]) -> Result<(), Error> {
     if !rustix::process::geteuid().is_root() {
         return Err(Error::new(
             ErrorKind::Unavailable,
-            "bridge networking needs root (CAP_NET_ADMIN for the bridge, TAPs and nftables); run as root or use --network none",
-        ));
+            "bridge networking needs root (CAP_NET_ADMIN for the bridge, TAPs and nftables); run as root or use the network none",
+        ).about(Field::Network));
     }
     if ignis_vmm::detect::find_in_path("nft").is_none() {
         return Err(Error::new(
             ErrorKind::Unavailable,
-            "nft not found: apt-get install nftables (or use --network none)",
-        ));
+            "nft not found: apt-get install nftables (or use the network none)",
+        )
+        .about(Field::Network));
     }
     for p in ports {
         let ip = p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
@@ -552,17 +431,19 @@ fn network_preflight(ports: &[ignis_net::PortMapping]) -> Result<(), Error> {
                 return Err(Error::new(
                     ErrorKind::Conflict,
                     format!(
-                        "port {}/{} is already in use on the host; pick another -p",
+                        "port {}/{} is already in use on the host; pick another",
                         p.host_port,
                         p.proto.as_str()
                     ),
-                ));
+                )
+                .about(Field::Ports));
             }
             if e.kind() == std::io::ErrorKind::AddrNotAvailable {
                 return Err(Error::new(
                     ErrorKind::Invalid,
-                    format!("-p: {ip} is not an address of this host"),
-                ));
+                    format!("{ip} is not an address of this host"),
+                )
+                .about(Field::Ports));
             }
         }
     }
@@ -692,4 +573,39 @@ fn mkfs_data_disk(path: &std::path::Path, size: u64) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workload_is_the_command_or_the_init_or_the_image_default() {
+        let ep = ["/entry".to_string()];
+        let cmd = ["serve".to_string()];
+        let given = ["sh".to_string()];
+        assert_eq!(
+            workload(Some(&ep), Some(&cmd), true, &given),
+            Some((RunMode::App, vec!["/entry".into(), "sh".into()])),
+            "a command replaces Cmd, keeps the Entrypoint, beats the init"
+        );
+        assert_eq!(
+            workload(Some(&ep), Some(&cmd), true, &[]),
+            Some((RunMode::System, vec![]))
+        );
+        assert_eq!(
+            workload(Some(&ep), Some(&cmd), false, &[]),
+            Some((RunMode::App, vec!["/entry".into(), "serve".into()]))
+        );
+        assert_eq!(workload(None, None, false, &[]), None, "nothing to run");
+    }
+
+    #[test]
+    fn given_variables_replace_the_images() {
+        let env = merge_env(
+            vec!["PATH=/bin".into(), "A=1".into()],
+            &["A=2".into(), "B=3".into()],
+        );
+        assert_eq!(env, ["PATH=/bin", "A=2", "B=3"]);
+    }
 }

@@ -9,7 +9,7 @@ pub struct Info {
     pub version: String,
     pub root: String,
     pub host: ignis_vmm::HostInfo,
-    pub backend: ignis_vmm::BackendChoice,
+    pub backend: ignis_vmm::detect::BackendChoice,
     pub guest_init: Option<String>,
     pub default_kernel: Option<String>,
     pub images: usize,

@@ -9,12 +9,16 @@ mod agent;
 mod agent_mux;
 mod boot;
 mod confine;
+mod console;
+mod control;
 mod create;
+mod exit;
 mod info;
 mod list;
 mod logs;
 mod netinfo;
 mod network;
+mod options;
 mod plan;
 mod remove;
 mod ssh;
@@ -22,21 +26,24 @@ mod start;
 mod stop;
 mod supervise;
 
-pub use confine::{vmm_uid, ENV_CONFINE, ENV_JAILER, UID_BASE};
-pub use create::CreateOptions;
+pub use confine::{vmm_uid, ENV_CONFINE, UID_BASE};
+pub use console::CONSOLE_CAP;
+pub use ignis_api::NetworkMode;
+pub use ignis_vmm::firecracker::ENV_JAILER;
+pub use ignis_vmm::BootPlan;
 pub use info::Info;
 pub use logs::LogFollower;
 pub use netinfo::{LeaseInfo, NetworkInfo};
-pub use plan::BootPlan;
+pub use options::{CopyFile, CreateOptions, Field, SshKey, VmSettings};
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};
 pub use supervise::SuperviseOptions;
 
 use std::path::PathBuf;
 
+use ignis_api::BackendKind;
 use ignis_api::{VmRecord, VmStatus};
 use ignis_state::ObjectRow;
-use ignis_vmm::BackendKind;
 
 use crate::{Error, ErrorKind, Ignis};
 
@@ -55,22 +62,20 @@ pub(crate) fn parse(row: &ObjectRow) -> Result<VmRecord, Error> {
     })
 }
 
-pub(crate) fn backend_kind(name: &str) -> Result<BackendKind, Error> {
-    match name {
-        "firecracker" => Ok(BackendKind::Firecracker),
-        "qemu" => Ok(BackendKind::Qemu),
-        #[cfg(feature = "fake-vmm")]
-        "fake" => Ok(BackendKind::Fake),
-        other => Err(Error::new(
-            ErrorKind::Invalid,
-            format!("unknown backend '{other}' (want auto, firecracker or qemu)"),
-        )),
-    }
+/// A VM's directory in the state root `root`.
+pub(crate) fn vm_dir_in(root: &std::path::Path, id: &str) -> PathBuf {
+    root.join("vms").join(id)
+}
+
+/// The driver of a VM's VMM: everything that differs between VMMs goes
+/// through it (see `ignis_vmm::Driver`).
+pub(crate) fn driver(kind: BackendKind) -> Result<Box<dyn ignis_vmm::Driver>, Error> {
+    ignis_vmm::driver(kind).map_err(|e| Error::wrap(ErrorKind::Unavailable, e))
 }
 
 impl Ignis {
     pub(crate) fn vm_dir(&self, id: &str) -> PathBuf {
-        self.store.root().join("vms").join(id)
+        vm_dir_in(self.store.root(), id)
     }
 
     /// Finds a VM by name or ID prefix.

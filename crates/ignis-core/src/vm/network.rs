@@ -15,8 +15,7 @@ fn net_error(e: ignis_net::NetError) -> Error {
         ignis_net::NetError::NotABridge { .. } => ErrorKind::Conflict,
         _ => ErrorKind::Internal,
     };
-    let msg = e.to_string();
-    Error::with_source(kind, msg, e)
+    Error::wrap(kind, e)
 }
 
 impl Ignis {
@@ -50,7 +49,7 @@ impl Ignis {
 
     /// Before the VMM starts: bridge up, rules in place.
     pub(crate) fn prepare_network(&self, rec: &VmRecord) -> Result<(), Error> {
-        if rec.spec.network.mode != "bridge" {
+        if rec.spec.network.mode != ignis_api::NetworkMode::Bridge {
             return Ok(());
         }
         let subnet = self.subnet;
@@ -62,7 +61,7 @@ impl Ignis {
 
     /// After the VMM started: its TAP joins the bridge.
     pub(crate) fn attach_network(&self, rec: &VmRecord) -> Result<(), Error> {
-        if rec.spec.network.mode != "bridge" {
+        if rec.spec.network.mode != ignis_api::NetworkMode::Bridge {
             return Ok(());
         }
         self.net
@@ -76,7 +75,7 @@ impl Ignis {
 
     /// After the VMM ended: the TAP normally went with it; make sure.
     pub(crate) fn release_network(&self, rec: &VmRecord) {
-        if rec.spec.network.mode == "bridge" {
+        if rec.spec.network.mode == ignis_api::NetworkMode::Bridge {
             if let Err(e) = self.net.delete_link(&ignis_net::tap_name(&rec.id)) {
                 tracing::warn!(vm = %rec.id, error = %e, "cannot delete the TAP");
             }

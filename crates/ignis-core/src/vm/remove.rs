@@ -1,7 +1,3 @@
-use std::time::Duration;
-
-use ignis_api::VmState;
-
 use super::KIND;
 use crate::{Error, ErrorKind, Ignis};
 
@@ -10,15 +6,15 @@ impl Ignis {
     /// Returns the removed VM's name.
     pub fn vm_remove(&self, query: &str, force: bool) -> Result<String, Error> {
         let rec = self.reconcile(self.find_vm(query)?)?;
-        if rec.state() == VmState::Running {
-            if !force {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    format!("VM {} is running; stop it first or use rm -f", rec.name),
-                ));
-            }
-            let _ = std::fs::write(self.vm_dir(&rec.id).join("kill-requested"), b"");
-            self.vm_stop(&rec.id, Duration::ZERO)?;
+        let state = rec.run_state();
+        if !state.can_remove(force) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("VM {} is running; stop it first or use rm -f", rec.name),
+            ));
+        }
+        if state.can_kill() {
+            self.vm_kill(&rec.id)?;
         }
         // Host resources first: a crash after this leaves a record whose
         // VM holds nothing, never resources no record names.

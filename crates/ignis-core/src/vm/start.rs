@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ignis_api::{VmRecord, VmState, VmStatus};
+use ignis_api::{VmRecord, VmState};
 
 use crate::timing::Timeline;
 use crate::{Error, ErrorKind, Ignis};
@@ -73,7 +73,7 @@ impl Ignis {
     ) -> Result<VmRecord, Error> {
         let rec = self.find_vm(query)?;
         let rec = self.reconcile(rec)?;
-        if rec.state() == VmState::Running {
+        if !rec.run_state().can_start() {
             return Ok(rec);
         }
         let id = rec.id.clone();
@@ -89,25 +89,21 @@ impl Ignis {
             return self.wait_started(&id, wait_ready, None);
         }
         let launcher = find_supervisor()?;
-        for f in ["stop-requested", "kill-requested"] {
-            let _ = std::fs::remove_file(dir.join(f));
-        }
         // A fresh status for this start (a VM just created has one: no
         // write). The supervisor records this start's phases.
-        let fresh = VmStatus {
-            state: Some(VmState::Created),
-            restore_pending: rec.status.restore_pending,
-            timings: rec.status.timings.clone(),
-            ..Default::default()
-        };
+        let mut fresh = rec.status.clone();
+        fresh
+            .begin_start()
+            .map_err(|e| Error::wrap(ErrorKind::Conflict, e))?;
+        fresh.timings = rec.status.timings.clone();
         if rec.status != fresh {
-            self.update_status(&id, |s| {
-                *s = VmStatus {
-                    state: Some(VmState::Created),
-                    restore_pending: s.restore_pending,
-                    ..Default::default()
-                }
-            })?;
+            let mut refused = None;
+            self.update_status(&id, |s| refused = s.begin_start().err())?;
+            if let Some(e) = refused {
+                // Started by someone else meanwhile: wait for that start.
+                tracing::debug!(vm = %id, error = %e, "started meanwhile");
+                return self.wait_started(&id, wait_ready, None);
+            }
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -234,7 +230,7 @@ fn started(rec: &VmRecord, wait_ready: bool) -> Option<Result<VmRecord, Error>> 
         VmState::Running
             if !wait_ready
                 || (rec.status.ready_ms.is_some()
-                    && rec.status.health.as_deref() != Some("starting")) =>
+                    && rec.status.health != Some(ignis_api::Health::Starting)) =>
         {
             Some(Ok(rec.clone()))
         }

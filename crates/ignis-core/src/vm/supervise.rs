@@ -1,19 +1,22 @@
-//! The per-VM supervisor (launched as `ignis-supervisor --vm ID`): owns
-//! the VMM child, writes the serial console to a size-capped console.log,
-//! records the exit, cleans up. It outlives the CLI that started it; its
-//! VMM dies with it (a watcher forked at its start kills the VMM when it
-//! dies, see `ignis_vmm::reaper`), so a killed supervisor never leaves a
-//! VM running unmanaged. It tells the process that started it what
-//! happened (running, ready, exited) through a pipe.
+//! The per-VM supervisor: a library function ([`Ignis::vm_supervise`]),
+//! run by the thin `ignis-supervisor` launcher that `start` spawns. It
+//! owns the VMM child, writes the serial console to `console.log`, serves
+//! `attach.sock`, `agent.sock` and `control.sock`, records the run in the
+//! VM's status (through the state machine's transitions), tells the
+//! process that started it what happened (a pipe), and cleans up. It
+//! outlives the CLI that started it; its VMM dies with it (a watcher
+//! forked at its start kills the VMM when it dies, `ignis_vmm::reaper`),
+//! so a killed supervisor never leaves a VM running unmanaged.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use ignis_api::{VmState, VmStatus};
+use ignis_api::{Health, Started};
 use ignis_guest_config::{parse_report, Report};
-use ignis_vmm::{Accel, Backend, BackendKind};
 
+use super::console::{serve_attach, Attached, Console};
+use super::exit::{classify, Seen};
 use super::{boot_id, process_start};
 use crate::timing::Timeline;
 use crate::{Error, ErrorKind, Ignis};
@@ -22,147 +25,14 @@ use crate::{Error, ErrorKind, Ignis};
 /// kernel when it dies).
 pub(crate) const SUPERVISOR_LOCK: &str = "supervisor";
 
-/// console.log is rotated to console.log.1 past this size.
-pub const CONSOLE_CAP: u64 = 8 << 20;
-
-/// Runtime files removed when the VM stops.
+/// The supervisor's own runtime files in the VM's directory (the VMM's are
+/// its driver's), removed when the VM stops.
 pub(crate) const RUNTIME_FILES: &[&str] = &[
-    "qmp.sock",
-    "firecracker.sock",
     "attach.sock",
-    "fake.pid",
-    "shutdown",
     "initrd.img",
-    "stop-requested",
-    "kill-requested",
+    super::control::SOCKET,
     super::AGENT_SOCKET,
-    ignis_vmm::AGENT_VMM_SOCKET,
-    ignis_vmm::VSOCK_SOCKET,
 ];
-
-/// `ignis attach` clients: they get the console output as it comes and
-/// their input goes to the VM's serial port. A client that connects in the
-/// middle of a line starts at the next one, so it never sees the tail of a
-/// line (or of an init report).
-#[derive(Default)]
-struct Attached {
-    inner: std::sync::Mutex<AttachedInner>,
-}
-
-#[derive(Default)]
-struct AttachedInner {
-    clients: Vec<(std::os::unix::net::UnixStream, bool)>,
-    mid_line: bool,
-}
-
-impl Attached {
-    fn add(&self, c: std::os::unix::net::UnixStream) {
-        let mut inner = self.inner.lock().expect("attach mutex");
-        let synced = !inner.mid_line;
-        inner.clients.push((c, synced));
-    }
-
-    fn broadcast(&self, bytes: &[u8]) {
-        let Some(last) = bytes.last() else { return };
-        let mut inner = self.inner.lock().expect("attach mutex");
-        inner.mid_line = *last != b'\n';
-        inner.clients.retain_mut(|(c, synced)| {
-            let from = if *synced {
-                0
-            } else {
-                match bytes.iter().position(|b| *b == b'\n') {
-                    Some(p) => {
-                        *synced = true;
-                        p + 1
-                    }
-                    None => return true,
-                }
-            };
-            c.write_all(&bytes[from..]).is_ok()
-        });
-    }
-
-    fn close_all(&self) {
-        for (c, _) in self.inner.lock().expect("attach mutex").clients.drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-/// Serves `attach.sock`: each client is added to the broadcast list and a
-/// thread copies its input to the VM's serial input.
-fn serve_attach(
-    path: &Path,
-    attached: std::sync::Arc<Attached>,
-    input: std::sync::Arc<std::sync::Mutex<std::io::PipeWriter>>,
-) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let Ok(reader) = conn.try_clone() else {
-                continue;
-            };
-            attached.add(conn);
-            let input = input.clone();
-            std::thread::spawn(move || {
-                let mut reader = reader;
-                let mut buf = [0u8; 4096];
-                loop {
-                    match std::io::Read::read(&mut reader, &mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let mut w = input.lock().expect("input mutex");
-                            if w.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    Ok(())
-}
-
-struct Console {
-    path: PathBuf,
-    file: std::fs::File,
-    size: u64,
-}
-
-impl Console {
-    fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        let size = file.metadata()?.len();
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            size,
-        })
-    }
-
-    fn write(&mut self, line: &[u8]) {
-        if self.size + line.len() as u64 > CONSOLE_CAP {
-            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
-            if let Ok(f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            {
-                self.file = f;
-                self.size = 0;
-            }
-        }
-        if self.file.write_all(line).is_ok() {
-            self.size += line.len() as u64;
-        }
-    }
-}
 
 /// How the launcher hands a VM to [`Ignis::vm_supervise`].
 #[derive(Default)]
@@ -204,37 +74,34 @@ fn trim_heap() {
     }
 }
 
-/// The firecracker binary: `$IGNIS_FIRECRACKER`, else on PATH.
-pub(crate) fn firecracker_binary() -> Option<PathBuf> {
-    std::env::var_os("IGNIS_FIRECRACKER")
-        .map(PathBuf::from)
-        .or_else(|| ignis_vmm::detect::find_in_path(ignis_vmm::firecracker::BINARY))
+fn ms_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-pub(crate) fn backend(kind: BackendKind) -> Result<Box<dyn Backend>, Error> {
-    Ok(match kind {
-        BackendKind::Firecracker => {
-            let bin = firecracker_binary().ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    "firecracker not found on PATH or in IGNIS_FIRECRACKER",
-                )
-            })?;
-            Box::new(ignis_vmm::firecracker::FirecrackerBackend::new(bin))
+/// What the control socket may do to the running VMM.
+struct VmmHandle {
+    pid: u32,
+    ended: std::sync::atomic::AtomicBool,
+    /// Asks the guest to shut down: through its agent when it answers,
+    /// else the VMM's own button (Ctrl-Alt-Del, ACPI power button).
+    shutdown: Box<dyn Fn() + Send + Sync>,
+}
+
+impl super::control::Handler for VmmHandle {
+    fn shutdown(&self) {
+        (self.shutdown)();
+    }
+    fn kill(&self) {
+        if let Some(p) = i32::try_from(self.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         }
-        BackendKind::Qemu => {
-            let bin =
-                ignis_vmm::detect::find_in_path(ignis_vmm::qemu::BINARY).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Unavailable,
-                        "qemu-system-x86_64 not found: apt-get install qemu-system-x86",
-                    )
-                })?;
-            Box::new(ignis_vmm::qemu::QemuBackend::new(bin))
-        }
-        #[cfg(feature = "fake-vmm")]
-        BackendKind::Fake => Box::new(ignis_vmm::fake::FakeBackend),
-    })
+    }
+    fn ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Ignis {
@@ -255,27 +122,42 @@ impl Ignis {
                 continue;
             };
             let r = self.update_status(id, |s| {
-                if s.state != Some(VmState::Running) {
-                    return;
-                }
-                match &ev {
+                let r = match &ev {
                     AgentEvent::Ready(d) => {
-                        s.agent_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                        s.health = Some("healthy".into());
                         timeline.record_since("agent-ready", launch_ns);
                         crate::timing::merge(&mut s.timings, &timeline.phases());
+                        s.health(
+                            Health::Healthy,
+                            Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        )
                     }
-                    AgentEvent::Healthy => s.health = Some("healthy".into()),
+                    AgentEvent::Healthy => s.health(Health::Healthy, None),
                     AgentEvent::Unhealthy(why) => {
                         tracing::warn!(vm = id, why, "agent unhealthy");
-                        s.health = Some("unhealthy".into());
+                        s.health(Health::Unhealthy, None)
                     }
+                };
+                // The VM ended meanwhile: its exit stands.
+                if let Err(e) = r {
+                    tracing::debug!(vm = id, error = %e, "agent event after the end");
                 }
             });
             match r {
                 Err(e) => tracing::warn!(vm = id, error = %e, "cannot record the agent's health"),
                 Ok(_) => notify.send("health"),
             }
+        }
+    }
+
+    /// Records that the VM ended (or never ran) with `code` and `reason`.
+    fn record_exit(&self, id: &str, code: Option<i32>, reason: &str, timeline: &Timeline) {
+        let r = self.update_status(id, |s| {
+            crate::timing::merge(&mut s.timings, &timeline.phases());
+            // Already settled (a reconcile after a host reboot): it stands.
+            let _ = s.exited(crate::now(), code, reason.to_string());
+        });
+        if let Err(e) = r {
+            tracing::warn!(vm = id, error = %e, "cannot record the VM's exit");
         }
     }
 
@@ -309,29 +191,19 @@ impl Ignis {
             .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no VM {id}")))?;
         let dir = self.vm_dir(id);
         let fail = |reason: String| {
-            let _ = self.update_status(id, |s| {
-                s.state = Some(VmState::Exited);
-                s.finished_at = Some(crate::now());
-                s.reason = Some(reason.clone());
-                crate::timing::merge(&mut s.timings, &timeline.phases());
-            });
+            self.record_exit(id, None, &reason, &timeline);
             Error::new(ErrorKind::Internal, reason)
         };
-        let kind = super::backend_kind(&rec.spec.backend)?;
-        let accel = if rec.spec.accel == "kvm" {
-            Accel::Kvm
-        } else {
-            Accel::Tcg
-        };
+        let driver = super::driver(rec.spec.backend).map_err(|e| fail(e.to_string()))?;
+        let caps = driver.capabilities(rec.spec.accel);
         prepare.end();
         let phase = timeline.phase("initramfs");
         let mut spec = self
-            .boot_spec(&rec, kind, accel)
+            .boot_spec(&rec, driver.as_ref())
             .map_err(|e| fail(format!("boot setup failed: {e}")))?;
         phase.end();
         let phase = timeline.phase("confine");
-        let (confine, confinement) =
-            self.vmm_confinement(&rec, kind, accel, firecracker_binary().as_deref());
+        let (confine, confinement) = self.vmm_confinement(&rec, driver.as_ref());
         spec.confine = confine;
         phase.end();
         // From here on a failure releases what was set up for the VMM.
@@ -339,7 +211,6 @@ impl Ignis {
             self.release_host_resources(&rec);
             fail(reason)
         };
-        let backend = backend(kind).map_err(|e| fail(e.to_string()))?;
         let (reader, writer) =
             std::io::pipe().map_err(|e| fail(format!("cannot create the console pipe: {e}")))?;
         let (input_r, input_w) =
@@ -352,13 +223,13 @@ impl Ignis {
         let started = Instant::now();
         let launch_ns = crate::timing::now_ns();
         let phase = timeline.phase(if restored { "load" } else { "vmm-spawn" });
-        let mut child = match backend.launch(&spec, input_r.into(), writer.into()) {
+        let mut child = match driver.launch(&spec, input_r.into(), writer.into()) {
             Ok(c) => c,
             Err(e) => {
                 if let Some(w) = watcher {
                     w.dismiss();
                 }
-                return Err(fail(format!("cannot start {}: {e}", kind.as_str())));
+                return Err(fail(format!("cannot start {}: {e}", rec.spec.backend)));
             }
         };
         phase.end();
@@ -392,38 +263,52 @@ impl Ignis {
             return Err(fail(format!("network setup failed: {e}")));
         }
         phase.end();
-        let attached = std::sync::Arc::new(Attached::default());
-        let input = std::sync::Arc::new(std::sync::Mutex::new(input_w));
+        let attached = Arc::new(Attached::default());
+        let input = Arc::new(std::sync::Mutex::new(input_w));
         if let Err(e) = serve_attach(&dir.join("attach.sock"), attached.clone(), input) {
             tracing::warn!(vm = id, error = %e, "cannot serve attach.sock; ignis attach will not work");
         }
+        // A clone of a guest without the agent (the Firecracker test
+        // guest) has none either.
+        let has_agent = caps.agent.is_some()
+            && !(restored && rec.spec.snapshot.as_ref().is_some_and(|o| !o.agent));
+        let control_state = Arc::new(super::control::State::default());
+        let handle = Arc::new(VmmHandle {
+            pid: child.id(),
+            ended: std::sync::atomic::AtomicBool::new(false),
+            shutdown: {
+                let (root, rec, dir) = (self.root().to_path_buf(), rec.clone(), dir.clone());
+                let control = driver.control(&dir);
+                let control = std::sync::Mutex::new(control);
+                Box::new(move || {
+                    // Through the agent first (sync, then the workload's
+                    // or the image init's stop signal).
+                    let by_agent = has_agent && super::agent::shutdown_at(&root, &rec).is_ok();
+                    if !by_agent {
+                        if let Err(e) = control.lock().expect("control").shutdown() {
+                            tracing::debug!(error = %e, "graceful shutdown request failed; the stop will kill");
+                        }
+                    }
+                })
+            },
+        });
+        if let Err(e) = super::control::serve(&dir, control_state.clone(), handle.clone()) {
+            tracing::warn!(vm = id, error = %e, "cannot serve control.sock; stop and kill fall back to signals");
+        }
         let me = std::process::id();
-        #[cfg(feature = "fake-vmm")]
-        let has_agent = kind != BackendKind::Fake;
-        #[cfg(not(feature = "fake-vmm"))]
-        let has_agent = true;
-        // A clone of a guest without the agent (the Firecracker test guest)
-        // has none either.
-        let has_agent =
-            has_agent && !(restored && rec.spec.snapshot.as_ref().is_some_and(|o| !o.agent));
         let phase_running = crate::timing::now_ns();
         self.update_status(id, |s| {
-            let timings = std::mem::take(&mut s.timings);
-            *s = VmStatus {
-                state: Some(VmState::Running),
-                supervisor_pid: Some(me),
+            let _ = s.started(Started {
+                supervisor_pid: me,
                 supervisor_start: process_start(me),
-                vmm_pid: Some(child.id()),
+                vmm_pid: child.id(),
                 boot_id: boot_id(),
-                started_at: Some(crate::now()),
-                health: has_agent.then(|| "starting".to_string()),
+                started_at: crate::now(),
+                agent: has_agent,
                 // A resumed snapshot is already running its workload.
-                ready_ms: restored
-                    .then(|| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                ready_ms: restored.then(|| ms_since(started)),
                 confinement: confinement.clone(),
-                timings,
-                ..Default::default()
-            };
+            });
             timeline.record_since("vmm-running", phase_running);
             if restored {
                 timeline.record_since("guest-ready", launch_ns);
@@ -433,7 +318,8 @@ impl Ignis {
         notify.send("running");
         let (events_tx, events) = std::sync::mpsc::channel();
         let mux = if has_agent {
-            match super::agent_mux::Mux::start(kind, &dir, events_tx) {
+            let (d, vm_dir) = (super::driver(rec.spec.backend)?, dir.clone());
+            match super::agent_mux::Mux::start(move || d.connect_agent(&vm_dir), &dir, events_tx) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     tracing::warn!(vm = id, error = %e, "cannot serve agent.sock; exec/cp will not work");
@@ -450,7 +336,7 @@ impl Ignis {
         let console_done = std::sync::atomic::AtomicBool::new(false);
         tracing::info!(
             vm = id,
-            backend = kind.as_str(),
+            backend = %rec.spec.backend,
             pid = child.id(),
             "VMM started"
         );
@@ -460,8 +346,7 @@ impl Ignis {
         let mut reader = reader;
         let mut chunk = vec![0u8; 16 << 10];
         let mut partial: Vec<u8> = Vec::new();
-        let mut exit_code: Option<i32> = None;
-        let mut init_error: Option<String> = None;
+        let mut seen = Seen::default();
         std::thread::scope(|scope| -> Result<(), Error> {
             let console_done = &console_done;
             let (timeline, notify) = (&timeline, &notify);
@@ -486,21 +371,17 @@ impl Ignis {
                         let line: Vec<u8> = partial.drain(..=pos).collect();
                         match parse_report(&String::from_utf8_lossy(&line)) {
                             Some(Report::Ready { agent }) => {
-                                let ms = u64::try_from(started.elapsed().as_millis())
-                                    .unwrap_or(u64::MAX);
+                                let ms = ms_since(started);
                                 timeline.record_since("guest-ready", launch_ns);
                                 self.update_status(id, |s| {
-                                    s.ready_ms = Some(ms);
                                     // A guest without ignis-init has no agent to wait for.
-                                    if !agent && s.health.as_deref() == Some("starting") {
-                                        s.health = None;
-                                    }
+                                    let _ = s.ready(ms, agent);
                                     crate::timing::merge(&mut s.timings, &timeline.phases());
                                 })?;
                                 notify.send("ready");
                             }
-                            Some(Report::Exit(code)) => exit_code = Some(code),
-                            Some(Report::Error(m)) => init_error = Some(m),
+                            Some(Report::Exit(code)) => seen.report = Some(code),
+                            Some(Report::Error(m)) => seen.init_error = Some(m),
                             None => {}
                         }
                     }
@@ -531,51 +412,22 @@ impl Ignis {
         let status = child
             .wait()
             .map_err(|e| Error::internal("wait for the VMM", e))?;
+        handle
+            .ended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(r) = reaper {
             r.dismiss();
         }
-        let stopped = dir.join("stop-requested").exists();
-        let killed = dir.join("kill-requested").exists();
         use std::os::unix::process::ExitStatusExt;
-        let (code, reason) = match (exit_code, init_error, status.signal()) {
-            (_, Some(m), _) => (
-                exit_code.or(Some(ignis_guest_config::INIT_FAILED)),
-                format!("guest init failed: {m}"),
-            ),
-            (Some(c), None, _) if stopped => (Some(c), "stopped".to_string()),
-            (Some(c), None, _) => (Some(c), "workload exited".to_string()),
-            (None, None, Some(_)) if killed => (Some(137), "killed".to_string()),
-            (None, None, Some(_)) if stopped => {
-                (Some(137), "stopped (killed after the timeout)".to_string())
-            }
-            (None, None, Some(sig)) => (Some(128 + sig), format!("VMM killed by signal {sig}")),
-            // System images report no exit code: a clean VMM exit is the
-            // guest powering off.
-            (None, None, None) if status.success() && stopped => (Some(0), "stopped".to_string()),
-            (None, None, None) if status.success() => (Some(0), "guest powered off".to_string()),
-            (None, None, None) => (
-                status.code(),
-                format!(
-                    "VMM exited ({status}) without a report from the guest; see `ignis logs {}`",
-                    rec.name
-                ),
-            ),
-        };
-        self.update_status(id, |s| {
-            // Already settled by reconcile (host reboot): keep its verdict.
-            if s.state == Some(VmState::Exited) {
-                return;
-            }
-            s.state = Some(VmState::Exited);
-            s.finished_at = Some(crate::now());
-            s.exit_code = code;
-            s.reason = Some(reason.clone());
-            s.vmm_pid = None;
-            s.paused = false;
-            s.health = None;
-        })?;
+        seen.signal = status.signal();
+        seen.success = status.success();
+        seen.code = status.code();
+        let (code, reason) = classify(&seen, control_state.intent(), &rec.name);
+        self.record_exit(id, code, &reason, &timeline);
         tracing::info!(vm = id, ?code, reason, "VM exited");
         self.release_host_resources(&rec);
+        // Whoever asked for the stop or kill learns it is over.
+        control_state.ended();
         if rec.spec.auto_remove {
             self.vm_remove(id, true)?;
         }

@@ -59,7 +59,11 @@ impl ApiClient {
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                     .await
-                    .map_err(|e| VmmError::Protocol(format!("HTTP handshake: {e}")))?;
+                    .map_err(|e| VmmError::Http {
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        source: e.into(),
+                    })?;
             let conn = tokio::spawn(conn);
             let bytes = body
                 .map(|b| serde_json::to_vec(b).expect("json"))
@@ -75,15 +79,20 @@ impl ApiClient {
             let req = req
                 .body(Full::new(Bytes::from(bytes)))
                 .expect("valid request");
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| VmmError::Protocol(format!("{method} {path}: {e}")))?;
+            let resp = sender.send_request(req).await.map_err(|e| VmmError::Http {
+                method: method.to_string(),
+                path: path.to_string(),
+                source: e.into(),
+            })?;
             let status = resp.status().as_u16();
             let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| VmmError::Protocol(format!("{method} {path}: reading body: {e}")))?
+                .map_err(|source| VmmError::Http {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    source,
+                })?
                 .to_bytes();
             conn.abort();
             let json: Option<Value> = if body.is_empty() {

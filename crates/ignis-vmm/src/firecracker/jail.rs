@@ -31,10 +31,6 @@ pub fn root_of(dir: &Path) -> Option<PathBuf> {
         .find(|r| r.is_dir())
 }
 
-fn io_err(what: String) -> impl FnOnce(std::io::Error) -> VmmError {
-    move |e| VmmError::Protocol(format!("{what}: {e}"))
-}
-
 /// Places `src` in the jail as `dst`: a hard link, or a copy across
 /// filesystems.
 fn place(src: &Path, dst: &Path) -> Result<(), VmmError> {
@@ -43,8 +39,8 @@ fn place(src: &Path, dst: &Path) -> Result<(), VmmError> {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(18) => std::fs::copy(src, dst)
             .map(drop)
-            .map_err(io_err(format!("copy {} into the jail", src.display()))),
-        Err(e) => Err(io_err(format!("link {} into the jail", src.display()))(e)),
+            .map_err(VmmError::file("copy into the jail", src)),
+        Err(e) => Err(VmmError::file("link into the jail", src)(e)),
     }
 }
 
@@ -53,38 +49,35 @@ pub fn take_out(src: &Path, dst: &Path) -> Result<(), VmmError> {
     match std::fs::rename(src, dst) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(18) => {
-            std::fs::copy(src, dst)
-                .map_err(io_err(format!("copy {} out of the jail", src.display())))?;
+            std::fs::copy(src, dst).map_err(VmmError::file("copy out of the jail", src))?;
             let _ = std::fs::remove_file(src);
             Ok(())
         }
-        Err(e) => Err(io_err(format!("move {} out of the jail", src.display()))(e)),
+        Err(e) => Err(VmmError::file("move out of the jail", src)(e)),
     }
 }
 
 /// Prepares the jail for `spec` and returns the jailer command and the
 /// spec as the jailed Firecracker sees it (paths inside the chroot, which
-/// [`super::FirecrackerBackend::config`] turns into relative names).
+/// [`super::config`] turns into relative names).
 pub fn command(
     jailer: &Path,
     firecracker: &Path,
     spec: &VmSpec,
 ) -> Result<(Command, VmSpec), VmmError> {
-    let (uid, gid) = spec
-        .confine
-        .user
-        .ok_or_else(|| VmmError::Protocol("the jailer needs a uid and gid for the VMM".into()))?;
-    let exec = std::fs::canonicalize(firecracker)
-        .map_err(io_err(format!("resolve {}", firecracker.display())))?;
-    let exec_name = exec
-        .file_name()
-        .ok_or_else(|| VmmError::Protocol("firecracker binary has no file name".into()))?;
+    let (uid, gid) = spec.confine.user.ok_or(VmmError::NoJailUser)?;
+    let exec =
+        std::fs::canonicalize(firecracker).map_err(VmmError::file("resolve", firecracker))?;
+    let exec_name = exec.file_name().ok_or_else(|| VmmError::NotInstalled {
+        binary: exec.display().to_string(),
+        hint: "the firecracker path names no file",
+    })?;
     let base = spec.dir.join(JAIL_DIR);
     let root = base.join(exec_name).join(&spec.id).join("root");
     // A jail left from an earlier run (the jailer refuses to reuse its
     // copy of the binary; links may point at old files).
     let _ = std::fs::remove_dir_all(base.join(exec_name).join(&spec.id));
-    std::fs::create_dir_all(&root).map_err(io_err(format!("create {}", root.display())))?;
+    std::fs::create_dir_all(&root).map_err(VmmError::file("create", &root))?;
 
     let mut jailed = spec.clone();
     jailed.dir = root.clone();
@@ -96,10 +89,8 @@ pub fn command(
         let inside = root.join(format!("disk{i}.img"));
         place(&d.path, &inside)?;
         if !d.read_only {
-            std::os::unix::fs::chown(&inside, Some(uid), Some(gid)).map_err(io_err(format!(
-                "hand {} to the jail's user",
-                d.path.display()
-            )))?;
+            std::os::unix::fs::chown(&inside, Some(uid), Some(gid))
+                .map_err(VmmError::file("hand to the jail's user", &d.path))?;
         }
         d.path = inside;
     }
@@ -116,17 +107,19 @@ pub fn command(
     super::fresh_log(&log)?;
     place(&log, &root.join(super::LOG_FILE))?;
     std::os::unix::fs::chown(&log, Some(uid), Some(gid))
-        .map_err(io_err(format!("hand {} to the jail's user", log.display())))?;
+        .map_err(VmmError::file("hand to the jail's user", &log))?;
     // An unprivileged Firecracker cannot create its TAP: it opens one made
     // for its user (the supervisor enslaves it to the bridge as usual and
     // deletes it when the VM stops).
     if let Some(n) = &spec.net {
-        crate::tap::create_persistent(&n.tap, uid, gid)
-            .map_err(io_err(format!("create TAP {} for the jailed VMM", n.tap)))?;
+        crate::tap::create_persistent(&n.tap, uid, gid).map_err(VmmError::file(
+            "create the jailed VMM's TAP",
+            Path::new(&n.tap),
+        ))?;
     }
     // The host's way in: symlinks from the VM directory to the sockets the
     // jailed VMM creates at its root.
-    for sock in [super::API_SOCKET, crate::VSOCK_SOCKET] {
+    for sock in [super::API_SOCKET, super::VSOCK_SOCKET] {
         let link = spec.dir.join(sock);
         let _ = std::fs::remove_file(&link);
         let _ = std::fs::remove_file(root.join(sock));
@@ -135,8 +128,7 @@ pub fn command(
             .join(&spec.id)
             .join("root")
             .join(sock);
-        std::os::unix::fs::symlink(&target, &link)
-            .map_err(io_err(format!("link {}", link.display())))?;
+        std::os::unix::fs::symlink(&target, &link).map_err(VmmError::file("link", &link))?;
     }
     let mut cmd = Command::new(jailer);
     cmd.arg("--id")
@@ -259,11 +251,10 @@ mod tests {
             );
         }
         // What Firecracker is told: names relative to its chroot.
-        let load =
-            super::super::FirecrackerBackend::load_call(&jailed, jailed.restore.as_ref().unwrap());
+        let load = super::super::load_call(&jailed, jailed.restore.as_ref().unwrap());
         assert_eq!(load["snapshot_path"], "restore.vmstate");
         assert_eq!(load["mem_backend"]["backend_path"], "restore.memory");
-        let c = super::super::FirecrackerBackend::config(&jailed);
+        let c = super::super::config(&jailed);
         assert_eq!(c["boot-source"]["kernel_image_path"], "vmlinux");
         assert_eq!(c["boot-source"]["initrd_path"], "initrd.img");
         assert_eq!(c["drives"][0]["path_on_host"], "disk0.img");

@@ -10,7 +10,11 @@ pub use qmp::QmpClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::{Accel, Backend, BackendKind, Control, VmSpec, VmmError};
+use crate::{Accel, BackendKind};
+use crate::{
+    AgentTransport, BootPlan, Capabilities, ConfineRequest, Confined, Control, Driver, HostError,
+    VmSpec, VmmError,
+};
 
 pub const BINARY: &str = "qemu-system-x86_64";
 
@@ -18,138 +22,311 @@ pub const BINARY: &str = "qemu-system-x86_64";
 /// VM's memory cgroup would have to allow for).
 pub const TCG_TB_MIB: u32 = 128;
 
-#[derive(Debug, Clone)]
-pub struct QemuBackend {
-    binary: PathBuf,
+/// QEMU's end of the agent's virtio-serial port (a chardev socket).
+pub const AGENT_VMM_SOCKET: &str = "agent.vmm.sock";
+const QMP_SOCKET: &str = "qmp.sock";
+
+/// The QEMU driver.
+#[derive(Debug, Clone, Copy)]
+pub struct QemuDriver;
+
+fn binary() -> Result<PathBuf, VmmError> {
+    crate::detect::find_in_path(BINARY).ok_or(VmmError::NotInstalled {
+        binary: BINARY.to_string(),
+        hint: "apt-get install qemu-system-x86",
+    })
 }
 
-impl QemuBackend {
-    pub fn new(binary: PathBuf) -> Self {
-        Self { binary }
+/// The host's TSC frequency in kHz (from /proc/cpuinfo's MHz).
+fn host_tsc_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    #[allow(clippy::cast_possible_truncation)] // a few million kHz, positive
+    Some((mhz * 1000.0) as u64)
+}
+
+/// Every directory from `/` down to `dir` lets other users through
+/// (o+x): QEMU, dropped to its own uid, must reach its files by path.
+fn reachable_by_others(dir: &Path) -> Result<(), PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    for d in dir.ancestors() {
+        let mode = std::fs::metadata(d)
+            .map_err(|_| d.to_path_buf())?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(d.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+impl Driver for QemuDriver {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu
     }
 
-    /// The full argument list for `spec` (kept separate for tests and for
-    /// the benchmark's "raw VMM" baseline).
-    pub fn args(spec: &VmSpec) -> Vec<String> {
-        let accel = match spec.accel {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        };
-        let cpu = match spec.accel {
-            Accel::Kvm => "host",
-            Accel::Tcg => "max",
-        };
-        // The ELF vmlinux boots through PVH, skipping the bzImage decompressor
-        // (seconds under TCG).
-        let kernel = &spec.vmlinux;
-        // Guest RAM is a file: shared (tmpfs) while the VM runs, so a
-        // snapshot is device state + a copy of the file; a restored clone
-        // maps the snapshot's file privately (copy-on-write, shared pages).
-        let memory = match &spec.restore {
-            Some(r) => format!(
-                "memory-backend-file,id=mem,size={}M,mem-path={},share=off",
-                spec.memory_mib,
-                r.memory.display()
-            ),
-            None => format!(
-                "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
-                spec.memory_mib,
-                memory_path(&spec.dir).display()
-            ),
-        };
-        let accel = match spec.accel {
-            Accel::Kvm => accel.to_string(),
-            Accel::Tcg => format!("{accel},tb-size={TCG_TB_MIB}"),
-        };
-        let mut a: Vec<String> = vec![
-            "-M".into(),
-            "microvm,acpi=on,pcie=off,rtc=on,memory-backend=mem".into(),
-            "-accel".into(),
-            accel,
-            "-object".into(),
-            memory,
-            "-cpu".into(),
-            cpu.into(),
-            "-smp".into(),
-            spec.vcpus.to_string(),
-            "-m".into(),
-            format!("{}M", spec.memory_mib),
-            "-nodefaults".into(),
-            "-no-user-config".into(),
-            "-no-reboot".into(),
-            "-display".into(),
-            "none".into(),
-            "-chardev".into(),
-            "stdio,id=con,signal=off".into(),
-            "-serial".into(),
-            "chardev:con".into(),
-            "-kernel".into(),
-            kernel.display().to_string(),
-            "-initrd".into(),
-            spec.initrd.display().to_string(),
-            "-append".into(),
-            spec.cmdline.clone(),
-            "-qmp".into(),
-            format!("unix:{},server=on,wait=off", qmp_path(&spec.dir).display()),
-        ];
-        // The agent's channel: a virtio-serial port named `ignis.agent`
-        // on a unix socket the supervisor connects to (no vhost-vsock
-        // needed on the host).
-        a.extend([
-            "-device".into(),
-            "virtio-serial-device,max_ports=2".into(),
-            "-chardev".into(),
-            format!(
-                "socket,id=agent,path={},server=on,wait=off",
-                spec.dir.join(crate::AGENT_VMM_SOCKET).display()
-            ),
-            "-device".into(),
-            format!(
-                "virtserialport,chardev=agent,name={}",
-                ignis_agent_proto::SERIAL_PORT_NAME
-            ),
-        ]);
-        if let Some(n) = &spec.net {
-            a.push("-netdev".into());
-            a.push(format!(
-                "tap,id=n0,ifname={},script=no,downscript=no",
-                n.tap
-            ));
-            a.push("-device".into());
-            a.push(format!("virtio-net-device,netdev=n0,mac={}", n.mac));
+    fn capabilities(&self, accel: Accel) -> Capabilities {
+        Capabilities {
+            max_vcpus: 64,
+            even_vcpus: false,
+            agent: Some(AgentTransport::VirtioSerial),
+            overhead_mib: match accel {
+                Accel::Tcg => 256 + u64::from(TCG_TB_MIB),
+                Accel::Kvm => 128,
+            },
+            initramfs: true,
         }
-        if spec.restore.is_some() {
-            a.extend(["-incoming".into(), "defer".into()]);
-        }
-        if spec.confine.sandbox {
-            // seccomp: no exec, no obsolete or resource-control syscalls.
-            // Not elevateprivileges=deny: it also forbids the setuid that
-            // -runas makes, and after -runas there is nothing to elevate to.
-            a.extend([
-                "-sandbox".into(),
-                "on,obsolete=deny,spawn=deny,resourcecontrol=deny".into(),
-            ]);
-        }
-        if let Some((uid, gid)) = spec.confine.user {
-            // Drops to uid:gid once its files, TAP and sockets are open.
-            a.extend(["-runas".into(), format!("{uid}:{gid}")]);
-        }
-        for (i, d) in spec.disks.iter().enumerate() {
-            a.push("-drive".into());
-            a.push(format!(
-                "id=d{i},file={},format=raw,if=none,cache=none,aio=threads{}",
-                d.path.display(),
-                if d.read_only { ",readonly=on" } else { "" }
-            ));
-            a.push("-device".into());
-            a.push(format!("virtio-blk-device,drive=d{i}"));
-        }
-        a
     }
+
+    fn host_check(&self, host: &crate::HostInfo, _linux: bool) -> Result<Accel, HostError> {
+        if host.qemu.is_none() {
+            return Err(HostError::new(
+                "qemu-system-x86_64 not found: apt-get install qemu-system-x86",
+            ));
+        }
+        Ok(if matches!(host.kvm, crate::detect::Kvm::Usable(_)) {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        })
+    }
+
+    fn version(&self) -> Option<String> {
+        crate::detect::binary_version(&binary().ok()?)
+    }
+
+    fn kernel_args(&self, accel: Accel) -> Vec<String> {
+        match (accel, host_tsc_khz()) {
+            // Under TCG the guest's TSC calibration hangs at random.
+            (Accel::Tcg, Some(khz)) => vec![format!("tsc_early_khz={khz}")],
+            _ => vec![],
+        }
+    }
+
+    fn confine(&self, req: &ConfineRequest<'_>) -> Confined {
+        let mut c = Confined {
+            cgroup: true,
+            ..Default::default()
+        };
+        c.confine.sandbox = true;
+        c.sandbox.push("seccomp");
+        // QEMU reopens the VM's disks by path when it resumes after a
+        // snapshot or restore, as the dropped user: it must reach them,
+        // and own the writable one.
+        match reachable_by_others(req.dir) {
+            Ok(()) => match std::os::unix::fs::chown(
+                req.dir.join("data.ext4"),
+                Some(req.uid),
+                Some(req.uid),
+            ) {
+                Ok(()) => c.confine.user = Some((req.uid, req.uid)),
+                Err(e) => c.warnings.push(format!(
+                    "QEMU runs as root: cannot hand the writable disk to uid {}: {e}",
+                    req.uid
+                )),
+            },
+            Err(d) => c.warnings.push(format!(
+                "QEMU runs as root: {} is not searchable by other users; make the state directory's parents world-searchable (chmod o+x) for -runas",
+                d.display()
+            )),
+        }
+        c
+    }
+
+    fn launch(&self, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<Child, VmmError> {
+        let _ = std::fs::remove_file(qmp_path(&spec.dir));
+        let _ = std::fs::remove_file(spec.dir.join(AGENT_VMM_SOCKET));
+        let mut cmd = Command::new(binary()?);
+        cmd.args(args(spec))
+            .stdin(input)
+            .stdout(console)
+            .stderr(Stdio::inherit());
+        let mut child = crate::spawn_vmm(cmd)?;
+        if let Some(r) = &spec.restore {
+            if let Err(e) = incoming(&qmp_path(&spec.dir), &mut child, &r.state) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
+        Ok(child)
+    }
+
+    fn control(&self, dir: &Path) -> Box<dyn Control> {
+        Box::new(QemuControl::new(dir))
+    }
+
+    fn connect_agent(&self, dir: &Path) -> Result<std::os::unix::net::UnixStream, VmmError> {
+        let path = dir.join(AGENT_VMM_SOCKET);
+        std::os::unix::net::UnixStream::connect(&path).map_err(|source| VmmError::Connect {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    fn boot_plan(&self, spec: &VmSpec) -> BootPlan {
+        let mut argv = vec![BINARY.to_string()];
+        argv.extend(args(spec));
+        BootPlan {
+            backend: BackendKind::Qemu,
+            argv,
+            firecracker_config: None,
+        }
+    }
+
+    fn runtime_files(&self) -> &'static [&'static str] {
+        &[QMP_SOCKET, AGENT_VMM_SOCKET]
+    }
+
+    fn leftovers(&self, dir: &Path) -> Vec<crate::Leftover> {
+        let mem = memory_path(dir);
+        if mem.exists() {
+            vec![crate::Leftover {
+                kind: "memory",
+                path: mem,
+            }]
+        } else {
+            vec![]
+        }
+    }
+
+    fn release(&self, dir: &Path) {
+        let _ = std::fs::remove_file(memory_path(dir));
+        for f in self.runtime_files() {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+    }
+}
+
+/// The full argument list for `spec` (kept separate for tests and for the
+/// benchmark's "raw VMM" baseline).
+pub fn args(spec: &VmSpec) -> Vec<String> {
+    let accel = match spec.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    };
+    let cpu = match spec.accel {
+        Accel::Kvm => "host",
+        Accel::Tcg => "max",
+    };
+    // The ELF vmlinux boots through PVH, skipping the bzImage decompressor
+    // (seconds under TCG).
+    let kernel = &spec.vmlinux;
+    // Guest RAM is a file: shared (tmpfs) while the VM runs, so a
+    // snapshot is device state + a copy of the file; a restored clone
+    // maps the snapshot's file privately (copy-on-write, shared pages).
+    let memory = match &spec.restore {
+        Some(r) => format!(
+            "memory-backend-file,id=mem,size={}M,mem-path={},share=off",
+            spec.memory_mib,
+            r.memory.display()
+        ),
+        None => format!(
+            "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
+            spec.memory_mib,
+            memory_path(&spec.dir).display()
+        ),
+    };
+    let accel = match spec.accel {
+        Accel::Kvm => accel.to_string(),
+        Accel::Tcg => format!("{accel},tb-size={TCG_TB_MIB}"),
+    };
+    let mut a: Vec<String> = vec![
+        "-M".into(),
+        "microvm,acpi=on,pcie=off,rtc=on,memory-backend=mem".into(),
+        "-accel".into(),
+        accel,
+        "-object".into(),
+        memory,
+        "-cpu".into(),
+        cpu.into(),
+        "-smp".into(),
+        spec.vcpus.to_string(),
+        "-m".into(),
+        format!("{}M", spec.memory_mib),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-no-reboot".into(),
+        "-display".into(),
+        "none".into(),
+        "-chardev".into(),
+        "stdio,id=con,signal=off".into(),
+        "-serial".into(),
+        "chardev:con".into(),
+        "-kernel".into(),
+        kernel.display().to_string(),
+        "-initrd".into(),
+        spec.initrd.display().to_string(),
+        "-append".into(),
+        spec.cmdline.clone(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", qmp_path(&spec.dir).display()),
+    ];
+    // The agent's channel: a virtio-serial port named `ignis.agent`
+    // on a unix socket the supervisor connects to (no vhost-vsock
+    // needed on the host).
+    a.extend([
+        "-device".into(),
+        "virtio-serial-device,max_ports=2".into(),
+        "-chardev".into(),
+        format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            spec.dir.join(AGENT_VMM_SOCKET).display()
+        ),
+        "-device".into(),
+        format!(
+            "virtserialport,chardev=agent,name={}",
+            ignis_agent_proto::SERIAL_PORT_NAME
+        ),
+    ]);
+    if let Some(n) = &spec.net {
+        a.push("-netdev".into());
+        a.push(format!(
+            "tap,id=n0,ifname={},script=no,downscript=no",
+            n.tap
+        ));
+        a.push("-device".into());
+        a.push(format!("virtio-net-device,netdev=n0,mac={}", n.mac));
+    }
+    if spec.restore.is_some() {
+        a.extend(["-incoming".into(), "defer".into()]);
+    }
+    if spec.confine.sandbox {
+        // seccomp: no exec, no obsolete or resource-control syscalls.
+        // Not elevateprivileges=deny: it also forbids the setuid that
+        // -runas makes, and after -runas there is nothing to elevate to.
+        a.extend([
+            "-sandbox".into(),
+            "on,obsolete=deny,spawn=deny,resourcecontrol=deny".into(),
+        ]);
+    }
+    if let Some((uid, gid)) = spec.confine.user {
+        // Drops to uid:gid once its files, TAP and sockets are open.
+        a.extend(["-runas".into(), format!("{uid}:{gid}")]);
+    }
+    for (i, d) in spec.disks.iter().enumerate() {
+        a.push("-drive".into());
+        a.push(format!(
+            "id=d{i},file={},format=raw,if=none,cache=none,aio=threads{}",
+            d.path.display(),
+            if d.read_only { ",readonly=on" } else { "" }
+        ));
+        a.push("-device".into());
+        a.push(format!("virtio-blk-device,drive=d{i}"));
+    }
+    a
 }
 
 fn qmp_path(dir: &Path) -> PathBuf {
-    dir.join("qmp.sock")
+    dir.join(QMP_SOCKET)
 }
 
 /// The running VM's RAM file on tmpfs (no writeback of guest memory to
@@ -164,16 +341,11 @@ pub fn memory_path(dir: &Path) -> PathBuf {
 
 /// Loads a snapshot into a QEMU started with `-incoming defer` and waits
 /// until the guest runs again.
-fn incoming(socket: &Path, state: &Path) -> Result<(), VmmError> {
-    let file = std::fs::File::open(state)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut qmp = loop {
-        match QmpClient::connect(socket) {
-            Ok(q) => break q,
-            Err(e) if std::time::Instant::now() > deadline => return Err(e),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
-        }
-    };
+fn incoming(socket: &Path, child: &mut Child, state: &Path) -> Result<(), VmmError> {
+    let file =
+        std::fs::File::open(state).map_err(VmmError::file("open the snapshot state", state))?;
+    crate::wait_for_socket(socket, Some(child), std::time::Duration::from_secs(10))?;
+    let mut qmp = QmpClient::connect(socket)?;
     qmp.execute(
         "migrate-set-capabilities",
         Some(
@@ -190,54 +362,9 @@ fn incoming(socket: &Path, state: &Path) -> Result<(), VmmError> {
     )?;
     // The snapshot was taken paused, so the loaded VM stays paused: wait
     // for the load, then continue it.
-    for _ in 0..30000 {
-        let st = qmp.execute("query-migrate", None)?;
-        match st["status"].as_str() {
-            Some("completed") => {
-                qmp.execute("cont", None)?;
-                return Ok(());
-            }
-            Some("failed" | "cancelled") => {
-                return Err(VmmError::Qmp {
-                    command: "migrate-incoming".into(),
-                    class: "MigrationFailed".into(),
-                    desc: st["error-desc"]
-                        .as_str()
-                        .unwrap_or("the snapshot could not be loaded")
-                        .to_string(),
-                })
-            }
-            _ => std::thread::sleep(std::time::Duration::from_millis(2)),
-        }
-    }
-    Err(VmmError::Protocol(
-        "restoring the snapshot took over 60 s".into(),
-    ))
-}
-
-impl Backend for QemuBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Qemu
-    }
-
-    fn launch(&self, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<Child, VmmError> {
-        let _ = std::fs::remove_file(qmp_path(&spec.dir));
-        let _ = std::fs::remove_file(spec.dir.join(crate::AGENT_VMM_SOCKET));
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(Self::args(spec))
-            .stdin(input)
-            .stdout(console)
-            .stderr(Stdio::inherit());
-        let mut child = crate::spawn_vmm(cmd, &spec.confine)?;
-        if let Some(r) = &spec.restore {
-            if let Err(e) = incoming(&qmp_path(&spec.dir), &r.state) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        }
-        Ok(child)
-    }
+    qmp.wait_migration("migrate-incoming", "restoring the snapshot")?;
+    qmp.execute("cont", None)?;
+    Ok(())
 }
 
 /// QMP control of a running QEMU.
@@ -303,23 +430,7 @@ impl QemuControl {
             "migrate",
             Some(serde_json::json!({"uri": "fd:snapshot-out"})),
         )?;
-        for _ in 0..30000 {
-            let st = qmp.execute("query-migrate", None)?;
-            match st["status"].as_str() {
-                Some("completed") => return Ok(()),
-                Some("failed" | "cancelled") => {
-                    return Err(VmmError::Qmp {
-                        command: "migrate".into(),
-                        class: "MigrationFailed".into(),
-                        desc: st["error-desc"].as_str().unwrap_or("unknown").to_string(),
-                    })
-                }
-                _ => std::thread::sleep(std::time::Duration::from_millis(2)),
-            }
-        }
-        Err(VmmError::Protocol(
-            "migration to file did not complete within 60 s".into(),
-        ))
+        qmp.wait_migration("migrate", "migration to file")
     }
 }
 
@@ -355,7 +466,7 @@ mod tests {
             restore: None,
             confine: Default::default(),
         };
-        let a = QemuBackend::args(&spec).join(" ");
+        let a = args(&spec).join(" ");
         assert!(
             a.contains("-netdev tap,id=n0,ifname=ig-x,script=no,downscript=no"),
             "{a}"
@@ -367,7 +478,7 @@ mod tests {
         let mut confined = spec.clone();
         confined.confine.sandbox = true;
         confined.confine.user = Some((1000123, 1000123));
-        let c = QemuBackend::args(&confined).join(" ");
+        let c = args(&confined).join(" ");
         assert!(
             c.contains("-sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny"),
             "{c}"
@@ -396,7 +507,7 @@ mod tests {
             state: "/s/vmstate".into(),
             memory: "/s/memory".into(),
         });
-        let c = QemuBackend::args(&clone).join(" ");
+        let c = args(&clone).join(" ");
         assert!(c.contains("mem-path=/s/memory,share=off"), "{c}");
         assert!(c.contains("-incoming defer"), "{c}");
         assert!(

@@ -35,9 +35,7 @@ impl QmpClient {
         };
         let greeting = c.read()?;
         if greeting.get("QMP").is_none() {
-            return Err(VmmError::Protocol(format!(
-                "expected a QMP greeting, got {greeting}"
-            )));
+            return Err(VmmError::QmpGreeting(greeting.to_string()));
         }
         c.execute("qmp_capabilities", None)?;
         Ok(c)
@@ -47,12 +45,41 @@ impl QmpClient {
         let mut line = String::new();
         let n = std::io::Read::take(&mut self.reader, MAX_LINE as u64).read_line(&mut line)?;
         if n == 0 {
-            return Err(VmmError::Protocol("QMP connection closed".into()));
+            return Err(VmmError::QmpProtocol("connection closed"));
         }
         if !line.ends_with('\n') {
-            return Err(VmmError::Protocol("QMP line too long".into()));
+            return Err(VmmError::QmpProtocol("line too long"));
         }
-        serde_json::from_str(&line).map_err(|e| VmmError::Protocol(format!("bad QMP JSON: {e}")))
+        serde_json::from_str(&line).map_err(VmmError::QmpJson)
+    }
+
+    /// Polls `query-migrate` until the migration `command` started ends:
+    /// done, or its error. The one migration wait of snapshot and restore.
+    pub fn wait_migration(&mut self, command: &str, what: &'static str) -> Result<(), VmmError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = self.execute("query-migrate", None)?;
+            match st["status"].as_str() {
+                Some("completed") => return Ok(()),
+                Some("failed" | "cancelled") => {
+                    return Err(VmmError::Qmp {
+                        command: command.into(),
+                        class: "MigrationFailed".into(),
+                        desc: st["error-desc"]
+                            .as_str()
+                            .unwrap_or("no reason given")
+                            .to_string(),
+                    })
+                }
+                _ if std::time::Instant::now() > deadline => {
+                    return Err(VmmError::Timeout {
+                        what,
+                        waited: Duration::from_secs(60),
+                    })
+                }
+                _ => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
     }
 
     /// Hands QEMU an open file as `name` (QMP `getfd` with the descriptor
@@ -306,7 +333,7 @@ mod tests {
         });
         assert!(matches!(
             QmpClient::connect(&sock),
-            Err(VmmError::Protocol(_))
+            Err(VmmError::QmpJson(_) | VmmError::QmpGreeting(_))
         ));
         t.join().unwrap();
     }

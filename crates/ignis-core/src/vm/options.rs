@@ -1,0 +1,539 @@
+//! What a new VM should be: [`VmSettings`] as given (strings, as flags and
+//! manifests carry them), layered with Ignite's precedence (environment
+//! defaults < manifest < flags), parsed once into typed [`CreateOptions`].
+//! The CLI (`run`, `create --config`), `apply` and the daemon all go
+//! through [`VmSettings::parse`]; its errors name the field, and each front
+//! end says it its own way (`--memory`, `spec.memory`).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ignis_api::manifest::VmManifest;
+use ignis_api::{BackendRequest, NetworkMode};
+
+use crate::{Error, ErrorKind};
+
+/// An input field of a VM's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Image,
+    Name,
+    Cpus,
+    Memory,
+    DiskSize,
+    Kernel,
+    Env,
+    CopyFiles,
+    Backend,
+    Network,
+    Ip,
+    Mac,
+    Ports,
+    Ssh,
+}
+
+impl Field {
+    /// Its name in the API and in manifests (`spec.<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Name => "name",
+            Self::Cpus => "cpus",
+            Self::Memory => "memory",
+            Self::DiskSize => "diskSize",
+            Self::Kernel => "kernel",
+            Self::Env => "env",
+            Self::CopyFiles => "copyFiles",
+            Self::Backend => "backend",
+            Self::Network => "network.mode",
+            Self::Ip => "network.ip",
+            Self::Mac => "network.mac",
+            Self::Ports => "network.ports",
+            Self::Ssh => "ssh",
+        }
+    }
+}
+
+fn invalid(field: Field, message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Invalid, message).about(field)
+}
+
+/// `--ssh`: a generated key pair, or this public key (a line or a file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshKey {
+    Generate,
+    Given(String),
+}
+
+/// A file copied into the VM at boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFile {
+    pub host: PathBuf,
+    pub vm: String,
+}
+
+/// What `vm_create` takes: typed and validated as far as that needs no
+/// state (image, kernel and snapshot are resolved by create).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub image: String,
+    pub name: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub disk_size: Option<u64>,
+    pub kernel: Option<String>,
+    pub kernel_args: Option<String>,
+    /// `KEY=VALUE`, checked.
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub copy_files: Vec<CopyFile>,
+    /// Replaces the image's Cmd (Docker semantics; Entrypoint is kept).
+    pub command: Vec<String>,
+    pub backend: BackendRequest,
+    pub auto_remove: bool,
+    pub network: NetworkMode,
+    /// A fixed address on the bridge.
+    pub ip: Option<Ipv4Addr>,
+    /// A fixed MAC (six hex bytes, checked).
+    pub mac: Option<String>,
+    pub ports: Vec<ignis_net::PortMapping>,
+    pub ssh: Option<SshKey>,
+    /// A fork: resume this snapshot (its resources, command, disk and
+    /// memory) instead of booting; the options above that it fixes are
+    /// ignored.
+    pub from_snapshot: Option<String>,
+}
+
+/// A VM's settings as given: every field optional, strings as flags and
+/// manifests write them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmSettings {
+    pub image: Option<String>,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub cpus: Option<u32>,
+    pub memory: Option<String>,
+    pub disk_size: Option<String>,
+    pub kernel: Option<String>,
+    pub kernel_args: Option<String>,
+    pub env: Vec<String>,
+    pub copy_files: Vec<String>,
+    pub command: Vec<String>,
+    pub backend: Option<String>,
+    pub network: Option<String>,
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+    pub ports: Vec<String>,
+    pub ssh: Option<String>,
+    pub auto_remove: bool,
+}
+
+impl VmSettings {
+    /// A manifest's VM as settings.
+    pub fn from_manifest(m: &VmManifest) -> Self {
+        let s = &m.spec;
+        let net = s.network.clone().unwrap_or_default();
+        Self {
+            image: (!s.image.is_empty()).then(|| s.image.clone()),
+            name: (!m.metadata.name.is_empty()).then(|| m.metadata.name.clone()),
+            labels: m.metadata.labels.clone(),
+            cpus: s.cpus,
+            memory: s.memory.clone(),
+            disk_size: s.disk_size.clone(),
+            kernel: s.kernel.clone(),
+            kernel_args: s.kernel_args.clone(),
+            env: s.env.clone(),
+            copy_files: s.copy_files.clone(),
+            command: s.command.clone(),
+            backend: s.backend.clone(),
+            network: net.mode,
+            ip: net.ip,
+            mac: net.mac,
+            ports: net.ports,
+            ssh: s.ssh.clone(),
+            auto_remove: false,
+        }
+    }
+
+    /// The defaults this host's environment sets (`IGNIS_BACKEND`,
+    /// `IGNIS_NETWORK`).
+    pub fn from_environment() -> Self {
+        Self {
+            backend: std::env::var("IGNIS_BACKEND").ok(),
+            network: std::env::var("IGNIS_NETWORK").ok(),
+            ..Default::default()
+        }
+    }
+
+    /// `top` over `self`: a value `top` sets wins; lists (env, files,
+    /// ports) and labels add up, `self`'s first; a command replaces.
+    pub fn overlay(self, top: VmSettings) -> Self {
+        let mut labels = self.labels;
+        labels.extend(top.labels);
+        let join = |a: Vec<String>, b: Vec<String>| a.into_iter().chain(b).collect();
+        Self {
+            image: top.image.or(self.image),
+            name: top.name.or(self.name),
+            labels,
+            cpus: top.cpus.or(self.cpus),
+            memory: top.memory.or(self.memory),
+            disk_size: top.disk_size.or(self.disk_size),
+            kernel: top.kernel.or(self.kernel),
+            kernel_args: top.kernel_args.or(self.kernel_args),
+            env: join(self.env, top.env),
+            copy_files: join(self.copy_files, top.copy_files),
+            command: if top.command.is_empty() {
+                self.command
+            } else {
+                top.command
+            },
+            backend: top.backend.or(self.backend),
+            network: top.network.or(self.network),
+            ip: top.ip.or(self.ip),
+            mac: top.mac.or(self.mac),
+            ports: join(self.ports, top.ports),
+            ssh: top.ssh.or(self.ssh),
+            auto_remove: top.auto_remove || self.auto_remove,
+        }
+    }
+
+    /// Parses and checks everything that needs no state.
+    pub fn parse(self) -> Result<CreateOptions, Error> {
+        let image = self
+            .image
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| invalid(Field::Image, "no image given"))?;
+        let size = |field: Field, v: Option<String>, unit: u64| {
+            v.map(|x| ignis_api::parse_size(&x, unit).map_err(|e| invalid(field, e)))
+                .transpose()
+        };
+        let memory_mib = size(Field::Memory, self.memory, 1 << 20)?
+            .map(|b| u32::try_from(b >> 20).unwrap_or(u32::MAX));
+        if let Some(m) = memory_mib {
+            if !(64..=(1 << 20)).contains(&m) {
+                return Err(invalid(
+                    Field::Memory,
+                    format!("{m}MiB is out of range (64MiB to 1TiB)"),
+                ));
+            }
+        }
+        let disk_size = size(Field::DiskSize, self.disk_size, 1)?;
+        if let Some(d) = disk_size {
+            if d < (32 << 20) {
+                return Err(invalid(
+                    Field::DiskSize,
+                    format!("{d} bytes is too small for the writable disk (at least 32MB)"),
+                ));
+            }
+        }
+        for kv in &self.env {
+            if !kv.contains('=') || kv.starts_with('=') {
+                return Err(invalid(Field::Env, format!("{kv}: want KEY=VALUE")));
+            }
+        }
+        let mut copy_files = Vec::new();
+        for c in &self.copy_files {
+            let Some((host, vm)) = c.split_once(':') else {
+                return Err(invalid(
+                    Field::CopyFiles,
+                    format!("{c}: want HOST_PATH:VM_PATH"),
+                ));
+            };
+            if !vm.starts_with('/') {
+                return Err(invalid(
+                    Field::CopyFiles,
+                    format!("{c}: the VM path must be absolute"),
+                ));
+            }
+            copy_files.push(CopyFile {
+                host: host.into(),
+                vm: vm.to_string(),
+            });
+        }
+        let backend: BackendRequest = self.backend.as_deref().unwrap_or("auto").parse().map_err(
+            |e: ignis_api::state::UnknownBackend| invalid(Field::Backend, e.to_string()),
+        )?;
+        let network = match self.network.as_deref().unwrap_or("bridge") {
+            "" | "bridge" => NetworkMode::Bridge,
+            "none" => NetworkMode::None,
+            other => {
+                return Err(invalid(
+                    Field::Network,
+                    format!("{other}: want bridge or none"),
+                ))
+            }
+        };
+        let mut ports = Vec::new();
+        for p in &self.ports {
+            ports.push(ignis_net::parse_port(p).map_err(|e| invalid(Field::Ports, e.to_string()))?);
+        }
+        let ip = match &self.ip {
+            Some(ip) => Some(
+                ip.parse()
+                    .map_err(|_| invalid(Field::Ip, format!("{ip} is not an IPv4 address")))?,
+            ),
+            None => None,
+        };
+        if let Some(m) = &self.mac {
+            let ok = m.split(':').count() == 6
+                && m.split(':')
+                    .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok());
+            if !ok {
+                return Err(invalid(
+                    Field::Mac,
+                    format!("{m}: want six hex bytes like 02:00:00:aa:bb:cc"),
+                ));
+            }
+        }
+        if network == NetworkMode::None && !ports.is_empty() {
+            return Err(invalid(
+                Field::Ports,
+                "published ports need the bridge network",
+            ));
+        }
+        if network == NetworkMode::None && ip.is_some() {
+            return Err(invalid(
+                Field::Ip,
+                "a fixed address needs the bridge network",
+            ));
+        }
+        if let Some(n) = &self.name {
+            if !super::valid_name(n) {
+                return Err(invalid(
+                    Field::Name,
+                    format!("invalid name '{n}': use letters, digits, '_', '.', '-', starting with a letter or digit"),
+                ));
+            }
+        }
+        Ok(CreateOptions {
+            image,
+            name: self.name,
+            cpus: self.cpus,
+            memory_mib,
+            disk_size,
+            kernel: self.kernel,
+            kernel_args: self.kernel_args,
+            env: self.env,
+            labels: self.labels,
+            copy_files,
+            command: self.command,
+            backend,
+            auto_remove: self.auto_remove,
+            network,
+            ip,
+            mac: self.mac,
+            ports,
+            ssh: self.ssh.map(|s| {
+                if s.is_empty() {
+                    SshKey::Generate
+                } else {
+                    SshKey::Given(s)
+                }
+            }),
+            from_snapshot: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> VmSettings {
+        VmSettings {
+            image: Some("busybox".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn precedence_is_environment_then_manifest_then_flags() {
+        let env = VmSettings {
+            backend: Some("qemu".into()),
+            network: Some("none".into()),
+            ..Default::default()
+        };
+        let manifest = VmSettings {
+            image: Some("app:1".into()),
+            memory: Some("256MB".into()),
+            network: Some("bridge".into()),
+            env: vec!["A=1".into()],
+            ports: vec!["8080:80".into()],
+            labels: [("team".to_string(), "a".to_string())].into(),
+            command: vec!["sleep".into(), "1".into()],
+            ..Default::default()
+        };
+        let flags = VmSettings {
+            memory: Some("512MB".into()),
+            env: vec!["B=2".into()],
+            labels: [("team".to_string(), "b".to_string())].into(),
+            ..Default::default()
+        };
+        let o = env.overlay(manifest).overlay(flags).parse().unwrap();
+        assert_eq!(o.image, "app:1");
+        assert_eq!(o.memory_mib, Some(512), "flags win");
+        assert_eq!(
+            o.backend,
+            BackendRequest::Kind(ignis_api::BackendKind::Qemu),
+            "environment default kept"
+        );
+        assert_eq!(
+            o.network,
+            NetworkMode::Bridge,
+            "the manifest beats the environment"
+        );
+        assert_eq!(o.env, ["A=1", "B=2"], "lists add up");
+        assert_eq!(o.ports.len(), 1);
+        assert_eq!(o.labels["team"], "b");
+        assert_eq!(
+            o.command,
+            ["sleep", "1"],
+            "no command given: the manifest's"
+        );
+    }
+
+    #[test]
+    fn every_bad_value_names_its_field() {
+        let bad = |s: VmSettings| s.parse().unwrap_err();
+        let cases = [
+            (
+                VmSettings {
+                    image: None,
+                    ..base()
+                },
+                Field::Image,
+            ),
+            (
+                VmSettings {
+                    memory: Some("lots".into()),
+                    ..base()
+                },
+                Field::Memory,
+            ),
+            (
+                VmSettings {
+                    memory: Some("16MB".into()),
+                    ..base()
+                },
+                Field::Memory,
+            ),
+            (
+                VmSettings {
+                    disk_size: Some("1MB".into()),
+                    ..base()
+                },
+                Field::DiskSize,
+            ),
+            (
+                VmSettings {
+                    env: vec!["=x".into()],
+                    ..base()
+                },
+                Field::Env,
+            ),
+            (
+                VmSettings {
+                    copy_files: vec!["a".into()],
+                    ..base()
+                },
+                Field::CopyFiles,
+            ),
+            (
+                VmSettings {
+                    copy_files: vec!["a:rel".into()],
+                    ..base()
+                },
+                Field::CopyFiles,
+            ),
+            (
+                VmSettings {
+                    backend: Some("xen".into()),
+                    ..base()
+                },
+                Field::Backend,
+            ),
+            (
+                VmSettings {
+                    network: Some("host".into()),
+                    ..base()
+                },
+                Field::Network,
+            ),
+            (
+                VmSettings {
+                    ports: vec!["x".into()],
+                    ..base()
+                },
+                Field::Ports,
+            ),
+            (
+                VmSettings {
+                    ip: Some("10.0.0".into()),
+                    ..base()
+                },
+                Field::Ip,
+            ),
+            (
+                VmSettings {
+                    mac: Some("02:00".into()),
+                    ..base()
+                },
+                Field::Mac,
+            ),
+            (
+                VmSettings {
+                    name: Some("-x".into()),
+                    ..base()
+                },
+                Field::Name,
+            ),
+            (
+                VmSettings {
+                    network: Some("none".into()),
+                    ports: vec!["80:80".into()],
+                    ..base()
+                },
+                Field::Ports,
+            ),
+        ];
+        for (s, field) in cases {
+            let e = bad(s.clone());
+            assert_eq!(e.field, Some(field), "{s:?}: {e}");
+            assert_eq!(e.kind, ErrorKind::Invalid);
+            assert!(
+                !e.message.contains("--"),
+                "core names no flag: {}",
+                e.message
+            );
+        }
+        assert_eq!(
+            bad(VmSettings {
+                memory: Some("16MB".into()),
+                ..base()
+            })
+            .to_string(),
+            "memory: 16MiB is out of range (64MiB to 1TiB)"
+        );
+    }
+
+    #[test]
+    fn ssh_and_defaults() {
+        let o = VmSettings {
+            ssh: Some(String::new()),
+            ..base()
+        }
+        .parse()
+        .unwrap();
+        assert_eq!(o.ssh, Some(SshKey::Generate));
+        assert_eq!(o.backend, BackendRequest::Auto);
+        assert_eq!(o.network, NetworkMode::Bridge);
+        let o = VmSettings {
+            ssh: Some("ssh-ed25519 AAA x".into()),
+            ..base()
+        }
+        .parse()
+        .unwrap();
+        assert_eq!(o.ssh, Some(SshKey::Given("ssh-ed25519 AAA x".into())));
+    }
+}
