@@ -10,7 +10,7 @@ use crate::output;
 
 /// `512MB`, `1g`, `2GiB` → bytes; a bare number is `bare_unit` bytes.
 pub fn parse_size(s: &str, bare_unit: u64) -> anyhow::Result<u64> {
-    ignis_api::parse_size(s, bare_unit).map_err(|e| anyhow::anyhow!(e))
+    Ok(ignis_api::parse_size(s, bare_unit)?)
 }
 
 /// Create options with Ignite's precedence: config defaults (environment)

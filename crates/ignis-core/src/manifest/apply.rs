@@ -196,7 +196,8 @@ impl Ignis {
         let size = |v: &Option<String>| -> Result<Option<u64>, Error> {
             v.as_deref()
                 .map(|x| {
-                    ignis_api::parse_size(x, 1 << 20).map_err(|e| Error::new(ErrorKind::Invalid, e))
+                    ignis_api::parse_size(x, 1 << 20)
+                        .map_err(|e| Error::new(ErrorKind::Invalid, e.to_string()))
                 })
                 .transpose()
         };

@@ -238,7 +238,7 @@ impl Ignis {
 
         let mut ports = Vec::new();
         for p in &opts.ports {
-            ports.push(ignis_net::parse_port(p).map_err(invalid)?);
+            ports.push(ignis_net::parse_port(p).map_err(|e| invalid(e.to_string()))?);
         }
         let bridge = match opts.network.as_str() {
             "" | "bridge" => true,
