@@ -325,7 +325,7 @@ fn open(conn: &Arc<Conn>, id: u32, f: &Frame) {
         }
         Request::Configure(n) => match crate::hooks::configure(&n) {
             Ok(()) => conn.exit(&s, 0, None),
-            Err(e) => conn.fail(&s, e, None),
+            Err(e) => conn.fail(&s, error_chain(&e), None),
         },
     });
 }
