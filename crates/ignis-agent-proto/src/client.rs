@@ -9,8 +9,34 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use crate::{
-    Credit, ErrorMsg, ExitMsg, Frame, FrameReader, Hello, Kind, Request, MAX_DATA, VERSION, WINDOW,
+    CopyError, Credit, ErrorMsg, ExitMsg, Frame, FrameReader, Hello, Kind, PayloadError, Request,
+    MAX_DATA, VERSION, WINDOW,
 };
+
+/// Why talking to an agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot greet the agent")]
+    Greet(#[source] std::io::Error),
+    #[error("no answer from the agent")]
+    NoAnswer(#[source] std::io::Error),
+    #[error("the agent closed the connection")]
+    Closed,
+    /// A control message that is not what its frame kind carries.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("agent speaks protocol {agent} but ignis speaks {VERSION}")]
+    Version { agent: u8 },
+    /// The agent's own report (it refused the connection, or the session).
+    #[error("{}", .0.message)]
+    Agent(ErrorMsg),
+    #[error("agent connection lost")]
+    Lost(#[source] std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+}
 
 /// What a session receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +83,7 @@ fn lost(message: &str) -> ErrorMsg {
 impl Client {
     /// Greets the peer and waits for its Hello (`r` should have a read
     /// timeout for the greeting; it is the caller's stream).
-    pub fn connect<R, W>(r: R, w: W) -> Result<Self, String>
+    pub fn connect<R, W>(r: R, w: W) -> Result<Self, ClientError>
     where
         R: Read + Send + 'static,
         W: Write + Send + 'static,
@@ -73,25 +99,23 @@ impl Client {
             0,
             &serde_json::to_vec(&me).expect("json"),
         )
-        .map_err(|e| format!("cannot greet the agent: {e}"))?;
+        .map_err(ClientError::Greet)?;
         let mut frames = FrameReader::new(r);
         let hello: Hello = loop {
             match frames.read_frame() {
                 Ok(Some(Ok(f))) if f.kind == Kind::Hello => break f.parse()?,
                 Ok(Some(Ok(f))) if f.kind == Kind::Error && f.session == 0 => {
-                    let e: ErrorMsg = f.parse()?;
-                    return Err(e.message);
+                    return Err(ClientError::Agent(f.parse()?));
                 }
                 Ok(Some(_)) => continue,
-                Ok(None) => return Err("the agent closed the connection".into()),
-                Err(e) => return Err(format!("no answer from the agent: {e}")),
+                Ok(None) => return Err(ClientError::Closed),
+                Err(e) => return Err(ClientError::NoAnswer(e)),
             }
         };
         if hello.version != VERSION {
-            return Err(format!(
-                "agent speaks protocol {} but ignis speaks {VERSION}",
-                hello.version
-            ));
+            return Err(ClientError::Version {
+                agent: hello.version,
+            });
         }
         let routes: Arc<Mutex<HashMap<u32, Route>>> = Arc::default();
         let (rts, o) = (routes.clone(), out.clone());
@@ -105,7 +129,7 @@ impl Client {
     }
 
     /// Opens a session.
-    pub fn open(&self, req: &Request) -> Result<Session, String> {
+    pub fn open(&self, req: &Request) -> Result<Session, ClientError> {
         let id = self.next.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel();
         let credit = Arc::new(Credit::new(WINDOW));
@@ -123,7 +147,7 @@ impl Client {
             id,
             &serde_json::to_vec(req).expect("json"),
         )
-        .map_err(|e| format!("agent connection lost: {e}"))?;
+        .map_err(ClientError::Lost)?;
         Ok(Session {
             id,
             out: self.out.clone(),
@@ -134,7 +158,7 @@ impl Client {
     }
 
     /// Round trip of a Ping (health check).
-    pub fn ping(&self, timeout: Duration) -> Result<Duration, String> {
+    pub fn ping(&self, timeout: Duration) -> Result<Duration, ClientError> {
         let id = self.next.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel();
         self.routes.lock().expect("routes").insert(
@@ -146,12 +170,12 @@ impl Client {
             },
         );
         let t = std::time::Instant::now();
-        send(&self.out, Kind::Ping, id, b"").map_err(|e| e.to_string())?;
+        send(&self.out, Kind::Ping, id, b"").map_err(ClientError::Lost)?;
         let r = rx.recv_timeout(timeout);
         self.routes.lock().expect("routes").remove(&id);
         match r {
             Ok(_) => Ok(t.elapsed()),
-            Err(_) => Err(format!("no answer within {timeout:?}")),
+            Err(_) => Err(ClientError::Timeout(timeout)),
         }
     }
 }
@@ -203,9 +227,12 @@ fn read_loop<R: Read>(
             Kind::Pong => Event::Started(serde_json::Value::Null),
             Kind::Exit => match f.parse::<ExitMsg>() {
                 Ok(e) => Event::Exit(e),
-                Err(e) => Event::Error(lost(&e)),
+                Err(e) => Event::Error(lost(&crate::error_chain(&e))),
             },
-            Kind::Error => Event::Error(f.parse::<ErrorMsg>().unwrap_or_else(|e| lost(&e))),
+            Kind::Error => Event::Error(
+                f.parse::<ErrorMsg>()
+                    .unwrap_or_else(|e| lost(&crate::error_chain(&e))),
+            ),
             _ => continue,
         };
         let last = matches!(ev, Event::Exit(_) | Event::Error(_));
@@ -384,15 +411,15 @@ impl Session {
 
     /// Copy out: unpacks the session's tar stream at `target` (`docker cp`
     /// placement) and waits for the agent's verdict.
-    pub fn unpack_to(&self, target: &std::path::Path) -> Result<(), String> {
+    pub fn unpack_to(&self, target: &std::path::Path) -> Result<(), ClientError> {
         let mut r = self.reader();
         let unpacked = crate::unpack_at(&mut r, target);
         // The tar ends before the stream does: drain to the Exit.
         let drained = std::io::copy(&mut r, &mut std::io::sink());
         match (r.done, unpacked, drained) {
-            (Some(Outcome::Failed(e)), _, _) => Err(e.message),
-            (_, Err(e), _) => Err(e),
-            (_, _, Err(e)) => Err(e.to_string()),
+            (Some(Outcome::Failed(e)), _, _) => Err(ClientError::Agent(e)),
+            (_, Err(e), _) => Err(e.into()),
+            (_, _, Err(e)) => Err(ClientError::Lost(e)),
             _ => Ok(()),
         }
     }
@@ -455,6 +482,53 @@ impl Frame {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
+
+    /// Greeting failures are told apart by variant, not by message.
+    #[test]
+    fn greeting_failures_are_typed() {
+        let (host, guest) = UnixStream::pair().unwrap();
+        drop(guest);
+        let err = Client::connect(host.try_clone().unwrap(), host)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, ClientError::Greet(_) | ClientError::Closed),
+            "{err:?}"
+        );
+
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let refusal = ErrorMsg {
+            message: "busy".into(),
+            code: None,
+        };
+        guest
+            .write_all(&crate::encode(
+                Kind::Error,
+                0,
+                &serde_json::to_vec(&refusal).unwrap(),
+            ))
+            .unwrap();
+        let err = Client::connect(host.try_clone().unwrap(), host)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, ClientError::Agent(m) if m == &refusal),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "busy");
+
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        guest
+            .write_all(&crate::encode(Kind::Hello, 0, b"{not json"))
+            .unwrap();
+        let err = Client::connect(host.try_clone().unwrap(), host)
+            .err()
+            .unwrap();
+        assert!(matches!(err, ClientError::Payload(_)), "{err:?}");
+        let text = crate::error_chain(&err);
+        assert!(text.starts_with("bad Hello payload: "), "{text}");
+        assert_eq!(text.matches("bad Hello payload").count(), 1, "{text}");
+    }
 
     /// A hostile "agent" that ignores flow control: the session ends with
     /// an error instead of the host buffering without bound.

@@ -3,12 +3,73 @@
 
 use std::path::{Component, Path, PathBuf};
 
+/// Why a copy (`docker cp` placement of a tar, or archiving a path) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("{} has no file name", .0.display())]
+    NoFileName(PathBuf),
+    #[error("directory {} does not exist", .0.display())]
+    NoParent(PathBuf),
+    /// `path` could not be looked up (stat, canonicalize).
+    #[error("{}", .path.display())]
+    Lookup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read the archive")]
+    Read(#[source] std::io::Error),
+    #[error("bad entry name")]
+    EntryName(#[source] std::io::Error),
+    #[error("archive entry {} leaves the destination", .0.display())]
+    Escapes(PathBuf),
+    #[error("archive has more than one top-level entry")]
+    ManyTopLevel,
+    #[error("archive entry {} is a hard link", .0.display())]
+    HardLink(PathBuf),
+    #[error("archive entry {} would be written through a symlink out of {}", .entry.display(), .dir.display())]
+    ThroughSymlink { entry: PathBuf, dir: PathBuf },
+    #[error("cannot overwrite directory {} with a non-directory", .0.display())]
+    OverDirectory(PathBuf),
+    #[error("create {}", .path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("replace {}", .path.display())]
+    Replace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unpack {}", .path.display())]
+    Unpack {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("archive {}", .path.display())]
+    Pack {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn lookup(path: &Path) -> impl FnOnce(std::io::Error) -> CopyError + '_ {
+    move |source| CopyError::Lookup {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Unpacks `tar` at `target`: into it when it is an existing directory,
 /// otherwise as `target` itself (the archive's single top-level entry is
 /// renamed), in `target`'s existing parent. Modes and mtimes are kept,
 /// ownership too when running as root. Entries that would leave the
 /// destination are refused by the tar crate (`unpack_in`).
-pub fn unpack_at(tar: impl std::io::Read, target: &Path) -> Result<(), String> {
+pub fn unpack_at(tar: impl std::io::Read, target: &Path) -> Result<(), CopyError> {
     let mut ar = tar::Archive::new(tar);
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
@@ -20,14 +81,14 @@ pub fn unpack_at(tar: impl std::io::Read, target: &Path) -> Result<(), String> {
     }
     let name = target
         .file_name()
-        .ok_or_else(|| format!("{} has no file name", target.display()))?;
+        .ok_or_else(|| CopyError::NoFileName(target.to_path_buf()))?;
     let parent = match target.parent() {
         Some(p) if p.as_os_str().is_empty() => Path::new("."),
         Some(p) => p,
         None => Path::new("/"),
     };
     if !parent.is_dir() {
-        return Err(format!("directory {} does not exist", parent.display()));
+        return Err(CopyError::NoParent(parent.to_path_buf()));
     }
     unpack_entries(&mut ar, parent, Some(Path::new(name)))
 }
@@ -62,23 +123,15 @@ fn unpack_entries<R: std::io::Read>(
     ar: &mut tar::Archive<R>,
     dir: &Path,
     rename: Option<&Path>,
-) -> Result<(), String> {
-    let root = dir
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let entries = ar.entries().map_err(|e| format!("read the archive: {e}"))?;
+) -> Result<(), CopyError> {
+    let root = dir.canonicalize().map_err(lookup(dir))?;
+    let entries = ar.entries().map_err(CopyError::Read)?;
     let mut top: Option<std::ffi::OsString> = None;
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("read the archive: {e}"))?;
-        let path = entry
-            .path()
-            .map_err(|e| format!("bad entry name: {e}"))?
-            .into_owned();
+        let mut entry = entry.map_err(CopyError::Read)?;
+        let path = entry.path().map_err(CopyError::EntryName)?.into_owned();
         let Some(rel) = place(&path, rename) else {
-            return Err(format!(
-                "archive entry {} leaves the destination",
-                path.display()
-            ));
+            return Err(CopyError::Escapes(path));
         };
         // One top-level entry when renaming: a second one would land
         // beside the target, which `cp` never does.
@@ -87,52 +140,52 @@ fn unpack_entries<R: std::io::Read>(
             if top.is_none() {
                 top = first;
             } else if top != first {
-                return Err("archive has more than one top-level entry".into());
+                return Err(CopyError::ManyTopLevel);
             }
         }
         let kind = entry.header().entry_type();
         if kind.is_hard_link() {
             // ignis's own archives never hold hard links; a link target
             // would be resolved outside our checks.
-            return Err(format!("archive entry {} is a hard link", path.display()));
+            return Err(CopyError::HardLink(path));
         }
         let full = dir.join(&rel);
         let parent = full.parent().unwrap_or(dir);
-        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|source| CopyError::Create {
+            path: parent.to_path_buf(),
+            source,
+        })?;
         // A symlink already in the destination must not lead the entry out.
-        let real = parent
-            .canonicalize()
-            .map_err(|e| format!("{}: {e}", parent.display()))?;
+        let real = parent.canonicalize().map_err(lookup(parent))?;
         if !real.starts_with(&root) {
-            return Err(format!(
-                "archive entry {} would be written through a symlink out of {}",
-                path.display(),
-                dir.display()
-            ));
+            return Err(CopyError::ThroughSymlink {
+                entry: path,
+                dir: dir.to_path_buf(),
+            });
         }
         match std::fs::symlink_metadata(&full) {
-            Ok(m) if m.is_dir() && !kind.is_dir() => {
-                return Err(format!(
-                    "cannot overwrite directory {} with a non-directory",
-                    full.display()
-                ))
-            }
+            Ok(m) if m.is_dir() && !kind.is_dir() => return Err(CopyError::OverDirectory(full)),
             // Replace, never write through whatever is there (a symlink).
-            Ok(m) if !m.is_dir() => std::fs::remove_file(&full)
-                .map_err(|e| format!("replace {}: {e}", full.display()))?,
+            Ok(m) if !m.is_dir() => {
+                std::fs::remove_file(&full).map_err(|source| CopyError::Replace {
+                    path: full.clone(),
+                    source,
+                })?
+            }
             _ => {}
         }
-        entry
-            .unpack(&full)
-            .map_err(|e| format!("unpack {}: {e}", full.display()))?;
+        entry.unpack(&full).map_err(|source| CopyError::Unpack {
+            path: full.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
 
 /// Writes a tar of `path` to `out`, its top-level entry named after the
 /// last component of `path` (symlinks archived as links).
-pub fn pack(path: &Path, out: impl std::io::Write) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn pack(path: &Path, out: impl std::io::Write) -> Result<(), CopyError> {
+    let meta = std::fs::symlink_metadata(path).map_err(lookup(path))?;
     let name = path
         .file_name()
         .map(PathBuf::from)
@@ -146,7 +199,10 @@ pub fn pack(path: &Path, out: impl std::io::Write) -> Result<(), String> {
         b.append_path_with_name(path, &name)
     };
     r.and_then(|()| b.finish())
-        .map_err(|e| format!("archive {}: {e}", path.display()))
+        .map_err(|source| CopyError::Pack {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -194,9 +250,15 @@ mod tests {
             std::fs::read(d.path().join("copy.sh")).unwrap(),
             b"#!/bin/sh\n"
         );
-        assert!(unpack_at(&one[..], &d.path().join("missing/x"))
-            .unwrap_err()
-            .contains("does not exist"));
+        let err = unpack_at(&one[..], &d.path().join("missing/x")).unwrap_err();
+        assert!(matches!(err, CopyError::NoParent(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "directory {} does not exist",
+                d.path().join("missing").display()
+            )
+        );
     }
 
     #[test]
@@ -218,7 +280,10 @@ mod tests {
             let tar = b.into_inner().unwrap();
             let err = unpack_at(&tar[..], &out).unwrap_err();
             assert!(
-                err.contains("leaves the destination") || err.contains("symlink out"),
+                matches!(
+                    err,
+                    CopyError::Escapes(_) | CopyError::ThroughSymlink { .. }
+                ),
                 "{name}: {err}"
             );
         }

@@ -99,14 +99,27 @@ impl Frame {
     }
 
     /// The payload as JSON of type `T`.
-    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_slice(&self.payload)
-            .map_err(|e| format!("bad {:?} payload: {e}", self.kind))
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, PayloadError> {
+        serde_json::from_slice(&self.payload).map_err(|source| PayloadError::Json {
+            kind: self.kind,
+            source,
+        })
     }
 
     pub fn encode(&self) -> Vec<u8> {
         encode(self.kind, self.session, &self.payload)
     }
+}
+
+/// Why a frame's payload is not the message its kind carries.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("bad {kind:?} payload")]
+    Json {
+        kind: Kind,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Encodes one frame.
@@ -133,16 +146,20 @@ pub fn encode_into(out: &mut Vec<u8>, kind: Kind, session: u32, payload: &[u8]) 
 
 /// Why input was not a frame. Every error has already been skipped over:
 /// the decoder continues with the next frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// Bytes that do not start a frame were dropped (resync on the magic).
+    #[error("{skipped} bytes of garbage skipped")]
     Garbage { skipped: usize },
     /// A frame of another protocol version (skipped).
+    #[error("protocol version {version} not supported (want {VERSION})")]
     Version { version: u8, session: u32 },
     /// A frame kind this version does not know (skipped).
+    #[error("unknown frame kind {kind}")]
     UnknownKind { kind: u8, session: u32 },
     /// A frame larger than [`MAX_PAYLOAD`] (its payload is discarded as it
     /// arrives, never buffered).
+    #[error("frame of {len} bytes exceeds the limit of {MAX_PAYLOAD}")]
     Oversized { len: u32, session: u32 },
 }
 
@@ -157,26 +174,6 @@ impl DecodeError {
         }
     }
 }
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Garbage { skipped } => write!(f, "{skipped} bytes of garbage skipped"),
-            Self::Version { version, .. } => {
-                write!(
-                    f,
-                    "protocol version {version} not supported (want {VERSION})"
-                )
-            }
-            Self::UnknownKind { kind, .. } => write!(f, "unknown frame kind {kind}"),
-            Self::Oversized { len, .. } => {
-                write!(f, "frame of {len} bytes exceeds the limit of {MAX_PAYLOAD}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 /// Incremental decoder. Memory is bounded by one maximal frame plus the
 /// bytes of one `push`.

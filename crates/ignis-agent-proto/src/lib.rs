@@ -30,9 +30,12 @@ mod credit;
 mod frame;
 mod msg;
 
-pub use copy::{pack, unpack_at};
+pub use client::ClientError;
+pub use copy::{pack, unpack_at, CopyError};
 pub use credit::Credit;
-pub use frame::{encode, encode_into, DecodeError, Decoder, Frame, FrameReader, Kind, HEADER_LEN};
+pub use frame::{
+    encode, encode_into, DecodeError, Decoder, Frame, FrameReader, Kind, PayloadError, HEADER_LEN,
+};
 pub use msg::{CopyRequest, ErrorMsg, ExecRequest, ExitMsg, Hello, NetConfig, Request};
 
 /// Protocol version carried in every frame header.
@@ -49,3 +52,17 @@ pub const WINDOW: u64 = 1 << 20;
 pub const VSOCK_PORT: u32 = 1024;
 /// Name of the QEMU virtio-serial port the agent opens.
 pub const SERIAL_PORT_NAME: &str = "ignis.agent";
+
+/// `e` and each of its causes once, joined by `": "`: how an error becomes
+/// text where it is reported (an [`ErrorMsg`] to the host, `ignis-init`'s
+/// console report).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

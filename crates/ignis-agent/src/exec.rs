@@ -164,7 +164,7 @@ pub(crate) fn exec(
     let user = match req.user.as_deref().filter(|u| !u.is_empty()) {
         Some(u) => match resolve_user("", u) {
             Ok(u) => u,
-            Err(e) => return conn.fail(s, e, Some(126)),
+            Err(e) => return conn.fail(s, e.to_string(), Some(126)),
         },
         None => crate::user::User {
             uid: 0,
@@ -178,7 +178,7 @@ pub(crate) fn exec(
     let env_list: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let program = match resolve_program("", &argv0, &env_list) {
         Ok(p) => p,
-        Err(e) => return conn.fail(s, e, Some(127)),
+        Err(e) => return conn.fail(s, e.to_string(), Some(127)),
     };
     let workdir = req
         .workdir

@@ -6,6 +6,28 @@ use std::net::Ipv4Addr;
 
 use ignis_guest_config::GuestNet;
 
+/// Why configuring the guest's network failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("bad guest IP {0}")]
+    Ip(String),
+    #[error("bad gateway {0}")]
+    Gateway(String),
+    #[error("bad MAC address {0}")]
+    Mac(String),
+    #[error("socket")]
+    Socket(#[source] std::io::Error),
+    /// An interface ioctl; `what` says which.
+    #[error("{what}")]
+    Ioctl {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("add the default route")]
+    Route(#[source] std::io::Error),
+}
+
 fn ifreq(name: &str) -> libc::ifreq {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -29,15 +51,18 @@ fn sockaddr(ip: Ipv4Addr) -> libc::sockaddr {
     unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
 }
 
-fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void, what: &str) -> Result<(), String> {
+fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void, what: &str) -> Result<(), NetError> {
     // SAFETY: `arg` points to a live ifreq/rtentry of the type `req` expects.
     if unsafe { libc::ioctl(fd, req, arg) } < 0 {
-        return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+        return Err(NetError::Ioctl {
+            what: what.into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
 
-fn up(fd: i32, name: &str) -> Result<(), String> {
+fn up(fd: i32, name: &str) -> Result<(), NetError> {
     let mut r = ifreq(name);
     ioctl(
         fd,
@@ -57,15 +82,12 @@ fn up(fd: i32, name: &str) -> Result<(), String> {
     )
 }
 
-pub fn configure(net: &GuestNet) -> Result<(), String> {
-    let ip: Ipv4Addr = net
-        .ip
-        .parse()
-        .map_err(|_| format!("bad guest IP {}", net.ip))?;
+pub fn configure(net: &GuestNet) -> Result<(), NetError> {
+    let ip: Ipv4Addr = net.ip.parse().map_err(|_| NetError::Ip(net.ip.clone()))?;
     let gw: Ipv4Addr = net
         .gateway
         .parse()
-        .map_err(|_| format!("bad gateway {}", net.gateway))?;
+        .map_err(|_| NetError::Gateway(net.gateway.clone()))?;
     let mask = Ipv4Addr::from(
         u32::MAX
             .checked_shl(32 - u32::from(net.prefix))
@@ -81,7 +103,7 @@ pub fn configure(net: &GuestNet) -> Result<(), String> {
     // SAFETY: a plain socket for interface ioctls, closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
     if fd < 0 {
-        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        return Err(NetError::Socket(std::io::Error::last_os_error()));
     }
     let result = (|| {
         up(fd, "lo")?;
@@ -120,7 +142,7 @@ pub fn configure(net: &GuestNet) -> Result<(), String> {
             let e = std::io::Error::last_os_error();
             // Reconfiguring (a fork): the route is there already.
             if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(format!("add the default route: {e}"));
+                return Err(NetError::Route(e));
             }
         }
         Ok(())
@@ -133,18 +155,18 @@ pub fn configure(net: &GuestNet) -> Result<(), String> {
 }
 
 /// Sets eth0's MAC address (the link goes down for the change).
-pub fn set_mac(mac: &str) -> Result<(), String> {
+pub fn set_mac(mac: &str) -> Result<(), NetError> {
     let bytes: Vec<u8> = mac
         .split(':')
         .map(|h| u8::from_str_radix(h, 16))
         .collect::<Result<_, _>>()
         .ok()
         .filter(|b: &Vec<u8>| b.len() == 6)
-        .ok_or_else(|| format!("bad MAC address {mac}"))?;
+        .ok_or_else(|| NetError::Mac(mac.into()))?;
     // SAFETY: a plain socket for interface ioctls, closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
     if fd < 0 {
-        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        return Err(NetError::Socket(std::io::Error::last_os_error()));
     }
     let result = (|| {
         let mut r = ifreq("eth0");

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use ignis_agent_proto::{
-    Credit, ErrorMsg, ExitMsg, Frame, FrameReader, Hello, Kind, Request, MAX_DATA, VERSION, WINDOW,
+    error_chain, Credit, ErrorMsg, ExitMsg, Frame, FrameReader, Hello, Kind, Request, MAX_DATA,
+    VERSION, WINDOW,
 };
 
 use crate::Context;
@@ -267,7 +268,7 @@ fn open(conn: &Arc<Conn>, id: u32, f: &Frame) {
     }
     let req: Request = match f.parse() {
         Ok(r) => r,
-        Err(e) => return conn.error(id, e, None),
+        Err(e) => return conn.error(id, error_chain(&e), None),
     };
     let s = Arc::new(Session::new(id));
     {
@@ -299,7 +300,7 @@ fn open(conn: &Arc<Conn>, id: u32, f: &Frame) {
             };
             match ignis_agent_proto::unpack_at(reader, std::path::Path::new(&c.path)) {
                 Ok(()) => conn.exit(&s, 0, None),
-                Err(e) => conn.fail(&s, e, None),
+                Err(e) => conn.fail(&s, error_chain(&e), None),
             }
         }
         Request::CopyOut(c) => {
@@ -315,7 +316,7 @@ fn open(conn: &Arc<Conn>, id: u32, f: &Frame) {
             };
             match ignis_agent_proto::pack(path, out) {
                 Ok(()) => conn.exit(&s, 0, None),
-                Err(e) => conn.fail(&s, e, None),
+                Err(e) => conn.fail(&s, error_chain(&e), None),
             }
         }
         Request::Shutdown => {
@@ -324,7 +325,7 @@ fn open(conn: &Arc<Conn>, id: u32, f: &Frame) {
         }
         Request::Configure(n) => match crate::hooks::configure(&n) {
             Ok(()) => conn.exit(&s, 0, None),
-            Err(e) => conn.fail(&s, e, None),
+            Err(e) => conn.fail(&s, error_chain(&e), None),
         },
     });
 }

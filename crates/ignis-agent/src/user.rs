@@ -12,13 +12,24 @@ pub struct User {
     pub home: String,
 }
 
+/// Why a user, group or program is not in the guest's root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("user '{0}' not found in the image's /etc/passwd")]
+    User(String),
+    #[error("group '{0}' not found in the image's /etc/group")]
+    Group(String),
+    #[error("executable '{program}' not found (PATH={path})")]
+    Program { program: String, path: String },
+}
+
 fn fields(db: &str) -> impl Iterator<Item = Vec<&str>> {
     db.lines().map(|l| l.split(':').collect::<Vec<_>>())
 }
 
 /// Resolves `user` (`name`, `uid`, `name:group` or `uid:gid`, as OCI
 /// `User`) against `<root>/etc/passwd` and `<root>/etc/group`.
-pub fn resolve_user(root: &str, user: &str) -> Result<User, String> {
+pub fn resolve_user(root: &str, user: &str) -> Result<User, ResolveError> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -36,7 +47,7 @@ pub fn resolve_user(root: &str, user: &str) -> Result<User, String> {
             f.get(5).map(|h| h.to_string()),
         ),
         (Ok(n), None) => (n, None, None),
-        (Err(_), None) => return Err(format!("user '{u}' not found in the image's /etc/passwd")),
+        (Err(_), None) => return Err(ResolveError::User(u.into())),
     };
     let gid = match g {
         None => primary_gid.unwrap_or(uid),
@@ -45,7 +56,7 @@ pub fn resolve_user(root: &str, user: &str) -> Result<User, String> {
             Err(_) => fields(&read("group"))
                 .find(|f| f.first() == Some(&g))
                 .and_then(|f| f.get(2)?.parse().ok())
-                .ok_or_else(|| format!("group '{g}' not found in the image's /etc/group"))?,
+                .ok_or_else(|| ResolveError::Group(g.into()))?,
         },
     };
     Ok(User {
@@ -56,7 +67,7 @@ pub fn resolve_user(root: &str, user: &str) -> Result<User, String> {
 }
 
 /// Finds `prog` under `root` using `PATH` from `env` (or the default).
-pub fn resolve_program(root: &str, prog: &str, env: &[String]) -> Result<String, String> {
+pub fn resolve_program(root: &str, prog: &str, env: &[String]) -> Result<String, ResolveError> {
     if prog.contains('/') {
         return Ok(prog.to_string());
     }
@@ -71,7 +82,10 @@ pub fn resolve_program(root: &str, prog: &str, env: &[String]) -> Result<String,
             return Ok(candidate);
         }
     }
-    Err(format!("executable '{prog}' not found (PATH={path})"))
+    Err(ResolveError::Program {
+        program: prog.into(),
+        path: path.into(),
+    })
 }
 
 #[cfg(test)]
@@ -107,11 +121,22 @@ mod tests {
                 home: "/".into()
             }
         );
-        assert!(u("nobody").unwrap_err().contains("not found"));
-        assert!(u("www:nogroup").unwrap_err().contains("group 'nogroup'"));
+        assert_eq!(
+            u("nobody").unwrap_err(),
+            ResolveError::User("nobody".into())
+        );
+        assert_eq!(
+            u("www:nogroup").unwrap_err().to_string(),
+            "group 'nogroup' not found in the image's /etc/group"
+        );
         std::fs::create_dir_all(d.path().join("bin")).unwrap();
         std::fs::write(d.path().join("bin/sh"), "").unwrap();
         assert_eq!(resolve_program(root, "sh", &[]).unwrap(), "/bin/sh");
-        assert!(resolve_program(root, "nope", &["PATH=/bin".into()]).is_err());
+        assert_eq!(
+            resolve_program(root, "nope", &["PATH=/bin".into()])
+                .unwrap_err()
+                .to_string(),
+            "executable 'nope' not found (PATH=/bin)"
+        );
     }
 }

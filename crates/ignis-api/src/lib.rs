@@ -17,7 +17,7 @@ mod vm;
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
 pub use kernel::{KernelRecord, KernelSource};
 pub use prune::PruneReport;
-pub use size::parse_size;
+pub use size::{parse_size, SizeError};
 pub use snapshot::{BlobRef, SnapshotRecord};
 pub use state::{
     Accel, BackendKind, BackendRequest, Health, IllegalTransition, NetworkMode, RunState, Started,

@@ -43,6 +43,20 @@ impl Problem {
     }
 }
 
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.title,
+            self.detail
+        )
+    }
+}
+
+impl std::error::Error for Problem {}
+
 impl From<Error> for Problem {
     fn from(e: Error) -> Self {
         let (status, title) = match e.kind {

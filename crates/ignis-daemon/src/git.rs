@@ -54,7 +54,22 @@ pub struct GitSource {
 }
 
 /// Manifests of one file, or why the file is bad.
-pub type FileManifests = (String, Result<Vec<Manifest>, String>);
+pub type FileManifests = (String, Result<Vec<Manifest>, BadFile>);
+
+/// Why a manifest file was skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum BadFile {
+    #[error("larger than 1 MiB")]
+    TooLarge,
+    #[error("{0}: not UTF-8")]
+    NotUtf8(String),
+    #[error(transparent)]
+    Git(#[from] git2::Error),
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Manifest(#[from] ignis_core::Error),
+}
 
 impl GitSource {
     pub fn open(opts: &GitOptions) -> Result<Self, git2::Error> {
@@ -110,14 +125,12 @@ impl GitSource {
                 return git2::TreeWalkResult::Ok;
             }
             let parsed = match self.repo.find_blob(entry.id()) {
-                Ok(b) if b.size() > ignis_core::manifest::MAX_FILE => {
-                    Err("larger than 1 MiB".to_string())
-                }
+                Ok(b) if b.size() > ignis_core::manifest::MAX_FILE => Err(BadFile::TooLarge),
                 Ok(b) => match std::str::from_utf8(b.content()) {
-                    Ok(text) => ignis_core::manifest::parse(text, &full).map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("{full}: not UTF-8")),
+                    Ok(text) => ignis_core::manifest::parse(text, &full).map_err(BadFile::from),
+                    Err(_) => Err(BadFile::NotUtf8(full.clone())),
                 },
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(BadFile::Git(e)),
             };
             out.push((full, parsed));
             git2::TreeWalkResult::Ok

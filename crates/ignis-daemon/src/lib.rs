@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use api::Problem;
 pub use events::Event;
 pub use git::{redact_url, GitOptions};
 
@@ -81,8 +82,8 @@ pub fn run(ignis: ignis_core::Ignis, opts: DaemonOptions) -> anyhow::Result<()> 
 /// What the API does with an `apply`/`delete` body (size bound, YAML or
 /// JSON, strict validation), for the fuzz targets: `Err` carries the
 /// problem the client would get.
-pub fn parse_manifest_body(body: &str) -> Result<Vec<ignis_api::manifest::Manifest>, String> {
-    api::manifests(body).map_err(|p| format!("{p:?}"))
+pub fn parse_manifest_body(body: &str) -> Result<Vec<ignis_api::manifest::Manifest>, Problem> {
+    api::manifests(body)
 }
 
 /// The API router over any [`service::Service`] (no reconciler, no

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ignis_api::manifest::Manifest;
 use ignis_core::manifest::{Action, Applied};
 
-use crate::git::{FileManifests, GitSource};
+use crate::git::{BadFile, FileManifests, GitSource};
 use crate::{DaemonOptions, Shared};
 
 fn report(shared: &Shared, owner: &str, results: &[Applied]) {
@@ -49,6 +49,7 @@ fn converge_files(shared: &Shared, owner: &str, files: Vec<FileManifests>) -> Ve
             Ok(ms) => good.extend(ms),
             Err(why) => {
                 bad += 1;
+                let why = why.to_string();
                 tracing::warn!(file, why, "bad manifest skipped");
                 shared.events.emit("error", "manifest", &file, Some(why));
             }
@@ -78,14 +79,12 @@ fn dir_files(dir: &std::path::Path) -> Vec<FileManifests> {
             .map(|f| {
                 let name = f.display().to_string();
                 let parsed = std::fs::read_to_string(&f)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| {
-                        ignis_core::manifest::parse(&t, &name).map_err(|e| e.to_string())
-                    });
+                    .map_err(BadFile::from)
+                    .and_then(|t| ignis_core::manifest::parse(&t, &name).map_err(BadFile::from));
                 (name, parsed)
             })
             .collect(),
-        Err(e) => vec![(dir.display().to_string(), Err(e.to_string()))],
+        Err(e) => vec![(dir.display().to_string(), Err(BadFile::from(e)))],
     }
 }
 

@@ -17,11 +17,26 @@ mod run;
 use ignis_guest_config::{GuestConfig, Mode, CONFIG_PATH, INIT_FAILED, MARKER, MODULES_PATH};
 use std::io::Write;
 
+/// Why the VM could not boot; reported on the console with its causes.
+#[derive(Debug, thiserror::Error)]
+enum BootError {
+    #[error(transparent)]
+    Root(#[from] mounts::RootError),
+    #[error("cannot read {CONFIG_PATH}")]
+    ReadConfig(#[source] std::io::Error),
+    #[error("bad {CONFIG_PATH}")]
+    Config(#[source] serde_json::Error),
+    #[error(transparent)]
+    Net(#[from] ignis_agent::net::NetError),
+    #[error(transparent)]
+    Workload(#[from] run::WorkloadError),
+}
+
 fn main() {
     let code = match boot() {
         Ok(code) => code,
         Err(e) => {
-            report(&format!("error {e}"));
+            report(&format!("error {}", ignis_agent_proto::error_chain(&e)));
             INIT_FAILED
         }
     };
@@ -37,24 +52,23 @@ pub fn report(what: &str) {
     let _ = out.flush();
 }
 
-fn boot() -> Result<i32, String> {
+fn boot() -> Result<i32, BootError> {
     // Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to us, which
     // is forwarded to the workload: a graceful stop.
     let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
     mounts::early()?;
     load_modules();
-    let cfg: GuestConfig = serde_json::from_slice(
-        &std::fs::read(CONFIG_PATH).map_err(|e| format!("cannot read {CONFIG_PATH}: {e}"))?,
-    )
-    .map_err(|e| format!("bad {CONFIG_PATH}: {e}"))?;
+    let cfg: GuestConfig =
+        serde_json::from_slice(&std::fs::read(CONFIG_PATH).map_err(BootError::ReadConfig)?)
+            .map_err(BootError::Config)?;
     mounts::root(&cfg)?;
     mounts::configure(&cfg)?;
     if let Some(n) = &cfg.network {
         ignis_agent::net::configure(n)?;
     }
     match cfg.mode {
-        Mode::App => run::workload(&cfg),
-        Mode::System => Err(run::exec_system_init()),
+        Mode::App => Ok(run::workload(&cfg)?),
+        Mode::System => Err(run::exec_system_init().into()),
     }
 }
 
@@ -130,5 +144,39 @@ mod tests {
         );
         assert_eq!(super::cmdline_params(c, "ext4"), "x=1");
         assert_eq!(super::cmdline_params(c, "overlay"), "");
+    }
+
+    /// The console report names each cause once, as the host shows it.
+    #[test]
+    fn reports_render_the_cause_chain_once() {
+        use super::{mounts::RootError, run::WorkloadError, BootError};
+        use ignis_agent::user::ResolveError;
+        let render = |e: BootError| ignis_agent_proto::error_chain(&e);
+        let e = BootError::from(RootError::Mount {
+            src: "/dev/vda".into(),
+            target: "/mnt/lower".into(),
+            fstype: "ext4".into(),
+            source: rustix::io::Errno::NOENT,
+        });
+        assert_eq!(
+            render(e),
+            format!(
+                "mount /dev/vda on /mnt/lower (ext4): {}",
+                rustix::io::Errno::NOENT
+            )
+        );
+        let e = BootError::from(WorkloadError::Program(ResolveError::Program {
+            program: "app".into(),
+            path: "/bin".into(),
+        }));
+        assert_eq!(
+            render(e),
+            "executable 'app' not found (PATH=/bin) in the image"
+        );
+        let e = BootError::ReadConfig(std::io::Error::from_raw_os_error(2));
+        assert_eq!(
+            render(e),
+            "cannot read /ignis/config.json: No such file or directory (os error 2)"
+        );
     }
 }

@@ -1,26 +1,99 @@
 use std::path::Path;
 
 use ignis_guest_config::GuestConfig;
+use rustix::io::Errno;
 use rustix::mount::{mount, mount_move, unmount, MountFlags, UnmountFlags};
 
 const LOWER: &str = "/mnt/lower";
 const UPPER: &str = "/mnt/upper";
 pub const NEWROOT: &str = "/newroot";
 
-fn mkdir(p: &str) -> Result<(), String> {
-    std::fs::create_dir_all(p).map_err(|e| format!("mkdir {p}: {e}"))
+/// Why preparing the guest's root filesystem failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    #[error("mkdir {path}")]
+    Mkdir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount options for {0} contain NUL")]
+    Options(String),
+    #[error("mount {src} on {target} ({fstype})")]
+    Mount {
+        src: String,
+        target: String,
+        fstype: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("disk {0} did not appear within 5 s (is the virtio_blk module missing?)")]
+    NoDisk(String),
+    #[error("sethostname")]
+    Hostname(#[source] Errno),
+    #[error("write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mkdir for {dest}")]
+    MkdirFor {
+        dest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("copy {from} to {dest}")]
+    Copy {
+        from: String,
+        dest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("chmod {dest}")]
+    Chmod {
+        dest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("chdir {path}")]
+    Chdir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("move {NEWROOT} to /")]
+    Move(#[source] Errno),
+    #[error("chroot")]
+    Chroot(#[source] Errno),
 }
 
-fn mnt(src: &str, target: &str, fstype: &str, flags: MountFlags, data: &str) -> Result<(), String> {
+fn mkdir(p: &str) -> Result<(), RootError> {
+    std::fs::create_dir_all(p).map_err(|source| RootError::Mkdir {
+        path: p.into(),
+        source,
+    })
+}
+
+fn mnt(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: MountFlags,
+    data: &str,
+) -> Result<(), RootError> {
     mkdir(target)?;
-    let data = std::ffi::CString::new(data)
-        .map_err(|_| format!("mount options for {target} contain NUL"))?;
-    mount(src, target, fstype, flags, Some(data.as_c_str()))
-        .map_err(|e| format!("mount {src} on {target} ({fstype}): {e}"))
+    let data = std::ffi::CString::new(data).map_err(|_| RootError::Options(target.into()))?;
+    mount(src, target, fstype, flags, Some(data.as_c_str())).map_err(|source| RootError::Mount {
+        src: src.into(),
+        target: target.into(),
+        fstype: fstype.into(),
+        source,
+    })
 }
 
 /// /proc, /sys and /dev of the initramfs.
-pub fn early() -> Result<(), String> {
+pub fn early() -> Result<(), RootError> {
     mnt("proc", "/proc", "proc", MountFlags::empty(), "")?;
     mnt("sysfs", "/sys", "sysfs", MountFlags::empty(), "")?;
     mnt("devtmpfs", "/dev", "devtmpfs", MountFlags::empty(), "")?;
@@ -41,7 +114,7 @@ fn ext4_label(dev: &str) -> Option<String> {
 
 /// Resolves `/dev/vdX` or `LABEL=name` (device order differs between VMMs,
 /// labels do not), waiting up to 5 s for the device to appear.
-fn wait_for(spec: &str) -> Result<String, String> {
+fn wait_for(spec: &str) -> Result<String, RootError> {
     for _ in 0..500 {
         if let Some(label) = spec.strip_prefix("LABEL=") {
             if let Ok(rd) = std::fs::read_dir("/sys/block") {
@@ -57,13 +130,11 @@ fn wait_for(spec: &str) -> Result<String, String> {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Err(format!(
-        "disk {spec} did not appear within 5 s (is the virtio_blk module missing?)"
-    ))
+    Err(RootError::NoDisk(spec.into()))
 }
 
 /// The image disk (read-only) under the writable disk, as an overlay.
-pub fn root(cfg: &GuestConfig) -> Result<(), String> {
+pub fn root(cfg: &GuestConfig) -> Result<(), RootError> {
     let image = wait_for(&cfg.image_disk)?;
     let data = wait_for(&cfg.data_disk)?;
     mnt(&image, LOWER, "ext4", MountFlags::RDONLY, "")?;
@@ -111,16 +182,15 @@ pub fn root(cfg: &GuestConfig) -> Result<(), String> {
 }
 
 /// Hostname, /etc/hosts, resolv.conf and copied files.
-pub fn configure(cfg: &GuestConfig) -> Result<(), String> {
-    rustix::system::sethostname(cfg.hostname.as_bytes())
-        .map_err(|e| format!("sethostname: {e}"))?;
+pub fn configure(cfg: &GuestConfig) -> Result<(), RootError> {
+    rustix::system::sethostname(cfg.hostname.as_bytes()).map_err(RootError::Hostname)?;
     let etc = format!("{NEWROOT}/etc");
     mkdir(&etc)?;
     let write = |name: &str, data: String| {
         let p = format!("{etc}/{name}");
         // Replace, never write through a symlink the image may have there.
         let _ = std::fs::remove_file(&p);
-        std::fs::write(&p, data).map_err(|e| format!("write {p}: {e}"))
+        std::fs::write(&p, data).map_err(|source| RootError::Write { path: p, source })
     };
     write("hostname", format!("{}\n", cfg.hostname))?;
     write(
@@ -142,14 +212,24 @@ pub fn configure(cfg: &GuestConfig) -> Result<(), String> {
     for f in &cfg.files {
         let dest = format!("{NEWROOT}/{}", f.dest.trim_start_matches('/'));
         if let Some(parent) = Path::new(&dest).parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("mkdir for {}: {e}", f.dest))?;
+            std::fs::create_dir_all(parent).map_err(|source| RootError::MkdirFor {
+                dest: f.dest.clone(),
+                source,
+            })?;
         }
         let _ = std::fs::remove_file(&dest);
-        std::fs::copy(&f.source, &dest)
-            .map_err(|e| format!("copy {} to {}: {e}", f.source, f.dest))?;
+        std::fs::copy(&f.source, &dest).map_err(|source| RootError::Copy {
+            from: f.source.clone(),
+            dest: f.dest.clone(),
+            source,
+        })?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(f.mode))
-            .map_err(|e| format!("chmod {}: {e}", f.dest))?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(f.mode)).map_err(
+            |source| RootError::Chmod {
+                dest: f.dest.clone(),
+                source,
+            },
+        )?;
     }
     Ok(())
 }
@@ -179,9 +259,15 @@ pub fn teardown() {
 
 /// System mode: /newroot becomes / (switch_root: the initramfs cannot be
 /// pivoted away from).
-pub fn switch_root() -> Result<(), String> {
-    std::env::set_current_dir(NEWROOT).map_err(|e| format!("chdir {NEWROOT}: {e}"))?;
-    mount_move(".", "/").map_err(|e| format!("move {NEWROOT} to /: {e}"))?;
-    rustix::process::chroot(".").map_err(|e| format!("chroot: {e}"))?;
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+pub fn switch_root() -> Result<(), RootError> {
+    let chdir = |path: &str| {
+        std::env::set_current_dir(path).map_err(|source| RootError::Chdir {
+            path: path.into(),
+            source,
+        })
+    };
+    chdir(NEWROOT)?;
+    mount_move(".", "/").map_err(RootError::Move)?;
+    rustix::process::chroot(".").map_err(RootError::Chroot)?;
+    chdir("/")
 }

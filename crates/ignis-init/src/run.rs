@@ -2,7 +2,34 @@ use std::os::unix::process::CommandExt;
 
 use ignis_guest_config::GuestConfig;
 
-use crate::mounts::{switch_root, NEWROOT};
+use ignis_agent::user::ResolveError;
+
+use crate::mounts::{switch_root, RootError, NEWROOT};
+
+/// Why the workload (app mode) or the image's init (system mode) could not
+/// be started.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("no command to run")]
+    NoCommand,
+    /// The program is not in the image (the message names it and `PATH`).
+    #[error("{0} in the image")]
+    Program(ResolveError),
+    #[error(transparent)]
+    User(ResolveError),
+    #[error("cannot start {program}")]
+    Start {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pid out of range")]
+    Pid,
+    #[error(transparent)]
+    SwitchRoot(#[from] RootError),
+    #[error("cannot exec /sbin/init")]
+    ExecInit(#[source] std::io::Error),
+}
 
 fn signal_set() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.
@@ -25,13 +52,13 @@ fn set_mask(how: libc::c_int) {
 }
 
 /// Runs the workload; returns its exit code (128+signal when killed).
-pub fn workload(cfg: &GuestConfig) -> Result<i32, String> {
-    let argv0 = cfg.argv.first().ok_or("no command to run")?;
+pub fn workload(cfg: &GuestConfig) -> Result<i32, WorkloadError> {
+    let argv0 = cfg.argv.first().ok_or(WorkloadError::NoCommand)?;
     let program = ignis_agent::user::resolve_program(NEWROOT, argv0, &cfg.env)
-        .map_err(|e| format!("{e} in the image"))?;
+        .map_err(WorkloadError::Program)?;
     let (uid, gid) = match &cfg.user {
         Some(u) if !u.is_empty() => {
-            let u = ignis_agent::user::resolve_user(NEWROOT, u)?;
+            let u = ignis_agent::user::resolve_user(NEWROOT, u).map_err(WorkloadError::User)?;
             (u.uid, u.gid)
         }
         _ => (0, 0),
@@ -89,8 +116,8 @@ pub fn workload(cfg: &GuestConfig) -> Result<i32, String> {
     }
     let child = cmd
         .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
-    let main_pid = i32::try_from(child.id()).map_err(|_| "pid out of range")?;
+        .map_err(|source| WorkloadError::Start { program, source })?;
+    let main_pid = i32::try_from(child.id()).map_err(|_| WorkloadError::Pid)?;
     crate::report("ready agent");
     let code = supervise(main_pid);
     // The workload is gone: stop whatever it left behind.
@@ -207,9 +234,9 @@ fn spawn_power_watcher(sig: i32) {
 }
 
 /// System mode: the image's init becomes PID 1. Returns only on failure.
-pub fn exec_system_init() -> String {
+pub fn exec_system_init() -> WorkloadError {
     if let Err(e) = switch_root() {
-        return e;
+        return e.into();
     }
     let sig = poweroff_signal();
     spawn_power_watcher(sig);
@@ -220,8 +247,7 @@ pub fn exec_system_init() -> String {
         workdir: None,
     });
     crate::report("ready agent");
-    let err = std::process::Command::new("/sbin/init").exec();
-    format!("cannot exec /sbin/init: {err}")
+    WorkloadError::ExecInit(std::process::Command::new("/sbin/init").exec())
 }
 
 /// Watches the ACPI power button (QEMU's `system_powerdown`) and turns a

@@ -51,15 +51,30 @@ fn rt() -> Result<tokio::runtime::Runtime, NetError> {
         .map_err(|e| NetError::Netlink(e.to_string()))
 }
 
+/// errno values the kernel returns (negated) in netlink error messages.
+const EPERM: i32 = 1;
+const EACCES: i32 = 13;
+
+/// A netlink failure, by the errno the kernel answered with.
 fn nl_err(e: rtnetlink::Error) -> NetError {
-    let s = e.to_string();
-    if s.contains("Operation not permitted")
-        || s.contains("EPERM")
-        || s.contains("-1") && s.contains("ermission")
-    {
-        NetError::NotPermitted
-    } else {
-        NetError::Netlink(s)
+    match &e {
+        rtnetlink::Error::NetlinkError(m) if matches!(-m.raw_code(), EPERM | EACCES) => {
+            NetError::NotPermitted
+        }
+        _ => NetError::Netlink(e.to_string()),
+    }
+}
+
+/// A failure to apply a ruleset with `nft`, by its I/O error kind.
+fn nft_err(e: nftables::helper::NftablesError) -> NetError {
+    use nftables::helper::NftablesError;
+    match &e {
+        NftablesError::NftExecution { inner, .. } => match inner.kind() {
+            std::io::ErrorKind::NotFound => NetError::NftMissing,
+            std::io::ErrorKind::PermissionDenied => NetError::NotPermitted,
+            _ => NetError::Nft(e.to_string()),
+        },
+        _ => NetError::Nft(e.to_string()),
     }
 }
 
@@ -219,15 +234,6 @@ impl NetHost for LinuxNet {
         let args: [&str; 0] = [];
         nftables::helper::apply_ruleset_raw(&payload, None::<&str>, args)
             .map(|_| crate::nftgen::record(&payload))
-            .map_err(|e| {
-                let s = e.to_string();
-                if s.contains("No such file") && s.contains("nft") {
-                    NetError::NftMissing
-                } else if s.contains("Operation not permitted") {
-                    NetError::NotPermitted
-                } else {
-                    NetError::Nft(s)
-                }
-            })
+            .map_err(nft_err)
     }
 }

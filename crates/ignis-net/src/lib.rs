@@ -22,7 +22,7 @@ mod rules;
 pub use fake::FakeNet;
 pub use host::{LinuxNet, NetError, NetHost};
 pub use ipam::{mac_for, tap_name, IpamError, Subnet};
-pub use ports::{parse_port, PortMapping, Proto};
+pub use ports::{parse_port, PortError, PortMapping, Proto};
 pub use rules::{ruleset, Forward, TABLE};
 
 /// The default bridge.

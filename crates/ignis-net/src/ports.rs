@@ -45,30 +45,49 @@ impl std::fmt::Display for PortMapping {
     }
 }
 
+/// The syntax `-p` wants, ending every [`PortError`].
+const WANT: &str = "want [IP:]HOST_PORT:VM_PORT[/tcp|udp]";
+
+/// Why a `-p` (or `spec.network.ports[]`) value was refused; each carries
+/// the value as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("-p {0}: protocol must be tcp or udp ({WANT})")]
+    Protocol(String),
+    #[error("-p {0}: bad host IP ({WANT})")]
+    HostIp(String),
+    #[error("-p {0}: wrong number of fields ({WANT})")]
+    Fields(String),
+    #[error("-p {0}: ports are 1..65535 ({WANT})")]
+    Port(String),
+}
+
 /// Parses Docker's `-p` syntax.
-pub fn parse_port(s: &str) -> Result<PortMapping, String> {
-    let bad = |why: &str| format!("-p {s}: {why} (want [IP:]HOST_PORT:VM_PORT[/tcp|udp])");
+pub fn parse_port(s: &str) -> Result<PortMapping, PortError> {
     let (spec, proto) = match s.rsplit_once('/') {
         Some((p, "tcp")) => (p, Proto::Tcp),
         Some((p, "udp")) => (p, Proto::Udp),
-        Some(_) => return Err(bad("protocol must be tcp or udp")),
+        Some(_) => return Err(PortError::Protocol(s.into())),
         None => (s, Proto::Tcp),
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let (ip, host, vm) = match parts.as_slice() {
         [host, vm] => (None, *host, *vm),
         [ip, host, vm] => (
-            Some(ip.parse::<Ipv4Addr>().map_err(|_| bad("bad host IP"))?),
+            Some(
+                ip.parse::<Ipv4Addr>()
+                    .map_err(|_| PortError::HostIp(s.into()))?,
+            ),
             *host,
             *vm,
         ),
-        _ => return Err(bad("wrong number of fields")),
+        _ => return Err(PortError::Fields(s.into())),
     };
     let port = |p: &str| {
         p.parse::<u16>()
             .ok()
             .filter(|n| *n != 0)
-            .ok_or_else(|| bad("ports are 1..65535"))
+            .ok_or_else(|| PortError::Port(s.into()))
     };
     Ok(PortMapping {
         host_ip: ip,
@@ -109,5 +128,13 @@ mod tests {
         ] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_port("1.2.3:80:80").unwrap_err().to_string(),
+            "-p 1.2.3:80:80: bad host IP (want [IP:]HOST_PORT:VM_PORT[/tcp|udp])"
+        );
+        assert_eq!(
+            parse_port("8080:80/sctp").unwrap_err(),
+            PortError::Protocol("8080:80/sctp".into())
+        );
     }
 }

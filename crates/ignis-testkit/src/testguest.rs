@@ -104,8 +104,15 @@ mod tests {
         let idle = super::elf_idle();
         let disp = u32::from_le_bytes(idle[0x78 + 7..0x78 + 11].try_into().unwrap()) as usize;
         let msg_at = 0x78 + 11 + disp;
-        assert_eq!(&idle[msg_at..msg_at + super::READY.len()], super::READY.as_bytes());
-        assert_eq!(&idle[msg_at - 4..msg_at], [0xfa, 0xf4, 0xeb, 0xfd], "cli; hlt; jmp hlt");
+        assert_eq!(
+            &idle[msg_at..msg_at + super::READY.len()],
+            super::READY.as_bytes()
+        );
+        assert_eq!(
+            &idle[msg_at - 4..msg_at],
+            [0xfa, 0xf4, 0xeb, 0xfd],
+            "cli; hlt; jmp hlt"
+        );
         let e = super::elf();
         assert_eq!(&e[..4], b"\x7fELF");
         assert_eq!(u16::from_le_bytes([e[0x12], e[0x13]]), 0x3e);

@@ -26,7 +26,24 @@ struct Args {
     notify_fd: Option<i32>,
 }
 
-fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+/// Why the command line was refused (the starter built it: a bug there).
+#[derive(Debug, thiserror::Error)]
+enum ArgsError {
+    #[error("{0} needs a value")]
+    NoValue(String),
+    #[error("{0}: not a number")]
+    NotANumber(String),
+    #[error("--phases")]
+    Phases(#[source] serde_json::Error),
+    #[error("{0}: not a descriptor")]
+    NotADescriptor(String),
+    #[error("unknown argument {0}")]
+    Unknown(String),
+    #[error("{0} is required")]
+    Required(&'static str),
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, ArgsError> {
     let (mut root, mut vm) = (None, None);
     let mut a = Args {
         root: PathBuf::new(),
@@ -38,10 +55,10 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         notify_fd: None,
     };
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = || it.next().ok_or_else(|| ArgsError::NoValue(flag.clone()));
         let number = |v: String| {
             v.parse::<u64>()
-                .map_err(|_| format!("{flag}: not a number"))
+                .map_err(|_| ArgsError::NotANumber(flag.clone()))
         };
         match flag.as_str() {
             "--root" => root = Some(PathBuf::from(value()?)),
@@ -49,21 +66,19 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--subnet" => a.subnet = Some(value()?),
             "--origin" => a.origin = Some(number(value()?)?),
             "--spawned" => a.spawned = Some(number(value()?)?),
-            "--phases" => {
-                a.phases = serde_json::from_str(&value()?).map_err(|e| format!("--phases: {e}"))?
-            }
+            "--phases" => a.phases = serde_json::from_str(&value()?).map_err(ArgsError::Phases)?,
             "--notify-fd" => {
                 a.notify_fd = Some(
                     value()?
                         .parse()
-                        .map_err(|_| format!("{flag}: not a descriptor"))?,
+                        .map_err(|_| ArgsError::NotADescriptor(flag.clone()))?,
                 )
             }
-            other => return Err(format!("unknown argument {other}")),
+            other => return Err(ArgsError::Unknown(other.into())),
         }
     }
-    a.root = root.ok_or("--root is required")?;
-    a.vm = vm.ok_or("--vm is required")?;
+    a.root = root.ok_or(ArgsError::Required("--root"))?;
+    a.vm = vm.ok_or(ArgsError::Required("--vm"))?;
     Ok(a)
 }
 
@@ -94,7 +109,7 @@ fn main() {
     let args = match parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("ignis-supervisor: {e}");
+            eprintln!("ignis-supervisor: {:#}", anyhow::Error::from(e));
             std::process::exit(2);
         }
     };
@@ -160,13 +175,20 @@ mod tests {
             (a.root, a.vm.as_str(), a.origin, a.notify_fd),
             (PathBuf::from("/r"), "abc", Some(5), Some(3))
         );
-        assert!(parse(["--vm", "x"].map(String::from).into_iter()).is_err());
-        assert!(parse(["--root", "/r", "--vm"].map(String::from).into_iter()).is_err());
-        assert!(parse(
-            ["--root", "/r", "--vm", "x", "--bogus"]
-                .map(String::from)
-                .into_iter()
-        )
-        .is_err());
+        let err = |args: &[&str]| parse(args.iter().map(|a| a.to_string())).err().unwrap();
+        assert!(matches!(err(&["--vm", "x"]), ArgsError::Required("--root")));
+        assert!(matches!(
+            err(&["--root", "/r", "--vm"]),
+            ArgsError::NoValue(f) if f == "--vm"
+        ));
+        let e = anyhow::Error::from(err(&["--root", "/r", "--vm", "x", "--phases", "{"]));
+        assert!(
+            format!("{e:#}").starts_with("--phases: invalid type"),
+            "{e:#}"
+        );
+        assert_eq!(
+            err(&["--root", "/r", "--vm", "x", "--bogus"]).to_string(),
+            "unknown argument --bogus"
+        );
     }
 }

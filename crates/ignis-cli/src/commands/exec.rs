@@ -19,18 +19,16 @@ fn winsize() -> (u16, u16) {
 pub fn exec(ignis: &Ignis, a: ExecArgs) -> anyhow::Result<i32> {
     let (_rec, client) = ignis.vm_agent(&a.vm)?;
     let (rows, cols) = if a.tty { winsize() } else { (0, 0) };
-    let session = client
-        .open(&Request::Exec(ExecRequest {
-            argv: a.command.clone(),
-            env: a.env.clone(),
-            workdir: a.workdir.clone(),
-            user: a.user.clone(),
-            tty: a.tty,
-            rows,
-            cols,
-            stdin: a.interactive,
-        }))
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let session = client.open(&Request::Exec(ExecRequest {
+        argv: a.command.clone(),
+        env: a.env.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        tty: a.tty,
+        rows,
+        cols,
+        stdin: a.interactive,
+    }))?;
     let input = session.input();
     // Signals: with a TTY in raw mode, ^C travels as a byte; otherwise
     // they are forwarded to the command. Window changes resize the PTY.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ignis_agent_proto::client::{Client, Outcome};
-use ignis_agent_proto::{CopyRequest, NetConfig, Request};
+use ignis_agent_proto::{error_chain, CopyRequest, NetConfig, Request};
 use ignis_api::{VmRecord, VmState};
 
 use crate::{Error, ErrorKind, Ignis};
@@ -72,7 +72,7 @@ impl Ignis {
             .open(&Request::CopyIn(CopyRequest {
                 path: vm_path.to_string(),
             }))
-            .map_err(|e| Error::new(ErrorKind::Unavailable, e))?;
+            .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
         let input = s.input();
         let host = host.to_path_buf();
         // The tar is produced while it streams: never held in memory.
@@ -83,11 +83,13 @@ impl Ignis {
             r
         });
         let outcome = s.wait_output(std::io::sink(), std::io::sink());
-        let packed = writer
-            .join()
-            .unwrap_or_else(|_| Err("archiver panicked".into()));
+        let packed = writer.join();
         failed(&format!("copy to {vm_path}"), &rec.name, outcome)?;
-        packed.map_err(|e| Error::new(ErrorKind::Internal, e))
+        match packed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::new(ErrorKind::Internal, error_chain(&e))),
+            Err(_) => Err(Error::new(ErrorKind::Internal, "archiver panicked")),
+        }
     }
 
     /// `ignis cp VM:PATH HOST`.
@@ -97,11 +99,16 @@ impl Ignis {
             .open(&Request::CopyOut(CopyRequest {
                 path: vm_path.to_string(),
             }))
-            .map_err(|e| Error::new(ErrorKind::Unavailable, e))?;
+            .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
         s.unpack_to(host).map_err(|e| {
             Error::new(
                 ErrorKind::Internal,
-                format!("copy {}:{vm_path} to {}: {e}", rec.name, host.display()),
+                format!(
+                    "copy {}:{vm_path} to {}: {}",
+                    rec.name,
+                    host.display(),
+                    error_chain(&e)
+                ),
             )
         })
     }
@@ -112,7 +119,7 @@ impl Ignis {
         let (rec, client) = self.vm_agent(query)?;
         let s = client
             .open(&Request::Configure(cfg))
-            .map_err(|e| Error::new(ErrorKind::Unavailable, e))?;
+            .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
         failed(
             "configure",
             &rec.name,
@@ -140,7 +147,7 @@ fn client_at(dir: &Path, rec: &VmRecord) -> Result<Client, Error> {
     let w = s.try_clone().map_err(|e| unreachable(e.to_string()))?;
     // Socket options are shared by the clones: bound the greeting only.
     let _ = ctl.set_read_timeout(Some(HELLO_TIMEOUT));
-    let client = Client::connect(s, w).map_err(|e| unreachable(e.to_string()))?;
+    let client = Client::connect(s, w).map_err(|e| unreachable(error_chain(&e)))?;
     let _ = ctl.set_read_timeout(None);
     Ok(client)
 }
@@ -156,7 +163,7 @@ pub(crate) fn shutdown_at(root: &Path, rec: &VmRecord) -> Result<(), Error> {
     std::thread::spawn(move || {
         let r = client
             .open(&Request::Shutdown)
-            .map_err(|e| Error::new(ErrorKind::Unavailable, e.to_string()))
+            .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))
             .and_then(|s| {
                 failed(
                     "shutdown",

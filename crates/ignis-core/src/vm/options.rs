@@ -205,8 +205,11 @@ impl VmSettings {
             .filter(|i| !i.is_empty())
             .ok_or_else(|| invalid(Field::Image, "no image given"))?;
         let size = |field: Field, v: Option<String>, unit: u64| {
-            v.map(|x| ignis_api::parse_size(&x, unit).map_err(|e| invalid(field, e)))
-                .transpose()
+            v.map(|x| {
+                ignis_api::parse_size(&x, unit)
+                    .map_err(|e| Error::wrap(ErrorKind::Invalid, e).about(field))
+            })
+            .transpose()
         };
         let memory_mib = size(Field::Memory, self.memory, 1 << 20)?
             .map(|b| u32::try_from(b >> 20).unwrap_or(u32::MAX));
@@ -266,7 +269,10 @@ impl VmSettings {
         };
         let mut ports = Vec::new();
         for p in &self.ports {
-            ports.push(ignis_net::parse_port(p).map_err(|e| invalid(Field::Ports, e.to_string()))?);
+            ports.push(
+                ignis_net::parse_port(p)
+                    .map_err(|e| Error::wrap(ErrorKind::Invalid, e).about(Field::Ports))?,
+            );
         }
         let ip = match &self.ip {
             Some(ip) => Some(

@@ -147,7 +147,7 @@ impl Ignis {
             .open(&Request::CopyOut(CopyRequest {
                 path: "/etc/ssh".into(),
             }))
-            .map_err(|e| Error::new(ErrorKind::Unavailable, e))?;
+            .map_err(|e| Error::new(ErrorKind::Unavailable, ignis_agent_proto::error_chain(&e)))?;
         let mut keys = Vec::new();
         {
             let mut reader = s.reader();
