@@ -135,10 +135,19 @@ pub fn copy_extents(from: &std::fs::File, to: &std::fs::File) -> std::io::Result
     let len = from.metadata()?.len();
     to.set_len(len)?;
     let mut copied = 0;
+    // Set once the kernel refuses (across filesystems, e.g. a VM's RAM on
+    // tmpfs into the state root): every further extent goes through one
+    // buffer, without asking again.
+    let mut buffer: Option<Vec<u8>> = None;
     for (start, elen) in data_extents(from)? {
         let end = start + elen;
         let mut off = start;
         while off < end {
+            if let Some(buf) = buffer.as_mut() {
+                copy_range(from, to, off, end - off, buf)?;
+                copied += end - off;
+                break;
+            }
             let want = usize::try_from(end - off)
                 .unwrap_or(usize::MAX)
                 .min(1 << 30);
@@ -152,17 +161,13 @@ pub fn copy_extents(from: &std::fs::File, to: &std::fs::File) -> std::io::Result
                 }
                 Err(rustix::io::Errno::INTR) => {}
                 // Across filesystems (tmpfs to ext4), or where the kernel
-                // cannot: through a buffer.
+                // cannot: through a buffer from now on.
                 Err(
                     rustix::io::Errno::XDEV
                     | rustix::io::Errno::INVAL
                     | rustix::io::Errno::NOSYS
                     | rustix::io::Errno::OPNOTSUPP,
-                ) => {
-                    copy_range(from, to, off, end - off)?;
-                    copied += end - off;
-                    off = end;
-                }
+                ) => buffer = Some(vec![0u8; COPY_CHUNK]),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -170,21 +175,48 @@ pub fn copy_extents(from: &std::fs::File, to: &std::fs::File) -> std::io::Result
     Ok(copied)
 }
 
+/// The buffer of a user-space copy.
+const COPY_CHUNK: usize = 1 << 20;
+/// Zero runs of at least this size stay holes in a user-space copy.
+const ZERO_PAGE: usize = 4096;
+
+/// Copies `len` bytes at `off` through `buf`; whole zero pages are not
+/// written (the target was sized with `set_len`, so they read as zeros):
+/// a VM's RAM is mostly zero pages that tmpfs still counts as data.
 fn copy_range(
     from: &std::fs::File,
     to: &std::fs::File,
     mut off: u64,
     len: u64,
+    buf: &mut [u8],
 ) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let end = off + len;
-    let mut buf = vec![0u8; 1 << 20];
     while off < end {
         let k = usize::try_from(end - off)
             .unwrap_or(usize::MAX)
             .min(buf.len());
-        from.read_exact_at(&mut buf[..k], off)?;
-        to.write_all_at(&buf[..k], off)?;
+        let chunk = &mut buf[..k];
+        from.read_exact_at(chunk, off)?;
+        // Write the runs of non-zero pages.
+        let mut run: Option<usize> = None;
+        let mut at = 0;
+        while at < k {
+            let page = &chunk[at..(at + ZERO_PAGE).min(k)];
+            let zero = page.iter().all(|b| *b == 0);
+            match (zero, run) {
+                (false, None) => run = Some(at),
+                (true, Some(r)) => {
+                    to.write_all_at(&chunk[r..at], off + r as u64)?;
+                    run = None;
+                }
+                _ => {}
+            }
+            at += page.len();
+        }
+        if let Some(r) = run {
+            to.write_all_at(&chunk[r..k], off + r as u64)?;
+        }
         off += k as u64;
     }
     Ok(())
@@ -193,6 +225,30 @@ fn copy_range(
 #[cfg(test)]
 mod sparse_tests {
     use super::*;
+
+    #[test]
+    fn copies_across_filesystems_skip_zero_pages() {
+        // A VM's RAM on tmpfs: data extents full of zero pages, copied into
+        // a directory on another filesystem (copy_file_range refuses).
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let src = shm.path().join("ram");
+        let mut data = vec![0u8; 8 << 20];
+        data[5 << 20..(5 << 20) + 3].copy_from_slice(b"abc");
+        data[(8 << 20) - 1] = 9;
+        std::fs::write(&src, &data).unwrap();
+        let dst = disk.path().join("copy");
+        let copied = copy_extents(
+            &std::fs::File::open(&src).unwrap(),
+            &std::fs::File::create(&dst).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(copied, 8 << 20, "the source is all data");
+        assert_eq!(std::fs::read(&dst).unwrap(), data);
+        use std::os::unix::fs::MetadataExt;
+        let blocks = std::fs::metadata(&dst).unwrap().blocks();
+        assert!(blocks * 512 <= 64 << 10, "zero pages were written: {blocks} blocks");
+    }
 
     #[test]
     fn sparse_copies_keep_holes_and_content() {
