@@ -11,7 +11,7 @@ pub struct Cli {
     /// Log filter (error, warn, info, debug, trace or a tracing filter); IGNIS_LOG overrides.
     #[arg(long, global = true, default_value = "warn")]
     pub log_level: String,
-    /// No progress bars.
+    /// Quiet: no progress bars; lists (ps, images, ...) print IDs only.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
     /// Subnet of the bridge network.

@@ -35,6 +35,7 @@ fn main() {
     output::started_ns();
     default_sigpipe();
     let cli = cli::Cli::parse();
+    output::QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let filter = std::env::var("IGNIS_LOG").unwrap_or_else(|_| cli.log_level.clone());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

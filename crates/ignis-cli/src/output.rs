@@ -72,6 +72,9 @@ pub fn template(fmt: &str, value: &serde_json::Value) -> String {
     out.replace("\\t", "\t").replace("\\n", "\n")
 }
 
+/// `-q`: no progress, and lists print IDs only (`ignis ps -aq`, as Docker).
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Prints a list in the requested form: `rows` for the table, `items` for
 /// JSON and templates.
 pub fn list<T: Serialize>(
@@ -81,7 +84,7 @@ pub fn list<T: Serialize>(
     items: &[T],
     ids: Vec<String>,
 ) -> anyhow::Result<()> {
-    if opts.ids_only {
+    if opts.ids_only || QUIET.load(std::sync::atomic::Ordering::Relaxed) {
         for id in ids {
             println!("{id}");
         }

@@ -485,3 +485,36 @@ fn pause_and_unpause_freeze_the_vmm() {
     assert!(v["status"].get("paused").is_none());
     assert_eq!(env.run(&["pause", &id]).status.code(), Some(4));
 }
+
+#[test]
+fn a_vm_run_with_rm_stops_and_is_force_removed_cleanly() {
+    let (env, img) = setup();
+    for verb in [&["stop"][..], &["kill"][..], &["rm", "-f"][..]] {
+        let id = env
+            .ok(&["run", "-d", "--rm", "--backend", "fake", &img])
+            .trim()
+            .to_string();
+        // Docker's -q on a list: IDs only.
+        let ids = env.ok(&["ps", "-a", "-q"]);
+        assert_eq!(
+            ids.trim(),
+            env.ok(&["ps", "-a", "-Q"]).trim(),
+            "ps -q lists IDs only"
+        );
+        assert!(id.starts_with(ids.trim()), "{ids}");
+        let mut args = verb.to_vec();
+        args.push(&id);
+        // The VM removes itself as it ends; the verb still succeeds.
+        let out = env.run(&args);
+        assert!(
+            out.status.success(),
+            "{verb:?} of an --rm VM: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(env.processes_with(&id).is_empty(), "{verb:?}: nothing left");
+        assert!(
+            env.ok(&["ps", "-a", "-q"]).trim().is_empty(),
+            "{verb:?}: the record went"
+        );
+    }
+}

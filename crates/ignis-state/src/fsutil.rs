@@ -247,7 +247,10 @@ mod sparse_tests {
         assert_eq!(std::fs::read(&dst).unwrap(), data);
         use std::os::unix::fs::MetadataExt;
         let blocks = std::fs::metadata(&dst).unwrap().blocks();
-        assert!(blocks * 512 <= 64 << 10, "zero pages were written: {blocks} blocks");
+        assert!(
+            blocks * 512 <= 64 << 10,
+            "zero pages were written: {blocks} blocks"
+        );
     }
 
     #[test]

@@ -14,7 +14,12 @@ impl Ignis {
             ));
         }
         if state.can_kill() {
-            self.vm_kill(&rec.id)?;
+            match self.vm_kill(&rec.id) {
+                Ok(_) => {}
+                // It ended and removed itself (--rm) meanwhile: done.
+                Err(e) if e.kind == ErrorKind::NotFound => return Ok(rec.name),
+                Err(e) => return Err(e),
+            }
         }
         // Host resources first: a crash after this leaves a record whose
         // VM holds nothing, never resources no record names.

@@ -70,7 +70,19 @@ impl Ignis {
                 self.kill_vmm(rec);
             }
         }
-        self.reconcile(self.load_vm(&rec.id)?.ok_or_else(gone)?)
+        match self.load_vm(&rec.id)? {
+            Some(r) => self.reconcile(r),
+            // A VM run with --rm removes itself once it ended: what it
+            // was, ended.
+            None if rec.spec.auto_remove => {
+                let mut last = rec.clone();
+                let _ = last
+                    .status
+                    .exited(crate::now(), None, "removed (--rm)".into());
+                Ok(last)
+            }
+            None => Err(gone()),
+        }
     }
 
     /// `ignis stop [--time T]`: asks the guest to shut down (through its
