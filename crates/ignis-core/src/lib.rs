@@ -50,6 +50,14 @@ pub struct Ignis {
 }
 
 impl Ignis {
+    /// The shared side of the garbage collector's lock: held while writing
+    /// blobs or disks that no committed record names yet.
+    pub(crate) fn operation_guard(&self) -> Result<ignis_state::FileLock, Error> {
+        self.store
+            .operation_guard()
+            .map_err(|e| Error::internal("take the operation lock", e))
+    }
+
     pub fn open(opts: Options) -> Result<Self, Error> {
         let subnet = opts
             .subnet

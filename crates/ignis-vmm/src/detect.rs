@@ -202,10 +202,10 @@ impl HostInfo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn host(kvm: Kvm, fc: Option<&str>, qemu: bool) -> HostInfo {
+    pub(crate) fn host(kvm: Kvm, fc: Option<&str>, qemu: bool) -> HostInfo {
         HostInfo {
             kvm,
             firecracker: fc.map(|v| (PathBuf::from("/usr/bin/firecracker"), v.to_string())),

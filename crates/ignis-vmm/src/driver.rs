@@ -217,13 +217,7 @@ mod tests {
     use super::*;
     use crate::detect::Kvm;
 
-    fn host(kvm: Kvm, fc: Option<&str>, qemu: bool) -> HostInfo {
-        HostInfo {
-            kvm,
-            firecracker: fc.map(|v| (PathBuf::from("/usr/bin/firecracker"), v.to_string())),
-            qemu: qemu.then(|| PathBuf::from("/usr/bin/qemu-system-x86_64")),
-        }
-    }
+    use crate::detect::tests::host;
 
     #[test]
     fn auto_prefers_firecracker_then_qemu_kvm_then_tcg() {

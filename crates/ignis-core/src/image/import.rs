@@ -18,10 +18,7 @@ impl Ignis {
                 ),
             ));
         }
-        let _guard = self
-            .store
-            .operation_guard()
-            .map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self.operation_guard()?;
         let fetched = import_archive(&self.store, path).map_err(import_error)?;
         fault::point("import:blobs-stored");
         let extra: Vec<String> = name.map(|n| vec![n.to_string()]).unwrap_or_default();

@@ -7,10 +7,7 @@ use crate::{fault, Error, ErrorKind, Ignis};
 impl Ignis {
     /// `ignis image pull REF`.
     pub fn image_pull(&self, reference: &str) -> Result<ImageRecord, Error> {
-        let _guard = self
-            .store
-            .operation_guard()
-            .map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self.operation_guard()?;
         let fetched = self.pull_blobs(reference)?;
         fault::point("pull:blobs-stored");
         self.commit_image(fetched, &[])

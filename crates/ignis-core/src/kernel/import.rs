@@ -25,10 +25,7 @@ impl Ignis {
         name: Option<&str>,
         default: bool,
     ) -> Result<KernelRecord, Error> {
-        let _guard = self
-            .store
-            .operation_guard()
-            .map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self.operation_guard()?;
         let modules = self
             .store
             .blobs()

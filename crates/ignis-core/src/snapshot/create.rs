@@ -70,10 +70,7 @@ impl Ignis {
         })?;
         let dir = self.vm_dir(&rec.id);
         check_space(self.root(), &dir, u64::from(rec.spec.memory_mib) << 20)?;
-        let _guard = self
-            .store
-            .operation_guard()
-            .map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self.operation_guard()?;
         let scratch = self
             .store
             .scratch("snapshot")

@@ -74,10 +74,7 @@ impl Ignis {
         let bad = |e: std::io::Error| {
             invalid(format!("{} is not a snapshot export: {e}", path.display()))
         };
-        let _guard = self
-            .store
-            .operation_guard()
-            .map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self.operation_guard()?;
         let mut snap: Option<SnapshotRecord> = None;
         let mut stored = std::collections::BTreeSet::new();
         for entry in ar.entries().map_err(bad)? {

@@ -71,10 +71,7 @@ impl Ignis {
 
     /// Pulls a snapshot pushed by `snapshot push`.
     pub fn snapshot_pull(&self, reference: &str) -> Result<SnapshotRecord, Error> {
-        let _guard = self
-            .store
-            .operation_guard()
-            .map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self.operation_guard()?;
         let registry = OciRegistry::new(&self.insecure);
         let a = runtime()?
             .block_on(pull_artifact(

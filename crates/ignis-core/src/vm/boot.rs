@@ -95,10 +95,7 @@ impl Ignis {
         }
         let init =
             std::fs::read(&init_path).map_err(|e| Error::internal("read the guest init", e))?;
-        let _guard = self
-            .store
-            .operation_guard()
-            .map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self.operation_guard()?;
         let _lock = self
             .store
             .object_lock("initramfs", &key)

@@ -297,10 +297,7 @@ impl Ignis {
 
         resolve.end();
         check_free_space(self.root(), disk_size)?;
-        let _guard = self
-            .store
-            .operation_guard()
-            .map_err(|e| Error::internal("take the operation lock", e))?;
+        let _guard = self.operation_guard()?;
         let dir = self.vm_dir(&id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::internal("create the VM directory", e))?;
         let cleanup = DirGuard(Some(dir.clone()));

@@ -159,13 +159,16 @@ impl Ignis {
         let id = id.to_string();
         let dir = self.vm_dir(&id);
         let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let rec = self.load_vm(&id)?.ok_or_else(|| {
+        let load = || {
+            self.load_vm(&id)?.ok_or_else(|| {
                 Error::new(
                     ErrorKind::NotFound,
                     format!("VM {id} was removed while starting"),
                 )
-            })?;
+            })
+        };
+        loop {
+            let rec = load()?;
             if let Some(done) = started(&rec, wait_ready) {
                 return done;
             }
@@ -193,12 +196,7 @@ impl Ignis {
             let status = child
                 .wait()
                 .map_err(|e| Error::internal("wait for the VM supervisor", e))?;
-            let rec = self.load_vm(&id)?.ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NotFound,
-                    format!("VM {id} was removed while starting"),
-                )
-            })?;
+            let rec = load()?;
             if let Some(done) = started(&rec, wait_ready) {
                 return done;
             }

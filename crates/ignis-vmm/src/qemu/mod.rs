@@ -346,20 +346,8 @@ fn incoming(socket: &Path, child: &mut Child, state: &Path) -> Result<(), VmmErr
         std::fs::File::open(state).map_err(VmmError::file("open the snapshot state", state))?;
     crate::wait_for_socket(socket, Some(child), std::time::Duration::from_secs(10))?;
     let mut qmp = QmpClient::connect(socket)?;
-    qmp.execute(
-        "migrate-set-capabilities",
-        Some(
-            serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
-        ),
-    )?;
-    // The state file goes in as a descriptor: the sandboxed QEMU may
-    // neither spawn `cat` nor open host files after dropping privileges.
     use std::os::fd::AsFd;
-    qmp.send_fd("snapshot-in", file.as_fd())?;
-    qmp.execute(
-        "migrate-incoming",
-        Some(serde_json::json!({"uri": "fd:snapshot-in"})),
-    )?;
+    qmp.migrate_fd("migrate-incoming", file.as_fd(), true)?;
     // The snapshot was taken paused, so the loaded VM stays paused: wait
     // for the load, then continue it.
     qmp.wait_migration("migrate-incoming", "restoring the snapshot")?;
@@ -420,16 +408,8 @@ impl QemuControl {
             .open(dir.join("vmstate"))?;
         let mut qmp = QmpClient::connect(&self.socket)?;
         qmp.execute("stop", None)?;
-        qmp.execute(
-            "migrate-set-capabilities",
-            Some(serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": ignore_shared}]})),
-        )?;
         use std::os::fd::AsFd;
-        qmp.send_fd("snapshot-out", file.as_fd())?;
-        qmp.execute(
-            "migrate",
-            Some(serde_json::json!({"uri": "fd:snapshot-out"})),
-        )?;
+        qmp.migrate_fd("migrate", file.as_fd(), ignore_shared)?;
         qmp.wait_migration("migrate", "migration to file")
     }
 }

@@ -82,6 +82,33 @@ impl QmpClient {
         }
     }
 
+    /// Starts `migrate` (to) or `migrate-incoming` (from) the file `fd`,
+    /// passed as a descriptor: a sandboxed QEMU may neither spawn `cat`
+    /// nor open host files. With `ignore_shared`, RAM in a shared file is
+    /// left out of the stream (the file is the memory).
+    pub fn migrate_fd(
+        &mut self,
+        command: &str,
+        fd: std::os::fd::BorrowedFd<'_>,
+        ignore_shared: bool,
+    ) -> Result<(), VmmError> {
+        self.execute(
+            "migrate-set-capabilities",
+            Some(serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": ignore_shared}]})),
+        )?;
+        let name = if command == "migrate" {
+            "snapshot-out"
+        } else {
+            "snapshot-in"
+        };
+        self.send_fd(name, fd)?;
+        self.execute(
+            command,
+            Some(serde_json::json!({ "uri": format!("fd:{name}") })),
+        )?;
+        Ok(())
+    }
+
     /// Hands QEMU an open file as `name` (QMP `getfd` with the descriptor
     /// attached as SCM_RIGHTS), for `fd:NAME` migration URIs: a QEMU that
     /// dropped its privileges (`-runas`) and may not spawn (`-sandbox`)
