@@ -158,13 +158,12 @@ pub struct Leftover {
 /// Every driver built in (for what a VM directory without a record left:
 /// its VMM is unknown).
 pub fn drivers() -> Vec<Box<dyn Driver>> {
-    let mut all: Vec<Box<dyn Driver>> = vec![
+    vec![
         Box::new(crate::firecracker::FirecrackerDriver),
         Box::new(crate::qemu::QemuDriver),
-    ];
-    #[cfg(any(test, feature = "fake"))]
-    all.push(Box::new(crate::fake::FakeDriver));
-    all
+        #[cfg(any(test, feature = "fake"))]
+        Box::new(crate::fake::FakeDriver),
+    ]
 }
 
 /// The driver of `kind`. Binaries are looked up when they are needed
