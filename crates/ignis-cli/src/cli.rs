@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 /// Docker-style microVMs on Firecracker and QEMU.
 #[derive(Debug, Parser)]
-#[command(name = "ignis", version, disable_version_flag = true)]
+#[command(name = "ignis", version)]
 pub struct Cli {
     /// State directory.
     #[arg(long, global = true, env = "IGNIS_ROOT", default_value = ignis_core::DEFAULT_ROOT)]

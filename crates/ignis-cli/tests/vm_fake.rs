@@ -518,3 +518,11 @@ fn a_vm_run_with_rm_stops_and_is_force_removed_cleanly() {
         );
     }
 }
+
+#[test]
+fn version_flag_and_command_agree() {
+    let env = Env::new();
+    let flag = env.ok(&["--version"]);
+    assert!(flag.starts_with("ignis "), "{flag}");
+    assert_eq!(flag, env.ok(&["version"]));
+}
