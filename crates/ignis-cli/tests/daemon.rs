@@ -712,3 +712,124 @@ fn kill_logs_snapshot_and_fork_through_the_daemon() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available through --host"));
     env.ok(&["rm", "-f", "f", "c-1", "c-2"]);
 }
+
+/// `.ignis/status/<vm>.yaml` on the branch as the bare repository has it.
+fn status_in(bare: &Path, vm: &str) -> Option<String> {
+    let out = Command::new("git")
+        .current_dir(bare)
+        .args(["show", &format!("main:.ignis/status/{vm}.yaml")])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn gitops_args<'a>(url: &'a str, path: &'a str) -> Vec<&'a str> {
+    vec![
+        "--gitops",
+        url,
+        "--branch",
+        "main",
+        "--path",
+        path,
+        "--interval",
+        "1",
+        "--write-status",
+    ]
+}
+
+/// Issue 17, bug 1: status commits keep coming after the first one. Three
+/// successive pushes each create a VM and each VM's status file appears;
+/// a human pushing while the daemon writes status loses nothing; a second
+/// daemon (another state root, another path) writes its status to the same
+/// branch and neither erases the other's files; once steady, nobody
+/// commits.
+#[test]
+fn gitops_status_follows_every_push_a_human_and_a_second_daemon() {
+    let env = setup();
+    let (bare, work) = repo(&env);
+    let url = format!("file://{}", bare.display());
+    std::fs::create_dir_all(work.join("vms")).unwrap();
+    std::fs::write(work.join("vms/v1.yaml"), vm_manifest("v1", true)).unwrap();
+    push(&work, "v1");
+    let _d = Daemon::start(&env, &gitops_args(&url, "vms"));
+    for i in 1..=3 {
+        let vm = format!("v{i}");
+        if i > 1 {
+            git(&work, &["pull", "-q", "--rebase", "origin", "main"]);
+            std::fs::write(work.join(format!("vms/{vm}.yaml")), vm_manifest(&vm, true)).unwrap();
+            push(&work, &vm);
+        }
+        wait_for(&format!("{vm} to run"), 30, || {
+            state(&env, &vm).as_deref() == Some("running")
+        });
+        wait_for(&format!(".ignis/status/{vm}.yaml on main"), 30, || {
+            status_in(&bare, &vm).is_some_and(|s| s.contains("state: running"))
+        });
+    }
+    // A human pushes right behind a change whose status the daemon is
+    // about to write: both land, in one linear history, nothing forced.
+    git(&work, &["pull", "-q", "--rebase", "origin", "main"]);
+    std::fs::write(work.join("vms/v1.yaml"), vm_manifest("v1", false)).unwrap();
+    push(&work, "stop v1");
+    for n in 0..3 {
+        std::fs::write(work.join("NOTES"), format!("note {n}\n")).unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", &format!("human note {n}")]);
+        let pushed = Command::new("git")
+            .current_dir(&work)
+            .args(["push", "-q", "origin", "main"])
+            .output()
+            .unwrap();
+        if !pushed.status.success() {
+            // The daemon's status commit came first: as any human, rebase.
+            git(&work, &["pull", "-q", "--rebase", "origin", "main"]);
+            git(&work, &["push", "-q", "origin", "main"]);
+        }
+    }
+    wait_for("v1's status to say exited", 30, || {
+        status_in(&bare, "v1").is_some_and(|s| s.contains("state: exited"))
+    });
+    let log = git(&bare, &["log", "--format=%s", "main"]);
+    for n in 0..3 {
+        assert!(log.contains(&format!("human note {n}")), "{log}");
+    }
+    // A second daemon, another root, another directory of the repository.
+    let other = setup();
+    git(&work, &["pull", "-q", "--rebase", "origin", "main"]);
+    std::fs::create_dir_all(work.join("staging")).unwrap();
+    std::fs::write(work.join("staging/s1.yaml"), vm_manifest("s1", true)).unwrap();
+    push(&work, "staging s1");
+    let _d2 = Daemon::start(&other, &gitops_args(&url, "staging"));
+    wait_for("s1's status", 30, || {
+        status_in(&bare, "s1").is_some_and(|s| s.contains("state: running"))
+    });
+    assert!(state(&env, "s1").is_none() && state(&other, "v1").is_none());
+    // Each daemon still owns its VMs' files: the first one's change shows
+    // next to the second one's file.
+    git(&work, &["pull", "-q", "--rebase", "origin", "main"]);
+    std::fs::remove_file(work.join("vms/v2.yaml")).unwrap();
+    push(&work, "remove v2");
+    wait_for("v2's status file to go", 30, || {
+        status_in(&bare, "v2").is_none()
+    });
+    for vm in ["v1", "v3", "s1"] {
+        assert!(status_in(&bare, vm).is_some(), "{vm}'s status was erased");
+    }
+    // Steady state: two daemons, no commit ping-pong.
+    let count = || git(&bare, &["rev-list", "--count", "main"]);
+    let mut last = (count(), Instant::now());
+    wait_for("the history to stay still for 4 s", 60, || {
+        let n = count();
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        last.1.elapsed() > Duration::from_secs(4)
+    });
+    let authors = git(&bare, &["log", "--format=%an", "main"]);
+    assert!(
+        authors.lines().filter(|a| *a == "ignis-gitops").count() >= 5,
+        "one status commit per change at least: {authors}"
+    );
+}
