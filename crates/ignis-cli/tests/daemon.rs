@@ -290,10 +290,59 @@ fn repo(env: &Env) -> (PathBuf, PathBuf) {
     (bare, work)
 }
 
+/// Commits everything and pushes, as a human would: on top of whatever
+/// the daemon pushed meanwhile (its status commits).
 fn push(work: &Path, msg: &str) {
     git(work, &["add", "-A"]);
     git(work, &["commit", "-q", "-m", msg, "--allow-empty"]);
-    git(work, &["push", "-q", "origin", "main"]);
+    for attempt in 0.. {
+        if git_ok(work, &["ls-remote", "--exit-code", "origin", "main"]) {
+            git(work, &["pull", "-q", "--rebase", "origin", "main"]);
+        }
+        if git_ok(work, &["push", "-q", "origin", "main"]) {
+            return;
+        }
+        assert!(attempt < 5, "cannot push {msg}");
+    }
+}
+
+/// Waits until the branch has not moved for 4 s (several reconcile rounds
+/// at `--interval 1`); a daemon committing in a loop never gets there.
+fn wait_history_still(bare: &Path) {
+    let count = || git(bare, &["rev-list", "--count", "main"]);
+    let mut last = (count(), Instant::now());
+    wait_for("the history to stay still for 4 s", 60, || {
+        let n = count();
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        last.1.elapsed() > Duration::from_secs(4)
+    });
+}
+
+/// Whether git succeeds (for commands that may lose a race).
+fn git_ok(dir: &Path, args: &[&str]) -> bool {
+    Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Waits until the daemon's log mentions `needle` at least `n` times: that
+/// many reconcile rounds have seen it.
+fn wait_log(env: &Env, needle: &str, n: usize) {
+    let log = env.dir.path().join("daemon.log");
+    wait_for(&format!("{n} log lines with {needle}"), 30, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+            >= n
+    });
 }
 
 fn gitops_cycle(env: &Env, url: &str, bare: &Path, work: &Path) {
@@ -321,9 +370,9 @@ fn gitops_cycle(env: &Env, url: &str, bare: &Path, work: &Path) {
     wait_for("db to run", 30, || {
         state(env, "db").as_deref() == Some("running")
     });
-    // The observed status comes back as a commit, once.
+    // The observed status comes back as a commit, and follows every change.
     wait_for("a status commit", 30, || {
-        git(bare, &["log", "--format=%an", "main"]).lines().next() == Some("ignis-gitops")
+        status_in(bare, "api").is_some_and(|s| s.contains("state: running"))
     });
     git(work, &["pull", "-q", "--rebase", "origin", "main"]);
     let status = std::fs::read_to_string(work.join(".ignis/status/api.yaml")).unwrap();
@@ -333,26 +382,32 @@ fn gitops_cycle(env: &Env, url: &str, bare: &Path, work: &Path) {
     wait_for("api to stop", 30, || {
         state(env, "api").as_deref() == Some("exited")
     });
+    wait_for("api's status to follow", 30, || {
+        status_in(bare, "api").is_some_and(|s| s.contains("state: exited"))
+    });
     std::fs::write(work.join("vms/broken.yaml"), "apiVersion: ignis.dev/v1alpha1\nkind: VM\nmetadata: {name: broken}\nspec: {image: app:1, cpus: lots}\n").unwrap();
     push(work, "a bad manifest");
-    std::thread::sleep(Duration::from_secs(3));
+    // Two rounds saw the bad file: the second began after the first ended.
+    wait_log(env, "broken.yaml", 2);
     assert!(state(env, "broken").is_none());
     assert_eq!(
         state(env, "db").as_deref(),
         Some("running"),
         "others untouched"
     );
-    git(work, &["pull", "-q", "--rebase", "origin", "main"]);
+    assert!(
+        status_in(bare, "db").is_some(),
+        "no status pruned while a file is bad"
+    );
     std::fs::remove_file(work.join("vms/broken.yaml")).unwrap();
     std::fs::remove_file(work.join("vms/db.yaml")).unwrap();
     push(work, "remove db");
     wait_for("db to be removed", 30, || state(env, "db").is_none());
+    wait_for("db's status file to go", 30, || {
+        status_in(bare, "db").is_none()
+    });
     // No commit loop: the history stops growing once the state is steady.
-    std::thread::sleep(Duration::from_secs(3));
-    let n1 = git(bare, &["rev-list", "--count", "main"]);
-    std::thread::sleep(Duration::from_secs(4));
-    let n2 = git(bare, &["rev-list", "--count", "main"]);
-    assert_eq!(n1, n2, "the daemon keeps committing");
+    wait_history_still(bare);
 }
 
 #[test]
@@ -366,49 +421,61 @@ fn gitops_over_file_url() {
 fn gitops_over_git_daemon_on_loopback() {
     let env = setup();
     let (bare, work) = repo(&env);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    use std::os::unix::process::CommandExt;
-    let mut gd = Command::new("git")
-        .process_group(0)
-        .args([
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=127.0.0.1",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", env.dir.path().display()))
-        .arg(env.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("git daemon", 10, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    // git daemon forks a worker: stop the whole group, whatever happens.
-    struct Group(u32);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{}", self.0)])
-                .status();
-        }
+    let gd = GitDaemon::start(&env);
+    gitops_cycle(&env, &gd.url("repo.git"), &bare, &work);
+}
+
+/// `git daemon` on 127.0.0.1 serving the environment's directory, pushes
+/// allowed (and, unlike libgit2's file:// transport, hooks run).
+struct GitDaemon {
+    child: Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(env: &Env) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("git")
+            .process_group(0)
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", env.dir.path().display()))
+            .arg(env.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let gd = Self { child, port };
+        wait_for("git daemon", 10, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        gd
     }
-    let _group = Group(gd.id());
-    gitops_cycle(
-        &env,
-        &format!("git://127.0.0.1:{port}/repo.git"),
-        &bare,
-        &work,
-    );
-    let _ = gd.kill();
-    let _ = gd.wait();
+
+    fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+/// git daemon forks a worker per connection: stop the whole group.
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
 }
 
 /// SIGKILL in the middle of creating ten VMs, then a restart: the end state
@@ -818,18 +885,55 @@ fn gitops_status_follows_every_push_a_human_and_a_second_daemon() {
         assert!(status_in(&bare, vm).is_some(), "{vm}'s status was erased");
     }
     // Steady state: two daemons, no commit ping-pong.
-    let count = || git(&bare, &["rev-list", "--count", "main"]);
-    let mut last = (count(), Instant::now());
-    wait_for("the history to stay still for 4 s", 60, || {
-        let n = count();
-        if n != last.0 {
-            last = (n, Instant::now());
-        }
-        last.1.elapsed() > Duration::from_secs(4)
-    });
+    wait_history_still(&bare);
     let authors = git(&bare, &["log", "--format=%an", "main"]);
     assert!(
         authors.lines().filter(|a| *a == "ignis-gitops").count() >= 5,
         "one status commit per change at least: {authors}"
     );
+}
+
+/// A status push the remote refuses (a pre-receive hook, through git
+/// daemon: libgit2's file:// transport runs no hooks) is retried, then
+/// logged at warn and counted in `/metrics`; the VMs converge regardless.
+#[test]
+fn gitops_status_failures_are_logged_and_counted() {
+    let env = setup();
+    let (bare, work) = repo(&env);
+    std::fs::create_dir_all(work.join("vms")).unwrap();
+    std::fs::write(work.join("vms/r1.yaml"), vm_manifest("r1", true)).unwrap();
+    push(&work, "r1");
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'status refused by policy' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let gd = GitDaemon::start(&env);
+    let url = gd.url("repo.git");
+    let d = Daemon::start(&env, &gitops_args(&url, "vms"));
+    wait_for("r1 to run", 30, || {
+        state(&env, "r1").as_deref() == Some("running")
+    });
+    wait_log(&env, "status not written", 1);
+    let log = std::fs::read_to_string(env.dir.path().join("daemon.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("status not written"))
+        .unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    let (body, _) = curl(&[
+        "--unix-socket",
+        &d.socket.display().to_string(),
+        "http://x/metrics",
+    ]);
+    assert!(
+        body.contains(r#"ignis_operations_total{op="gitops_status",result="error"}"#),
+        "{body}"
+    );
+    assert!(status_in(&bare, "r1").is_none());
+    // The remote accepts again: the next round writes the status.
+    std::fs::remove_file(&hook).unwrap();
+    wait_for("r1's status", 30, || status_in(&bare, "r1").is_some());
 }
