@@ -673,3 +673,97 @@ fn snapshot_and_five_forks_with_their_own_identity() {
         .collect();
     assert!(shm.is_empty(), "guest RAM files left in /dev/shm");
 }
+
+/// `ignis system prune` of state root `root` inside namespace `ns`.
+fn prune_in(root: &std::path::Path, ns: &str) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_ignis")])
+        .args(["system", "prune"])
+        .env("IGNIS_ROOT", root)
+        .env("IGNIS_NETWORK", "bridge")
+        .env("IGNIS_LOG", "warn")
+        .output()
+        .expect("ignis")
+}
+
+/// Issue 17, bug 2: the bridge and the nftables table are shared by every
+/// state root on the host. Root A's VM serves on `-p 18080:80`; `system
+/// prune` of root B (no VM at all) must leave them alone, and A's port
+/// keeps answering. Once A's VM is gone, B's prune removes both. All in a
+/// namespace this test made: the host's own `ignis0` is never seen.
+#[test]
+fn prune_of_one_root_keeps_the_bridge_another_root_uses() {
+    if let Some(m) = missing() {
+        eprintln!("skipped: {m}");
+        return;
+    }
+    let Some(t) = NsEnv::new("p") else { return };
+    let (env, ns) = (&t.env, t.ns.clone());
+    let img = env.busybox_image(
+        "web:1",
+        false,
+        &[("www/index.html", "still served\n", 0o644)],
+        &[],
+    );
+    ignis_ok(
+        env,
+        &ns,
+        &[
+            "run",
+            "--name",
+            "web",
+            "-p",
+            "18080:80",
+            &img,
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    );
+    let get = || {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "http://127.0.0.1:18080/",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ignis_testkit::wait::until("A's published port", Duration::from_secs(60), || {
+        get() == "still served\n"
+    });
+    let b = Env::new();
+    let out = prune_in(&b.root(), &ns);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        ok(&["ip", "-n", &ns, "-o", "link"]).contains("ignis0"),
+        "root B's prune removed the bridge root A's VM is on"
+    );
+    let rules = ok(&[
+        "ip", "netns", "exec", &ns, "nft", "list", "table", "ip", "ignis",
+    ]);
+    assert!(
+        rules.contains("dnat"),
+        "root B's prune removed A's rules: {rules}"
+    );
+    assert_eq!(get(), "still served\n", "A's published port died");
+    // Nothing uses them any more: B's prune removes them.
+    ignis_ok(env, &ns, &["rm", "-f", "web"]);
+    let out = prune_in(&b.root(), &ns);
+    assert!(out.status.success());
+    assert!(!ok(&["ip", "-n", &ns, "-o", "link"]).contains("ignis0"));
+    assert!(!ok(&["ip", "netns", "exec", &ns, "nft", "list", "tables"]).contains("ignis"));
+}
