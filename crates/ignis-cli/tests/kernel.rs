@@ -71,10 +71,14 @@ fn a_file_that_is_not_an_x86_64_kernel_is_refused() {
 #[test]
 fn import_the_debian_kernel_package() {
     let Some(deb) = std::env::var_os("IGNIS_TEST_KERNEL_DEB") else {
-        eprintln!("skipped: IGNIS_TEST_KERNEL_DEB not set (apt-get download linux-image-6.1.0-*-amd64 and point it at the .deb)");
+        common::tier::skip(
+            common::tier::KERNEL,
+            "IGNIS_TEST_KERNEL_DEB not set (scripts/kernel-deb.sh downloads the .deb)",
+        );
         return;
     };
-    let env = Env::new();
+    // The real import (every other live test clones the shared fixture).
+    let env = Env::for_tier(common::tier::KERNEL);
     env.ok(&["kernel", "import", deb.to_str().unwrap(), "--default"]);
     let rec: serde_json::Value =
         serde_json::from_str(&env.ok(&["kernel", "inspect", "default"])).unwrap();
