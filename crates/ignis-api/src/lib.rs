@@ -11,6 +11,7 @@ pub mod manifest;
 mod prune;
 mod size;
 mod snapshot;
+pub mod time;
 mod vm;
 
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
