@@ -13,9 +13,13 @@ use ignis_testkit::{ImageSpec, LayerBuilder, OciWriter};
 #[test]
 fn start_exit_and_rm_drive_bridge_tap_and_rules() {
     if !rustix::process::geteuid().is_root() || ignis_vmm_missing_nft() {
-        eprintln!("skipped: bridge mode's preflight needs root and nft");
+        ignis_testkit::tier::skip(
+            ignis_testkit::tier::ROOT,
+            "bridge mode's preflight needs root and nft",
+        );
         return;
     }
+    let _ran = ignis_testkit::tier::ran(ignis_testkit::tier::ROOT);
     let dir = tempfile::tempdir().unwrap();
     let net = ignis_net::FakeNet::default();
     let ignis = Ignis::open(Options {
