@@ -64,12 +64,8 @@ impl Drop for Daemon {
     }
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, secs: u64, f: impl FnMut() -> bool) {
+    common::wait::until(what, Duration::from_secs(secs), f);
 }
 
 fn setup() -> Env {
@@ -180,23 +176,31 @@ fn api_matches_the_in_process_path_and_guards_tcp() {
     assert!(api["paths"]["/v1/apply"].is_object());
     let (body, _) = curl(&["--unix-socket", &sock, "http://x/metrics"]);
     assert!(body.contains("ignis_vms{state=\"created\"} 1"), "{body}");
-    // Events: a start through the API shows on the stream.
-    let events = Command::new("curl")
-        .args([
-            "-sN",
-            "--max-time",
-            "6",
-            "--unix-socket",
-            &sock,
-            "http://x/events",
-        ])
+    // Events: a start through the API shows on the stream. The stream
+    // subscribes before it answers: once its headers came, nothing is missed.
+    let headers = env.dir.path().join("events.headers");
+    let mut events = Command::new("curl")
+        .args(["-sN", "--max-time", "60", "-D"])
+        .arg(&headers)
+        .args(["--unix-socket", &sock, "http://x/events"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for("the event stream to answer", 20, || {
+        std::fs::read_to_string(&headers).is_ok_and(|h| h.contains(" 200"))
+    });
     let r = remote(&["start", "x"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let out = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).into_owned();
+    let mut out = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(events.stdout.take().unwrap())) {
+        out.push_str(&line.unwrap());
+        out.push('\n');
+        if out.contains("event: start") && out.contains("\"name\":\"x\"") {
+            break;
+        }
+    }
+    let _ = events.kill();
+    let _ = events.wait();
     assert!(
         out.contains("event: start") && out.contains("\"name\":\"x\""),
         "{out}"
@@ -235,8 +239,17 @@ fn a_manifest_directory_is_followed() {
         vm_manifest("bad", true).replace("image:", "imagez:"),
     )
     .unwrap();
+    let seen = || {
+        std::fs::read_to_string(env.dir.path().join("daemon.log"))
+            .unwrap_or_default()
+            .matches("bad.yaml")
+            .count()
+    };
+    let before = seen();
     std::fs::remove_file(dir.join("web.yaml")).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Two rounds reported the bad file after web.yaml went: the second
+    // began after the first ended, so a whole round saw the removal.
+    wait_for("two rounds to report bad.yaml", 30, || seen() >= before + 2);
     assert_eq!(
         state(&env, "web").as_deref(),
         Some("exited"),

@@ -190,23 +190,22 @@ fn test_guest_lifecycle_on_firecracker() {
         .args(["-9", &sup.to_string()])
         .status()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !env.processes_with(&id2).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "firecracker outlived its supervisor: {:?}",
-            env.processes_with(&id2)
-                .iter()
-                .map(|p| std::fs::read_to_string(format!("/proc/{p}/status"))
-                    .unwrap_or_default()
-                    .lines()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(" "))
+    let gone = common::wait::within(std::time::Duration::from_secs(10), || {
+        env.processes_with(&id2).is_empty()
+    });
+    assert!(
+        gone,
+        "firecracker outlived its supervisor: {:?}",
+        env.processes_with(&id2)
+            .iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .take(3)
                 .collect::<Vec<_>>()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+                .join(" "))
+            .collect::<Vec<_>>()
+    );
     let v = env.vm_json("fc2");
     assert_eq!(v["status"]["state"], "exited", "{v}");
     assert!(
@@ -277,19 +276,17 @@ fn test_guest_snapshot_and_ten_forks_on_firecracker() {
     assert_eq!(ids.len(), 10);
     for id in &ids {
         let log = env.root().join("vms").join(id).join("console.log");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches('.')
-            .count()
-            < 2
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "fork {id} does not continue"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        common::wait::until(
+            &format!("fork {id} to continue"),
+            std::time::Duration::from_secs(30),
+            || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .matches('.')
+                    .count()
+                    >= 2
+            },
+        );
     }
     let mut rm = vec!["rm", "-f", "src"];
     rm.extend(ids.iter().map(String::as_str));
