@@ -337,7 +337,8 @@ impl Env {
     /// run, then cloned (the state DB copied, the immutable blobs hard
     /// linked) instead of imported again by every live test.
     pub fn debian_kernel(&self) {
-        let fixture = kernel_fixture();
+        // Held (shared) while cloning: no other run removes it meanwhile.
+        let (fixture, _lock) = kernel_fixture();
         let root = self.root();
         std::fs::create_dir_all(root.join("blobs/sha256")).unwrap();
         for f in ["state.db", "state.db-wal", "state.db-shm"] {
@@ -355,9 +356,11 @@ impl Env {
 }
 
 /// The fixture state root holding only Debian's kernel, made once per test
-/// run (per .deb and ignis binary) under a lock: `IGNIS_TEST_FIXTURES`
-/// (set per run by scripts/test.sh), else `target/ignis-test-fixtures`.
-fn kernel_fixture() -> PathBuf {
+/// run (per .deb and ignis binary) under an exclusive lock, returned with
+/// the lock held shared: `IGNIS_TEST_FIXTURES`, else
+/// `target/ignis-test-fixtures`. Making one removes the fixtures of older
+/// binaries (no fixture per rebuild piles up).
+fn kernel_fixture() -> (PathBuf, std::fs::File) {
     let deb = PathBuf::from(std::env::var_os("IGNIS_TEST_KERNEL_DEB").expect("checked first"));
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_ignis"));
     let stamp = |p: &Path| {
@@ -379,6 +382,12 @@ fn kernel_fixture() -> PathBuf {
     let lock = std::fs::File::create(base.join("kernel.lock")).unwrap();
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
     if !dir.join("state.db").exists() {
+        for e in std::fs::read_dir(&base).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("kernel-") || name.starts_with(".kernel-") {
+                std::fs::remove_dir_all(e.path()).unwrap();
+            }
+        }
         let tmp = base.join(format!(".kernel-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let out = Command::new(env!("CARGO_BIN_EXE_ignis"))
@@ -409,7 +418,8 @@ fn kernel_fixture() -> PathBuf {
         }
         std::fs::rename(&tmp, &dir).unwrap();
     }
-    dir
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockShared).unwrap();
+    (dir, lock)
 }
 
 /// Why the live QEMU tier cannot run here (`None`: it can).
