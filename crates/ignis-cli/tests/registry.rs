@@ -147,6 +147,33 @@ fn pull_from_a_real_registry_builds_a_correct_disk() {
     assert!(err.contains("--insecure-registry"), "{err}");
     assert!(env.image_ids().is_empty());
 
+    // Killed once the blobs are stored (the pull:blobs-stored fault
+    // point): no record, and prune leaves no orphan blob or scratch.
+    let out = env
+        .cmd()
+        .env("IGNIS_FAULT", "pull:blobs-stored")
+        .args([
+            "--insecure-registry",
+            &reg.addr,
+            "image",
+            "pull",
+            &reference,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.image_ids().is_empty(), "no record after the kill");
+    assert!(!env.blobs().is_empty(), "the point is after the blobs");
+    env.ok(&["system", "prune"]);
+    assert!(env.blobs().is_empty(), "orphan blobs {:?}", env.blobs());
+    assert_eq!(env.count("tmp"), 0, "scratch left");
+    assert_eq!(env.count("disks"), 0, "orphan disk");
+
     let id = env
         .ok(&[
             "--insecure-registry",
