@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Installs what ignis and its tests need on Debian 12 (run as root).
-# Idempotent: skips what is already there.
+# Installs what ignis, its tests and the demo need on a fresh Debian 12
+# (run as root). Idempotent: skips what is already there.
 set -euo pipefail
-pkgs=(e2fsprogs zstd curl nftables iproute2 skopeo docker-registry busybox-static qemu-system-x86 ca-certificates dropbear-bin openssh-client git libssl-dev pkg-config)
+pkgs=(
+  # the tests and the live tiers
+  e2fsprogs zstd curl nftables iproute2 skopeo docker-registry busybox-static qemu-system-x86
+  ca-certificates dropbear-bin openssh-client git cpio procps
+  # building: the static guest init (gcc, libc6-dev), git2's TLS
+  build-essential libssl-dev pkg-config
+  # the demo (a free port)
+  python3
+)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

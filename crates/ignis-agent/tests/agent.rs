@@ -96,8 +96,12 @@ fn twenty_concurrent_execs_each_get_their_own_output() {
             std::thread::spawn(move || {
                 run(
                     &c,
+                    // Staggered finishes (0, 0.1 or 0.2 s: the behaviour
+                    // under test is output routed right whatever the
+                    // order); `sh` is dash, which has no $RANDOM.
                     &sh(&format!(
-                        "sleep 0.$((RANDOM % 3)) 2>/dev/null; echo {i}; echo e{i} >&2; exit {i}"
+                        "sleep 0.{}; echo {i}; echo e{i} >&2; exit {i}",
+                        (i * 7) % 3
                     )),
                 )
             })
@@ -166,9 +170,15 @@ fn large_binary_output_and_input_stream_through_the_window() {
 #[test]
 fn signals_reach_the_process_and_tty_gives_a_pts() {
     let c = client();
-    let s = c.open(&sh("trap 'exit 42' TERM; sleep 30 & wait")).unwrap();
+    let s = c
+        .open(&sh("trap 'exit 42' TERM; echo trapped; sleep 30 & wait"))
+        .unwrap();
     assert!(matches!(s.recv(), Event::Started(_)));
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The signal goes once the trap is set.
+    match s.recv() {
+        Event::Stdout(o) => assert_eq!(o, b"trapped\n"),
+        e => panic!("{e:?}"),
+    }
     s.input().signal(libc_sigterm());
     assert_eq!(s.wait_output(std::io::sink(), std::io::sink()).code(), 42);
     let s = c
@@ -265,11 +275,27 @@ fn malformed_frames_get_error_frames_and_the_agent_keeps_serving() {
     let (host, t) = agent();
     let c = Client::connect(host.try_clone().unwrap(), host.try_clone().unwrap()).unwrap();
     let marker = format!("/tmp/ignis-agent-test-{}", std::process::id());
-    let s = c.open(&sh(&format!("sleep 2; touch {marker}"))).unwrap();
+    let s = c
+        .open(&sh(&format!("echo $$; sleep 2; touch {marker}")))
+        .unwrap();
     assert!(matches!(s.recv(), Event::Started(_)));
+    let pid = match s.recv() {
+        Event::Stdout(o) => String::from_utf8(o).unwrap().trim().to_string(),
+        e => panic!("{e:?}"),
+    };
     host.shutdown(std::net::Shutdown::Both).unwrap();
     t.join().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Once the shell is gone, nothing can touch the marker any more.
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|st| st.contains(") Z"))
+            .unwrap_or(true)
+    };
+    ignis_testkit::wait::until(
+        &format!("the orphaned exec (pid {pid}) to be killed"),
+        std::time::Duration::from_secs(10),
+        gone,
+    );
     assert!(
         !std::path::Path::new(&marker).exists(),
         "the orphaned exec kept running"

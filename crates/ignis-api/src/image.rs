@@ -53,6 +53,7 @@ pub struct ImageRecord {
     pub os: String,
     pub architecture: String,
     /// Unix seconds when ignis first stored it.
+    #[serde(with = "crate::time::rfc3339")]
     pub created: i64,
     /// Sum of the stored layer blobs in bytes.
     pub content_size: u64,

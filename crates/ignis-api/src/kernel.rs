@@ -23,6 +23,7 @@ pub struct KernelRecord {
     /// bzImage header or the ELF's `Linux version` banner.
     pub version: String,
     pub source: KernelSource,
+    #[serde(with = "crate::time::rfc3339")]
     pub created: i64,
     pub vmlinux_digest: String,
     pub vmlinux_size: u64,

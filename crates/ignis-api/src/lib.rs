@@ -12,6 +12,7 @@ mod prune;
 mod size;
 mod snapshot;
 pub mod state;
+pub mod time;
 mod vm;
 
 pub use image::{ImageConfig, ImageRecord, LayerInfo};

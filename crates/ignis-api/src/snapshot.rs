@@ -19,6 +19,7 @@ pub struct SnapshotRecord {
     /// 16 hex digits.
     pub id: String,
     pub name: String,
+    #[serde(with = "crate::time::rfc3339")]
     pub created: i64,
     /// The VM it was taken from (it may be gone since).
     pub vm_id: String,

@@ -160,12 +160,20 @@ pub struct VmStatus {
     /// The host's boot ID when it started: after a reboot it is not running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::rfc3339::option"
+    )]
     pub started_at: Option<i64>,
     /// Milliseconds from start to the guest init reporting ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::rfc3339::option"
+    )]
     pub finished_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -249,6 +257,7 @@ pub struct VmRecord {
     /// The image reference the user gave, for display.
     pub image: String,
     pub kernel_id: String,
+    #[serde(with = "crate::time::rfc3339")]
     pub created: i64,
     pub spec: VmSpec,
     pub status: VmStatus,

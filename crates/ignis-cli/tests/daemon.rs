@@ -64,12 +64,8 @@ impl Drop for Daemon {
     }
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, secs: u64, f: impl FnMut() -> bool) {
+    common::wait::until(what, Duration::from_secs(secs), f);
 }
 
 fn setup() -> Env {
@@ -180,23 +176,31 @@ fn api_matches_the_in_process_path_and_guards_tcp() {
     assert!(api["paths"]["/v1/apply"].is_object());
     let (body, _) = curl(&["--unix-socket", &sock, "http://x/metrics"]);
     assert!(body.contains("ignis_vms{state=\"created\"} 1"), "{body}");
-    // Events: a start through the API shows on the stream.
-    let events = Command::new("curl")
-        .args([
-            "-sN",
-            "--max-time",
-            "6",
-            "--unix-socket",
-            &sock,
-            "http://x/events",
-        ])
+    // Events: a start through the API shows on the stream. The stream
+    // subscribes before it answers: once its headers came, nothing is missed.
+    let headers = env.dir.path().join("events.headers");
+    let mut events = Command::new("curl")
+        .args(["-sN", "--max-time", "60", "-D"])
+        .arg(&headers)
+        .args(["--unix-socket", &sock, "http://x/events"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for("the event stream to answer", 20, || {
+        std::fs::read_to_string(&headers).is_ok_and(|h| h.contains(" 200"))
+    });
     let r = remote(&["start", "x"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let out = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).into_owned();
+    let mut out = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(events.stdout.take().unwrap())) {
+        out.push_str(&line.unwrap());
+        out.push('\n');
+        if out.contains("event: start") && out.contains("\"name\":\"x\"") {
+            break;
+        }
+    }
+    let _ = events.kill();
+    let _ = events.wait();
     assert!(
         out.contains("event: start") && out.contains("\"name\":\"x\""),
         "{out}"
@@ -235,8 +239,17 @@ fn a_manifest_directory_is_followed() {
         vm_manifest("bad", true).replace("image:", "imagez:"),
     )
     .unwrap();
+    let seen = || {
+        std::fs::read_to_string(env.dir.path().join("daemon.log"))
+            .unwrap_or_default()
+            .matches("bad.yaml")
+            .count()
+    };
+    let before = seen();
     std::fs::remove_file(dir.join("web.yaml")).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Two rounds reported the bad file after web.yaml went: the second
+    // began after the first ended, so a whole round saw the removal.
+    wait_for("two rounds to report bad.yaml", 30, || seen() >= before + 2);
     assert_eq!(
         state(&env, "web").as_deref(),
         Some("exited"),
@@ -290,10 +303,59 @@ fn repo(env: &Env) -> (PathBuf, PathBuf) {
     (bare, work)
 }
 
+/// Commits everything and pushes, as a human would: on top of whatever
+/// the daemon pushed meanwhile (its status commits).
 fn push(work: &Path, msg: &str) {
     git(work, &["add", "-A"]);
     git(work, &["commit", "-q", "-m", msg, "--allow-empty"]);
-    git(work, &["push", "-q", "origin", "main"]);
+    for attempt in 0.. {
+        if git_ok(work, &["ls-remote", "--exit-code", "origin", "main"]) {
+            git(work, &["pull", "-q", "--rebase", "origin", "main"]);
+        }
+        if git_ok(work, &["push", "-q", "origin", "main"]) {
+            return;
+        }
+        assert!(attempt < 5, "cannot push {msg}");
+    }
+}
+
+/// Waits until the branch has not moved for 4 s (several reconcile rounds
+/// at `--interval 1`); a daemon committing in a loop never gets there.
+fn wait_history_still(bare: &Path) {
+    let count = || git(bare, &["rev-list", "--count", "main"]);
+    let mut last = (count(), Instant::now());
+    wait_for("the history to stay still for 4 s", 60, || {
+        let n = count();
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        last.1.elapsed() > Duration::from_secs(4)
+    });
+}
+
+/// Whether git succeeds (for commands that may lose a race).
+fn git_ok(dir: &Path, args: &[&str]) -> bool {
+    Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Waits until the daemon's log mentions `needle` at least `n` times: that
+/// many reconcile rounds have seen it.
+fn wait_log(env: &Env, needle: &str, n: usize) {
+    let log = env.dir.path().join("daemon.log");
+    wait_for(&format!("{n} log lines with {needle}"), 30, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+            >= n
+    });
 }
 
 fn gitops_cycle(env: &Env, url: &str, bare: &Path, work: &Path) {
@@ -321,9 +383,9 @@ fn gitops_cycle(env: &Env, url: &str, bare: &Path, work: &Path) {
     wait_for("db to run", 30, || {
         state(env, "db").as_deref() == Some("running")
     });
-    // The observed status comes back as a commit, once.
+    // The observed status comes back as a commit, and follows every change.
     wait_for("a status commit", 30, || {
-        git(bare, &["log", "--format=%an", "main"]).lines().next() == Some("ignis-gitops")
+        status_in(bare, "api").is_some_and(|s| s.contains("state: running"))
     });
     git(work, &["pull", "-q", "--rebase", "origin", "main"]);
     let status = std::fs::read_to_string(work.join(".ignis/status/api.yaml")).unwrap();
@@ -333,26 +395,32 @@ fn gitops_cycle(env: &Env, url: &str, bare: &Path, work: &Path) {
     wait_for("api to stop", 30, || {
         state(env, "api").as_deref() == Some("exited")
     });
+    wait_for("api's status to follow", 30, || {
+        status_in(bare, "api").is_some_and(|s| s.contains("state: exited"))
+    });
     std::fs::write(work.join("vms/broken.yaml"), "apiVersion: ignis.dev/v1alpha1\nkind: VM\nmetadata: {name: broken}\nspec: {image: app:1, cpus: lots}\n").unwrap();
     push(work, "a bad manifest");
-    std::thread::sleep(Duration::from_secs(3));
+    // Two rounds saw the bad file: the second began after the first ended.
+    wait_log(env, "broken.yaml", 2);
     assert!(state(env, "broken").is_none());
     assert_eq!(
         state(env, "db").as_deref(),
         Some("running"),
         "others untouched"
     );
-    git(work, &["pull", "-q", "--rebase", "origin", "main"]);
+    assert!(
+        status_in(bare, "db").is_some(),
+        "no status pruned while a file is bad"
+    );
     std::fs::remove_file(work.join("vms/broken.yaml")).unwrap();
     std::fs::remove_file(work.join("vms/db.yaml")).unwrap();
     push(work, "remove db");
     wait_for("db to be removed", 30, || state(env, "db").is_none());
+    wait_for("db's status file to go", 30, || {
+        status_in(bare, "db").is_none()
+    });
     // No commit loop: the history stops growing once the state is steady.
-    std::thread::sleep(Duration::from_secs(3));
-    let n1 = git(bare, &["rev-list", "--count", "main"]);
-    std::thread::sleep(Duration::from_secs(4));
-    let n2 = git(bare, &["rev-list", "--count", "main"]);
-    assert_eq!(n1, n2, "the daemon keeps committing");
+    wait_history_still(bare);
 }
 
 #[test]
@@ -366,49 +434,61 @@ fn gitops_over_file_url() {
 fn gitops_over_git_daemon_on_loopback() {
     let env = setup();
     let (bare, work) = repo(&env);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    use std::os::unix::process::CommandExt;
-    let mut gd = Command::new("git")
-        .process_group(0)
-        .args([
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=127.0.0.1",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", env.dir.path().display()))
-        .arg(env.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("git daemon", 10, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    // git daemon forks a worker: stop the whole group, whatever happens.
-    struct Group(u32);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{}", self.0)])
-                .status();
-        }
+    let gd = GitDaemon::start(&env);
+    gitops_cycle(&env, &gd.url("repo.git"), &bare, &work);
+}
+
+/// `git daemon` on 127.0.0.1 serving the environment's directory, pushes
+/// allowed (and, unlike libgit2's file:// transport, hooks run).
+struct GitDaemon {
+    child: Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(env: &Env) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("git")
+            .process_group(0)
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", env.dir.path().display()))
+            .arg(env.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let gd = Self { child, port };
+        wait_for("git daemon", 10, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        gd
     }
-    let _group = Group(gd.id());
-    gitops_cycle(
-        &env,
-        &format!("git://127.0.0.1:{port}/repo.git"),
-        &bare,
-        &work,
-    );
-    let _ = gd.kill();
-    let _ = gd.wait();
+
+    fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+/// git daemon forks a worker per connection: stop the whole group.
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
 }
 
 /// SIGKILL in the middle of creating ten VMs, then a restart: the end state
@@ -711,4 +791,162 @@ fn kill_logs_snapshot_and_fork_through_the_daemon() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available through --host"));
     env.ok(&["rm", "-f", "f", "c-1", "c-2"]);
+}
+
+/// `.ignis/status/<vm>.yaml` on the branch as the bare repository has it.
+fn status_in(bare: &Path, vm: &str) -> Option<String> {
+    let out = Command::new("git")
+        .current_dir(bare)
+        .args(["show", &format!("main:.ignis/status/{vm}.yaml")])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn gitops_args<'a>(url: &'a str, path: &'a str) -> Vec<&'a str> {
+    vec![
+        "--gitops",
+        url,
+        "--branch",
+        "main",
+        "--path",
+        path,
+        "--interval",
+        "1",
+        "--write-status",
+    ]
+}
+
+/// Issue 17, bug 1: status commits keep coming after the first one. Three
+/// successive pushes each create a VM and each VM's status file appears;
+/// a human pushing while the daemon writes status loses nothing; a second
+/// daemon (another state root, another path) writes its status to the same
+/// branch and neither erases the other's files; once steady, nobody
+/// commits.
+#[test]
+fn gitops_status_follows_every_push_a_human_and_a_second_daemon() {
+    let env = setup();
+    let (bare, work) = repo(&env);
+    let url = format!("file://{}", bare.display());
+    std::fs::create_dir_all(work.join("vms")).unwrap();
+    std::fs::write(work.join("vms/v1.yaml"), vm_manifest("v1", true)).unwrap();
+    push(&work, "v1");
+    let _d = Daemon::start(&env, &gitops_args(&url, "vms"));
+    for i in 1..=3 {
+        let vm = format!("v{i}");
+        if i > 1 {
+            git(&work, &["pull", "-q", "--rebase", "origin", "main"]);
+            std::fs::write(work.join(format!("vms/{vm}.yaml")), vm_manifest(&vm, true)).unwrap();
+            push(&work, &vm);
+        }
+        wait_for(&format!("{vm} to run"), 30, || {
+            state(&env, &vm).as_deref() == Some("running")
+        });
+        wait_for(&format!(".ignis/status/{vm}.yaml on main"), 30, || {
+            status_in(&bare, &vm).is_some_and(|s| s.contains("state: running"))
+        });
+    }
+    // A human pushes right behind a change whose status the daemon is
+    // about to write: both land, in one linear history, nothing forced.
+    git(&work, &["pull", "-q", "--rebase", "origin", "main"]);
+    std::fs::write(work.join("vms/v1.yaml"), vm_manifest("v1", false)).unwrap();
+    push(&work, "stop v1");
+    for n in 0..3 {
+        std::fs::write(work.join("NOTES"), format!("note {n}\n")).unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", &format!("human note {n}")]);
+        let pushed = Command::new("git")
+            .current_dir(&work)
+            .args(["push", "-q", "origin", "main"])
+            .output()
+            .unwrap();
+        if !pushed.status.success() {
+            // The daemon's status commit came first: as any human, rebase.
+            git(&work, &["pull", "-q", "--rebase", "origin", "main"]);
+            git(&work, &["push", "-q", "origin", "main"]);
+        }
+    }
+    wait_for("v1's status to say exited", 30, || {
+        status_in(&bare, "v1").is_some_and(|s| s.contains("state: exited"))
+    });
+    let log = git(&bare, &["log", "--format=%s", "main"]);
+    for n in 0..3 {
+        assert!(log.contains(&format!("human note {n}")), "{log}");
+    }
+    // A second daemon, another root, another directory of the repository.
+    let other = setup();
+    git(&work, &["pull", "-q", "--rebase", "origin", "main"]);
+    std::fs::create_dir_all(work.join("staging")).unwrap();
+    std::fs::write(work.join("staging/s1.yaml"), vm_manifest("s1", true)).unwrap();
+    push(&work, "staging s1");
+    let _d2 = Daemon::start(&other, &gitops_args(&url, "staging"));
+    wait_for("s1's status", 30, || {
+        status_in(&bare, "s1").is_some_and(|s| s.contains("state: running"))
+    });
+    assert!(state(&env, "s1").is_none() && state(&other, "v1").is_none());
+    // Each daemon still owns its VMs' files: the first one's change shows
+    // next to the second one's file.
+    git(&work, &["pull", "-q", "--rebase", "origin", "main"]);
+    std::fs::remove_file(work.join("vms/v2.yaml")).unwrap();
+    push(&work, "remove v2");
+    wait_for("v2's status file to go", 30, || {
+        status_in(&bare, "v2").is_none()
+    });
+    for vm in ["v1", "v3", "s1"] {
+        assert!(status_in(&bare, vm).is_some(), "{vm}'s status was erased");
+    }
+    // Steady state: two daemons, no commit ping-pong.
+    wait_history_still(&bare);
+    let authors = git(&bare, &["log", "--format=%an", "main"]);
+    assert!(
+        authors.lines().filter(|a| *a == "ignis-gitops").count() >= 5,
+        "one status commit per change at least: {authors}"
+    );
+}
+
+/// A status push the remote refuses (a pre-receive hook, through git
+/// daemon: libgit2's file:// transport runs no hooks) is retried, then
+/// logged at warn and counted in `/metrics`; the VMs converge regardless.
+#[test]
+fn gitops_status_failures_are_logged_and_counted() {
+    let env = setup();
+    let (bare, work) = repo(&env);
+    std::fs::create_dir_all(work.join("vms")).unwrap();
+    std::fs::write(work.join("vms/r1.yaml"), vm_manifest("r1", true)).unwrap();
+    push(&work, "r1");
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'status refused by policy' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let gd = GitDaemon::start(&env);
+    let url = gd.url("repo.git");
+    let d = Daemon::start(&env, &gitops_args(&url, "vms"));
+    wait_for("r1 to run", 30, || {
+        state(&env, "r1").as_deref() == Some("running")
+    });
+    wait_log(&env, "status not written", 1);
+    let log = std::fs::read_to_string(env.dir.path().join("daemon.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("status not written"))
+        .unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    let (body, _) = curl(&[
+        "--unix-socket",
+        &d.socket.display().to_string(),
+        "http://x/metrics",
+    ]);
+    assert!(
+        body.contains(r#"ignis_operations_total{op="gitops_status",result="error"}"#),
+        "{body}"
+    );
+    assert!(status_in(&bare, "r1").is_none());
+    // The remote accepts again: the next round writes the status.
+    std::fs::remove_file(&hook).unwrap();
+    wait_for("r1's status", 30, || status_in(&bare, "r1").is_some());
 }

@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 
 #[test]
 fn import_oci_layout_builds_a_correct_disk_and_keeps_the_config() {
-    let env = Env::new();
+    let env = Env::for_tier(common::tier::E2FS);
     let layout = env.small_image("example.com/app:1", "s1");
     let id = env
         .ok(&["image", "import", layout.to_str().unwrap()])
@@ -26,7 +26,7 @@ fn import_oci_layout_builds_a_correct_disk_and_keeps_the_config() {
 
 #[test]
 fn import_docker_save_and_oci_tar_forms() {
-    let env = Env::new();
+    let env = Env::for_tier(common::tier::E2FS);
     let spec = small_spec("busybox:1", "docker");
     let save = env.dir.path().join("save.tar");
     OciWriter::write_tar(&OciWriter::docker_save_files(&spec), &save).unwrap();

@@ -71,10 +71,14 @@ fn a_file_that_is_not_an_x86_64_kernel_is_refused() {
 #[test]
 fn import_the_debian_kernel_package() {
     let Some(deb) = std::env::var_os("IGNIS_TEST_KERNEL_DEB") else {
-        eprintln!("skipped: IGNIS_TEST_KERNEL_DEB not set (apt-get download linux-image-6.1.0-*-amd64 and point it at the .deb)");
+        common::tier::skip(
+            common::tier::KERNEL,
+            "IGNIS_TEST_KERNEL_DEB not set (scripts/kernel-deb.sh downloads the .deb)",
+        );
         return;
     };
-    let env = Env::new();
+    // The real import (every other live test clones the shared fixture).
+    let env = Env::for_tier(common::tier::KERNEL);
     env.ok(&["kernel", "import", deb.to_str().unwrap(), "--default"]);
     let rec: serde_json::Value =
         serde_json::from_str(&env.ok(&["kernel", "inspect", "default"])).unwrap();
@@ -112,4 +116,113 @@ fn import_the_debian_kernel_package() {
 
 fn zstd_reader(f: std::fs::File) -> impl std::io::Read {
     zstd::stream::read::Decoder::new(f).expect("zstd")
+}
+
+/// A minimal Debian package (an `ar` archive with a plain data.tar) holding
+/// `vmlinuz` and one module of kernel `version`.
+fn tiny_kernel_deb(path: &std::path::Path, version: &str) {
+    let vmlinux = ignis_kernel::elf::test_elf(format!("Linux version {version} (t) #1").as_bytes());
+    let mut t = tar::Builder::new(Vec::new());
+    let mut add = |p: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        t.append_data(&mut h, p, data).unwrap();
+    };
+    add(&format!("./boot/vmlinuz-{version}"), &vmlinux);
+    add(
+        &format!("./lib/modules/{version}/kernel/drivers/virtio.ko"),
+        b"\x7fELF module",
+    );
+    let data = t.into_inner().unwrap();
+    let mut ar = b"!<arch>\n".to_vec();
+    for (name, body) in [
+        ("debian-binary", &b"2.0\n"[..]),
+        ("control.tar", &[][..]),
+        ("data.tar", &data[..]),
+    ] {
+        ar.extend_from_slice(
+            format!(
+                "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                0,
+                0,
+                0,
+                "100644",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        ar.extend_from_slice(body);
+        if body.len() % 2 == 1 {
+            ar.push(b'\n');
+        }
+    }
+    std::fs::write(path, ar).unwrap();
+}
+
+/// `kernel import apt:PKG`, with apt-cache and apt-get stand-ins on PATH:
+/// the metapackage resolves to the versioned package, whose download is
+/// imported; a download that fails is "unavailable", exit code 5, and says
+/// what to do.
+#[test]
+fn kernel_import_apt_resolves_downloads_and_a_failure_is_exit_5() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let dir = env.dir.path();
+    let deb = dir.join("linux-image-6.1.0-99-amd64_6.1.1-1_amd64.deb");
+    tiny_kernel_deb(&deb, "6.1.0-99-amd64");
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = dir.join("apt.log");
+    let script = |name: &str, body: String| {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    script(
+        "apt-cache",
+        "[ \"$1 $2\" = 'depends linux-image-amd64' ] && printf 'linux-image-amd64\\n  Depends: linux-image-6.1.0-99-amd64\\n'\nexit 0\n".into(),
+    );
+    script(
+        "apt-get",
+        format!(
+            "echo \"$*\" >> {log}\nif [ \"$1 $2\" = 'download linux-image-6.1.0-99-amd64' ]; then cp {deb} .; else echo \"E: Unable to locate package $2\" >&2; exit 100; fi\n",
+            log = log.display(),
+            deb = deb.display()
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let import = |pkg: &str| {
+        env.cmd()
+            .env("PATH", &path)
+            .args(["kernel", "import", pkg, "--default"])
+            .output()
+            .unwrap()
+    };
+    let out = import("apt:linux-image-amd64");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let k: serde_json::Value =
+        serde_json::from_str(&env.ok(&["kernel", "inspect", "default"])).unwrap();
+    assert_eq!(k["version"], "6.1.0-99-amd64", "{k}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "download linux-image-6.1.0-99-amd64\n",
+        "the metapackage is resolved before the download"
+    );
+
+    let out = import("apt:linux-image-6.1.0-98-amd64");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("run apt-get update first"), "{err}");
+    let kernels: serde_json::Value =
+        serde_json::from_str(&env.ok(&["kernel", "ls", "-o", "json"])).unwrap();
+    assert_eq!(kernels.as_array().unwrap().len(), 1, "{kernels}");
 }

@@ -155,6 +155,28 @@ fn create_config_precedence() {
         envs.contains(&"A=manifest") && envs.contains(&"B=flag") && !envs.contains(&"B=manifest"),
         "{envs:?}"
     );
+    // An Ignite manifest works as a config too (flags still win).
+    let ignite = env.dir.path().join("ignite.yaml");
+    std::fs::write(
+        &ignite,
+        "apiVersion: ignite.weave.works/v1alpha4\nkind: VM\nmetadata:\n  name: fromignite\n  labels: {team: b}\nspec:\n  image:\n    oci: app:1\n  cpus: 2\n  memory: 384MB\n  diskSize: 64MB\n",
+    )
+    .unwrap();
+    env.ok(&[
+        "create",
+        "--config",
+        ignite.to_str().unwrap(),
+        "--backend",
+        "fake",
+        "--cpus",
+        "3",
+    ]);
+    let v = env.vm_json("fromignite");
+    assert_eq!(v["image"], "app:1", "{v}");
+    assert_eq!(v["spec"]["backend"], "fake");
+    assert_eq!(v["spec"]["cpus"], 3, "the flag wins");
+    assert_eq!(v["spec"]["memoryMib"], 384, "{v}");
+    assert_eq!(v["spec"]["labels"]["team"], "b");
     // Without an image anywhere: a usage error.
     let out = env.run(&["create", "--backend", "fake"]);
     assert_eq!(out.status.code(), Some(2));

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Env;
+use common::{tier, wait, Env};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -81,9 +81,10 @@ fn ignis_ok(env: &Env, ns: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn missing() -> Option<&'static str> {
+/// Why this tier cannot run here; `None`: it can.
+fn missing() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
-        return Some("not root (network namespaces need CAP_SYS_ADMIN)");
+        return Some("not root (network namespaces need CAP_SYS_ADMIN)".into());
     }
     for (bin, why) in [
         ("ip", "ip missing (apt-get install iproute2)"),
@@ -98,37 +99,32 @@ fn missing() -> Option<&'static str> {
             .stdout
             .is_empty()
         {
-            return Some(why);
+            return Some(why.into());
         }
     }
-    if std::env::var_os("IGNIS_TEST_KERNEL_DEB").is_none() {
-        return Some("IGNIS_TEST_KERNEL_DEB unset (scripts/kernel-deb.sh)");
+    common::qemu_missing_piece()
+}
+
+/// An environment for this tier, or `None` after recording the skip.
+fn net_env() -> Option<Env> {
+    if let Some(m) = missing() {
+        tier::skip(tier::NET, &m);
+        return None;
     }
-    None
+    let env = Env::for_tier(tier::NET);
+    env.debian_kernel();
+    Some(env)
 }
 
 fn console_has(env: &Env, ns: &str, vm: &str, needle: &str) -> bool {
-    for _ in 0..300 {
-        if ignis_ok(env, ns, &["logs", vm]).contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
+    wait::within(Duration::from_secs(60), || {
+        ignis_ok(env, ns, &["logs", vm]).contains(needle)
+    })
 }
 
 #[test]
 fn bridge_nat_published_ports_and_clean_teardown() {
-    if let Some(m) = missing() {
-        eprintln!("skipped: {m}");
-        return;
-    }
-    let env = Env::new();
-    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
-    if info["guestInit"].is_null() {
-        eprintln!("skipped: static ignis-init not built (scripts/build-guest.sh)");
-        return;
-    }
+    let Some(env) = net_env() else { return };
     let tag = std::process::id();
     let (host, client) = (format!("ignis-h{tag}"), format!("ignis-c{tag}"));
     let _cleanup = Cleanup {
@@ -149,8 +145,6 @@ fn bridge_nat_published_ports_and_clean_teardown() {
         ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
         ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
     }
-    let deb = std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap();
-    env.ok(&["kernel", "import", &deb, "--default"]);
     let img = env.busybox_image(
         "web:1",
         false,
@@ -192,10 +186,16 @@ fn bridge_nat_published_ports_and_clean_teardown() {
         serde_json::from_str(&ignis_ok(&env, &host, &["network", "inspect"])).unwrap();
     assert_eq!(net["leases"][0]["vmName"], "web");
     assert_eq!(net["leases"][0]["ports"][0], "0.0.0.0:8080->80/tcp");
+    let ls = ignis_ok(&env, &host, &["network", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("bridge") && l.contains("ignis0") && l.contains("10.61.0.0/16")),
+        "{ls}"
+    );
 
     // Host (another namespace, like a remote client) → published port → VM.
     let mut got = String::new();
-    for _ in 0..100 {
+    let reached = wait::within(Duration::from_secs(30), || {
         let out = sh(&[
             "ip",
             "netns",
@@ -208,11 +208,9 @@ fn bridge_nat_published_ports_and_clean_teardown() {
             "http://192.168.240.1:8080/",
         ]);
         got = String::from_utf8_lossy(&out.stdout).into_owned();
-        if got.contains("hello") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        got.contains("hello")
+    });
+    assert!(reached, "the published port never answered: {got:?}");
     assert_eq!(got, "hello through -p\n");
     // A client on the host itself (loopback) too.
     let local = sh(&[
@@ -236,7 +234,7 @@ fn bridge_nat_published_ports_and_clean_teardown() {
     let probe = ignis_ok(
         &env,
         &host,
-        &["run", "--name", "probe", &img, "/bin/busybox", "sh", "-c",
+        &["run", "--name", "probe", "--mac", "02:42:0a:3d:00:99", &img, "/bin/busybox", "sh", "-c",
           "/bin/busybox ping -c 2 -W 5 10.61.0.2 && echo VM-TO-VM-OK; /bin/busybox ping -c 2 -W 5 192.168.240.2 && echo NAT-OUT-OK; /bin/busybox sleep 600"],
     );
     let probe = probe.trim().to_string();
@@ -256,6 +254,21 @@ fn bridge_nat_published_ports_and_clean_teardown() {
         .unwrap()
         .to_string();
     assert_eq!(probe_ip, "10.61.0.3");
+    // --mac: the guest's eth0 has the address asked for.
+    assert_eq!(
+        ignis_ok(
+            &env,
+            &host,
+            &[
+                "exec",
+                "probe",
+                "/bin/busybox",
+                "cat",
+                "/sys/class/net/eth0/address"
+            ]
+        ),
+        "02:42:0a:3d:00:99\n"
+    );
 
     // A taken host port is refused before anything is made.
     let out = ignis_in(&env, &host, &["create", "-p", "8080:81", &img, "/bin/true"]);
@@ -310,6 +323,43 @@ fn bridge_nat_published_ports_and_clean_teardown() {
     ]);
     assert!(!rules.contains("dnat"), "rules left: {rules}");
     assert!(!ok(&["ip", "-n", &host, "-o", "link"]).contains(" ig-"));
+    // Started VMs have a TAP (made by QEMU, on the bridge) that rm must
+    // not leak: `run --no-wait` returns once the VMM runs, rm -f at once.
+    for i in 0..20 {
+        let id = ignis_ok(
+            &env,
+            &host,
+            &[
+                "run",
+                "--no-wait",
+                "--name",
+                &format!("t{i}"),
+                "--size",
+                "64MB",
+                "-p",
+                "9000:80",
+                &img,
+                "/bin/busybox",
+                "sleep",
+                "600",
+            ],
+        );
+        let tap = ignis_net_tap(id.trim());
+        wait::until(
+            &format!("{tap} on the bridge"),
+            Duration::from_secs(30),
+            || ok(&["ip", "-n", &host, "-o", "link", "show", "master", "ignis0"]).contains(&tap),
+        );
+        ignis_ok(&env, &host, &["rm", "-f", &format!("t{i}")]);
+    }
+    assert!(
+        !ok(&["ip", "-n", &host, "-o", "link"]).contains(" ig-"),
+        "a TAP outlived its VM"
+    );
+    let rules = ok(&[
+        "ip", "netns", "exec", &host, "nft", "list", "table", "ip", "ignis",
+    ]);
+    assert!(!rules.contains("dnat"), "rules left: {rules}");
     // Prune removes the unused bridge and table: nothing of ignis is left.
     ignis_ok(&env, &host, &["system", "prune"]);
     assert!(!ok(&["ip", "-n", &host, "-o", "link"]).contains("ignis0"));
@@ -321,8 +371,8 @@ fn ignis_net_tap(id: &str) -> String {
 }
 
 /// A state root with the Debian kernel imported and a network namespace of
-/// its own (removed, VMs first, when dropped); `None` (after one skip line)
-/// without the static guest init.
+/// its own (removed, VMs first, when dropped); `None` after recording the
+/// skip.
 struct NsEnv {
     _cleanup: Cleanup,
     env: Env,
@@ -331,13 +381,7 @@ struct NsEnv {
 
 impl NsEnv {
     fn new(tag: &str) -> Option<Self> {
-        let env = Env::new();
-        let info: serde_json::Value =
-            serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
-        if info["guestInit"].is_null() {
-            eprintln!("skipped: static ignis-init not built (scripts/build-guest.sh)");
-            return None;
-        }
+        let env = net_env()?;
         let ns = format!("ignis-{tag}{}", std::process::id());
         let cleanup = Cleanup {
             names: vec![ns.clone()],
@@ -345,8 +389,6 @@ impl NsEnv {
         };
         ok(&["ip", "netns", "add", &ns]);
         ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        let deb = std::env::var("IGNIS_TEST_KERNEL_DEB").unwrap();
-        env.ok(&["kernel", "import", &deb, "--default"]);
         Some(Self {
             _cleanup: cleanup,
             env,
@@ -380,7 +422,7 @@ fn binary_with_libs(bin: &str, dest: &str) -> Vec<(String, Vec<u8>, u32)> {
 #[test]
 fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
     if let Some(m) = missing() {
-        eprintln!("skipped: {m}");
+        tier::skip(tier::NET, &m);
         return;
     }
     for (bin, why) in [
@@ -394,7 +436,7 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
         ),
     ] {
         if !std::path::Path::new(bin).exists() {
-            eprintln!("skipped: {why}");
+            tier::skip(tier::NET, why);
             return;
         }
     }
@@ -454,8 +496,23 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
             "22",
         ],
     );
-    ignis_ok(env, &ns, &["run", "--name", "sshbox", "--ssh", &img]);
+    // --subnet on the command line: the bridge and the VM use it.
+    ignis_ok(
+        env,
+        &ns,
+        &[
+            "--subnet",
+            "10.62.0.0/24",
+            "run",
+            "--name",
+            "sshbox",
+            "--ssh",
+            &img,
+        ],
+    );
     let v = env.vm_json("sshbox");
+    assert_eq!(v["spec"]["network"]["ip"], "10.62.0.2", "{v}");
+    assert!(ok(&["ip", "-n", &ns, "-4", "-o", "addr", "show", "ignis0"]).contains("10.62.0.1/24"));
     assert_eq!(v["spec"]["ssh"]["generated"], true, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
     let private = env.root().join("vms").join(&id).join("id_ed25519");
@@ -466,7 +523,7 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
     );
 
     let mut last = None;
-    for _ in 0..30 {
+    wait::within(Duration::from_secs(30), || {
         let out = ignis_in(
             env,
             &ns,
@@ -479,13 +536,10 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
                 "/proc/sys/kernel/hostname",
             ],
         );
-        if out.status.success() {
-            last = Some(out);
-            break;
-        }
+        let done = out.status.success();
         last = Some(out);
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        done
+    });
     let out = last.unwrap();
     assert!(
         out.status.success(),
@@ -548,10 +602,6 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
 /// forks reach each other over the bridge, and the parent keeps running.
 #[test]
 fn snapshot_and_five_forks_with_their_own_identity() {
-    if let Some(m) = missing() {
-        eprintln!("skipped: {m}");
-        return;
-    }
     let Some(t) = NsEnv::new("f") else { return };
     let (env, ns) = (&t.env, t.ns.clone());
     let img = env.busybox_image(
@@ -620,9 +670,8 @@ fn snapshot_and_five_forks_with_their_own_identity() {
     );
     // The forks keep running the parent's workload from where it was.
     let c1 = counter("tmpl-1");
-    std::thread::sleep(Duration::from_secs(3));
     assert!(
-        counter("tmpl-1") > c1,
+        wait::within(Duration::from_secs(30), || counter("tmpl-1") > c1),
         "the fork's counter does not advance"
     );
     // Forks reach each other over the bridge.
@@ -672,4 +721,98 @@ fn snapshot_and_five_forks_with_their_own_identity() {
         })
         .collect();
     assert!(shm.is_empty(), "guest RAM files left in /dev/shm");
+}
+
+/// `ignis system prune` of state root `root` inside namespace `ns`.
+fn prune_in(root: &std::path::Path, ns: &str, network: &str) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_ignis")])
+        .args(["system", "prune"])
+        .env("IGNIS_ROOT", root)
+        .env("IGNIS_NETWORK", network)
+        .env("IGNIS_LOG", "warn")
+        .output()
+        .expect("ignis")
+}
+
+/// Issue 17, bug 2: the bridge and the nftables table are shared by every
+/// state root on the host. Root A's VM serves on `-p 18080:80`; `system
+/// prune` of root B (no VM at all) must leave them alone, and A's port
+/// keeps answering. Once A's VM is gone, B's prune removes both. All in a
+/// namespace this test made: the host's own `ignis0` is never seen.
+#[test]
+fn prune_of_one_root_keeps_the_bridge_another_root_uses() {
+    let Some(t) = NsEnv::new("p") else { return };
+    let (env, ns) = (&t.env, t.ns.clone());
+    let img = env.busybox_image(
+        "web:1",
+        false,
+        &[("www/index.html", "still served\n", 0o644)],
+        &[],
+    );
+    ignis_ok(
+        env,
+        &ns,
+        &[
+            "run",
+            "--name",
+            "web",
+            "-p",
+            "18080:80",
+            &img,
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    );
+    let get = || {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "http://127.0.0.1:18080/",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ignis_testkit::wait::until("A's published port", Duration::from_secs(60), || {
+        get() == "still served\n"
+    });
+    let b = Env::new();
+    let out = prune_in(&b.root(), &ns, "bridge");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        ok(&["ip", "-n", &ns, "-o", "link"]).contains("ignis0"),
+        "root B's prune removed the bridge root A's VM is on"
+    );
+    let rules = ok(&[
+        "ip", "netns", "exec", &ns, "nft", "list", "table", "ip", "ignis",
+    ]);
+    assert!(
+        rules.contains("dnat"),
+        "root B's prune removed A's rules: {rules}"
+    );
+    assert_eq!(get(), "still served\n", "A's published port died");
+    // Nothing uses them any more; a root that does not network
+    // (IGNIS_NETWORK=none, as every test outside a namespace of its own)
+    // still leaves them alone, B's prune removes them.
+    ignis_ok(env, &ns, &["rm", "-f", "web"]);
+    assert!(prune_in(&b.root(), &ns, "none").status.success());
+    assert!(ok(&["ip", "-n", &ns, "-o", "link"]).contains("ignis0"));
+    let out = prune_in(&b.root(), &ns, "bridge");
+    assert!(out.status.success());
+    assert!(!ok(&["ip", "-n", &ns, "-o", "link"]).contains("ignis0"));
+    assert!(!ok(&["ip", "netns", "exec", &ns, "nft", "list", "tables"]).contains("ignis"));
 }

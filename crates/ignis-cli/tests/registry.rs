@@ -9,7 +9,7 @@ use ignis_testkit::OciWriter;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Registry {
     child: Child,
@@ -36,7 +36,10 @@ fn missing(tool: &str) -> bool {
 fn registry_tools_missing() -> bool {
     for tool in ["docker-registry", "skopeo"] {
         if missing(tool) {
-            eprintln!("skipped: {tool} not installed (apt-get install docker-registry skopeo)");
+            common::tier::skip(
+                common::tier::REGISTRY,
+                &format!("{tool} not installed (apt-get install docker-registry skopeo)"),
+            );
             return true;
         }
     }
@@ -64,33 +67,39 @@ fn start_registry_with(dir: &std::path::Path, extra: &str) -> Registry {
         ) + extra,
     )
     .unwrap();
+    // The access log (one line per request, on stdout): what was uploaded.
     let child = Command::new("docker-registry")
         .arg("serve")
         .arg(&config)
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("registry-access.log")).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .expect("start docker-registry");
     let reg = Registry { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(&reg.addr) {
+    common::wait::until(
+        &format!("docker-registry on {}", reg.addr),
+        Duration::from_secs(20),
+        || {
+            let Ok(mut s) = TcpStream::connect(&reg.addr) else {
+                return false;
+            };
             let _ =
                 s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", reg.addr).as_bytes());
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
             let code = buf.split(' ').nth(1).unwrap_or("");
-            if code == "200" || code == "401" {
-                return reg;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "docker-registry did not come up on {}",
-            reg.addr
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            code == "200" || code == "401"
+        },
+    );
+    reg
+}
+
+/// Blob uploads the registry started for `repo` so far (access log).
+fn uploads(dir: &std::path::Path, repo: &str) -> usize {
+    std::fs::read_to_string(dir.join("registry-access.log"))
+        .unwrap_or_default()
+        .matches(&format!("\"POST /v2/{repo}/blobs/uploads/"))
+        .count()
 }
 
 fn push(layout: &std::path::Path, dest: &str) {
@@ -120,7 +129,7 @@ fn pull_from_a_real_registry_builds_a_correct_disk() {
     if registry_tools_missing() {
         return;
     }
-    let env = Env::new();
+    let env = Env::for_tier(common::tier::REGISTRY);
     let reg = start_registry(env.dir.path());
     let layout = env.dir.path().join("layout");
     OciWriter::write_dir(
@@ -137,6 +146,33 @@ fn pull_from_a_real_registry_builds_a_correct_disk() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--insecure-registry"), "{err}");
     assert!(env.image_ids().is_empty());
+
+    // Killed once the blobs are stored (the pull:blobs-stored fault
+    // point): no record, and prune leaves no orphan blob or scratch.
+    let out = env
+        .cmd()
+        .env("IGNIS_FAULT", "pull:blobs-stored")
+        .args([
+            "--insecure-registry",
+            &reg.addr,
+            "image",
+            "pull",
+            &reference,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.image_ids().is_empty(), "no record after the kill");
+    assert!(!env.blobs().is_empty(), "the point is after the blobs");
+    env.ok(&["system", "prune"]);
+    assert!(env.blobs().is_empty(), "orphan blobs {:?}", env.blobs());
+    assert_eq!(env.count("tmp"), 0, "scratch left");
+    assert_eq!(env.count("disks"), 0, "orphan disk");
 
     let id = env
         .ok(&[
@@ -193,7 +229,7 @@ fn kernel_import_from_an_ignite_style_kernel_image() {
     if registry_tools_missing() {
         return;
     }
-    let env = Env::new();
+    let env = Env::for_tier(common::tier::REGISTRY);
     let reg = start_registry(env.dir.path());
     let vmlinux = ignis_kernel::elf::test_elf(b"Linux version 5.10.77-ignis (t) #1");
     let layer = ignis_testkit::LayerBuilder::new()
@@ -240,7 +276,7 @@ fn pull_uses_credentials_from_the_docker_config() {
         return;
     }
     use base64::Engine as _;
-    let env = Env::new();
+    let env = Env::for_tier(common::tier::REGISTRY);
     let htpasswd = env.dir.path().join("htpasswd");
     std::fs::write(
         &htpasswd,
@@ -312,7 +348,7 @@ fn snapshot_push_pull_through_a_real_registry() {
     if registry_tools_missing() {
         return;
     }
-    let env = Env::new();
+    let env = Env::for_tier(common::tier::REGISTRY);
     let reg = start_registry(env.dir.path());
     let with_registry = |e: &Env, args: &[&str]| {
         let mut a = vec!["--insecure-registry", reg.addr.as_str()];
@@ -335,10 +371,17 @@ fn snapshot_push_pull_through_a_real_registry() {
     let reference = format!("{}/snaps/shared:v1", reg.addr);
     let digest = with_registry(&env, &["snapshot", "push", "shared", &reference]);
     assert!(digest.trim().starts_with("sha256:"), "{digest}");
+    let first = uploads(env.dir.path(), "snaps/shared");
+    assert!(first >= 3, "state, memory and disk uploaded: {first}");
     // Pushing again uploads no blob twice and gives the same manifest.
     assert_eq!(
         with_registry(&env, &["snapshot", "push", "shared", &reference]),
         digest
+    );
+    assert_eq!(
+        uploads(env.dir.path(), "snaps/shared"),
+        first,
+        "the second push uploaded blobs again"
     );
 
     let other = Env::new();
@@ -351,7 +394,16 @@ fn snapshot_push_pull_through_a_real_registry() {
     let clone = other.ok(&["fork", "shared"]);
     assert_eq!(other.vm_json(clone.trim())["status"]["state"], "running");
     other.ok(&["rm", "-f", clone.trim()]);
-    // An image pulled as a snapshot is refused with a clear error.
+    // An image (which the registry has) pulled as a snapshot is refused
+    // with a clear error, and nothing is recorded.
+    let layout = env.dir.path().join("image-layout");
+    OciWriter::write_dir(
+        &OciWriter::oci_files(&small_spec("app", "not a snapshot")),
+        &layout,
+    )
+    .unwrap();
+    let image_ref = format!("{}/snaps/an-image:v1", reg.addr);
+    push(&layout, &image_ref);
     let out = other
         .cmd()
         .args([
@@ -359,10 +411,15 @@ fn snapshot_push_pull_through_a_real_registry() {
             &reg.addr,
             "snapshot",
             "pull",
-            &format!("{}/snaps/missing:v1", reg.addr),
+            &image_ref,
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not an ignis snapshot"), "{err}");
+    let snaps: serde_json::Value =
+        serde_json::from_str(&other.ok(&["snapshot", "ls", "-o", "json"])).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
     env.ok(&["rm", "-f", "src"]);
 }

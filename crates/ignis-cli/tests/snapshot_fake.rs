@@ -82,6 +82,20 @@ fn store_dedups_tracks_lineage_and_collects_shared_blobs() {
         assert_eq!(v["spec"]["snapshot"]["id"], a.as_str());
         assert!(v["status"]["restorePending"].is_null(), "resumed once: {v}");
     }
+    // restore: one clone under the name asked for, resumed from a.
+    let again = env
+        .ok(&["restore", "a", "--name", "again"])
+        .trim()
+        .to_string();
+    let v = env.vm_json("again");
+    assert_eq!(v["id"], again.as_str());
+    assert_eq!(v["status"]["state"], "running", "{v}");
+    assert_eq!(v["spec"]["snapshot"]["id"], a.as_str());
+    assert!(v["status"]["restorePending"].is_null(), "resumed: {v}");
+    assert!(!ids.contains(&again.as_str()), "a VM of its own");
+    let out = env.run(&["restore", "a", "--name", "again"]);
+    assert_eq!(out.status.code(), Some(4), "the name is taken");
+    env.ok(&["rm", "-f", "again"]);
     // A snapshot of a fork is a child of a.
     env.ok(&["snapshot", "a-1", "--name", "c"]);
     let c = env.ok(&["snapshot", "inspect", "c"]);

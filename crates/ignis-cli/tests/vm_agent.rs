@@ -165,6 +165,13 @@ fn exec_cp_health_hooks_and_clean_stop_through_the_agent() {
         env.ok(&["exec", "box", "sh", "-c", "hostname"]),
         "forked-1\n"
     );
+    // The entropy reaches the agent, which feeds it to the kernel
+    // (RNDADDENTROPY, RNDRESEEDCRNG: either failing fails __configure):
+    // bytes that are not hex are refused by the agent, not dropped.
+    let out = env.run(&["__configure", "box", "--entropy", "zz"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("entropy is not hex"), "{err}");
     let guest_now: i64 = env
         .ok(&["exec", "box", "sh", "-c", "date +%s"])
         .trim()

@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::Env;
+use common::{wait, Env};
 use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
 
 fn setup() -> (Env, String) {
     let env = Env::new();
@@ -40,14 +41,9 @@ fn run_rm_passes_the_exit_code_and_leaves_nothing() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "workload output\n");
     // The supervisor removes an --rm VM once it exits.
-    for _ in 0..100 {
-        if env.ok(&["ps", "-a", "-Q"]).is_empty() && env.count("vms") == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert_eq!(env.ok(&["ps", "-a", "-Q"]), "");
-    assert_eq!(env.count("vms"), 0, "no VM directory left");
+    wait::until("the --rm VM to be removed", Duration::from_secs(10), || {
+        env.ok(&["ps", "-a", "-Q"]).is_empty() && env.count("vms") == 0
+    });
 }
 
 #[test]
@@ -79,6 +75,16 @@ fn detached_run_ps_stop_rm() {
     );
     let v = env.vm_json("web");
     assert_eq!(v["status"]["state"], "running");
+    // -o yaml: the same record as the JSON, times as RFC 3339 strings.
+    let y: serde_json::Value =
+        serde_yaml::from_str(&env.ok(&["inspect", "web", "-o", "yaml"])).unwrap();
+    assert_eq!(y, v);
+    let created = v["created"].as_str().expect("created is a string");
+    assert!(
+        time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339)
+            .is_ok(),
+        "{created}"
+    );
     let sup = v["status"]["supervisorPid"].as_u64().unwrap();
     assert!(
         v["status"]["readyMs"].is_u64(),
@@ -129,7 +135,10 @@ fn killed_supervisor_is_reported_and_takes_its_vmm_along() {
         .status()
         .unwrap();
     assert!(st.success());
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait::until("the supervisor to die", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{sup}/stat")).unwrap_or_default();
+        stat.is_empty() || stat.contains(") Z")
+    });
     let ps = env.ok(&["ps", "-a"]);
     assert!(ps.contains("Exited"), "ps must not claim it runs: {ps}");
     let v = env.vm_json(&id);
@@ -311,12 +320,9 @@ fn a_host_reboot_is_detected_and_reported() {
         "host rebooted while the VM was running"
     );
     // Its (simulated) leftover VMM was stopped too.
-    for _ in 0..50 {
-        if env.processes_with(&id).is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait::until("the leftover VMM to go", Duration::from_secs(10), || {
+        env.processes_with(&id).is_empty()
+    });
     env.ok(&["rm", &id]);
 }
 
@@ -342,7 +348,10 @@ fn run_interactive_and_attach_forward_the_console_both_ways() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    wait::until("talk to run", Duration::from_secs(10), || {
+        env.run(&["inspect", "talk"]).status.success()
+            && env.vm_json("talk")["status"]["state"] == "running"
+    });
     stdin.write_all(b"hello\nquit\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
@@ -365,8 +374,9 @@ fn run_interactive_and_attach_forward_the_console_both_ways() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The console input is a pipe: what is written before attach
+    // connects waits there.
     let mut stdin = child.stdin.take().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
     stdin.write_all(b"again\nquit\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("echo: again"));
@@ -382,11 +392,12 @@ fn run_interactive_and_attach_forward_the_console_both_ways() {
 #[test]
 fn concurrent_creates_from_several_processes_get_distinct_addresses() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: bridge networking needs root");
+        common::tier::skip(common::tier::ROOT, "bridge networking needs root");
         return;
     }
     // `create` records leases only; the host network is touched at start.
-    let (env, img) = setup();
+    let (mut env, img) = setup();
+    env.ran = Some(common::tier::ran(common::tier::ROOT));
     let children: Vec<_> = (0..12)
         .map(|i| {
             env.cmd()
@@ -451,6 +462,93 @@ fn concurrent_creates_from_several_processes_get_distinct_addresses() {
         "64MB",
         &img,
     ]);
+    // --mac, and `network ls` / `network inspect -o yaml` of the leases.
+    env.ok(&[
+        "create",
+        "--backend",
+        "fake",
+        "--network",
+        "bridge",
+        "--mac",
+        "02:42:0a:3d:00:77",
+        "--size",
+        "64MB",
+        "--name",
+        "m",
+        &img,
+    ]);
+    assert_eq!(
+        env.vm_json("m")["spec"]["network"]["mac"],
+        "02:42:0a:3d:00:77"
+    );
+    let ls = env.ok(&["network", "ls"]);
+    let bridge = ls
+        .lines()
+        .find(|l| l.starts_with("bridge"))
+        .expect("bridge row");
+    let cols: Vec<&str> = bridge.split_whitespace().collect();
+    assert_eq!(
+        cols,
+        ["bridge", "ignis0", "10.61.0.0/16", "10.61.0.1", "13"],
+        "{ls}"
+    );
+    assert!(ls.lines().any(|l| l.trim() == "none"), "{ls}");
+    let y: serde_json::Value =
+        serde_yaml::from_str(&env.ok(&["network", "inspect", "-o", "yaml"])).unwrap();
+    assert_eq!(y["leases"].as_array().unwrap().len(), 13, "{y}");
+}
+
+/// `--subnet` on the command line (not IGNIS_SUBNET): leases come from it.
+#[test]
+fn subnet_on_the_command_line_gives_the_addresses() {
+    if !rustix::process::geteuid().is_root() {
+        common::tier::skip(common::tier::ROOT, "bridge networking needs root");
+        return;
+    }
+    let (mut env, img) = setup();
+    env.ran = Some(common::tier::ran(common::tier::ROOT));
+    let create = |name: &str| {
+        env.cmd()
+            .env_remove("IGNIS_SUBNET")
+            .args([
+                "--subnet",
+                "10.77.5.0/24",
+                "create",
+                "--backend",
+                "fake",
+                "--network",
+                "bridge",
+                "--size",
+                "64MB",
+                "--name",
+                name,
+                &img,
+            ])
+            .output()
+            .unwrap()
+    };
+    assert!(create("s1").status.success());
+    assert!(create("s2").status.success());
+    assert_eq!(env.vm_json("s1")["spec"]["network"]["ip"], "10.77.5.2");
+    assert_eq!(env.vm_json("s2")["spec"]["network"]["ip"], "10.77.5.3");
+    let out = env
+        .cmd()
+        .args([
+            "--subnet",
+            "10.77.5.0/33",
+            "create",
+            "--backend",
+            "fake",
+            &img,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -525,4 +623,174 @@ fn version_flag_and_command_agree() {
     let flag = env.ok(&["--version"]);
     assert!(flag.starts_with("ignis "), "{flag}");
     assert_eq!(flag, env.ok(&["version"]));
+}
+
+/// `run -it`: the console on a terminal (a PTY from `script`), input
+/// echoed back by the guest, and Ctrl-P Ctrl-Q detaches with the VM left
+/// running.
+#[test]
+fn run_it_on_a_terminal_detaches_with_ctrl_p_ctrl_q() {
+    use std::io::{Read, Write};
+    let (env, img) = setup();
+    let ignis = env!("CARGO_BIN_EXE_ignis");
+    // script(1) gives the command a PTY as its terminal.
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-f", "-c"])
+        .arg(format!(
+            "{ignis} run -it --backend fake --kernel-args ignis.fake=cat --name tty {img}"
+        ))
+        .arg("/dev/null")
+        .env("IGNIS_ROOT", env.root())
+        .env("IGNIS_NETWORK", "none")
+        .env("IGNIS_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils)");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let text = || String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    wait::until("tty to run", Duration::from_secs(10), || {
+        env.run(&["inspect", "tty"]).status.success()
+            && env.vm_json("tty")["status"]["state"] == "running"
+    });
+    stdin.write_all(b"hello\n").unwrap();
+    assert!(
+        wait::within(Duration::from_secs(10), || text().contains("echo: hello")),
+        "no echo of the guest on the terminal: {:?}",
+        text()
+    );
+    // Detach: Ctrl-P Ctrl-Q.
+    stdin.write_all(b"\x10\x11").unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "{status}: {}", text());
+    assert_eq!(
+        env.vm_json("tty")["status"]["state"],
+        "running",
+        "detached, not stopped"
+    );
+    env.ok(&["rm", "-f", "tty"]);
+}
+
+/// `logs -f` follows the console while the VM runs and returns once it
+/// stopped.
+#[test]
+fn logs_follow_streams_until_the_vm_stops() {
+    use std::io::{BufRead, Write};
+    let (env, img) = setup();
+    env.ok(&[
+        "run",
+        "--backend",
+        "fake",
+        "--kernel-args",
+        "ignis.fake=cat",
+        "--name",
+        "f",
+        &img,
+    ]);
+    let mut follow = env
+        .cmd()
+        .args(["logs", "-f", "f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let next_with = |needle: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("logs -f never showed {needle}"));
+        if line.contains(needle) {
+            break;
+        }
+    };
+    next_with("IGNIS-INIT ready");
+    let mut attach = env
+        .cmd()
+        .args(["attach", "f"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = attach.stdin.take().unwrap();
+    stdin.write_all(b"written later\n").unwrap();
+    next_with("echo: written later");
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "logs -f still follows"
+    );
+    stdin.write_all(b"quit\n").unwrap();
+    drop(stdin);
+    attach.wait().unwrap();
+    let status = wait::for_value(
+        "logs -f to end with the VM",
+        Duration::from_secs(10),
+        || follow.try_wait().unwrap(),
+    );
+    assert!(status.success());
+    reader.join().unwrap();
+}
+
+/// `--ssh=PUBKEY`: the key given (a line or a file) is recorded as is; no
+/// key pair is generated.
+#[test]
+fn a_user_supplied_ssh_key_is_used_as_given() {
+    let (env, img) = setup();
+    let key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake me@host";
+    let id = env
+        .ok(&[
+            "create",
+            "--backend",
+            "fake",
+            "--name",
+            "k1",
+            &format!("--ssh={key}"),
+            &img,
+        ])
+        .trim()
+        .to_string();
+    let v = env.vm_json("k1");
+    assert_eq!(v["spec"]["ssh"]["generated"], false, "{v}");
+    assert_eq!(v["spec"]["ssh"]["authorizedKey"], key, "{v}");
+    let dir = env.root().join("vms").join(&id);
+    assert!(!dir.join("id_ed25519").exists(), "no key pair generated");
+    let file = env.dir.path().join("me.pub");
+    std::fs::write(&file, format!("{key}\n")).unwrap();
+    env.ok(&[
+        "create",
+        "--backend",
+        "fake",
+        "--name",
+        "k2",
+        &format!("--ssh={}", file.display()),
+        &img,
+    ]);
+    assert_eq!(env.vm_json("k2")["spec"]["ssh"]["authorizedKey"], key);
+    let out = env.run(&["create", "--backend", "fake", "--ssh=not-a-key", &img]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -130,13 +130,9 @@ fn linux_guest_lifecycle_on_qemu() {
     let v = env.vm_json("sys");
     assert_eq!(v["spec"]["mode"], "system");
     assert_eq!(v["status"]["state"], "running");
-    for _ in 0..100 {
-        if env.ok(&["logs", "sys"]).contains("SYSTEM-IMAGE-BOOTED") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(env.ok(&["logs", "sys"]).contains("SYSTEM-IMAGE-BOOTED"));
+    common::wait::until("the image's init to boot", Duration::from_secs(30), || {
+        env.ok(&["logs", "sys"]).contains("SYSTEM-IMAGE-BOOTED")
+    });
     // Least privilege: QEMU runs as the VM's own uid, under seccomp, in a
     // cgroup with the VM's CPU and memory caps (inspect and the kernel agree).
     let v = env.vm_json("sys");
@@ -204,10 +200,13 @@ fn linux_guest_lifecycle_on_qemu() {
     assert_eq!(v["status"]["reason"], "stopped", "{v}");
     assert_eq!(v["status"]["exitCode"], 0);
     assert!(env.ok(&["logs", "sys"]).contains("SYSTEM-IMAGE-SHUTDOWN"));
+    // The supervisor records the exit, then releases the VM's resources:
+    // `stop` may return just before the cgroup goes.
     for p in &cgroup_paths {
-        assert!(
-            !std::path::Path::new(p).exists(),
-            "cgroup {p} left after stop"
+        common::wait::until(
+            &format!("cgroup {p} to go after stop"),
+            Duration::from_secs(10),
+            || !std::path::Path::new(p).exists(),
         );
     }
     let data = env.root().join("vms").join(&id).join("data.ext4");
@@ -242,7 +241,10 @@ fn linux_guest_lifecycle_on_qemu() {
         .args(["-9", &sup.to_string()])
         .status()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    common::wait::until("the supervisor to die", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{sup}/stat")).unwrap_or_default();
+        stat.is_empty() || stat.contains(") Z")
+    });
     let ps = env.ok(&["ps", "-a", "--filter", "name=victim"]);
     assert!(ps.contains("Exited") && !ps.contains("Up "), "{ps}");
     let v = env.vm_json("victim");
@@ -250,15 +252,10 @@ fn linux_guest_lifecycle_on_qemu() {
         .as_str()
         .unwrap()
         .contains("supervisor died"));
-    for _ in 0..50 {
-        if env.processes_with(&id2).is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        env.processes_with(&id2).is_empty(),
-        "QEMU died with its supervisor"
+    common::wait::until(
+        "QEMU to die with its supervisor",
+        Duration::from_secs(10),
+        || env.processes_with(&id2).is_empty(),
     );
 
     env.ok(&["rm", "sys", "victim"]);

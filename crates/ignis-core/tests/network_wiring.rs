@@ -13,9 +13,13 @@ use ignis_testkit::{ImageSpec, LayerBuilder, OciWriter};
 #[test]
 fn start_exit_and_rm_drive_bridge_tap_and_rules() {
     if !rustix::process::geteuid().is_root() || ignis_vmm_missing_nft() {
-        eprintln!("skipped: bridge mode's preflight needs root and nft");
+        ignis_testkit::tier::skip(
+            ignis_testkit::tier::ROOT,
+            "bridge mode's preflight needs root and nft",
+        );
         return;
     }
+    let _ran = ignis_testkit::tier::ran(ignis_testkit::tier::ROOT);
     let dir = tempfile::tempdir().unwrap();
     let net = ignis_net::FakeNet::default();
     let ignis = Ignis::open(Options {
@@ -100,12 +104,18 @@ fn start_exit_and_rm_drive_bridge_tap_and_rules() {
         last.starts_with("apply_rules") && !last.contains("dnat"),
         "rm drops the VM's port rules: {last}"
     );
+    // The host says another root's TAP is on the bridge: prune asks, the
+    // host keeps it, prune goes on.
+    net.set_in_use(Some("attached to ignis0: ig-0123456789ab"));
     let (_, _) = ignis.system_prune().unwrap();
     assert_eq!(
         net.calls().last().unwrap(),
         "teardown ignis0",
-        "no VM left on the bridge"
+        "no VM of this root left on the bridge: the host decides"
     );
+    net.set_in_use(None);
+    let (_, _) = ignis.system_prune().unwrap();
+    assert_eq!(net.calls().last().unwrap(), "teardown ignis0");
 }
 
 fn ignis_vmm_missing_nft() -> bool {

@@ -40,8 +40,9 @@ fn report(shared: &Shared, owner: &str, results: &[Applied]) {
     }
 }
 
-/// Applies the good files; prunes only when every file was good.
-fn converge_files(shared: &Shared, owner: &str, files: Vec<FileManifests>) -> Vec<Applied> {
+/// Applies the good files; prunes only when every file was good. Returns
+/// the results and whether every file was good.
+fn converge_files(shared: &Shared, owner: &str, files: Vec<FileManifests>) -> (Vec<Applied>, bool) {
     let mut good: Vec<Manifest> = Vec::new();
     let mut bad = 0;
     for (file, parsed) in files {
@@ -69,7 +70,7 @@ fn converge_files(shared: &Shared, owner: &str, files: Vec<FileManifests>) -> Ve
             .all(|r| !matches!(r.action, Action::Failed(_))),
     );
     report(shared, owner, &results);
-    results
+    (results, bad == 0)
 }
 
 fn dir_files(dir: &std::path::Path) -> Vec<FileManifests> {
@@ -134,36 +135,18 @@ pub fn start(shared: Arc<Shared>, opts: &DaemonOptions) -> anyhow::Result<()> {
                     .fetch()
                     .and_then(|head| Ok((head, src.manifests(head)?)))
                 {
-                    Ok((head, files)) => {
-                        let results = converge_files(&shared, &owner, files);
+                    Ok((_head, files)) => {
+                        let (results, all_good) = converge_files(&shared, &owner, files);
                         if g.write_status {
-                            let status = statuses(&shared, &results);
-                            match src.write_status(head, &status) {
-                                Ok(Some(c)) => shared.events.emit(
-                                    "reconcile",
-                                    "gitops",
-                                    &shown,
-                                    Some(format!("status committed {c}")),
-                                ),
-                                Ok(None) => {}
-                                Err(e) => shared.events.emit(
-                                    "error",
-                                    "gitops",
-                                    &shown,
-                                    Some(format!(
-                                        "status not written: {}",
-                                        crate::git::redact_message(e.message(), &g.url)
-                                    )),
-                                ),
-                            }
+                            write_status(&shared, src, &shown, &g.url, &results, all_good);
                         }
                     }
-                    Err(e) => shared.events.emit(
-                        "error",
-                        "gitops",
-                        &shown,
-                        Some(crate::git::redact_message(e.message(), &g.url)),
-                    ),
+                    Err(e) => {
+                        let why = crate::git::redact_message(e.message(), &g.url);
+                        tracing::warn!(url = %shown, error = %why, "gitops fetch failed");
+                        shared.metrics.observe("gitops_fetch", 0.0, false);
+                        shared.events.emit("error", "gitops", &shown, Some(why));
+                    }
                 }
             }
             // Debounce file events; resync at least every interval.
@@ -173,6 +156,50 @@ pub fn start(shared: Arc<Shared>, opts: &DaemonOptions) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Commits and pushes the observed status (on the remote's current head,
+/// retried when another push lands first); a failure is logged at warn,
+/// counted (`ignis_operations_total{op="gitops_status",result="error"}`)
+/// and sent as an event, and the next round tries again.
+fn write_status(
+    shared: &Shared,
+    src: &GitSource,
+    shown: &str,
+    url: &str,
+    results: &[Applied],
+    all_good: bool,
+) {
+    let status = statuses(shared, results);
+    let t = std::time::Instant::now();
+    match src.write_status(&status, all_good) {
+        Ok(Some(c)) => {
+            shared
+                .metrics
+                .observe("gitops_status", t.elapsed().as_secs_f64(), true);
+            tracing::info!(url = %shown, commit = %c, "status committed");
+            shared.events.emit(
+                "reconcile",
+                "gitops",
+                shown,
+                Some(format!("status committed {c}")),
+            );
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let why = crate::git::redact_message(&e.to_string(), url);
+            shared
+                .metrics
+                .observe("gitops_status", t.elapsed().as_secs_f64(), false);
+            tracing::warn!(url = %shown, error = %why, "status not written");
+            shared.events.emit(
+                "error",
+                "gitops",
+                shown,
+                Some(format!("status not written: {why}")),
+            );
+        }
+    }
 }
 
 /// `name -> status YAML` of the VMs the repository describes.

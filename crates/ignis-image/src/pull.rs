@@ -231,8 +231,8 @@ pub async fn pull_artifact<R: Registry>(
     })
 }
 
-/// Pushes an artifact: each blob file (streamed, skipped when the registry
-/// has it), the config, then the manifest. Returns the manifest's digest.
+/// Pushes an artifact: each blob file (streamed) and the config, each
+/// skipped when the registry has it, then the manifest. Returns the manifest's digest.
 pub async fn push_artifact(
     insecure: &[String],
     reference: &str,
@@ -270,10 +270,16 @@ pub async fn push_artifact(
             .map_err(|e| registry_err(reference, e))?;
     }
     let config_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(config.0)));
-    client
-        .push_blob(&r, config.0.to_vec(), &config_digest)
+    if !client
+        .blob_exists(&r, &config_digest)
         .await
-        .map_err(|e| registry_err(reference, e))?;
+        .unwrap_or(false)
+    {
+        client
+            .push_blob(&r, config.0.to_vec(), &config_digest)
+            .await
+            .map_err(|e| registry_err(reference, e))?;
+    }
     let desc = |digest: &str, media: &str, size: u64| oci_client::manifest::OciDescriptor {
         media_type: media.to_string(),
         digest: digest.to_string(),

@@ -5,14 +5,22 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{NetError, NetHost};
+use crate::{NetError, NetHost, Teardown};
 
 #[derive(Debug, Clone, Default)]
 pub struct FakeNet {
     calls: Arc<Mutex<Vec<String>>>,
+    /// What uses the bridge, as the host would tell (`None`: nothing).
+    in_use: Arc<Mutex<Option<String>>>,
 }
 
 impl FakeNet {
+    /// Makes the bridge look used (a TAP of another state root attached),
+    /// or unused with `None`.
+    pub fn set_in_use(&self, what: Option<&str>) {
+        *self.in_use.lock().expect("fake net") = what.map(str::to_string);
+    }
+
     /// Every call so far, as `op arg...`; rules as their nft JSON.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("fake net").clone()
@@ -40,8 +48,11 @@ impl NetHost for FakeNet {
         self.record(format!("apply_rules {ruleset}"));
         Ok(())
     }
-    fn teardown(&self, bridge: &str) -> Result<bool, NetError> {
+    fn teardown(&self, bridge: &str) -> Result<Teardown, NetError> {
         self.record(format!("teardown {bridge}"));
-        Ok(true)
+        Ok(match self.in_use.lock().expect("fake net").clone() {
+            Some(what) => Teardown::InUse(what),
+            None => Teardown::Removed,
+        })
     }
 }

@@ -36,9 +36,67 @@ pub trait NetHost: Send + Sync {
     fn delete_link(&self, name: &str) -> Result<(), NetError>;
     /// Replaces the ignis table with `ruleset` (nft JSON).
     fn apply_rules(&self, ruleset: &serde_json::Value) -> Result<(), NetError>;
-    /// Removes the bridge and the ignis table if the bridge exists (no VM
-    /// needs them); returns whether there was anything to remove.
-    fn teardown(&self, bridge: &str) -> Result<bool, NetError>;
+    /// Removes the bridge and the ignis table when nothing on the host
+    /// uses them: the host's state is the truth, since every state root on
+    /// the host shares them. In use means a port (a VM's TAP, of any root)
+    /// is attached to the bridge, or the table forwards a published port.
+    fn teardown(&self, bridge: &str) -> Result<Teardown, NetError>;
+}
+
+/// What [`NetHost::teardown`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Teardown {
+    /// The bridge and the table were removed.
+    Removed,
+    /// There was no bridge.
+    Absent,
+    /// Left in place: what still uses them.
+    InUse(String),
+}
+
+/// How many rules of an `nft -j list table` answer forward a published
+/// port (DNAT): each belongs to a VM of some state root.
+pub fn published_rules(listing: &serde_json::Value) -> usize {
+    listing["nftables"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.get("rule"))
+                .filter(|r| {
+                    r["expr"]
+                        .as_array()
+                        .is_some_and(|e| e.iter().any(|x| x.get("dnat").is_some()))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The ignis table's published-port rules on this host (0 without a table).
+fn table_published_rules() -> Result<usize, NetError> {
+    let out = match std::process::Command::new("nft")
+        .args(["-j", "list", "table", "ip", crate::TABLE])
+        .output()
+    {
+        Ok(o) => o,
+        // No nft: nobody made the table.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(NetError::Nft(e.to_string())),
+    };
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("No such file or directory") {
+            return Ok(0);
+        }
+        if err.contains("Operation not permitted") {
+            return Err(NetError::NotPermitted);
+        }
+        return Err(NetError::Nft(err.trim().to_string()));
+    }
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| NetError::Nft(format!("nft -j output: {e}")))?;
+    Ok(published_rules(&listing))
 }
 
 /// The real host: netlink and nft.
@@ -209,21 +267,52 @@ impl NetHost for LinuxNet {
         })
     }
 
-    fn teardown(&self, bridge: &str) -> Result<bool, NetError> {
-        let exists = rt()?.block_on(async {
+    fn teardown(&self, bridge: &str) -> Result<Teardown, NetError> {
+        let ports = rt()?.block_on(async {
+            use rtnetlink::packet_route::link::LinkAttribute;
             let (conn, handle, _) =
                 rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
             tokio::spawn(conn);
-            Ok::<_, NetError>(link_index(&handle, bridge).await?.is_some())
+            let Some((index, _)) = link_index(&handle, bridge).await? else {
+                return Ok::<_, NetError>(None);
+            };
+            let mut ports = Vec::new();
+            let mut links = handle.link().get().execute();
+            while let Some(msg) = links.try_next().await.map_err(nl_err)? {
+                let attrs = &msg.attributes;
+                if attrs
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::Controller(i) if *i == index))
+                {
+                    ports.extend(attrs.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n.clone()),
+                        _ => None,
+                    }));
+                }
+            }
+            Ok(Some(ports))
         })?;
-        if !exists {
-            return Ok(false);
+        let Some(ports) = ports else {
+            return Ok(Teardown::Absent);
+        };
+        if !ports.is_empty() {
+            return Ok(Teardown::InUse(format!(
+                "attached to {bridge}: {}",
+                ports.join(", ")
+            )));
+        }
+        let published = table_published_rules()?;
+        if published > 0 {
+            return Ok(Teardown::InUse(format!(
+                "{published} published-port rules in table ip {}",
+                crate::TABLE
+            )));
         }
         self.delete_link(bridge)?;
         let payload = serde_json::json!({"nftables": [{"delete": {"table": {"family": "ip", "name": crate::TABLE}}}]});
         // The table may already be gone; that is the goal.
         let _ = self.apply_rules(&payload);
-        Ok(true)
+        Ok(Teardown::Removed)
     }
 
     fn apply_rules(&self, ruleset: &serde_json::Value) -> Result<(), NetError> {
@@ -235,5 +324,34 @@ impl NetHost for LinuxNet {
         nftables::helper::apply_ruleset_raw(&payload, None::<&str>, args)
             .map(|_| crate::nftgen::record(&payload))
             .map_err(nft_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_rules_counts_only_dnat_rules() {
+        let subnet: crate::Subnet = "10.61.0.0/16".parse().unwrap();
+        let fw = [crate::Forward {
+            mapping: crate::parse_port("8080:80").unwrap(),
+            vm_ip: "10.61.0.2".parse().unwrap(),
+        }];
+        // `nft -j list table` answers with the objects our batch added.
+        let listing = |r: serde_json::Value| {
+            let items: Vec<serde_json::Value> = r["nftables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c.get("add").cloned())
+                .collect();
+            serde_json::json!({ "nftables": items })
+        };
+        let with = listing(crate::ruleset("ignis0", subnet, &fw));
+        assert_eq!(published_rules(&with), 2, "prerouting + output");
+        let base = listing(crate::ruleset("ignis0", subnet, &[]));
+        assert_eq!(published_rules(&base), 0);
+        assert_eq!(published_rules(&serde_json::json!({})), 0);
     }
 }

@@ -20,7 +20,7 @@ mod rules;
 
 #[cfg(any(test, feature = "fake"))]
 pub use fake::FakeNet;
-pub use host::{LinuxNet, NetError, NetHost};
+pub use host::{published_rules, LinuxNet, NetError, NetHost, Teardown};
 pub use ipam::{mac_for, tap_name, IpamError, Subnet};
 pub use ports::{parse_port, PortError, PortMapping, Proto};
 pub use rules::{ruleset, Forward, TABLE};

@@ -5,6 +5,8 @@
 mod layer;
 mod layout;
 pub mod testguest;
+pub mod tier;
+pub mod wait;
 
 pub use layer::{Entry, LayerBuilder};
 pub use layout::{ImageSpec, OciWriter};

@@ -281,7 +281,7 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
                 ListFormat::Table => {
                     println!("Version:        {}", info.version);
                     println!("Root:           {}", info.root);
-                    println!("KVM:            {}", serde_json::to_string(&info.host.kvm)?);
+                    println!("KVM:            {}", kvm_words(&info.host.kvm));
                     println!(
                         "Firecracker:    {}",
                         info.host
@@ -396,4 +396,38 @@ pub fn print_ps(
         ids,
     )?;
     Ok(())
+}
+
+/// The KVM line of `ignis info`, in words (`-o json` keeps the structure).
+fn kvm_words(kvm: &ignis_vmm::detect::Kvm) -> String {
+    use ignis_vmm::detect::Kvm;
+    match kvm {
+        Kvm::Usable(module) => format!("usable ({module})"),
+        Kvm::Missing => "not available (no /dev/kvm): QEMU runs with TCG".into(),
+        Kvm::NoAccess(why) => format!("not accessible ({why}): QEMU runs with TCG"),
+        Kvm::CannotRunLinux(why) => {
+            format!("cannot run Linux guests: {why}; QEMU runs them with TCG")
+        }
+    }
+}
+
+#[cfg(test)]
+mod kvm_tests {
+    #[test]
+    fn the_kvm_line_is_words_not_json() {
+        use ignis_vmm::detect::Kvm;
+        for k in [
+            Kvm::Usable("kvm_intel".into()),
+            Kvm::Missing,
+            Kvm::NoAccess("EACCES".into()),
+            Kvm::CannotRunLinux("PVM".into()),
+        ] {
+            let w = super::kvm_words(&k);
+            assert!(!w.contains('{') && !w.contains('"'), "{w}");
+        }
+        assert_eq!(
+            super::kvm_words(&Kvm::Usable("kvm_amd".into())),
+            "usable (kvm_amd)"
+        );
+    }
 }

@@ -4,10 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub use ignis_testkit::{tier, wait};
 use ignis_testkit::{ImageSpec, LayerBuilder, OciWriter};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The live tier this test runs, recorded when the environment goes
+    /// (passed, or failed when dropped by a panic).
+    pub ran: Option<tier::Ran>,
 }
 
 /// A test that fails midway leaves no VM running: every VM of the state
@@ -43,7 +47,14 @@ impl Env {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .expect("chmod tempdir");
-        Self { dir }
+        Self { dir, ran: None }
+    }
+
+    /// As [`Env::new`], recording that this test runs `tier`.
+    pub fn for_tier(tier: &str) -> Self {
+        let mut env = Self::new();
+        env.ran = Some(tier::ran(tier));
+        env
     }
 
     pub fn root(&self) -> PathBuf {
@@ -309,31 +320,124 @@ impl Env {
     }
 }
 
-/// An environment with Debian's kernel imported as the default, for the
-/// live Linux tier; `None` after one skip line naming what is missing.
-#[allow(dead_code)]
+/// An environment with Debian's kernel as the default, for the live Linux
+/// tier; `None` after one skip line (and record) naming what is missing.
 pub fn linux_env() -> Option<Env> {
-    let env = Env::new();
-    if let Some(m) = qemu_missing_piece(&env) {
-        eprintln!("skipped: {m}");
+    linux_env_for(tier::QEMU)
+}
+
+/// As [`linux_env`], recording `tier`.
+pub fn linux_env_for(t: &str) -> Option<Env> {
+    if let Some(m) = qemu_missing_piece() {
+        tier::skip(t, &m);
         return None;
     }
-    let deb = std::env::var("IGNIS_TEST_KERNEL_DEB").expect("checked by qemu_missing_piece");
-    env.ok(&["kernel", "import", &deb, "--default"]);
+    let env = Env::for_tier(t);
+    env.debian_kernel();
     Some(env)
 }
 
+impl Env {
+    /// Debian's kernel (IGNIS_TEST_KERNEL_DEB) as this root's default
+    /// kernel, from the shared read-only fixture: imported once per test
+    /// run, then cloned (the state DB copied, the immutable blobs hard
+    /// linked) instead of imported again by every live test.
+    pub fn debian_kernel(&self) {
+        // Held (shared) while cloning: no other run removes it meanwhile.
+        let (fixture, _lock) = kernel_fixture();
+        let root = self.root();
+        std::fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+        for f in ["state.db", "state.db-wal", "state.db-shm"] {
+            let _ = std::fs::remove_file(root.join(f));
+        }
+        std::fs::copy(fixture.join("state.db"), root.join("state.db")).unwrap();
+        for e in std::fs::read_dir(fixture.join("blobs/sha256")).unwrap() {
+            let e = e.unwrap();
+            std::fs::hard_link(e.path(), root.join("blobs/sha256").join(e.file_name())).unwrap();
+        }
+        let k: serde_json::Value =
+            serde_json::from_str(&self.ok(&["kernel", "inspect", "default"])).unwrap();
+        assert!(k["version"].as_str().unwrap().ends_with("-amd64"), "{k}");
+    }
+}
+
+/// The fixture state root holding only Debian's kernel, made once per test
+/// run (per .deb and ignis binary) under an exclusive lock, returned with
+/// the lock held shared: `IGNIS_TEST_FIXTURES`, else
+/// `target/ignis-test-fixtures`. Making one removes the fixtures of older
+/// binaries (no fixture per rebuild piles up).
+fn kernel_fixture() -> (PathBuf, std::fs::File) {
+    let deb = PathBuf::from(std::env::var_os("IGNIS_TEST_KERNEL_DEB").expect("checked first"));
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_ignis"));
+    let stamp = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        format!("{}:{}:{:?}", p.display(), m.len(), m.modified().unwrap())
+    };
+    let key = ignis_testkit::sha256(format!("{}|{}", stamp(&deb), stamp(&bin)).as_bytes());
+    let base = std::env::var_os("IGNIS_TEST_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // target/debug/ignis -> target/ignis-test-fixtures
+            bin.parent()
+                .and_then(Path::parent)
+                .unwrap()
+                .join("ignis-test-fixtures")
+        });
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = base.join(format!("kernel-{}", &key[7..23]));
+    let lock = std::fs::File::create(base.join("kernel.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    if !dir.join("state.db").exists() {
+        for e in std::fs::read_dir(&base).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("kernel-") || name.starts_with(".kernel-") {
+                std::fs::remove_dir_all(e.path()).unwrap();
+            }
+        }
+        let tmp = base.join(format!(".kernel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let out = Command::new(env!("CARGO_BIN_EXE_ignis"))
+            .env("IGNIS_ROOT", &tmp)
+            .env("IGNIS_LOG", "warn")
+            .arg("kernel")
+            .arg("import")
+            .arg(&deb)
+            .arg("--default")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kernel fixture: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // One self-contained file to copy: the WAL folded in.
+        let db = rusqlite::Connection::open(tmp.join("state.db")).unwrap();
+        db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE;")
+            .unwrap();
+        drop(db);
+        for e in std::fs::read_dir(tmp.join("blobs/sha256")).unwrap() {
+            std::fs::set_permissions(
+                e.unwrap().path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o444),
+            )
+            .unwrap();
+        }
+        std::fs::rename(&tmp, &dir).unwrap();
+    }
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockShared).unwrap();
+    (dir, lock)
+}
+
 /// Why the live QEMU tier cannot run here (`None`: it can).
-pub fn qemu_missing_piece(env: &Env) -> Option<String> {
+pub fn qemu_missing_piece() -> Option<String> {
     if ignis_vmm_missing("qemu-system-x86_64") {
         return Some("qemu-system-x86_64 not installed (apt-get install qemu-system-x86)".into());
     }
     if !std::path::Path::new("/bin/busybox").exists() {
         return Some("/bin/busybox missing (apt-get install busybox-static)".into());
     }
-    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "-o", "json"])).unwrap();
-    if info["guestInit"].is_null() {
-        return Some("static ignis-init not built (scripts/build-guest.sh)".into());
+    if let Some(m) = guest_init_missing() {
+        return Some(m);
     }
     if std::env::var_os("IGNIS_TEST_KERNEL_DEB").is_none() {
         return Some(
@@ -343,6 +447,15 @@ pub fn qemu_missing_piece(env: &Env) -> Option<String> {
     None
 }
 
+/// Why no static guest init is found (`None`: `ignis info` finds one).
+pub fn guest_init_missing() -> Option<String> {
+    let probe = Env::new();
+    let info: serde_json::Value = serde_json::from_str(&probe.ok(&["info", "-o", "json"])).unwrap();
+    info["guestInit"]
+        .is_null()
+        .then(|| "static ignis-init not built (scripts/build-guest.sh)".to_string())
+}
+
 fn ignis_vmm_missing(bin: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| !std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
@@ -350,12 +463,12 @@ fn ignis_vmm_missing(bin: &str) -> bool {
 }
 
 pub fn wait_state(env: &Env, vm: &str, state: &str) -> serde_json::Value {
-    for _ in 0..600 {
-        let v = env.vm_json(vm);
-        if v["status"]["state"] == state {
-            return v;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("{vm} never reached {state}: {}", env.vm_json(vm));
+    wait::for_value(
+        &format!("{vm} to be {state}"),
+        std::time::Duration::from_secs(60),
+        || {
+            let v = env.vm_json(vm);
+            (v["status"]["state"] == state).then_some(v)
+        },
+    )
 }

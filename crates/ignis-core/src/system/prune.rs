@@ -19,28 +19,7 @@ impl Ignis {
         })?;
         // What crashed commands and supervisors left on the host.
         let repaired = self.prune_host_resources()?;
-        // No VM on the bridge: the bridge and the nftables table go too.
-        // Prune is the repair tool: an unreadable VM record must not stop
-        // it; such a VM is assumed to use the bridge.
-        let rows = self
-            .store
-            .db()
-            .read(|tx| tx.list_objects(crate::vm::KIND))?;
-        let bridge_vms = rows
-            .iter()
-            .filter(|r| {
-                crate::vm::parse(r)
-                    .map(|v| v.spec.network.mode == ignis_api::NetworkMode::Bridge)
-                    .unwrap_or(true)
-            })
-            .count();
-        if bridge_vms == 0 {
-            match self.net.teardown(ignis_net::BRIDGE) {
-                Ok(true) => tracing::info!("removed the unused bridge and its nftables table"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot remove the unused bridge"),
-            }
-        }
+        self.prune_host_network()?;
         let report = self
             .store
             .gc(true)
@@ -51,5 +30,42 @@ impl Ignis {
             ..report
         };
         Ok((report, removed))
+    }
+
+    /// The bridge and the nftables table are shared by every state root
+    /// on the host: they go only when no VM of this root is on the bridge
+    /// and the host says nobody else uses them (no port attached, no
+    /// published-port rule). With `IGNIS_NETWORK=none` (this root does not
+    /// network, e.g. the test suite) the host network is left alone.
+    fn prune_host_network(&self) -> Result<(), Error> {
+        if std::env::var("IGNIS_NETWORK").is_ok_and(|n| n == "none") {
+            tracing::debug!("IGNIS_NETWORK=none: the host network is left alone");
+            return Ok(());
+        }
+        // Prune is the repair tool: an unreadable VM record must not stop
+        // it; such a VM is assumed to use the bridge.
+        let rows = self.store.db().tx(|tx| tx.list_objects(crate::vm::KIND))?;
+        let bridge_vms = rows
+            .iter()
+            .filter(|r| {
+                crate::vm::parse(r)
+                    .map(|v| v.spec.network.mode == ignis_api::NetworkMode::Bridge)
+                    .unwrap_or(true)
+            })
+            .count();
+        if bridge_vms > 0 {
+            return Ok(());
+        }
+        match self.net.teardown(ignis_net::BRIDGE) {
+            Ok(ignis_net::Teardown::Removed) => {
+                tracing::info!("removed the unused bridge and its nftables table")
+            }
+            Ok(ignis_net::Teardown::Absent) => {}
+            Ok(ignis_net::Teardown::InUse(what)) => {
+                tracing::info!(%what, "the bridge is in use (another state root): kept")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot remove the unused bridge"),
+        }
+        Ok(())
     }
 }

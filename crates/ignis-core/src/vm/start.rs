@@ -132,6 +132,9 @@ impl Ignis {
             .arg(NOTIFY_FD.to_string())
             .arg("--vm")
             .arg(&id)
+            // The bridge it makes is the subnet this command was given
+            // (`--subnet` is not inherited the way IGNIS_SUBNET is).
+            .env("IGNIS_SUBNET", self.subnet.to_string())
             .stdin(Stdio::null())
             .stdout(
                 log.try_clone()
