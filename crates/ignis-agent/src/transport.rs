@@ -59,14 +59,16 @@ fn vsock_listener() -> Option<OwnedFd> {
 }
 
 /// A virtio-serial port reads 0 while no host is connected: wait instead
-/// of treating it as the end of the stream.
+/// of treating it as the end of the stream. Briefly: the host is away only
+/// between a snapshot and its restore or while its supervisor reconnects,
+/// and a restored clone's first request waits on this.
 struct Port(std::fs::File);
 
 impl Read for Port {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             match self.0.read(buf) {
-                Ok(0) => std::thread::sleep(Duration::from_millis(50)),
+                Ok(0) => std::thread::sleep(Duration::from_millis(5)),
                 other => return other,
             }
         }

@@ -67,6 +67,8 @@ struct Route {
 pub(crate) struct Mux {
     agent: Mutex<Option<UnixStream>>,
     hello: Mutex<Option<Vec<u8>>>,
+    /// Signalled when the agent greets (clients wait on it, not by polling).
+    greeted: std::sync::Condvar,
     routes: Mutex<HashMap<u32, Route>>,
     next: AtomicU32,
     events: mpsc::Sender<AgentEvent>,
@@ -101,6 +103,7 @@ impl Mux {
         let mux = Arc::new(Self {
             agent: Mutex::new(None),
             hello: Mutex::new(None),
+            greeted: std::sync::Condvar::new(),
             routes: Mutex::new(HashMap::new()),
             next: AtomicU32::new(1),
             events,
@@ -143,15 +146,20 @@ impl Mux {
         connect: impl Fn() -> Result<UnixStream, ignis_vmm::VmmError>,
     ) {
         let started = Instant::now();
+        // Retried quickly at first (a restored VM's agent is there at
+        // once), then every 50 ms while a guest boots.
+        let mut retry = Duration::from_millis(1);
         while !self.stop.load(Ordering::SeqCst) {
             let stream = match connect() {
                 Ok(s) => s,
                 Err(ignis_vmm::VmmError::NoAgent) => return,
                 Err(_) => {
-                    std::thread::sleep(Duration::from_millis(50));
+                    std::thread::sleep(retry);
+                    retry = (retry * 2).min(Duration::from_millis(50));
                     continue;
                 }
             };
+            retry = Duration::from_millis(1);
             let Ok(reader) = stream.try_clone() else {
                 continue;
             };
@@ -196,6 +204,7 @@ impl Mux {
                         .expect("hello")
                         .replace(f.payload)
                         .is_none();
+                    self.greeted.notify_all();
                     if first {
                         *self.last_pong.lock().expect("pong") = Some(Instant::now());
                         let _ = self.events.send(AgentEvent::Ready(started.elapsed()));
@@ -255,11 +264,15 @@ impl Mux {
         });
         // A client may come while the guest still boots (`run --no-wait`
         // then `exec`): give the agent a moment to greet.
-        let deadline = Instant::now() + HELLO_WAIT;
-        while self.hello.lock().expect("hello").is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        match self.hello.lock().expect("hello").clone() {
+        let hello = self
+            .greeted
+            .wait_timeout_while(self.hello.lock().expect("hello"), HELLO_WAIT, |h| {
+                h.is_none()
+            })
+            .expect("hello")
+            .0
+            .clone();
+        match hello {
             Some(h) => client.send(Kind::Hello, 0, &h),
             None => client.error(
                 0,
