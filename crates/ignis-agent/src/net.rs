@@ -168,7 +168,32 @@ pub fn set_mac(mac: &str) -> Result<(), NetError> {
     if fd < 0 {
         return Err(NetError::Socket(std::io::Error::last_os_error()));
     }
+    let hwaddr = || {
+        let mut m = ifreq("eth0");
+        // SAFETY: writing the hwaddr member of the union (plain data).
+        unsafe {
+            m.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+            for (d, b) in m.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(&bytes) {
+                *d = *b as libc::c_char;
+            }
+        }
+        m
+    };
     let result = (|| {
+        // virtio-net with a control queue changes the MAC of a link that
+        // is up (IFF_LIVE_ADDR_CHANGE): no down/up, which re-fills the
+        // receive ring (slow under emulation). Other NICs say EBUSY.
+        let mut live = hwaddr();
+        match ioctl(
+            fd,
+            libc::SIOCSIFHWADDR,
+            (&mut live as *mut libc::ifreq).cast(),
+            "set eth0's MAC",
+        ) {
+            Ok(()) => return Ok(()),
+            Err(NetError::Ioctl { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => return Err(e),
+        }
         let mut r = ifreq("eth0");
         ioctl(
             fd,
@@ -185,14 +210,7 @@ pub fn set_mac(mac: &str) -> Result<(), NetError> {
             (&mut r as *mut libc::ifreq).cast(),
             "bring eth0 down",
         )?;
-        let mut m = ifreq("eth0");
-        // SAFETY: writing the hwaddr member of the union (plain data).
-        unsafe {
-            m.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
-            for (d, b) in m.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(&bytes) {
-                *d = *b as libc::c_char;
-            }
-        }
+        let mut m = hwaddr();
         let set = ioctl(
             fd,
             libc::SIOCSIFHWADDR,
