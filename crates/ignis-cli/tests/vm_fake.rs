@@ -22,6 +22,22 @@ fn bridge_env() -> Option<(Env, String)> {
     Some((env, img))
 }
 
+/// `create --backend fake --network bridge --size 64MB OPTS... IMG`.
+fn bridged_create<'a>(opts: &[&'a str], img: &'a str) -> Vec<&'a str> {
+    let mut args = vec![
+        "create",
+        "--backend",
+        "fake",
+        "--network",
+        "bridge",
+        "--size",
+        "64MB",
+    ];
+    args.extend_from_slice(opts);
+    args.push(img);
+    args
+}
+
 /// Waits for the VM `vm`, being started by another process, to exist and
 /// run.
 fn wait_running(env: &Env, vm: &str) {
@@ -29,6 +45,29 @@ fn wait_running(env: &Env, vm: &str) {
         env.run(&["inspect", vm]).status.success()
             && env.vm_json(vm)["status"]["state"] == "running"
     });
+}
+
+/// Spawns ignis `args` with `stdout`, its stdin a pipe, returned.
+fn spawn_with_stdin(
+    env: &Env,
+    args: &[&str],
+    stdout: std::process::Stdio,
+) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Asserts that ignis `args` is refused as a conflict (exit 4); `why` is
+/// the failure message.
+fn assert_conflict(env: &Env, args: &[&str], why: &str) {
+    assert_eq!(env.run(args).status.code(), Some(4), "{why}");
 }
 
 #[test]
@@ -110,12 +149,7 @@ fn detached_run_ps_stop_rm() {
     // Start again: same VM, new run.
     env.ok(&["start", "web"]);
     assert_eq!(env.vm_json("web")["status"]["state"], "running");
-    let out = env.run(&["rm", "web"]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "rm of a running VM is a conflict"
-    );
+    assert_conflict(&env, &["rm", "web"], "rm of a running VM is a conflict");
     env.ok(&["rm", "-f", "web"]);
     assert_eq!(env.count("vms"), 0);
     assert!(env.processes_with(&id).is_empty(), "no VMM left");
@@ -153,12 +187,7 @@ fn kill_reports_137() {
     let v = env.vm_json(&id);
     assert_eq!(v["status"]["exitCode"], 137);
     assert_eq!(v["status"]["reason"], "killed");
-    let out = env.run(&["kill", &id]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "killing a stopped VM is a conflict"
-    );
+    assert_conflict(&env, &["kill", &id], "killing a stopped VM is a conflict");
 }
 
 #[test]
@@ -303,9 +332,9 @@ fn a_host_reboot_is_detected_and_reported() {
 fn run_interactive_and_attach_forward_the_console_both_ways() {
     use std::io::Write;
     let (env, img) = Env::fake_app();
-    let mut child = env
-        .cmd()
-        .args([
+    let (child, mut stdin) = spawn_with_stdin(
+        &env,
+        &[
             "run",
             "-i",
             "--backend",
@@ -315,12 +344,9 @@ fn run_interactive_and_attach_forward_the_console_both_ways() {
             "--name",
             "talk",
             &img,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+        ],
+        std::process::Stdio::piped(),
+    );
     wait_running(&env, "talk");
     stdin.write_all(b"hello\nquit\n").unwrap();
     let out = child.wait_with_output().unwrap();
@@ -337,25 +363,18 @@ fn run_interactive_and_attach_forward_the_console_both_ways() {
 
     // attach to a running VM
     env.ok(&["start", "talk"]);
-    let mut child = env
-        .cmd()
-        .args(["attach", "talk"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // The console input is a pipe: what is written before attach
     // connects waits there.
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) =
+        spawn_with_stdin(&env, &["attach", "talk"], std::process::Stdio::piped());
     stdin.write_all(b"again\nquit\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("echo: again"));
     assert_eq!(env.vm_json("talk")["status"]["state"], "exited");
-    let out = env.run(&["attach", "talk"]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "attaching to a stopped VM is a conflict"
+    assert_conflict(
+        &env,
+        &["attach", "talk"],
+        "attaching to a stopped VM is a conflict",
     );
 }
 
@@ -403,33 +422,12 @@ fn concurrent_creates_from_several_processes_get_distinct_addresses() {
             env.ok(&["rm", v["id"].as_str().unwrap()]);
         }
     }
-    env.ok(&[
-        "create",
-        "--backend",
-        "fake",
-        "--network",
-        "bridge",
-        "--ip",
-        &taken,
-        "--size",
-        "64MB",
-        &img,
-    ]);
+    env.ok(&bridged_create(&["--ip", &taken], &img));
     // --mac, and `network ls` / `network inspect -o yaml` of the leases.
-    env.ok(&[
-        "create",
-        "--backend",
-        "fake",
-        "--network",
-        "bridge",
-        "--mac",
-        "02:42:0a:3d:00:77",
-        "--size",
-        "64MB",
-        "--name",
-        "m",
+    env.ok(&bridged_create(
+        &["--mac", "02:42:0a:3d:00:77", "--name", "m"],
         &img,
-    ]);
+    ));
     assert_eq!(
         env.vm_json("m")["spec"]["network"]["mac"],
         "02:42:0a:3d:00:77"
@@ -460,20 +458,8 @@ fn subnet_on_the_command_line_gives_the_addresses() {
     let create = |name: &str| {
         env.cmd()
             .env_remove("IGNIS_SUBNET")
-            .args([
-                "--subnet",
-                "10.77.5.0/24",
-                "create",
-                "--backend",
-                "fake",
-                "--network",
-                "bridge",
-                "--size",
-                "64MB",
-                "--name",
-                name,
-                &img,
-            ])
+            .args(["--subnet", "10.77.5.0/24"])
+            .args(bridged_create(&["--name", name], &img))
             .output()
             .unwrap()
     };
@@ -660,14 +646,8 @@ fn logs_follow_streams_until_the_vm_stops() {
         }
     };
     next_with("IGNIS-INIT ready");
-    let mut attach = env
-        .cmd()
-        .args(["attach", "f"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = attach.stdin.take().unwrap();
+    let (mut attach, mut stdin) =
+        spawn_with_stdin(&env, &["attach", "f"], std::process::Stdio::null());
     stdin.write_all(b"written later\n").unwrap();
     next_with("echo: written later");
     assert!(
