@@ -9,23 +9,10 @@
 #
 #   bench/agent.sh [N] [SIZE_MB]        (default 200 execs, 100 MB)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 n=${1:-200}; size=${2:-100}
-cargo build --release -q -p ignis-cli -p ignis-testkit
-scripts/build-guest.sh >/dev/null
-bin=$PWD/target/release
-work=$(mktemp -d /var/tmp/ignis-agentbench.XXXXXX)
-ns=ignis-abench-$$
-export IGNIS_ROOT=$work/root IGNIS_NETWORK=bridge
-cleanup() {
-  ip netns exec "$ns" "$bin/ignis" rm -f bench-agent >/dev/null 2>&1 || true
-  ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-"$bin/ignis" kernel import "${IGNIS_BENCH_KERNEL_DEB:-$(scripts/kernel-deb.sh target/kernel)}" --default >/dev/null
+export IGNIS_NETWORK=bridge
+bench_setup agentbench abench bench-agent
 
 # Image: busybox + dropbear with its libraries + a host key.
 r=$work/rootfs
@@ -39,7 +26,6 @@ dropbearkey -y -f "$r/etc/dropbear/ed25519" | grep '^ssh-ed25519' > "$r/etc/ssh/
 "$bin/ignis-mkimage" "$r" "$work/layout" bench/sshd:1 /usr/sbin/dropbear -F -E -s -r /etc/dropbear/ed25519 -p 22 >/dev/null
 "$bin/ignis" image import "$work/layout" >/dev/null
 
-in_ns() { ip netns exec "$ns" "$@"; }
 in_ns "$bin/ignis" run --name bench-agent --ssh --memory 1GB bench/sshd:1 >/dev/null
 ssh_args=$(in_ns "$bin/ignis" inspect bench-agent -o json | python3 -c '
 import json, sys, os

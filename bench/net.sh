@@ -5,23 +5,10 @@
 #
 #   bench/net.sh [SIZE_MB] [REQUESTS]      (default 32 MB, 50 requests)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 size=${1:-32}; reqs=${2:-50}
-cargo build --release -q -p ignis-cli -p ignis-testkit
-scripts/build-guest.sh >/dev/null
-bin=$PWD/target/release
-work=$(mktemp -d /var/tmp/ignis-netbench.XXXXXX)
-ns=ignis-bench-$$
-export IGNIS_ROOT=$work/root IGNIS_NETWORK=bridge
-cleanup() {
-  ip netns exec "$ns" "$bin/ignis" rm -f bench-web >/dev/null 2>&1 || true
-  ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-"$bin/ignis" kernel import "${IGNIS_BENCH_KERNEL_DEB:-$(scripts/kernel-deb.sh target/kernel)}" --default >/dev/null
+export IGNIS_NETWORK=bridge
+bench_setup netbench bench bench-web
 mkdir -p "$work/rootfs/bin"; cp /bin/busybox "$work/rootfs/bin/"
 "$bin/ignis-mkimage" "$work/rootfs" "$work/layout" bench/web:1 >/dev/null
 "$bin/ignis" image import "$work/layout" >/dev/null

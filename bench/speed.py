@@ -104,6 +104,39 @@ def ignis_pss_per_vm(records):
     return total / len(records) / 1024
 
 
+def snapshot_three(args, parent, prefix):
+    """Runs bench/idle:1 with `args` as `parent` and snapshots it three
+    times (PREFIX0, 1, 2): the wall times and the guest pauses, in ms."""
+    ig("run", "-d", "--name", parent, *args, "bench/idle:1")
+    walls, pauses = [], []
+    for i in range(3):
+        _, ms = timed("snapshot", parent, "--name", f"{prefix}{i}")
+        walls.append(ms)
+        pauses.append(json.loads(ig("snapshot", "inspect", f"{prefix}{i}").stdout)["pauseMs"])
+    return walls, pauses
+
+
+def fork_rows(B, title, snap, prefix, counts, rl, check):
+    """`fork -n N` of `snap` for each N of `counts` (clones named PREFIX+N-i):
+    a row per clone against the raw load time `rl`, after `check(recs, n)`
+    of the clones' records; at the last N also ignis's memory per idle VM
+    and the clones' phases. The clones are removed after each N."""
+    for n in counts:
+        r, ms = timed("fork", snap, "-n", str(n), "--name-prefix", f"{prefix}{n}")
+        ids = r.stdout.split()
+        recs = [inspect(i) for i in ids]
+        check(recs, n)
+        per = ms / n
+        row(B, f"fork -n {n}, per clone (total {ms:.0f} ms)", per, rl, "<= raw load + 10 ms", per - rl <= 10)
+        if n == counts[-1]:
+            time.sleep(2)
+            mem = ignis_pss_per_vm(recs)
+            vmm = med([pss_kib(x["status"]["vmmPid"]) / 1024 for x in recs])
+            row(B, f"ignis processes per idle VM, {n} VMs (PSS)", mem, vmm, "<= 4 MiB", mem <= 4, unit="MiB")
+            phases_of(recs, f"{title}: ignis fork -n {n} (per clone)")
+        ig("rm", "-f", *ids)
+
+
 def rm_all():
     ids = ig("ps", "-a", "-Q").stdout.split()
     if ids:
@@ -246,12 +279,7 @@ def firecracker():
     notes.append(f"raw Firecracker alone (no jailer, no network, --no-api): {med(raw_plain):.1f} ms to the ready line")
 
     # -- snapshot (and the pause)
-    ig("run", "-d", "--name", "fcparent", *args, "bench/idle:1")
-    snap_walls, pauses = [], []
-    for i in range(3):
-        _, ms = timed("snapshot", "fcparent", "--name", f"fcsnap{i}")
-        snap_walls.append(ms)
-        pauses.append(json.loads(ig("snapshot", "inspect", f"fcsnap{i}").stdout)["pauseMs"])
+    snap_walls, pauses = snapshot_three(args, "fcparent", "fcsnap")
     # Raw: the same guest booted by hand, paused, snapshotted, resumed.
     c = json.loads(json.dumps(cfg))
     c.pop("network-interfaces")
@@ -308,20 +336,9 @@ def firecracker():
     phases_of([inspect(f"fcr{i}") for i in range(FC_RUNS)], "Firecracker: ignis restore (per clone)")
     row(B, "restore -> running", med(walls), rl, "<= raw load + 10 ms", med(walls) - rl <= 10)
     rm_all()
-    for n in (1, 10, 50):
-        r, ms = timed("fork", "fcsnap0", "-n", str(n), "--name-prefix", f"f{n}")
-        ids = r.stdout.split()
-        recs = [inspect(i) for i in ids]
+    def distinct_addresses(recs, n):
         assert len({x["spec"]["network"]["ip"] for x in recs}) == n and len({x["spec"]["network"]["mac"] for x in recs}) == n
-        per = ms / n
-        row(B, f"fork -n {n}, per clone (total {ms:.0f} ms)", per, rl, "<= raw load + 10 ms", per - rl <= 10)
-        if n == 50:
-            time.sleep(2)
-            mem = ignis_pss_per_vm(recs)
-            vmm = med([pss_kib(x["status"]["vmmPid"]) / 1024 for x in recs])
-            row(B, "ignis processes per idle VM, 50 VMs (PSS)", mem, vmm, "<= 4 MiB", mem <= 4, unit="MiB")
-            phases_of(recs, "Firecracker: ignis fork -n 50 (per clone)")
-        ig("rm", "-f", *ids)
+    fork_rows(B, "Firecracker", "fcsnap0", "f", (1, 10, 50), rl, distinct_addresses)
     rm_all()
 
 
@@ -420,12 +437,7 @@ def qemu():
     row(B, "run -> agent ready", med(walls), med(raw), "<= 1.05x raw", med(walls) <= 1.05 * med(raw))
 
     # -- snapshot
-    ig("run", "-d", "--name", "qparent", *args, "bench/idle:1")
-    snap_walls, pauses = [], []
-    for i in range(3):
-        _, ms = timed("snapshot", "qparent", "--name", f"qsnap{i}")
-        snap_walls.append(ms)
-        pauses.append(json.loads(ig("snapshot", "inspect", f"qsnap{i}").stdout)["pauseMs"])
+    snap_walls, pauses = snapshot_three(args, "qparent", "qsnap")
     snap = json.loads(ig("snapshot", "inspect", "qsnap0").stdout)
     parent = inspect("qparent")
     pargv = [a.decode() for a in open(f"/proc/{parent['status']['vmmPid']}/cmdline", "rb").read().split(b"\0")[:-1]]
@@ -500,23 +512,12 @@ def qemu():
     for i in range(QEMU_RUNS):
         ig("rm", "-f", f"qr{i}")
     row(B, "restore -> agent ready", med(walls), rl, "<= raw load + 10 ms", med(walls) - rl <= 10)
-    for n in (1, 10):
-        r, ms = timed("fork", "qsnap0", "-n", str(n), "--name-prefix", f"q{n}")
-        ids = r.stdout.split()
-        recs = [inspect(i) for i in ids]
+    def distinct_hostnames(recs, n):
         names = set()
         for x in recs:
             names.add(ig("exec", x["id"], "/bin/busybox", "hostname").stdout.strip())
         assert len(names) == n, f"hostnames not unique: {names}"
-        per = ms / n
-        row(B, f"fork -n {n}, per clone (total {ms:.0f} ms)", per, rl, "<= raw load + 10 ms", per - rl <= 10)
-        if n == 10:
-            time.sleep(2)
-            mem = ignis_pss_per_vm(recs)
-            vmm = med([pss_kib(x["status"]["vmmPid"]) / 1024 for x in recs])
-            row(B, "ignis processes per idle VM, 10 VMs (PSS)", mem, vmm, "<= 4 MiB", mem <= 4, unit="MiB")
-            phases_of(recs, "QEMU: ignis fork -n 10 (per clone)")
-        ig("rm", "-f", *ids)
+    fork_rows(B, "QEMU", "qsnap0", "q", (1, 10), rl, distinct_hostnames)
     rm_all()
 
 

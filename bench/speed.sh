@@ -14,26 +14,14 @@
 #   IGNIS_BENCH_KERNEL_DEB=...deb      (default: scripts/kernel-deb.sh)
 #   IGNIS_BENCH_SKIP=qemu|firecracker  (leave a backend out)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/speed.sh needs root (network namespace, jailer, TAPs)" >&2; exit 1; }
-cargo build --release -q -p ignis-cli -p ignis-testkit
-scripts/build-guest.sh >/dev/null
-bin=$PWD/target/release
-work=$(mktemp -d /var/tmp/ignis-speed.XXXXXX)
-ns=ignis-speed-$$
-export IGNIS_ROOT=$work/root
-in_ns() { ip netns exec "$ns" "$@"; }
-cleanup() {
+. "$(dirname "$0")/lib.sh"
+bench_cleanup() {
   in_ns "$bin/ignis" rm -f $("$bin/ignis" ps -a -Q 2>/dev/null) >/dev/null 2>&1 || true
   pkill -f "$work/" 2>/dev/null || true
-  ip netns del "$ns" 2>/dev/null || true
-  rm -rf "$work"
 }
-trap cleanup EXIT
-ip netns add "$ns"
-ip -n "$ns" link set lo up
+bench_setup speed speed
 
-"$bin/ignis" kernel import "${IGNIS_BENCH_KERNEL_DEB:-$(scripts/kernel-deb.sh target/kernel)}" --default >/dev/null
 "$bin/ignis-testguest" --idle "$work/testguest.elf"
 "$bin/ignis" kernel import "$work/testguest.elf" --name testguest >/dev/null
 mkdir -p "$work/rootfs/bin" "$work/rootfs/tmp"

@@ -69,10 +69,7 @@ fn wait_for(what: &str, secs: u64, f: impl FnMut() -> bool) {
 }
 
 fn setup() -> Env {
-    let env = Env::new();
-    env.fake_kernel();
-    env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
-    env
+    Env::fake_app().0
 }
 
 fn vm_manifest(name: &str, running: bool) -> String {
@@ -103,21 +100,8 @@ fn curl(args: &[&str]) -> (String, String) {
 #[test]
 fn api_matches_the_in_process_path_and_guards_tcp() {
     let env = setup();
-    env.ok(&[
-        "create",
-        "--backend",
-        "fake",
-        "--size",
-        "64MB",
-        "--name",
-        "x",
-        "app:1",
-    ]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    env.fake_vm("create", "x", "app:1");
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let token = "a-test-token-of-32-characters-ok";
     let mut d = Daemon::start(&env, &["--listen", &listen, "--token", token]);
@@ -447,11 +431,7 @@ struct GitDaemon {
 
 impl GitDaemon {
     fn start(env: &Env) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         use std::os::unix::process::CommandExt;
         let child = Command::new("git")
             .process_group(0)
@@ -554,16 +534,7 @@ fn a_killed_daemon_converges_after_restart_without_duplicates() {
 #[test]
 fn the_tcp_api_over_tls_with_a_pinned_ca() {
     let env = setup();
-    env.ok(&[
-        "create",
-        "--backend",
-        "fake",
-        "--size",
-        "64MB",
-        "--name",
-        "t",
-        "app:1",
-    ]);
+    env.fake_vm("create", "t", "app:1");
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let cert = env.dir.path().join("cert.pem");
     let key = env.dir.path().join("key.pem");
@@ -598,11 +569,7 @@ fn the_tcp_api_over_tls_with_a_pinned_ca() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let token = "a-test-token-of-32-characters-ok";
     let _d = Daemon::start(
@@ -754,16 +721,7 @@ fn the_socket_can_be_shared_with_one_group() {
 #[test]
 fn kill_logs_snapshot_and_fork_through_the_daemon() {
     let env = setup();
-    env.ok(&[
-        "run",
-        "--backend",
-        "fake",
-        "--size",
-        "64MB",
-        "--name",
-        "f",
-        "app:1",
-    ]);
+    env.fake_vm("run", "f", "app:1");
     let d = Daemon::start(&env, &[]);
     let host = d.host();
     let remote = |args: &[&str]| env.ok_with(&[("IGNIS_HOST", &host)], args);

@@ -16,34 +16,9 @@ use common::Env;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-fn setup() -> (Env, String) {
-    let env = Env::new();
-    env.fake_kernel();
-    let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
-    (env, img)
-}
-
-fn run(env: &Env, name: &str, img: &str) {
-    env.ok(&[
-        "run",
-        "--backend",
-        "fake",
-        "--size",
-        "64MB",
-        "--name",
-        name,
-        img,
-    ]);
-}
-
 /// Runs `args` with the fault point armed; returns the command's status.
 fn crash(env: &Env, point: &str, args: &[&str]) -> std::process::ExitStatus {
-    env.cmd()
-        .env("IGNIS_FAULT", point)
-        .args(args)
-        .output()
-        .unwrap()
-        .status
+    env.run_fault(point, args).status
 }
 
 /// The state is consistent: every VM record has its directory and disk,
@@ -87,13 +62,8 @@ fn assert_consistent(env: &Env, when: &str) {
     );
 }
 
-/// After the crash: `system check` names exactly the kinds of leftover in
-/// `expect` (exit 1; exit 0 when `expect` is empty: the crash left the
-/// state consistent), `system prune` repairs them, and the check is clean.
-fn repair(env: &Env, when: &str, expect: &[&str]) -> String {
-    let check = env.run(&["system", "check", "-o", "json"]);
-    let report = String::from_utf8_lossy(&check.stdout).into_owned();
-    let problems: serde_json::Value = serde_json::from_str(&report).unwrap();
+/// The kinds of problem in a `system check -o json` report, sorted.
+fn problem_kinds(problems: &serde_json::Value) -> Vec<&str> {
     let mut kinds: Vec<&str> = problems
         .as_array()
         .unwrap()
@@ -101,6 +71,17 @@ fn repair(env: &Env, when: &str, expect: &[&str]) -> String {
         .map(|p| p["kind"].as_str().unwrap())
         .collect();
     kinds.sort_unstable();
+    kinds
+}
+
+/// After the crash: `system check` names exactly the kinds of leftover in
+/// `expect` (exit 1; exit 0 when `expect` is empty: the crash left the
+/// state consistent), `system prune` repairs them, and the check is clean.
+fn repair(env: &Env, when: &str, expect: &[&str]) -> String {
+    let check = env.run(&["system", "check", "-o", "json"]);
+    let report = String::from_utf8_lossy(&check.stdout).into_owned();
+    let problems: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let mut kinds = problem_kinds(&problems);
     kinds.dedup();
     let mut want = expect.to_vec();
     want.sort_unstable();
@@ -117,7 +98,7 @@ fn repair(env: &Env, when: &str, expect: &[&str]) -> String {
 
 #[test]
 fn sigkill_during_create_then_prune_leaves_nothing() {
-    let (env, img) = setup();
+    let (env, img) = Env::fake_app();
     let st = crash(&env, "vm:disk-made", &["create", "--backend", "fake", &img]);
     assert_eq!(st.signal(), Some(9));
     repair(&env, "create", &["orphan-dir"]);
@@ -126,14 +107,12 @@ fn sigkill_during_create_then_prune_leaves_nothing() {
 
 #[test]
 fn sigkill_of_the_supervisor_right_after_the_vmm_started() {
-    let (env, img) = setup();
+    let (env, img) = Env::fake_app();
     // The CLI survives; its supervisor dies after launching the VMM.
-    let out = env
-        .cmd()
-        .env("IGNIS_FAULT", "supervise:vmm-started")
-        .args(["run", "--backend", "fake", "--name", "v", &img])
-        .output()
-        .unwrap();
+    let out = env.run_fault(
+        "supervise:vmm-started",
+        &["run", "--backend", "fake", "--name", "v", &img],
+    );
     assert!(!out.status.success(), "run reports the supervisor's death");
     // Never "running": the supervisor died before recording the start.
     let v = env.vm_json("v");
@@ -161,8 +140,8 @@ fn sigkill_at_each_snapshot_step_keeps_the_vm_and_no_half_snapshot() {
         "snapshot:resumed",
         "snapshot:blobs-stored",
     ] {
-        let (env, img) = setup();
-        run(&env, "src", &img);
+        let (env, img) = Env::fake_app();
+        env.fake_vm("run", "src", &img);
         let before = env.blobs();
         let st = crash(&env, point, &["snapshot", "src", "--name", "s"]);
         assert_eq!(st.signal(), Some(9), "{point}");
@@ -190,8 +169,8 @@ fn sigkill_at_each_snapshot_step_keeps_the_vm_and_no_half_snapshot() {
 
 #[test]
 fn sigkill_during_fork_leaves_created_clones_that_start_or_remove() {
-    let (env, img) = setup();
-    run(&env, "src", &img);
+    let (env, img) = Env::fake_app();
+    env.fake_vm("run", "src", &img);
     env.ok(&["snapshot", "src", "--name", "s"]);
     let st = crash(&env, "fork:clones-created", &["fork", "s", "-n", "3"]);
     assert_eq!(st.signal(), Some(9));
@@ -209,8 +188,8 @@ fn sigkill_during_fork_leaves_created_clones_that_start_or_remove() {
 #[test]
 fn sigkill_at_each_rm_step() {
     for point in ["rm:resources-released", "rm:record-deleted"] {
-        let (env, img) = setup();
-        run(&env, "v", &img);
+        let (env, img) = Env::fake_app();
+        env.fake_vm("run", "v", &img);
         let id = env.vm_json("v")["id"].as_str().unwrap().to_string();
         let st = crash(&env, point, &["rm", "-f", "v"]);
         assert_eq!(st.signal(), Some(9), "{point}");
@@ -249,8 +228,8 @@ fn sigkill_during_kernel_import_leaves_no_record_and_prune_cleans() {
 /// `rm` on another path, or a restored backup) is found and stopped.
 #[test]
 fn an_orphan_supervisor_is_reported_and_stopped() {
-    let (env, img) = setup();
-    run(&env, "v", &img);
+    let (env, img) = Env::fake_app();
+    env.fake_vm("run", "v", &img);
     let id = env.vm_json("v")["id"].as_str().unwrap().to_string();
     let db = rusqlite::Connection::open(env.root().join("state.db")).unwrap();
     db.execute("DELETE FROM objects WHERE kind = 'vm' AND id = ?1", [&id])
@@ -343,10 +322,7 @@ fn stale_cgroup_ram_file_and_tap_are_found_and_released_on_qemu() {
     let kill_supervisor = |v: &serde_json::Value| {
         let id = v["id"].as_str().unwrap();
         let sup = v["status"]["supervisorPid"].as_u64().unwrap();
-        std::process::Command::new("kill")
-            .args(["-9", &sup.to_string()])
-            .status()
-            .unwrap();
+        common::kill9(sup);
         common::wait::until(
             "QEMU to die with its supervisor",
             Duration::from_secs(20),
@@ -388,15 +364,8 @@ fn stale_cgroup_ram_file_and_tap_are_found_and_released_on_qemu() {
     let check = in_ns(&["system", "check", "-o", "json"]);
     assert_eq!(check.status.code(), Some(1));
     let problems: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
-    let mut kinds: Vec<&str> = problems
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["kind"].as_str().unwrap())
-        .collect();
-    kinds.sort_unstable();
     assert_eq!(
-        kinds,
+        problem_kinds(&problems),
         [
             "orphan-dir",
             "stale-cgroup",

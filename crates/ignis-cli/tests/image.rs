@@ -11,10 +11,7 @@ use std::os::unix::process::ExitStatusExt;
 fn import_oci_layout_builds_a_correct_disk_and_keeps_the_config() {
     let env = Env::for_tier(common::tier::E2FS);
     let layout = env.small_image("example.com/app:1", "s1");
-    let id = env
-        .ok(&["image", "import", layout.to_str().unwrap()])
-        .trim()
-        .to_string();
+    let id = env.ok_id(&["image", "import", layout.to_str().unwrap()]);
     let rec: serde_json::Value =
         serde_json::from_str(&env.ok(&["image", "inspect", "example.com/app:1"])).unwrap();
     assert_eq!(rec["id"], id.as_str());
@@ -202,12 +199,7 @@ fn killed_import_leaves_no_record_and_no_orphan_after_gc() {
     ] {
         let env = Env::new();
         let layout = env.small_image("killed:1", point);
-        let out = env
-            .cmd()
-            .env("IGNIS_FAULT", point)
-            .args(["image", "import", layout.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let out = env.run_fault(point, &["image", "import", layout.to_str().unwrap()]);
         assert_eq!(out.status.signal(), Some(9), "{point}: killed by SIGKILL");
         assert!(env.image_ids().is_empty(), "{point}: no record");
         let prune = env.ok(&["system", "prune"]);
@@ -252,10 +244,7 @@ fn rm_untags_then_deletes_and_collects_blobs() {
 fn rm_refuses_an_image_in_use_unless_forced() {
     let env = Env::new();
     let layout = env.small_image("used:1", "used");
-    let id = env
-        .ok(&["image", "import", layout.to_str().unwrap()])
-        .trim()
-        .to_string();
+    let id = env.ok_id(&["image", "import", layout.to_str().unwrap()]);
     // Record a VM that uses the image, as the VM layer does.
     let db = rusqlite::Connection::open(env.root().join("state.db")).unwrap();
     db.execute(
@@ -300,14 +289,11 @@ fn ids_prefixes_and_errors_have_meaningful_exit_codes() {
     );
     let out = env.run(&["image", "import", "/does/not/exist"]);
     assert_eq!(out.status.code(), Some(3));
-    let id = env
-        .ok(&[
-            "image",
-            "import",
-            env.small_image("p:1", "p").to_str().unwrap(),
-        ])
-        .trim()
-        .to_string();
+    let id = env.ok_id(&[
+        "image",
+        "import",
+        env.small_image("p:1", "p").to_str().unwrap(),
+    ]);
     let short = &id[7..11];
     let rec: serde_json::Value =
         serde_json::from_str(&env.ok(&["image", "inspect", short])).unwrap();

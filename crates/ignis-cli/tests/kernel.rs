@@ -18,10 +18,7 @@ fn import_a_bzimage_extracts_the_elf_and_names_it_by_release() {
     let bz = ignis_kernel::bzimage::test_bzimage(&gz(&elf), "6.6.6-test");
     let path = env.dir.path().join("vmlinuz");
     std::fs::write(&path, bz).unwrap();
-    let id = env
-        .ok(&["kernel", "import", path.to_str().unwrap(), "--default"])
-        .trim()
-        .to_string();
+    let id = env.ok_id(&["kernel", "import", path.to_str().unwrap(), "--default"]);
     assert_eq!(
         id,
         ignis_testkit::sha256(&elf),

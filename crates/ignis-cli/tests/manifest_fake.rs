@@ -9,10 +9,7 @@ mod common;
 use common::Env;
 
 fn setup() -> Env {
-    let env = Env::new();
-    env.fake_kernel();
-    env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
-    env
+    Env::fake_app().0
 }
 
 fn manifest(name: &str, running: bool, cpus: u32) -> String {
@@ -93,16 +90,7 @@ fn a_bad_manifest_changes_nothing_and_unmanaged_vms_are_left_alone() {
     );
     assert_eq!(env.ok(&["ps", "-a", "-Q"]), "", "nothing applied");
     // A VM made by hand is not taken over by a manifest of the same name.
-    env.ok(&[
-        "create",
-        "--backend",
-        "fake",
-        "--size",
-        "64MB",
-        "--name",
-        "a",
-        "app:1",
-    ]);
+    env.fake_vm("create", "a", "app:1");
     let out = env.run(&["apply", "-f", dir.join("a.yaml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("was not created from a manifest"));

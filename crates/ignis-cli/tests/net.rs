@@ -81,6 +81,35 @@ fn ignis_ok(env: &Env, ns: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Imports `web:1`: busybox with `index` as /www/index.html.
+fn web_image(env: &Env, index: &str) -> String {
+    env.busybox_image("web:1", false, &[("www/index.html", index, 0o644)], &[])
+}
+
+/// Runs `img` in `ns` as the VM `web`, busybox httpd serving /www on port
+/// 80, published as `publish`; returns ignis's stdout (the VM id).
+fn run_web(env: &Env, ns: &str, publish: &str, img: &str) -> String {
+    ignis_ok(
+        env,
+        ns,
+        &[
+            "run",
+            "--name",
+            "web",
+            "-p",
+            publish,
+            img,
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    )
+}
+
 /// Why this tier cannot run here; `None`: it can.
 fn missing() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
@@ -145,32 +174,8 @@ fn bridge_nat_published_ports_and_clean_teardown() {
         ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
         ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
     }
-    let img = env.busybox_image(
-        "web:1",
-        false,
-        &[("www/index.html", "hello through -p\n", 0o644)],
-        &[],
-    );
-
-    let web = ignis_ok(
-        &env,
-        &host,
-        &[
-            "run",
-            "--name",
-            "web",
-            "-p",
-            "8080:80",
-            &img,
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/www",
-        ],
-    );
+    let img = web_image(&env, "hello through -p\n");
+    let web = run_web(&env, &host, "8080:80", &img);
     let web = web.trim().to_string();
     let web_ip = env.vm_json("web")["spec"]["network"]["ip"]
         .as_str()
@@ -272,12 +277,7 @@ fn bridge_nat_published_ports_and_clean_teardown() {
 
     // A taken host port is refused before anything is made.
     let out = ignis_in(&env, &host, &["create", "-p", "8080:81", &img, "/bin/true"]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 4);
 
     ignis_ok(&env, &host, &["rm", "-f", "web", "probe"]);
     let links = ok(&["ip", "-n", &host, "-o", "link"]);
@@ -579,12 +579,7 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
         ],
     );
     let out = ignis_in(env, &ns, &["ssh", "sshbox", "true"]);
-    assert_eq!(
-        out.status.code(),
-        Some(255),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 255);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Host key verification failed"),
         "{}",
@@ -744,31 +739,8 @@ fn prune_in(root: &std::path::Path, ns: &str, network: &str) -> Output {
 fn prune_of_one_root_keeps_the_bridge_another_root_uses() {
     let Some(t) = NsEnv::new("p") else { return };
     let (env, ns) = (&t.env, t.ns.clone());
-    let img = env.busybox_image(
-        "web:1",
-        false,
-        &[("www/index.html", "still served\n", 0o644)],
-        &[],
-    );
-    ignis_ok(
-        env,
-        &ns,
-        &[
-            "run",
-            "--name",
-            "web",
-            "-p",
-            "18080:80",
-            &img,
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/www",
-        ],
-    );
+    let img = web_image(env, "still served\n");
+    run_web(env, &ns, "18080:80", &img);
     let get = || {
         let out = sh(&[
             "ip",

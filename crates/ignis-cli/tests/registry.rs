@@ -52,11 +52,7 @@ fn start_registry(dir: &std::path::Path) -> Registry {
 
 /// `extra` is appended to the registry config (e.g. an auth section).
 fn start_registry_with(dir: &std::path::Path, extra: &str) -> Registry {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let config = dir.join("registry.yml");
     std::fs::write(
@@ -149,18 +145,16 @@ fn pull_from_a_real_registry_builds_a_correct_disk() {
 
     // Killed once the blobs are stored (the pull:blobs-stored fault
     // point): no record, and prune leaves no orphan blob or scratch.
-    let out = env
-        .cmd()
-        .env("IGNIS_FAULT", "pull:blobs-stored")
-        .args([
+    let out = env.run_fault(
+        "pull:blobs-stored",
+        &[
             "--insecure-registry",
             &reg.addr,
             "image",
             "pull",
             &reference,
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&out.status),
         Some(9),
@@ -174,16 +168,13 @@ fn pull_from_a_real_registry_builds_a_correct_disk() {
     assert_eq!(env.count("tmp"), 0, "scratch left");
     assert_eq!(env.count("disks"), 0, "orphan disk");
 
-    let id = env
-        .ok(&[
-            "--insecure-registry",
-            &reg.addr,
-            "image",
-            "pull",
-            &reference,
-        ])
-        .trim()
-        .to_string();
+    let id = env.ok_id(&[
+        "--insecure-registry",
+        &reg.addr,
+        "image",
+        "pull",
+        &reference,
+    ]);
     let rec: serde_json::Value =
         serde_json::from_str(&env.ok(&["image", "inspect", &reference])).unwrap();
     assert_eq!(rec["id"], id.as_str());
@@ -198,16 +189,13 @@ fn pull_from_a_real_registry_builds_a_correct_disk() {
         reg.addr,
         rec["manifestDigest"].as_str().unwrap()
     );
-    let id2 = env
-        .ok(&[
-            "--insecure-registry",
-            &reg.addr,
-            "image",
-            "pull",
-            &by_digest,
-        ])
-        .trim()
-        .to_string();
+    let id2 = env.ok_id(&[
+        "--insecure-registry",
+        &reg.addr,
+        "image",
+        "pull",
+        &by_digest,
+    ]);
     assert_eq!(id2, id);
     assert_eq!(env.blobs(), blobs);
     assert_eq!(env.count("disks"), 1);
@@ -249,16 +237,13 @@ fn kernel_import_from_an_ignite_style_kernel_image() {
     OciWriter::write_dir(&OciWriter::oci_files(&spec), &layout).unwrap();
     let reference = format!("{}/weaveworks/ignite-kernel:5.10.77", reg.addr);
     push(&layout, &reference);
-    let id = env
-        .ok(&[
-            "--insecure-registry",
-            &reg.addr,
-            "kernel",
-            "import",
-            &reference,
-        ])
-        .trim()
-        .to_string();
+    let id = env.ok_id(&[
+        "--insecure-registry",
+        &reg.addr,
+        "kernel",
+        "import",
+        &reference,
+    ]);
     assert_eq!(id, ignis_testkit::sha256(&vmlinux));
     let rec: serde_json::Value =
         serde_json::from_str(&env.ok(&["kernel", "inspect", &reference])).unwrap();
@@ -356,17 +341,8 @@ fn snapshot_push_pull_through_a_real_registry() {
         e.ok(&a)
     };
     env.fake_kernel();
-    let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
-    env.ok(&[
-        "run",
-        "--backend",
-        "fake",
-        "--size",
-        "64MB",
-        "--name",
-        "src",
-        &img,
-    ]);
+    let img = env.app_image();
+    env.fake_vm("run", "src", &img);
     env.ok(&["snapshot", "src", "--name", "shared"]);
     let reference = format!("{}/snaps/shared:v1", reg.addr);
     let digest = with_registry(&env, &["snapshot", "push", "shared", &reference]);
@@ -386,7 +362,7 @@ fn snapshot_push_pull_through_a_real_registry() {
 
     let other = Env::new();
     other.fake_kernel();
-    other.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    other.app_image();
     let id = with_registry(&other, &["snapshot", "pull", &reference]);
     let snap: serde_json::Value =
         serde_json::from_str(&other.ok(&["snapshot", "inspect", "shared"])).unwrap();

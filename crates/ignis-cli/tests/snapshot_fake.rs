@@ -10,28 +10,6 @@ mod common;
 use common::Env;
 use std::io::Read;
 
-fn setup() -> (Env, String) {
-    let env = Env::new();
-    env.fake_kernel();
-    let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
-    (env, img)
-}
-
-fn run(env: &Env, name: &str, img: &str) -> String {
-    env.ok(&[
-        "run",
-        "--backend",
-        "fake",
-        "--size",
-        "64MB",
-        "--name",
-        name,
-        img,
-    ])
-    .trim()
-    .to_string()
-}
-
 fn snaps(env: &Env) -> Vec<serde_json::Value> {
     serde_json::from_str::<serde_json::Value>(&env.ok(&["snapshot", "ls", "-o", "json"]))
         .unwrap()
@@ -42,13 +20,10 @@ fn snaps(env: &Env) -> Vec<serde_json::Value> {
 
 #[test]
 fn store_dedups_tracks_lineage_and_collects_shared_blobs() {
-    let (env, img) = setup();
+    let (env, img) = Env::fake_app();
     let baseline = env.blobs().len();
-    run(&env, "src", &img);
-    let a = env
-        .ok(&["snapshot", "src", "--name", "a"])
-        .trim()
-        .to_string();
+    env.fake_vm("run", "src", &img);
+    let a = env.ok_id(&["snapshot", "src", "--name", "a"]);
     assert_eq!(a.len(), 16);
     assert_eq!(env.blobs().len(), baseline + 3, "state, memory, disk");
     // Same content again: a second record, no new blob.
@@ -63,12 +38,7 @@ fn store_dedups_tracks_lineage_and_collects_shared_blobs() {
     assert_eq!(list[0]["memory"]["digest"], list[1]["memory"]["digest"]);
     // Name taken: conflict (4), nothing added.
     let out = env.run(&["snapshot", "src", "--name", "a"]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 4);
     assert_eq!(snaps(&env).len(), 2);
 
     // Forks: running, restored from a, identity of their own.
@@ -83,10 +53,7 @@ fn store_dedups_tracks_lineage_and_collects_shared_blobs() {
         assert!(v["status"]["restorePending"].is_null(), "resumed once: {v}");
     }
     // restore: one clone under the name asked for, resumed from a.
-    let again = env
-        .ok(&["restore", "a", "--name", "again"])
-        .trim()
-        .to_string();
+    let again = env.ok_id(&["restore", "a", "--name", "again"]);
     let v = env.vm_json("again");
     assert_eq!(v["id"], again.as_str());
     assert_eq!(v["status"]["state"], "running", "{v}");
@@ -133,8 +100,8 @@ fn store_dedups_tracks_lineage_and_collects_shared_blobs() {
 
 #[test]
 fn bad_requests_change_nothing() {
-    let (env, img) = setup();
-    run(&env, "src", &img);
+    let (env, img) = Env::fake_app();
+    env.fake_vm("run", "src", &img);
     env.ok(&["stop", "src"]);
     let out = env.run(&["snapshot", "src"]);
     assert_eq!(out.status.code(), Some(4));
@@ -174,8 +141,8 @@ fn rewrite(raw: &[u8], edit: impl Fn(&str, &mut Vec<u8>)) -> Vec<u8> {
 
 #[test]
 fn corrupted_blobs_exports_and_vmm_mismatch_are_refused() {
-    let (env, img) = setup();
-    run(&env, "src", &img);
+    let (env, img) = Env::fake_app();
+    env.fake_vm("run", "src", &img);
     env.ok(&["snapshot", "src", "--name", "s"]);
     let file = env.dir.path().join("s.snap");
     env.ok(&["snapshot", "export", "s", "-o", file.to_str().unwrap()]);
@@ -183,11 +150,8 @@ fn corrupted_blobs_exports_and_vmm_mismatch_are_refused() {
     // Import into a fresh root that has the image and kernel.
     let other = Env::new();
     other.fake_kernel();
-    other.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
-    let id = other
-        .ok(&["snapshot", "import", file.to_str().unwrap()])
-        .trim()
-        .to_string();
+    other.app_image();
+    let id = other.ok_id(&["snapshot", "import", file.to_str().unwrap()]);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&other.ok(&["snapshot", "inspect", "s"]))
             .unwrap()["id"],
@@ -208,7 +172,7 @@ fn corrupted_blobs_exports_and_vmm_mismatch_are_refused() {
     // A damaged export: refused, nothing recorded.
     let third = Env::new();
     third.fake_kernel();
-    third.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    third.app_image();
     let raw = zstd::decode_all(std::fs::File::open(&file).unwrap()).unwrap();
     let tampered = rewrite(&raw, |path, data| {
         if path.starts_with("blobs/") && data.len() > 4 {

@@ -37,7 +37,7 @@ fn exec_cp_health_hooks_and_clean_stop_through_the_agent() {
         ],
         &["/bin/busybox", "sleep", "100000"],
     );
-    let id = env.ok(&["run", "--name", "box", &app]).trim().to_string();
+    let id = env.ok_id(&["run", "--name", "box", &app]);
     // `run` returned once the agent answered.
     let v = env.vm_json("box");
     assert_eq!(v["status"]["health"], "healthy", "{v}");
@@ -46,12 +46,7 @@ fn exec_cp_health_hooks_and_clean_stop_through_the_agent() {
 
     // stdout, stderr and the exit code, kept apart.
     let out = env.run(&["exec", "box", "sh", "-c", "echo out; echo err >&2; exit 3"]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 3);
     assert_eq!(out.stdout, b"out\n");
     assert_eq!(out.stderr, b"err\n");
     // -e, -w, -u; the image's PATH; a missing program is 127.
@@ -191,16 +186,7 @@ fn exec_cp_health_hooks_and_clean_stop_through_the_agent() {
     let v = env.vm_json("box");
     assert_eq!(v["status"]["reason"], "stopped", "{v}");
     let data = env.root().join("vms").join(&id).join("data.ext4");
-    let fsck = std::process::Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "not clean: {}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    common::assert_fsck_clean(&data, "not clean");
     // The copy survived on the writable disk.
     let ls = common::debugfs(&data, "ls -l /upper/root");
     assert!(ls.contains("big.bin"), "{ls}");
@@ -217,7 +203,7 @@ fn exec_cp_health_hooks_and_clean_stop_through_the_agent() {
         &[("etc/inittab", "::sysinit:/bin/busybox echo SYS-UP\n::shutdown:/bin/busybox echo SYS-DOWN\n::shutdown:/bin/busybox umount -a -r\n", 0o644)],
         &[],
     );
-    let sid = env.ok(&["run", "--name", "sys", &sys]).trim().to_string();
+    let sid = env.ok_id(&["run", "--name", "sys", &sys]);
     assert_eq!(
         env.ok(&["exec", "sys", "sh", "-c", "cat /proc/1/comm"]),
         "init\n"

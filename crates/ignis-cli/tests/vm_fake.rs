@@ -10,16 +10,69 @@ use common::{wait, Env};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-fn setup() -> (Env, String) {
-    let env = Env::new();
-    env.fake_kernel();
-    let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
-    (env, img)
+/// [`Env::fake_app`] for the tests of bridge networking, which need root
+/// (`None` after the skip line).
+fn bridge_env() -> Option<(Env, String)> {
+    if !rustix::process::geteuid().is_root() {
+        common::tier::skip(common::tier::ROOT, "bridge networking needs root");
+        return None;
+    }
+    let (mut env, img) = Env::fake_app();
+    env.ran = Some(common::tier::ran(common::tier::ROOT));
+    Some((env, img))
+}
+
+/// `create --backend fake --network bridge --size 64MB OPTS... IMG`.
+fn bridged_create<'a>(opts: &[&'a str], img: &'a str) -> Vec<&'a str> {
+    let mut args = vec![
+        "create",
+        "--backend",
+        "fake",
+        "--network",
+        "bridge",
+        "--size",
+        "64MB",
+    ];
+    args.extend_from_slice(opts);
+    args.push(img);
+    args
+}
+
+/// Waits for the VM `vm`, being started by another process, to exist and
+/// run.
+fn wait_running(env: &Env, vm: &str) {
+    wait::until(&format!("{vm} to run"), Duration::from_secs(10), || {
+        env.run(&["inspect", vm]).status.success()
+            && env.vm_json(vm)["status"]["state"] == "running"
+    });
+}
+
+/// Spawns ignis `args` with `stdout`, its stdin a pipe, returned.
+fn spawn_with_stdin(
+    env: &Env,
+    args: &[&str],
+    stdout: std::process::Stdio,
+) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Asserts that ignis `args` is refused as a conflict (exit 4); `why` is
+/// the failure message.
+fn assert_conflict(env: &Env, args: &[&str], why: &str) {
+    assert_eq!(env.run(args).status.code(), Some(4), "{why}");
 }
 
 #[test]
 fn run_rm_passes_the_exit_code_and_leaves_nothing() {
-    let (env, img) = setup();
+    let (env, img) = Env::fake_app();
     let out = env
         .cmd()
         .args([
@@ -33,12 +86,7 @@ fn run_rm_passes_the_exit_code_and_leaves_nothing() {
         ])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 3);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "workload output\n");
     // The supervisor removes an --rm VM once it exits.
     wait::until("the --rm VM to be removed", Duration::from_secs(10), || {
@@ -48,20 +96,17 @@ fn run_rm_passes_the_exit_code_and_leaves_nothing() {
 
 #[test]
 fn detached_run_ps_stop_rm() {
-    let (env, img) = setup();
-    let id = env
-        .ok(&[
-            "run",
-            "--backend",
-            "fake",
-            "--name",
-            "web",
-            "-l",
-            "tier=front",
-            &img,
-        ])
-        .trim()
-        .to_string();
+    let (env, img) = Env::fake_app();
+    let id = env.ok_id(&[
+        "run",
+        "--backend",
+        "fake",
+        "--name",
+        "web",
+        "-l",
+        "tier=front",
+        &img,
+    ]);
     assert_eq!(id.len(), 16);
     let ps = env.ok(&["ps"]);
     assert!(ps.contains("web") && ps.contains("Up"), "{ps}");
@@ -104,55 +149,31 @@ fn detached_run_ps_stop_rm() {
     // Start again: same VM, new run.
     env.ok(&["start", "web"]);
     assert_eq!(env.vm_json("web")["status"]["state"], "running");
-    let out = env.run(&["rm", "web"]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "rm of a running VM is a conflict"
-    );
+    assert_conflict(&env, &["rm", "web"], "rm of a running VM is a conflict");
     env.ok(&["rm", "-f", "web"]);
     assert_eq!(env.count("vms"), 0);
     assert!(env.processes_with(&id).is_empty(), "no VMM left");
-    let sup_stat = std::fs::read_to_string(format!("/proc/{sup}/stat")).unwrap_or_default();
-    assert!(
-        sup_stat.is_empty() || sup_stat.contains(") Z"),
-        "the supervisor exited"
-    );
+    assert!(common::process_gone(sup), "the supervisor exited");
 }
 
 #[test]
 fn killed_supervisor_is_reported_and_takes_its_vmm_along() {
-    let (env, img) = setup();
-    let id = env
-        .ok(&["run", "--backend", "fake", &img])
-        .trim()
-        .to_string();
+    let (env, img) = Env::fake_app();
+    let id = env.ok_id(&["run", "--backend", "fake", &img]);
     let v = env.vm_json(&id);
     let sup = v["status"]["supervisorPid"].as_u64().unwrap();
     let vmm = v["status"]["vmmPid"].as_u64().unwrap();
-    let st = std::process::Command::new("kill")
-        .args(["-9", &sup.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    assert!(common::kill9(sup));
     wait::until("the supervisor to die", Duration::from_secs(10), || {
-        let stat = std::fs::read_to_string(format!("/proc/{sup}/stat")).unwrap_or_default();
-        stat.is_empty() || stat.contains(") Z")
+        common::process_gone(sup)
     });
     let ps = env.ok(&["ps", "-a"]);
     assert!(ps.contains("Exited"), "ps must not claim it runs: {ps}");
     let v = env.vm_json(&id);
     assert_eq!(v["status"]["state"], "exited");
+    common::assert_supervisor_died(&v);
     assert!(
-        v["status"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("supervisor died"),
-        "{v}"
-    );
-    let vmm_stat = std::fs::read_to_string(format!("/proc/{vmm}/stat")).unwrap_or_default();
-    assert!(
-        vmm_stat.is_empty() || vmm_stat.contains(") Z"),
+        common::process_gone(vmm),
         "the VMM died with its supervisor"
     );
     env.ok(&["rm", &id]);
@@ -160,26 +181,18 @@ fn killed_supervisor_is_reported_and_takes_its_vmm_along() {
 
 #[test]
 fn kill_reports_137() {
-    let (env, img) = setup();
-    let id = env
-        .ok(&["run", "--backend", "fake", &img])
-        .trim()
-        .to_string();
+    let (env, img) = Env::fake_app();
+    let id = env.ok_id(&["run", "--backend", "fake", &img]);
     env.ok(&["kill", &id]);
     let v = env.vm_json(&id);
     assert_eq!(v["status"]["exitCode"], 137);
     assert_eq!(v["status"]["reason"], "killed");
-    let out = env.run(&["kill", &id]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "killing a stopped VM is a conflict"
-    );
+    assert_conflict(&env, &["kill", &id], "killing a stopped VM is a conflict");
 }
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    let (env, img) = setup();
+    let (env, img) = Env::fake_app();
     env.ok(&["create", "--backend", "fake", "--name", "taken", &img]);
     let before = env.count("vms");
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
@@ -239,10 +252,7 @@ fn image_without_init_or_command_fails_fast() {
     // With a command it is fine; a system image needs none.
     env.ok(&["create", "--backend", "fake", &img, "/bin/busybox", "true"]);
     let sys = env.busybox_image("sys:1", true, &[], &[]);
-    let id = env
-        .ok(&["create", "--backend", "fake", &sys])
-        .trim()
-        .to_string();
+    let id = env.ok_id(&["create", "--backend", "fake", &sys]);
     assert_eq!(env.vm_json(&id)["spec"]["mode"], "system");
 }
 
@@ -258,7 +268,7 @@ fn no_default_kernel_says_how_to_get_one() {
 
 #[test]
 fn images_and_kernels_in_use_are_protected() {
-    let (env, img) = setup();
+    let (env, img) = Env::fake_app();
     env.ok(&["create", "--backend", "fake", "--name", "user", &img]);
     let out = env.run(&["image", "rm", &img]);
     assert_eq!(out.status.code(), Some(4));
@@ -275,13 +285,8 @@ fn images_and_kernels_in_use_are_protected() {
 
 #[test]
 fn a_killed_create_leaves_nothing_after_prune() {
-    let (env, img) = setup();
-    let out = env
-        .cmd()
-        .env("IGNIS_FAULT", "vm:disk-made")
-        .args(["create", "--backend", "fake", &img])
-        .output()
-        .unwrap();
+    let (env, img) = Env::fake_app();
+    let out = env.run_fault("vm:disk-made", &["create", "--backend", "fake", &img]);
     assert_eq!(out.status.signal(), Some(9));
     assert_eq!(env.ok(&["ps", "-a", "-Q"]), "");
     assert_eq!(env.count("vms"), 1, "the disk was made before the kill");
@@ -291,11 +296,8 @@ fn a_killed_create_leaves_nothing_after_prune() {
 
 #[test]
 fn a_host_reboot_is_detected_and_reported() {
-    let (env, img) = setup();
-    let id = env
-        .ok(&["run", "--backend", "fake", &img])
-        .trim()
-        .to_string();
+    let (env, img) = Env::fake_app();
+    let id = env.ok_id(&["run", "--backend", "fake", &img]);
     // Simulate a reboot: the record's boot ID is not this boot's.
     let db = rusqlite::Connection::open(env.root().join("state.db")).unwrap();
     let rec: String = db
@@ -329,10 +331,10 @@ fn a_host_reboot_is_detected_and_reported() {
 #[test]
 fn run_interactive_and_attach_forward_the_console_both_ways() {
     use std::io::Write;
-    let (env, img) = setup();
-    let mut child = env
-        .cmd()
-        .args([
+    let (env, img) = Env::fake_app();
+    let (child, mut stdin) = spawn_with_stdin(
+        &env,
+        &[
             "run",
             "-i",
             "--backend",
@@ -342,16 +344,10 @@ fn run_interactive_and_attach_forward_the_console_both_ways() {
             "--name",
             "talk",
             &img,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    wait::until("talk to run", Duration::from_secs(10), || {
-        env.run(&["inspect", "talk"]).status.success()
-            && env.vm_json("talk")["status"]["state"] == "running"
-    });
+        ],
+        std::process::Stdio::piped(),
+    );
+    wait_running(&env, "talk");
     stdin.write_all(b"hello\nquit\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
@@ -367,51 +363,32 @@ fn run_interactive_and_attach_forward_the_console_both_ways() {
 
     // attach to a running VM
     env.ok(&["start", "talk"]);
-    let mut child = env
-        .cmd()
-        .args(["attach", "talk"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // The console input is a pipe: what is written before attach
     // connects waits there.
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) =
+        spawn_with_stdin(&env, &["attach", "talk"], std::process::Stdio::piped());
     stdin.write_all(b"again\nquit\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("echo: again"));
     assert_eq!(env.vm_json("talk")["status"]["state"], "exited");
-    let out = env.run(&["attach", "talk"]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "attaching to a stopped VM is a conflict"
+    assert_conflict(
+        &env,
+        &["attach", "talk"],
+        "attaching to a stopped VM is a conflict",
     );
 }
 
 #[test]
 fn concurrent_creates_from_several_processes_get_distinct_addresses() {
-    if !rustix::process::geteuid().is_root() {
-        common::tier::skip(common::tier::ROOT, "bridge networking needs root");
-        return;
-    }
     // `create` records leases only; the host network is touched at start.
-    let (mut env, img) = setup();
-    env.ran = Some(common::tier::ran(common::tier::ROOT));
+    let Some((env, img)) = bridge_env() else {
+        return;
+    };
     let children: Vec<_> = (0..12)
         .map(|i| {
             env.cmd()
                 .env("IGNIS_NETWORK", "bridge")
-                .args([
-                    "create",
-                    "--backend",
-                    "fake",
-                    "--size",
-                    "64MB",
-                    "--name",
-                    &format!("n{i}"),
-                    &img,
-                ])
+                .args(common::fake_vm_args("create", &format!("n{i}"), &img))
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap()
@@ -439,44 +416,18 @@ fn concurrent_creates_from_several_processes_get_distinct_addresses() {
         .args(["create", "--backend", "fake", "--ip", &taken, &img])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 4);
     for v in vms.as_array().unwrap() {
         if v["spec"]["network"]["ip"] == taken.as_str() {
             env.ok(&["rm", v["id"].as_str().unwrap()]);
         }
     }
-    env.ok(&[
-        "create",
-        "--backend",
-        "fake",
-        "--network",
-        "bridge",
-        "--ip",
-        &taken,
-        "--size",
-        "64MB",
-        &img,
-    ]);
+    env.ok(&bridged_create(&["--ip", &taken], &img));
     // --mac, and `network ls` / `network inspect -o yaml` of the leases.
-    env.ok(&[
-        "create",
-        "--backend",
-        "fake",
-        "--network",
-        "bridge",
-        "--mac",
-        "02:42:0a:3d:00:77",
-        "--size",
-        "64MB",
-        "--name",
-        "m",
+    env.ok(&bridged_create(
+        &["--mac", "02:42:0a:3d:00:77", "--name", "m"],
         &img,
-    ]);
+    ));
     assert_eq!(
         env.vm_json("m")["spec"]["network"]["mac"],
         "02:42:0a:3d:00:77"
@@ -501,29 +452,14 @@ fn concurrent_creates_from_several_processes_get_distinct_addresses() {
 /// `--subnet` on the command line (not IGNIS_SUBNET): leases come from it.
 #[test]
 fn subnet_on_the_command_line_gives_the_addresses() {
-    if !rustix::process::geteuid().is_root() {
-        common::tier::skip(common::tier::ROOT, "bridge networking needs root");
+    let Some((env, img)) = bridge_env() else {
         return;
-    }
-    let (mut env, img) = setup();
-    env.ran = Some(common::tier::ran(common::tier::ROOT));
+    };
     let create = |name: &str| {
         env.cmd()
             .env_remove("IGNIS_SUBNET")
-            .args([
-                "--subnet",
-                "10.77.5.0/24",
-                "create",
-                "--backend",
-                "fake",
-                "--network",
-                "bridge",
-                "--size",
-                "64MB",
-                "--name",
-                name,
-                &img,
-            ])
+            .args(["--subnet", "10.77.5.0/24"])
+            .args(bridged_create(&["--name", name], &img))
             .output()
             .unwrap()
     };
@@ -543,21 +479,13 @@ fn subnet_on_the_command_line_gives_the_addresses() {
         ])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 1);
 }
 
 #[test]
 fn pause_and_unpause_freeze_the_vmm() {
-    let (env, img) = setup();
-    let id = env
-        .ok(&["run", "--backend", "fake", &img])
-        .trim()
-        .to_string();
+    let (env, img) = Env::fake_app();
+    let id = env.ok_id(&["run", "--backend", "fake", &img]);
     let vmm = env.vm_json(&id)["status"]["vmmPid"].as_u64().unwrap();
     let state = || {
         let stat = std::fs::read_to_string(format!("/proc/{vmm}/stat")).unwrap();
@@ -586,12 +514,9 @@ fn pause_and_unpause_freeze_the_vmm() {
 
 #[test]
 fn a_vm_run_with_rm_stops_and_is_force_removed_cleanly() {
-    let (env, img) = setup();
+    let (env, img) = Env::fake_app();
     for verb in [&["stop"][..], &["kill"][..], &["rm", "-f"][..]] {
-        let id = env
-            .ok(&["run", "-d", "--rm", "--backend", "fake", &img])
-            .trim()
-            .to_string();
+        let id = env.ok_id(&["run", "-d", "--rm", "--backend", "fake", &img]);
         // Docker's -q on a list: IDs only.
         let ids = env.ok(&["ps", "-a", "-q"]);
         assert_eq!(
@@ -631,7 +556,7 @@ fn version_flag_and_command_agree() {
 #[test]
 fn run_it_on_a_terminal_detaches_with_ctrl_p_ctrl_q() {
     use std::io::{Read, Write};
-    let (env, img) = setup();
+    let (env, img) = Env::fake_app();
     let ignis = env!("CARGO_BIN_EXE_ignis");
     // script(1) gives the command a PTY as its terminal.
     let mut child = std::process::Command::new("script")
@@ -663,10 +588,7 @@ fn run_it_on_a_terminal_detaches_with_ctrl_p_ctrl_q() {
         })
     };
     let text = || String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-    wait::until("tty to run", Duration::from_secs(10), || {
-        env.run(&["inspect", "tty"]).status.success()
-            && env.vm_json("tty")["status"]["state"] == "running"
-    });
+    wait_running(&env, "tty");
     stdin.write_all(b"hello\n").unwrap();
     assert!(
         wait::within(Duration::from_secs(10), || text().contains("echo: hello")),
@@ -691,7 +613,7 @@ fn run_it_on_a_terminal_detaches_with_ctrl_p_ctrl_q() {
 #[test]
 fn logs_follow_streams_until_the_vm_stops() {
     use std::io::{BufRead, Write};
-    let (env, img) = setup();
+    let (env, img) = Env::fake_app();
     env.ok(&[
         "run",
         "--backend",
@@ -724,14 +646,8 @@ fn logs_follow_streams_until_the_vm_stops() {
         }
     };
     next_with("IGNIS-INIT ready");
-    let mut attach = env
-        .cmd()
-        .args(["attach", "f"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = attach.stdin.take().unwrap();
+    let (mut attach, mut stdin) =
+        spawn_with_stdin(&env, &["attach", "f"], std::process::Stdio::null());
     stdin.write_all(b"written later\n").unwrap();
     next_with("echo: written later");
     assert!(
@@ -754,21 +670,18 @@ fn logs_follow_streams_until_the_vm_stops() {
 /// key pair is generated.
 #[test]
 fn a_user_supplied_ssh_key_is_used_as_given() {
-    let (env, img) = setup();
+    let (env, img) = Env::fake_app();
     let key =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake me@host";
-    let id = env
-        .ok(&[
-            "create",
-            "--backend",
-            "fake",
-            "--name",
-            "k1",
-            &format!("--ssh={key}"),
-            &img,
-        ])
-        .trim()
-        .to_string();
+    let id = env.ok_id(&[
+        "create",
+        "--backend",
+        "fake",
+        "--name",
+        "k1",
+        &format!("--ssh={key}"),
+        &img,
+    ]);
     let v = env.vm_json("k1");
     assert_eq!(v["spec"]["ssh"]["generated"], false, "{v}");
     assert_eq!(v["spec"]["ssh"]["authorizedKey"], key, "{v}");
@@ -787,10 +700,5 @@ fn a_user_supplied_ssh_key_is_used_as_given() {
     ]);
     assert_eq!(env.vm_json("k2")["spec"]["ssh"]["authorizedKey"], key);
     let out = env.run(&["create", "--backend", "fake", "--ssh=not-a-key", &img]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 1);
 }

@@ -74,6 +74,21 @@ fn run_test_guest(env: &Env, fc: &str, name: &str, img: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Imports the test guest as the kernel `testguest` and [`Env::app_image`];
+/// returns the image's name.
+fn import_test_guest_and_app(env: &Env) -> String {
+    let guest = env.dir.path().join("testguest.elf");
+    std::fs::write(&guest, ignis_testkit::testguest::elf()).unwrap();
+    env.ok(&[
+        "kernel",
+        "import",
+        guest.to_str().unwrap(),
+        "--name",
+        "testguest",
+    ]);
+    env.app_image()
+}
+
 /// Whether ignis finds a jailer where it looks: next to firecracker, in
 /// IGNIS_JAILER, on PATH.
 fn jailer_found(fc: &str) -> bool {
@@ -93,16 +108,7 @@ fn test_guest_lifecycle_on_firecracker() {
         return;
     }
     let mut env = Env::for_tier(common::tier::FIRECRACKER);
-    let guest = env.dir.path().join("testguest.elf");
-    std::fs::write(&guest, ignis_testkit::testguest::elf()).unwrap();
-    env.ok(&[
-        "kernel",
-        "import",
-        guest.to_str().unwrap(),
-        "--name",
-        "testguest",
-    ]);
-    let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    let img = import_test_guest_and_app(&env);
 
     let id = run_test_guest(&env, &fc, "fc1", &img);
     assert!(env.ok(&["logs", "fc1"]).contains("IGNIS-INIT ready"));
@@ -186,10 +192,7 @@ fn test_guest_lifecycle_on_firecracker() {
         .iter()
         .map(|p| p.as_str().unwrap().to_string())
         .collect();
-    std::process::Command::new("kill")
-        .args(["-9", &sup.to_string()])
-        .status()
-        .unwrap();
+    common::kill9(sup);
     let gone = common::wait::within(std::time::Duration::from_secs(10), || {
         env.processes_with(&id2).is_empty()
     });
@@ -208,13 +211,7 @@ fn test_guest_lifecycle_on_firecracker() {
     );
     let v = env.vm_json("fc2");
     assert_eq!(v["status"]["state"], "exited", "{v}");
-    assert!(
-        v["status"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("supervisor died"),
-        "{v}"
-    );
+    common::assert_supervisor_died(&v);
     for p in &paths {
         assert!(
             !std::path::Path::new(p).exists(),
@@ -243,16 +240,7 @@ fn test_guest_snapshot_and_ten_forks_on_firecracker() {
         return;
     };
     let env = Env::for_tier(common::tier::FIRECRACKER);
-    let guest = env.dir.path().join("testguest.elf");
-    std::fs::write(&guest, ignis_testkit::testguest::elf()).unwrap();
-    env.ok(&[
-        "kernel",
-        "import",
-        guest.to_str().unwrap(),
-        "--name",
-        "testguest",
-    ]);
-    let img = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    let img = import_test_guest_and_app(&env);
     let ok = |args: &[&str]| env.ok_with(&[("IGNIS_FIRECRACKER", &fc)], args);
     ok(&[
         "run",

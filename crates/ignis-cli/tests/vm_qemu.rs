@@ -126,7 +126,7 @@ fn linux_guest_lifecycle_on_qemu() {
         )],
         &[],
     );
-    let id = env.ok(&["run", "--name", "sys", &sys]).trim().to_string();
+    let id = env.ok_id(&["run", "--name", "sys", &sys]);
     let v = env.vm_json("sys");
     assert_eq!(v["spec"]["mode"], "system");
     assert_eq!(v["status"]["state"], "running");
@@ -210,48 +210,29 @@ fn linux_guest_lifecycle_on_qemu() {
         );
     }
     let data = env.root().join("vms").join(&id).join("data.ext4");
-    let fsck = std::process::Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "writable disk not clean: {}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    common::assert_fsck_clean(&data, "writable disk not clean");
 
     // (b3) After kill -9 of the supervisor, ps tells the truth and no QEMU is left.
-    let id2 = env
-        .ok(&[
-            "run",
-            "--name",
-            "victim",
-            &app,
-            "/bin/busybox",
-            "sleep",
-            "600",
-        ])
-        .trim()
-        .to_string();
+    let id2 = env.ok_id(&[
+        "run",
+        "--name",
+        "victim",
+        &app,
+        "/bin/busybox",
+        "sleep",
+        "600",
+    ]);
     let v = common::wait_state(&env, "victim", "running");
     let sup = v["status"]["supervisorPid"].as_u64().unwrap();
     assert!(!env.processes_with(&id2).is_empty(), "QEMU runs");
-    std::process::Command::new("kill")
-        .args(["-9", &sup.to_string()])
-        .status()
-        .unwrap();
+    common::kill9(sup);
     common::wait::until("the supervisor to die", Duration::from_secs(10), || {
-        let stat = std::fs::read_to_string(format!("/proc/{sup}/stat")).unwrap_or_default();
-        stat.is_empty() || stat.contains(") Z")
+        common::process_gone(sup)
     });
     let ps = env.ok(&["ps", "-a", "--filter", "name=victim"]);
     assert!(ps.contains("Exited") && !ps.contains("Up "), "{ps}");
     let v = env.vm_json("victim");
-    assert!(v["status"]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("supervisor died"));
+    common::assert_supervisor_died(&v);
     common::wait::until(
         "QEMU to die with its supervisor",
         Duration::from_secs(10),

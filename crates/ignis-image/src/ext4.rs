@@ -294,16 +294,7 @@ mod tests {
 #[cfg(test)]
 mod disk_tests {
     use super::*;
-
-    fn debugfs(disk: &Path, cmd: &str) -> String {
-        let out = Command::new("debugfs")
-            .arg("-R")
-            .arg(cmd)
-            .arg(disk)
-            .output()
-            .expect("debugfs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    use ignis_testkit::ext4::{assert_fsck_clean, debugfs};
 
     #[test]
     fn builds_an_ext4_with_content_and_applies_fixups() {
@@ -347,15 +338,6 @@ mod disk_tests {
             "{stat}"
         );
         assert!(stat.contains("Mode:  04711"), "{stat}");
-        let out2 = Command::new("e2fsck")
-            .args(["-fn"])
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            out2.status.success(),
-            "fsck: {}",
-            String::from_utf8_lossy(&out2.stdout)
-        );
+        assert_fsck_clean(&out, "fsck");
     }
 }

@@ -2,6 +2,7 @@
 //! wants (including the malicious ones a normal tar writer refuses to
 //! produce), OCI image layouts and `docker save` archives.
 
+pub mod ext4;
 mod layer;
 mod layout;
 pub mod testguest;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub use ignis_testkit::ext4::{assert_fsck_clean, debugfs};
 pub use ignis_testkit::{tier, wait};
 use ignis_testkit::{ImageSpec, LayerBuilder, OciWriter};
 
@@ -70,6 +71,16 @@ impl Env {
             .env_remove("IGNIS_FAULT")
             .env("IGNIS_LOG", "warn");
         c
+    }
+
+    /// Runs ignis with the fault point `point` armed (IGNIS_FAULT: the
+    /// process SIGKILLs itself there); returns its output.
+    pub fn run_fault(&self, point: &str, args: &[&str]) -> Output {
+        self.cmd()
+            .env("IGNIS_FAULT", point)
+            .args(args)
+            .output()
+            .expect("run ignis")
     }
 
     /// Runs ignis and returns its output, whatever the exit status.
@@ -172,15 +183,59 @@ pub fn small_spec(name: &str, salt: &str) -> ImageSpec {
     }
 }
 
-/// `debugfs -R CMD DISK` stdout.
-pub fn debugfs(disk: &Path, cmd: &str) -> String {
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(cmd)
-        .arg(disk)
-        .output()
-        .expect("debugfs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The arguments of [`Env::fake_vm`], for commands run otherwise.
+pub fn fake_vm_args<'a>(verb: &'a str, name: &'a str, img: &'a str) -> [&'a str; 8] {
+    [
+        verb,
+        "--backend",
+        "fake",
+        "--size",
+        "64MB",
+        "--name",
+        name,
+        img,
+    ]
+}
+
+/// Asserts that a command exited with `code`, its stderr as the message.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `kill -9 PID`; whether the signal was sent.
+pub fn kill9(pid: u64) -> bool {
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success()
+}
+
+/// Whether process `pid` has ended (gone, or a zombie not reaped yet).
+pub fn process_gone(pid: u64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.contains(") Z")
+}
+
+/// Asserts that the VM record `v` gives its supervisor's death as the
+/// reason it exited.
+pub fn assert_supervisor_died(v: &serde_json::Value) {
+    let reason = v["status"]["reason"].as_str().unwrap();
+    assert!(reason.contains("supervisor died"), "{v}");
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Checks the ext4 image disk of `small_spec`: content, modes, ownership,
@@ -205,16 +260,7 @@ pub fn check_small_disk(disk: &Path, salt: &str) {
         "{home}"
     );
     assert!(debugfs(disk, "stat /etc/link").contains("Type: symlink"));
-    let fsck = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(disk)
-        .output()
-        .expect("e2fsck");
-    assert!(
-        fsck.status.success(),
-        "fsck: {}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    assert_fsck_clean(disk, "fsck");
 }
 
 impl Env {
@@ -290,6 +336,31 @@ impl Env {
         OciWriter::write_dir(&OciWriter::oci_files(&spec), &dir).unwrap();
         self.ok(&["image", "import", dir.to_str().unwrap()]);
         name.to_string()
+    }
+
+    /// Imports `app:1`: busybox whose command is `true`; returns its name.
+    pub fn app_image(&self) -> String {
+        self.busybox_image("app:1", false, &[], &["/bin/busybox", "true"])
+    }
+
+    /// A fresh environment ready for the fake backend: the synthetic
+    /// kernel as default and [`Env::app_image`] imported (its name too).
+    pub fn fake_app() -> (Self, String) {
+        let env = Self::new();
+        env.fake_kernel();
+        let img = env.app_image();
+        (env, img)
+    }
+
+    /// `ignis VERB --backend fake --size 64MB --name NAME IMG` (VERB is
+    /// `run` or `create`), asserting success; returns the VM id.
+    pub fn fake_vm(&self, verb: &str, name: &str, img: &str) -> String {
+        self.ok(&fake_vm_args(verb, name, img)).trim().to_string()
+    }
+
+    /// Runs ignis, asserting success, and returns stdout trimmed (an id).
+    pub fn ok_id(&self, args: &[&str]) -> String {
+        self.ok(args).trim().to_string()
     }
 
     pub fn vm_json(&self, vm: &str) -> serde_json::Value {

@@ -202,6 +202,18 @@ mod tests {
         })
     }
 
+    /// [`fake_qmp`] at `dir`/qmp.sock answering a snapshot: `stop`,
+    /// `migrate-set-capabilities`, `getfd` and `migrate` succeed, then each
+    /// `query-migrate` gets the next of `migration`.
+    fn fake_snapshot_qmp(
+        dir: &Path,
+        migration: &[&'static str],
+    ) -> std::thread::JoinHandle<Vec<String>> {
+        let mut answers = vec![r#"{"return": {}}"#; 4];
+        answers.extend_from_slice(migration);
+        fake_qmp(&dir.join("qmp.sock"), answers)
+    }
+
     #[test]
     fn negotiates_skips_events_and_reports_errors() {
         let dir = tempfile::tempdir().unwrap();
@@ -231,13 +243,9 @@ mod tests {
     fn snapshot_migrates_to_a_file_and_waits_for_completion() {
         use crate::Control;
         let dir = tempfile::tempdir().unwrap();
-        let server = fake_qmp(
-            &dir.path().join("qmp.sock"),
-            vec![
-                r#"{"return": {}}"#,
-                r#"{"return": {}}"#,
-                r#"{"return": {}}"#,
-                r#"{"return": {}}"#,
+        let server = fake_snapshot_qmp(
+            dir.path(),
+            &[
                 r#"{"return": {"status": "active"}}"#,
                 r#"{"return": {"status": "completed"}}"#,
             ],
@@ -332,15 +340,9 @@ mod tests {
     fn failed_migration_is_an_error() {
         use crate::Control;
         let dir = tempfile::tempdir().unwrap();
-        let server = fake_qmp(
-            &dir.path().join("qmp.sock"),
-            vec![
-                r#"{"return": {}}"#,
-                r#"{"return": {}}"#,
-                r#"{"return": {}}"#,
-                r#"{"return": {}}"#,
-                r#"{"return": {"status": "failed", "error-desc": "disk full"}}"#,
-            ],
+        let server = fake_snapshot_qmp(
+            dir.path(),
+            &[r#"{"return": {"status": "failed", "error-desc": "disk full"}}"#],
         );
         let err = crate::qemu::QemuControl::new(dir.path())
             .snapshot(dir.path())
