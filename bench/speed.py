@@ -59,15 +59,17 @@ def row(backend, op, ignis_ms, raw_ms, goal, met, unit="ms"):
 
 
 def phases_of(records, title):
+    # VM records keep their phases in status, snapshot records at the top.
+    records = [r["status"] if "status" in r else r for r in records]
     names = []
     for r in records:
-        for p in r["status"].get("timings", []):
+        for p in r.get("timings", []):
             if p["phase"] not in names:
                 names.append(p["phase"])
     table = []
     for n in names:
-        at = [p["atUs"] / 1000 for r in records for p in r["status"].get("timings", []) if p["phase"] == n]
-        took = [p["tookUs"] / 1000 for r in records for p in r["status"].get("timings", []) if p["phase"] == n]
+        at = [p["atUs"] / 1000 for r in records for p in r.get("timings", []) if p["phase"] == n]
+        took = [p["tookUs"] / 1000 for r in records for p in r.get("timings", []) if p["phase"] == n]
         table.append((n, med(at), med(took)))
     table.sort(key=lambda t: t[1])
     phase_tables.append((title, table))
@@ -113,6 +115,8 @@ def snapshot_three(args, parent, prefix):
         _, ms = timed("snapshot", parent, "--name", f"{prefix}{i}")
         walls.append(ms)
         pauses.append(json.loads(ig("snapshot", "inspect", f"{prefix}{i}").stdout)["pauseMs"])
+    recs = [json.loads(ig("snapshot", "inspect", f"{prefix}{i}").stdout) for i in range(3)]
+    phases_of(recs, f"{parent}: ignis snapshot: phases (medians, ms from the snapshot's start)")
     return walls, pauses
 
 

@@ -42,7 +42,7 @@ fn chunk_of(data: &[u8]) -> Chunk {
     }
 }
 
-fn is_zero(data: &[u8]) -> bool {
+pub(crate) fn is_zero(data: &[u8]) -> bool {
     // 64-byte blocks OR-ed together: the compiler vectorises the fold.
     let blocks = data.chunks_exact(64);
     let rest = blocks.remainder();

@@ -99,7 +99,7 @@ pub fn copy_sparse(src: &Path, dst: &Path, mut each: impl FnMut(&[u8])) -> std::
             let k = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
             from.read_exact(&mut buf[..k])?;
             // Zero pages inside an extent stay holes in the copy too.
-            if buf[..k].iter().all(|b| *b == 0) {
+            if crate::chunked::is_zero(&buf[..k]) {
                 to.seek(SeekFrom::Current(k as i64))?;
             } else {
                 to.write_all(&buf[..k])?;
@@ -203,7 +203,7 @@ fn copy_range(
         let mut at = 0;
         while at < k {
             let page = &chunk[at..(at + ZERO_PAGE).min(k)];
-            let zero = page.iter().all(|b| *b == 0);
+            let zero = crate::chunked::is_zero(page);
             match (zero, run) {
                 (false, None) => run = Some(at),
                 (true, Some(r)) => {
