@@ -116,7 +116,7 @@ def snapshot_three(args, parent, prefix):
         walls.append(ms)
         pauses.append(json.loads(ig("snapshot", "inspect", f"{prefix}{i}").stdout)["pauseMs"])
     recs = [json.loads(ig("snapshot", "inspect", f"{prefix}{i}").stdout) for i in range(3)]
-    phases_of(recs, f"{parent}: ignis snapshot: phases (medians, ms from the snapshot's start)")
+    phases_of(recs, f"{'Firecracker' if parent.startswith('fc') else 'QEMU'}: ignis snapshot")
     return walls, pauses
 
 
