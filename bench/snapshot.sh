@@ -63,10 +63,13 @@ args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:-1]
 args = [a.decode() for a in args]
 vmdir = os.path.join(os.environ["IGNIS_ROOT"], "vms", parent["id"])
 raw = os.path.join(work, "raw"); os.makedirs(raw, exist_ok=True)
-blobs = os.path.join(os.environ["IGNIS_ROOT"], "blobs", "sha256")
-mem_blob = os.path.join(blobs, snap["memory"]["digest"].split(":")[1])
-state_blob = os.path.join(blobs, snap["state"]["digest"].split(":")[1])
-disk_blob = os.path.join(blobs, snap["disk"]["digest"].split(":")[1])
+def blob(digest):
+    # Named by their algorithm (sha256-chunked for snapshot blobs).
+    algo, hexd = digest.split(":")
+    return os.path.join(os.environ["IGNIS_ROOT"], "blobs", algo, hexd)
+mem_blob = blob(snap["memory"]["digest"])
+state_blob = blob(snap["state"]["digest"])
+disk_blob = blob(snap["disk"]["digest"])
 subprocess.run(["cp", "--sparse=always", disk_blob, f"{raw}/data.ext4"], check=True)
 shutil.copy(f"{vmdir}/initrd.img", f"{raw}/initrd.img")
 def fix(a):
@@ -74,7 +77,20 @@ def fix(a):
     if a.startswith("memory-backend-file"):
         a = ",".join(p if not p.startswith("mem-path=") else f"mem-path={mem_blob}" for p in a.split(",")).replace("share=on", "share=off")
     return a
-args = [fix(a) for a in args] + ["-incoming", "defer"]
+def unconfined(argv):
+    # The raw VMM by hand: without ignis's -sandbox (spawn=deny would
+    # refuse the exec: migration below) and -runas.
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("-sandbox", "-runas"):
+            skip = True
+            continue
+        out.append(a)
+    return out
+args = unconfined([fix(a) for a in args]) + ["-incoming", "defer"]
 def raw_load():
     for f in ("qmp.sock", "agent.vmm.sock"):
         try: os.unlink(f"{raw}/{f}")
