@@ -151,6 +151,28 @@ struct RmQuery {
 
 type BodyResult = Result<bytes::Bytes, axum::extract::rejection::BytesRejection>;
 
+/// axum's `Query`, with a bad query string answered as problem+json (axum
+/// answers plain text) naming what was wrong.
+pub struct Q<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Q<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Q(v))
+            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "Invalid query", e.body_text()))
+    }
+}
+
 /// A request body as UTF-8 text; every way it can be unusable (too large,
 /// unreadable, not UTF-8) is a problem+json with the right status.
 fn text(body: &BodyResult) -> Result<&str, Problem> {
@@ -179,7 +201,16 @@ pub fn manifests(body: &str) -> Result<Vec<ignis_api::manifest::Manifest>, Probl
             "at most 1 MiB of manifests",
         ));
     }
-    ignis_core::manifest::parse(body, "request body").map_err(Problem::from)
+    let ms = ignis_core::manifest::parse(body, "request body").map_err(Problem::from)?;
+    if ms.is_empty() {
+        // An empty body is a mistake, not "nothing to apply".
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "the body holds no manifest (YAML or JSON, one or more documents)",
+        ));
+    }
+    Ok(ms)
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -198,7 +229,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/events", get(events))
         .route(
             "/v1/vms",
-            get(|State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>| async move {
+            get(|State(s): State<Arc<Shared>>, Q(q): Q<ListQuery>| async move {
                 ApiResult::Ok(Json(call(&s, "vm_list", move |i| i.vm_list(q.all)).await?))
             }),
         )
@@ -208,7 +239,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 ApiResult::Ok(Json(call(&s, "vm_inspect", move |i| i.vm_inspect(&n)).await?))
             })
             .delete(
-                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Query(q): Query<RmQuery>| async move {
+                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<RmQuery>| async move {
                     let id = call(&s, "vm_remove", move |i| i.vm_remove(&n, q.force)).await?;
                     ApiResult::Ok(Json(serde_json::json!({ "id": id })))
                 },
@@ -223,7 +254,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/vms/{name}/stop",
             post(
-                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Query(q): Query<StopQuery>| async move {
+                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<StopQuery>| async move {
                     ApiResult::Ok(Json(
                         call(&s, "vm_stop", move |i| i.vm_stop(&n, std::time::Duration::from_secs(q.time))).await?,
                     ))
@@ -246,7 +277,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/vms/{name}/snapshot",
             post(
-                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Query(q): Query<SnapshotQuery>| async move {
+                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<SnapshotQuery>| async move {
                     ApiResult::Ok(Json(
                         call(&s, "vm_snapshot", move |i| i.vm_snapshot(&n, q.name.as_deref())).await?,
                     ))
@@ -256,7 +287,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/snapshots/{name}/fork",
             post(
-                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Query(q): Query<ForkQuery>| async move {
+                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<ForkQuery>| async move {
                     let opts = ignis_core::snapshot::ForkOptions {
                         count: q.count,
                         name_prefix: q.prefix,

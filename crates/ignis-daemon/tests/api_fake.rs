@@ -342,3 +342,91 @@ fn random_apply_bodies_never_5xx_and_reach_the_service_only_when_valid() {
         }
     }
 }
+
+/// The operation of `openapi.json` that serves `method path` (templates
+/// like `{name}` match one segment).
+fn declared_statuses(api: &serde_json::Value, method: &str, path: &str) -> Vec<String> {
+    let path = path.split('?').next().unwrap();
+    let segs: Vec<&str> = path.split('/').collect();
+    for (tpl, item) in api["paths"].as_object().unwrap() {
+        let t: Vec<&str> = tpl.split('/').collect();
+        let same = t.len() == segs.len()
+            && t.iter()
+                .zip(&segs)
+                .all(|(a, b)| a.starts_with('{') || a == b);
+        if same {
+            if let Some(op) = item.get(method.to_lowercase()) {
+                return op["responses"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect();
+            }
+        }
+    }
+    panic!("{method} {path} is not in openapi.json");
+}
+
+#[test]
+fn rejected_requests_are_problems_with_declared_statuses() {
+    let api: serde_json::Value =
+        serde_json::from_str(include_str!("../../../api/openapi.json")).unwrap();
+    let fake = Arc::new(Fake::default());
+    let c = serve(fake.clone());
+    let cases: &[(&str, &str, Option<&[u8]>, u16)] = &[
+        // Query strings the types refuse: problem+json, not axum's text.
+        ("DELETE", "/v1/vms/x?force=", None, 400),
+        ("POST", "/v1/vms/w/stop?time=-1", None, 400),
+        ("POST", "/v1/vms/w/stop?time=soon", None, 400),
+        ("GET", "/v1/vms?all=maybe", None, 400),
+        ("POST", "/v1/snapshots/s1/fork?count=x", None, 400),
+        // Empty bodies are a mistake, not "nothing to apply".
+        ("POST", "/v1/apply", Some(b""), 400),
+        ("POST", "/v1/delete", Some(b"# only a comment\n"), 400),
+        // Service errors as before.
+        ("GET", "/v1/vms/nope", None, 404),
+        ("DELETE", "/v1/vms/x?force=false", None, 409),
+        ("GET", "/v1/manifests/vms/x", None, 500),
+    ];
+    for (method, path, body, want) in cases {
+        let r = c
+            .request(method, path, body.map(|b| (b.to_vec(), "application/yaml")))
+            .unwrap();
+        assert_eq!(
+            r.status,
+            *want,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let p: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+            panic!(
+                "{method} {path}: not problem+json ({e}): {:?}",
+                String::from_utf8_lossy(&r.body)
+            )
+        });
+        assert_eq!(p["status"], *want, "{method} {path}: {p}");
+        assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()), "{p}");
+        let declared = declared_statuses(&api, method, path);
+        assert!(
+            declared.contains(&want.to_string()),
+            "{method} {path} answers {want}, openapi.json declares {declared:?}"
+        );
+    }
+    // None of the refused requests reached the service.
+    let calls = fake.calls();
+    assert_eq!(
+        calls,
+        [
+            "vm_inspect nope",
+            "vm_remove x force=false",
+            "vm_manifest x"
+        ],
+        "only the valid requests reached the service"
+    );
+    // The schema carries the constraint the handler enforces.
+    assert_eq!(
+        api["paths"]["/v1/vms/{name}/stop"]["parameters"][1]["schema"]["minimum"],
+        0
+    );
+}
