@@ -303,6 +303,46 @@ impl GitSource {
         });
         let mut po = git2::PushOptions::new();
         po.remote_callbacks(cb);
+        if let Some(path) = local_repository(&self.opts.url) {
+            // libgit2's local transport checks fast-forward against the
+            // head it listed and then overwrites the branch: a push that
+            // lands in between (a human's) would be lost. So the objects
+            // go to a private ref, and the branch moves by compare-and-swap
+            // from the head this commit was made on, under git's ref lock.
+            let private = format!("refs/ignis/push-{}", std::process::id());
+            remote
+                .push(&[format!("+{STATUS_REF}:{private}")], Some(&mut po))
+                .map_err(StatusError::Git)?;
+            drop(po);
+            let target = git2::Repository::open_bare(&path).map_err(StatusError::Git)?;
+            let parent = self
+                .repo
+                .find_commit(commit)
+                .and_then(|c| c.parent_id(0))
+                .map_err(StatusError::Git)?;
+            let moved = target.reference_matching(
+                &format!("refs/heads/{b}"),
+                commit,
+                true,
+                parent,
+                "ignis: status",
+            );
+            if let Ok(mut r) = target.find_reference(&private) {
+                let _ = r.delete();
+            }
+            return match moved {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        git2::ErrorCode::Modified | git2::ErrorCode::Locked
+                    ) =>
+                {
+                    Err(StatusError::Rejected(e.message().to_string()))
+                }
+                Err(e) => Err(StatusError::Git(e)),
+            };
+        }
         let pushed = remote.push(&[format!("{STATUS_REF}:refs/heads/{b}")], Some(&mut po));
         drop(po);
         match pushed {
@@ -322,6 +362,15 @@ impl GitSource {
         let path = self.opts.path.trim_matches('/');
         format!("{OWNER_PREFIX}{}", if path.is_empty() { "/" } else { path })
     }
+}
+
+/// The path of a repository on this host (`/srv/repo.git`,
+/// `file:///srv/repo.git`), which libgit2 pushes to with its local
+/// transport; `None` for remote URLs (their servers update refs atomically).
+fn local_repository(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    (path.starts_with('/') && !url.contains("://") || url.starts_with("file://"))
+        .then(|| std::path::PathBuf::from(path))
 }
 
 /// Whether a status file belongs to the daemon whose first line is
