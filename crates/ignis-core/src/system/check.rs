@@ -225,7 +225,7 @@ impl Ignis {
         for (pid, id) in supervisors(self.store.root()) {
             if !known.contains(&id) {
                 if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                    // Its VMM dies with it (PR_SET_PDEATHSIG).
+                    // Its VMM dies with it: its watcher (reaper.rs) kills it.
                     let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
                 }
             }
