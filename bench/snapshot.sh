@@ -31,7 +31,7 @@ mkdir -p "$work/rootfs/bin" "$work/rootfs/tmp"; cp /bin/busybox "$work/rootfs/bi
 
 export BIN=$bin WORK=$work NS="${ns_list[*]}"
 python3 - <<'PY'
-import json, os, subprocess, time, statistics, socket, struct, shutil
+import json, os, sys, subprocess, time, statistics, socket, struct, shutil
 bin_, work = os.environ["BIN"], os.environ["WORK"]
 ig = lambda *a: subprocess.run([f"{bin_}/ignis", *a], check=True, capture_output=True, text=True)
 inspect = lambda q, what="inspect": json.loads(ig(*( [what, q] if what == "inspect" else ["snapshot", "inspect", q])).stdout)
@@ -77,19 +77,10 @@ def fix(a):
     if a.startswith("memory-backend-file"):
         a = ",".join(p if not p.startswith("mem-path=") else f"mem-path={mem_blob}" for p in a.split(",")).replace("share=on", "share=off")
     return a
-def unconfined(argv):
-    # The raw VMM by hand: without ignis's -sandbox (spawn=deny would
-    # refuse the exec: migration below) and -runas.
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in ("-sandbox", "-runas"):
-            skip = True
-            continue
-        out.append(a)
-    return out
+# The raw VMM by hand, as bench/speed.py starts it: without ignis's
+# -sandbox (spawn=deny would refuse the exec: migration below) and -runas.
+sys.path.insert(0, "bench")
+from speed import unconfined
 args = unconfined([fix(a) for a in args]) + ["-incoming", "defer"]
 def raw_load():
     for f in ("qmp.sock", "agent.vmm.sock"):

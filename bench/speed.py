@@ -569,4 +569,5 @@ def main():
             print(f"| {p} | {at:.1f} | {took:.1f} |")
 
 
-main()
+if __name__ == "__main__":
+    main()
