@@ -5,6 +5,7 @@
 //! front end (CLI, REST daemon, GitOps reconciler) shares one definition and
 //! can treat server errors as typed data rather than strings.
 
+mod exec;
 mod image;
 mod kernel;
 pub mod manifest;
@@ -15,6 +16,7 @@ pub mod state;
 pub mod time;
 mod vm;
 
+pub use exec::ExecOutput;
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
 pub use kernel::{KernelRecord, KernelSource};
 pub use prune::PruneReport;

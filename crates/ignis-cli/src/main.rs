@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod engine;
 mod output;
 
 use clap::Parser;
@@ -62,7 +63,11 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         return Ok(0);
     }
     if let Some(host) = &cli.host {
-        return commands::remote::run(host, cli.command);
+        if let cli::Command::Daemon(_) = cli.command {
+            anyhow::bail!("--host talks to a daemon; `ignis daemon` runs one (drop --host)");
+        }
+        let remote = engine::Remote::new(host)?;
+        return commands::dispatch(&remote, cli.command);
     }
     let (daemon, command) = match cli.command {
         cli::Command::Daemon(a) => (Some(a), None),
@@ -109,7 +114,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         return Ok(0);
     }
     match command {
-        Some(c) => commands::dispatch(&ignis, c),
+        Some(c) => commands::dispatch(&engine::Local(ignis), c),
         None => Ok(0),
     }
 }

@@ -31,14 +31,22 @@ pub struct Problem {
     status: StatusCode,
     title: &'static str,
     detail: String,
+    /// The input field (API name) the problem is about.
+    field: Option<&'static str>,
+    /// The error's kind, machine-readable (`not-found`, `ambiguous`,
+    /// `conflict`, `invalid`, `unavailable`, `internal`): two kinds share
+    /// 409, and a client's exit code tells them apart.
+    code: Option<&'static str>,
 }
 
 impl Problem {
-    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
         Self {
             status,
             title,
             detail: detail.into(),
+            field: None,
+            code: None,
         }
     }
 }
@@ -67,18 +75,36 @@ impl From<Error> for Problem {
             ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable on this host"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         };
-        Self::new(status, title, e.to_string())
+        // The field travels on its own (clients name it their way: a
+        // flag, a manifest path); the detail is the message alone.
+        let mut p = Self::new(status, title, e.message.clone());
+        p.field = e.field.map(|f| f.name());
+        p.code = Some(match e.kind {
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::Ambiguous => "ambiguous",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        });
+        p
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": "about:blank",
             "title": self.title,
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let Some(f) = self.field {
+            body["field"] = f.into();
+        }
+        if let Some(c) = self.code {
+            body["code"] = c.into();
+        }
         (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
@@ -88,10 +114,10 @@ impl IntoResponse for Problem {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, Problem>;
+pub(crate) type ApiResult<T> = Result<Json<T>, Problem>;
 
 /// Runs one service-layer call off the async threads, timing it.
-async fn call<T: Send + 'static>(
+pub(crate) async fn call<T: Send + 'static>(
     s: &Arc<Shared>,
     op: &'static str,
     f: impl FnOnce(&dyn Service) -> Result<T, Error> + Send + 'static,
@@ -118,6 +144,15 @@ struct ListQuery {
 }
 
 #[derive(Deserialize)]
+struct StartQuery {
+    #[serde(default = "yes")]
+    wait: bool,
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
 struct StopQuery {
     #[serde(default = "ten")]
     time: u64,
@@ -136,6 +171,7 @@ struct ForkQuery {
     #[serde(default = "one")]
     count: u32,
     prefix: Option<String>,
+    name: Option<String>,
     #[serde(default)]
     rm: bool,
 }
@@ -144,12 +180,18 @@ fn one() -> u32 {
 }
 
 #[derive(Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+#[derive(Deserialize)]
 struct RmQuery {
     #[serde(default)]
     force: bool,
 }
 
-type BodyResult = Result<bytes::Bytes, axum::extract::rejection::BytesRejection>;
+pub(crate) type BodyResult = Result<bytes::Bytes, axum::extract::rejection::BytesRejection>;
 
 /// axum's `Query`, with a bad query string answered as problem+json (axum
 /// answers plain text) naming what was wrong.
@@ -175,7 +217,7 @@ where
 
 /// A request body as UTF-8 text; every way it can be unusable (too large,
 /// unreadable, not UTF-8) is a problem+json with the right status.
-fn text(body: &BodyResult) -> Result<&str, Problem> {
+pub(crate) fn text(body: &BodyResult) -> Result<&str, Problem> {
     match body {
         Ok(b) => std::str::from_utf8(b).map_err(|e| {
             Problem::new(
@@ -214,7 +256,7 @@ pub fn manifests(body: &str) -> Result<Vec<ignis_api::manifest::Manifest>, Probl
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    crate::routes::add(Router::new())
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/openapi.json",
@@ -247,8 +289,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/v1/vms/{name}/start",
-            post(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
-                ApiResult::Ok(Json(call(&s, "vm_start", move |i| i.vm_start(&n, true)).await?))
+            post(|State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<StartQuery>| async move {
+                ApiResult::Ok(Json(call(&s, "vm_start", move |i| i.vm_start(&n, q.wait)).await?))
             }),
         )
         .route(
@@ -269,9 +311,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/v1/vms/{name}/logs",
-            get(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
+            get(|State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<LogsQuery>| async move {
+                if q.follow {
+                    return crate::routes::follow_logs(s, n).await;
+                }
                 let log = call(&s, "vm_logs", move |i| i.vm_logs(&n)).await?;
-                Ok::<_, Problem>(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log))
+                Ok::<_, Problem>(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
             }),
         )
         .route(
@@ -291,7 +336,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                     let opts = ignis_core::snapshot::ForkOptions {
                         count: q.count,
                         name_prefix: q.prefix,
-                        name: None,
+                        name: q.name,
                         auto_remove: q.rm,
                     };
                     let (snap, clones) = call(&s, "vm_fork", move |i| i.vm_fork(&n, &opts)).await?;

@@ -5,11 +5,11 @@
 //! Stopping the daemon leaves VMs running: each has its own supervisor.
 
 mod api;
-pub mod client;
 mod events;
 mod git;
 mod metrics;
 mod reconciler;
+mod routes;
 pub mod service;
 mod tls;
 

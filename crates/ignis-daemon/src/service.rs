@@ -3,13 +3,27 @@
 //! they check what the layer parses and maps (paths, queries, bodies,
 //! errors to problem+json) and nothing else.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ignis_agent_proto::ExecRequest;
 use ignis_api::manifest::{Manifest, VmManifest};
-use ignis_api::{ImageRecord, SnapshotRecord, VmRecord};
+use ignis_api::{ExecOutput, ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
+use ignis_core::image::RemoveOutcome;
 use ignis_core::manifest::Applied;
-use ignis_core::snapshot::ForkOptions;
-use ignis_core::Error;
+use ignis_core::snapshot::{ForkOptions, TreeLine};
+use ignis_core::system::Problem as CheckProblem;
+use ignis_core::vm::{Info, NetworkInfo};
+use ignis_core::{Error, ErrorKind};
+
+/// What a service without an operation answers (the API tests' fake
+/// implements only what they exercise).
+fn unsupported<T>(op: &str) -> Result<T, Error> {
+    Err(Error::new(
+        ErrorKind::Unavailable,
+        format!("{op} is not available from this service"),
+    ))
+}
 
 pub trait Service: Send + Sync + 'static {
     fn vm_list(&self, all: bool) -> Result<Vec<VmRecord>, Error>;
@@ -32,6 +46,100 @@ pub trait Service: Send + Sync + 'static {
         source: &str,
         opts: &ForkOptions,
     ) -> Result<(SnapshotRecord, Vec<VmRecord>), Error>;
+
+    // Every other verb of the CLI. Defaults refuse (see `unsupported`).
+
+    /// Creates a VM from a manifest (the flags of `ignis create` travel as
+    /// one); `auto_remove` is `--rm`.
+    fn vm_create(&self, _m: &VmManifest, _auto_remove: bool) -> Result<VmRecord, Error> {
+        unsupported("create")
+    }
+    fn vm_pause(&self, _query: &str, _pause: bool) -> Result<VmRecord, Error> {
+        unsupported("pause")
+    }
+    /// `logs -f`: writes the log into `out` until the VM stops (or `out`
+    /// fails: the client went away).
+    fn vm_follow_logs(&self, _query: &str, _out: &mut dyn std::io::Write) -> Result<(), Error> {
+        unsupported("logs -f")
+    }
+    /// The console socket of a running VM (`attach`).
+    fn vm_console_socket(&self, _query: &str) -> Result<PathBuf, Error> {
+        unsupported("attach")
+    }
+    /// The agent socket of a running VM (exec, cp).
+    fn vm_agent_socket(&self, _query: &str) -> Result<PathBuf, Error> {
+        unsupported("the agent")
+    }
+    fn vm_exec(&self, _query: &str, _req: ExecRequest) -> Result<ExecOutput, Error> {
+        unsupported("exec")
+    }
+    fn snapshot_inspect(&self, _query: &str) -> Result<SnapshotRecord, Error> {
+        unsupported("snapshot inspect")
+    }
+    fn snapshot_remove(&self, _query: &str) -> Result<SnapshotRecord, Error> {
+        unsupported("snapshot rm")
+    }
+    fn snapshot_tree(&self) -> Result<Vec<TreeLine>, Error> {
+        unsupported("snapshot ls --tree")
+    }
+    fn snapshot_export(&self, _query: &str, _out: &Path) -> Result<SnapshotRecord, Error> {
+        unsupported("snapshot export")
+    }
+    fn snapshot_import(&self, _file: &Path) -> Result<SnapshotRecord, Error> {
+        unsupported("snapshot import")
+    }
+    fn snapshot_push(&self, _query: &str, _reference: &str) -> Result<String, Error> {
+        unsupported("snapshot push")
+    }
+    fn snapshot_pull(&self, _reference: &str) -> Result<SnapshotRecord, Error> {
+        unsupported("snapshot pull")
+    }
+    fn image_inspect(&self, _query: &str) -> Result<ImageRecord, Error> {
+        unsupported("image inspect")
+    }
+    fn image_pull(&self, _reference: &str) -> Result<ImageRecord, Error> {
+        unsupported("image pull")
+    }
+    fn image_import(&self, _file: &Path, _name: Option<&str>) -> Result<Vec<ImageRecord>, Error> {
+        unsupported("image import")
+    }
+    fn image_remove(&self, _query: &str, _force: bool) -> Result<RemoveOutcome, Error> {
+        unsupported("image rm")
+    }
+    fn kernel_list(&self) -> Result<Vec<KernelRecord>, Error> {
+        unsupported("kernel ls")
+    }
+    fn kernel_inspect(&self, _query: &str) -> Result<KernelRecord, Error> {
+        unsupported("kernel inspect")
+    }
+    fn kernel_import(
+        &self,
+        _source: &str,
+        _name: Option<&str>,
+        _default: bool,
+    ) -> Result<KernelRecord, Error> {
+        unsupported("kernel import")
+    }
+    fn kernel_remove(&self, _query: &str, _force: bool) -> Result<String, Error> {
+        unsupported("kernel rm")
+    }
+    fn network_inspect(&self) -> Result<NetworkInfo, Error> {
+        unsupported("network inspect")
+    }
+    fn info(&self) -> Result<Info, Error> {
+        unsupported("info")
+    }
+    fn system_check(&self) -> Result<Vec<CheckProblem>, Error> {
+        unsupported("system check")
+    }
+    fn system_prune(&self) -> Result<(PruneReport, Vec<String>), Error> {
+        unsupported("system prune")
+    }
+    /// Where uploaded files wait for their import (same filesystem as the
+    /// state, cleaned by `system prune` if left behind).
+    fn upload_dir(&self) -> PathBuf {
+        std::env::temp_dir()
+    }
 }
 
 impl Service for ignis_core::Ignis {
@@ -85,5 +193,96 @@ impl Service for ignis_core::Ignis {
         opts: &ForkOptions,
     ) -> Result<(SnapshotRecord, Vec<VmRecord>), Error> {
         ignis_core::Ignis::vm_fork(self, source, opts)
+    }
+
+    fn vm_create(&self, m: &VmManifest, auto_remove: bool) -> Result<VmRecord, Error> {
+        use ignis_core::vm::VmSettings;
+        let settings = VmSettings::from_environment()
+            .overlay(VmSettings::from_manifest(m))
+            .overlay(VmSettings {
+                auto_remove,
+                ..Default::default()
+            });
+        ignis_core::Ignis::vm_create(self, &settings.parse()?)
+    }
+    fn vm_pause(&self, query: &str, pause: bool) -> Result<VmRecord, Error> {
+        ignis_core::Ignis::vm_pause(self, query, pause)
+    }
+    fn vm_follow_logs(&self, query: &str, out: &mut dyn std::io::Write) -> Result<(), Error> {
+        ignis_core::Ignis::vm_logs(self, query, true, out)
+    }
+    fn vm_console_socket(&self, query: &str) -> Result<PathBuf, Error> {
+        Ok(ignis_core::Ignis::vm_attach_socket(self, query)?.1)
+    }
+    fn vm_agent_socket(&self, query: &str) -> Result<PathBuf, Error> {
+        Ok(ignis_core::Ignis::vm_agent_socket(self, query)?.1)
+    }
+    fn vm_exec(&self, query: &str, req: ExecRequest) -> Result<ExecOutput, Error> {
+        ignis_core::Ignis::vm_exec_output(self, query, req, 16 << 20)
+    }
+    fn snapshot_inspect(&self, query: &str) -> Result<SnapshotRecord, Error> {
+        ignis_core::Ignis::snapshot_inspect(self, query)
+    }
+    fn snapshot_remove(&self, query: &str) -> Result<SnapshotRecord, Error> {
+        ignis_core::Ignis::snapshot_remove(self, query)
+    }
+    fn snapshot_tree(&self) -> Result<Vec<TreeLine>, Error> {
+        ignis_core::Ignis::snapshot_tree(self)
+    }
+    fn snapshot_export(&self, query: &str, out: &Path) -> Result<SnapshotRecord, Error> {
+        ignis_core::Ignis::snapshot_export(self, query, out)
+    }
+    fn snapshot_import(&self, file: &Path) -> Result<SnapshotRecord, Error> {
+        ignis_core::Ignis::snapshot_import(self, file)
+    }
+    fn snapshot_push(&self, query: &str, reference: &str) -> Result<String, Error> {
+        ignis_core::Ignis::snapshot_push(self, query, reference)
+    }
+    fn snapshot_pull(&self, reference: &str) -> Result<SnapshotRecord, Error> {
+        ignis_core::Ignis::snapshot_pull(self, reference)
+    }
+    fn image_inspect(&self, query: &str) -> Result<ImageRecord, Error> {
+        ignis_core::Ignis::image_inspect(self, query)
+    }
+    fn image_pull(&self, reference: &str) -> Result<ImageRecord, Error> {
+        ignis_core::Ignis::image_pull(self, reference)
+    }
+    fn image_import(&self, file: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>, Error> {
+        ignis_core::Ignis::image_import(self, file, name)
+    }
+    fn image_remove(&self, query: &str, force: bool) -> Result<RemoveOutcome, Error> {
+        ignis_core::Ignis::image_remove(self, query, force)
+    }
+    fn kernel_list(&self) -> Result<Vec<KernelRecord>, Error> {
+        ignis_core::Ignis::kernel_list(self)
+    }
+    fn kernel_inspect(&self, query: &str) -> Result<KernelRecord, Error> {
+        ignis_core::Ignis::kernel_inspect(self, query)
+    }
+    fn kernel_import(
+        &self,
+        source: &str,
+        name: Option<&str>,
+        default: bool,
+    ) -> Result<KernelRecord, Error> {
+        ignis_core::Ignis::kernel_import(self, source, name, default)
+    }
+    fn kernel_remove(&self, query: &str, force: bool) -> Result<String, Error> {
+        ignis_core::Ignis::kernel_remove(self, query, force)
+    }
+    fn network_inspect(&self) -> Result<NetworkInfo, Error> {
+        ignis_core::Ignis::network_inspect(self)
+    }
+    fn info(&self) -> Result<Info, Error> {
+        ignis_core::Ignis::info(self)
+    }
+    fn system_check(&self) -> Result<Vec<CheckProblem>, Error> {
+        ignis_core::Ignis::system_check(self)
+    }
+    fn system_prune(&self) -> Result<(PruneReport, Vec<String>), Error> {
+        ignis_core::Ignis::system_prune(self)
+    }
+    fn upload_dir(&self) -> PathBuf {
+        self.root().join("tmp")
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls;
 
 /// The server configuration from PEM files, with a clear error for each
@@ -71,33 +71,4 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
     }
-}
-
-/// The client side: trusts only the certificates in `ca` (PEM).
-pub fn connector(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca)
-        .map_err(|e| anyhow::anyhow!("IGNIS_TLS_CA {}: {e}", ca.display()))?
-    {
-        let c = c.map_err(|e| anyhow::anyhow!("IGNIS_TLS_CA {}: {e}", ca.display()))?;
-        roots
-            .add(c)
-            .map_err(|e| anyhow::anyhow!("IGNIS_TLS_CA {}: {e}", ca.display()))?;
-    }
-    let cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
-}
-
-/// The name the daemon's certificate must carry for `host` (an IP or a
-/// DNS name, without the port).
-pub fn server_name(hostport: &str) -> anyhow::Result<ServerName<'static>> {
-    let host = match hostport.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => hostport,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_string())
-        .map_err(|e| anyhow::anyhow!("{host} is not a host name or address: {e}"))
 }

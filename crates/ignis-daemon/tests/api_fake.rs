@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use ignis_api::manifest::{Manifest, VmManifest};
 use ignis_api::{ImageRecord, SnapshotRecord, VmRecord};
+use ignis_client::Client;
 use ignis_core::manifest::Applied;
 use ignis_core::{Error, ErrorKind};
-use ignis_daemon::client::Client;
 use ignis_daemon::service::Service;
 
 #[derive(Default)]

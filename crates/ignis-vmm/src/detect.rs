@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Accel, BackendKind};
 
 /// State of KVM on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "state", content = "detail")]
 pub enum Kvm {
     /// No /dev/kvm.
@@ -23,7 +23,7 @@ pub enum Kvm {
     Usable(String),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostInfo {
     pub kvm: Kvm,
@@ -32,7 +32,7 @@ pub struct HostInfo {
 }
 
 /// The backend `auto` chose and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendChoice {
     pub kind: Option<BackendKind>,

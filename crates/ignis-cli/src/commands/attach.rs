@@ -1,13 +1,11 @@
 //! `ignis attach` and `run -i/-t`: the VM's serial console on this terminal.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ignis_api::VmState;
-use ignis_core::Ignis;
+
+use crate::engine::Engine;
 
 /// Ctrl-P Ctrl-Q, Docker's detach keys.
 const DETACH: [u8; 2] = [0x10, 0x11];
@@ -99,19 +97,22 @@ impl ReportFilter {
 
 /// Attaches until the VM's console closes (it exited) or the user detaches;
 /// returns the exit code (the VM's, or 0 when detached).
-pub fn attach(ignis: &Ignis, vm: &str, raw: bool) -> anyhow::Result<i32> {
-    let (id, sock) = ignis.vm_attach_socket(vm)?;
-    let stream = UnixStream::connect(&sock)?;
+pub fn attach(ignis: &dyn Engine, vm: &str, raw: bool) -> anyhow::Result<i32> {
+    let (id, stream) = ignis.vm_attach(vm)?;
     let is_tty = rustix::termios::isatty(rustix::stdio::stdin());
     let _raw = if raw && is_tty {
         RawMode::enable()
     } else {
         None
     };
-    let detached = Arc::new(AtomicBool::new(false));
+    enum End {
+        Detached,
+        Closed(Option<i32>),
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
     {
-        let mut to_vm = stream.try_clone()?;
-        let detached = detached.clone();
+        let mut to_vm = stream.writer;
+        let tx = tx.clone();
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin().lock();
             let mut buf = [0u8; 1024];
@@ -124,42 +125,54 @@ pub fn attach(ignis: &Ignis, vm: &str, raw: bool) -> anyhow::Result<i32> {
                 if is_tty {
                     for &b in &buf[..n] {
                         if [prev, b] == DETACH {
-                            detached.store(true, Ordering::SeqCst);
-                            let _ = to_vm.shutdown(std::net::Shutdown::Both);
-                            return;
+                            let _ = tx.send(End::Detached);
+                            return; // drops (closes) the console's write half
                         }
                         prev = b;
                     }
                 }
-                if to_vm.write_all(&buf[..n]).is_err() {
+                if to_vm
+                    .write_all(&buf[..n])
+                    .and_then(|()| to_vm.flush())
+                    .is_err()
+                {
                     return;
                 }
             }
         });
     }
-    let mut from_vm = stream;
-    let mut out = std::io::stdout().lock();
-    let mut buf = [0u8; 8192];
-    let mut filter = ReportFilter::new();
-    loop {
-        match from_vm.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let shown = filter.feed(&buf[..n]);
-                if out.write_all(&shown).and_then(|()| out.flush()).is_err() {
-                    break;
+    {
+        let mut from_vm = stream.reader;
+        std::thread::spawn(move || {
+            let mut out = std::io::stdout().lock();
+            let mut buf = [0u8; 8192];
+            let mut filter = ReportFilter::new();
+            loop {
+                match from_vm.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let shown = filter.feed(&buf[..n]);
+                        if out.write_all(&shown).and_then(|()| out.flush()).is_err() {
+                            break;
+                        }
+                    }
                 }
             }
-        }
+            let _ = tx.send(End::Closed(filter.exit_code));
+        });
     }
+    let end = rx.recv().unwrap_or(End::Closed(None));
     drop(_raw);
-    if detached.load(Ordering::SeqCst) {
-        eprintln!("\r\nignis: detached from {id} (still running)");
-        return Ok(0);
-    }
+    let code = match end {
+        End::Detached => {
+            eprintln!("\r\nignis: detached from {id} (still running)");
+            return Ok(0);
+        }
+        End::Closed(code) => code,
+    };
     // The console closed: the VM is exiting; report its exit code (the
     // init's report, or the record's when there was none).
-    if let Some(c) = filter.exit_code {
+    if let Some(c) = code {
         return Ok(c);
     }
     for _ in 0..500 {

@@ -3,9 +3,9 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 
+use crate::engine::Engine;
 use ignis_agent_proto::client::Outcome;
 use ignis_agent_proto::{ExecRequest, NetConfig, Request};
-use ignis_core::Ignis;
 
 use crate::cli::ExecArgs;
 
@@ -16,7 +16,7 @@ fn winsize() -> (u16, u16) {
 }
 
 /// Runs the command; its exit code is ours (as `docker exec`).
-pub fn exec(ignis: &Ignis, a: ExecArgs) -> anyhow::Result<i32> {
+pub fn exec(ignis: &dyn Engine, a: ExecArgs) -> anyhow::Result<i32> {
     let (_rec, client) = ignis.vm_agent(&a.vm)?;
     let (rows, cols) = if a.tty { winsize() } else { (0, 0) };
     let session = client.open(&Request::Exec(ExecRequest {
@@ -114,7 +114,7 @@ pub fn ssh_args(plan: &ignis_core::vm::SshPlan, user: &str, command: &[String]) 
 
 /// Replaces this process with the system `ssh` (so the terminal, signals
 /// and exit code are ssh's own).
-pub fn ssh(ignis: &Ignis, user: &str, vm: &str, command: &[String]) -> anyhow::Result<i32> {
+pub fn ssh(ignis: &dyn Engine, user: &str, vm: &str, command: &[String]) -> anyhow::Result<i32> {
     use std::os::unix::process::CommandExt;
     let plan = ignis.vm_ssh(vm)?;
     let err = std::process::Command::new("ssh")
@@ -134,10 +134,25 @@ fn vm_path(arg: &str) -> Option<(&str, &str)> {
     (!vm.is_empty() && !vm.contains('/')).then_some((vm, path))
 }
 
-pub fn cp(ignis: &Ignis, src: &str, dest: &str) -> anyhow::Result<()> {
+pub fn cp(ignis: &dyn Engine, src: &str, dest: &str) -> anyhow::Result<()> {
+    use ignis_core::vm::agent::{copy_from, copy_to};
     match (vm_path(src), vm_path(dest)) {
-        (None, Some((vm, path))) => Ok(ignis.vm_copy_to(vm, Path::new(src), path)?),
-        (Some((vm, path)), None) => Ok(ignis.vm_copy_from(vm, path, Path::new(dest))?),
+        (None, Some((vm, path))) => {
+            // A missing source is reported before the VM is asked.
+            std::fs::symlink_metadata(src).map_err(|e| {
+                ignis_core::Error::with_source(
+                    ignis_core::ErrorKind::NotFound,
+                    format!("cannot copy {src}"),
+                    e,
+                )
+            })?;
+            let (rec, client) = ignis.vm_agent(vm)?;
+            Ok(copy_to(&client, &rec.name, Path::new(src), path)?)
+        }
+        (Some((vm, path)), None) => {
+            let (rec, client) = ignis.vm_agent(vm)?;
+            Ok(copy_from(&client, &rec.name, path, Path::new(dest))?)
+        }
         (Some(_), Some(_)) => Err(ignis_core::Error::new(
             ignis_core::ErrorKind::Invalid,
             "copying between two VMs is not supported; copy through the host",
@@ -153,7 +168,7 @@ pub fn cp(ignis: &Ignis, src: &str, dest: &str) -> anyhow::Result<()> {
 
 #[allow(clippy::too_many_arguments)]
 pub fn configure(
-    ignis: &Ignis,
+    ignis: &dyn Engine,
     vm: &str,
     hostname: Option<String>,
     ip: Option<String>,
@@ -170,8 +185,10 @@ pub fn configure(
             .try_into()
             .unwrap_or(u64::MAX)
     });
-    Ok(ignis.vm_configure(
-        vm,
+    let (rec, client) = ignis.vm_agent(vm)?;
+    Ok(ignis_core::vm::agent::configure(
+        &client,
+        &rec.name,
         NetConfig {
             hostname,
             ip,

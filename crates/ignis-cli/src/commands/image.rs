@@ -1,11 +1,11 @@
+use crate::engine::Engine;
 use ignis_api::short_id;
 use ignis_core::image::RemoveOutcome;
-use ignis_core::Ignis;
 
 use crate::cli::ImageCmd;
 use crate::output;
 
-pub fn run(ignis: &Ignis, cmd: ImageCmd) -> anyhow::Result<()> {
+pub fn run(ignis: &dyn Engine, cmd: ImageCmd) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Pull { reference } => {
             let img = ignis.image_pull(&reference)?;

@@ -1,10 +1,10 @@
+use crate::engine::Engine;
 use ignis_api::short_id;
-use ignis_core::Ignis;
 
 use crate::cli::KernelCmd;
 use crate::output;
 
-pub fn run(ignis: &Ignis, cmd: KernelCmd) -> anyhow::Result<()> {
+pub fn run(ignis: &dyn Engine, cmd: KernelCmd) -> anyhow::Result<()> {
     match cmd {
         KernelCmd::Import {
             source,

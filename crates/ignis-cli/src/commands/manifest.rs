@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::engine::Engine;
 use ignis_core::manifest::{read_path, Action, Applied};
-use ignis_core::Ignis;
 
 use crate::cli::{InspectFormat, ListFormat};
 use crate::output;
@@ -40,17 +40,22 @@ pub fn report(results: &[Applied], format: ListFormat) -> anyhow::Result<i32> {
     ))
 }
 
-pub fn apply(ignis: &Ignis, files: &[PathBuf], format: ListFormat) -> anyhow::Result<i32> {
+pub fn apply(ignis: &dyn Engine, files: &[PathBuf], format: ListFormat) -> anyhow::Result<i32> {
     let manifests = read_all(files)?;
-    report(&ignis.apply(&manifests, "cli"), format)
+    report(&ignis.apply(&manifests)?, format)
 }
 
-pub fn delete(ignis: &Ignis, files: &[PathBuf]) -> anyhow::Result<i32> {
+pub fn delete(ignis: &dyn Engine, files: &[PathBuf]) -> anyhow::Result<i32> {
     let manifests = read_all(files)?;
-    report(&ignis.delete_manifests(&manifests), ListFormat::Table)
+    report(&ignis.delete_manifests(&manifests)?, ListFormat::Table)
 }
 
-pub fn get(ignis: &Ignis, kind: &str, name: &str, format: InspectFormat) -> anyhow::Result<()> {
+pub fn get(
+    ignis: &dyn Engine,
+    kind: &str,
+    name: &str,
+    format: InspectFormat,
+) -> anyhow::Result<()> {
     match kind.to_ascii_lowercase().as_str() {
         "vm" | "vms" => output::inspect(format, &ignis.vm_manifest(name)?),
         other => Err(ignis_core::Error::new(

@@ -7,16 +7,15 @@ mod image;
 mod kernel;
 pub mod manifest;
 mod network;
-pub mod remote;
 mod snapshot;
 mod system;
 mod vm;
 
 use crate::cli::Command;
-use ignis_core::Ignis;
+use crate::engine::Engine;
 
 /// Runs a command; the result is the process exit code.
-pub fn dispatch(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
+pub fn dispatch(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Image(c) => image::run(ignis, c).map(|()| 0),
         Command::Kernel(c) => kernel::run(ignis, c).map(|()| 0),

@@ -1,9 +1,9 @@
-use ignis_core::Ignis;
+use crate::engine::Engine;
 
 use crate::cli::NetworkCmd;
 use crate::output;
 
-pub fn run(ignis: &Ignis, cmd: NetworkCmd) -> anyhow::Result<()> {
+pub fn run(ignis: &dyn Engine, cmd: NetworkCmd) -> anyhow::Result<()> {
     match cmd {
         NetworkCmd::Ls(opts) => {
             let net = ignis.network_inspect()?;

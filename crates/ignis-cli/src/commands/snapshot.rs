@@ -1,16 +1,16 @@
 //! `ignis snapshot`, `ignis fork`, `ignis restore`.
 
+use crate::engine::Engine;
 use ignis_core::snapshot::ForkOptions;
-use ignis_core::Ignis;
 
 use crate::cli::{SnapshotArgs, SnapshotCmd};
 use crate::output;
 
-pub fn snapshot(ignis: &Ignis, a: SnapshotArgs) -> anyhow::Result<()> {
+pub fn snapshot(ignis: &dyn Engine, a: SnapshotArgs) -> anyhow::Result<()> {
     let Some(cmd) = a.command else {
         let vm = a.vm.expect("clap requires VM without a subcommand");
         let timeline = ignis_core::timing::Timeline::starting_at(output::started_ns());
-        let s = ignis.vm_snapshot_timed(&vm, a.name.as_deref(), &timeline)?;
+        let s = ignis.snapshot_create(&vm, a.name.as_deref(), &timeline)?;
         eprintln!(
             "snapshot {} of {}: memory {}, disk {}, VM paused {} ms",
             s.name,
@@ -127,7 +127,7 @@ pub fn snapshot(ignis: &Ignis, a: SnapshotArgs) -> anyhow::Result<()> {
 }
 
 pub fn fork(
-    ignis: &Ignis,
+    ignis: &dyn Engine,
     source: &str,
     count: u32,
     name_prefix: Option<String>,
@@ -136,7 +136,7 @@ pub fn fork(
     timings: bool,
 ) -> anyhow::Result<()> {
     let t = std::time::Instant::now();
-    let (snap, clones) = ignis.vm_fork_timed(
+    let (snap, clones) = ignis.fork(
         source,
         &ForkOptions {
             count,
@@ -144,7 +144,6 @@ pub fn fork(
             name,
             auto_remove: rm,
         },
-        crate::output::started_ns(),
     )?;
     for c in &clones {
         println!("{}", c.id);

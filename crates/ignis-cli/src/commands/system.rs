@@ -1,9 +1,9 @@
-use ignis_core::Ignis;
+use crate::engine::Engine;
 
 use crate::cli::{ListFormat, SystemCmd};
 use crate::output;
 
-pub fn run(ignis: &Ignis, cmd: SystemCmd) -> anyhow::Result<()> {
+pub fn run(ignis: &dyn Engine, cmd: SystemCmd) -> anyhow::Result<()> {
     match cmd {
         SystemCmd::Prune { output: fmt } => {
             let (report, images) = ignis.system_prune()?;

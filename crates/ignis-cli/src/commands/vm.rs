@@ -2,16 +2,18 @@ use std::io::Write;
 use std::time::Duration;
 
 use ignis_api::{short_id, VmRecord, VmState};
-use ignis_core::vm::{CreateOptions, VmSettings};
-use ignis_core::Ignis;
+use ignis_core::vm::VmSettings;
+
+use crate::engine::Engine;
 
 use crate::cli::{Command, CreateArgs, ListFormat};
 use crate::output;
 
-/// Create options with Ignite's precedence: environment defaults < the
+/// Create settings with Ignite's precedence: environment defaults < the
 /// `--config` manifest < flags given on the command line; parsed by the
-/// core's one conversion (the same `apply` and the daemon use).
-fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOptions> {
+/// core's one conversion (the same `apply` and the daemon use), here or in
+/// the daemon.
+fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSettings> {
     let manifest = match &a.config {
         None => VmSettings::default(),
         Some(path) => {
@@ -63,8 +65,7 @@ fn create_options(a: CreateArgs, auto_remove: bool) -> anyhow::Result<CreateOpti
     };
     Ok(VmSettings::from_environment()
         .overlay(manifest)
-        .overlay(flags)
-        .parse()?)
+        .overlay(flags))
 }
 
 fn status_text(v: &VmRecord) -> String {
@@ -123,56 +124,21 @@ fn matches_filter(v: &VmRecord, filters: &[String]) -> anyhow::Result<bool> {
 
 /// Streams the workload's console output (between the init's ready and
 /// exit reports) until the VM exits; returns the workload's exit code.
-fn foreground(ignis: &Ignis, id: &str) -> anyhow::Result<i32> {
-    use ignis_guest_config::{parse_report, Report};
-    let (_, mut log) = ignis.vm_console(id)?;
-    let mut out = std::io::stdout().lock();
-    let mut in_workload = false;
-    let mut code: Option<i32> = None;
-    // The init writes an empty line before each report; hold empty lines
-    // back until we know they are the workload's.
-    let mut blanks = 0usize;
-    let mut handle = |line: &[u8], out: &mut dyn Write, code: &mut Option<i32>| {
-        match parse_report(&String::from_utf8_lossy(line)) {
-            Some(Report::Ready { .. }) => in_workload = true,
-            Some(Report::Exit(c)) => {
-                *code = Some(c);
-                in_workload = false;
-            }
-            Some(Report::Error(m)) => eprintln!("ignis: guest init: {m}"),
-            None if in_workload && (line == b"\n" || line == b"\r\n") => blanks += 1,
-            None if in_workload => {
-                for _ in 0..blanks {
-                    let _ = out.write_all(b"\n");
-                }
-                blanks = 0;
-                let _ = out.write_all(line);
-            }
-            None => {}
-        }
-        if !in_workload {
-            blanks = 0;
-        }
+fn foreground(ignis: &dyn Engine, id: &str) -> anyhow::Result<i32> {
+    let mut fg = Foreground {
+        out: std::io::stdout().lock(),
+        partial: Vec::new(),
+        in_workload: false,
+        blanks: 0,
+        code: None,
     };
-    loop {
-        while let Some(line) = log.next_line() {
-            handle(&line, &mut out, &mut code);
-        }
-        let _ = out.flush();
-        let running = match ignis.vm_inspect(id) {
-            Ok(v) => v.state() == VmState::Running || v.state() == VmState::Created,
-            Err(_) => false,
-        };
-        if !running {
-            while let Some(line) = log.next_line() {
-                handle(&line, &mut out, &mut code);
-            }
-            let _ = out.flush();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    ignis.vm_logs(id, true, &mut fg)?;
+    if !fg.partial.is_empty() {
+        let rest = std::mem::take(&mut fg.partial);
+        fg.line(&rest);
     }
-    if let Some(c) = code {
+    let _ = fg.out.flush();
+    if let Some(c) = fg.code {
         return Ok(c);
     }
     match ignis.vm_inspect(id) {
@@ -181,6 +147,58 @@ fn foreground(ignis: &Ignis, id: &str) -> anyhow::Result<i32> {
             anyhow::bail!("VM {} ended without an exit status: {reason}", v.name)
         }
         Err(_) => anyhow::bail!("VM {id} ended without an exit status"),
+    }
+}
+
+/// The console log, line by line: the workload's lines shown, the init's
+/// reports kept out (and their exit code remembered).
+struct Foreground<W: Write> {
+    out: W,
+    partial: Vec<u8>,
+    in_workload: bool,
+    /// The init writes an empty line before each report; empty lines are
+    /// held back until they are known to be the workload's.
+    blanks: usize,
+    code: Option<i32>,
+}
+
+impl<W: Write> Foreground<W> {
+    fn line(&mut self, line: &[u8]) {
+        use ignis_guest_config::{parse_report, Report};
+        match parse_report(&String::from_utf8_lossy(line)) {
+            Some(Report::Ready { .. }) => self.in_workload = true,
+            Some(Report::Exit(c)) => {
+                self.code = Some(c);
+                self.in_workload = false;
+            }
+            Some(Report::Error(m)) => eprintln!("ignis: guest init: {m}"),
+            None if self.in_workload && (line == b"\n" || line == b"\r\n") => self.blanks += 1,
+            None if self.in_workload => {
+                for _ in 0..self.blanks {
+                    let _ = self.out.write_all(b"\n");
+                }
+                self.blanks = 0;
+                let _ = self.out.write_all(line);
+            }
+            None => {}
+        }
+        if !self.in_workload {
+            self.blanks = 0;
+        }
+    }
+}
+
+impl<W: Write> Write for Foreground<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.partial.extend_from_slice(b);
+        while let Some(i) = self.partial.iter().position(|&c| c == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            self.line(&line);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -201,27 +219,35 @@ fn each(vms: Vec<String>, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyh
     }
 }
 
-pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
+pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Run(r) => {
             let timeline = ignis_core::timing::Timeline::starting_at(output::started_ns());
             let fg = !r.detach && (r.rm || r.interactive || r.tty);
-            let vm = ignis.vm_create_timed(&create_options(r.create, r.rm)?, &timeline)?;
+            let vm = ignis.vm_create(&create_settings(r.create, r.rm)?, &timeline)?;
             if fg && (r.interactive || r.tty) {
-                ignis.vm_start_timed(&vm.id, false, &timeline)?;
+                ignis.vm_start(&vm.id, false, &timeline)?;
                 return super::attach::attach(ignis, &vm.id, r.tty);
             }
             if fg {
-                ignis.vm_start_timed(&vm.id, false, &timeline)?;
+                ignis.vm_start(&vm.id, false, &timeline)?;
                 return foreground(ignis, &vm.id);
             }
-            let rec = ignis.vm_start_timed(&vm.id, !r.no_wait, &timeline)?;
+            let rec = ignis.vm_start(&vm.id, !r.no_wait, &timeline)?;
             println!("{}", vm.id);
             if r.timings {
                 output::timings(std::slice::from_ref(&rec));
             }
         }
-        Command::Create(a) => println!("{}", ignis.vm_create(&create_options(a, false)?)?.id),
+        Command::Create(a) => println!(
+            "{}",
+            ignis
+                .vm_create(
+                    &create_settings(a, false)?,
+                    &ignis_core::timing::Timeline::new()
+                )?
+                .id
+        ),
         Command::Start {
             vms,
             no_wait,
@@ -229,7 +255,7 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         } => {
             return each(vms, |v| {
                 let timeline = ignis_core::timing::Timeline::new();
-                let rec = ignis.vm_start_timed(v, !no_wait, &timeline)?;
+                let rec = ignis.vm_start(v, !no_wait, &timeline)?;
                 println!("{}", rec.id);
                 if timings {
                     output::timings(std::slice::from_ref(&rec));

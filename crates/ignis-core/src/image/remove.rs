@@ -2,7 +2,8 @@ use super::{normalize, KIND};
 use crate::{resolve, Error, ErrorKind, Ignis};
 
 /// What `image rm` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum RemoveOutcome {
     /// Only a name was removed; the image has other names.
     Untagged(String),

@@ -7,7 +7,7 @@ use crate::{Error, Ignis};
 
 /// One line of the lineage tree: a snapshot at `depth`, with the VMs
 /// forked from it that still exist.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TreeLine {
     pub depth: usize,
     pub snapshot: SnapshotRecord,

@@ -8,12 +8,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use ignis_api::{VmRecord, VmState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Ignis};
 
 /// One inconsistency and how it is repaired.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
     /// `vm-files`, `orphan-dir`, `stale-cgroup`, `stale-jail`,

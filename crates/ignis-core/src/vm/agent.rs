@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use ignis_agent_proto::client::{Client, Outcome};
-use ignis_agent_proto::{error_chain, CopyRequest, NetConfig, Request};
-use ignis_api::{VmRecord, VmState};
+use ignis_agent_proto::{error_chain, CopyRequest, ExecRequest, NetConfig, Request};
+use ignis_api::{ExecOutput, VmRecord, VmState};
 
 use crate::{Error, ErrorKind, Ignis};
 
@@ -31,6 +31,14 @@ fn failed(what: &str, vm: &str, o: Outcome) -> Result<(), Error> {
 impl Ignis {
     /// Connects to the agent of a running VM.
     pub fn vm_agent(&self, query: &str) -> Result<(VmRecord, Client), Error> {
+        let (rec, _) = self.vm_agent_socket(query)?;
+        let client = self.agent_client(&rec)?;
+        Ok((rec, client))
+    }
+
+    /// The agent socket of a running, unpaused VM (what the daemon proxies
+    /// `GET /v1/vms/{vm}/agent` to).
+    pub fn vm_agent_socket(&self, query: &str) -> Result<(VmRecord, std::path::PathBuf), Error> {
         let rec = self.reconcile(self.find_vm(query)?)?;
         if rec.state() != VmState::Running {
             return Err(Error::new(
@@ -50,8 +58,47 @@ impl Ignis {
                 ),
             ));
         }
-        let client = self.agent_client(&rec)?;
-        Ok((rec, client))
+        if rec.status.health.is_none() {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the agent of VM {} is not reachable: this VM runs without an agent",
+                    rec.name
+                ),
+            ));
+        }
+        let path = self.vm_dir(&rec.id).join(super::AGENT_SOCKET);
+        Ok((rec, path))
+    }
+
+    /// Runs a command to completion (no stdin, no TTY) and returns its
+    /// output, each stream bounded to `limit` bytes (the rest is dropped).
+    pub fn vm_exec_output(
+        &self,
+        query: &str,
+        req: ExecRequest,
+        limit: usize,
+    ) -> Result<ExecOutput, Error> {
+        let (rec, client) = self.vm_agent(query)?;
+        let s = client
+            .open(&Request::Exec(ExecRequest {
+                tty: false,
+                stdin: false,
+                ..req
+            }))
+            .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
+        let (mut out, mut err) = (Bounded::new(limit), Bounded::new(limit));
+        match s.wait_output(&mut out, &mut err) {
+            Outcome::Exited(e) => Ok(ExecOutput {
+                exit_code: e.code,
+                stdout: out.buf,
+                stderr: err.buf,
+            }),
+            Outcome::Failed(e) => Err(Error::new(
+                ErrorKind::Invalid,
+                format!("exec in VM {}: {}", rec.name, e.message),
+            )),
+        }
     }
 
     pub(crate) fn agent_client(&self, rec: &VmRecord) -> Result<Client, Error> {
@@ -68,63 +115,111 @@ impl Ignis {
             )
         })?;
         let (rec, client) = self.vm_agent(query)?;
-        let s = client
-            .open(&Request::CopyIn(CopyRequest {
-                path: vm_path.to_string(),
-            }))
-            .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
-        let input = s.input();
-        let host = host.to_path_buf();
-        // The tar is produced while it streams: never held in memory.
-        let writer = std::thread::spawn(move || {
-            let mut w = InputWriter(input.clone());
-            let r = ignis_agent_proto::pack(&host, &mut w);
-            input.close();
-            r
-        });
-        let outcome = s.wait_output(std::io::sink(), std::io::sink());
-        let packed = writer.join();
-        failed(&format!("copy to {vm_path}"), &rec.name, outcome)?;
-        match packed {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::new(ErrorKind::Internal, error_chain(&e))),
-            Err(_) => Err(Error::new(ErrorKind::Internal, "archiver panicked")),
-        }
+        copy_to(&client, &rec.name, host, vm_path)
     }
 
     /// `ignis cp VM:PATH HOST`.
     pub fn vm_copy_from(&self, query: &str, vm_path: &str, host: &Path) -> Result<(), Error> {
         let (rec, client) = self.vm_agent(query)?;
-        let s = client
-            .open(&Request::CopyOut(CopyRequest {
-                path: vm_path.to_string(),
-            }))
-            .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
-        s.unpack_to(host).map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!(
-                    "copy {}:{vm_path} to {}: {}",
-                    rec.name,
-                    host.display(),
-                    error_chain(&e)
-                ),
-            )
-        })
+        copy_from(&client, &rec.name, vm_path, host)
     }
 
     /// Fork-time identity change (the snapshot issue's restore path; also
     /// `ignis __configure`).
     pub fn vm_configure(&self, query: &str, cfg: NetConfig) -> Result<(), Error> {
         let (rec, client) = self.vm_agent(query)?;
-        let s = client
-            .open(&Request::Configure(cfg))
-            .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
-        failed(
-            "configure",
-            &rec.name,
-            s.wait_output(std::io::sink(), std::io::sink()),
+        configure(&client, &rec.name, cfg)
+    }
+}
+
+/// `ignis cp HOST VM:PATH` over an agent session (local or through the
+/// daemon): a tar of `host` unpacked at `vm_path`, produced while it
+/// streams (never held in memory).
+pub fn copy_to(client: &Client, vm: &str, host: &Path, vm_path: &str) -> Result<(), Error> {
+    std::fs::symlink_metadata(host).map_err(|e| {
+        Error::with_source(
+            ErrorKind::NotFound,
+            format!("cannot copy {}", host.display()),
+            e,
         )
+    })?;
+    let s = client
+        .open(&Request::CopyIn(CopyRequest {
+            path: vm_path.to_string(),
+        }))
+        .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
+    let input = s.input();
+    let host = host.to_path_buf();
+    let writer = std::thread::spawn(move || {
+        let mut w = InputWriter(input.clone());
+        let r = ignis_agent_proto::pack(&host, &mut w);
+        input.close();
+        r
+    });
+    let outcome = s.wait_output(std::io::sink(), std::io::sink());
+    let packed = writer.join();
+    failed(&format!("copy to {vm_path}"), vm, outcome)?;
+    match packed {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::new(ErrorKind::Internal, error_chain(&e))),
+        Err(_) => Err(Error::new(ErrorKind::Internal, "archiver panicked")),
+    }
+}
+
+/// `ignis cp VM:PATH HOST` over an agent session.
+pub fn copy_from(client: &Client, vm: &str, vm_path: &str, host: &Path) -> Result<(), Error> {
+    let s = client
+        .open(&Request::CopyOut(CopyRequest {
+            path: vm_path.to_string(),
+        }))
+        .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
+    s.unpack_to(host).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!(
+                "copy {vm}:{vm_path} to {}: {}",
+                host.display(),
+                error_chain(&e)
+            ),
+        )
+    })
+}
+
+/// Sets a VM's identity over an agent session (fork-time hooks).
+pub fn configure(client: &Client, vm: &str, cfg: NetConfig) -> Result<(), Error> {
+    let s = client
+        .open(&Request::Configure(cfg))
+        .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
+    failed(
+        "configure",
+        vm,
+        s.wait_output(std::io::sink(), std::io::sink()),
+    )
+}
+
+/// A writer keeping the first `limit` bytes.
+struct Bounded {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl Bounded {
+    fn new(limit: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            limit,
+        }
+    }
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let room = self.limit.saturating_sub(self.buf.len());
+        self.buf.extend_from_slice(&b[..b.len().min(room)]);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 //! overlay's upper layer), `initrd.img` (per-VM initramfs), `console.log`,
 //! `supervisor.log` and the VMM's control socket.
 
-mod agent;
+pub mod agent;
 mod agent_mux;
 mod boot;
 mod confine;

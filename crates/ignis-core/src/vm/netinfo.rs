@@ -1,9 +1,9 @@
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Ignis};
 
 /// `ignis network ls/inspect`: the bridge network and who is on it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkInfo {
     pub name: String,
@@ -13,7 +13,7 @@ pub struct NetworkInfo {
     pub leases: Vec<LeaseInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseInfo {
     pub ip: String,

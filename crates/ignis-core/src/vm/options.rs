@@ -55,6 +55,31 @@ impl Field {
     }
 }
 
+impl Field {
+    /// Every field, for [`Field::from_name`].
+    pub const ALL: &'static [Field] = &[
+        Self::Image,
+        Self::Name,
+        Self::Cpus,
+        Self::Memory,
+        Self::DiskSize,
+        Self::Kernel,
+        Self::Env,
+        Self::CopyFiles,
+        Self::Backend,
+        Self::Network,
+        Self::Ip,
+        Self::Mac,
+        Self::Ports,
+        Self::Ssh,
+    ];
+
+    /// The field named `name` in the API (what a daemon's problem carries).
+    pub fn from_name(name: &str) -> Option<Field> {
+        Self::ALL.iter().copied().find(|f| f.name() == name)
+    }
+}
+
 fn invalid(field: Field, message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Invalid, message).about(field)
 }
@@ -163,6 +188,64 @@ impl VmSettings {
             backend: std::env::var("IGNIS_BACKEND").ok(),
             network: std::env::var("IGNIS_NETWORK").ok(),
             ..Default::default()
+        }
+    }
+
+    /// These settings as a VM manifest (what the CLI sends a daemon), the
+    /// inverse of [`VmSettings::from_manifest`]; `auto_remove` has no
+    /// manifest field and travels on its own. Every field is named here, so
+    /// a new one cannot be forgotten.
+    pub fn to_manifest(&self) -> VmManifest {
+        let VmSettings {
+            image,
+            name,
+            labels,
+            cpus,
+            memory,
+            disk_size,
+            kernel,
+            kernel_args,
+            env,
+            copy_files,
+            command,
+            backend,
+            network,
+            ip,
+            mac,
+            ports,
+            ssh,
+            auto_remove: _,
+        } = self.clone();
+        let net = ignis_api::manifest::ManifestNetwork {
+            mode: network,
+            ports,
+            ip,
+            mac,
+        };
+        VmManifest {
+            api_version: ignis_api::manifest::API_VERSION.into(),
+            kind: "VM".into(),
+            metadata: ignis_api::manifest::Metadata {
+                name: name.unwrap_or_default(),
+                labels,
+                annotations: Default::default(),
+            },
+            spec: ignis_api::manifest::VmManifestSpec {
+                image: image.unwrap_or_default(),
+                kernel,
+                kernel_args,
+                cpus,
+                memory,
+                disk_size,
+                command,
+                env,
+                backend,
+                network: (net != Default::default()).then_some(net),
+                ssh,
+                copy_files,
+                running: true,
+            },
+            status: None,
         }
     }
 
@@ -351,6 +434,35 @@ mod tests {
             image: Some("busybox".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn settings_survive_the_trip_through_a_manifest() {
+        let s = VmSettings {
+            image: Some("app:1".into()),
+            name: Some("web".into()),
+            labels: [("team".to_string(), "a".to_string())].into(),
+            cpus: Some(2),
+            memory: Some("256MB".into()),
+            disk_size: Some("2GB".into()),
+            kernel: Some("k".into()),
+            kernel_args: Some("quiet".into()),
+            env: vec!["A=1".into()],
+            copy_files: vec!["/etc/hosts:/etc/h".into()],
+            command: vec!["sleep".into(), "1".into()],
+            backend: Some("qemu".into()),
+            network: Some("bridge".into()),
+            ip: Some("10.61.0.9".into()),
+            mac: Some("02:00:00:00:00:09".into()),
+            ports: vec!["8080:80".into()],
+            ssh: Some(String::new()),
+            auto_remove: false,
+        };
+        assert_eq!(VmSettings::from_manifest(&s.to_manifest()), s);
+        // Nothing set: no network section, no name.
+        let m = base().to_manifest();
+        assert_eq!(m.spec.network, None);
+        assert_eq!(m.metadata.name, "");
     }
 
     #[test]

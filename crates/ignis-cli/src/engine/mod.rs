@@ -1,0 +1,96 @@
+//! What the commands drive: an [`Engine`], either this host's state
+//! in-process ([`Local`]) or an `ignis daemon` over its API ([`Remote`],
+//! `--host`/`IGNIS_HOST`). Commands print what it returns with one output
+//! layer, so a command prints the same bytes and exits with the same code
+//! either way (`tests/equivalence.rs` runs the same list both ways).
+
+mod local;
+mod remote;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use ignis_agent_proto::client::Client as AgentClient;
+use ignis_api::manifest::{Manifest, VmManifest};
+use ignis_api::{ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
+use ignis_core::image::RemoveOutcome;
+use ignis_core::manifest::Applied;
+use ignis_core::snapshot::{ForkOptions, TreeLine};
+use ignis_core::system::Problem;
+use ignis_core::timing::Timeline;
+use ignis_core::vm::{Info, NetworkInfo, VmSettings};
+use ignis_core::Error;
+
+pub use local::Local;
+pub use remote::Remote;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A two-way byte stream to a VM (its console), and how to end it.
+pub struct Stream {
+    pub reader: Box<dyn Read + Send>,
+    pub writer: Box<dyn Write + Send>,
+}
+
+/// Every operation a command needs. Errors are the service layer's, so
+/// exit codes are the same in-process and remote.
+pub trait Engine {
+    fn vm_list(&self, all: bool) -> Result<Vec<VmRecord>>;
+    fn vm_inspect(&self, vm: &str) -> Result<VmRecord>;
+    fn vm_create(&self, settings: &VmSettings, timeline: &Timeline) -> Result<VmRecord>;
+    fn vm_start(&self, vm: &str, wait: bool, timeline: &Timeline) -> Result<VmRecord>;
+    fn vm_stop(&self, vm: &str, timeout: Duration) -> Result<VmRecord>;
+    fn vm_kill(&self, vm: &str) -> Result<VmRecord>;
+    fn vm_pause(&self, vm: &str, pause: bool) -> Result<VmRecord>;
+    /// Removes a VM; its ID.
+    fn vm_remove(&self, vm: &str, force: bool) -> Result<String>;
+    /// The console log into `out`; with `follow`, until the VM stops.
+    fn vm_logs(&self, vm: &str, follow: bool, out: &mut dyn Write) -> Result<()>;
+    /// The serial console of a running VM: its ID and the stream.
+    fn vm_attach(&self, vm: &str) -> Result<(String, Stream)>;
+    /// A session with a running VM's guest agent.
+    fn vm_agent(&self, vm: &str) -> Result<(VmRecord, AgentClient)>;
+    fn vm_ssh(&self, vm: &str) -> Result<ignis_core::vm::SshPlan>;
+    fn vm_boot_plan(&self, vm: &str) -> Result<ignis_core::vm::BootPlan>;
+    fn vm_manifest(&self, vm: &str) -> Result<VmManifest>;
+    fn apply(&self, manifests: &[Manifest]) -> Result<Vec<Applied>>;
+    fn delete_manifests(&self, manifests: &[Manifest]) -> Result<Vec<Applied>>;
+
+    fn snapshot_create(
+        &self,
+        vm: &str,
+        name: Option<&str>,
+        timeline: &Timeline,
+    ) -> Result<SnapshotRecord>;
+    fn snapshot_list(&self) -> Result<Vec<SnapshotRecord>>;
+    fn snapshot_tree(&self) -> Result<Vec<TreeLine>>;
+    fn snapshot_inspect(&self, s: &str) -> Result<SnapshotRecord>;
+    fn snapshot_remove(&self, s: &str) -> Result<SnapshotRecord>;
+    fn snapshot_export(&self, s: &str, out: &Path) -> Result<SnapshotRecord>;
+    fn snapshot_import(&self, file: &Path) -> Result<SnapshotRecord>;
+    fn snapshot_push(&self, s: &str, reference: &str) -> Result<String>;
+    fn snapshot_pull(&self, reference: &str) -> Result<SnapshotRecord>;
+    fn fork(&self, source: &str, opts: &ForkOptions) -> Result<(SnapshotRecord, Vec<VmRecord>)>;
+
+    fn image_pull(&self, reference: &str) -> Result<ImageRecord>;
+    fn image_import(&self, path: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>>;
+    fn image_list(&self) -> Result<Vec<ImageRecord>>;
+    fn image_inspect(&self, image: &str) -> Result<ImageRecord>;
+    fn image_remove(&self, image: &str, force: bool) -> Result<RemoveOutcome>;
+
+    fn kernel_import(
+        &self,
+        source: &str,
+        name: Option<&str>,
+        default: bool,
+    ) -> Result<KernelRecord>;
+    fn kernel_list(&self) -> Result<Vec<KernelRecord>>;
+    fn kernel_inspect(&self, kernel: &str) -> Result<KernelRecord>;
+    fn kernel_remove(&self, kernel: &str, force: bool) -> Result<String>;
+
+    fn network_inspect(&self) -> Result<NetworkInfo>;
+    fn info(&self) -> Result<Info>;
+    fn system_check(&self) -> Result<Vec<Problem>>;
+    fn system_prune(&self) -> Result<(PruneReport, Vec<String>)>;
+}

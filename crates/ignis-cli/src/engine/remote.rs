@@ -1,0 +1,356 @@
+//! The remote engine: an `ignis daemon` through `ignis-client`. A daemon's
+//! problem comes back as the service-layer error it was (its kind from the
+//! problem's `code`, its field from `field`), so messages and exit codes
+//! match the in-process path.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use ignis_agent_proto::client::Client as AgentClient;
+use ignis_api::manifest::{Manifest, VmManifest};
+use ignis_api::{ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
+use ignis_client::{enc, Client, CreateParams};
+use ignis_core::image::RemoveOutcome;
+use ignis_core::manifest::Applied;
+use ignis_core::snapshot::{ForkOptions, TreeLine};
+use ignis_core::system::Problem;
+use ignis_core::timing::Timeline;
+use ignis_core::vm::{Field, Info, NetworkInfo, VmSettings};
+use ignis_core::{Error, ErrorKind};
+
+use super::{Engine, Result, Stream};
+
+pub struct Remote(pub Client);
+
+impl Remote {
+    pub fn new(host: &str) -> Result<Self> {
+        Client::new(host, std::env::var("IGNIS_TOKEN").ok())
+            .map(Self)
+            .map_err(convert)
+    }
+}
+
+/// A client error as the service-layer error the daemon raised.
+pub fn convert(e: ignis_client::Error) -> Error {
+    match e {
+        ignis_client::Error::Api {
+            status,
+            detail,
+            field,
+            code,
+            ..
+        } => {
+            let kind = match code.as_deref() {
+                Some("not-found") => ErrorKind::NotFound,
+                Some("ambiguous") => ErrorKind::Ambiguous,
+                Some("conflict") => ErrorKind::Conflict,
+                Some("invalid") => ErrorKind::Invalid,
+                Some("unavailable") => ErrorKind::Unavailable,
+                Some(_) => ErrorKind::Internal,
+                None => match status {
+                    404 => ErrorKind::NotFound,
+                    409 => ErrorKind::Conflict,
+                    400 | 413 | 422 => ErrorKind::Invalid,
+                    401 | 403 | 503 => ErrorKind::Unavailable,
+                    _ => ErrorKind::Internal,
+                },
+            };
+            let mut err = Error::new(kind, detail);
+            err.field = field.as_deref().and_then(Field::from_name);
+            err
+        }
+        e @ ignis_client::Error::Connect { .. } => Error::wrap(ErrorKind::Unavailable, e),
+        e @ ignis_client::Error::Protocol(_) => Error::wrap(ErrorKind::Internal, e),
+    }
+}
+
+trait Converted<T> {
+    fn c(self) -> Result<T>;
+}
+
+impl<T> Converted<T> for ignis_client::Result<T> {
+    fn c(self) -> Result<T> {
+        self.map_err(convert)
+    }
+}
+
+fn refused(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!(
+            "{what} works on this host's state only: run it on the daemon's host (without --host)"
+        ),
+    )
+}
+
+/// A multi-document YAML body of manifests.
+fn yaml(manifests: &[Manifest]) -> Result<Vec<u8>> {
+    let mut docs = Vec::new();
+    for m in manifests {
+        docs.push(
+            serde_yaml::to_string(m).map_err(|e| {
+                Error::with_source(ErrorKind::Internal, "cannot encode a manifest", e)
+            })?,
+        );
+    }
+    Ok(docs.join("---\n").into_bytes())
+}
+
+impl Engine for Remote {
+    fn vm_list(&self, all: bool) -> Result<Vec<VmRecord>> {
+        self.0.vm_list(all).c()
+    }
+    fn vm_inspect(&self, vm: &str) -> Result<VmRecord> {
+        self.0.vm_inspect(vm).c()
+    }
+    fn vm_create(&self, settings: &VmSettings, _timeline: &Timeline) -> Result<VmRecord> {
+        // `--ssh PUBKEY-FILE` names a file on this machine: its key travels.
+        let mut settings = settings.clone();
+        if let Some(k) = &settings.ssh {
+            if !k.is_empty() && Path::new(k).is_file() {
+                let key = std::fs::read_to_string(k).map_err(|e| {
+                    Error::with_source(ErrorKind::Invalid, format!("cannot read {k}"), e)
+                        .about(Field::Ssh)
+                })?;
+                settings.ssh = Some(key.trim().to_string());
+            }
+        }
+        self.0
+            .vm_create(
+                &settings.to_manifest(),
+                &CreateParams {
+                    start: false,
+                    wait: false,
+                    auto_remove: settings.auto_remove,
+                },
+            )
+            .c()
+    }
+    fn vm_start(&self, vm: &str, wait: bool, _timeline: &Timeline) -> Result<VmRecord> {
+        self.0.vm_start(vm, wait).c()
+    }
+    fn vm_stop(&self, vm: &str, timeout: Duration) -> Result<VmRecord> {
+        self.0.vm_stop(vm, timeout.as_secs()).c()
+    }
+    fn vm_kill(&self, vm: &str) -> Result<VmRecord> {
+        self.0.vm_kill(vm).c()
+    }
+    fn vm_pause(&self, vm: &str, pause: bool) -> Result<VmRecord> {
+        self.0.vm_pause(vm, pause).c()
+    }
+    fn vm_remove(&self, vm: &str, force: bool) -> Result<String> {
+        self.0.vm_remove(vm, force).c()
+    }
+    fn vm_logs(&self, vm: &str, follow: bool, out: &mut dyn Write) -> Result<()> {
+        let mut r = self.0.vm_logs(vm, follow).c()?;
+        // A closed output (`| head`) ends it quietly, as in-process.
+        let _ = std::io::copy(&mut r, out);
+        let _ = out.flush();
+        Ok(())
+    }
+    fn vm_attach(&self, vm: &str) -> Result<(String, Stream)> {
+        let rec = self.0.vm_inspect(vm).c()?;
+        let s = self.0.vm_attach(&rec.id).c()?;
+        Ok((
+            rec.id,
+            Stream {
+                reader: s.reader,
+                writer: s.writer,
+            },
+        ))
+    }
+    fn vm_agent(&self, vm: &str) -> Result<(VmRecord, AgentClient)> {
+        let rec = self.0.vm_inspect(vm).c()?;
+        let client = self.0.vm_agent(&rec.id).c()?;
+        Ok((rec, client))
+    }
+    fn vm_ssh(&self, _vm: &str) -> Result<ignis_core::vm::SshPlan> {
+        Err(refused("ssh"))
+    }
+    fn vm_boot_plan(&self, _vm: &str) -> Result<ignis_core::vm::BootPlan> {
+        Err(refused("boot-plan"))
+    }
+    fn vm_manifest(&self, vm: &str) -> Result<VmManifest> {
+        self.0.vm_manifest(vm).c()
+    }
+    fn apply(&self, manifests: &[Manifest]) -> Result<Vec<Applied>> {
+        let b = self
+            .0
+            .call(
+                "POST",
+                "/v1/apply",
+                Some((yaml(manifests)?, "application/yaml")),
+            )
+            .c()?;
+        serde_json::from_slice(&b).map_err(|e| {
+            Error::with_source(ErrorKind::Internal, "a reply the API does not document", e)
+        })
+    }
+    fn delete_manifests(&self, manifests: &[Manifest]) -> Result<Vec<Applied>> {
+        let b = self
+            .0
+            .call(
+                "POST",
+                "/v1/delete",
+                Some((yaml(manifests)?, "application/yaml")),
+            )
+            .c()?;
+        serde_json::from_slice(&b).map_err(|e| {
+            Error::with_source(ErrorKind::Internal, "a reply the API does not document", e)
+        })
+    }
+    fn snapshot_create(
+        &self,
+        vm: &str,
+        name: Option<&str>,
+        _timeline: &Timeline,
+    ) -> Result<SnapshotRecord> {
+        self.0.snapshot_create(vm, name).c()
+    }
+    fn snapshot_list(&self) -> Result<Vec<SnapshotRecord>> {
+        self.0.snapshot_list().c()
+    }
+    fn snapshot_tree(&self) -> Result<Vec<TreeLine>> {
+        self.0.get("/v1/snapshot-tree").c()
+    }
+    fn snapshot_inspect(&self, s: &str) -> Result<SnapshotRecord> {
+        self.0.snapshot_inspect(s).c()
+    }
+    fn snapshot_remove(&self, s: &str) -> Result<SnapshotRecord> {
+        self.0.snapshot_remove(s).c()
+    }
+    fn snapshot_export(&self, s: &str, out: &Path) -> Result<SnapshotRecord> {
+        let rec = self.0.snapshot_inspect(s).c()?;
+        // Written beside the target and renamed: a failed export leaves
+        // nothing behind.
+        let tmp = out.with_extension("ignis-partial");
+        let io = |e: std::io::Error| {
+            Error::with_source(
+                ErrorKind::Internal,
+                format!("cannot write {}", out.display()),
+                e,
+            )
+        };
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        let r = self.0.snapshot_export(&rec.id, &mut f).c();
+        if let Err(e) = r.and_then(|_| f.sync_all().map_err(io)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, out).map_err(io)?;
+        Ok(rec)
+    }
+    fn snapshot_import(&self, file: &Path) -> Result<SnapshotRecord> {
+        self.0.snapshot_import(file).c()
+    }
+    fn snapshot_push(&self, s: &str, reference: &str) -> Result<String> {
+        self.0.snapshot_push(s, reference).c()
+    }
+    fn snapshot_pull(&self, reference: &str) -> Result<SnapshotRecord> {
+        self.0.snapshot_pull(reference).c()
+    }
+    fn fork(&self, source: &str, opts: &ForkOptions) -> Result<(SnapshotRecord, Vec<VmRecord>)> {
+        let f = self
+            .0
+            .snapshot_fork(
+                source,
+                opts.count,
+                opts.name_prefix.as_deref(),
+                opts.name.as_deref(),
+                opts.auto_remove,
+            )
+            .c()?;
+        Ok((f.snapshot, f.clones))
+    }
+    fn image_pull(&self, reference: &str) -> Result<ImageRecord> {
+        self.0.image_pull(reference).c()
+    }
+    fn image_import(&self, path: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>> {
+        if path.is_dir() {
+            // An OCI layout directory travels as a tar of itself.
+            let tmp = tempfile::NamedTempFile::new()
+                .map_err(|e| Error::internal("create a temporary file", e))?;
+            let mut b = tar::Builder::new(tmp.as_file());
+            b.follow_symlinks(false);
+            b.append_dir_all(".", path)
+                .and_then(|()| b.finish())
+                .map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::Invalid,
+                        format!("cannot read {}", path.display()),
+                        e,
+                    )
+                })?;
+            drop(b);
+            return self.0.image_import(tmp.path(), name).c();
+        }
+        if !path.exists() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{} does not exist; give a docker-save tarball or an OCI layout (dir or tar)",
+                    path.display()
+                ),
+            ));
+        }
+        self.0.image_import(path, name).c()
+    }
+    fn image_list(&self) -> Result<Vec<ImageRecord>> {
+        self.0.image_list().c()
+    }
+    fn image_inspect(&self, image: &str) -> Result<ImageRecord> {
+        self.0.image_inspect(image).c()
+    }
+    fn image_remove(&self, image: &str, force: bool) -> Result<RemoveOutcome> {
+        self.0
+            .delete(&format!("/v1/images/{}?force={force}", enc(image)))
+            .c()
+    }
+    fn kernel_import(
+        &self,
+        source: &str,
+        name: Option<&str>,
+        default: bool,
+    ) -> Result<KernelRecord> {
+        let p = Path::new(source);
+        if p.exists() {
+            return self.0.kernel_upload(p, name, default).c();
+        }
+        if source.starts_with('/') || source.starts_with('.') {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("kernel file {source} does not exist"),
+            ));
+        }
+        self.0.kernel_import(source, name, default).c()
+    }
+    fn kernel_list(&self) -> Result<Vec<KernelRecord>> {
+        self.0.kernel_list().c()
+    }
+    fn kernel_inspect(&self, kernel: &str) -> Result<KernelRecord> {
+        self.0.kernel_inspect(kernel).c()
+    }
+    fn kernel_remove(&self, kernel: &str, force: bool) -> Result<String> {
+        self.0.kernel_remove(kernel, force).c()
+    }
+    fn network_inspect(&self) -> Result<NetworkInfo> {
+        self.0.get("/v1/networks/bridge").c()
+    }
+    fn info(&self) -> Result<Info> {
+        self.0.get("/v1/info").c()
+    }
+    fn system_check(&self) -> Result<Vec<Problem>> {
+        self.0.get("/v1/system/check").c()
+    }
+    fn system_prune(&self) -> Result<(PruneReport, Vec<String>)> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Pruned {
+            images_deleted: Vec<String>,
+            report: PruneReport,
+        }
+        let p: Pruned = self.0.post("/v1/system/prune").c()?;
+        Ok((p.report, p.images_deleted))
+    }
+}

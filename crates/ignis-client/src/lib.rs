@@ -1,0 +1,486 @@
+//! A Rust client of the `ignis daemon` HTTP API: what the `ignis` CLI uses
+//! for `--host`/`IGNIS_HOST`, and what other programs use to drive ignis
+//! without the CLI.
+//!
+//! The client is blocking (it runs its own small tokio runtime), so it fits
+//! in scripts, tests and synchronous tools alike. Every call opens one HTTP/1.1
+//! connection to the daemon: a unix socket (`unix:///var/lib/ignis/daemon.sock`
+//! or a plain path), TCP with a bearer token (`tcp://127.0.0.1:7070`), or
+//! TLS (`https://host:7070`, trusting the PEM certificates of
+//! [`Client::with_tls_ca`]).
+//!
+//! ```no_run
+//! use ignis_client::Client;
+//! use ignis_api::manifest::VmManifest;
+//!
+//! let c = Client::new("unix:///var/lib/ignis/daemon.sock", None)?;
+//! // Run a VM (a manifest as `ignis apply` takes it; or build one in code).
+//! let m: VmManifest = serde_yaml::from_str(
+//!     "apiVersion: ignis.dev/v1\nkind: VM\nmetadata: {name: web}\nspec: {image: nginx:alpine}\n",
+//! )?;
+//! let vm = c.vm_create(&m, &ignis_client::CreateParams { start: true, ..Default::default() })?;
+//! println!("{} is {}", vm.name, vm.state());
+//! // Run a command in it (through the VM's guest agent).
+//! let out = c.vm_exec(&vm.id, &["uname".into(), "-r".into()])?;
+//! print!("{}", String::from_utf8_lossy(&out.stdout));
+//! // Follow its console log.
+//! let mut log = c.vm_logs(&vm.id, true)?;
+//! std::io::copy(&mut log, &mut std::io::stdout())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Errors from the daemon are [`Error::Api`] carrying the RFC 9457 problem
+//! details (status, title, detail, and the input field when there is one).
+
+mod transport;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use ignis_api::manifest::VmManifest;
+use ignis_api::{ImageRecord, KernelRecord, SnapshotRecord, VmRecord};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use ignis_api::ExecOutput;
+pub use transport::Stream;
+
+/// Largest non-streamed reply body.
+const MAX_BODY: usize = 64 << 20;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon answered with an error (a problem+json body).
+    #[error("{detail}")]
+    Api {
+        status: u16,
+        title: String,
+        detail: String,
+        /// The input field the error is about, by its API name (`memory`,
+        /// `network.ip`), when the daemon named one.
+        field: Option<String>,
+        /// The error's kind: `not-found`, `ambiguous`, `conflict`,
+        /// `invalid`, `unavailable` or `internal` (when the daemon gave one).
+        code: Option<String>,
+    },
+    /// The daemon could not be reached.
+    #[error("cannot reach the daemon at {host}: {source}")]
+    Connect {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else on the way: TLS set-up, HTTP framing, a reply that is
+    /// not what the API documents.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn protocol(what: impl std::fmt::Display) -> Self {
+        Self::Protocol(what.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How `vm_create` creates.
+#[derive(Debug, Clone, Default)]
+pub struct CreateParams {
+    /// Start it too (`ignis run -d`).
+    pub start: bool,
+    /// Wait for the guest (agent or init) to report ready when starting.
+    pub wait: bool,
+    /// Remove it when it exits (`--rm`).
+    pub auto_remove: bool,
+}
+
+/// A reply: status and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The problem detail of an error reply (else the body as text).
+    pub fn problem(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).into_owned())
+    }
+}
+
+/// A fork's or restore's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Forked {
+    pub snapshot: SnapshotRecord,
+    pub clones: Vec<VmRecord>,
+}
+
+/// Percent-encodes a path segment or query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A client of one daemon.
+#[derive(Clone)]
+pub struct Client {
+    transport: Arc<transport::Transport>,
+}
+
+impl Client {
+    /// `host`: `unix:///PATH`, `/PATH`, `tcp://HOST:PORT` or
+    /// `https://HOST:PORT` (TLS: the CA comes from `IGNIS_TLS_CA`, or
+    /// [`Client::with_tls_ca`]). `token`: the bearer token TCP needs.
+    pub fn new(host: &str, token: Option<String>) -> Result<Self> {
+        let ca = std::env::var_os("IGNIS_TLS_CA").map(std::path::PathBuf::from);
+        Self::with_tls_ca(host, token, ca.as_deref())
+    }
+
+    /// As [`Client::new`], trusting the certificates in `ca` (PEM) for
+    /// `https://`.
+    pub fn with_tls_ca(host: &str, token: Option<String>, ca: Option<&Path>) -> Result<Self> {
+        Ok(Self {
+            transport: Arc::new(transport::Transport::new(host, token, ca)?),
+        })
+    }
+
+    /// The address this client talks to.
+    pub fn host(&self) -> &str {
+        self.transport.host()
+    }
+
+    // ---- the generic calls (every endpoint of `api/openapi.json`) ----
+
+    /// One request; a 2xx reply's body, or the problem as [`Error::Api`].
+    pub fn call(&self, method: &str, path: &str, body: Option<(Vec<u8>, &str)>) -> Result<Vec<u8>> {
+        let r = self.request(method, path, body)?;
+        check(r.status, r.body)
+    }
+
+    /// One request, its reply whatever the status (for tests and tools
+    /// that look at statuses themselves).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(Vec<u8>, &str)>,
+    ) -> Result<Reply> {
+        let t = &self.transport;
+        t.block_on(async {
+            let resp = t
+                .send(method, path, body.map(|(b, ct)| (Bytes::from(b), ct)), &[])
+                .await?;
+            let status = resp.status().as_u16();
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| Error::protocol(format!("reading the reply: {e}")))?
+                .to_bytes()
+                .to_vec();
+            Ok(Reply { status, body })
+        })
+    }
+
+    /// `GET path` as JSON.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        json(&self.call("GET", path, None)?)
+    }
+
+    /// `POST path` (no body) as JSON.
+    pub fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        json(&self.call("POST", path, None)?)
+    }
+
+    /// `POST path` with a JSON body, as JSON.
+    pub fn post_json<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        let b = serde_json::to_vec(body).map_err(Error::protocol)?;
+        json(&self.call("POST", path, Some((b, "application/json")))?)
+    }
+
+    /// `DELETE path` as JSON.
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        json(&self.call("DELETE", path, None)?)
+    }
+
+    /// A request whose reply body is read as it arrives (logs, archives).
+    pub fn stream(&self, method: &str, path: &str) -> Result<Box<dyn Read + Send>> {
+        self.transport.stream(method, path)
+    }
+
+    /// `POST path` with the file at `file` streamed as the body, as JSON.
+    pub fn upload<T: DeserializeOwned>(&self, path: &str, file: &Path) -> Result<T> {
+        json(&self.transport.upload(path, file)?)
+    }
+
+    /// An HTTP upgrade of `path` to a raw two-way byte stream.
+    pub fn upgrade(&self, path: &str, protocol: &str) -> Result<Stream> {
+        self.transport.upgrade(path, protocol)
+    }
+
+    // ---- VMs ----
+
+    pub fn vm_list(&self, all: bool) -> Result<Vec<VmRecord>> {
+        self.get(&format!("/v1/vms?all={all}"))
+    }
+
+    pub fn vm_inspect(&self, vm: &str) -> Result<VmRecord> {
+        self.get(&format!("/v1/vms/{}", enc(vm)))
+    }
+
+    /// Creates a VM from a manifest (`spec.image` required; the name from
+    /// `metadata.name`, generated when empty).
+    pub fn vm_create(&self, m: &VmManifest, p: &CreateParams) -> Result<VmRecord> {
+        self.post_json(
+            &format!(
+                "/v1/vms?start={}&wait={}&rm={}",
+                p.start, p.wait, p.auto_remove
+            ),
+            m,
+        )
+    }
+
+    pub fn vm_start(&self, vm: &str, wait: bool) -> Result<VmRecord> {
+        self.post(&format!("/v1/vms/{}/start?wait={wait}", enc(vm)))
+    }
+
+    pub fn vm_stop(&self, vm: &str, timeout_secs: u64) -> Result<VmRecord> {
+        self.post(&format!("/v1/vms/{}/stop?time={timeout_secs}", enc(vm)))
+    }
+
+    pub fn vm_kill(&self, vm: &str) -> Result<VmRecord> {
+        self.post(&format!("/v1/vms/{}/kill", enc(vm)))
+    }
+
+    pub fn vm_pause(&self, vm: &str, pause: bool) -> Result<VmRecord> {
+        let op = if pause { "pause" } else { "unpause" };
+        self.post(&format!("/v1/vms/{}/{op}", enc(vm)))
+    }
+
+    /// Removes a VM; its ID.
+    pub fn vm_remove(&self, vm: &str, force: bool) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Removed {
+            id: String,
+        }
+        let r: Removed = self.delete(&format!("/v1/vms/{}?force={force}", enc(vm)))?;
+        Ok(r.id)
+    }
+
+    /// The console log; with `follow`, a stream that ends when the VM does.
+    pub fn vm_logs(&self, vm: &str, follow: bool) -> Result<Box<dyn Read + Send>> {
+        self.stream("GET", &format!("/v1/vms/{}/logs?follow={follow}", enc(vm)))
+    }
+
+    /// The VM's serial console, both ways (`ignis attach`).
+    pub fn vm_attach(&self, vm: &str) -> Result<Stream> {
+        self.upgrade(&format!("/v1/vms/{}/attach", enc(vm)), "ignis-console")
+    }
+
+    /// A session with the VM's guest agent (exec with a TTY, signals and
+    /// resizes, cp as tar), speaking `ignis-agent-proto` through the daemon.
+    pub fn vm_agent(&self, vm: &str) -> Result<ignis_agent_proto::client::Client> {
+        let s = self.upgrade(&format!("/v1/vms/{}/agent", enc(vm)), "ignis-agent")?;
+        ignis_agent_proto::client::Client::connect(s.reader, s.writer)
+            .map_err(|e| Error::protocol(format!("the agent of {vm}: {e}")))
+    }
+
+    /// Runs a command to completion and returns its output (no stdin, no
+    /// TTY; for interactive sessions use [`Client::vm_agent`]).
+    pub fn vm_exec(&self, vm: &str, argv: &[String]) -> Result<ExecOutput> {
+        self.post_json(
+            &format!("/v1/vms/{}/exec", enc(vm)),
+            &serde_json::json!({ "cmd": argv }),
+        )
+    }
+
+    /// The VM's manifest (`ignis get vm`).
+    pub fn vm_manifest(&self, vm: &str) -> Result<VmManifest> {
+        self.get(&format!("/v1/manifests/vms/{}", enc(vm)))
+    }
+
+    // ---- snapshots ----
+
+    pub fn snapshot_list(&self) -> Result<Vec<SnapshotRecord>> {
+        self.get("/v1/snapshots")
+    }
+
+    pub fn snapshot_inspect(&self, s: &str) -> Result<SnapshotRecord> {
+        self.get(&format!("/v1/snapshots/{}", enc(s)))
+    }
+
+    pub fn snapshot_create(&self, vm: &str, name: Option<&str>) -> Result<SnapshotRecord> {
+        let q = name
+            .map(|n| format!("?name={}", enc(n)))
+            .unwrap_or_default();
+        self.post(&format!("/v1/vms/{}/snapshot{q}", enc(vm)))
+    }
+
+    pub fn snapshot_remove(&self, s: &str) -> Result<SnapshotRecord> {
+        self.delete(&format!("/v1/snapshots/{}", enc(s)))
+    }
+
+    /// `count` running clones of a snapshot (or of a VM's new snapshot).
+    pub fn snapshot_fork(
+        &self,
+        s: &str,
+        count: u32,
+        prefix: Option<&str>,
+        name: Option<&str>,
+        auto_remove: bool,
+    ) -> Result<Forked> {
+        let mut q = format!("?count={count}&rm={auto_remove}");
+        if let Some(p) = prefix {
+            q.push_str(&format!("&prefix={}", enc(p)));
+        }
+        if let Some(n) = name {
+            q.push_str(&format!("&name={}", enc(n)));
+        }
+        self.post(&format!("/v1/snapshots/{}/fork{q}", enc(s)))
+    }
+
+    /// The snapshot as one file (zstd tar), streamed into `out`.
+    pub fn snapshot_export(&self, s: &str, out: &mut dyn Write) -> Result<u64> {
+        let mut r = self.stream("GET", &format!("/v1/snapshots/{}/export", enc(s)))?;
+        std::io::copy(&mut r, out).map_err(|e| Error::protocol(format!("export: {e}")))
+    }
+
+    pub fn snapshot_import(&self, file: &Path) -> Result<SnapshotRecord> {
+        self.upload("/v1/snapshots/import", file)
+    }
+
+    /// Pushes to an OCI registry; the manifest digest.
+    pub fn snapshot_push(&self, s: &str, reference: &str) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Pushed {
+            digest: String,
+        }
+        let p: Pushed = self.post(&format!(
+            "/v1/snapshots/{}/push?reference={}",
+            enc(s),
+            enc(reference)
+        ))?;
+        Ok(p.digest)
+    }
+
+    pub fn snapshot_pull(&self, reference: &str) -> Result<SnapshotRecord> {
+        self.post(&format!("/v1/snapshots/pull?reference={}", enc(reference)))
+    }
+
+    // ---- images and kernels ----
+
+    pub fn image_list(&self) -> Result<Vec<ImageRecord>> {
+        self.get("/v1/images")
+    }
+
+    pub fn image_inspect(&self, i: &str) -> Result<ImageRecord> {
+        self.get(&format!("/v1/images/{}", enc(i)))
+    }
+
+    pub fn image_pull(&self, reference: &str) -> Result<ImageRecord> {
+        self.post(&format!("/v1/images/pull?reference={}", enc(reference)))
+    }
+
+    /// Imports a docker-save or OCI-layout tar archive from this machine.
+    pub fn image_import(&self, archive: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>> {
+        let q = name
+            .map(|n| format!("?name={}", enc(n)))
+            .unwrap_or_default();
+        self.upload(&format!("/v1/images/import{q}"), archive)
+    }
+
+    pub fn kernel_list(&self) -> Result<Vec<KernelRecord>> {
+        self.get("/v1/kernels")
+    }
+
+    pub fn kernel_inspect(&self, k: &str) -> Result<KernelRecord> {
+        self.get(&format!("/v1/kernels/{}", enc(k)))
+    }
+
+    /// Imports a kernel file (ELF vmlinux, bzImage, linux-image .deb) from
+    /// this machine.
+    pub fn kernel_upload(
+        &self,
+        file: &Path,
+        name: Option<&str>,
+        default: bool,
+    ) -> Result<KernelRecord> {
+        let mut q = format!("?default={default}");
+        if let Some(n) = name {
+            q.push_str(&format!("&name={}", enc(n)));
+        }
+        self.upload(&format!("/v1/kernels/import{q}"), file)
+    }
+
+    /// Imports a kernel the daemon fetches itself: `apt:PACKAGE` or an OCI
+    /// image in Ignite's kernel layout.
+    pub fn kernel_import(
+        &self,
+        source: &str,
+        name: Option<&str>,
+        default: bool,
+    ) -> Result<KernelRecord> {
+        let mut q = format!("?source={}&default={default}", enc(source));
+        if let Some(n) = name {
+            q.push_str(&format!("&name={}", enc(n)));
+        }
+        self.post(&format!("/v1/kernels/import{q}"))
+    }
+
+    /// Removes a kernel; its ID.
+    pub fn kernel_remove(&self, k: &str, force: bool) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Removed {
+            id: String,
+        }
+        let r: Removed = self.delete(&format!("/v1/kernels/{}?force={force}", enc(k)))?;
+        Ok(r.id)
+    }
+}
+
+/// A 2xx body, or the problem as an error.
+fn check(status: u16, body: Vec<u8>) -> Result<Vec<u8>> {
+    if (200..300).contains(&status) {
+        return Ok(body);
+    }
+    Err(problem(status, &body))
+}
+
+fn problem(status: u16, body: &[u8]) -> Error {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let s = |k: &str| v[k].as_str().map(str::to_string);
+    Error::Api {
+        status,
+        title: s("title").unwrap_or_default(),
+        detail: s("detail").unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()),
+        field: s("field"),
+        code: s("code"),
+    }
+}
+
+fn json<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b)
+        .map_err(|e| Error::protocol(format!("a reply the API does not document: {e}")))
+}
