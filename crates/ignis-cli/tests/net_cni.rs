@@ -377,6 +377,46 @@ fn cni_bridge_network_with_host_local_ipam_and_a_second_nic() {
     assert!(net.ok(&["ps", "-a", "-q"]).trim().is_empty());
 }
 
+/// A create killed between CNI ADD and its record: `system check` names
+/// the orphaned attachment, `system prune` runs its DEL (the lease goes)
+/// and deletes the namespace.
+#[test]
+fn a_crash_after_cni_add_is_repaired_by_prune() {
+    let Some(net) = setup("p") else { return };
+    let img = web_image(&net.env);
+    let out = in_ns(&net.ns, &net.env.root())
+        .env("IGNIS_FAULT", "vm:cni-attached")
+        .args(["create", "--network", "cni:testnet"])
+        .args(net.cni_flags("create"))
+        .args([&img, "/bin/busybox", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(net.leases().len(), 1, "ADD ran before the crash");
+    let id = std::fs::read_dir(net.env.root().join("cni"))
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".json")
+                .map(str::to_string)
+        })
+        .expect("the attachment record");
+    assert!(Path::new(&format!("/run/netns/ignis-{id}")).exists());
+    assert!(net.ok(&["ps", "-a", "-q"]).trim().is_empty(), "no record");
+    let check = net.ignis(&["system", "check"]);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(text.contains("orphan-cni") && text.contains(&id), "{text}");
+    net.ok(&["system", "prune"]);
+    net.assert_nothing_left(&id);
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    // Once: a second prune has nothing to delete.
+    let check = net.ignis(&["system", "check"]);
+    assert!(!String::from_utf8_lossy(&check.stdout).contains("orphan-cni"));
+}
+
 /// Firecracker (on PATH or in IGNIS_FIRECRACKER) where /dev/kvm works.
 fn firecracker() -> Option<String> {
     let fc = match std::env::var_os("IGNIS_FIRECRACKER") {

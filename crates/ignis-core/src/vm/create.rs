@@ -357,6 +357,7 @@ impl Ignis {
         self.cni_attach(&id, &mut nics, &opts.cni_dirs)?;
         record.spec.network.set_nics(nics);
         let cni_guard = CniGuard(self, Some(id.clone()));
+        crate::fault::point("vm:cni-attached");
         record.status.timings = timeline.phases();
         let phase_record = timeline.phase("record");
         let record = self.store.db().tx(|tx| {
