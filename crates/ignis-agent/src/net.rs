@@ -1,6 +1,6 @@
 //! Static network configuration of the guest (no DHCP wait): lo and each
-//! NIC up (found by MAC), its address, the default route on the first. Plain ioctls: the init has no
-//! netlink library and needs three calls.
+//! NIC up (found by MAC), its address, the default route on the first.
+//! Plain ioctls: the init has no netlink library and needs three calls.
 
 use std::net::Ipv4Addr;
 

@@ -305,7 +305,6 @@ fn manifest_network(n: &ignis_api::NetworkSpec) -> ManifestNetwork {
                 .iter()
                 .map(|nic| ignis_api::manifest::ManifestInterface {
                     network: nic.network(),
-                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

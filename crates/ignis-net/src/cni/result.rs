@@ -26,6 +26,9 @@ pub struct IpConfig {
     pub interface: Option<usize>,
 }
 
+/// An IPv4 address from IPAM: address, prefix length, gateway.
+pub type Ipv4Address = (std::net::Ipv4Addr, u8, Option<std::net::Ipv4Addr>);
+
 /// A plugin chain's final result.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CniResult {
@@ -38,13 +41,7 @@ pub struct CniResult {
 impl CniResult {
     /// The interface `ifname` inside the namespace, and the IPv4 address
     /// (address, prefix, gateway) the IPAM gave it.
-    pub fn for_interface(
-        &self,
-        ifname: &str,
-    ) -> Option<(
-        &Interface,
-        Option<(std::net::Ipv4Addr, u8, Option<std::net::Ipv4Addr>)>,
-    )> {
+    pub fn for_interface(&self, ifname: &str) -> Option<(&Interface, Option<Ipv4Address>)> {
         let (index, iface) = self
             .interfaces
             .iter()
