@@ -147,6 +147,8 @@ pub fn configure(n: &NetConfig) -> Result<(), ConfigureError> {
             ip: addr.to_string(),
             prefix,
             gateway: gw,
+            // A fork's first NIC is eth0 (its MAC was just changed).
+            mac: None,
         })?;
     }
     if let Some(e) = &n.entropy {

@@ -1,10 +1,10 @@
-//! Static network configuration of the guest (no DHCP wait): lo and eth0
-//! up, eth0's address, the default route. Plain ioctls: the init has no
-//! netlink library and needs three calls.
+//! Static network configuration of the guest (no DHCP wait): lo and each
+//! NIC up (found by MAC), its address, the default route on the first.
+//! Plain ioctls: the init has no netlink library and needs three calls.
 
 use std::net::Ipv4Addr;
 
-use ignis_guest_config::GuestNet;
+use ignis_guest_config::{GuestNet, GuestNic};
 
 /// Why configuring the guest's network failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +15,8 @@ pub enum NetError {
     Gateway(String),
     #[error("bad MAC address {0}")]
     Mac(String),
+    #[error("no network interface has MAC {0}")]
+    NoInterface(String),
     #[error("socket")]
     Socket(#[source] std::io::Error),
     /// An interface ioctl; `what` says which.
@@ -88,18 +90,63 @@ pub fn configure(net: &GuestNet) -> Result<(), NetError> {
         .gateway
         .parse()
         .map_err(|_| NetError::Gateway(net.gateway.clone()))?;
-    let mask = Ipv4Addr::from(
-        u32::MAX
-            .checked_shl(32 - u32::from(net.prefix))
-            .unwrap_or(0),
-    );
-    // eth0 appears once virtio_net has probed.
+    let name = match &net.mac {
+        Some(mac) => find_by_mac(mac)?,
+        None => {
+            // eth0 appears once virtio_net has probed.
+            wait_for(|| std::path::Path::new("/sys/class/net/eth0").exists());
+            "eth0".to_string()
+        }
+    };
+    configure_link(&name, Some((ip, net.prefix)), Some(gw))
+}
+
+/// A NIC after the first: found by its MAC, its address (with the subnet
+/// route the kernel adds), up; no default route (the first NIC has it).
+pub fn configure_nic(nic: &GuestNic) -> Result<(), NetError> {
+    let addr = match &nic.ip {
+        Some(ip) => Some((
+            ip.parse::<Ipv4Addr>()
+                .map_err(|_| NetError::Ip(ip.clone()))?,
+            nic.prefix,
+        )),
+        None => None,
+    };
+    let name = find_by_mac(&nic.mac)?;
+    configure_link(&name, addr, None)
+}
+
+fn wait_for(mut f: impl FnMut() -> bool) -> bool {
     for _ in 0..500 {
-        if std::path::Path::new("/sys/class/net/eth0").exists() {
-            break;
+        if f() {
+            return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    false
+}
+
+/// The interface with MAC `mac`, once virtio_net has probed it.
+fn find_by_mac(mac: &str) -> Result<String, NetError> {
+    let want = mac.to_ascii_lowercase();
+    let mut found = None;
+    wait_for(|| {
+        found = std::fs::read_dir("/sys/class/net").ok().and_then(|d| {
+            d.filter_map(Result::ok).find_map(|e| {
+                let a = std::fs::read_to_string(e.path().join("address")).ok()?;
+                (a.trim() == want).then(|| e.file_name().to_string_lossy().into_owned())
+            })
+        });
+        found.is_some()
+    });
+    found.ok_or_else(|| NetError::NoInterface(mac.to_string()))
+}
+
+fn configure_link(
+    name: &str,
+    addr: Option<(Ipv4Addr, u8)>,
+    gateway: Option<Ipv4Addr>,
+) -> Result<(), NetError> {
     // SAFETY: a plain socket for interface ioctls, closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
     if fd < 0 {
@@ -107,23 +154,29 @@ pub fn configure(net: &GuestNet) -> Result<(), NetError> {
     }
     let result = (|| {
         up(fd, "lo")?;
-        let mut r = ifreq("eth0");
-        r.ifr_ifru.ifru_addr = sockaddr(ip);
-        ioctl(
-            fd,
-            libc::SIOCSIFADDR,
-            (&mut r as *mut libc::ifreq).cast(),
-            "set eth0's address",
-        )?;
-        let mut r = ifreq("eth0");
-        r.ifr_ifru.ifru_netmask = sockaddr(mask);
-        ioctl(
-            fd,
-            libc::SIOCSIFNETMASK,
-            (&mut r as *mut libc::ifreq).cast(),
-            "set eth0's netmask",
-        )?;
-        up(fd, "eth0")?;
+        if let Some((ip, prefix)) = addr {
+            let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0));
+            let mut r = ifreq(name);
+            r.ifr_ifru.ifru_addr = sockaddr(ip);
+            ioctl(
+                fd,
+                libc::SIOCSIFADDR,
+                (&mut r as *mut libc::ifreq).cast(),
+                &format!("set {name}'s address"),
+            )?;
+            let mut r = ifreq(name);
+            r.ifr_ifru.ifru_netmask = sockaddr(mask);
+            ioctl(
+                fd,
+                libc::SIOCSIFNETMASK,
+                (&mut r as *mut libc::ifreq).cast(),
+                &format!("set {name}'s netmask"),
+            )?;
+        }
+        up(fd, name)?;
+        let Some(gw) = gateway else {
+            return Ok(());
+        };
         // SAFETY: rtentry is plain old data; all-zero is valid.
         let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
         rt.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);

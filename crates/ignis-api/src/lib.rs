@@ -27,7 +27,7 @@ pub use state::{
     VmState,
 };
 pub use vm::{
-    CgroupLimits, Confinement, CopyFileSpec, NetworkSpec, PhaseTiming, PortSpec, RunMode,
+    CgroupLimits, Confinement, CopyFileSpec, NetworkSpec, NicSpec, PhaseTiming, PortSpec, RunMode,
     SnapshotOrigin, SshSpec, VmRecord, VmSpec, VmStatus,
 };
 

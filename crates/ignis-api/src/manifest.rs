@@ -88,6 +88,19 @@ pub struct ManifestNetwork {
     /// A fixed MAC, e.g. `02:00:00:aa:bb:cc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// Several NICs in order, eth0 first; with `mode` set, the NICs after
+    /// the one `mode` names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<ManifestInterface>,
+}
+
+/// One NIC of `spec.network.interfaces`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManifestInterface {
+    /// `bridge` or `cni:NAME`, as `--network` (`ip` and `mac` above are
+    /// the first NIC's).
+    pub network: String,
 }
 
 /// What is observed (written by `get`, and back to Git with

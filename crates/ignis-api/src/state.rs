@@ -102,6 +102,9 @@ pub enum NetworkMode {
     #[default]
     Bridge,
     None,
+    /// A CNI network (`cni:NAME`): the plugins of its conflist attach the
+    /// VM in a network namespace of its own; its IPAM picks the address.
+    Cni,
 }
 
 impl NetworkMode {
@@ -109,6 +112,7 @@ impl NetworkMode {
         match self {
             Self::Bridge => "bridge",
             Self::None => "none",
+            Self::Cni => "cni",
         }
     }
 }

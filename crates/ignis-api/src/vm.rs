@@ -62,6 +62,93 @@ pub struct NetworkSpec {
     pub bridge: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortSpec>,
+    /// Mode `cni`: the CNI network (the `name` of a conflist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<String>,
+    /// The NICs after the first (`eth1`, ...), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<NicSpec>,
+}
+
+/// One NIC of a VM: the first is [`NetworkSpec`]'s own fields, the others
+/// are its `interfaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NicSpec {
+    pub mode: NetworkMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+impl NicSpec {
+    /// `bridge` or `cni:NAME`, as `--network` takes it.
+    pub fn network(&self) -> String {
+        match (&self.mode, &self.cni) {
+            (NetworkMode::Cni, Some(n)) => format!("cni:{n}"),
+            (m, _) => m.as_str().to_string(),
+        }
+    }
+}
+
+impl NetworkSpec {
+    /// Every NIC in order (none for `--network none`).
+    pub fn nics(&self) -> Vec<NicSpec> {
+        let mut v = Vec::new();
+        if self.mode != NetworkMode::None {
+            v.push(NicSpec {
+                mode: self.mode,
+                cni: self.cni.clone(),
+                ip: self.ip.clone(),
+                prefix: self.prefix,
+                gateway: self.gateway.clone(),
+                mac: self.mac.clone(),
+            });
+        }
+        v.extend(self.interfaces.iter().cloned());
+        v
+    }
+
+    /// Replaces the NICs (the first into the top-level fields).
+    pub fn set_nics(&mut self, nics: Vec<NicSpec>) {
+        let mut it = nics.into_iter();
+        match it.next() {
+            Some(first) => {
+                self.mode = first.mode;
+                self.cni = first.cni;
+                self.ip = first.ip;
+                self.prefix = first.prefix;
+                self.gateway = first.gateway;
+                self.mac = first.mac;
+            }
+            None => {
+                self.mode = NetworkMode::None;
+                self.cni = None;
+                self.ip = None;
+                self.prefix = None;
+                self.gateway = None;
+                self.mac = None;
+            }
+        }
+        self.interfaces = it.collect();
+    }
+
+    /// Some NIC is on a CNI network.
+    pub fn uses_cni(&self) -> bool {
+        self.nics().iter().any(|n| n.mode == NetworkMode::Cni)
+    }
+
+    /// Some NIC is on the ignis bridge.
+    pub fn uses_bridge(&self) -> bool {
+        self.nics().iter().any(|n| n.mode == NetworkMode::Bridge)
+    }
 }
 
 impl Default for NetworkSpec {
@@ -74,6 +161,8 @@ impl Default for NetworkSpec {
             mac: None,
             bridge: None,
             ports: vec![],
+            cni: None,
+            interfaces: vec![],
         }
     }
 }

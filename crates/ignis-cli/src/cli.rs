@@ -378,10 +378,21 @@ pub struct CreateArgs {
     /// (default: IGNIS_BACKEND, else auto)
     #[arg(long)]
     pub backend: Option<String>,
-    /// bridge (an address on ignis0, NAT out, -p) or none.
+    /// bridge (an address on ignis0, NAT out, -p), cni[:NAME] (a CNI
+    /// network, its conflist from --cni-conf-dir) or none; repeat for
+    /// several NICs (eth0 first).
     /// (default: IGNIS_NETWORK, else bridge)
     #[arg(long)]
-    pub network: Option<String>,
+    pub network: Vec<String>,
+    /// Ignite's spelling: cni (the first conflist) or docker-bridge (bridge).
+    #[arg(long, value_name = "PLUGIN")]
+    pub network_plugin: Option<String>,
+    /// Where CNI conflists are (default: IGNIS_CNI_CONF_DIR, else /etc/cni/net.d).
+    #[arg(long, value_name = "DIR")]
+    pub cni_conf_dir: Option<String>,
+    /// Where the CNI plugins are (default: IGNIS_CNI_BIN_DIR, else /opt/cni/bin and /usr/lib/cni).
+    #[arg(long, value_name = "DIR")]
+    pub cni_bin_dir: Option<String>,
     /// Publish a port: [IP:]HOST_PORT:VM_PORT[/tcp|udp] (repeatable).
     #[arg(long = "publish", short = 'p')]
     pub publish: Vec<String>,

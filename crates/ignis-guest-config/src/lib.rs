@@ -52,9 +52,13 @@ pub struct GuestConfig {
     /// Files to place in the guest: initramfs path → guest path, mode.
     #[serde(default)]
     pub files: Vec<CopyFile>,
-    /// Static configuration of eth0 (no DHCP wait).
+    /// Static configuration of the first NIC (no DHCP wait), with the
+    /// default route.
     #[serde(default)]
     pub network: Option<GuestNet>,
+    /// The NICs after the first: address and subnet route each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<GuestNic>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +67,22 @@ pub struct GuestNet {
     pub ip: String,
     pub prefix: u8,
     pub gateway: String,
+    /// The NIC's MAC: the interface is found by it (device order differs
+    /// between VMMs); `None`: eth0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// A further NIC, found by its MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuestNic {
+    pub mac: String,
+    /// No address: the link is only brought up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub prefix: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

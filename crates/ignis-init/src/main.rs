@@ -66,6 +66,9 @@ fn boot() -> Result<i32, BootError> {
     if let Some(n) = &cfg.network {
         ignis_agent::net::configure(n)?;
     }
+    for nic in &cfg.interfaces {
+        ignis_agent::net::configure_nic(nic)?;
+    }
     match cfg.mode {
         Mode::App => Ok(run::workload(&cfg)?),
         Mode::System => Err(run::exec_system_init().into()),

@@ -48,6 +48,31 @@ impl NetHost for FakeNet {
         self.record(format!("apply_rules {ruleset}"));
         Ok(())
     }
+    fn create_netns(&self, ns: &str) -> Result<(), NetError> {
+        self.record(format!("create_netns {ns}"));
+        Ok(())
+    }
+    fn delete_netns(&self, ns: &str) -> Result<(), NetError> {
+        self.record(format!("delete_netns {ns}"));
+        Ok(())
+    }
+    fn redirect_tap(
+        &self,
+        ns: &str,
+        ifname: &str,
+        tap: &str,
+        owner: (u32, u32),
+    ) -> Result<(), NetError> {
+        self.record(format!(
+            "redirect_tap {ns} {ifname} {tap} {}:{}",
+            owner.0, owner.1
+        ));
+        Ok(())
+    }
+    fn move_to_host(&self, ns: &str, link: &str, _timeout: Duration) -> Result<(), NetError> {
+        self.record(format!("move_to_host {ns} {link}"));
+        Ok(())
+    }
     fn teardown(&self, bridge: &str) -> Result<Teardown, NetError> {
         self.record(format!("teardown {bridge}"));
         Ok(match self.in_use.lock().expect("fake net").clone() {

@@ -23,6 +23,8 @@ pub enum NetError {
     NoTap(String),
     #[error("cannot set {0}")]
     Sysctl(String),
+    #[error("{cmd} failed: {stderr}")]
+    Command { cmd: String, stderr: String },
 }
 
 /// What networking needs from the host.
@@ -41,6 +43,23 @@ pub trait NetHost: Send + Sync {
     /// the host shares them. In use means a port (a VM's TAP, of any root)
     /// is attached to the bridge, or the table forwards a published port.
     fn teardown(&self, bridge: &str) -> Result<Teardown, NetError>;
+    /// Creates the network namespace `/run/netns/<ns>` (lo up), or keeps
+    /// the one there.
+    fn create_netns(&self, ns: &str) -> Result<(), NetError>;
+    /// Deletes it if it exists (with everything left inside).
+    fn delete_netns(&self, ns: &str) -> Result<(), NetError>;
+    /// In `ns`: a persistent TAP `tap` owned by `owner` (uid, gid), joined
+    /// to the plugins' interface `ifname` by tc redirects both ways.
+    fn redirect_tap(
+        &self,
+        ns: &str,
+        ifname: &str,
+        tap: &str,
+        owner: (u32, u32),
+    ) -> Result<(), NetError>;
+    /// Waits for `link` in `ns` (a VMM running there creates it) and
+    /// moves it to this process's namespace.
+    fn move_to_host(&self, ns: &str, link: &str, timeout: Duration) -> Result<(), NetError>;
 }
 
 /// What [`NetHost::teardown`] found and did.
@@ -313,6 +332,28 @@ impl NetHost for LinuxNet {
         // The table may already be gone; that is the goal.
         let _ = self.apply_rules(&payload);
         Ok(Teardown::Removed)
+    }
+
+    fn create_netns(&self, ns: &str) -> Result<(), NetError> {
+        crate::netns::create(ns)
+    }
+
+    fn delete_netns(&self, ns: &str) -> Result<(), NetError> {
+        crate::netns::delete(ns)
+    }
+
+    fn redirect_tap(
+        &self,
+        ns: &str,
+        ifname: &str,
+        tap: &str,
+        owner: (u32, u32),
+    ) -> Result<(), NetError> {
+        crate::netns::redirect_tap(ns, ifname, tap, owner)
+    }
+
+    fn move_to_host(&self, ns: &str, link: &str, timeout: Duration) -> Result<(), NetError> {
+        crate::netns::move_to_host(ns, link, timeout)
     }
 
     fn apply_rules(&self, ruleset: &serde_json::Value) -> Result<(), NetError> {

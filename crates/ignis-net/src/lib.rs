@@ -10,10 +10,12 @@
 //! nftables table is rebuilt from it as a whole, in one atomic `nft -j`
 //! batch, whenever it changes, so a crash never leaves half a ruleset.
 
+pub mod cni;
 #[cfg(any(test, feature = "fake"))]
 mod fake;
 mod host;
 mod ipam;
+mod netns;
 mod nftgen;
 mod ports;
 mod rules;

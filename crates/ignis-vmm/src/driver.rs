@@ -34,6 +34,10 @@ pub struct Capabilities {
     pub overhead_mib: u64,
     /// The guest boots ignis's init from an initramfs (not the fake).
     pub initramfs: bool,
+    /// Run in a VM's network namespace (CNI), it creates a TAP that the
+    /// supervisor can move out to the host (for a bridge NIC next to CNI
+    /// ones). Firecracker under its jailer opens TAPs made for it instead.
+    pub host_tap_from_netns: bool,
 }
 
 /// A vCPU count the backend cannot run.

@@ -50,6 +50,7 @@ impl Driver for FakeDriver {
             agent: None,
             overhead_mib: 64,
             initramfs: false,
+            host_tap_from_netns: true,
         }
     }
 

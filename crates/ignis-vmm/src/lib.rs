@@ -53,8 +53,12 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     /// QEMU only.
     pub accel: Accel,
-    /// One NIC on a TAP the VMM creates (and that goes away with it).
-    pub net: Option<NetSpec>,
+    /// The NICs in order (eth0 first), each on a TAP: one the VMM creates
+    /// by name (and that goes away with it), or one that exists in `netns`.
+    pub net: Vec<NetSpec>,
+    /// Run the VMM in this network namespace (a VM on a CNI network): its
+    /// TAPs are there.
+    pub netns: Option<PathBuf>,
     /// Start from a snapshot instead of booting.
     pub restore: Option<RestoreSpec>,
     /// The least privilege the VMM runs with.
@@ -220,6 +224,27 @@ pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
                 .map_err(std::io::Error::from)
         });
     }
+}
+
+/// Makes `cmd` run in the network namespace at `path` (a `setns` between
+/// fork and exec).
+#[allow(unsafe_code)]
+pub(crate) fn in_netns(cmd: &mut std::process::Command, path: &Path) -> Result<(), VmmError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let ns =
+        std::fs::File::open(path).map_err(VmmError::file("open the network namespace", path))?;
+    // SAFETY: the closure runs between fork and exec and only calls setns,
+    // which is async-signal-safe, on a descriptor the closure owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Spawns a VMM command that dies with its parent (see

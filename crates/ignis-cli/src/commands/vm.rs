@@ -43,6 +43,20 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         labels.insert(k.to_string(), v.to_string());
     }
+    let mut networks = a.network;
+    match a.network_plugin.as_deref() {
+        None => {}
+        Some("cni") => networks.insert(0, "cni".into()),
+        Some("docker-bridge" | "bridge") => networks.insert(0, "bridge".into()),
+        Some(other) => {
+            return Err(ignis_core::Error::new(
+                ignis_core::ErrorKind::Invalid,
+                format!("--network-plugin {other}: want cni or docker-bridge"),
+            )
+            .into())
+        }
+    }
+    let network = (!networks.is_empty()).then(|| networks.remove(0));
     let flags = VmSettings {
         image: a.image,
         name: a.name,
@@ -56,7 +70,10 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
         copy_files: a.copy_files,
         command: a.command,
         backend: a.backend,
-        network: a.network,
+        network,
+        networks,
+        cni_conf_dir: a.cni_conf_dir,
+        cni_bin_dir: a.cni_bin_dir,
         ip: a.ip,
         mac: a.mac,
         ports: a.publish,
@@ -398,7 +415,14 @@ pub fn print_ps(
                 format!("{}MiB", v.spec.memory_mib),
                 output::ago(v.created),
                 status_text(v),
-                v.spec.network.ip.clone().unwrap_or_default(),
+                // Every NIC's address, eth0 first (Ignite's IPS column).
+                v.spec
+                    .network
+                    .nics()
+                    .iter()
+                    .filter_map(|n| n.ip.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 v.spec
                     .network
                     .ports

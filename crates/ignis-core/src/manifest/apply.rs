@@ -266,12 +266,7 @@ impl Ignis {
                 command: s.command.clone(),
                 env: s.env.clone(),
                 backend: Some(s.backend.to_string()),
-                network: Some(ManifestNetwork {
-                    mode: Some(s.network.mode.as_str().to_string()),
-                    ports: s.network.ports.iter().map(|p| p.to_string()).collect(),
-                    ip: None,
-                    mac: None,
-                }),
+                network: Some(manifest_network(&s.network)),
                 ssh: s.ssh.as_ref().map(|k| {
                     if k.generated {
                         String::new()
@@ -295,5 +290,33 @@ impl Ignis {
                 message: rec.status.reason.clone(),
             }),
         })
+    }
+}
+
+/// A VM's network as a manifest writes it: `mode` for one NIC (or none),
+/// `interfaces` for several.
+fn manifest_network(n: &ignis_api::NetworkSpec) -> ManifestNetwork {
+    let nics = n.nics();
+    let ports = n.ports.iter().map(|p| p.to_string()).collect();
+    if nics.len() > 1 {
+        return ManifestNetwork {
+            ports,
+            interfaces: nics
+                .iter()
+                .map(|nic| ignis_api::manifest::ManifestInterface {
+                    network: nic.network(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+    }
+    ManifestNetwork {
+        mode: Some(
+            nics.first()
+                .map(|nic| nic.network())
+                .unwrap_or_else(|| "none".into()),
+        ),
+        ports,
+        ..Default::default()
     }
 }

@@ -107,6 +107,20 @@ impl Ignis {
                     backend: ignis_api::BackendRequest::Kind(snap.backend),
                     auto_remove: opts.auto_remove,
                     network: snap.spec.network.mode,
+                    // The same NICs (the saved device state has them),
+                    // with new addresses and MACs; the identity hook
+                    // re-addresses the first.
+                    cni: snap.spec.network.cni.clone(),
+                    extra_nics: snap
+                        .spec
+                        .network
+                        .interfaces
+                        .iter()
+                        .map(|n| crate::vm::NicRequest {
+                            mode: n.mode,
+                            cni: n.cni.clone(),
+                        })
+                        .collect(),
                     from_snapshot: Some(snap.id.clone()),
                     ..Default::default()
                 },

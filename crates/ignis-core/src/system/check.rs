@@ -165,6 +165,21 @@ impl Ignis {
                 ));
             }
         }
+        // CNI attachments (and namespaces) of VMs that are gone: DEL never ran.
+        let cni: BTreeSet<String> = self.cni_attached().into_iter().collect();
+        for id in cni.union(&dirs) {
+            if !known.contains(id) && (cni.contains(id) || ignis_net::cni::netns_path(id).exists())
+            {
+                problems.push(problem(
+                    "orphan-cni",
+                    format!(
+                        "CNI attachment (network namespace {}) of VM {id}, which has no record",
+                        ignis_net::cni::netns_name(id)
+                    ),
+                    "ignis system prune",
+                ));
+            }
+        }
         // Supervisors of VMs this root no longer has.
         for (pid, id) in supervisors(self.store.root()) {
             if !known.contains(&id) {
@@ -231,6 +246,7 @@ impl Ignis {
             }
         }
         let mut ids: BTreeSet<String> = known.clone();
+        ids.extend(self.cni_attached());
         if let Ok(entries) = std::fs::read_dir(self.store.root().join("vms")) {
             ids.extend(
                 entries
@@ -258,6 +274,8 @@ impl Ignis {
             if tap_exists(&tap) {
                 let _ = self.net.delete_link(&tap);
             }
+            // CNI DEL of a VM whose rm or create did not finish.
+            self.cni_detach(id);
         }
         if let Ok(entries) = std::fs::read_dir(self.store.root().join("locks")) {
             for e in entries.flatten() {

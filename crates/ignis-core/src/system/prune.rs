@@ -49,7 +49,7 @@ impl Ignis {
             .iter()
             .filter(|r| {
                 crate::vm::parse(r)
-                    .map(|v| v.spec.network.mode == ignis_api::NetworkMode::Bridge)
+                    .map(|v| v.spec.network.uses_bridge())
                     .unwrap_or(true)
             })
             .count();

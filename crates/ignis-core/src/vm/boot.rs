@@ -180,7 +180,7 @@ impl Ignis {
             user: rec.spec.user.clone(),
             image_disk: "LABEL=ignis-image".into(),
             data_disk: "LABEL=ignis-data".into(),
-            nameservers: if rec.spec.network.mode == ignis_api::NetworkMode::Bridge {
+            nameservers: if rec.spec.network.mode != ignis_api::NetworkMode::None {
                 host_nameservers()
             } else {
                 vec![]
@@ -195,9 +195,28 @@ impl Ignis {
                     ip: ip.clone(),
                     prefix,
                     gateway: gw.clone(),
+                    // One NIC is eth0; among several, found by MAC.
+                    mac: if rec.spec.network.interfaces.is_empty() {
+                        None
+                    } else {
+                        rec.spec.network.mac.clone()
+                    },
                 }),
                 _ => None,
             },
+            interfaces: rec
+                .spec
+                .network
+                .interfaces
+                .iter()
+                .filter_map(|n| {
+                    Some(ignis_guest_config::GuestNic {
+                        mac: n.mac.clone()?,
+                        ip: n.ip.clone(),
+                        prefix: n.prefix.unwrap_or(0),
+                    })
+                })
+                .collect(),
         };
         let vm_part = ignis_boot::initramfs::vm_part(&cfg, &files)
             .map_err(|e| Error::internal("build the VM's initramfs", e))?;
@@ -257,10 +276,12 @@ impl Ignis {
                 },
             ],
             accel,
-            net: rec.spec.network.mac.as_ref().map(|mac| ignis_vmm::NetSpec {
-                tap: ignis_net::tap_name(&rec.id),
-                mac: mac.clone(),
-            }),
+            net: nets(rec),
+            netns: rec
+                .spec
+                .network
+                .uses_cni()
+                .then(|| ignis_net::cni::netns_path(&rec.id)),
             // A fork that has not run yet resumes its snapshot.
             restore: match (&rec.spec.snapshot, rec.status.restore_pending) {
                 (Some(o), true) => Some(ignis_vmm::RestoreSpec {
@@ -272,6 +293,26 @@ impl Ignis {
             confine: Default::default(),
         })
     }
+}
+
+/// Each NIC's TAP and MAC: the bridge's TAP is named after the VM; a CNI
+/// NIC's is `tapN` in the VM's namespace.
+fn nets(rec: &VmRecord) -> Vec<ignis_vmm::NetSpec> {
+    rec.spec
+        .network
+        .nics()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            Some(ignis_vmm::NetSpec {
+                tap: match n.mode {
+                    ignis_api::NetworkMode::Cni => ignis_net::cni::tap(i),
+                    _ => ignis_net::tap_name(&rec.id),
+                },
+                mac: n.mac.clone()?,
+            })
+        })
+        .collect()
 }
 
 /// The host's non-loopback nameservers (a local stub resolver such as

@@ -171,9 +171,21 @@ impl Ignis {
                 Some(super::ssh::authorized_key(k).map_err(|e| e.about(Field::Ssh))?)
             }
         };
-        let bridge = opts.network == NetworkMode::Bridge;
+        let bridge = opts.network == NetworkMode::Bridge
+            || opts
+                .extra_nics
+                .iter()
+                .any(|n| n.mode == NetworkMode::Bridge);
+        let cni = opts.network == NetworkMode::Cni
+            || opts.extra_nics.iter().any(|n| n.mode == NetworkMode::Cni);
         if bridge {
             network_preflight(&opts.ports)?;
+        }
+        if bridge && cni && !driver.capabilities(accel).host_tap_from_netns {
+            return Err(invalid(
+                Field::Network,
+                format!("the {kind} backend runs a VM in one network namespace: a VM on a CNI network cannot also be on the bridge (use another backend, or cni networks only)"),
+            ));
         }
 
         let image = match self.image_inspect(&opts.image) {
@@ -263,6 +275,19 @@ impl Ignis {
                 auto_remove: opts.auto_remove,
                 network: ignis_api::NetworkSpec {
                     mode: opts.network,
+                    cni: opts.cni.clone(),
+                    interfaces: opts
+                        .extra_nics
+                        .iter()
+                        .map(|n| ignis_api::NicSpec {
+                            mode: n.mode,
+                            cni: n.cni.clone(),
+                            ip: None,
+                            prefix: None,
+                            gateway: None,
+                            mac: None,
+                        })
+                        .collect(),
                     ports: opts
                         .ports
                         .iter()
@@ -327,6 +352,12 @@ impl Ignis {
         crate::fault::point("vm:disk-made");
         let generated = opts.name.is_none();
         let mut record = record;
+        // CNI ADD: the address is the network's IPAM's, from now on.
+        let mut nics = record.spec.network.nics();
+        self.cni_attach(&id, &mut nics, &opts.cni_dirs)?;
+        record.spec.network.set_nics(nics);
+        let cni_guard = CniGuard(self, Some(id.clone()));
+        crate::fault::point("vm:cni-attached");
         record.status.timings = timeline.phases();
         let phase_record = timeline.phase("record");
         let record = self.store.db().tx(|tx| {
@@ -375,11 +406,15 @@ impl Ignis {
                     }
                     tx.add_port(&host_ip, p.host_port, p.proto.as_str(), &id, p.vm_port)?;
                 }
+                let mut nics = record.spec.network.nics();
+                if let Some(n) = nics.iter_mut().find(|n| n.mode == NetworkMode::Bridge) {
+                    n.ip = Some(ip.to_string());
+                    n.prefix = Some(subnet.prefix);
+                    n.gateway = Some(subnet.gateway().to_string());
+                    n.mac = Some(mac);
+                }
                 let n = &mut record.spec.network;
-                n.ip = Some(ip.to_string());
-                n.prefix = Some(subnet.prefix);
-                n.gateway = Some(subnet.gateway().to_string());
-                n.mac = Some(mac);
+                n.set_nics(nics);
                 n.bridge = Some(ignis_net::BRIDGE.to_string());
             }
             let json = serde_json::to_string(&record).expect("json");
@@ -397,6 +432,7 @@ impl Ignis {
         })?;
         phase_record.end();
         cleanup.disarm();
+        cni_guard.disarm();
         Ok(record)
     }
 }
@@ -470,6 +506,23 @@ fn check_free_space(root: &std::path::Path, disk_size: u64) -> Result<(), Error>
 }
 
 /// Removes a directory on drop unless disarmed.
+/// Undoes a new VM's CNI attachments unless its record was committed.
+struct CniGuard<'a>(&'a Ignis, Option<String>);
+
+impl CniGuard<'_> {
+    fn disarm(mut self) {
+        self.1 = None;
+    }
+}
+
+impl Drop for CniGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.1.take() {
+            self.0.cni_detach(&id);
+        }
+    }
+}
+
 struct DirGuard(Option<std::path::PathBuf>);
 
 impl DirGuard {

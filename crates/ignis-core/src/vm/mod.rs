@@ -8,6 +8,7 @@
 pub mod agent;
 mod agent_mux;
 mod boot;
+mod cni;
 mod confine;
 mod console;
 mod control;
@@ -34,7 +35,9 @@ pub use ignis_vmm::BootPlan;
 pub use info::Info;
 pub use logs::LogFollower;
 pub use netinfo::{LeaseInfo, NetworkInfo};
-pub use options::{CopyFile, CreateOptions, Field, SshKey, VmSettings};
+pub use options::{
+    parse_network, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey, VmSettings,
+};
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};
 pub use supervise::SuperviseOptions;

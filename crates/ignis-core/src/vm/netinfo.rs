@@ -30,7 +30,14 @@ impl Ignis {
         let mut leases = Vec::new();
         for vm in self.vm_list(true)? {
             let n = &vm.spec.network;
-            if let (Some(ip), Some(mac)) = (&n.ip, &n.mac) {
+            let Some(nic) = n
+                .nics()
+                .into_iter()
+                .find(|n| n.mode == ignis_api::NetworkMode::Bridge)
+            else {
+                continue;
+            };
+            if let (Some(ip), Some(mac)) = (&nic.ip, &nic.mac) {
                 leases.push(LeaseInfo {
                     ip: ip.clone(),
                     mac: mac.clone(),

@@ -47,9 +47,13 @@ impl Ignis {
             .map_err(net_error)
     }
 
-    /// Before the VMM starts: bridge up, rules in place.
+    /// Before the VMM starts: CNI attachments checked, bridge up, rules in
+    /// place.
     pub(crate) fn prepare_network(&self, rec: &VmRecord) -> Result<(), Error> {
-        if rec.spec.network.mode != ignis_api::NetworkMode::Bridge {
+        if rec.spec.network.uses_cni() {
+            self.cni_check(&rec.id)?;
+        }
+        if !rec.spec.network.uses_bridge() {
             return Ok(());
         }
         let subnet = self.subnet;
@@ -59,10 +63,20 @@ impl Ignis {
         self.apply_network_rules()
     }
 
-    /// After the VMM started: its TAP joins the bridge.
+    /// After the VMM started: its TAP joins the bridge (moved out of the
+    /// VM's namespace first when the VMM runs there).
     pub(crate) fn attach_network(&self, rec: &VmRecord) -> Result<(), Error> {
-        if rec.spec.network.mode != ignis_api::NetworkMode::Bridge {
+        if !rec.spec.network.uses_bridge() {
             return Ok(());
+        }
+        if rec.spec.network.uses_cni() {
+            self.net
+                .move_to_host(
+                    &ignis_net::cni::netns_name(&rec.id),
+                    &ignis_net::tap_name(&rec.id),
+                    Duration::from_secs(10),
+                )
+                .map_err(net_error)?;
         }
         self.net
             .attach_tap(
@@ -75,7 +89,7 @@ impl Ignis {
 
     /// After the VMM ended: the TAP normally went with it; make sure.
     pub(crate) fn release_network(&self, rec: &VmRecord) {
-        if rec.spec.network.mode == ignis_api::NetworkMode::Bridge {
+        if rec.spec.network.uses_bridge() {
             if let Err(e) = self.net.delete_link(&ignis_net::tap_name(&rec.id)) {
                 tracing::warn!(vm = %rec.id, error = %e, "cannot delete the TAP");
             }

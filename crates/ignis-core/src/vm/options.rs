@@ -123,11 +123,59 @@ pub struct CreateOptions {
     /// A fixed MAC (six hex bytes, checked).
     pub mac: Option<String>,
     pub ports: Vec<ignis_net::PortMapping>,
+    /// Mode `cni`: the first NIC's CNI network (`None`: the first conflist
+    /// of the configuration directory, as libcni picks a default).
+    pub cni: Option<String>,
+    /// The NICs after the first, in order.
+    pub extra_nics: Vec<NicRequest>,
+    /// Where the CNI plugins and conflists are (`None`: the defaults).
+    pub cni_dirs: CniDirs,
     pub ssh: Option<SshKey>,
     /// A fork: resume this snapshot (its resources, command, disk and
     /// memory) instead of booting; the options above that it fixes are
     /// ignored.
     pub from_snapshot: Option<String>,
+}
+
+/// One more NIC: its network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicRequest {
+    pub mode: NetworkMode,
+    pub cni: Option<String>,
+}
+
+/// `--cni-conf-dir`, `--cni-bin-dir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CniDirs {
+    pub conf: Option<PathBuf>,
+    pub bin: Option<PathBuf>,
+}
+
+/// One `--network` value: `bridge`, `none`, `cni` or `cni:NAME`.
+pub fn parse_network(s: &str) -> Result<NicRequest, Error> {
+    let (mode, cni) = match s {
+        "" | "bridge" => (NetworkMode::Bridge, None),
+        "none" => (NetworkMode::None, None),
+        "cni" => (NetworkMode::Cni, None),
+        other => match other.strip_prefix("cni:") {
+            Some(name) if ignis_net::cni::valid_network_name(name) => {
+                (NetworkMode::Cni, Some(name.to_string()))
+            }
+            Some(name) => {
+                return Err(invalid(
+                    Field::Network,
+                    format!("{name:?} is not a CNI network name (letters, digits, '_', '.', '-')"),
+                ))
+            }
+            None => {
+                return Err(invalid(
+                    Field::Network,
+                    format!("{other}: want bridge, none, cni or cni:NAME"),
+                ))
+            }
+        },
+    };
+    Ok(NicRequest { mode, cni })
 }
 
 /// A VM's settings as given: every field optional, strings as flags and
@@ -150,6 +198,10 @@ pub struct VmSettings {
     pub ip: Option<String>,
     pub mac: Option<String>,
     pub ports: Vec<String>,
+    /// The NICs after the first (`--network` given again), as `network`.
+    pub networks: Vec<String>,
+    pub cni_conf_dir: Option<String>,
+    pub cni_bin_dir: Option<String>,
     pub ssh: Option<String>,
     pub auto_remove: bool,
 }
@@ -158,7 +210,13 @@ impl VmSettings {
     /// A manifest's VM as settings.
     pub fn from_manifest(m: &VmManifest) -> Self {
         let s = &m.spec;
-        let net = s.network.clone().unwrap_or_default();
+        let mut net = s.network.clone().unwrap_or_default();
+        let mut networks: Vec<String> = Vec::new();
+        // `interfaces` lists every NIC; with `mode` set, the ones after it.
+        if net.mode.is_none() && !net.interfaces.is_empty() {
+            net.mode = Some(net.interfaces.remove(0).network);
+        }
+        networks.extend(net.interfaces.iter().map(|i| i.network.clone()));
         Self {
             image: (!s.image.is_empty()).then(|| s.image.clone()),
             name: (!m.metadata.name.is_empty()).then(|| m.metadata.name.clone()),
@@ -176,6 +234,9 @@ impl VmSettings {
             ip: net.ip,
             mac: net.mac,
             ports: net.ports,
+            networks,
+            cni_conf_dir: None,
+            cni_bin_dir: None,
             ssh: s.ssh.clone(),
             auto_remove: false,
         }
@@ -187,6 +248,8 @@ impl VmSettings {
         Self {
             backend: std::env::var("IGNIS_BACKEND").ok(),
             network: std::env::var("IGNIS_NETWORK").ok(),
+            cni_conf_dir: std::env::var("IGNIS_CNI_CONF_DIR").ok(),
+            cni_bin_dir: std::env::var("IGNIS_CNI_BIN_DIR").ok(),
             ..Default::default()
         }
     }
@@ -213,6 +276,11 @@ impl VmSettings {
             ip,
             mac,
             ports,
+            networks,
+            // Directories on the host that runs the VM: a daemon uses its
+            // own (IGNIS_CNI_CONF_DIR, IGNIS_CNI_BIN_DIR).
+            cni_conf_dir: _,
+            cni_bin_dir: _,
             ssh,
             auto_remove: _,
         } = self.clone();
@@ -221,6 +289,10 @@ impl VmSettings {
             ports,
             ip,
             mac,
+            interfaces: networks
+                .into_iter()
+                .map(|network| ignis_api::manifest::ManifestInterface { network })
+                .collect(),
         };
         VmManifest {
             api_version: ignis_api::manifest::API_VERSION.into(),
@@ -272,10 +344,19 @@ impl VmSettings {
                 top.command
             },
             backend: top.backend.or(self.backend),
-            network: top.network.or(self.network),
+            network: top.network.clone().or(self.network),
             ip: top.ip.or(self.ip),
             mac: top.mac.or(self.mac),
             ports: join(self.ports, top.ports),
+            // Several NICs are one choice: the layer that names the first
+            // NIC names the others too.
+            networks: if top.network.is_some() {
+                top.networks
+            } else {
+                self.networks
+            },
+            cni_conf_dir: top.cni_conf_dir.or(self.cni_conf_dir),
+            cni_bin_dir: top.cni_bin_dir.or(self.cni_bin_dir),
             ssh: top.ssh.or(self.ssh),
             auto_remove: top.auto_remove || self.auto_remove,
         }
@@ -340,16 +421,33 @@ impl VmSettings {
         let backend: BackendRequest = self.backend.as_deref().unwrap_or("auto").parse().map_err(
             |e: ignis_api::state::UnknownBackend| invalid(Field::Backend, e.to_string()),
         )?;
-        let network = match self.network.as_deref().unwrap_or("bridge") {
-            "" | "bridge" => NetworkMode::Bridge,
-            "none" => NetworkMode::None,
-            other => {
-                return Err(invalid(
-                    Field::Network,
-                    format!("{other}: want bridge or none"),
-                ))
+        // `none` among several contributes no NIC.
+        let mut nics = Vec::new();
+        for n in std::iter::once(self.network.as_deref().unwrap_or("bridge"))
+            .chain(self.networks.iter().map(String::as_str))
+        {
+            let nic = parse_network(n)?;
+            if nic.mode != NetworkMode::None {
+                nics.push(nic);
             }
+        }
+        if nics
+            .iter()
+            .filter(|n| n.mode == NetworkMode::Bridge)
+            .count()
+            > 1
+        {
+            return Err(invalid(
+                Field::Network,
+                "a VM has at most one NIC on the bridge network",
+            ));
+        }
+        let mut nics = nics.into_iter();
+        let (network, cni) = match nics.next() {
+            Some(first) => (first.mode, first.cni),
+            None => (NetworkMode::None, None),
         };
+        let extra_nics: Vec<NicRequest> = nics.collect();
         let mut ports = Vec::new();
         for p in &self.ports {
             ports.push(
@@ -375,13 +473,21 @@ impl VmSettings {
                 ));
             }
         }
-        if network == NetworkMode::None && !ports.is_empty() {
+        let on_bridge = network == NetworkMode::Bridge
+            || extra_nics.iter().any(|n| n.mode == NetworkMode::Bridge);
+        if !on_bridge && !ports.is_empty() {
             return Err(invalid(
                 Field::Ports,
                 "published ports need the bridge network",
             ));
         }
-        if network == NetworkMode::None && ip.is_some() {
+        if network == NetworkMode::Cni && self.mac.is_some() {
+            return Err(invalid(
+                Field::Mac,
+                "a CNI NIC has the MAC of the interface its plugins made",
+            ));
+        }
+        if network != NetworkMode::Bridge && ip.is_some() {
             return Err(invalid(
                 Field::Ip,
                 "a fixed address needs the bridge network",
@@ -413,6 +519,12 @@ impl VmSettings {
             ip,
             mac: self.mac,
             ports,
+            cni,
+            extra_nics,
+            cni_dirs: CniDirs {
+                conf: self.cni_conf_dir.map(PathBuf::from),
+                bin: self.cni_bin_dir.map(PathBuf::from),
+            },
             ssh: self.ssh.map(|s| {
                 if s.is_empty() {
                     SshKey::Generate
@@ -455,6 +567,9 @@ mod tests {
             ip: Some("10.61.0.9".into()),
             mac: Some("02:00:00:00:00:09".into()),
             ports: vec!["8080:80".into()],
+            networks: vec!["cni:backend".into()],
+            cni_conf_dir: None,
+            cni_bin_dir: None,
             ssh: Some(String::new()),
             auto_remove: false,
         };
@@ -653,5 +768,119 @@ mod tests {
         .parse()
         .unwrap();
         assert_eq!(o.ssh, Some(SshKey::Given("ssh-ed25519 AAA x".into())));
+    }
+
+    #[test]
+    fn several_nics_cni_and_their_rules() {
+        let bad = |s: VmSettings| s.parse().unwrap_err();
+        let o = VmSettings {
+            network: Some("bridge".into()),
+            networks: vec!["none".into(), "cni:backend".into(), "cni".into()],
+            ports: vec!["8080:80".into()],
+            ..base()
+        }
+        .parse()
+        .unwrap();
+        assert_eq!((o.network, o.cni.clone()), (NetworkMode::Bridge, None));
+        assert_eq!(
+            o.extra_nics,
+            [
+                NicRequest {
+                    mode: NetworkMode::Cni,
+                    cni: Some("backend".into())
+                },
+                NicRequest {
+                    mode: NetworkMode::Cni,
+                    cni: None
+                }
+            ]
+        );
+        // `none` first: the next NIC is eth0; ports need a bridge NIC
+        // somewhere.
+        let o = VmSettings {
+            network: Some("none".into()),
+            networks: vec!["cni:a".into(), "bridge".into()],
+            ports: vec!["8080:80".into()],
+            ..base()
+        }
+        .parse()
+        .unwrap();
+        assert_eq!((o.network, o.cni.as_deref()), (NetworkMode::Cni, Some("a")));
+        assert_eq!(o.extra_nics[0].mode, NetworkMode::Bridge);
+        let e = bad(VmSettings {
+            network: Some("bridge".into()),
+            networks: vec!["bridge".into()],
+            ..base()
+        });
+        assert_eq!(
+            e.to_string(),
+            "network.mode: a VM has at most one NIC on the bridge network"
+        );
+        assert_eq!(
+            bad(VmSettings {
+                network: Some("cni:a".into()),
+                ports: vec!["8080:80".into()],
+                ..base()
+            })
+            .to_string(),
+            "network.ports: published ports need the bridge network"
+        );
+        for (s, field) in [
+            (
+                VmSettings {
+                    network: Some("cni:a".into()),
+                    mac: Some("02:00:00:00:00:01".into()),
+                    ..base()
+                },
+                Field::Mac,
+            ),
+            (
+                VmSettings {
+                    network: Some("cni:a".into()),
+                    ip: Some("10.0.0.2".into()),
+                    ..base()
+                },
+                Field::Ip,
+            ),
+            (
+                VmSettings {
+                    network: Some("cni:../x".into()),
+                    ..base()
+                },
+                Field::Network,
+            ),
+            (
+                VmSettings {
+                    network: Some("macvlan".into()),
+                    ..base()
+                },
+                Field::Network,
+            ),
+        ] {
+            assert_eq!(bad(s).field, Some(field));
+        }
+    }
+
+    #[test]
+    fn manifest_interfaces_are_the_nics_and_flags_replace_them() {
+        let m: VmManifest = serde_yaml::from_str(
+            "apiVersion: ignis.dev/v1alpha1\nkind: VM\nmetadata: {name: a}\nspec:\n  image: busybox\n  network:\n    interfaces: [{network: bridge}, {network: \"cni:backend\"}]\n",
+        )
+        .unwrap();
+        let s = VmSettings::from_manifest(&m);
+        assert_eq!(s.network.as_deref(), Some("bridge"));
+        assert_eq!(s.networks, ["cni:backend"]);
+        let flags = VmSettings {
+            network: Some("cni:other".into()),
+            ..Default::default()
+        };
+        let o = s.clone().overlay(flags).parse().unwrap();
+        assert_eq!(
+            (o.network, o.cni.as_deref()),
+            (NetworkMode::Cni, Some("other"))
+        );
+        assert!(o.extra_nics.is_empty());
+        let o = s.parse().unwrap();
+        assert_eq!(o.extra_nics.len(), 1);
     }
 }

@@ -24,6 +24,8 @@ impl Ignis {
         // Host resources first: a crash after this leaves a record whose
         // VM holds nothing, never resources no record names.
         self.release_host_resources(&rec);
+        // CNI DEL, once: the attachment record goes when it succeeded.
+        self.cni_detach(&rec.id);
         crate::fault::point("rm:resources-released");
         self.store.db().tx(|tx| tx.delete_object(KIND, &rec.id))?;
         crate::fault::point("rm:record-deleted");

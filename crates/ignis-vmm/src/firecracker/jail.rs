@@ -111,11 +111,15 @@ pub fn command(
     // An unprivileged Firecracker cannot create its TAP: it opens one made
     // for its user (the supervisor enslaves it to the bridge as usual and
     // deletes it when the VM stops).
-    if let Some(n) = &spec.net {
-        crate::tap::create_persistent(&n.tap, uid, gid).map_err(VmmError::file(
-            "create the jailed VMM's TAP",
-            Path::new(&n.tap),
-        ))?;
+    // In a VM's network namespace (CNI) its TAPs exist already, made
+    // for this user.
+    if spec.netns.is_none() {
+        for n in &spec.net {
+            crate::tap::create_persistent(&n.tap, uid, gid).map_err(VmmError::file(
+                "create the jailed VMM's TAP",
+                Path::new(&n.tap),
+            ))?;
+        }
     }
     // The host's way in: symlinks from the VM directory to the sockets the
     // jailed VMM creates at its root.
@@ -140,8 +144,11 @@ pub fn command(
         .arg("--gid")
         .arg(gid.to_string())
         .arg("--chroot-base-dir")
-        .arg(&base)
-        .arg("--")
+        .arg(&base);
+    if let Some(ns) = &spec.netns {
+        cmd.arg("--netns").arg(ns);
+    }
+    cmd.arg("--")
         .arg("--api-sock")
         .arg(format!("/{}", super::API_SOCKET))
         .arg("--log-path")
@@ -193,7 +200,8 @@ mod tests {
                 },
             ],
             accel: crate::Accel::Kvm,
-            net: None,
+            net: vec![],
+            netns: None,
             restore: Some(crate::RestoreSpec {
                 state: store.join("state"),
                 memory: store.join("mem"),

@@ -92,6 +92,7 @@ impl Driver for FirecrackerDriver {
             agent: Some(AgentTransport::Vsock),
             overhead_mib: 64,
             initramfs: true,
+            host_tap_from_netns: false,
         }
     }
 
@@ -230,9 +231,13 @@ pub fn config(spec: &VmSpec) -> serde_json::Value {
         // The agent's channel: hybrid vsock, host side a unix socket.
         "vsock": {"guest_cid": 3, "uds_path": VSOCK_SOCKET},
     });
-    if let Some(n) = &spec.net {
-        config["network-interfaces"] =
-            json!([{"iface_id": "eth0", "host_dev_name": n.tap, "guest_mac": n.mac}]);
+    if !spec.net.is_empty() {
+        config["network-interfaces"] = spec
+            .net
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"iface_id": format!("eth{i}"), "host_dev_name": n.tap, "guest_mac": n.mac}))
+            .collect();
     }
     config
 }
@@ -248,8 +253,13 @@ pub fn load_call(spec: &VmSpec, r: &crate::RestoreSpec) -> serde_json::Value {
         "enable_diff_snapshots": false,
         "resume_vm": true,
     });
-    if let Some(n) = &spec.net {
-        load["network_overrides"] = json!([{"iface_id": "eth0", "host_dev_name": n.tap}]);
+    if !spec.net.is_empty() {
+        load["network_overrides"] = spec
+            .net
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"iface_id": format!("eth{i}"), "host_dev_name": n.tap}))
+            .collect();
     }
     load
 }
@@ -282,6 +292,9 @@ fn launch(binary: &Path, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<
                 .arg(&log)
                 .arg("--level")
                 .arg(LOG_LEVEL);
+            if let Some(ns) = &spec.netns {
+                crate::in_netns(&mut cmd, ns)?;
+            }
             (cmd, std::borrow::Cow::Borrowed(spec))
         }
     };
@@ -425,16 +438,25 @@ mod tests {
                 },
             ],
             accel: crate::Accel::Kvm,
-            net: Some(crate::NetSpec {
-                tap: "ig-1".into(),
-                mac: "02:00:00:00:00:02".into(),
-            }),
+            netns: None,
+            net: vec![
+                crate::NetSpec {
+                    tap: "ig-1".into(),
+                    mac: "02:00:00:00:00:02".into(),
+                },
+                crate::NetSpec {
+                    tap: "tap1".into(),
+                    mac: "02:00:00:00:00:03".into(),
+                },
+            ],
             restore: None,
             confine: Default::default(),
         };
         let c = config(&spec);
         assert_eq!(c["network-interfaces"][0]["host_dev_name"], "ig-1");
         assert_eq!(c["network-interfaces"][0]["guest_mac"], "02:00:00:00:00:02");
+        assert_eq!(c["network-interfaces"][1]["iface_id"], "eth1");
+        assert_eq!(c["network-interfaces"][1]["host_dev_name"], "tap1");
         // Files in the VM's directory are relative (Firecracker runs there).
         assert_eq!(c["drives"][1]["path_on_host"], "data.ext4");
         assert_eq!(c["drives"][0]["path_on_host"], "/d/img");

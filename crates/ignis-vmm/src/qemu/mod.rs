@@ -83,6 +83,7 @@ impl Driver for QemuDriver {
                 Accel::Kvm => 128,
             },
             initramfs: true,
+            host_tap_from_netns: true,
         }
     }
 
@@ -149,6 +150,11 @@ impl Driver for QemuDriver {
             .stdin(input)
             .stdout(console)
             .stderr(Stdio::inherit());
+        if let Some(ns) = &spec.netns {
+            // Its TAPs by name there (a TAP for the bridge is moved out
+            // to the host once QEMU made it).
+            crate::in_netns(&mut cmd, ns)?;
+        }
         let mut child = crate::spawn_vmm(cmd)?;
         if let Some(r) = &spec.restore {
             if let Err(e) = incoming(&qmp_path(&spec.dir), &mut child, &r.state) {
@@ -287,14 +293,14 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
             ignis_agent_proto::SERIAL_PORT_NAME
         ),
     ]);
-    if let Some(n) = &spec.net {
+    for (i, n) in spec.net.iter().enumerate() {
         a.push("-netdev".into());
         a.push(format!(
-            "tap,id=n0,ifname={},script=no,downscript=no",
+            "tap,id=n{i},ifname={},script=no,downscript=no",
             n.tap
         ));
         a.push("-device".into());
-        a.push(format!("virtio-net-device,netdev=n0,mac={}", n.mac));
+        a.push(format!("virtio-net-device,netdev=n{i},mac={}", n.mac));
     }
     if spec.restore.is_some() {
         a.extend(["-incoming".into(), "defer".into()]);
@@ -439,10 +445,17 @@ mod tests {
                 },
             ],
             accel: Accel::Tcg,
-            net: Some(crate::NetSpec {
-                tap: "ig-x".into(),
-                mac: "02:00:00:00:00:01".into(),
-            }),
+            netns: None,
+            net: vec![
+                crate::NetSpec {
+                    tap: "ig-x".into(),
+                    mac: "02:00:00:00:00:01".into(),
+                },
+                crate::NetSpec {
+                    tap: "tap1".into(),
+                    mac: "02:00:00:00:00:02".into(),
+                },
+            ],
             restore: None,
             confine: Default::default(),
         };
@@ -452,6 +465,8 @@ mod tests {
             "{a}"
         );
         assert!(a.contains("virtio-net-device,netdev=n0,mac=02:00:00:00:00:01"));
+        assert!(a.contains("-netdev tap,id=n1,ifname=tap1,script=no,downscript=no"));
+        assert!(a.contains("virtio-net-device,netdev=n1,mac=02:00:00:00:00:02"));
         assert!(a.contains("-M microvm,"), "{a}");
         assert!(a.contains("-accel tcg,tb-size=128"), "{a}");
         assert!(!a.contains("-sandbox") && !a.contains("-runas"), "{a}");

@@ -1,0 +1,492 @@
+//! Live CNI networking and several NICs, inside a network namespace this
+//! test creates (never the host's interfaces, firewall or /etc/cni): the
+//! standard plugins (Debian's containernetworking-plugins) with a conflist
+//! and an IPAM directory of the test's own. A VM on a CNI bridge network
+//! gets its address from host-local IPAM and answers there; a VM with a
+//! bridge NIC and a CNI NIC answers on both; create/start/rm cycles leave
+//! no namespace, veth, TAP, IPAM lease or attachment record.
+//!
+//! ignis runs in the test namespace through `nsenter --net` (not `ip netns
+//! exec`, whose private mount namespace would hide the VM namespaces' bind
+//! mounts from the next command).
+
+mod common;
+
+use common::{tier, wait, Env};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const SUBNET: &str = "10.88.7";
+
+/// Removes, even when the test fails: the VMs, then the namespace.
+struct Cleanup {
+    ns: String,
+    root: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let ids = Command::new(env!("CARGO_BIN_EXE_ignis"))
+            .env("IGNIS_ROOT", &self.root)
+            .args(["ps", "-a", "-Q"])
+            .output();
+        if let Ok(out) = ids {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = in_ns(&self.ns, &self.root).args(["rm", "-f", id]).output();
+            }
+        }
+        let _ = in_ns(&self.ns, &self.root)
+            .args(["system", "prune"])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn in_ns(ns: &str, root: &Path) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}"))
+        .arg(env!("CARGO_BIN_EXE_ignis"))
+        .env("IGNIS_ROOT", root)
+        .env("IGNIS_NETWORK", "bridge")
+        .env("IGNIS_LOG", "warn");
+    c
+}
+
+fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Net {
+    env: Env,
+    ns: String,
+    conf: PathBuf,
+    bin: PathBuf,
+    ipam: PathBuf,
+    _cleanup: Cleanup,
+}
+
+impl Net {
+    fn ignis(&self, args: &[&str]) -> Output {
+        in_ns(&self.ns, &self.env.root())
+            .arg(args[0])
+            .args(self.cni_flags(args[0]))
+            .args(&args[1..])
+            .output()
+            .expect("ignis")
+    }
+
+    fn cni_flags(&self, verb: &str) -> Vec<String> {
+        if matches!(verb, "run" | "create") {
+            vec![
+                "--cni-conf-dir".into(),
+                self.conf.display().to_string(),
+                "--cni-bin-dir".into(),
+                self.bin.display().to_string(),
+            ]
+        } else {
+            vec![]
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ignis(args);
+        assert!(
+            out.status.success(),
+            "ignis {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn curl(&self, url: &str) -> String {
+        let mut got = String::new();
+        wait::within(Duration::from_secs(90), || {
+            let out = sh(&[
+                "nsenter",
+                &format!("--net=/run/netns/{}", self.ns),
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                url,
+            ]);
+            got = String::from_utf8_lossy(&out.stdout).into_owned();
+            got.contains("hello")
+        });
+        got
+    }
+
+    /// IPAM leases host-local holds: files named after addresses.
+    fn leases(&self) -> Vec<String> {
+        std::fs::read_dir(self.ipam.join("testnet"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(SUBNET))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What the VM `id` could have left: its namespace, veths and TAPs in
+    /// the test namespace, its attachment record.
+    fn assert_nothing_left(&self, id: &str) {
+        assert!(
+            !Path::new(&format!("/run/netns/ignis-{id}")).exists(),
+            "namespace of {id} left"
+        );
+        let links = ok(&["ip", "-n", &self.ns, "-o", "link"]);
+        assert!(
+            !links.contains("veth") && !links.contains(" ig-"),
+            "links left: {links}"
+        );
+        assert!(
+            !self
+                .env
+                .root()
+                .join("cni")
+                .join(format!("{id}.json"))
+                .exists(),
+            "attachment record of {id} left"
+        );
+    }
+}
+
+/// The directory holding the CNI plugins, or why there is none.
+fn cni_bin() -> Result<PathBuf, String> {
+    ["/opt/cni/bin", "/usr/lib/cni"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|d| d.join("bridge").is_file() && d.join("host-local").is_file())
+        .ok_or_else(|| {
+            "CNI plugins missing (apt-get install containernetworking-plugins)".to_string()
+        })
+}
+
+fn missing() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root (network namespaces need CAP_SYS_ADMIN)".into());
+    }
+    for (bin, why) in [
+        ("ip", "ip missing (apt-get install iproute2)"),
+        ("tc", "tc missing (apt-get install iproute2)"),
+        ("nsenter", "nsenter missing (apt-get install util-linux)"),
+        ("nft", "nft missing (apt-get install nftables)"),
+        ("curl", "curl missing (apt-get install curl)"),
+        (
+            "qemu-system-x86_64",
+            "qemu-system-x86_64 missing (apt-get install qemu-system-x86)",
+        ),
+    ] {
+        if sh(&["sh", "-c", &format!("command -v {bin}")])
+            .stdout
+            .is_empty()
+        {
+            return Some(why.into());
+        }
+    }
+    if let Err(e) = cni_bin() {
+        return Some(e);
+    }
+    common::qemu_missing_piece()
+}
+
+/// The test namespace with the conflist `testnet` (bridge plugin, bridge
+/// `cnit0` as gateway, host-local IPAM in the test's directory).
+fn setup(tag: &str) -> Option<Net> {
+    if let Some(m) = missing() {
+        tier::skip(tier::NET, &m);
+        return None;
+    }
+    let env = Env::for_tier(tier::NET);
+    env.debian_kernel();
+    let ns = format!("igt-{tag}{}", std::process::id());
+    let cleanup = Cleanup {
+        ns: ns.clone(),
+        root: env.root(),
+    };
+    ok(&["ip", "netns", "add", &ns]);
+    ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    let conf = env.dir.path().join("cni");
+    let ipam = env.dir.path().join("ipam");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("10-testnet.conflist"),
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "testnet",
+            "plugins": [{
+                "type": "bridge",
+                "bridge": "cnit0",
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": format!("{SUBNET}.0/24")}]],
+                    "dataDir": ipam,
+                },
+            }],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    Some(Net {
+        env,
+        ns,
+        conf,
+        bin: cni_bin().unwrap(),
+        ipam,
+        _cleanup: cleanup,
+    })
+}
+
+fn web_image(env: &Env) -> String {
+    env.busybox_image(
+        "web:1",
+        false,
+        &[("www/index.html", "hello from the VM\n", 0o644)],
+        &[],
+    )
+}
+
+const HTTPD: &[&str] = &["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"];
+
+#[test]
+fn cni_bridge_network_with_host_local_ipam_and_a_second_nic() {
+    let Some(net) = setup("c") else { return };
+    let img = web_image(&net.env);
+
+    // One NIC on the CNI network: the address is host-local's.
+    let mut args = vec!["run", "--name", "web", "--network", "cni:testnet", &img];
+    args.extend(HTTPD);
+    let id = net.ok(&args).trim().to_string();
+    let v = net.env.vm_json("web");
+    let n = &v["spec"]["network"];
+    assert_eq!(n["mode"], "cni", "{n}");
+    assert_eq!(n["cni"], "testnet");
+    let ip = n["ip"].as_str().unwrap().to_string();
+    assert!(ip.starts_with(SUBNET), "{ip}");
+    assert_eq!(
+        net.leases(),
+        vec![ip.clone()],
+        "host-local holds the VM's address"
+    );
+    let ps = net.ok(&["ps"]);
+    assert!(ps.contains(&ip), "{ps}");
+    // Reachable from the namespace the bridge plugin's bridge is in.
+    assert_eq!(
+        net.curl(&format!("http://{ip}/")),
+        "hello from the VM\n",
+        "console: {}",
+        net.ok(&["logs", "web"])
+    );
+    // The VM's MAC is the plugins' interface's; the guest has it.
+    let mac = n["mac"].as_str().unwrap();
+    assert_eq!(
+        net.ok(&[
+            "exec",
+            "web",
+            "/bin/busybox",
+            "cat",
+            "/sys/class/net/eth0/address"
+        ]),
+        format!("{mac}\n")
+    );
+    // A stop and a start keep the attachment (CHECK passes) and the address.
+    net.ok(&["stop", "-t", "5", "web"]);
+    net.ok(&["start", "web"]);
+    assert_eq!(net.env.vm_json("web")["spec"]["network"]["ip"], ip.as_str());
+    assert_eq!(net.curl(&format!("http://{ip}/")), "hello from the VM\n");
+    net.ok(&["rm", "-f", "web"]);
+    net.assert_nothing_left(&id);
+    assert!(
+        net.leases().is_empty(),
+        "IPAM lease left: {:?}",
+        net.leases()
+    );
+
+    // Two NICs: eth0 on the ignis bridge, eth1 on the CNI network.
+    let mut args = vec![
+        "run",
+        "--name",
+        "two",
+        "--network",
+        "bridge",
+        "--network",
+        "cni:testnet",
+        &img,
+    ];
+    args.extend(HTTPD);
+    let id = net.ok(&args).trim().to_string();
+    let v = net.env.vm_json("two");
+    let n = &v["spec"]["network"];
+    assert_eq!(n["mode"], "bridge", "{n}");
+    let bridge_ip = n["ip"].as_str().unwrap().to_string();
+    assert!(bridge_ip.starts_with("10.61."), "{bridge_ip}");
+    assert_eq!(n["interfaces"][0]["mode"], "cni");
+    let cni_ip = n["interfaces"][0]["ip"].as_str().unwrap().to_string();
+    assert!(cni_ip.starts_with(SUBNET), "{cni_ip}");
+    assert_ne!(n["mac"], n["interfaces"][0]["mac"]);
+    let ps = net.ok(&["ps"]);
+    assert!(ps.contains(&format!("{bridge_ip}, {cni_ip}")), "{ps}");
+    for ip in [&bridge_ip, &cni_ip] {
+        assert_eq!(
+            net.curl(&format!("http://{ip}/")),
+            "hello from the VM\n",
+            "{ip}; console: {}",
+            net.ok(&["logs", "two"])
+        );
+    }
+    net.ok(&["rm", "-f", "two"]);
+    net.assert_nothing_left(&id);
+    assert!(
+        net.leases().is_empty(),
+        "IPAM lease left: {:?}",
+        net.leases()
+    );
+
+    // A network that is not there: refused, nothing made.
+    let out = net.ignis(&[
+        "create",
+        "--network",
+        "cni:nosuch",
+        &img,
+        "/bin/busybox",
+        "true",
+    ]);
+    common::assert_exit(&out, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nosuch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(net.ok(&["ps", "-a", "-q"]).trim().is_empty());
+}
+
+/// A create killed between CNI ADD and its record: `system check` names
+/// the orphaned attachment, `system prune` runs its DEL (the lease goes)
+/// and deletes the namespace.
+#[test]
+fn a_crash_after_cni_add_is_repaired_by_prune() {
+    let Some(net) = setup("p") else { return };
+    let img = web_image(&net.env);
+    let out = in_ns(&net.ns, &net.env.root())
+        .env("IGNIS_FAULT", "vm:cni-attached")
+        .args(["create", "--network", "cni:testnet"])
+        .args(net.cni_flags("create"))
+        .args([&img, "/bin/busybox", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(net.leases().len(), 1, "ADD ran before the crash");
+    let id = std::fs::read_dir(net.env.root().join("cni"))
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".json")
+                .map(str::to_string)
+        })
+        .expect("the attachment record");
+    assert!(Path::new(&format!("/run/netns/ignis-{id}")).exists());
+    assert!(net.ok(&["ps", "-a", "-q"]).trim().is_empty(), "no record");
+    let check = net.ignis(&["system", "check"]);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(text.contains("orphan-cni") && text.contains(&id), "{text}");
+    net.ok(&["system", "prune"]);
+    net.assert_nothing_left(&id);
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    // Once: a second prune has nothing to delete.
+    let check = net.ignis(&["system", "check"]);
+    assert!(!String::from_utf8_lossy(&check.stdout).contains("orphan-cni"));
+}
+
+/// Firecracker (on PATH or in IGNIS_FIRECRACKER) where /dev/kvm works.
+fn firecracker() -> Option<String> {
+    let fc = match std::env::var_os("IGNIS_FIRECRACKER") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("firecracker"))
+                .find(|p| p.is_file())
+        }),
+    }?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .ok()?;
+    Some(fc.display().to_string())
+}
+
+/// 50 create/start/rm cycles of VMs on the default CNI network (`--network
+/// cni`: the first conflist), on Firecracker with the test guest where it
+/// runs (under its jailer, `--netns`), else on QEMU: each rm runs DEL (the
+/// lease goes) and deletes the namespace with the TAP and the plugins'
+/// veth. The test guest does not configure its NIC: what is measured is
+/// the host side.
+#[test]
+fn fifty_cni_vm_cycles_leave_nothing_behind() {
+    let Some(net) = setup("y") else { return };
+    let fc = firecracker();
+    let (img, extra): (String, Vec<String>) = match &fc {
+        Some(_) => {
+            let guest = net.env.dir.path().join("testguest.elf");
+            std::fs::write(&guest, ignis_testkit::testguest::elf()).unwrap();
+            net.env.ok(&[
+                "kernel",
+                "import",
+                guest.to_str().unwrap(),
+                "--name",
+                "testguest",
+            ]);
+            (
+                net.env.app_image(),
+                vec![
+                    "--backend".into(),
+                    "firecracker".into(),
+                    "--kernel".into(),
+                    "testguest".into(),
+                ],
+            )
+        }
+        None => (
+            net.env
+                .busybox_image("sleeper:1", false, &[], &["/bin/busybox", "sleep", "600"]),
+            vec!["--no-wait".into()],
+        ),
+    };
+    for i in 0..50 {
+        let name = format!("c{i}");
+        let mut args = vec!["run", "-d", "--name", &name, "--network", "cni"];
+        args.extend(extra.iter().map(String::as_str));
+        args.push(&img);
+        let id = net.ok(&args).trim().to_string();
+        assert!(Path::new(&format!("/run/netns/ignis-{id}")).exists());
+        assert_eq!(net.leases().len(), 1);
+        let v = net.env.vm_json(&name);
+        assert_eq!(v["status"]["state"], "running", "{v}");
+        if fc.is_some() {
+            assert_eq!(v["spec"]["backend"], "firecracker");
+        }
+        net.ok(&["rm", "-f", &name]);
+        net.assert_nothing_left(&id);
+        assert!(net.leases().is_empty(), "cycle {i}: {:?}", net.leases());
+    }
+}

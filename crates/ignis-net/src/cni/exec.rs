@@ -1,0 +1,324 @@
+//! ADD, CHECK and DEL of one network configuration list for one interface,
+//! as the CNI spec's "network configuration list runtime" describes: each
+//! plugin gets its configuration on stdin with `name`, `cniVersion` and the
+//! previous plugin's result as `prevResult`; DEL walks the chain backwards
+//! with the cached ADD result.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{CniError, CniResult, NetworkConfig};
+
+/// A CNI verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Check,
+    Del,
+}
+
+impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Add => "ADD",
+            Self::Check => "CHECK",
+            Self::Del => "DEL",
+        }
+    }
+}
+
+/// One interface of one container (VM) on one network: everything DEL
+/// needs, kept on disk from before ADD until DEL succeeded, so a crash in
+/// between is repaired by `system prune`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub container_id: String,
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub config: NetworkConfig,
+    pub bin_dirs: Vec<PathBuf>,
+    /// ADD's result (the chain's last), once ADD succeeded.
+    #[serde(default)]
+    pub result: Option<Value>,
+}
+
+impl Attachment {
+    /// Runs ADD over the chain; keeps and returns the result.
+    pub fn add(&mut self) -> Result<CniResult, CniError> {
+        let mut prev: Option<Value> = None;
+        for p in &self.config.plugins {
+            let out = self.invoke(Command::Add, p, prev.as_ref())?;
+            prev = Some(out);
+        }
+        let last = prev.unwrap_or(Value::Null);
+        let plugin = self.last_plugin();
+        let result = CniResult::parse(&last).map_err(|reason| CniError::BadResult {
+            plugin,
+            command: "ADD",
+            reason,
+        })?;
+        self.result = Some(last);
+        Ok(result)
+    }
+
+    /// Runs CHECK over the chain (spec 0.4.0 and later; earlier: nothing).
+    pub fn check(&self) -> Result<(), CniError> {
+        if self.config.cni_version.starts_with("0.3") || self.config.cni_version.starts_with("0.2")
+        {
+            return Ok(());
+        }
+        for p in &self.config.plugins {
+            self.invoke(Command::Check, p, self.result.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Runs DEL over the chain, last plugin first.
+    pub fn del(&self) -> Result<(), CniError> {
+        for p in self.config.plugins.iter().rev() {
+            self.invoke(Command::Del, p, self.result.as_ref())?;
+        }
+        Ok(())
+    }
+
+    fn last_plugin(&self) -> String {
+        self.config
+            .plugins
+            .last()
+            .and_then(|p| p["type"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn find(&self, plugin: &str) -> Result<PathBuf, CniError> {
+        self.bin_dirs
+            .iter()
+            .map(|d| d.join(plugin))
+            .find(|p| p.is_file())
+            .ok_or_else(|| CniError::NoPlugin {
+                plugin: plugin.to_string(),
+                dirs: join(&self.bin_dirs),
+            })
+    }
+
+    /// Runs one plugin: returns its stdout as JSON (`Null` for an empty
+    /// answer, which DEL and CHECK give).
+    fn invoke(
+        &self,
+        cmd: Command,
+        plugin: &Value,
+        prev: Option<&Value>,
+    ) -> Result<Value, CniError> {
+        let kind = plugin["type"].as_str().unwrap_or_default().to_string();
+        let bin = self.find(&kind)?;
+        let mut conf = plugin.clone();
+        conf["name"] = Value::String(self.config.name.clone());
+        conf["cniVersion"] = Value::String(self.config.cni_version.clone());
+        if let Some(p) = prev {
+            conf["prevResult"] = p.clone();
+        }
+        let mut child = std::process::Command::new(&bin)
+            .env("CNI_COMMAND", cmd.as_str())
+            .env("CNI_CONTAINERID", &self.container_id)
+            .env("CNI_NETNS", &self.netns)
+            .env("CNI_IFNAME", &self.ifname)
+            .env("CNI_ARGS", "")
+            .env("CNI_PATH", join(&self.bin_dirs))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| CniError::Spawn(bin.clone(), e))?;
+        let stdin = serde_json::to_vec(&conf).expect("json");
+        if let Some(mut s) = child.stdin.take() {
+            // A plugin that exits without reading is judged by its status.
+            let _ = s.write_all(&stdin);
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| CniError::Spawn(bin.clone(), e))?;
+        let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+        if !out.status.success() {
+            let (code, msg) = match &parsed {
+                Some(v) => (
+                    v["code"]
+                        .as_u64()
+                        .and_then(|c| u32::try_from(c).ok())
+                        .unwrap_or(999),
+                    [v["msg"].as_str(), v["details"].as_str()]
+                        .into_iter()
+                        .flatten()
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(": "),
+                ),
+                None => (999, String::from_utf8_lossy(&out.stderr).trim().to_string()),
+            };
+            return Err(CniError::Plugin {
+                plugin: kind,
+                command: cmd.as_str(),
+                code,
+                msg,
+            });
+        }
+        match (cmd, parsed) {
+            (Command::Add, Some(v)) if v.is_object() => Ok(v),
+            (Command::Add, _) => Err(CniError::BadResult {
+                plugin: kind,
+                command: "ADD",
+                reason: "stdout is not a JSON object".into(),
+            }),
+            (_, v) => Ok(v.unwrap_or(Value::Null)),
+        }
+    }
+}
+
+fn join(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The bin directories to search: the given one, else the defaults that
+/// exist.
+pub fn bin_dirs(given: Option<&Path>) -> Vec<PathBuf> {
+    match given {
+        Some(d) => vec![d.to_path_buf()],
+        None => super::DEFAULT_BIN_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fake plugin: logs its environment and stdin, answers ADD with a
+    /// result naming the previous one, fails when told to.
+    const PLUGIN: &str = r#"#!/bin/sh
+conf=$(cat)
+dir=$(dirname "$0")
+echo "$(basename "$0") $CNI_COMMAND $CNI_CONTAINERID $CNI_NETNS $CNI_IFNAME $CNI_PATH $conf" >> "$dir/log"
+case "$conf" in *'"fail":true'*)
+  echo '{"cniVersion":"1.0.0","code":7,"msg":"no luck","details":"asked to fail"}'; exit 1;;
+esac
+if [ "$CNI_COMMAND" = ADD ]; then
+  echo '{"cniVersion":"1.0.0","interfaces":[{"name":"'"$CNI_IFNAME"'","mac":"02:00:00:00:00:09","sandbox":"'"$CNI_NETNS"'"}],"ips":[{"interface":0,"address":"10.9.0.7/24","gateway":"10.9.0.1"}],"from":"'"$(basename "$0")"'"}'
+fi
+"#;
+
+    fn setup(fail_second: bool) -> (tempfile::TempDir, Attachment) {
+        let d = tempfile::tempdir().unwrap();
+        for p in ["first", "second"] {
+            let path = d.path().join(p);
+            std::fs::write(&path, PLUGIN).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut second = serde_json::json!({"type": "second"});
+        if fail_second {
+            second["fail"] = true.into();
+        }
+        let att = Attachment {
+            container_id: "vm1".into(),
+            netns: "/run/netns/ignis-vm1".into(),
+            ifname: "eth0".into(),
+            config: NetworkConfig {
+                name: "test".into(),
+                cni_version: "1.0.0".into(),
+                plugins: vec![
+                    serde_json::json!({"type": "first", "ipam": {"type": "x"}}),
+                    second,
+                ],
+            },
+            bin_dirs: vec![d.path().to_path_buf()],
+            result: None,
+        };
+        (d, att)
+    }
+
+    fn log(d: &tempfile::TempDir) -> Vec<String> {
+        std::fs::read_to_string(d.path().join("log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn add_check_del_follow_the_chain_with_env_and_prev_result() {
+        let (d, mut att) = setup(false);
+        let r = att.add().unwrap();
+        let (iface, ip) = r.for_interface("eth0").unwrap();
+        assert_eq!(iface.mac, "02:00:00:00:00:09");
+        assert_eq!(
+            ip.unwrap().0,
+            "10.9.0.7".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+        assert_eq!(att.result.as_ref().unwrap()["from"], "second");
+        att.check().unwrap();
+        att.del().unwrap();
+        let log = log(&d);
+        let verbs: Vec<String> = log
+            .iter()
+            .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(
+            verbs,
+            [
+                "first ADD",
+                "second ADD",
+                "first CHECK",
+                "second CHECK",
+                "second DEL",
+                "first DEL"
+            ]
+        );
+        let dir = d.path().display().to_string();
+        assert!(log[0].starts_with(&format!("first ADD vm1 /run/netns/ignis-vm1 eth0 {dir} {{")));
+        // Name and version added to each plugin's own configuration.
+        assert!(log[0].contains(r#""name":"test""#) && log[0].contains(r#""cniVersion":"1.0.0""#));
+        assert!(log[0].contains(r#""ipam":{"type":"x"}"#));
+        assert!(!log[0].contains("prevResult"));
+        // The second gets the first's result; DEL gets the cached final one.
+        assert!(log[1].contains(r#""prevResult":{"#) && log[1].contains(r#""from":"first""#));
+        assert!(log[4].contains(r#""from":"second""#));
+    }
+
+    #[test]
+    fn a_plugin_error_is_reported_with_its_code_and_message() {
+        let (_d, mut att) = setup(true);
+        let e = att.add().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "CNI plugin second ADD failed (code 7): no luck: asked to fail"
+        );
+        assert!(att.result.is_none());
+    }
+
+    #[test]
+    fn a_missing_plugin_names_where_it_was_looked_for() {
+        let (d, mut att) = setup(false);
+        att.config.plugins[0]["type"] = "absent".into();
+        let e = att.add().unwrap_err();
+        assert!(matches!(e, CniError::NoPlugin { .. }));
+        assert!(e.to_string().contains(&d.path().display().to_string()));
+    }
+
+    #[test]
+    fn an_attachment_survives_a_round_trip_to_disk() {
+        let (_d, mut att) = setup(false);
+        att.add().unwrap();
+        let back: Attachment = serde_json::from_slice(&serde_json::to_vec(&att).unwrap()).unwrap();
+        assert_eq!(back, att);
+    }
+}
