@@ -8,6 +8,7 @@
 mod image;
 mod kernel;
 pub mod manifest;
+pub mod node;
 mod prune;
 mod size;
 mod snapshot;
