@@ -331,6 +331,7 @@ pub fn run(ignis: &Ignis, cmd: Command) -> anyhow::Result<i32> {
         | Command::Ssh { .. }
         | Command::Snapshot(_)
         | Command::Daemon(_)
+        | Command::Fleet(_)
         | Command::Apply { .. }
         | Command::Delete { .. }
         | Command::Get { .. }
