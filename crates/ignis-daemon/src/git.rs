@@ -308,10 +308,7 @@ impl GitSource {
         &self,
         root: Option<&git2::Tree>,
         path: &[&str],
-        edit: &mut dyn FnMut(
-            &mut git2::TreeBuilder,
-            Option<&git2::Tree>,
-        ) -> Result<(), git2::Error>,
+        edit: &mut DirEdit<'_>,
     ) -> Result<git2::Oid, git2::Error> {
         let mut b = self.repo.treebuilder(root)?;
         match path.split_first() {
@@ -509,6 +506,11 @@ fn owned_by(content: &[u8], owner: &str) -> bool {
         _ => true,
     }
 }
+
+/// An edit of one directory of a tree: a builder over the old directory,
+/// and the old directory (see `GitSource::edit_dir`).
+type DirEdit<'a> =
+    dyn FnMut(&mut git2::TreeBuilder, Option<&git2::Tree>) -> Result<(), git2::Error> + 'a;
 
 /// The node record a status commit carries.
 #[derive(Debug, Clone)]
