@@ -9,6 +9,7 @@ mod exec;
 mod image;
 mod kernel;
 pub mod manifest;
+pub mod node;
 mod prune;
 mod size;
 mod snapshot;

@@ -72,6 +72,25 @@ pub struct VmManifestSpec {
     /// Desired state: running (default) or stopped.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub running: bool,
+    /// Placement (GitOps fleets): run on exactly this node (`ignis daemon
+    /// --node NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Placement: run on the first node, by name, whose labels
+    /// (`--node-label`) include all of these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Run N copies named NAME-1..NAME-N, spread round-robin over the
+    /// matching nodes sorted by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+}
+
+impl VmManifestSpec {
+    /// Whether the manifest says where it runs (otherwise: everywhere).
+    pub fn is_placed(&self) -> bool {
+        self.node_name.is_some() || !self.node_selector.is_empty() || self.replicas.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -126,6 +126,56 @@ pub struct DaemonArgs {
     /// SSH key for ssh:// repositories.
     #[arg(long)]
     pub ssh_key: Option<PathBuf>,
+    /// This host's name in a fleet: manifests' spec.nodeName, its status
+    /// directory .ignis/status/NODE/ and record .ignis/nodes/NODE.yaml
+    /// (default: the hostname).
+    #[arg(long, env = "IGNIS_NODE")]
+    pub node: Option<String>,
+    /// A label of this node, matched by manifests' spec.nodeSelector (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub node_label: Vec<String>,
+    /// Seconds between refreshes of the node record (the heartbeat; never
+    /// more often than --interval) with --write-status.
+    #[arg(long, default_value_t = 60)]
+    pub heartbeat: u64,
+}
+
+/// The repository a fleet's daemons follow.
+#[derive(Debug, Args)]
+pub struct FleetRepo {
+    /// The repository (as given to `ignis daemon --gitops`).
+    #[arg(long)]
+    pub repo: String,
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Directory of the manifests (as the daemons' --path); also limits
+    /// the status shown to the daemons of that path.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// SSH key for ssh:// repositories.
+    #[arg(long)]
+    pub ssh_key: Option<PathBuf>,
+    /// A node is STALE after missing this many heartbeats.
+    #[arg(long, default_value_t = 3)]
+    pub stale_after: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCmd {
+    /// Every VM of the fleet: its node, state, IP and the age of its status.
+    Ps {
+        #[command(flatten)]
+        repo: FleetRepo,
+        #[command(flatten)]
+        list: ListOpts,
+    },
+    /// Every node: capacity, backends, KVM, version, heartbeat age (STALE when missed).
+    Nodes {
+        #[command(flatten)]
+        repo: FleetRepo,
+        #[command(flatten)]
+        list: ListOpts,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +261,9 @@ pub enum Command {
     },
     /// Run the API server and the reconcilers (manifest directory, GitOps); VMs outlive it.
     Daemon(DaemonArgs),
+    /// The hosts running `ignis daemon --gitops` on one repository, as the repository shows them.
+    #[command(subcommand)]
+    Fleet(FleetCmd),
     /// Create or update what manifests describe (VM, Image, Kernel, Snapshot; YAML or JSON; Ignite v1alpha4 VMs too).
     Apply {
         /// A file, a directory, or - for stdin.

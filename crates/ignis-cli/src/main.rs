@@ -62,6 +62,10 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         println!("ignis {}", env!("CARGO_PKG_VERSION"));
         return Ok(0);
     }
+    if let cli::Command::Fleet(c) = cli.command {
+        // Reads a repository: no state root, no daemon.
+        return commands::fleet::run(c).map(|()| 0);
+    }
     if let Some(host) = &cli.host {
         if let cli::Command::Daemon(_) = cli.command {
             anyhow::bail!("--host talks to a daemon; `ignis daemon` runs one (drop --host)");
@@ -73,6 +77,11 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Daemon(a) => (Some(a), None),
         other => (None, Some(other)),
     };
+    // Bad --node/--node-label: refused before the state root is touched.
+    let identity = daemon
+        .as_ref()
+        .map(|a| commands::fleet::node_identity(a.node.clone(), &a.node_label))
+        .transpose()?;
     let ignis = Ignis::open(Options {
         root: cli.root.clone(),
         progress: !cli.quiet && std::io::stderr().is_terminal(),
@@ -80,6 +89,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         subnet: Some(cli.subnet.clone()),
     })?;
     if let Some(a) = daemon {
+        let (node, labels) = identity.expect("checked with the daemon's flags");
         let socket = a
             .socket
             .clone()
@@ -109,6 +119,12 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
                     ssh_key: a.ssh_key,
                 }),
                 interval: std::time::Duration::from_secs(a.interval.max(1)),
+                node: ignis_daemon::NodeOptions {
+                    name: node,
+                    labels,
+                    heartbeat: std::time::Duration::from_secs(a.heartbeat.max(1)),
+                    root: cli.root.clone(),
+                },
             },
         )?;
         return Ok(0);

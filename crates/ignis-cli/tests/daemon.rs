@@ -372,7 +372,7 @@ fn gitops_cycle(env: &Env, url: &str, bare: &Path, work: &Path) {
         status_in(bare, "api").is_some_and(|s| s.contains("state: running"))
     });
     git(work, &["pull", "-q", "--rebase", "origin", "main"]);
-    let status = std::fs::read_to_string(work.join(".ignis/status/api.yaml")).unwrap();
+    let status = status_in(bare, "api").unwrap();
     assert!(status.contains("state: running"), "{status}");
     std::fs::write(work.join("vms/api.yaml"), vm_manifest("api", false)).unwrap();
     push(work, "stop api");
@@ -751,11 +751,22 @@ fn kill_logs_snapshot_and_fork_through_the_daemon() {
     env.ok(&["rm", "-f", "f", "c-1", "c-2"]);
 }
 
-/// `.ignis/status/<vm>.yaml` on the branch as the bare repository has it.
+/// `.ignis/status/<node>/<vm>.yaml` on the branch as the bare repository
+/// has it (the node: this host's name).
 fn status_in(bare: &Path, vm: &str) -> Option<String> {
+    let files = Command::new("git")
+        .current_dir(bare)
+        .args(["ls-tree", "-r", "--name-only", "main", ".ignis/status"])
+        .output()
+        .unwrap();
+    let suffix = format!("/{vm}.yaml");
+    let path = String::from_utf8_lossy(&files.stdout)
+        .lines()
+        .find(|l| l.ends_with(&suffix) && l.matches('/').count() == 3)?
+        .to_string();
     let out = Command::new("git")
         .current_dir(bare)
-        .args(["show", &format!("main:.ignis/status/{vm}.yaml")])
+        .args(["show", &format!("main:{path}")])
         .output()
         .unwrap();
     out.status

@@ -1,16 +1,20 @@
 //! The GitOps source (git2): a bare cache clone fetched every interval; the
 //! manifests are read from the commit's tree (no checkout). With
 //! `write_status`, the observed status of each VM is committed under
-//! `.ignis/status/` (never read as manifests) and pushed, and only when it
-//! changed: the reconciler's own commits cannot make it loop. Status
-//! commits sit on the remote's current head and are pushed without force,
-//! retried when another push landed first: humans and other daemons
-//! (other `--path`s, each owning its own status files) share the branch.
+//! `.ignis/status/NODE/` (never read as manifests; each node writes only
+//! its own directory) with the node's record in `.ignis/nodes/NODE.yaml`,
+//! and pushed, only when the status changed or the node's heartbeat is
+//! due: the reconciler's own commits cannot make it loop. Status commits
+//! sit on the remote's current head and are pushed without force, retried
+//! when another push landed first: humans, the other nodes of a fleet and
+//! other daemons of the same node (other `--path`s, each owning its own
+//! status files) share the branch. `ignis fleet` reads the same tree.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ignis_api::manifest::Manifest;
+use ignis_api::node::NodeRecord;
 
 #[derive(Debug, Clone)]
 pub struct GitOptions {
@@ -153,26 +157,32 @@ impl GitSource {
         Ok(out)
     }
 
-    /// Writes `.ignis/status/<name>.yaml` for every VM in `status` and
-    /// pushes, when that changes the branch. The commit always sits on
-    /// the branch's current remote head (fetched again for every attempt),
-    /// and the push is never forced: when someone else pushed in between
-    /// (a human, another daemon), it is rejected as non-fast-forward and
-    /// made again on the new head, up to [`PUSH_ATTEMPTS`] times.
+    /// Writes `.ignis/status/<node>/<name>.yaml` for every VM in `status`
+    /// and pushes, when that changes the branch; with `beat`, the node's
+    /// record `.ignis/nodes/<node>.yaml` goes into every such commit, and
+    /// makes one of its own when the heartbeat is due. The commit always
+    /// sits on the branch's current remote head (fetched again for every
+    /// attempt), and the push is never forced: when someone else pushed in
+    /// between (a human, another node), it is rejected as non-fast-forward
+    /// and made again on the new head, up to [`PUSH_ATTEMPTS`] times.
     ///
     /// Status files carry their owner (`--path`) in a first comment line:
     /// with `prune`, this daemon's files of VMs no longer in `status` are
-    /// removed; files of other daemons (other paths) are never touched.
-    /// Returns the pushed commit, or `None` when nothing changed.
+    /// removed (and its files of the layout before nodes,
+    /// `.ignis/status/<name>.yaml`); files of other daemons (other paths,
+    /// other nodes) are never touched. Returns the pushed commit, or `None`
+    /// when nothing changed.
     pub fn write_status(
         &self,
+        node: &str,
         status: &BTreeMap<String, String>,
         prune: bool,
+        beat: Option<&Heartbeat>,
     ) -> Result<Option<git2::Oid>, StatusError> {
         let mut attempt = 1;
         loop {
             let head = self.fetch().map_err(StatusError::Git)?;
-            let Some(commit) = self.status_commit(head, status, prune)? else {
+            let Some(commit) = self.status_commit(head, node, status, prune, beat)? else {
                 return Ok(None);
             };
             #[cfg(test)]
@@ -187,7 +197,11 @@ impl GitSource {
                         why,
                         "status push rejected; retrying on the new head"
                     );
-                    std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
+                    // Nodes that collided back off by different amounts.
+                    let jitter = u64::from(std::process::id() % 89);
+                    std::thread::sleep(std::time::Duration::from_millis(
+                        100 * u64::from(attempt) + jitter,
+                    ));
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -196,93 +210,202 @@ impl GitSource {
     }
 
     /// The status commit on top of `parent`, not on any branch yet; `None`
-    /// when the tree would not change.
+    /// when the status would not change and no heartbeat is due.
     fn status_commit(
         &self,
         parent: git2::Oid,
+        node: &str,
         status: &BTreeMap<String, String>,
         prune: bool,
+        beat: Option<&Heartbeat>,
     ) -> Result<Option<git2::Oid>, StatusError> {
         let git = StatusError::Git;
         let commit = self.repo.find_commit(parent).map_err(git)?;
         let root = commit.tree().map_err(git)?;
-        let dot = root
-            .get_name(STATUS_DIR)
-            .and_then(|e| e.to_object(&self.repo).ok())
-            .and_then(|o| o.into_tree().ok());
-        let old_status = dot
-            .as_ref()
-            .and_then(|t| t.get_name("status"))
-            .and_then(|e| e.to_object(&self.repo).ok())
-            .and_then(|o| o.into_tree().ok());
         let owner = self.owner_line();
-        let mut st = self.repo.treebuilder(old_status.as_ref()).map_err(git)?;
+        let ours = |id: git2::Oid| {
+            self.repo
+                .find_blob(id)
+                .map(|b| owned_by(b.content(), &owner))
+                .unwrap_or(false)
+        };
+        let mut tree = self
+            .edit_dir(
+                Some(&root),
+                &[STATUS_DIR, "status", node],
+                &mut |st, old| {
+                    if prune {
+                        for entry in old.iter().flat_map(|t| t.iter()) {
+                            let Some(file) = entry.name() else { continue };
+                            let vm = file.strip_suffix(".yaml").unwrap_or(file);
+                            if !status.contains_key(vm) && ours(entry.id()) {
+                                st.remove(file)?;
+                            }
+                        }
+                    }
+                    for (name, yaml) in status {
+                        let blob = self.repo.blob(format!("{owner}\n{yaml}").as_bytes())?;
+                        st.insert(format!("{name}.yaml"), blob, 0o100_644)?;
+                    }
+                    Ok(())
+                },
+            )
+            .map_err(git)?;
         if prune {
-            if let Some(old) = &old_status {
-                for entry in old.iter() {
-                    let Some(file) = entry.name() else { continue };
-                    let vm = file.strip_suffix(".yaml").unwrap_or(file);
-                    if status.contains_key(vm) {
-                        continue;
+            // Files of the layout before nodes (.ignis/status/<vm>.yaml)
+            // that this daemon wrote: superseded by its node's directory.
+            let t = self.repo.find_tree(tree).map_err(git)?;
+            tree = self
+                .edit_dir(Some(&t), &[STATUS_DIR, "status"], &mut |st, old| {
+                    for entry in old.iter().flat_map(|t| t.iter()) {
+                        let blob = entry.kind() == Some(git2::ObjectType::Blob);
+                        if let (true, Some(file)) = (blob, entry.name()) {
+                            if ours(entry.id()) {
+                                st.remove(file)?;
+                            }
+                        }
                     }
-                    let ours = self
-                        .repo
-                        .find_blob(entry.id())
-                        .map(|b| owned_by(b.content(), &owner))
-                        .unwrap_or(false);
-                    if ours {
-                        st.remove(file).map_err(git)?;
-                    }
-                }
-            }
-        }
-        for (name, yaml) in status {
-            let blob = self
-                .repo
-                .blob(format!("{owner}\n{yaml}").as_bytes())
-                .map_err(git)?;
-            st.insert(format!("{name}.yaml"), blob, 0o100_644)
+                    Ok(())
+                })
                 .map_err(git)?;
         }
-        let status_tree = st.write().map_err(git)?;
-        let mut dot_b = self.repo.treebuilder(dot.as_ref()).map_err(git)?;
-        if self.repo.find_tree(status_tree).map_err(git)?.is_empty() {
-            if dot_b.get("status").map_err(git)?.is_some() {
-                dot_b.remove("status").map_err(git)?;
+        let changed = tree != root.id();
+        match beat {
+            Some(b) if changed || b.due => {
+                let t = self.repo.find_tree(tree).map_err(git)?;
+                tree = self
+                    .edit_dir(Some(&t), &[STATUS_DIR, "nodes"], &mut |nb, _| {
+                        let blob = self.repo.blob(b.record.as_bytes())?;
+                        nb.insert(format!("{node}.yaml"), blob, 0o100_644)?;
+                        Ok(())
+                    })
+                    .map_err(git)?;
             }
-        } else {
-            dot_b
-                .insert("status", status_tree, 0o040_000)
-                .map_err(git)?;
+            _ => {}
         }
-        let dot_tree = dot_b.write().map_err(git)?;
-        let mut rb = self.repo.treebuilder(Some(&root)).map_err(git)?;
-        if self.repo.find_tree(dot_tree).map_err(git)?.is_empty() {
-            if rb.get(STATUS_DIR).map_err(git)?.is_some() {
-                rb.remove(STATUS_DIR).map_err(git)?;
-            }
-        } else {
-            rb.insert(STATUS_DIR, dot_tree, 0o040_000).map_err(git)?;
-        }
-        let new_root = rb.write().map_err(git)?;
-        if new_root == root.id() {
+        if tree == root.id() {
             return Ok(None);
         }
         let sig = git2::Signature::now(AUTHOR, "gitops@ignis.invalid").map_err(git)?;
-        let tree = self.repo.find_tree(new_root).map_err(git)?;
+        let tree = self.repo.find_tree(tree).map_err(git)?;
+        let message = if changed {
+            format!("ignis: observed status of node {node}")
+        } else {
+            format!("ignis: node {node} heartbeat")
+        };
         // No ref moves here: the branch is the remote's, pushed below.
         let oid = self
             .repo
-            .commit(
-                None,
-                &sig,
-                &sig,
-                "ignis: observed status",
-                &tree,
-                &[&commit],
-            )
+            .commit(None, &sig, &sig, &message, &tree, &[&commit])
             .map_err(git)?;
         Ok(Some(oid))
+    }
+
+    /// `root` with its directory at `path` replaced by what `edit` makes of
+    /// it (given a builder over the old directory, and the old directory);
+    /// directories left empty are removed. Returns the new root tree.
+    fn edit_dir(
+        &self,
+        root: Option<&git2::Tree>,
+        path: &[&str],
+        edit: &mut DirEdit<'_>,
+    ) -> Result<git2::Oid, git2::Error> {
+        let mut b = self.repo.treebuilder(root)?;
+        match path.split_first() {
+            None => edit(&mut b, root)?,
+            Some((first, rest)) => {
+                let child = root
+                    .and_then(|r| r.get_name(first))
+                    .and_then(|e| e.to_object(&self.repo).ok())
+                    .and_then(|o| o.into_tree().ok());
+                let new_child = self.edit_dir(child.as_ref(), rest, edit)?;
+                if self.repo.find_tree(new_child)?.is_empty() {
+                    if b.get(*first)?.is_some() {
+                        b.remove(*first)?;
+                    }
+                } else {
+                    b.insert(*first, new_child, 0o040_000)?;
+                }
+            }
+        }
+        b.write()
+    }
+
+    /// The directory at `path` of `commit`'s tree, if there is one.
+    fn dir_at(&self, commit: git2::Oid, path: &str) -> Result<Option<git2::Tree<'_>>, git2::Error> {
+        let tree = self.repo.find_commit(commit)?.tree()?;
+        Ok(tree
+            .get_path(std::path::Path::new(path))
+            .ok()
+            .and_then(|e| e.to_object(&self.repo).ok())
+            .and_then(|o| o.into_tree().ok()))
+    }
+
+    /// The node records (`.ignis/nodes/*.yaml`) at `commit`; a record that
+    /// does not parse is logged and left out.
+    pub fn node_records(&self, commit: git2::Oid) -> Result<Vec<NodeRecord>, git2::Error> {
+        let mut out = Vec::new();
+        let Some(dir) = self.dir_at(commit, &format!("{STATUS_DIR}/nodes"))? else {
+            return Ok(out);
+        };
+        for entry in dir.iter() {
+            let Some(file) = entry.name() else { continue };
+            let Some(name) = file.strip_suffix(".yaml") else {
+                continue;
+            };
+            let Ok(blob) = self.repo.find_blob(entry.id()) else {
+                continue;
+            };
+            if blob.size() > ignis_core::manifest::MAX_FILE {
+                continue;
+            }
+            match serde_yaml::from_slice::<NodeRecord>(blob.content()) {
+                Ok(r) if r.metadata.name == name => out.push(r),
+                Ok(r) => tracing::warn!(
+                    file,
+                    name = r.metadata.name,
+                    "node record named after another node: skipped"
+                ),
+                Err(e) => tracing::warn!(file, error = %e, "node record unreadable: skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every status file (`.ignis/status/NODE/VM.yaml`) at `commit`.
+    pub fn status_files(&self, commit: git2::Oid) -> Result<Vec<StatusFile>, git2::Error> {
+        let mut out = Vec::new();
+        let Some(dir) = self.dir_at(commit, &format!("{STATUS_DIR}/status"))? else {
+            return Ok(out);
+        };
+        for node in dir.iter() {
+            let (Some(node_name), Ok(Some(sub))) = (
+                node.name(),
+                node.to_object(&self.repo).map(|o| o.into_tree().ok()),
+            ) else {
+                continue; // a file of the layout before nodes
+            };
+            for entry in sub.iter() {
+                let (Some(file), Ok(blob)) = (entry.name(), self.repo.find_blob(entry.id())) else {
+                    continue;
+                };
+                let Some(vm) = file.strip_suffix(".yaml") else {
+                    continue;
+                };
+                if blob.size() > ignis_core::manifest::MAX_FILE {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(blob.content()).into_owned();
+                let first = text.lines().next().unwrap_or_default();
+                out.push(StatusFile {
+                    node: node_name.to_string(),
+                    vm: vm.to_string(),
+                    path: first.strip_prefix(OWNER_PREFIX).map(str::to_string),
+                    text,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Pushes `commit` to the branch, never forced.
@@ -384,6 +507,31 @@ fn owned_by(content: &[u8], owner: &str) -> bool {
     }
 }
 
+/// An edit of one directory of a tree: a builder over the old directory,
+/// and the old directory (see `GitSource::edit_dir`).
+type DirEdit<'a> =
+    dyn FnMut(&mut git2::TreeBuilder, Option<&git2::Tree>) -> Result<(), git2::Error> + 'a;
+
+/// The node record a status commit carries.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// `.ignis/nodes/NODE.yaml`.
+    pub record: String,
+    /// Commit the record even when no status changed.
+    pub due: bool,
+}
+
+/// One `.ignis/status/NODE/VM.yaml`.
+#[derive(Debug, Clone)]
+pub struct StatusFile {
+    pub node: String,
+    pub vm: String,
+    /// The `--path` of the daemon that wrote it (its first line).
+    pub path: Option<String>,
+    /// The whole file (a YAML `VmManifestStatus` after the owner line).
+    pub text: String,
+}
+
 /// Why a status commit did not land.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
@@ -467,12 +615,36 @@ mod status_tests {
             .find_reference("refs/heads/main")
             .ok()
             .and_then(|r| r.peel_to_commit().ok());
-        let mut tb = repo
-            .treebuilder(parent.as_ref().map(|c| c.tree().unwrap()).as_ref())
+        // `file` may be a path: each directory on the way rebuilt.
+        fn put(
+            repo: &git2::Repository,
+            at: Option<&git2::Tree>,
+            path: &[&str],
+            blob: git2::Oid,
+        ) -> git2::Oid {
+            let mut tb = repo.treebuilder(at).unwrap();
+            match path {
+                [name] => {
+                    tb.insert(*name, blob, 0o100_644).unwrap();
+                }
+                [dir, rest @ ..] => {
+                    let sub = at
+                        .and_then(|t| t.get_name(dir))
+                        .and_then(|e| e.to_object(repo).ok())
+                        .and_then(|o| o.into_tree().ok());
+                    let id = put(repo, sub.as_ref(), rest, blob);
+                    tb.insert(*dir, id, 0o040_000).unwrap();
+                }
+                [] => unreachable!(),
+            }
+            tb.write().unwrap()
+        }
+        let blob = repo.blob(content.as_bytes()).unwrap();
+        let root = parent.as_ref().map(|c| c.tree().unwrap());
+        let parts: Vec<&str> = file.split('/').collect();
+        let tree = repo
+            .find_tree(put(&repo, root.as_ref(), &parts, blob))
             .unwrap();
-        tb.insert(file, repo.blob(content.as_bytes()).unwrap(), 0o100_644)
-            .unwrap();
-        let tree = repo.find_tree(tb.write().unwrap()).unwrap();
         let sig = git2::Signature::now("human", "h@example.invalid").unwrap();
         let parents: Vec<&git2::Commit> = parent.iter().collect();
         repo.commit(Some("refs/heads/main"), &sig, &sig, file, &tree, &parents)
@@ -530,7 +702,7 @@ mod status_tests {
         human_push(&bare, "a.yaml", "vm a");
         let src = source(dir.path(), &bare, "", "cache");
         let c1 = src
-            .write_status(&status(&[("a", "running")]), true)
+            .write_status("n1", &status(&[("a", "running")]), true, None)
             .unwrap()
             .expect("a first status commit");
         assert_eq!(main_of(&bare), c1);
@@ -538,27 +710,37 @@ mod status_tests {
         // (the local branch already had the first status commit).
         let h2 = human_push(&bare, "b.yaml", "vm b");
         let c2 = src
-            .write_status(&status(&[("a", "running"), ("b", "running")]), true)
+            .write_status(
+                "n1",
+                &status(&[("a", "running"), ("b", "running")]),
+                true,
+                None,
+            )
             .unwrap()
             .expect("a second status commit");
         assert_eq!(main_of(&bare), c2);
         let repo = git2::Repository::open_bare(&bare).unwrap();
         assert_eq!(repo.find_commit(c2).unwrap().parent_id(0).unwrap(), h2);
-        assert!(file_at_main(&bare, ".ignis/status/b.yaml")
+        assert!(file_at_main(&bare, ".ignis/status/n1/b.yaml")
             .unwrap()
             .ends_with("state: running\n"));
         // Unchanged: no commit.
         assert_eq!(
-            src.write_status(&status(&[("a", "running"), ("b", "running")]), true)
-                .unwrap(),
+            src.write_status(
+                "n1",
+                &status(&[("a", "running"), ("b", "running")]),
+                true,
+                None
+            )
+            .unwrap(),
             None
         );
         // A removed VM's file goes with it.
-        src.write_status(&status(&[("a", "exited")]), true)
+        src.write_status("n1", &status(&[("a", "exited")]), true, None)
             .unwrap()
             .unwrap();
-        assert!(file_at_main(&bare, ".ignis/status/b.yaml").is_none());
-        assert!(file_at_main(&bare, ".ignis/status/a.yaml")
+        assert!(file_at_main(&bare, ".ignis/status/n1/b.yaml").is_none());
+        assert!(file_at_main(&bare, ".ignis/status/n1/a.yaml")
             .unwrap()
             .contains("exited"));
     }
@@ -581,7 +763,7 @@ mod status_tests {
             }
         }));
         let c = src
-            .write_status(&status(&[("a", "running")]), true)
+            .write_status("n1", &status(&[("a", "running")]), true, None)
             .unwrap()
             .expect("committed after the retries");
         let human = raced.get().unwrap();
@@ -597,34 +779,127 @@ mod status_tests {
         human_push(&bare, "a.yaml", "vm a");
         let prod = source(dir.path(), &bare, "prod", "c1");
         let staging = source(dir.path(), &bare, "staging/", "c2");
-        prod.write_status(&status(&[("p1", "running"), ("p2", "running")]), true)
-            .unwrap()
-            .unwrap();
+        prod.write_status(
+            "n1",
+            &status(&[("p1", "running"), ("p2", "running")]),
+            true,
+            None,
+        )
+        .unwrap()
+        .unwrap();
         staging
-            .write_status(&status(&[("s1", "running")]), true)
+            .write_status("n1", &status(&[("s1", "running")]), true, None)
             .unwrap()
             .unwrap();
         // prod's p2 goes away; staging's s1 stays.
-        prod.write_status(&status(&[("p1", "running")]), true)
+        prod.write_status("n1", &status(&[("p1", "running")]), true, None)
             .unwrap()
             .unwrap();
-        let s1 = file_at_main(&bare, ".ignis/status/s1.yaml").expect("s1 kept");
+        let s1 = file_at_main(&bare, ".ignis/status/n1/s1.yaml").expect("s1 kept");
         assert!(s1.starts_with("# ignis-gitops path=staging\n"), "{s1}");
-        assert!(file_at_main(&bare, ".ignis/status/p2.yaml").is_none());
+        assert!(file_at_main(&bare, ".ignis/status/n1/p2.yaml").is_none());
         // Steady: neither commits again.
         assert_eq!(
-            prod.write_status(&status(&[("p1", "running")]), true)
+            prod.write_status("n1", &status(&[("p1", "running")]), true, None)
                 .unwrap(),
             None
         );
         assert_eq!(
             staging
-                .write_status(&status(&[("s1", "running")]), true)
+                .write_status("n1", &status(&[("s1", "running")]), true, None)
                 .unwrap(),
             None
         );
         // Without prune (a bad manifest somewhere) nothing is removed.
-        staging.write_status(&BTreeMap::new(), false).unwrap();
-        assert!(file_at_main(&bare, ".ignis/status/s1.yaml").is_some());
+        staging
+            .write_status("n1", &BTreeMap::new(), false, None)
+            .unwrap();
+        assert!(file_at_main(&bare, ".ignis/status/n1/s1.yaml").is_some());
+    }
+
+    fn beat(due: bool, at: &str) -> Heartbeat {
+        Heartbeat {
+            record: format!("kind: Node\nheartbeat: {at}\n"),
+            due,
+        }
+    }
+
+    #[test]
+    fn the_node_record_rides_with_status_and_beats_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("repo.git");
+        git2::Repository::init_bare(&bare).unwrap();
+        human_push(&bare, "a.yaml", "vm a");
+        // A file of the layout before nodes, by this daemon (no owner
+        // line: older versions wrote none), and one of another path.
+        human_push(&bare, ".ignis/status/old.yaml", "state: running\n");
+        let src = source(dir.path(), &bare, "", "cache");
+        let c = src
+            .write_status(
+                "n1",
+                &status(&[("a", "running")]),
+                true,
+                Some(&beat(false, "t1")),
+            )
+            .unwrap();
+        assert!(c.is_some(), "status changed: committed with the record");
+        assert!(file_at_main(&bare, ".ignis/nodes/n1.yaml")
+            .unwrap()
+            .contains("t1"));
+        assert!(
+            file_at_main(&bare, ".ignis/status/old.yaml").is_none(),
+            "migrated"
+        );
+        // Nothing changed, no beat due: no commit.
+        assert_eq!(
+            src.write_status(
+                "n1",
+                &status(&[("a", "running")]),
+                true,
+                Some(&beat(false, "t2"))
+            )
+            .unwrap(),
+            None
+        );
+        // The beat is due: a commit of the record alone.
+        let head = main_of(&bare);
+        src.write_status(
+            "n1",
+            &status(&[("a", "running")]),
+            true,
+            Some(&beat(true, "t3")),
+        )
+        .unwrap()
+        .unwrap();
+        assert_ne!(main_of(&bare), head);
+        assert!(file_at_main(&bare, ".ignis/nodes/n1.yaml")
+            .unwrap()
+            .contains("t3"));
+        // Another node: its own directory and record, ours untouched.
+        let other = source(dir.path(), &bare, "", "cache2");
+        other
+            .write_status(
+                "n2",
+                &status(&[("b", "exited")]),
+                true,
+                Some(&beat(true, "u1")),
+            )
+            .unwrap()
+            .unwrap();
+        src.write_status("n1", &BTreeMap::new(), true, None)
+            .unwrap()
+            .unwrap();
+        assert!(file_at_main(&bare, ".ignis/status/n1/a.yaml").is_none());
+        assert!(file_at_main(&bare, ".ignis/status/n2/b.yaml").is_some());
+        let head = main_of(&bare);
+        let files = src.status_files(head).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].node.as_str(), files[0].vm.as_str()), ("n2", "b"));
+        assert_eq!(files[0].path.as_deref(), Some("/"));
+        // Records that do not parse are left out, not fatal.
+        assert!(
+            src.node_records(head).unwrap().is_empty(),
+            "t3/u1 are not records"
+        );
     }
 }

@@ -1,13 +1,18 @@
 //! `ignis daemon`: the service layer behind a REST API (axum on a unix
 //! socket, or TCP guarded by a bearer token), Prometheus metrics, an SSE
 //! event stream, and the reconcilers (a manifest directory watched with
-//! inotify, a Git repository polled) sharing one level-based loop.
+//! inotify, a Git repository polled) sharing one level-based loop. Hosts
+//! running the daemon on one repository form a fleet: each is a node that
+//! runs what the manifests place on it (`node.rs`, and the placement rule
+//! in `ignis_core::manifest::placement`); `fleet.rs` reads the fleet back.
 //! Stopping the daemon leaves VMs running: each has its own supervisor.
 
 mod api;
 mod events;
+pub mod fleet;
 mod git;
 mod metrics;
+pub mod node;
 mod reconciler;
 mod routes;
 pub mod service;
@@ -20,6 +25,7 @@ use std::time::Duration;
 pub use api::Problem;
 pub use events::Event;
 pub use git::{redact_url, GitOptions};
+pub use node::NodeOptions;
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -39,6 +45,9 @@ pub struct DaemonOptions {
     pub gitops: Option<GitOptions>,
     /// Resync interval of the reconcilers.
     pub interval: Duration,
+    /// This daemon as a node of a fleet (placement, status directory,
+    /// node record).
+    pub node: NodeOptions,
 }
 
 pub(crate) struct Shared {

@@ -1,7 +1,13 @@
 //! One level-based loop for both sources: on every trigger (a file event
 //! in the manifest directory, or the interval) read the whole desired
-//! state and converge. Bad files are reported (event + log) and skipped;
-//! while any file is bad nothing is removed, so a typo never deletes VMs.
+//! state, keep what is placed on this node, and converge. Bad files are
+//! reported (event + log) and skipped; while any file is bad nothing is
+//! removed, so a typo never deletes VMs. VMs placed elsewhere are removed
+//! like VMs no manifest names any more.
+//!
+//! Placement needs the fleet's nodes: for Git, the node records at the
+//! fetched commit (so every node decides from the same data without
+//! talking to the others); for a directory, only this node.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -9,9 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ignis_api::manifest::Manifest;
+use ignis_api::node::NodeRecord;
+use ignis_core::manifest::placement::{self, Node};
 use ignis_core::manifest::{Action, Applied};
 
-use crate::git::{BadFile, FileManifests, GitSource};
+use crate::git::{BadFile, FileManifests, GitSource, Heartbeat};
+use crate::node::{Host, NodeOptions};
 use crate::{DaemonOptions, Shared};
 
 fn report(shared: &Shared, owner: &str, results: &[Applied]) {
@@ -40,9 +49,40 @@ fn report(shared: &Shared, owner: &str, results: &[Applied]) {
     }
 }
 
-/// Applies the good files; prunes only when every file was good. Returns
-/// the results and whether every file was good.
-fn converge_files(shared: &Shared, owner: &str, files: Vec<FileManifests>) -> (Vec<Applied>, bool) {
+/// What node `me` runs of `manifests`, the fleet being `nodes`.
+fn placed(manifests: Vec<Manifest>, nodes: &[NodeRecord], me: &str) -> Vec<Manifest> {
+    let nodes: Vec<Node<'_>> = nodes
+        .iter()
+        .map(|n| Node {
+            name: &n.metadata.name,
+            labels: &n.metadata.labels,
+        })
+        .collect();
+    placement::for_node(&manifests, &nodes, me)
+}
+
+/// This node alone, as a directory of manifests knows the fleet.
+fn only(node: &NodeOptions) -> Vec<NodeRecord> {
+    let mut r = NodeRecord {
+        api_version: ignis_api::manifest::API_VERSION.into(),
+        kind: ignis_api::node::NODE_KIND.into(),
+        metadata: Default::default(),
+        status: Default::default(),
+    };
+    r.metadata.name.clone_from(&node.name);
+    r.metadata.labels.clone_from(&node.labels);
+    vec![r]
+}
+
+/// Applies the good files' manifests that `place` keeps; prunes only when
+/// every file was good. Returns the results and whether every file was
+/// good.
+fn converge_files(
+    shared: &Shared,
+    owner: &str,
+    files: Vec<FileManifests>,
+    place: impl FnOnce(Vec<Manifest>) -> Vec<Manifest>,
+) -> (Vec<Applied>, bool) {
     let mut good: Vec<Manifest> = Vec::new();
     let mut bad = 0;
     for (file, parsed) in files {
@@ -56,6 +96,7 @@ fn converge_files(shared: &Shared, owner: &str, files: Vec<FileManifests>) -> (V
             }
         }
     }
+    let good = place(good);
     let t = std::time::Instant::now();
     let results = if bad == 0 {
         shared.ignis.converge(&good, owner)
@@ -108,7 +149,12 @@ pub fn start(shared: Arc<Shared>, opts: &DaemonOptions) -> anyhow::Result<()> {
     let interval = opts.interval;
     let dir = opts.manifests.clone();
     let git = opts.gitops.clone();
+    let node = opts.node.clone();
+    // The heartbeat is checked once a round: never more often than that.
+    let every = node.heartbeat.max(interval);
     std::thread::spawn(move || {
+        let host = Host::detect();
+        let mut last_beat: Option<std::time::Instant> = None;
         let _watcher = watcher; // lives as long as the loop
         let git_source = git.as_ref().and_then(|g| match GitSource::open(g) {
             Ok(s) => Some(s),
@@ -124,21 +170,62 @@ pub fn start(shared: Arc<Shared>, opts: &DaemonOptions) -> anyhow::Result<()> {
         });
         loop {
             if let Some(d) = &dir {
-                converge_files(&shared, &format!("dir:{}", d.display()), dir_files(d));
+                converge_files(
+                    &shared,
+                    &format!("dir:{}", d.display()),
+                    dir_files(d),
+                    |ms| placed(ms, &only(&node), &node.name),
+                );
             }
             if let (Some(g), Some(src)) = (&git, &git_source) {
                 // Never the credentials: the owner is a label (inspect,
                 // status commits), events are public to API clients.
                 let shown = crate::git::redact_url(&g.url);
                 let owner = format!("git:{shown}");
+                let beat = |due: bool| Heartbeat {
+                    record: serde_yaml::to_string(&host.record(&node, every, crate::node::now()))
+                        .unwrap_or_default(),
+                    due,
+                };
+                if g.write_status && last_beat.is_none() {
+                    // The record first: nodeSelector placement counts only
+                    // nodes with a record, this one included.
+                    if write_status(
+                        &shared,
+                        src,
+                        &shown,
+                        &g.url,
+                        &node.name,
+                        &[],
+                        false,
+                        &beat(true),
+                    ) {
+                        last_beat = Some(std::time::Instant::now());
+                    }
+                }
                 match src
                     .fetch()
-                    .and_then(|head| Ok((head, src.manifests(head)?)))
+                    .and_then(|head| Ok((src.manifests(head)?, src.node_records(head)?)))
                 {
-                    Ok((_head, files)) => {
-                        let (results, all_good) = converge_files(&shared, &owner, files);
+                    Ok((files, nodes)) => {
+                        let (results, all_good) = converge_files(&shared, &owner, files, |ms| {
+                            placed(ms, &nodes, &node.name)
+                        });
                         if g.write_status {
-                            write_status(&shared, src, &shown, &g.url, &results, all_good);
+                            let due = last_beat.is_none_or(|t| t.elapsed() >= every);
+                            let wrote = write_status(
+                                &shared,
+                                src,
+                                &shown,
+                                &g.url,
+                                &node.name,
+                                &results,
+                                all_good,
+                                &beat(due),
+                            );
+                            if wrote {
+                                last_beat = Some(std::time::Instant::now());
+                            }
                         }
                     }
                     Err(e) => {
@@ -158,21 +245,26 @@ pub fn start(shared: Arc<Shared>, opts: &DaemonOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Commits and pushes the observed status (on the remote's current head,
-/// retried when another push lands first); a failure is logged at warn,
-/// counted (`ignis_operations_total{op="gitops_status",result="error"}`)
-/// and sent as an event, and the next round tries again.
+/// Commits and pushes the observed status with the node record (on the
+/// remote's current head, retried when another push lands first); a
+/// failure is logged at warn, counted
+/// (`ignis_operations_total{op="gitops_status",result="error"}`) and sent
+/// as an event, and the next round tries again. Returns whether a commit
+/// (which carries the node record: a heartbeat) was pushed.
+#[allow(clippy::too_many_arguments)]
 fn write_status(
     shared: &Shared,
     src: &GitSource,
     shown: &str,
     url: &str,
+    node: &str,
     results: &[Applied],
     all_good: bool,
-) {
+    beat: &Heartbeat,
+) -> bool {
     let status = statuses(shared, results);
     let t = std::time::Instant::now();
-    match src.write_status(&status, all_good) {
+    match src.write_status(node, &status, all_good, Some(beat)) {
         Ok(Some(c)) => {
             shared
                 .metrics
@@ -184,8 +276,9 @@ fn write_status(
                 shown,
                 Some(format!("status committed {c}")),
             );
+            true
         }
-        Ok(None) => {}
+        Ok(None) => false,
         Err(e) => {
             let why = crate::git::redact_message(&e.to_string(), url);
             shared
@@ -198,6 +291,7 @@ fn write_status(
                 shown,
                 Some(format!("status not written: {why}")),
             );
+            false
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod attach;
 mod exec;
+pub mod fleet;
 mod image;
 mod kernel;
 pub mod manifest;
@@ -24,6 +25,7 @@ pub fn dispatch(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         Command::Version => unreachable!("handled before opening the state"),
         Command::Exec(a) => exec::exec(ignis, a),
         Command::Daemon(_) => unreachable!("handled before dispatch"),
+        Command::Fleet(_) => unreachable!("handled before opening the state"),
         Command::Apply { file, output } => manifest::apply(ignis, &file, output),
         Command::Delete { file } => manifest::delete(ignis, &file),
         Command::Get { kind, name, output } => {

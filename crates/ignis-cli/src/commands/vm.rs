@@ -374,6 +374,7 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         | Command::Ssh { .. }
         | Command::Snapshot(_)
         | Command::Daemon(_)
+        | Command::Fleet(_)
         | Command::Apply { .. }
         | Command::Delete { .. }
         | Command::Get { .. }

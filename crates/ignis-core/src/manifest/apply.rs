@@ -48,6 +48,11 @@ pub struct Applied {
 fn spec_hash(spec: &VmManifestSpec) -> String {
     let mut s = spec.clone();
     s.running = true; // desired power state is not identity
+                      // Nor is where it runs: a VM whose placement changed but that stays on
+                      // this node is left alone.
+    s.node_name = None;
+    s.node_selector.clear();
+    s.replicas = None;
     let json = serde_json::to_vec(&s).expect("json");
     ignis_image::import::sha256(&json)[7..23].to_string()
 }
@@ -60,6 +65,9 @@ impl Ignis {
     /// Converges each manifest (kernels and images first, then VMs, then
     /// snapshots). VMs created here carry `owner`.
     pub fn apply(&self, manifests: &[Manifest], owner: &str) -> Vec<Applied> {
+        // `replicas: N` is N VMs (here: all on this host; the GitOps
+        // daemon places them across nodes before calling this).
+        let manifests = &super::placement::expand_here(manifests);
         let mut out = Vec::new();
         let order = |m: &Manifest| match m {
             Manifest::Kernel(_) => 0,
@@ -138,6 +146,7 @@ impl Ignis {
     /// `apply`, then removes the VMs of `owner` that no manifest names any
     /// more (the reconciler's view: the manifests are the whole truth).
     pub fn converge(&self, manifests: &[Manifest], owner: &str) -> Vec<Applied> {
+        let manifests = &super::placement::expand_here(manifests);
         let mut out = self.apply(manifests, owner);
         let wanted: std::collections::BTreeSet<&str> = manifests
             .iter()
@@ -168,7 +177,7 @@ impl Ignis {
 
     /// `ignis delete -f`: removes the VMs (and snapshots) the manifests name.
     pub fn delete_manifests(&self, manifests: &[Manifest]) -> Vec<Applied> {
-        manifests
+        super::placement::expand_here(manifests)
             .iter()
             .filter_map(|m| {
                 let r = match m {
@@ -280,6 +289,9 @@ impl Ignis {
                     .map(|c| format!("{}:{}", c.host, c.vm))
                     .collect(),
                 running: rec.state() == VmState::Running,
+                node_name: None,
+                node_selector: BTreeMap::new(),
+                replicas: None,
             },
             status: Some(VmManifestStatus {
                 id: Some(rec.id.clone()),

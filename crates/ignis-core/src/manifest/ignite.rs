@@ -175,6 +175,9 @@ pub fn convert(vm: IgniteVm, origin: &str) -> Result<VmManifest, Error> {
                 .map(|f| format!("{}:{}", f.host_path, f.vm_path))
                 .collect(),
             running: vm.status.and_then(|s| s.running).unwrap_or(true),
+            node_name: None,
+            node_selector: BTreeMap::new(),
+            replicas: None,
             ..Default::default()
         },
         status: None,

@@ -4,6 +4,7 @@
 
 mod apply;
 mod ignite;
+pub mod placement;
 
 pub use apply::{Action, Applied};
 
@@ -132,6 +133,36 @@ pub fn validate(m: &Manifest, origin: &str) -> Result<(), Error> {
         if let Some(c) = s.cpus {
             if c == 0 || c > 64 {
                 return Err(invalid(format!("{origin}: spec.cpus {c}: want 1 to 64")));
+            }
+        }
+        if let Some(n) = &s.node_name {
+            if !placement::valid_node_name(n) {
+                return Err(invalid(format!(
+                    "{origin}: spec.nodeName '{n}': use letters, digits, '_', '.', '-', starting with a letter or digit"
+                )));
+            }
+            if !s.node_selector.is_empty() {
+                return Err(invalid(format!(
+                    "{origin}: spec.nodeSelector: give either spec.nodeName (one node) or spec.nodeSelector (labels), not both"
+                )));
+            }
+        }
+        for (k, v) in &s.node_selector {
+            placement::parse_label(&format!("{k}={v}"))
+                .map_err(|e| invalid(format!("{origin}: spec.nodeSelector.{k}: {}", e.message)))?;
+        }
+        if let Some(r) = s.replicas {
+            if r > placement::MAX_REPLICAS {
+                return Err(invalid(format!(
+                    "{origin}: spec.replicas {r}: want 0 to {}",
+                    placement::MAX_REPLICAS
+                )));
+            }
+            let last = placement::replica_name(name, r.max(1));
+            if !crate::vm::valid_name(&last) {
+                return Err(invalid(format!(
+                    "{origin}: metadata.name '{name}': too long for spec.replicas {r} ('{last}' exceeds 64 characters)"
+                )));
             }
         }
     }
@@ -274,6 +305,35 @@ spec: {reference: busybox}
             .unwrap_err()
             .to_string();
         assert!(e.contains("spec.cpus"), "{e}");
+    }
+
+    #[test]
+    fn placement_fields_are_validated_with_their_path() {
+        let with =
+            |extra: &str| VM.replace("  running: false\n", &format!("  running: false\n{extra}"));
+        let Manifest::Vm(vm) = &parse(
+            &with("  nodeSelector: {zone: east}\n  replicas: 3\n"),
+            "t.yaml",
+        )
+        .unwrap()[0] else {
+            panic!()
+        };
+        assert_eq!(vm.spec.replicas, Some(3));
+        assert_eq!(
+            vm.spec.node_selector.get("zone").map(String::as_str),
+            Some("east")
+        );
+        for (extra, want) in [
+            ("  nodeName: 'a b'\n", "spec.nodeName 'a b'"),
+            ("  nodeName: a\n  nodeSelector: {z: x}\n", "not both"),
+            ("  nodeSelector: {z: 'a b'}\n", "spec.nodeSelector.z"),
+            ("  replicas: 1000\n", "spec.replicas 1000"),
+            ("  replicas: -1\n", "spec.replicas"),
+            ("  nodeNames: a\n", "unknown field `nodeNames`"),
+        ] {
+            let e = parse(&with(extra), "t.yaml").unwrap_err().to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
     }
 
     /// The VM manifest shape of Ignite's documentation (v1alpha4).

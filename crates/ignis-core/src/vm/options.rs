@@ -316,6 +316,11 @@ impl VmSettings {
                 ssh,
                 copy_files,
                 running: true,
+                // Placement is the fleet's, not a VM setting: a VM created
+                // through the API runs on the daemon asked.
+                node_name: None,
+                node_selector: Default::default(),
+                replicas: None,
             },
             status: None,
         }
