@@ -347,7 +347,9 @@ fn every_verb_prints_the_same_in_process_and_through_the_daemon() {
     b.same(&["start", "nope-{m}"]);
     b.same(&["stop", "nope-{m}", "c-{m}"]);
     // An ambiguous prefix is "not found" (3) both ways.
-    let (l, _) = b.same(&["inspect", "c"]);
+    // (`z` is no hex digit: only the names zz-local and zz-remote match.)
+    same_v(fk("create", "zz-{m}", "app:1"));
+    let (l, _) = b.same(&["inspect", "zz"]);
     assert_eq!(l.status.code(), Some(3), "{l:?}");
     let mut bad = fk("create", "bad-{m}", "app:1");
     bad.insert(1, "--memory".into());
