@@ -5,6 +5,7 @@
 //! front end (CLI, REST daemon, GitOps reconciler) shares one definition and
 //! can treat server errors as typed data rather than strings.
 
+mod event;
 mod exec;
 mod image;
 mod kernel;
@@ -17,6 +18,7 @@ pub mod state;
 pub mod time;
 mod vm;
 
+pub use event::{Event, EventFilter};
 pub use exec::ExecOutput;
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
 pub use kernel::{KernelRecord, KernelSource};

@@ -11,6 +11,15 @@ pub struct Cli {
     /// Log filter (error, warn, info, debug, trace or a tracing filter); IGNIS_LOG overrides.
     #[arg(long, global = true, default_value = "warn")]
     pub log_level: String,
+    /// Log format: text, or json (one JSON object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        env = "IGNIS_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// Quiet: no progress bars; lists (ps, images, ...) print IDs only.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
@@ -387,6 +396,27 @@ pub enum Command {
     Network(NetworkCmd),
     /// Print the version.
     Version,
+    /// Follow what happens to VMs (create, start, stop, exit, delete) and the daemon's reconcilers, as `docker events`.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only these: type=EVENT, object=vm, name=NAME (vm=NAME too); repeatable, a key given twice matches either.
+    #[arg(long, short = 'f', value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Also the past events since this time (RFC 3339, Unix seconds, or an age such as 10m); the daemon keeps the last 1024.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// End at this time (same forms as --since; an age means before now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Output: one line per event, or one JSON object per line.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub output: ListFormat,
+    /// Go-template-like line format, e.g. '{{.Time}} {{.Type}} {{.Name}}'.
+    #[arg(long, conflicts_with = "output")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -608,4 +638,11 @@ pub enum SystemCmd {
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: ListFormat,
     },
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }

@@ -12,44 +12,11 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use common::daemon::Daemon;
 use common::Env;
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &Env) -> Self {
-        let socket = env.dir.path().join("eq.sock");
-        let child = env
-            .cmd()
-            .arg("daemon")
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(env.dir.path().join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        common::wait::until("the daemon socket", Duration::from_secs(20), || {
-            socket.exists()
-        });
-        Self { child, socket }
-    }
-    fn host(&self) -> String {
-        format!("unix://{}", self.socket.display())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -191,7 +158,7 @@ fn every_verb_prints_the_same_in_process_and_through_the_daemon() {
     let (env, _) = Env::fake_app();
     // A long-running fake workload, and an ambiguous pair of names.
     env.busybox_image("long:1", false, &[], &["/bin/busybox", "sleep", "1000"]);
-    let d = Daemon::start(&env);
+    let d = Daemon::start(&env, &[]);
     let b = Both {
         env: &env,
         host: d.host(),
@@ -467,7 +434,7 @@ fn streams_are_the_same_through_the_daemon_on_qemu() {
         &["/bin/busybox", "sleep", "100000"],
     );
     env.ok_id(&["run", "--name", "box", &app]);
-    let d = Daemon::start(&env);
+    let d = Daemon::start(&env, &[]);
     let b = Both {
         env: &env,
         host: d.host(),

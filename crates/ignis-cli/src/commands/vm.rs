@@ -384,7 +384,8 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         | Command::Kernel(_)
         | Command::System(_)
         | Command::Network(_)
-        | Command::Version => {
+        | Command::Version
+        | Command::Events(_) => {
             unreachable!()
         }
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ignis_agent_proto::client::Client as AgentClient;
 use ignis_api::manifest::{Manifest, VmManifest};
-use ignis_api::{ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
+use ignis_api::{EventFilter, ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
 use ignis_core::image::RemoveOutcome;
 use ignis_core::manifest::Applied;
 use ignis_core::snapshot::{ForkOptions, TreeLine};
@@ -93,4 +93,12 @@ pub trait Engine {
     fn info(&self) -> Result<Info>;
     fn system_check(&self) -> Result<Vec<Problem>>;
     fn system_prune(&self) -> Result<(PruneReport, Vec<String>)>;
+
+    /// Events matching `filter`, each handed to `sink` as it happens,
+    /// until `filter.until` (or forever; a sink error ends it, e.g. a
+    /// closed pipe).
+    fn events(&self, filter: &EventFilter, sink: &mut EventSink<'_>) -> Result<()>;
 }
+
+/// Where [`Engine::events`] hands each event.
+pub type EventSink<'a> = dyn FnMut(&ignis_api::Event) -> std::io::Result<()> + 'a;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ignis_agent_proto::client::Client as AgentClient;
 use ignis_api::manifest::{Manifest, VmManifest};
-use ignis_api::{ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
+use ignis_api::{EventFilter, ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
 use ignis_client::{enc, Client, CreateParams};
 use ignis_core::image::RemoveOutcome;
 use ignis_core::manifest::Applied;
@@ -19,7 +19,7 @@ use ignis_core::timing::Timeline;
 use ignis_core::vm::{Field, Info, NetworkInfo, VmSettings};
 use ignis_core::{Error, ErrorKind};
 
-use super::{Engine, Result, Stream};
+use super::{Engine, EventSink, Result, Stream};
 
 pub struct Remote(pub Client);
 
@@ -352,5 +352,12 @@ impl Engine for Remote {
         }
         let p: Pruned = self.0.post("/v1/system/prune").c()?;
         Ok((p.report, p.images_deleted))
+    }
+
+    fn events(&self, filter: &EventFilter, sink: &mut EventSink<'_>) -> Result<()> {
+        for e in self.0.events(filter).c()? {
+            sink(&e.c()?).map_err(|e| Error::internal("write an event", e))?;
+        }
+        Ok(())
     }
 }

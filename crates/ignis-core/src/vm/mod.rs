@@ -13,6 +13,7 @@ mod confine;
 mod console;
 mod control;
 mod create;
+mod events;
 mod exit;
 mod info;
 mod list;
@@ -26,9 +27,11 @@ mod ssh;
 mod start;
 mod stop;
 mod supervise;
+mod usage;
 
 pub use confine::{vmm_uid, ENV_CONFINE, UID_BASE};
 pub use console::CONSOLE_CAP;
+pub use events::VmWatcher;
 pub use ignis_api::NetworkMode;
 pub use ignis_vmm::firecracker::ENV_JAILER;
 pub use ignis_vmm::BootPlan;
@@ -41,6 +44,7 @@ pub use options::{
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};
 pub use supervise::SuperviseOptions;
+pub use usage::{vm_usage, VmUsage};
 
 use std::path::PathBuf;
 
