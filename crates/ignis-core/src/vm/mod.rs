@@ -36,8 +36,10 @@ pub use info::Info;
 pub use logs::LogFollower;
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use options::{
-    parse_network, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey, VmSettings,
+    parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey,
+    VmSettings, VolumeRequest, VolumeSource, MIN_VOLUME_SIZE,
 };
+pub(crate) use create::mkfs_ext4;
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};
 pub use supervise::SuperviseOptions;
