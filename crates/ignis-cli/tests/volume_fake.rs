@@ -39,8 +39,14 @@ fn bad_volume_flags_are_refused_naming_the_flag_and_make_nothing() {
         (vec!["-v", &missing], "a missing file"),
         (vec!["-v", &dir], "a directory"),
         (vec!["-v", "a:/d", "-v", "b:/d"], "two volumes at one path"),
-        (vec!["-v", "data:/d", "--volume-size", "lots"], "an unparsable size"),
-        (vec!["-v", "data:/d", "--volume-size", "1MB"], "a size too small"),
+        (
+            vec!["-v", "data:/d", "--volume-size", "lots"],
+            "an unparsable size",
+        ),
+        (
+            vec!["-v", "data:/d", "--volume-size", "1MB"],
+            "a size too small",
+        ),
     ] {
         let mut a = vec!["create", "--backend", "fake", "--network", "none"];
         a.extend(&args);
@@ -88,8 +94,16 @@ fn volume_verbs_and_a_named_volume_outlives_its_vms() {
 
     // Mounted by a VM: in its spec, in inspect, in use.
     env.ok(&[
-        "create", "--backend", "fake", "--network", "none", "--name", "one", "-v",
-        "data:/var/lib/db", &img,
+        "create",
+        "--backend",
+        "fake",
+        "--network",
+        "none",
+        "--name",
+        "one",
+        "-v",
+        "data:/var/lib/db",
+        &img,
     ]);
     let vm = env.vm_json("one");
     let m = &vm["spec"]["volumes"][0];
@@ -107,11 +121,22 @@ fn volume_verbs_and_a_named_volume_outlives_its_vms() {
     env.ok(&["rm", "-v", "one"]);
     assert!(std::path::Path::new(&path).is_file());
     env.ok(&[
-        "create", "--backend", "fake", "--network", "none", "--name", "two", "-v",
-        "data:/d:ro", &img,
+        "create",
+        "--backend",
+        "fake",
+        "--network",
+        "none",
+        "--name",
+        "two",
+        "-v",
+        "data:/d:ro",
+        &img,
     ]);
     assert_eq!(env.vm_json("two")["spec"]["volumes"][0]["readOnly"], true);
-    assert_eq!(env.vm_json("two")["spec"]["volumes"][0]["path"], path.as_str());
+    assert_eq!(
+        env.vm_json("two")["spec"]["volumes"][0]["path"],
+        path.as_str()
+    );
     env.ok(&["rm", "two"]);
     assert_eq!(env.ok(&["volume", "rm", "data"]).trim(), "data");
     assert!(!std::path::Path::new(&path).exists());
@@ -125,8 +150,20 @@ fn volume_verbs_and_a_named_volume_outlives_its_vms() {
 fn named_volumes_are_made_on_first_use_and_anonymous_ones_go_with_rm_v() {
     let (env, img) = Env::fake_app();
     env.ok(&[
-        "create", "--backend", "fake", "--network", "none", "--name", "a", "-v",
-        "cache:/cache", "--volume-size", "20MB", "-v", "/scratch", &img,
+        "create",
+        "--backend",
+        "fake",
+        "--network",
+        "none",
+        "--name",
+        "a",
+        "-v",
+        "cache:/cache",
+        "--volume-size",
+        "20MB",
+        "-v",
+        "/scratch",
+        &img,
     ]);
     let vols: serde_json::Value =
         serde_json::from_str(&env.ok(&["volume", "ls", "-o", "json"])).unwrap();
@@ -139,7 +176,15 @@ fn named_volumes_are_made_on_first_use_and_anonymous_ones_go_with_rm_v() {
     assert_eq!(anon["anonymous"], true);
     // Without -v both stay.
     env.ok(&[
-        "create", "--backend", "fake", "--network", "none", "--name", "b", "-v", "/tmp2",
+        "create",
+        "--backend",
+        "fake",
+        "--network",
+        "none",
+        "--name",
+        "b",
+        "-v",
+        "/tmp2",
         &img,
     ]);
     env.ok(&["rm", "b"]);
@@ -162,7 +207,16 @@ fn a_volume_mounted_read_write_by_a_running_vm_is_refused_to_another() {
     let file_ro = format!("{}:/f:ro", disk.display());
     let run = |name: &str, vol: &str| {
         env.run(&[
-            "run", "--backend", "fake", "--network", "none", "--name", name, "-v", vol, &img,
+            "run",
+            "--backend",
+            "fake",
+            "--network",
+            "none",
+            "--name",
+            name,
+            "-v",
+            vol,
+            &img,
         ])
     };
     assert!(run("first", "shared:/s").status.success());
@@ -199,7 +253,16 @@ fn a_volume_mounted_read_write_by_a_running_vm_is_refused_to_another() {
 fn a_vm_with_volumes_cannot_be_snapshotted_or_forked() {
     let (env, img) = Env::fake_app();
     env.ok(&[
-        "run", "--backend", "fake", "--network", "none", "--name", "v", "-v", "d:/d", &img,
+        "run",
+        "--backend",
+        "fake",
+        "--network",
+        "none",
+        "--name",
+        "v",
+        "-v",
+        "d:/d",
+        &img,
     ]);
     for args in [vec!["snapshot", "v"], vec!["fork", "v"]] {
         let out = env.run(&args);
@@ -221,7 +284,15 @@ fn ignite_storage_becomes_volumes_and_manifests_carry_them() {
     );
     let f = env.dir.path().join("ignite.yaml");
     std::fs::write(&f, ignite).unwrap();
-    env.ok(&["create", "--backend", "fake", "--network", "none", "--config", f.to_str().unwrap()]);
+    env.ok(&[
+        "create",
+        "--backend",
+        "fake",
+        "--network",
+        "none",
+        "--config",
+        f.to_str().unwrap(),
+    ]);
     let m = &env.vm_json("old")["spec"]["volumes"][0];
     assert_eq!(m["kind"], "file");
     assert_eq!(m["target"], "/mnt/data");
@@ -233,9 +304,19 @@ fn ignite_storage_becomes_volumes_and_manifests_carry_them() {
         format!("apiVersion: ignite.weave.works/v1alpha4\nkind: VM\nmetadata:\n  name: bad\nspec:\n  image:\n    oci: {img}\n  storage:\n    volumeMounts:\n    - name: nope\n      mountPath: /x\n"),
     )
     .unwrap();
-    let out = env.run(&["create", "--backend", "fake", "--config", bad.to_str().unwrap()]);
+    let out = env.run(&[
+        "create",
+        "--backend",
+        "fake",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("spec.storage.volumeMounts[0]"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("spec.storage.volumeMounts[0]"),
+        "{}",
+        stderr(&out)
+    );
 
     // Our manifests: spec.volumes and spec.volumeSize, and `get` shows them.
     let ours = env.dir.path().join("vm.yaml");
@@ -248,8 +329,7 @@ fn ignite_storage_becomes_volumes_and_manifests_carry_them() {
     let v: serde_json::Value =
         serde_json::from_str(&env.ok(&["volume", "inspect", "logs"])).unwrap();
     assert_eq!(v["size"], 24 << 20);
-    let got: serde_json::Value =
-        serde_yaml::from_str(&env.ok(&["get", "vm", "m"])).unwrap();
+    let got: serde_json::Value = serde_yaml::from_str(&env.ok(&["get", "vm", "m"])).unwrap();
     assert_eq!(
         got["spec"]["volumes"],
         serde_json::json!(["logs:/var/log/app", format!("{}:/raw:ro", disk.display())])
@@ -273,18 +353,43 @@ fn volumes_through_the_daemon() {
         socket.exists()
     });
     let host = format!("unix://{}", socket.display());
-    let remote = |args: &[&str]| env.cmd().env("IGNIS_HOST", &host).args(args).output().unwrap();
+    let remote = |args: &[&str]| {
+        env.cmd()
+            .env("IGNIS_HOST", &host)
+            .args(args)
+            .output()
+            .unwrap()
+    };
     let out = remote(&["volume", "create", "--size", "20MB", "r"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = remote(&[
-        "run", "--backend", "fake", "--network", "none", "--name", "x", "-v", "r:/r", "-v",
-        "/anon", &img,
+        "run",
+        "--backend",
+        "fake",
+        "--network",
+        "none",
+        "--name",
+        "x",
+        "-v",
+        "r:/r",
+        "-v",
+        "/anon",
+        &img,
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let ls = remote(&["volume", "ls", "-o", "json"]);
     let vols: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
     assert_eq!(vols.as_array().unwrap().len(), 2);
-    let busy = remote(&["run", "--backend", "fake", "--network", "none", "-v", "r:/r", &img]);
+    let busy = remote(&[
+        "run",
+        "--backend",
+        "fake",
+        "--network",
+        "none",
+        "-v",
+        "r:/r",
+        &img,
+    ]);
     assert_eq!(busy.status.code(), Some(125), "{}", stderr(&busy));
     assert!(stderr(&busy).contains("--volume"), "{}", stderr(&busy));
     let rm = remote(&["volume", "rm", "r"]);

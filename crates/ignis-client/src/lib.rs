@@ -295,10 +295,7 @@ impl Client {
         struct Removed {
             id: String,
         }
-        let r: Removed = self.delete(&format!(
-            "/v1/vms/{}?force={force}&volumes=true",
-            enc(vm)
-        ))?;
+        let r: Removed = self.delete(&format!("/v1/vms/{}?force={force}&volumes=true", enc(vm)))?;
         Ok(r.id)
     }
 

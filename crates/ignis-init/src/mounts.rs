@@ -242,8 +242,8 @@ fn volume_disk(cfg: &GuestConfig, index: usize) -> Result<String, RootError> {
     for _ in 0..500 {
         let disks = virtio_disks();
         for d in &disks {
-            let serial = std::fs::read_to_string(format!("/sys/block/{d}/serial"))
-                .unwrap_or_default();
+            let serial =
+                std::fs::read_to_string(format!("/sys/block/{d}/serial")).unwrap_or_default();
             if serial.trim_end_matches(['\n', '\0']) == want.serial {
                 return Ok(format!("/dev/{d}"));
             }
@@ -253,7 +253,8 @@ fn volume_disk(cfg: &GuestConfig, index: usize) -> Result<String, RootError> {
                 .iter()
                 .filter(|d| {
                     let label = ext4_label(&format!("/dev/{d}"));
-                    label.as_deref() != Some("ignis-image") && label.as_deref() != Some("ignis-data")
+                    label.as_deref() != Some("ignis-image")
+                        && label.as_deref() != Some("ignis-data")
                 })
                 .collect();
             if let Some(d) = others.get(index) {

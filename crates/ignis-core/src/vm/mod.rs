@@ -29,6 +29,7 @@ mod supervise;
 
 pub use confine::{vmm_uid, ENV_CONFINE, UID_BASE};
 pub use console::CONSOLE_CAP;
+pub(crate) use create::mkfs_ext4;
 pub use ignis_api::NetworkMode;
 pub use ignis_vmm::firecracker::ENV_JAILER;
 pub use ignis_vmm::BootPlan;
@@ -39,7 +40,6 @@ pub use options::{
     parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey,
     VmSettings, VolumeRequest, VolumeSource, MIN_VOLUME_SIZE,
 };
-pub(crate) use create::mkfs_ext4;
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};
 pub use supervise::SuperviseOptions;

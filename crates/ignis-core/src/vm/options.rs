@@ -665,8 +665,11 @@ mod tests {
                 read_only: false
             }
         );
-        assert_eq!(v("/scratch:ro").read_only, true);
-        assert_eq!(v("db:/var/lib/db/").source, VolumeSource::Named("db".into()));
+        assert!(v("/scratch:ro").read_only);
+        assert_eq!(
+            v("db:/var/lib/db/").source,
+            VolumeSource::Named("db".into())
+        );
         assert_eq!(v("db:/var/lib/db/").target, "/var/lib/db");
         assert_eq!(
             v("./data.ext4:/data:ro"),
@@ -681,7 +684,14 @@ mod tests {
             VolumeSource::Host("/dev/sdb".into())
         );
         for bad in [
-            "a:b:c:d", "db:data", "data", "db:/d:rx", ":/d", "db:/", "db:/a/../b", "a b:/d",
+            "a:b:c:d",
+            "db:data",
+            "data",
+            "db:/d:rx",
+            ":/d",
+            "db:/",
+            "db:/a/../b",
+            "a b:/d",
         ] {
             let e = parse_volume(bad).unwrap_err();
             assert_eq!(e.field, Some(Field::Volumes), "{bad}");

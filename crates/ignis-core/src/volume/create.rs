@@ -42,7 +42,12 @@ impl Ignis {
                 format!("{size} bytes is too small for a volume (at least 16MB)"),
             ));
         }
-        if self.store.db().read(|tx| tx.lookup_name(KIND, &name))?.is_some() {
+        if self
+            .store
+            .db()
+            .read(|tx| tx.lookup_name(KIND, &name))?
+            .is_some()
+        {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!("a volume named '{name}' exists already"),
@@ -74,7 +79,12 @@ impl Ignis {
                     format!("a volume named '{name}' exists already"),
                 ));
             }
-            tx.insert_object(KIND, &id, rec.created, &serde_json::to_string(&rec).expect("json"))?;
+            tx.insert_object(
+                KIND,
+                &id,
+                rec.created,
+                &serde_json::to_string(&rec).expect("json"),
+            )?;
             tx.set_name(KIND, &name, &id)?;
             tx.add_file(&rec.path, KIND, &id)?;
             Ok::<_, Error>(())

@@ -41,10 +41,7 @@ impl Ignis {
 
     /// The record with the VMs whose spec mounts it (by name).
     pub(crate) fn volume_with_users(&self, mut v: VolumeRecord) -> Result<VolumeRecord, Error> {
-        let users = self
-            .store
-            .db()
-            .read(|tx| tx.users_of(KIND, &v.id))?;
+        let users = self.store.db().read(|tx| tx.users_of(KIND, &v.id))?;
         let mut names = Vec::new();
         for (kind, id) in users {
             if kind == crate::vm::KIND {
