@@ -80,6 +80,38 @@ fn volumes_in_linux_guests_on_qemu() {
     );
     assert_eq!((code, out.trim()), (Some(0), "persisted"));
 
+    // Kept across stop/start: the same disk, mounted again.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "-v",
+        "kept:/k",
+        "--volume-size",
+        "32MB",
+        &img,
+        "/bin/busybox",
+        "sleep",
+        "1000",
+    ]);
+    env.ok(&[
+        "exec",
+        "keep",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo before-stop > /k/a",
+    ]);
+    env.ok(&["stop", "keep"]);
+    env.ok(&["start", "keep"]);
+    assert_eq!(
+        env.ok(&["exec", "keep", "/bin/busybox", "cat", "/k/a"])
+            .trim(),
+        "before-stop"
+    );
+    env.ok(&["rm", "-f", "-v", "keep"]);
+
     // A host disk image file, read-write: what the guest wrote is on the host.
     let file = env.dir.path().join("data.ext4");
     let f = std::fs::File::create(&file).unwrap();
@@ -140,6 +172,9 @@ fn volumes_in_linux_guests_on_qemu() {
         "the read-only device is unchanged"
     );
     // Named volumes stay until `volume rm`.
-    assert_eq!(env.ok(&["volume", "ls", "-Q"]).trim(), "shared");
-    env.ok(&["volume", "rm", "shared"]);
+    assert_eq!(
+        env.ok(&["volume", "ls", "-Q"]).lines().collect::<Vec<_>>(),
+        ["kept", "shared"]
+    );
+    env.ok(&["volume", "rm", "shared", "kept"]);
 }

@@ -39,6 +39,7 @@ fn bad_volume_flags_are_refused_naming_the_flag_and_make_nothing() {
         (vec!["-v", &missing], "a missing file"),
         (vec!["-v", &dir], "a directory"),
         (vec!["-v", "a:/d", "-v", "b:/d"], "two volumes at one path"),
+        (vec!["-v", "a:/d", "-v", "a:/e"], "one volume twice"),
         (
             vec!["-v", "data:/d", "--volume-size", "lots"],
             "an unparsable size",

@@ -80,6 +80,21 @@ impl Ignis {
                 }
             });
         }
+        // One disk attached twice is two writers of one filesystem.
+        let key = |p: &Planned| match p {
+            Planned::Ready(m) => Some(m.identity().to_string()),
+            Planned::Make { name, .. } => name.clone(),
+        };
+        for (i, p) in out.iter().enumerate() {
+            if let Some(k) = key(p) {
+                if out[..i]
+                    .iter()
+                    .any(|q| key(q).as_deref() == Some(k.as_str()))
+                {
+                    return Err(invalid(format!("{k} is given twice")));
+                }
+            }
+        }
         Ok(out)
     }
 

@@ -67,11 +67,11 @@ fn block_node(src: &Path, dst: &Path, uid: u32, gid: u32) -> Result<(), VmmError
         .map_err(VmmError::file("hand to the jail's user", dst))
 }
 
-/// A hard link to a writable volume's file (same filesystem only).
-fn link_writable(src: &Path, dst: &Path) -> Result<(), VmmError> {
+/// A hard link to a volume's file (same filesystem only).
+fn link_volume(src: &Path, dst: &Path) -> Result<(), VmmError> {
     let _ = std::fs::remove_file(dst);
     std::fs::hard_link(src, dst).map_err(VmmError::file(
-        "link into the jail (a writable volume file must be on the state root's filesystem under the jailer)",
+        "link into the jail (under the jailer a volume file must be on the state root's filesystem)",
         src,
     ))
 }
@@ -126,10 +126,10 @@ pub fn command(
             d.path = inside;
             continue;
         }
-        if !d.read_only && d.serial.is_some() {
-            // A writable volume file is linked, never copied: a copy
-            // would lose the guest's writes.
-            link_writable(&d.path, &inside)?;
+        if d.serial.is_some() {
+            // A volume file is linked, never copied: a copy would lose
+            // the guest's writes (or copy a whole disk image).
+            link_volume(&d.path, &inside)?;
         } else {
             place(&d.path, &inside)?;
         }
