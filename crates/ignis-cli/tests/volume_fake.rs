@@ -341,15 +341,25 @@ fn ignite_storage_becomes_volumes_and_manifests_carry_them() {
 fn volumes_through_the_daemon() {
     let (env, img) = Env::fake_app();
     let socket = env.dir.path().join("v.sock");
-    let mut daemon = env
-        .cmd()
-        .arg("daemon")
-        .arg("--socket")
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    /// Killed however the test ends (a daemon left running would hold
+    /// whatever its test held).
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _daemon = Daemon(
+        env.cmd()
+            .arg("daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     common::wait::until("the daemon socket", Duration::from_secs(20), || {
         socket.exists()
     });
@@ -405,6 +415,4 @@ fn volumes_through_the_daemon() {
     }
     assert!(remote(&["volume", "rm", "r"]).status.success());
     assert_eq!(env.ok(&["volume", "ls", "-Q"]), "");
-    let _ = daemon.kill();
-    let _ = daemon.wait();
 }
