@@ -17,6 +17,7 @@ mod snapshot;
 pub mod state;
 pub mod time;
 mod vm;
+mod volume;
 
 pub use event::{Event, EventFilter};
 pub use exec::ExecOutput;
@@ -33,6 +34,7 @@ pub use vm::{
     CgroupLimits, Confinement, CopyFileSpec, NetworkSpec, NicSpec, PhaseTiming, PortSpec, RunMode,
     SnapshotOrigin, SshSpec, VmRecord, VmSpec, VmStatus,
 };
+pub use volume::{VolumeKind, VolumeMount, VolumeRecord};
 
 /// Prefix of every content digest ignis produces or accepts.
 pub const SHA256_PREFIX: &str = "sha256:";

@@ -256,6 +256,9 @@ pub enum Command {
         /// Kill running VMs first.
         #[arg(long, short = 'f')]
         force: bool,
+        /// Also remove the VMs' anonymous volumes (named ones are kept).
+        #[arg(long, short = 'v')]
+        volumes: bool,
     },
     /// List VMs.
     Ps {
@@ -394,6 +397,9 @@ pub enum Command {
     /// Networks (the bridge network and its leases).
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// Volumes: ext4 disks in the state root that outlive VMs (`-v NAME:/path`).
+    #[command(subcommand)]
+    Volume(VolumeCmd),
     /// Print the version.
     Version,
     /// Follow what happens to VMs (create, start, stop, exit, delete) and the daemon's reconcilers, as `docker events`.
@@ -489,6 +495,14 @@ pub struct CreateArgs {
     /// the given public key (file or `ssh-ed25519 AAAA...` line).
     #[arg(long, value_name = "PUBKEY", num_args = 0..=1, default_missing_value = "", require_equals = true)]
     pub ssh: Option<String>,
+    /// Mount a volume: [SOURCE:]VM_PATH[:ro|rw], SOURCE a volume name
+    /// (made on first use), a disk image file (./data.ext4) or a block
+    /// device (/dev/sdb); none: an anonymous volume (repeatable).
+    #[arg(long = "volume", short = 'v', value_name = "[SOURCE:]VM_PATH[:ro]")]
+    pub volume: Vec<String>,
+    /// Size of volumes made on first use, e.g. 10GB (default 1GB).
+    #[arg(long)]
+    pub volume_size: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -620,6 +634,36 @@ pub enum NetworkCmd {
         network: String,
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: InspectFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume (an empty ext4 disk, sparse).
+    Create {
+        /// Its name (default: 12 hex digits of its ID).
+        name: Option<String>,
+        /// Size, e.g. 10GB.
+        #[arg(long, default_value = "1GB")]
+        size: String,
+        /// Label KEY=VALUE (repeatable).
+        #[arg(long, short = 'l')]
+        label: Vec<String>,
+    },
+    /// List volumes and the VMs that mount them.
+    #[command(alias = "list")]
+    Ls(ListOpts),
+    /// Show a volume's record.
+    Inspect {
+        volume: String,
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: InspectFormat,
+    },
+    /// Remove volumes (refused while a VM mounts one).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        volumes: Vec<String>,
     },
 }
 

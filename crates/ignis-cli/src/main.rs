@@ -164,6 +164,8 @@ fn flag(f: ignis_core::vm::Field) -> &'static str {
         Field::Mac => "--mac",
         Field::Ports => "-p",
         Field::Ssh => "--ssh",
+        Field::Volumes => "--volume",
+        Field::VolumeSize => "--volume-size",
     }
 }
 

@@ -223,6 +223,40 @@ fn every_verb_prints_the_same_in_process_and_through_the_daemon() {
     b.exact(&["info", "-o", "json"]);
     b.exact(&["snapshot", "ls"]);
 
+    // Volumes: create (and its conflict), a VM mounting one, inspect, the
+    // in-use refusal of rm, rm -v, rm.
+    same_v(
+        ["volume", "create", "--size", "20MB", "vol-{m}"]
+            .map(String::from)
+            .to_vec(),
+    );
+    same_v(["volume", "create", "vol-{m}"].map(String::from).to_vec());
+    let mut with_vol = fk("create", "v-{m}", "app:1");
+    with_vol.splice(
+        1..1,
+        [
+            "-v".to_string(),
+            "vol-{m}:/d".into(),
+            "-v".into(),
+            "/anon".into(),
+        ],
+    );
+    same_v(with_vol);
+    b.exact(&["volume", "inspect", "vol-local"]);
+    b.exact(&["volume", "ls", "-Q"]);
+    same_v(["volume", "rm", "vol-{m}"].map(String::from).to_vec());
+    same_v(["rm", "-v", "v-{m}"].map(String::from).to_vec());
+    same_v(
+        ["volume", "rm", "vol-{m}", "nope-{m}"]
+            .map(String::from)
+            .to_vec(),
+    );
+    assert_eq!(
+        env.ok(&["volume", "ls", "-Q"]),
+        "",
+        "rm -v took the anonymous ones"
+    );
+
     // Snapshots: take, list, inspect, fork, restore, export, import, rm.
     same_v(fk("run", "s-{m}", "long:1"));
     same_v(vec![

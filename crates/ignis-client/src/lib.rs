@@ -289,6 +289,40 @@ impl Client {
         Ok(r.id)
     }
 
+    /// `rm -v`: the VM and its anonymous volumes.
+    pub fn vm_remove_volumes(&self, vm: &str, force: bool) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Removed {
+            id: String,
+        }
+        let r: Removed = self.delete(&format!("/v1/vms/{}?force={force}&volumes=true", enc(vm)))?;
+        Ok(r.id)
+    }
+
+    pub fn volume_list(&self) -> Result<Vec<ignis_api::VolumeRecord>> {
+        self.get("/v1/volumes")
+    }
+
+    pub fn volume_create(
+        &self,
+        name: Option<&str>,
+        size: u64,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<ignis_api::VolumeRecord> {
+        self.post_json(
+            "/v1/volumes",
+            &serde_json::json!({ "name": name, "size": size, "labels": labels }),
+        )
+    }
+
+    pub fn volume_inspect(&self, v: &str) -> Result<ignis_api::VolumeRecord> {
+        self.get(&format!("/v1/volumes/{}", enc(v)))
+    }
+
+    pub fn volume_remove(&self, v: &str) -> Result<ignis_api::VolumeRecord> {
+        self.delete(&format!("/v1/volumes/{}", enc(v)))
+    }
+
     /// The console log; with `follow`, a stream that ends when the VM does.
     pub fn vm_logs(&self, vm: &str, follow: bool) -> Result<Box<dyn Read + Send>> {
         self.stream("GET", &format!("/v1/vms/{}/logs?follow={follow}", enc(vm)))

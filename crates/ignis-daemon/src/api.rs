@@ -206,6 +206,9 @@ struct LogsQuery {
 struct RmQuery {
     #[serde(default)]
     force: bool,
+    /// `rm -v`: its anonymous volumes too.
+    #[serde(default)]
+    volumes: bool,
 }
 
 pub(crate) type BodyResult = Result<bytes::Bytes, axum::extract::rejection::BytesRejection>;
@@ -308,7 +311,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
             })
             .delete(
                 |State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<RmQuery>| async move {
-                    let id = call(&s, "vm_remove", move |i| i.vm_remove(&n, q.force)).await?;
+                    let id = if q.volumes {
+                        call(&s, "vm_remove", move |i| i.vm_remove_with_volumes(&n, q.force)).await?
+                    } else {
+                        call(&s, "vm_remove", move |i| i.vm_remove(&n, q.force)).await?
+                    };
                     ApiResult::Ok(Json(serde_json::json!({ "id": id })))
                 },
             ),

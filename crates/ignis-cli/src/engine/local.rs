@@ -149,6 +149,26 @@ impl Engine for Local {
     fn kernel_remove(&self, kernel: &str, force: bool) -> Result<String> {
         self.0.kernel_remove(kernel, force)
     }
+    fn vm_remove_with_volumes(&self, vm: &str, force: bool) -> Result<String> {
+        self.0.vm_remove_with(vm, force, true)
+    }
+    fn volume_create(
+        &self,
+        name: Option<&str>,
+        size: u64,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_create(name, Some(size), labels.clone())
+    }
+    fn volume_list(&self) -> Result<Vec<ignis_api::VolumeRecord>> {
+        self.0.volume_list()
+    }
+    fn volume_inspect(&self, volume: &str) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_inspect(volume)
+    }
+    fn volume_remove(&self, volume: &str) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_remove(volume)
+    }
     fn network_inspect(&self) -> Result<NetworkInfo> {
         self.0.network_inspect()
     }

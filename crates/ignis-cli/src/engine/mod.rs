@@ -13,7 +13,11 @@ use std::time::Duration;
 
 use ignis_agent_proto::client::Client as AgentClient;
 use ignis_api::manifest::{Manifest, VmManifest};
-use ignis_api::{EventFilter, ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
+use std::collections::BTreeMap;
+
+use ignis_api::{
+    EventFilter, ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord, VolumeRecord,
+};
 use ignis_core::image::RemoveOutcome;
 use ignis_core::manifest::Applied;
 use ignis_core::snapshot::{ForkOptions, TreeLine};
@@ -90,6 +94,18 @@ pub trait Engine {
     fn kernel_remove(&self, kernel: &str, force: bool) -> Result<String>;
 
     fn network_inspect(&self) -> Result<NetworkInfo>;
+
+    /// `rm -v`: removes a VM and its anonymous volumes; its name.
+    fn vm_remove_with_volumes(&self, vm: &str, force: bool) -> Result<String>;
+    fn volume_create(
+        &self,
+        name: Option<&str>,
+        size: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<VolumeRecord>;
+    fn volume_list(&self) -> Result<Vec<VolumeRecord>>;
+    fn volume_inspect(&self, volume: &str) -> Result<VolumeRecord>;
+    fn volume_remove(&self, volume: &str) -> Result<VolumeRecord>;
     fn info(&self) -> Result<Info>;
     fn system_check(&self) -> Result<Vec<Problem>>;
     fn system_prune(&self) -> Result<(PruneReport, Vec<String>)>;

@@ -116,6 +116,16 @@ impl Engine for Remote {
                 settings.ssh = Some(key.trim().to_string());
             }
         }
+        // `-v ./disk.ext4:/data`: relative to this directory, not the daemon's.
+        for v in &mut settings.volumes {
+            if v.starts_with('.') {
+                if let Some((src, rest)) = v.split_once(':') {
+                    if let Ok(abs) = std::path::absolute(src) {
+                        *v = format!("{}:{rest}", abs.display());
+                    }
+                }
+            }
+        }
         self.0
             .vm_create(
                 &settings.to_manifest(),
@@ -333,6 +343,26 @@ impl Engine for Remote {
     }
     fn kernel_remove(&self, kernel: &str, force: bool) -> Result<String> {
         self.0.kernel_remove(kernel, force).c()
+    }
+    fn vm_remove_with_volumes(&self, vm: &str, force: bool) -> Result<String> {
+        self.0.vm_remove_volumes(vm, force).c()
+    }
+    fn volume_create(
+        &self,
+        name: Option<&str>,
+        size: u64,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_create(name, size, labels).c()
+    }
+    fn volume_list(&self) -> Result<Vec<ignis_api::VolumeRecord>> {
+        self.0.volume_list().c()
+    }
+    fn volume_inspect(&self, volume: &str) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_inspect(volume).c()
+    }
+    fn volume_remove(&self, volume: &str) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_remove(volume).c()
     }
     fn network_inspect(&self) -> Result<NetworkInfo> {
         self.0.get("/v1/networks/bridge").c()

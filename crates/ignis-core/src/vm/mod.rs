@@ -32,6 +32,7 @@ mod usage;
 pub use confine::{vmm_uid, ENV_CONFINE, UID_BASE};
 pub use console::CONSOLE_CAP;
 pub use events::VmWatcher;
+pub(crate) use create::mkfs_ext4;
 pub use ignis_api::NetworkMode;
 pub use ignis_vmm::firecracker::ENV_JAILER;
 pub use ignis_vmm::BootPlan;
@@ -39,7 +40,8 @@ pub use info::Info;
 pub use logs::LogFollower;
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use options::{
-    parse_network, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey, VmSettings,
+    parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey,
+    VmSettings, VolumeRequest, VolumeSource, MIN_VOLUME_SIZE,
 };
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};
