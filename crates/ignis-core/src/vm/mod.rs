@@ -31,8 +31,8 @@ mod usage;
 
 pub use confine::{vmm_uid, ENV_CONFINE, UID_BASE};
 pub use console::CONSOLE_CAP;
-pub use events::VmWatcher;
 pub(crate) use create::mkfs_ext4;
+pub use events::VmWatcher;
 pub use ignis_api::NetworkMode;
 pub use ignis_vmm::firecracker::ENV_JAILER;
 pub use ignis_vmm::BootPlan;
