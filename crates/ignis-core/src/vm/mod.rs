@@ -24,6 +24,7 @@ mod plan;
 mod remove;
 mod ssh;
 mod start;
+mod stats;
 mod stop;
 mod supervise;
 
@@ -33,7 +34,7 @@ pub use ignis_api::NetworkMode;
 pub use ignis_vmm::firecracker::ENV_JAILER;
 pub use ignis_vmm::BootPlan;
 pub use info::Info;
-pub use logs::LogFollower;
+pub use logs::{rfc3339_ns, LogFollower, LogOptions};
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use options::{
     parse_network, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey, VmSettings,
