@@ -9,7 +9,7 @@ mod kernel;
 pub mod manifest;
 mod network;
 mod snapshot;
-mod system;
+pub mod system;
 mod vm;
 
 use crate::cli::Command;
@@ -22,7 +22,9 @@ pub fn dispatch(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         Command::Kernel(c) => kernel::run(ignis, c).map(|()| 0),
         Command::System(c) => system::run(ignis, c).map(|()| 0),
         Command::Network(c) => network::run(ignis, c).map(|()| 0),
-        Command::Version => unreachable!("handled before opening the state"),
+        Command::Version { .. } | Command::Completion { .. } => {
+            unreachable!("handled before opening the state")
+        }
         Command::Exec(a) => exec::exec(ignis, a),
         Command::Daemon(_) => unreachable!("handled before dispatch"),
         Command::Fleet(_) => unreachable!("handled before opening the state"),
@@ -46,7 +48,11 @@ pub fn dispatch(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
             timings,
         } => snapshot::fork(ignis, &s, 1, None, name, rm, timings).map(|()| 0),
         Command::Ssh { user, vm, command } => exec::ssh(ignis, &user, &vm, &command),
-        Command::Cp { src, dest } => exec::cp(ignis, &src, &dest).map(|()| 0),
+        Command::Cp {
+            src,
+            dest,
+            follow_link,
+        } => exec::cp(ignis, &src, &dest, follow_link).map(|()| 0),
         Command::Configure {
             vm,
             hostname,
