@@ -145,8 +145,9 @@ fn log_options(o: &crate::cli::LogsOpts) -> anyhow::Result<ignis_core::vm::LogOp
 }
 
 /// `--since`'s forms as Unix nanoseconds.
+#[allow(clippy::cast_possible_truncation)] // seconds as f64 to ns: within i64 until 2262
 fn since(t: &str) -> Option<i64> {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+    let now = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).ok()?;
     if let Ok(d) = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
         return i64::try_from(d.unix_timestamp_nanos()).ok();
     }

@@ -120,7 +120,7 @@ fn validate_as(m: &Manifest, origin: &str, partial: bool) -> Result<(), Error> {
     if name.is_empty() && !vm_config {
         return Err(invalid(format!("{origin}: metadata.name is missing")));
     }
-    if !(vm_config && name.is_empty()) && !crate::vm::valid_name(name) {
+    if !name.is_empty() && !crate::vm::valid_name(name) {
         return Err(invalid(format!(
             "{origin}: metadata.name '{name}': use letters, digits, '_', '.', '-', starting with a letter or digit"
         )));
