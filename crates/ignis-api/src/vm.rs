@@ -204,6 +204,9 @@ pub struct VmSpec {
     /// `--ssh`: the public key installed as root's authorized key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSpec>,
+    /// Volumes mounted in the guest, in the order of their disks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::VolumeMount>,
 }
 
 /// The snapshot a fork resumes: its ID and the blobs the VM keeps

@@ -79,6 +79,8 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
         ports: a.publish,
         ssh: a.ssh,
         auto_remove,
+        volumes: a.volume,
+        volume_size: a.volume_size,
     };
     Ok(VmSettings::from_environment()
         .overlay(manifest)
@@ -372,9 +374,18 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
                 Ok(())
             })
         }
-        Command::Rm { vms, force } => {
+        Command::Rm {
+            vms,
+            force,
+            volumes,
+        } => {
             return each(vms, |v| {
-                println!("{}", ignis.vm_remove(v, force)?);
+                let name = if volumes {
+                    ignis.vm_remove_with_volumes(v, force)?
+                } else {
+                    ignis.vm_remove(v, force)?
+                };
+                println!("{name}");
                 Ok(())
             })
         }
@@ -471,8 +482,10 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         | Command::Kernel(_)
         | Command::System(_)
         | Command::Network(_)
+        | Command::Volume(_)
         | Command::Version { .. }
-        | Command::Completion { .. } => {
+        | Command::Completion { .. }
+        | Command::Events(_) => {
             unreachable!()
         }
     }

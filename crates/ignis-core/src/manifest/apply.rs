@@ -288,6 +288,15 @@ impl Ignis {
                     .iter()
                     .map(|c| format!("{}:{}", c.host, c.vm))
                     .collect(),
+                volumes: s
+                    .volumes
+                    .iter()
+                    .map(|v| {
+                        let ro = if v.read_only { ":ro" } else { "" };
+                        format!("{}:{}{ro}", v.source, v.target)
+                    })
+                    .collect(),
+                volume_size: None,
                 running: rec.state() == VmState::Running,
                 node_name: None,
                 node_selector: BTreeMap::new(),

@@ -31,6 +31,8 @@ pub enum Field {
     Mac,
     Ports,
     Ssh,
+    Volumes,
+    VolumeSize,
 }
 
 impl Field {
@@ -51,6 +53,8 @@ impl Field {
             Self::Mac => "network.mac",
             Self::Ports => "network.ports",
             Self::Ssh => "ssh",
+            Self::Volumes => "volumes",
+            Self::VolumeSize => "volumeSize",
         }
     }
 }
@@ -72,6 +76,8 @@ impl Field {
         Self::Mac,
         Self::Ports,
         Self::Ssh,
+        Self::Volumes,
+        Self::VolumeSize,
     ];
 
     /// The field named `name` in the API (what a daemon's problem carries).
@@ -131,10 +137,79 @@ pub struct CreateOptions {
     /// Where the CNI plugins and conflists are (`None`: the defaults).
     pub cni_dirs: CniDirs,
     pub ssh: Option<SshKey>,
+    /// `-v`: volumes to mount, in order.
+    pub volumes: Vec<VolumeRequest>,
+    /// `--volume-size`: bytes of a volume made on first use.
+    pub volume_size: Option<u64>,
     /// A fork: resume this snapshot (its resources, command, disk and
     /// memory) instead of booting; the options above that it fixes are
     /// ignored.
     pub from_snapshot: Option<String>,
+}
+
+/// What backs a `-v` volume, as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// `-v /path`: a volume made for this VM (removed by `rm -v`).
+    Anonymous,
+    /// `-v NAME:/path`: a named volume, made on first use.
+    Named(String),
+    /// `-v /dev/sdb:/path`, `-v ./disk.ext4:/path`: a host block device
+    /// or disk image file.
+    Host(PathBuf),
+}
+
+/// One `-v` value, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRequest {
+    pub source: VolumeSource,
+    /// Absolute path in the guest.
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Smallest volume ignis makes (ext4 needs room for its journal).
+pub const MIN_VOLUME_SIZE: u64 = 16 << 20;
+
+/// One `-v` value: `[SOURCE:]VM_PATH[:ro|rw]`. A SOURCE that starts with
+/// `/` or `.` is a host path, otherwise a volume name.
+pub fn parse_volume(s: &str) -> Result<VolumeRequest, Error> {
+    let bad = |why: &str| invalid(Field::Volumes, format!("{s:?}: {why}"));
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [t] => (None, *t, None),
+        [a, b] if b.starts_with('/') => (Some(*a), *b, None),
+        [t, m] => (None, *t, Some(*m)),
+        [a, b, m] => (Some(*a), *b, Some(*m)),
+        _ => return Err(bad("want [SOURCE:]VM_PATH[:ro|rw]")),
+    };
+    let read_only = match mode {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(m) => return Err(bad(&format!("unknown mode '{m}' (want ro or rw)"))),
+    };
+    if !target.starts_with('/') {
+        return Err(bad("the VM path must be absolute"));
+    }
+    if target.trim_end_matches('/').is_empty() || target.split('/').any(|c| c == "..") {
+        return Err(bad("the VM path cannot be / or contain '..'"));
+    }
+    let source = match source {
+        None => VolumeSource::Anonymous,
+        Some("") => return Err(bad("empty source")),
+        Some(p) if p.starts_with('/') || p.starts_with('.') => VolumeSource::Host(p.into()),
+        Some(n) if super::valid_name(n) => VolumeSource::Named(n.to_string()),
+        Some(n) => {
+            return Err(bad(&format!(
+                "'{n}' is neither a path (start it with / or ./) nor a volume name (letters, digits, '_', '.', '-')"
+            )))
+        }
+    };
+    Ok(VolumeRequest {
+        source,
+        target: target.trim_end_matches('/').to_string(),
+        read_only,
+    })
 }
 
 /// One more NIC: its network.
@@ -204,6 +279,9 @@ pub struct VmSettings {
     pub cni_bin_dir: Option<String>,
     pub ssh: Option<String>,
     pub auto_remove: bool,
+    /// `-v` values.
+    pub volumes: Vec<String>,
+    pub volume_size: Option<String>,
 }
 
 impl VmSettings {
@@ -239,6 +317,8 @@ impl VmSettings {
             cni_bin_dir: None,
             ssh: s.ssh.clone(),
             auto_remove: false,
+            volumes: s.volumes.clone(),
+            volume_size: s.volume_size.clone(),
         }
     }
 
@@ -283,6 +363,8 @@ impl VmSettings {
             cni_bin_dir: _,
             ssh,
             auto_remove: _,
+            volumes,
+            volume_size,
         } = self.clone();
         let net = ignis_api::manifest::ManifestNetwork {
             mode: network,
@@ -315,6 +397,8 @@ impl VmSettings {
                 network: (net != Default::default()).then_some(net),
                 ssh,
                 copy_files,
+                volumes,
+                volume_size,
                 running: true,
                 // Placement is the fleet's, not a VM setting: a VM created
                 // through the API runs on the daemon asked.
@@ -364,6 +448,8 @@ impl VmSettings {
             cni_bin_dir: top.cni_bin_dir.or(self.cni_bin_dir),
             ssh: top.ssh.or(self.ssh),
             auto_remove: top.auto_remove || self.auto_remove,
+            volumes: join(self.volumes, top.volumes),
+            volume_size: top.volume_size.or(self.volume_size),
         }
     }
 
@@ -393,6 +479,26 @@ impl VmSettings {
             }
         }
         let disk_size = size(Field::DiskSize, self.disk_size, 1)?;
+        let volume_size = size(Field::VolumeSize, self.volume_size, 1)?;
+        if let Some(v) = volume_size {
+            if v < MIN_VOLUME_SIZE {
+                return Err(invalid(
+                    Field::VolumeSize,
+                    format!("{v} bytes is too small for a volume (at least 16MB)"),
+                ));
+            }
+        }
+        let mut volumes: Vec<VolumeRequest> = Vec::new();
+        for v in &self.volumes {
+            let req = parse_volume(v)?;
+            if volumes.iter().any(|o| o.target == req.target) {
+                return Err(invalid(
+                    Field::Volumes,
+                    format!("{v:?}: two volumes are mounted at {}", req.target),
+                ));
+            }
+            volumes.push(req);
+        }
         if let Some(d) = disk_size {
             if d < (32 << 20) {
                 return Err(invalid(
@@ -540,6 +646,8 @@ impl VmSettings {
                 }
             }),
             from_snapshot: None,
+            volumes,
+            volume_size,
         })
     }
 }
@@ -547,6 +655,51 @@ impl VmSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_values_parse_as_docker_writes_them() {
+        let v = |s: &str| parse_volume(s).unwrap();
+        assert_eq!(
+            v("/scratch"),
+            VolumeRequest {
+                source: VolumeSource::Anonymous,
+                target: "/scratch".into(),
+                read_only: false
+            }
+        );
+        assert!(v("/scratch:ro").read_only);
+        assert_eq!(
+            v("db:/var/lib/db/").source,
+            VolumeSource::Named("db".into())
+        );
+        assert_eq!(v("db:/var/lib/db/").target, "/var/lib/db");
+        assert_eq!(
+            v("./data.ext4:/data:ro"),
+            VolumeRequest {
+                source: VolumeSource::Host("./data.ext4".into()),
+                target: "/data".into(),
+                read_only: true
+            }
+        );
+        assert_eq!(
+            v("/dev/sdb:/b:rw").source,
+            VolumeSource::Host("/dev/sdb".into())
+        );
+        for bad in [
+            "a:b:c:d",
+            "db:data",
+            "data",
+            "db:/d:rx",
+            ":/d",
+            "db:/",
+            "db:/a/../b",
+            "a b:/d",
+        ] {
+            let e = parse_volume(bad).unwrap_err();
+            assert_eq!(e.field, Some(Field::Volumes), "{bad}");
+            assert_eq!(e.kind, ErrorKind::Invalid, "{bad}");
+        }
+    }
 
     fn base() -> VmSettings {
         VmSettings {
@@ -579,6 +732,8 @@ mod tests {
             cni_bin_dir: None,
             ssh: Some(String::new()),
             auto_remove: false,
+            volumes: vec!["db:/var/lib/db".into(), "/dev/sdb:/b:ro".into()],
+            volume_size: Some("2GB".into()),
         };
         assert_eq!(VmSettings::from_manifest(&s.to_manifest()), s);
         // Nothing set: no network section, no name.

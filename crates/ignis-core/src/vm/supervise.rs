@@ -429,7 +429,8 @@ impl Ignis {
         // Whoever asked for the stop or kill learns it is over.
         control_state.ended();
         if rec.spec.auto_remove {
-            self.vm_remove(id, true)?;
+            // As Docker's --rm: its anonymous volumes go too.
+            self.vm_remove_with(id, true, true)?;
         }
         Ok(())
     }
