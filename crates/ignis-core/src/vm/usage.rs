@@ -76,7 +76,7 @@ fn process_cpu_usec(pid: u32) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let mut fields = rest.split_whitespace().skip(11);
     let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
-    let hz = u64::try_from(rustix::param::clock_ticks_per_second()).ok()?;
+    let hz = rustix::param::clock_ticks_per_second();
     Some(ticks * 1_000_000 / hz.max(1))
 }
 
