@@ -185,24 +185,91 @@ fn unpack_entries<R: std::io::Read>(
 /// Writes a tar of `path` to `out`, its top-level entry named after the
 /// last component of `path` (symlinks archived as links).
 pub fn pack(path: &Path, out: impl std::io::Write) -> Result<(), CopyError> {
-    let meta = std::fs::symlink_metadata(path).map_err(lookup(path))?;
+    pack_with(path, false, out)
+}
+
+/// [`pack`]; with `follow_link`, a symlink at `path` itself is archived as
+/// what it points to (`cp -L`), under the link's name.
+pub fn pack_with(
+    path: &Path,
+    follow_link: bool,
+    out: impl std::io::Write,
+) -> Result<(), CopyError> {
+    let meta = match follow_link {
+        true => std::fs::metadata(path),
+        false => std::fs::symlink_metadata(path),
+    }
+    .map_err(lookup(path))?;
     let name = path
         .file_name()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     let mut b = tar::Builder::new(out);
-    b.follow_symlinks(false);
-    b.mode(tar::HeaderMode::Complete);
-    let r = if meta.is_dir() {
-        b.append_dir_all(&name, path)
-    } else {
-        b.append_path_with_name(path, &name)
-    };
-    r.and_then(|()| b.finish())
+    append(&mut b, path, &name, &meta)
+        .and_then(|()| b.finish())
         .map_err(|source| CopyError::Pack {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// Files whose metadata may not tell their size (procfs and sysfs say 0 or
+/// 4096) are read whole up to this size, and archived with the real one.
+const READ_WHOLE: u64 = 1 << 20;
+
+/// Appends `path` (with `meta`) as `name`, directories recursively, with
+/// sizes that match what is written: a file's content is read first when
+/// its size on disk cannot be trusted (procfs, sysfs), and a file that
+/// changes while it is read is cut or padded to the size in its header,
+/// so the archive stays valid.
+fn append<W: std::io::Write>(
+    b: &mut tar::Builder<W>,
+    path: &Path,
+    name: &Path,
+    meta: &std::fs::Metadata,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        h.set_size(0);
+        b.append_data(&mut h, name, std::io::empty())?;
+        let mut children: Vec<_> = std::fs::read_dir(path)?.collect::<Result<_, _>>()?;
+        children.sort_by_key(|e| e.file_name());
+        for c in children {
+            let p = c.path();
+            append(
+                b,
+                &p,
+                &name.join(c.file_name()),
+                &std::fs::symlink_metadata(&p)?,
+            )?;
+        }
+        Ok(())
+    } else if ft.is_symlink() {
+        h.set_size(0);
+        b.append_link(&mut h, name, std::fs::read_link(path)?)
+    } else if ft.is_file() {
+        let mut f = std::fs::File::open(path)?;
+        if meta.len() <= READ_WHOLE {
+            // Small or pseudo files: the bytes there are now, whatever
+            // stat said.
+            let mut data = Vec::new();
+            f.read_to_end(&mut data)?;
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, &data[..])
+        } else {
+            let len = meta.len();
+            h.set_size(len);
+            let body = f.take(len).chain(std::io::repeat(0)).take(len);
+            b.append_data(&mut h, name, body)
+        }
+    } else {
+        // Devices, FIFOs, sockets: the header alone.
+        h.set_size(0);
+        b.append_data(&mut h, name, std::io::empty())
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +284,42 @@ mod tests {
             .unwrap();
         std::fs::write(d.join("src/sub/b"), vec![7u8; 100_000]).unwrap();
         std::os::unix::fs::symlink("a.sh", d.join("src/link")).unwrap();
+    }
+
+    /// procfs says 0 bytes for /proc/version: the archive holds what the
+    /// file reads, and stays valid.
+    #[test]
+    fn files_whose_stat_size_lies_archive_what_they_read() {
+        let d = tempfile::tempdir().unwrap();
+        let want = std::fs::read("/proc/version").unwrap();
+        assert_eq!(std::fs::metadata("/proc/version").unwrap().len(), 0);
+        let mut tar = vec![];
+        pack(Path::new("/proc/version"), &mut tar).unwrap();
+        unpack_at(&tar[..], &d.path().join("v")).unwrap();
+        assert_eq!(std::fs::read(d.path().join("v")).unwrap(), want);
+        // A directory of them too.
+        let mut tar = vec![];
+        pack(Path::new("/proc/self/net"), &mut tar).unwrap();
+        let entries = tar::Archive::new(&tar[..]).entries().unwrap().count();
+        assert!(entries > 3, "{entries}");
+    }
+
+    #[test]
+    fn follow_link_archives_the_target_under_the_link_name() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        let mut tar = vec![];
+        pack_with(&d.path().join("src/link"), true, &mut tar).unwrap();
+        unpack_at(&tar[..], &d.path().join("out")).unwrap();
+        let m = std::fs::symlink_metadata(d.path().join("out")).unwrap();
+        assert!(m.is_file());
+        assert_eq!(std::fs::read(d.path().join("out")).unwrap(), b"#!/bin/sh\n");
+        let mut tar = vec![];
+        pack(&d.path().join("src/link"), &mut tar).unwrap();
+        unpack_at(&tar[..], &d.path().join("out2")).unwrap();
+        assert!(std::fs::symlink_metadata(d.path().join("out2"))
+            .unwrap()
+            .is_symlink());
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod frame;
 mod msg;
 
 pub use client::ClientError;
-pub use copy::{pack, unpack_at, CopyError};
+pub use copy::{pack, pack_with, unpack_at, CopyError};
 pub use credit::Credit;
 pub use frame::{
     encode, encode_into, DecodeError, Decoder, Frame, FrameReader, Kind, PayloadError, HEADER_LEN,

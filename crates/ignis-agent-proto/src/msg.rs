@@ -59,6 +59,10 @@ pub struct ExecRequest {
 #[serde(deny_unknown_fields)]
 pub struct CopyRequest {
     pub path: String,
+    /// CopyOut: a symlink at `path` itself is archived as its target
+    /// (`cp -L`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_link: bool,
 }
 
 /// Fork-time hooks: every field is optional.

@@ -305,7 +305,11 @@ fn open(conn: &Arc<Conn>, id: u32, f: &Frame) {
         }
         Request::CopyOut(c) => {
             let path = std::path::Path::new(&c.path);
-            if let Err(e) = std::fs::symlink_metadata(path) {
+            let found = match c.follow_link {
+                true => std::fs::metadata(path),
+                false => std::fs::symlink_metadata(path),
+            };
+            if let Err(e) = found {
                 return conn.fail(&s, format!("{}: {e}", c.path), None);
             }
             conn.send_json(Kind::Started, id, &serde_json::json!({}));
@@ -314,7 +318,7 @@ fn open(conn: &Arc<Conn>, id: u32, f: &Frame) {
                 session: s.clone(),
                 kind: Kind::Stdout,
             };
-            match ignis_agent_proto::pack(path, out) {
+            match ignis_agent_proto::pack_with(path, c.follow_link, out) {
                 Ok(()) => conn.exit(&s, 0, None),
                 Err(e) => conn.fail(&s, error_chain(&e), None),
             }

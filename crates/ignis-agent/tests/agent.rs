@@ -213,6 +213,7 @@ fn copy_in_and_out_round_trip_a_tree() {
     let s = c
         .open(&Request::CopyIn(CopyRequest {
             path: dest.display().to_string(),
+            follow_link: false,
         }))
         .unwrap();
     s.input().copy_from(&tar[..]).unwrap();
@@ -221,6 +222,7 @@ fn copy_in_and_out_round_trip_a_tree() {
     let s = c
         .open(&Request::CopyOut(CopyRequest {
             path: dest.display().to_string(),
+            follow_link: false,
         }))
         .unwrap();
     let back = d.path().join("back");
@@ -232,6 +234,7 @@ fn copy_in_and_out_round_trip_a_tree() {
     let s = c
         .open(&Request::CopyOut(CopyRequest {
             path: "/no/such/path".into(),
+            follow_link: false,
         }))
         .unwrap();
     match s.wait_output(std::io::sink(), std::io::sink()) {

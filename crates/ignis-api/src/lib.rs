@@ -15,6 +15,7 @@ mod prune;
 mod size;
 mod snapshot;
 pub mod state;
+mod stats;
 pub mod time;
 mod vm;
 mod volume;
@@ -30,6 +31,7 @@ pub use state::{
     Accel, BackendKind, BackendRequest, Health, IllegalTransition, NetworkMode, RunState, Started,
     VmState,
 };
+pub use stats::VmStats;
 pub use vm::{
     CgroupLimits, Confinement, CopyFileSpec, NetworkSpec, NicSpec, PhaseTiming, PortSpec, RunMode,
     SnapshotOrigin, SshSpec, VmRecord, VmSpec, VmStatus,

@@ -10,6 +10,9 @@ pub const API_VERSION: &str = "ignis.dev/v1alpha1";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
+    /// Required, except in a `run --config` file (then --name or a
+    /// generated name).
+    #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -31,6 +34,7 @@ fn is_true(b: &bool) -> bool {
 pub struct VmManifest {
     pub api_version: String,
     pub kind: String,
+    #[serde(default)]
     pub metadata: Metadata,
     pub spec: VmManifestSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +44,9 @@ pub struct VmManifest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmManifestSpec {
+    /// Required by `apply`; a `run --config` file may leave it to the
+    /// command line.
+    #[serde(default)]
     pub image: String,
     /// Kernel name, ID or import source (e.g. an Ignite kernel image).
     #[serde(default, skip_serializing_if = "Option::is_none")]

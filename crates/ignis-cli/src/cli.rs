@@ -1,4 +1,5 @@
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Docker-style microVMs on Firecracker and QEMU.
@@ -20,9 +21,9 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
-    /// Quiet: no progress bars; lists (ps, images, ...) print IDs only.
-    #[arg(long, short = 'q', global = true)]
-    pub quiet: bool,
+    /// No progress bars (they appear only when stderr is a terminal anyway).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
     /// Subnet of the bridge network.
     #[arg(
         long,
@@ -330,7 +331,13 @@ pub enum Command {
     /// Run a command in a running VM (through its guest agent).
     Exec(ExecArgs),
     /// Copy files between a VM and the host: `cp SRC VM:DEST` or `cp VM:SRC DEST`.
-    Cp { src: String, dest: String },
+    Cp {
+        src: String,
+        dest: String,
+        /// Follow a symlink at SRC (copy what it points to).
+        #[arg(long, short = 'L')]
+        follow_link: bool,
+    },
     /// Open an SSH session to a VM started with --ssh (host key pinned through the agent).
     Ssh {
         /// Remote user.
@@ -369,13 +376,32 @@ pub enum Command {
         /// Follow the log until the VM stops.
         #[arg(long, short = 'f')]
         follow: bool,
+        #[command(flatten)]
+        opts: LogsOpts,
     },
-    /// Show a VM's record.
+    /// Show a VM's record (-f/--format: a template of its fields).
     Inspect {
         vm: String,
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: InspectFormat,
+        /// Go-template-like format, e.g. '{{.Status.State}} {{.Spec.Network.Ip}}'.
+        #[arg(long, short = 'f')]
+        format: Option<String>,
     },
+    /// CPU, memory, network and block I/O of running VMs (all without arguments).
+    Stats {
+        vms: Vec<String>,
+        /// Print one sample and exit (default: refresh every second).
+        #[arg(long)]
+        no_stream: bool,
+        /// Include VMs that are not running.
+        #[arg(long, short = 'a')]
+        all: bool,
+        #[command(flatten)]
+        list: ListOpts,
+    },
+    /// Shell completions on stdout: `ignis completion bash > /etc/bash_completion.d/ignis`.
+    Completion { shell: clap_complete::Shell },
     /// What this host can run and which backend ignis uses.
     Info {
         #[arg(long, short = 'o', value_enum, default_value_t)]
@@ -401,9 +427,130 @@ pub enum Command {
     #[command(subcommand)]
     Volume(VolumeCmd),
     /// Print the version.
-    Version,
+    Version {
+        /// json, yaml, or short (the number alone).
+        #[arg(long, short = 'o', value_enum)]
+        output: Option<VersionFormat>,
+    },
     /// Follow what happens to VMs (create, start, stop, exit, delete) and the daemon's reconcilers, as `docker events`.
     Events(EventsArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum VersionFormat {
+    Json,
+    Yaml,
+    Short,
+}
+
+/// Which lines of the console log `logs` shows, and how.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LogsOpts {
+    /// Only the last N lines (`all`: every line).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<String>,
+    /// Only lines written since T: RFC 3339 (2026-01-02T15:04:05Z), a Unix
+    /// time, or a duration before now (10m, 1h30m, 45s).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Prefix each line with when it was written (RFC 3339, nanoseconds).
+    #[arg(long, short = 't')]
+    pub timestamps: bool,
+}
+
+/// Docker's and Ignite's shortcuts: `images` is `image ls`, `rmi` is
+/// `image rm`, `kernels` is `kernel ls`, `rmk` is `kernel rm`.
+const SHORTCUTS: &[(&str, &[&str])] = &[
+    ("images", &["image", "ls"]),
+    ("rmi", &["image", "rm"]),
+    ("kernels", &["kernel", "ls"]),
+    ("rmk", &["kernel", "rm"]),
+];
+
+/// Ignite's `vm` group: `ignis vm VERB` is `ignis VERB`, with `vm ls`
+/// (`list`) for `ps` and `vm remove` for `rm`.
+const VM_VERBS: &[&str] = &[
+    "run", "create", "start", "stop", "pause", "unpause", "kill", "rm", "ps", "logs", "inspect",
+    "attach", "exec", "cp", "ssh", "stats",
+];
+
+/// The whole command line: the derived commands plus the shortcuts and the
+/// `vm` group (so help, completions and man pages show them).
+pub fn command() -> clap::Command {
+    let base = Cli::command();
+    let mut cmd = base.clone();
+    for (name, path) in SHORTCUTS {
+        let target = path
+            .iter()
+            .try_fold(&base, |c, p| c.find_subcommand(p))
+            .expect("shortcut targets exist");
+        cmd = cmd.subcommand(
+            clap::Command::new(*name)
+                .about(format!("`{}`", path.join(" ")))
+                .args(target.get_arguments().cloned()),
+        );
+    }
+    let mut vm = clap::Command::new("vm")
+        .about("VMs, as Ignite groups them: `vm ls` is `ps`, `vm rm` is `rm`, ...")
+        .subcommand_required(true);
+    for verb in VM_VERBS {
+        let mut s = base.find_subcommand(verb).expect("vm verbs exist").clone();
+        match *verb {
+            "ps" => s = s.visible_alias("ls").alias("list"),
+            "rm" => s = s.alias("remove"),
+            _ => {}
+        }
+        vm = vm.subcommand(s);
+    }
+    cmd.subcommand(vm)
+}
+
+/// Parses the command line, shortcuts and `vm VERB` spelled out first.
+pub fn parse() -> Cli {
+    parse_from(std::env::args_os().collect())
+}
+
+pub fn parse_from(mut args: Vec<OsString>) -> Cli {
+    let cmd = command();
+    // Validates (and answers --help) with the shortcuts in place.
+    let _ = cmd.clone().get_matches_from(args.clone());
+    let valued: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    // The first word that is neither a flag nor a global flag's value.
+    let word_at = |args: &[OsString], mut i: usize| {
+        while i < args.len() {
+            let a = args[i].to_string_lossy();
+            if a == "--" {
+                return None;
+            }
+            if !a.starts_with('-') {
+                return Some(i);
+            }
+            i += if valued.iter().any(|v| *v == a) { 2 } else { 1 };
+        }
+        None
+    };
+    if let Some(i) = word_at(&args, 1) {
+        let word = args[i].to_string_lossy().into_owned();
+        if let Some((_, path)) = SHORTCUTS.iter().find(|(n, _)| *n == word) {
+            args.splice(i..=i, path.iter().map(OsString::from));
+        } else if word == "vm" {
+            if let Some(j) = word_at(&args, i + 1) {
+                let verb = match args[j].to_string_lossy().as_ref() {
+                    "ls" | "list" => "ps".to_string(),
+                    "remove" => "rm".to_string(),
+                    v => v.to_string(),
+                };
+                args[j] = verb.into();
+                args.remove(i);
+            }
+        }
+    }
+    let matches = Cli::command().get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 #[derive(Debug, Args)]
@@ -437,7 +584,7 @@ pub struct CreateArgs {
     /// Command replacing the image's Cmd.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
-    #[arg(long)]
+    #[arg(long, short = 'n')]
     pub name: Option<String>,
     /// vCPUs.
     #[arg(long)]
@@ -483,7 +630,7 @@ pub struct CreateArgs {
     #[arg(long, value_name = "DIR")]
     pub cni_bin_dir: Option<String>,
     /// Publish a port: [IP:]HOST_PORT:VM_PORT[/tcp|udp] (repeatable).
-    #[arg(long = "publish", short = 'p')]
+    #[arg(long = "publish", short = 'p', visible_alias = "ports")]
     pub publish: Vec<String>,
     /// A fixed address on the bridge.
     #[arg(long)]
@@ -551,8 +698,8 @@ pub struct ListOpts {
     /// Go-template-like row format, e.g. '{{.ID}} {{.Name}}'.
     #[arg(long, conflicts_with = "output")]
     pub format: Option<String>,
-    /// Print IDs only.
-    #[arg(long = "quiet-ids", short = 'Q', hide = true)]
+    /// Print IDs only (`ignis rm -f $(ignis ps -aq)`).
+    #[arg(long = "quiet", short = 'q', short_alias = 'Q')]
     pub ids_only: bool,
 }
 
@@ -682,6 +829,8 @@ pub enum SystemCmd {
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: ListFormat,
     },
+    /// Write the man pages (ignis.1, ignis-run.1, ...) into DIR.
+    Man { dir: PathBuf },
 }
 
 /// How log lines are written (`--log-format`).

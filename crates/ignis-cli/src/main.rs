@@ -6,7 +6,6 @@ mod commands;
 mod engine;
 mod output;
 
-use clap::Parser;
 use std::io::IsTerminal;
 
 use ignis_core::{ErrorKind, Ignis, Options};
@@ -35,8 +34,7 @@ fn default_sigpipe() {
 fn main() {
     output::started_ns();
     default_sigpipe();
-    let cli = cli::Cli::parse();
-    output::QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    let cli = cli::parse();
     let filter = std::env::var("IGNIS_LOG").unwrap_or_else(|_| cli.log_level.clone());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -68,9 +66,16 @@ fn main() {
 }
 
 fn run(cli: cli::Cli) -> anyhow::Result<i32> {
-    if let cli::Command::Version = cli.command {
-        println!("ignis {}", env!("CARGO_PKG_VERSION"));
-        return Ok(0);
+    match cli.command {
+        cli::Command::Version { output } => return commands::system::version(output).map(|()| 0),
+        cli::Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut cli::command(), "ignis", &mut std::io::stdout());
+            return Ok(0);
+        }
+        cli::Command::System(cli::SystemCmd::Man { dir }) => {
+            return commands::system::man(&dir).map(|()| 0)
+        }
+        _ => {}
     }
     if let cli::Command::Fleet(c) = cli.command {
         // Reads a repository: no state root, no daemon.
@@ -94,7 +99,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         .transpose()?;
     let ignis = Ignis::open(Options {
         root: cli.root.clone(),
-        progress: !cli.quiet && std::io::stderr().is_terminal(),
+        progress: !cli.no_progress && std::io::stderr().is_terminal(),
         insecure_registries: cli.insecure_registry.clone(),
         subnet: Some(cli.subnet.clone()),
     })?;

@@ -72,9 +72,6 @@ pub fn template(fmt: &str, value: &serde_json::Value) -> String {
     out.replace("\\t", "\t").replace("\\n", "\n")
 }
 
-/// `-q`: no progress, and lists print IDs only (`ignis ps -aq`, as Docker).
-pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Prints a list in the requested form: `rows` for the table, `items` for
 /// JSON and templates.
 pub fn list<T: Serialize>(
@@ -84,15 +81,32 @@ pub fn list<T: Serialize>(
     items: &[T],
     ids: Vec<String>,
 ) -> anyhow::Result<()> {
-    if opts.ids_only || QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+    list_with(opts, headers, rows, items, None, ids)
+}
+
+/// [`list`], with what templates see when it is not the items as JSON.
+pub fn list_with<T: Serialize>(
+    opts: &ListOpts,
+    headers: &[&str],
+    rows: Vec<Vec<String>>,
+    items: &[T],
+    template_items: Option<&[serde_json::Value]>,
+    ids: Vec<String>,
+) -> anyhow::Result<()> {
+    if opts.ids_only {
         for id in ids {
             println!("{id}");
         }
         return Ok(());
     }
     if let Some(fmt) = &opts.format {
-        for item in items {
-            println!("{}", template(fmt, &serde_json::to_value(item)?));
+        match template_items {
+            Some(values) => values.iter().for_each(|v| println!("{}", template(fmt, v))),
+            None => {
+                for item in items {
+                    println!("{}", template(fmt, &serde_json::to_value(item)?));
+                }
+            }
         }
         return Ok(());
     }

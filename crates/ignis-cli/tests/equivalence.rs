@@ -211,6 +211,22 @@ fn every_verb_prints_the_same_in_process_and_through_the_daemon() {
     // Read-only views, byte for byte.
     b.exact(&["ps", "-a", "--format", "{{.ID}} {{.Name}} {{.Image}}"]);
     b.exact(&["ps", "-a", "-q"]);
+    b.exact(&["ps", "-aq"]);
+    b.exact(&["vm", "ls", "-a", "--format", "{{.Name}} {{.Status}}"]);
+    b.exact(&["version", "-o", "json"]);
+    b.exact(&["inspect", "-f", "{{.Name}} {{.Status.State}}", "c-local"]);
+    b.exact(&["logs", "--tail", "2", "c-local"]);
+    b.exact(&["logs", "--since", "2000-01-01T00:00:00Z", "-t", "c-local"]);
+    b.exact(&["logs", "--tail", "many", "c-local"]);
+    b.exact(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.Running}}",
+        "c-local",
+    ]);
+    b.exact(&["images", "-q"]);
+    b.exact(&["kernels"]);
     b.exact(&["inspect", "c-local"]);
     b.exact(&["inspect", "-o", "yaml", "c-remote"]);
     b.exact(&["logs", "c-local"]);

@@ -44,6 +44,54 @@ fn import_docker_save_and_oci_tar_forms() {
     assert_eq!(env.image_ids().len(), 2);
 }
 
+/// An OCI layout whose `org.opencontainers.image.ref.name` is a bare tag
+/// (`latest`, as `skopeo copy ... oci:DIR:latest` writes) is that tag of an
+/// image named after the layout, under `localhost/` (podman's naming), and
+/// the import says so; never `docker.io/library/latest:latest`.
+#[test]
+fn oci_layout_with_a_bare_tag_is_named_after_the_layout() {
+    let env = Env::new();
+    let files = OciWriter::oci_files(&small_spec("latest", "bare"));
+    let dir = env.dir.path().join("MyApp");
+    OciWriter::write_dir(&files, &dir).unwrap();
+    let out = env
+        .cmd()
+        .args(["image", "import", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bare tag") && err.contains("localhost/myapp:latest"),
+        "{err}"
+    );
+    let names = env.ok(&["image", "ls", "--format", "{{.Names}}"]);
+    assert_eq!(names.trim(), "localhost/myapp:latest");
+    assert!(!env.ok(&["image", "ls"]).contains("library/latest"));
+    // The tar form is named after the file, without its extension; -t adds
+    // the name the user wants.
+    let tar = env.dir.path().join("other-app.tar");
+    OciWriter::write_tar(&OciWriter::oci_files(&small_spec("1.2", "bare2")), &tar).unwrap();
+    env.ok(&["image", "import", "-t", "mine:3", tar.to_str().unwrap()]);
+    let rec: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", "mine:3"])).unwrap();
+    let names = rec["names"].to_string();
+    assert!(names.contains("localhost/other-app:1.2"), "{names}");
+    // A full reference in ref.name is kept as it is.
+    let full = env.dir.path().join("full");
+    OciWriter::write_dir(
+        &OciWriter::oci_files(&small_spec("example.com/x:2", "full")),
+        &full,
+    )
+    .unwrap();
+    env.ok(&["image", "import", full.to_str().unwrap()]);
+    env.ok(&["image", "inspect", "example.com/x:2"]);
+}
+
 #[test]
 fn same_image_imported_twice_is_stored_once_with_both_names() {
     let env = Env::new();

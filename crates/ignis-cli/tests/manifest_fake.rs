@@ -97,6 +97,48 @@ fn a_bad_manifest_changes_nothing_and_unmanaged_vms_are_left_alone() {
     assert_eq!(state(&env, "a"), "created");
 }
 
+/// `run --config vm.yaml IMAGE` with an Ignite manifest that has no
+/// `spec.image` (nor a name), as Ignite's own config test writes them: the
+/// command line fills in what the file leaves out; `apply` still wants both.
+#[test]
+fn run_config_without_an_image_takes_it_from_the_command_line() {
+    let env = setup();
+    let cfg = env.dir.path().join("vm.yaml");
+    std::fs::write(
+        &cfg,
+        "apiVersion: ignite.weave.works/v1alpha4\nkind: VM\nspec:\n  cpus: 2\n  memory: 320MB\n  diskSize: 64MB\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let id = env.ok_id(&[
+        "run",
+        "--config",
+        c,
+        "--backend",
+        "fake",
+        "-n",
+        "cfgvm",
+        "app:1",
+    ]);
+    let v = env.vm_json(&id);
+    assert_eq!(v["image"], "app:1", "{v}");
+    assert_eq!(v["name"], "cfgvm");
+    assert_eq!(v["spec"]["cpus"], 2, "from the file");
+    assert_eq!(v["spec"]["memoryMib"], 320, "{v}");
+    // Nothing names the image: the error says where one goes.
+    let out = env.run(&["create", "--config", c, "--backend", "fake"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("IMAGE: no image given") && err.contains("--config"),
+        "{err}"
+    );
+    // `apply` of the same file: a manifest must name its image and itself.
+    let out = env.run(&["apply", "-f", c]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metadata.name is missing"));
+}
+
 /// `create --config`: environment defaults < the manifest < flags (Ignite's
 /// precedence); an Ignite manifest works as a config too.
 #[test]

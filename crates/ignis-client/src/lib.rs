@@ -250,6 +250,11 @@ impl Client {
         self.get(&format!("/v1/vms/{}", enc(vm)))
     }
 
+    /// One sample of a VM's CPU, memory, network and block I/O counters.
+    pub fn vm_stats(&self, vm: &str) -> Result<ignis_api::VmStats> {
+        self.get(&format!("/v1/vms/{}/stats", enc(vm)))
+    }
+
     /// Creates a VM from a manifest (`spec.image` required; the name from
     /// `metadata.name`, generated when empty).
     pub fn vm_create(&self, m: &VmManifest, p: &CreateParams) -> Result<VmRecord> {
@@ -325,7 +330,30 @@ impl Client {
 
     /// The console log; with `follow`, a stream that ends when the VM does.
     pub fn vm_logs(&self, vm: &str, follow: bool) -> Result<Box<dyn Read + Send>> {
-        self.stream("GET", &format!("/v1/vms/{}/logs?follow={follow}", enc(vm)))
+        self.vm_logs_with(vm, follow, None, None, false)
+    }
+
+    /// [`Client::vm_logs`]: the last `tail` lines, those written since
+    /// `since_ns` (Unix nanoseconds), each prefixed with its time.
+    pub fn vm_logs_with(
+        &self,
+        vm: &str,
+        follow: bool,
+        tail: Option<usize>,
+        since_ns: Option<i64>,
+        timestamps: bool,
+    ) -> Result<Box<dyn Read + Send>> {
+        let mut q = format!("/v1/vms/{}/logs?follow={follow}", enc(vm));
+        if let Some(n) = tail {
+            q.push_str(&format!("&tail={n}"));
+        }
+        if let Some(t) = since_ns {
+            q.push_str(&format!("&since={t}"));
+        }
+        if timestamps {
+            q.push_str("&timestamps=true");
+        }
+        self.stream("GET", &q)
     }
 
     /// The VM's serial console, both ways (`ignis attach`).

@@ -200,6 +200,25 @@ fn one() -> u32 {
 struct LogsQuery {
     #[serde(default)]
     follow: bool,
+    /// The last N lines.
+    #[serde(default)]
+    tail: Option<usize>,
+    /// Lines written since this Unix time in nanoseconds.
+    #[serde(default)]
+    since: Option<i64>,
+    /// Prefix lines with when they were written.
+    #[serde(default)]
+    timestamps: bool,
+}
+
+impl LogsQuery {
+    fn options(&self) -> ignis_core::vm::LogOptions {
+        ignis_core::vm::LogOptions {
+            tail: self.tail,
+            since_ns: self.since,
+            timestamps: self.timestamps,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -344,6 +363,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
             ),
         )
         .route(
+            "/v1/vms/{name}/stats",
+            get(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
+                ApiResult::Ok(Json(call(&s, "vm_stats", move |i| i.vm_stats(&n)).await?))
+            }),
+        )
+        .route(
             "/v1/vms/{name}/kill",
             post(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
                 ApiResult::Ok(Json(call(&s, "vm_kill", move |i| i.vm_kill(&n)).await?))
@@ -352,10 +377,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/vms/{name}/logs",
             get(|State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<LogsQuery>| async move {
+                let opts = q.options();
                 if q.follow {
-                    return crate::routes::follow_logs(s, n).await;
+                    return crate::routes::follow_logs(s, n, opts).await;
                 }
-                let log = call(&s, "vm_logs", move |i| i.vm_logs(&n)).await?;
+                let log = call(&s, "vm_logs", move |i| i.vm_logs(&n, &opts)).await?;
                 Ok::<_, Problem>(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
             }),
         )

@@ -312,7 +312,11 @@ async fn unpause(
 
 /// `GET /v1/vms/{vm}/logs?follow=true`: the log as a chunked body that
 /// ends when the VM stops (or the client goes away).
-pub(crate) async fn follow_logs(s: Arc<Shared>, n: String) -> Result<Response, Problem> {
+pub(crate) async fn follow_logs(
+    s: Arc<Shared>,
+    n: String,
+    opts: ignis_core::vm::LogOptions,
+) -> Result<Response, Problem> {
     // A VM that does not exist is a 404 before any byte streams.
     let q = n.clone();
     call(&s, "vm_inspect", move |i| i.vm_inspect(&q)).await?;
@@ -320,7 +324,7 @@ pub(crate) async fn follow_logs(s: Arc<Shared>, n: String) -> Result<Response, P
     let shared = s.clone();
     tokio::task::spawn_blocking(move || {
         let mut w = ChannelWriter(tx);
-        if let Err(e) = shared.ignis.vm_follow_logs(&n, &mut w) {
+        if let Err(e) = shared.ignis.vm_follow_logs(&n, &opts, &mut w) {
             let _ = w.0.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });

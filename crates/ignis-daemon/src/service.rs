@@ -16,7 +16,7 @@ use ignis_core::image::RemoveOutcome;
 use ignis_core::manifest::Applied;
 use ignis_core::snapshot::{ForkOptions, TreeLine};
 use ignis_core::system::Problem as CheckProblem;
-use ignis_core::vm::{Info, NetworkInfo};
+use ignis_core::vm::{Info, LogOptions, NetworkInfo};
 use ignis_core::{Error, ErrorKind};
 
 /// What a service without an operation answers (the API tests' fake
@@ -41,8 +41,8 @@ pub trait Service: Send + Sync + 'static {
     fn snapshot_list(&self) -> Result<Vec<SnapshotRecord>, Error>;
     fn image_list(&self) -> Result<Vec<ImageRecord>, Error>;
     fn vm_kill(&self, query: &str) -> Result<VmRecord, Error>;
-    /// The console log so far.
-    fn vm_logs(&self, query: &str) -> Result<Vec<u8>, Error>;
+    /// The console log so far (the lines `opts` chooses).
+    fn vm_logs(&self, query: &str, opts: &LogOptions) -> Result<Vec<u8>, Error>;
     fn vm_snapshot(&self, query: &str, name: Option<&str>) -> Result<SnapshotRecord, Error>;
     fn vm_fork(
         &self,
@@ -60,9 +60,18 @@ pub trait Service: Send + Sync + 'static {
     fn vm_pause(&self, _query: &str, _pause: bool) -> Result<VmRecord, Error> {
         unsupported("pause")
     }
+    /// One sample of a VM's resource counters (`stats`).
+    fn vm_stats(&self, _query: &str) -> Result<ignis_api::VmStats, Error> {
+        unsupported("stats")
+    }
     /// `logs -f`: writes the log into `out` until the VM stops (or `out`
     /// fails: the client went away).
-    fn vm_follow_logs(&self, _query: &str, _out: &mut dyn std::io::Write) -> Result<(), Error> {
+    fn vm_follow_logs(
+        &self,
+        _query: &str,
+        _opts: &LogOptions,
+        _out: &mut dyn std::io::Write,
+    ) -> Result<(), Error> {
         unsupported("logs -f")
     }
     /// The console socket of a running VM (`attach`).
@@ -203,9 +212,9 @@ impl Service for ignis_core::Ignis {
     fn vm_kill(&self, query: &str) -> Result<VmRecord, Error> {
         ignis_core::Ignis::vm_kill(self, query)
     }
-    fn vm_logs(&self, query: &str) -> Result<Vec<u8>, Error> {
+    fn vm_logs(&self, query: &str, opts: &LogOptions) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
-        ignis_core::Ignis::vm_logs(self, query, false, &mut out)?;
+        ignis_core::Ignis::vm_logs_with(self, query, false, opts, &mut out)?;
         Ok(out)
     }
     fn vm_snapshot(&self, query: &str, name: Option<&str>) -> Result<SnapshotRecord, Error> {
@@ -232,8 +241,16 @@ impl Service for ignis_core::Ignis {
     fn vm_pause(&self, query: &str, pause: bool) -> Result<VmRecord, Error> {
         ignis_core::Ignis::vm_pause(self, query, pause)
     }
-    fn vm_follow_logs(&self, query: &str, out: &mut dyn std::io::Write) -> Result<(), Error> {
-        ignis_core::Ignis::vm_logs(self, query, true, out)
+    fn vm_stats(&self, query: &str) -> Result<ignis_api::VmStats, Error> {
+        ignis_core::Ignis::vm_stats(self, query)
+    }
+    fn vm_follow_logs(
+        &self,
+        query: &str,
+        opts: &LogOptions,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), Error> {
+        ignis_core::Ignis::vm_logs_with(self, query, true, opts, out)
     }
     fn vm_console_socket(&self, query: &str) -> Result<PathBuf, Error> {
         Ok(ignis_core::Ignis::vm_attach_socket(self, query)?.1)

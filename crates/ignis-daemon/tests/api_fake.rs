@@ -100,7 +100,7 @@ impl Service for Fake {
         self.log(format!("vm_kill {query}"));
         Ok(vm(query))
     }
-    fn vm_logs(&self, query: &str) -> Result<Vec<u8>, Error> {
+    fn vm_logs(&self, query: &str, _opts: &ignis_core::vm::LogOptions) -> Result<Vec<u8>, Error> {
         self.log(format!("vm_logs {query}"));
         Ok(b"line 1\nline 2\n".to_vec())
     }
@@ -381,6 +381,8 @@ fn rejected_requests_are_problems_with_declared_statuses() {
         ("POST", "/v1/vms/w/stop?time=soon", None, 400),
         ("GET", "/v1/vms?all=maybe", None, 400),
         ("POST", "/v1/snapshots/s1/fork?count=x", None, 400),
+        ("GET", "/v1/vms/x/logs?tail=many", None, 400),
+        ("GET", "/v1/vms/x/logs?since=yesterday", None, 400),
         // Empty bodies are a mistake, not "nothing to apply".
         ("POST", "/v1/apply", Some(b""), 400),
         ("POST", "/v1/delete", Some(b"# only a comment\n"), 400),
@@ -388,6 +390,8 @@ fn rejected_requests_are_problems_with_declared_statuses() {
         ("GET", "/v1/vms/nope", None, 404),
         ("DELETE", "/v1/vms/x?force=false", None, 409),
         ("GET", "/v1/manifests/vms/x", None, 500),
+        // A service without stats says so.
+        ("GET", "/v1/vms/x/stats", None, 503),
     ];
     for (method, path, body, want) in cases {
         let r = c

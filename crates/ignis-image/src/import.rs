@@ -257,7 +257,7 @@ pub fn import_archive(store: &Store, path: &Path) -> Result<Vec<Fetched>, Import
     let images = if archive.has("manifest.json") {
         import_docker(&archive, &source)?
     } else if archive.has("index.json") {
-        import_oci(&archive, &source)?
+        import_oci(&archive, &source, &layout_name(path))?
     } else {
         return Err(ImportError::UnknownFormat {
             path: path.display().to_string(),
@@ -316,18 +316,60 @@ fn blob_member(digest: &str) -> Result<String, ImportError> {
     Ok(format!("blobs/sha256/{hex}"))
 }
 
-fn import_oci(archive: &Archive<'_>, source: &str) -> Result<Vec<Fetched>, ImportError> {
+/// The name of the image an OCI layout holds when its
+/// `org.opencontainers.image.ref.name` is a bare tag: the layout's own
+/// (directory or file) name, lowercased, under `localhost/`, as podman
+/// names what has no registry.
+fn layout_name(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = [".tar.gz", ".tgz", ".tar"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))
+        .unwrap_or(&file);
+    let clean: String = stem
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '-',
+        })
+        .collect();
+    let clean = clean.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!(
+        "localhost/{}",
+        if clean.is_empty() { "image" } else { clean }
+    )
+}
+
+/// A ref.name that is only a tag (`latest`, `1.2`): the OCI image spec
+/// allows it, and skopeo and podman read it as the tag of the layout.
+fn bare_tag(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', ':', '@'])
+}
+
+fn import_oci(
+    archive: &Archive<'_>,
+    source: &str,
+    layout: &str,
+) -> Result<Vec<Fetched>, ImportError> {
     let (index, _) = archive.json::<Index>("index.json")?;
     let mut out = Vec::new();
     for desc in &index.manifests {
         let mut names = Vec::new();
-        for key in [
-            "io.containerd.image.name",
-            "org.opencontainers.image.ref.name",
-        ] {
-            if let Some(n) = desc.annotations.get(key) {
+        if let Some(n) = desc.annotations.get("io.containerd.image.name") {
+            names.push(n.clone());
+        } else if let Some(n) = desc.annotations.get("org.opencontainers.image.ref.name") {
+            if bare_tag(n) {
+                let named = format!("{layout}:{n}");
+                tracing::warn!(
+                    "{source}: org.opencontainers.image.ref.name '{n}' is a bare tag; naming the image {named} (name it yourself with -t)"
+                );
+                names.push(named);
+            } else {
                 names.push(n.clone());
-                break;
             }
         }
         let mut desc = desc.clone();

@@ -134,12 +134,16 @@ fn vm_path(arg: &str) -> Option<(&str, &str)> {
     (!vm.is_empty() && !vm.contains('/')).then_some((vm, path))
 }
 
-pub fn cp(ignis: &dyn Engine, src: &str, dest: &str) -> anyhow::Result<()> {
+pub fn cp(ignis: &dyn Engine, src: &str, dest: &str, follow_link: bool) -> anyhow::Result<()> {
     use ignis_core::vm::agent::{copy_from, copy_to};
     match (vm_path(src), vm_path(dest)) {
         (None, Some((vm, path))) => {
             // A missing source is reported before the VM is asked.
-            std::fs::symlink_metadata(src).map_err(|e| {
+            match follow_link {
+                true => std::fs::metadata(src),
+                false => std::fs::symlink_metadata(src),
+            }
+            .map_err(|e| {
                 ignis_core::Error::with_source(
                     ignis_core::ErrorKind::NotFound,
                     format!("cannot copy {src}"),
@@ -147,11 +151,23 @@ pub fn cp(ignis: &dyn Engine, src: &str, dest: &str) -> anyhow::Result<()> {
                 )
             })?;
             let (rec, client) = ignis.vm_agent(vm)?;
-            Ok(copy_to(&client, &rec.name, Path::new(src), path)?)
+            Ok(copy_to(
+                &client,
+                &rec.name,
+                Path::new(src),
+                path,
+                follow_link,
+            )?)
         }
         (Some((vm, path)), None) => {
             let (rec, client) = ignis.vm_agent(vm)?;
-            Ok(copy_from(&client, &rec.name, path, Path::new(dest))?)
+            Ok(copy_from(
+                &client,
+                &rec.name,
+                path,
+                Path::new(dest),
+                follow_link,
+            )?)
         }
         (Some(_), Some(_)) => Err(ignis_core::Error::new(
             ignis_core::ErrorKind::Invalid,

@@ -10,7 +10,7 @@ mod kernel;
 pub mod manifest;
 mod network;
 mod snapshot;
-mod system;
+pub mod system;
 mod vm;
 mod volume;
 
@@ -25,7 +25,9 @@ pub fn dispatch(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         Command::System(c) => system::run(ignis, c).map(|()| 0),
         Command::Network(c) => network::run(ignis, c).map(|()| 0),
         Command::Volume(c) => volume::run(ignis, c),
-        Command::Version => unreachable!("handled before opening the state"),
+        Command::Version { .. } | Command::Completion { .. } => {
+            unreachable!("handled before opening the state")
+        }
         Command::Exec(a) => exec::exec(ignis, a),
         Command::Events(a) => events::run(ignis, a).map(|()| 0),
         Command::Daemon(_) => unreachable!("handled before dispatch"),
@@ -50,7 +52,11 @@ pub fn dispatch(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
             timings,
         } => snapshot::fork(ignis, &s, 1, None, name, rm, timings).map(|()| 0),
         Command::Ssh { user, vm, command } => exec::ssh(ignis, &user, &vm, &command),
-        Command::Cp { src, dest } => exec::cp(ignis, &src, &dest).map(|()| 0),
+        Command::Cp {
+            src,
+            dest,
+            follow_link,
+        } => exec::cp(ignis, &src, &dest, follow_link).map(|()| 0),
         Command::Configure {
             vm,
             hostname,

@@ -1,6 +1,6 @@
 use crate::engine::Engine;
 
-use crate::cli::{ListFormat, SystemCmd};
+use crate::cli::{ListFormat, SystemCmd, VersionFormat};
 use crate::output;
 
 pub fn run(ignis: &dyn Engine, cmd: SystemCmd) -> anyhow::Result<()> {
@@ -45,6 +45,57 @@ pub fn run(ignis: &dyn Engine, cmd: SystemCmd) -> anyhow::Result<()> {
             if !problems.is_empty() {
                 std::process::exit(1);
             }
+        }
+        SystemCmd::Man { .. } => unreachable!("handled before opening the state"),
+    }
+    Ok(())
+}
+
+/// `version [-o json|yaml|short]` (needs no state).
+pub fn version(format: Option<VersionFormat>) -> anyhow::Result<()> {
+    let v = VersionInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        platform: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    };
+    match format {
+        None => println!("ignis {}", v.version),
+        Some(VersionFormat::Short) => println!("{}", v.version),
+        Some(VersionFormat::Json) => println!("{}", serde_json::to_string_pretty(&v)?),
+        Some(VersionFormat::Yaml) => print!("{}", serde_yaml::to_string(&v)?),
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionInfo {
+    version: &'static str,
+    platform: String,
+}
+
+/// `system man DIR`: one roff page per command (`ignis.1`, `ignis-run.1`,
+/// `ignis-image-ls.1`, ...), from the same definitions as `--help`.
+pub fn man(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut cmd = crate::cli::command();
+    cmd.build();
+    write_pages(&cmd, "ignis", dir)
+}
+
+fn write_pages(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if cmd.is_hide_set() {
+        return Ok(());
+    }
+    // Built from the root: each page is titled `ignis-image-ls` and so on.
+    let path = dir.join(format!("{name}.1"));
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+    std::fs::write(&path, out).with_context(|| format!("write {}", path.display()))?;
+    for sub in cmd.get_subcommands() {
+        if sub.get_name() != "help" {
+            write_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
     let manifest = match &a.config {
         None => VmSettings::default(),
         Some(path) => {
-            let mut vms: Vec<_> = ignis_core::manifest::read_path(path)?
+            let mut vms: Vec<_> = ignis_core::manifest::read_config(path)?
                 .into_iter()
                 .filter_map(|m| match m {
                     ignis_api::manifest::Manifest::Vm(v) => Some(v),
@@ -113,6 +113,73 @@ fn status_text(v: &VmRecord) -> String {
     }
 }
 
+/// `--tail N|all`, `--since T` (RFC 3339, Unix seconds, or a duration
+/// before now: 10m, 1h30m, 45s), `-t`.
+fn log_options(o: &crate::cli::LogsOpts) -> anyhow::Result<ignis_core::vm::LogOptions> {
+    let invalid = |flag: &str, v: &str, want: &str| {
+        ignis_core::Error::new(
+            ignis_core::ErrorKind::Invalid,
+            format!("{flag} {v}: want {want}"),
+        )
+    };
+    let tail = match o.tail.as_deref() {
+        None | Some("all") => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| invalid("--tail", n, "a number of lines or all"))?,
+        ),
+    };
+    let since_ns = match o.since.as_deref() {
+        None => None,
+        Some(t) => Some(since(t).ok_or_else(|| {
+            invalid(
+                "--since",
+                t,
+                "an RFC 3339 time (2026-01-02T15:04:05Z), Unix seconds, or a duration like 10m",
+            )
+        })?),
+    };
+    Ok(ignis_core::vm::LogOptions {
+        tail,
+        since_ns,
+        timestamps: o.timestamps,
+    })
+}
+
+/// `--since`'s forms as Unix nanoseconds.
+#[allow(clippy::cast_possible_truncation)] // seconds as f64 to ns: within i64 until 2262
+fn since(t: &str) -> Option<i64> {
+    let now = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).ok()?;
+    if let Ok(d) = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
+        return i64::try_from(d.unix_timestamp_nanos()).ok();
+    }
+    if let Ok(secs) = t.parse::<f64>() {
+        return Some((secs * 1e9) as i64);
+    }
+    // A duration: 1h30m, 10m, 45s, 500ms.
+    let mut total: f64 = 0.0;
+    let mut num = String::new();
+    let mut rest = t;
+    while !rest.is_empty() {
+        let c = rest.chars().next()?;
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            rest = &rest[1..];
+            continue;
+        }
+        let (unit, scale) = [("ms", 1e-3), ("h", 3600.0), ("m", 60.0), ("s", 1.0)]
+            .into_iter()
+            .find(|(u, _)| rest.starts_with(u))?;
+        total += num.parse::<f64>().ok()? * scale;
+        num.clear();
+        rest = &rest[unit.len()..];
+    }
+    if !num.is_empty() || total <= 0.0 {
+        return None;
+    }
+    Some(now - (total * 1e9) as i64)
+}
+
 fn matches_filter(v: &VmRecord, filters: &[String]) -> anyhow::Result<bool> {
     for f in filters {
         let (k, val) = f.split_once('=').unwrap_or((f.as_str(), ""));
@@ -151,7 +218,7 @@ fn foreground(ignis: &dyn Engine, id: &str) -> anyhow::Result<i32> {
         blanks: 0,
         code: None,
     };
-    ignis.vm_logs(id, true, &mut fg)?;
+    ignis.vm_logs(id, true, &Default::default(), &mut fg)?;
     if !fg.partial.is_empty() {
         let rest = std::mem::take(&mut fg.partial);
         fg.line(&rest);
@@ -324,10 +391,30 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         }
         Command::Ps { all, filter, list } => print_ps(ignis.vm_list(all)?, &filter, &list)?,
         Command::Attach { vm } => return super::attach::attach(ignis, &vm, true),
-        Command::Logs { vm, follow } => {
-            ignis.vm_logs(&vm, follow, &mut std::io::stdout().lock())?
+        Command::Stats {
+            vms,
+            no_stream,
+            all,
+            list,
+        } => stats(ignis, vms, no_stream, all, &list)?,
+        Command::Logs { vm, follow, opts } => ignis.vm_logs(
+            &vm,
+            follow,
+            &log_options(&opts)?,
+            &mut std::io::stdout().lock(),
+        )?,
+        Command::Inspect {
+            vm,
+            output: fmt,
+            format,
+        } => {
+            let rec = ignis.vm_inspect(&vm)?;
+            // Docker's inspect -f: a template over the record as -o json shows it.
+            match format {
+                Some(f) => println!("{}", output::template(&f, &serde_json::to_value(&rec)?)),
+                None => output::inspect(fmt, &rec)?,
+            }
         }
-        Command::Inspect { vm, output: fmt } => output::inspect(fmt, &ignis.vm_inspect(&vm)?)?,
         Command::Info { output: fmt } => {
             let info = ignis.info()?;
             match fmt {
@@ -396,12 +483,127 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         | Command::System(_)
         | Command::Network(_)
         | Command::Volume(_)
-        | Command::Version
+        | Command::Version { .. }
+        | Command::Completion { .. }
         | Command::Events(_) => {
             unreachable!()
         }
     }
     Ok(0)
+}
+
+/// `stats`: two samples a second apart give the CPU rate; without
+/// `--no-stream` it refreshes every second until interrupted.
+fn stats(
+    ignis: &dyn Engine,
+    vms: Vec<String>,
+    no_stream: bool,
+    all: bool,
+    list: &crate::cli::ListOpts,
+) -> anyhow::Result<()> {
+    let names = || -> anyhow::Result<Vec<String>> {
+        if !vms.is_empty() {
+            return Ok(vms.clone());
+        }
+        Ok(ignis.vm_list(all)?.into_iter().map(|v| v.id).collect())
+    };
+    let sample = |names: &[String]| -> anyhow::Result<Vec<ignis_api::VmStats>> {
+        names
+            .iter()
+            .map(|n| ignis.vm_stats(n).map_err(Into::into))
+            .collect()
+    };
+    let mut before = sample(&names()?)?;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = sample(&names()?)?;
+        let rows: Vec<StatsRow> = now
+            .iter()
+            .map(|s| StatsRow::new(s, before.iter().find(|b| b.id == s.id)))
+            .collect();
+        if !no_stream && list.format.is_none() && !matches!(list.output, ListFormat::Json) {
+            // Redraw in place, as `docker stats` does.
+            print!("\x1b[2J\x1b[H");
+        }
+        print_stats(&rows, list)?;
+        let _ = std::io::stdout().flush();
+        if no_stream {
+            return Ok(());
+        }
+        before = now;
+    }
+}
+
+/// A `stats` line: the sample with its CPU rate and the table's texts.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatsRow {
+    #[serde(flatten)]
+    sample: ignis_api::VmStats,
+    cpu_percent: f64,
+    memory_percent: f64,
+}
+
+impl StatsRow {
+    fn new(now: &ignis_api::VmStats, before: Option<&ignis_api::VmStats>) -> Self {
+        let cpu_percent = match before {
+            Some(b) if now.at_ns > b.at_ns && now.cpu_ns >= b.cpu_ns => {
+                (now.cpu_ns - b.cpu_ns) as f64 * 100.0 / (now.at_ns - b.at_ns) as f64
+            }
+            _ => 0.0,
+        };
+        let memory_percent = match now.memory_limit_bytes {
+            0 => 0.0,
+            l => now.memory_bytes as f64 * 100.0 / l as f64,
+        };
+        Self {
+            sample: now.clone(),
+            cpu_percent: (cpu_percent * 100.0).round() / 100.0,
+            memory_percent: (memory_percent * 100.0).round() / 100.0,
+        }
+    }
+}
+
+const STATS_HEADERS: [&str; 7] = [
+    "VM ID",
+    "NAME",
+    "CPU %",
+    "MEM USAGE / LIMIT",
+    "MEM %",
+    "NET I/O",
+    "BLOCK I/O",
+];
+
+fn print_stats(rows: &[StatsRow], list: &crate::cli::ListOpts) -> anyhow::Result<()> {
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let s = &r.sample;
+            vec![
+                s.id.clone(),
+                s.name.clone(),
+                format!("{:.2}%", r.cpu_percent),
+                format!(
+                    "{} / {}",
+                    output::size(s.memory_bytes),
+                    output::size(s.memory_limit_bytes)
+                ),
+                format!("{:.2}%", r.memory_percent),
+                format!(
+                    "{} / {}",
+                    output::size(s.net_rx_bytes),
+                    output::size(s.net_tx_bytes)
+                ),
+                format!(
+                    "{} / {}",
+                    output::size(s.block_read_bytes),
+                    output::size(s.block_write_bytes)
+                ),
+            ]
+        })
+        .collect();
+    let ids = rows.iter().map(|r| r.sample.id.clone()).collect();
+    output::list(list, &STATS_HEADERS, table, rows, ids)
 }
 
 /// `ps` output (in-process or from the daemon: identical).
@@ -419,47 +621,86 @@ pub fn print_ps(
 
     let rows = vms
         .iter()
-        .map(|v| {
-            vec![
+        .map(|v| -> anyhow::Result<Vec<String>> {
+            let f = vm_fields(v)?;
+            let col = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            Ok(vec![
                 v.id.clone(),
                 v.image.clone(),
-                short_id(&v.kernel_id).to_string(),
-                output::size(v.spec.disk_size),
-                v.spec.cpus.to_string(),
-                format!("{}MiB", v.spec.memory_mib),
-                output::ago(v.created),
-                status_text(v),
+                col("Kernel"),
+                col("Size"),
+                col("Cpus"),
+                col("Memory"),
+                col("Created"),
+                col("Status"),
                 // Every NIC's address, eth0 first (Ignite's IPS column).
-                v.spec
-                    .network
-                    .nics()
-                    .iter()
-                    .filter_map(|n| n.ip.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                v.spec
-                    .network
-                    .ports
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                col("IPs"),
+                col("Ports"),
                 v.name.clone(),
-            ]
+            ])
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let ids = vms.iter().map(|v| v.id.clone()).collect();
-    output::list(
-        list,
-        &[
-            "VM ID", "IMAGE", "KERNEL", "SIZE", "CPUS", "MEMORY", "CREATED", "STATUS", "IPS",
-            "PORTS", "NAME",
-        ],
-        rows,
-        &vms,
-        ids,
-    )?;
+    // Templates see what the table shows (`{{.Status}}` is `Up 5 minutes`),
+    // the record's other fields as they are; -o json the records.
+    let items = match &list.format {
+        None => None,
+        Some(_) => Some(
+            vms.iter()
+                .map(vm_fields)
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        ),
+    };
+    output::list_with(list, &PS_HEADERS, rows, &vms, items.as_deref(), ids)?;
     Ok(())
+}
+
+const PS_HEADERS: [&str; 11] = [
+    "VM ID", "IMAGE", "KERNEL", "SIZE", "CPUS", "MEMORY", "CREATED", "STATUS", "IPS", "PORTS",
+    "NAME",
+];
+
+/// A VM's fields for `ps --format`: the record, with the fields the table
+/// shows as it shows them (`Status` is `Up 5 minutes`, `Created` is `5
+/// minutes ago`), and `State` (`running`).
+fn vm_fields(v: &VmRecord) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(v)?;
+    let columns = [
+        ("Kernel", short_id(&v.kernel_id).to_string()),
+        ("Size", output::size(v.spec.disk_size)),
+        ("Cpus", v.spec.cpus.to_string()),
+        ("Memory", format!("{}MiB", v.spec.memory_mib)),
+        ("Created", output::ago(v.created)),
+        ("Status", status_text(v)),
+        ("State", v.state().as_str().to_string()),
+        (
+            "IPs",
+            v.spec
+                .network
+                .nics()
+                .iter()
+                .filter_map(|n| n.ip.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
+            "Ports",
+            v.spec
+                .network
+                .ports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    ];
+    if let Some(o) = value.as_object_mut() {
+        for (k, text) in columns {
+            o.retain(|key, _| !key.eq_ignore_ascii_case(k));
+            o.insert(k.to_string(), text.into());
+        }
+    }
+    Ok(value)
 }
 
 /// The KVM line of `ignis info`, in words (`-o json` keeps the structure).

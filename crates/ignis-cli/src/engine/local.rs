@@ -13,7 +13,7 @@ use ignis_core::manifest::Applied;
 use ignis_core::snapshot::{ForkOptions, TreeLine};
 use ignis_core::system::Problem;
 use ignis_core::timing::Timeline;
-use ignis_core::vm::{Info, NetworkInfo, VmSettings};
+use ignis_core::vm::{Info, LogOptions, NetworkInfo, VmSettings};
 use ignis_core::{Error, ErrorKind, Ignis};
 
 use super::{Engine, EventSink, Result, Stream};
@@ -26,6 +26,9 @@ impl Engine for Local {
     }
     fn vm_inspect(&self, vm: &str) -> Result<VmRecord> {
         self.0.vm_inspect(vm)
+    }
+    fn vm_stats(&self, vm: &str) -> Result<ignis_api::VmStats> {
+        self.0.vm_stats(vm)
     }
     fn vm_create(&self, settings: &VmSettings, timeline: &Timeline) -> Result<VmRecord> {
         self.0.vm_create_timed(&settings.clone().parse()?, timeline)
@@ -45,8 +48,14 @@ impl Engine for Local {
     fn vm_remove(&self, vm: &str, force: bool) -> Result<String> {
         self.0.vm_remove(vm, force)
     }
-    fn vm_logs(&self, vm: &str, follow: bool, out: &mut dyn Write) -> Result<()> {
-        self.0.vm_logs(vm, follow, out)
+    fn vm_logs(
+        &self,
+        vm: &str,
+        follow: bool,
+        opts: &LogOptions,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        self.0.vm_logs_with(vm, follow, opts, out)
     }
     fn vm_attach(&self, vm: &str) -> Result<(String, Stream)> {
         let (id, sock) = self.0.vm_attach_socket(vm)?;

@@ -23,7 +23,7 @@ use ignis_core::manifest::Applied;
 use ignis_core::snapshot::{ForkOptions, TreeLine};
 use ignis_core::system::Problem;
 use ignis_core::timing::Timeline;
-use ignis_core::vm::{Info, NetworkInfo, VmSettings};
+use ignis_core::vm::{Info, LogOptions, NetworkInfo, VmSettings};
 use ignis_core::Error;
 
 pub use local::Local;
@@ -42,6 +42,7 @@ pub struct Stream {
 pub trait Engine {
     fn vm_list(&self, all: bool) -> Result<Vec<VmRecord>>;
     fn vm_inspect(&self, vm: &str) -> Result<VmRecord>;
+    fn vm_stats(&self, vm: &str) -> Result<ignis_api::VmStats>;
     fn vm_create(&self, settings: &VmSettings, timeline: &Timeline) -> Result<VmRecord>;
     fn vm_start(&self, vm: &str, wait: bool, timeline: &Timeline) -> Result<VmRecord>;
     fn vm_stop(&self, vm: &str, timeout: Duration) -> Result<VmRecord>;
@@ -49,8 +50,10 @@ pub trait Engine {
     fn vm_pause(&self, vm: &str, pause: bool) -> Result<VmRecord>;
     /// Removes a VM; its ID.
     fn vm_remove(&self, vm: &str, force: bool) -> Result<String>;
-    /// The console log into `out`; with `follow`, until the VM stops.
-    fn vm_logs(&self, vm: &str, follow: bool, out: &mut dyn Write) -> Result<()>;
+    /// The console log into `out` (the lines `opts` chooses); with
+    /// `follow`, until the VM stops.
+    fn vm_logs(&self, vm: &str, follow: bool, opts: &LogOptions, out: &mut dyn Write)
+        -> Result<()>;
     /// The serial console of a running VM: its ID and the stream.
     fn vm_attach(&self, vm: &str) -> Result<(String, Stream)>;
     /// A session with a running VM's guest agent.

@@ -16,7 +16,7 @@ use ignis_core::manifest::Applied;
 use ignis_core::snapshot::{ForkOptions, TreeLine};
 use ignis_core::system::Problem;
 use ignis_core::timing::Timeline;
-use ignis_core::vm::{Field, Info, NetworkInfo, VmSettings};
+use ignis_core::vm::{Field, Info, LogOptions, NetworkInfo, VmSettings};
 use ignis_core::{Error, ErrorKind};
 
 use super::{Engine, EventSink, Result, Stream};
@@ -104,6 +104,9 @@ impl Engine for Remote {
     fn vm_inspect(&self, vm: &str) -> Result<VmRecord> {
         self.0.vm_inspect(vm).c()
     }
+    fn vm_stats(&self, vm: &str) -> Result<ignis_api::VmStats> {
+        self.0.vm_stats(vm).c()
+    }
     fn vm_create(&self, settings: &VmSettings, _timeline: &Timeline) -> Result<VmRecord> {
         // `--ssh PUBKEY-FILE` names a file on this machine: its key travels.
         let mut settings = settings.clone();
@@ -152,8 +155,17 @@ impl Engine for Remote {
     fn vm_remove(&self, vm: &str, force: bool) -> Result<String> {
         self.0.vm_remove(vm, force).c()
     }
-    fn vm_logs(&self, vm: &str, follow: bool, out: &mut dyn Write) -> Result<()> {
-        let mut r = self.0.vm_logs(vm, follow).c()?;
+    fn vm_logs(
+        &self,
+        vm: &str,
+        follow: bool,
+        opts: &LogOptions,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let mut r = self
+            .0
+            .vm_logs_with(vm, follow, opts.tail, opts.since_ns, opts.timestamps)
+            .c()?;
         // A closed output (`| head`) ends it quietly, as in-process.
         let _ = std::io::copy(&mut r, out);
         let _ = out.flush();

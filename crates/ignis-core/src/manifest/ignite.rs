@@ -22,15 +22,18 @@ pub struct IgniteVm {
     api_version: String,
     #[allow(dead_code)]
     kind: String,
+    #[serde(default)]
     metadata: IgniteMeta,
     spec: IgniteSpec,
     #[serde(default)]
     status: Option<IgniteStatus>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct IgniteMeta {
+    /// Optional in a `run --config` file (the name can come from --name).
+    #[serde(default)]
     name: String,
     #[serde(default)]
     #[allow(dead_code)]
@@ -55,7 +58,10 @@ struct Oci {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct IgniteSpec {
-    image: Oci,
+    /// Optional in a `run --config` file (the image can come from the
+    /// command line, as Ignite allows); `apply` still requires it.
+    #[serde(default)]
+    image: Option<Oci>,
     #[serde(default)]
     kernel: Option<Oci>,
     #[serde(default)]
@@ -219,7 +225,7 @@ pub fn convert(vm: IgniteVm, origin: &str) -> Result<VmManifest, Error> {
             annotations,
         },
         spec: VmManifestSpec {
-            image: vm.spec.image.oci,
+            image: vm.spec.image.map(|i| i.oci).unwrap_or_default(),
             kernel: vm.spec.kernel.as_ref().map(|k| k.oci.clone()),
             kernel_args: vm.spec.kernel.and_then(|k| k.cmd_line),
             cpus: vm.spec.cpus,

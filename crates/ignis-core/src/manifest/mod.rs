@@ -43,6 +43,24 @@ fn strict<T: serde::de::DeserializeOwned>(
 /// Parses every document of `text` (YAML; JSON is YAML). `origin` names
 /// the source in errors (file path, `-`).
 pub fn parse(text: &str, origin: &str) -> Result<Vec<Manifest>, Error> {
+    parse_as(text, origin, false)
+}
+
+/// A `run --config FILE`: VM manifests in which the name and the image may
+/// be missing (the command line gives them: Ignite's precedence, flags over
+/// the file); every other check as [`parse`].
+pub fn read_config(path: &std::path::Path) -> Result<Vec<Manifest>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::with_source(
+            ErrorKind::NotFound,
+            format!("cannot read {}", path.display()),
+            e,
+        )
+    })?;
+    parse_as(&text, &path.display().to_string(), true)
+}
+
+fn parse_as(text: &str, origin: &str, partial: bool) -> Result<Vec<Manifest>, Error> {
     if text.len() > MAX_FILE {
         return Err(invalid(format!(
             "{origin}: larger than {} KiB",
@@ -85,7 +103,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Manifest>, Error> {
                 )))
             }
         };
-        validate(&m, &origin)?;
+        validate_as(&m, &origin, partial)?;
         out.push(m);
     }
     Ok(out)
@@ -93,15 +111,23 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Manifest>, Error> {
 
 /// Checks values serde cannot: names, sizes, ports, env.
 pub fn validate(m: &Manifest, origin: &str) -> Result<(), Error> {
+    validate_as(m, origin, false)
+}
+
+fn validate_as(m: &Manifest, origin: &str, partial: bool) -> Result<(), Error> {
     let name = m.name();
-    if !crate::vm::valid_name(name) {
+    let vm_config = partial && matches!(m, Manifest::Vm(_));
+    if name.is_empty() && !vm_config {
+        return Err(invalid(format!("{origin}: metadata.name is missing")));
+    }
+    if !name.is_empty() && !crate::vm::valid_name(name) {
         return Err(invalid(format!(
             "{origin}: metadata.name '{name}': use letters, digits, '_', '.', '-', starting with a letter or digit"
         )));
     }
     if let Manifest::Vm(vm) = m {
         let s = &vm.spec;
-        if s.image.is_empty() {
+        if s.image.is_empty() && !vm_config {
             return Err(invalid(format!("{origin}: spec.image is empty")));
         }
         for (field, v) in [("spec.memory", &s.memory), ("spec.diskSize", &s.disk_size)] {

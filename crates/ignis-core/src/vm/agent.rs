@@ -115,13 +115,13 @@ impl Ignis {
             )
         })?;
         let (rec, client) = self.vm_agent(query)?;
-        copy_to(&client, &rec.name, host, vm_path)
+        copy_to(&client, &rec.name, host, vm_path, false)
     }
 
     /// `ignis cp VM:PATH HOST`.
     pub fn vm_copy_from(&self, query: &str, vm_path: &str, host: &Path) -> Result<(), Error> {
         let (rec, client) = self.vm_agent(query)?;
-        copy_from(&client, &rec.name, vm_path, host)
+        copy_from(&client, &rec.name, vm_path, host, false)
     }
 
     /// Fork-time identity change (the snapshot issue's restore path; also
@@ -134,9 +134,20 @@ impl Ignis {
 
 /// `ignis cp HOST VM:PATH` over an agent session (local or through the
 /// daemon): a tar of `host` unpacked at `vm_path`, produced while it
-/// streams (never held in memory).
-pub fn copy_to(client: &Client, vm: &str, host: &Path, vm_path: &str) -> Result<(), Error> {
-    std::fs::symlink_metadata(host).map_err(|e| {
+/// streams (never held in memory); with `follow_link`, a symlink at
+/// `host` is copied as its target (`cp -L`).
+pub fn copy_to(
+    client: &Client,
+    vm: &str,
+    host: &Path,
+    vm_path: &str,
+    follow_link: bool,
+) -> Result<(), Error> {
+    match follow_link {
+        true => std::fs::metadata(host),
+        false => std::fs::symlink_metadata(host),
+    }
+    .map_err(|e| {
         Error::with_source(
             ErrorKind::NotFound,
             format!("cannot copy {}", host.display()),
@@ -146,13 +157,14 @@ pub fn copy_to(client: &Client, vm: &str, host: &Path, vm_path: &str) -> Result<
     let s = client
         .open(&Request::CopyIn(CopyRequest {
             path: vm_path.to_string(),
+            follow_link: false,
         }))
         .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
     let input = s.input();
     let host = host.to_path_buf();
     let writer = std::thread::spawn(move || {
         let mut w = InputWriter(input.clone());
-        let r = ignis_agent_proto::pack(&host, &mut w);
+        let r = ignis_agent_proto::pack_with(&host, follow_link, &mut w);
         input.close();
         r
     });
@@ -166,11 +178,18 @@ pub fn copy_to(client: &Client, vm: &str, host: &Path, vm_path: &str) -> Result<
     }
 }
 
-/// `ignis cp VM:PATH HOST` over an agent session.
-pub fn copy_from(client: &Client, vm: &str, vm_path: &str, host: &Path) -> Result<(), Error> {
+/// `ignis cp [-L] VM:PATH HOST` over an agent session.
+pub fn copy_from(
+    client: &Client,
+    vm: &str,
+    vm_path: &str,
+    host: &Path,
+    follow_link: bool,
+) -> Result<(), Error> {
     let s = client
         .open(&Request::CopyOut(CopyRequest {
             path: vm_path.to_string(),
+            follow_link,
         }))
         .map_err(|e| Error::new(ErrorKind::Unavailable, error_chain(&e)))?;
     s.unpack_to(host).map_err(|e| {

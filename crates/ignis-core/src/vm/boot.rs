@@ -150,21 +150,33 @@ impl Ignis {
         let initrd = dir.join("initrd.img");
         let mut files = Vec::new();
         let mut copies = Vec::new();
-        for (i, c) in rec.spec.copy_files.iter().enumerate() {
-            let data = std::fs::read(&c.host).map_err(|e| {
+        // A directory is copied file by file (its regular files, at their
+        // paths under the destination).
+        let mut sources = Vec::new();
+        for c in &rec.spec.copy_files {
+            copy_sources(Path::new(&c.host), &c.vm, &mut sources).map_err(|e| {
                 Error::with_source(
                     ErrorKind::Invalid,
                     format!("cannot read --copy-files source {}", c.host),
                     e,
                 )
             })?;
-            let mode = std::fs::metadata(&c.host)
+        }
+        for (i, (host, vm)) in sources.into_iter().enumerate() {
+            let data = std::fs::read(&host).map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Invalid,
+                    format!("cannot read --copy-files source {}", host.display()),
+                    e,
+                )
+            })?;
+            let mode = std::fs::metadata(&host)
                 .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
                 .unwrap_or(0o644);
             files.push((format!("{i}"), data));
             copies.push(CopyFile {
                 source: format!("/ignis/files/{i}"),
-                dest: c.vm.clone(),
+                dest: vm,
                 mode,
             });
         }
@@ -338,6 +350,34 @@ fn nets(rec: &VmRecord) -> Vec<ignis_vmm::NetSpec> {
             })
         })
         .collect()
+}
+
+/// The files of a `--copy-files HOST:VM`: `host` itself, or every regular
+/// file under the directory `host` (in name order) at the same relative
+/// path under `vm`.
+fn copy_sources(
+    host: &Path,
+    vm: &str,
+    out: &mut Vec<(std::path::PathBuf, String)>,
+) -> std::io::Result<()> {
+    if !std::fs::metadata(host)?.is_dir() {
+        out.push((host.to_path_buf(), vm.to_string()));
+        return Ok(());
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(host)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let t = e.file_type()?;
+        let dest = format!(
+            "{}/{}",
+            vm.trim_end_matches('/'),
+            e.file_name().to_string_lossy()
+        );
+        if t.is_dir() || t.is_file() {
+            copy_sources(&e.path(), &dest, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// The host's non-loopback nameservers (a local stub resolver such as

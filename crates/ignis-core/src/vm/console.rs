@@ -98,36 +98,77 @@ pub(crate) struct Console {
     path: PathBuf,
     file: std::fs::File,
     size: u64,
+    /// `console.log.idx`: when each line began (see [`index_path`]).
+    index: Option<std::fs::File>,
+    /// The next byte written starts a line.
+    at_line_start: bool,
+}
+
+/// The index beside a console log: one 16-byte record per line, the byte
+/// offset where the line starts in the log and when it was written (Unix
+/// nanoseconds), both little-endian (`logs --since`, `logs -t`). Rotated
+/// with its log.
+pub fn index_path(log: &Path) -> PathBuf {
+    let mut p = log.as_os_str().to_owned();
+    p.push(".idx");
+    PathBuf::from(p)
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 impl Console {
     pub(crate) fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = open_append(path)?;
         let size = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),
             file,
             size,
+            index: open_append(&index_path(path)).ok(),
+            at_line_start: true,
         })
     }
 
     pub(crate) fn write(&mut self, line: &[u8]) {
+        if line.is_empty() {
+            return;
+        }
         if self.size + line.len() as u64 > CONSOLE_CAP {
             let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
-            if let Ok(f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            {
+            let _ = std::fs::rename(
+                index_path(&self.path),
+                index_path(&self.path.with_extension("log.1")),
+            );
+            if let Ok(f) = open_append(&self.path) {
                 self.file = f;
                 self.size = 0;
+                self.index = open_append(&index_path(&self.path)).ok();
+                // The rest of a line cut by the rotation starts the new log.
+                self.at_line_start = true;
             }
+        }
+        // Every line starting in this chunk, stamped now.
+        let now = super::logs::now_ns();
+        let mut records = Vec::new();
+        let mut start = self.at_line_start;
+        for (i, b) in line.iter().enumerate() {
+            if start {
+                records.extend_from_slice(&(self.size + i as u64).to_le_bytes());
+                records.extend_from_slice(&now.to_le_bytes());
+            }
+            start = *b == b'\n';
         }
         if self.file.write_all(line).is_ok() {
             self.size += line.len() as u64;
+            self.at_line_start = start;
+            if let Some(idx) = self.index.as_mut() {
+                let _ = idx.write_all(&records);
+            }
         }
     }
 }

@@ -143,10 +143,10 @@ impl Ignis {
                 )
                 .about(Field::CopyFiles)
             })?;
-            if !meta.is_file() {
+            if !meta.is_file() && !meta.is_dir() {
                 return Err(invalid(
                     Field::CopyFiles,
-                    format!("{} is not a regular file", host.display()),
+                    format!("{} is neither a file nor a directory", host.display()),
                 ));
             }
             copy_files.push(CopyFileSpec {

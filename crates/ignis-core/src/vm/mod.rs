@@ -25,6 +25,7 @@ mod plan;
 mod remove;
 mod ssh;
 mod start;
+mod stats;
 mod stop;
 mod supervise;
 mod usage;
@@ -37,7 +38,7 @@ pub use ignis_api::NetworkMode;
 pub use ignis_vmm::firecracker::ENV_JAILER;
 pub use ignis_vmm::BootPlan;
 pub use info::Info;
-pub use logs::LogFollower;
+pub use logs::{rfc3339_ns, LogFollower, LogOptions};
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use options::{
     parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey,

@@ -455,10 +455,12 @@ impl VmSettings {
 
     /// Parses and checks everything that needs no state.
     pub fn parse(self) -> Result<CreateOptions, Error> {
-        let image = self
-            .image
-            .filter(|i| !i.is_empty())
-            .ok_or_else(|| invalid(Field::Image, "no image given"))?;
+        let image = self.image.filter(|i| !i.is_empty()).ok_or_else(|| {
+            invalid(
+                Field::Image,
+                "no image given (name one on the command line or as spec.image of --config)",
+            )
+        })?;
         let size = |field: Field, v: Option<String>, unit: u64| {
             v.map(|x| {
                 ignis_api::parse_size(&x, unit)

@@ -146,6 +146,7 @@ impl Ignis {
         let s = client
             .open(&Request::CopyOut(CopyRequest {
                 path: "/etc/ssh".into(),
+                follow_link: false,
             }))
             .map_err(|e| Error::new(ErrorKind::Unavailable, ignis_agent_proto::error_chain(&e)))?;
         let mut keys = Vec::new();
