@@ -19,6 +19,10 @@ pub struct VmStats {
     pub cpus: u32,
     pub memory_bytes: u64,
     pub memory_limit_bytes: u64,
+    /// Resident memory of the VMM process alone (its guest RAM as touched,
+    /// and its own), whatever `source` is.
+    #[serde(default)]
+    pub vmm_resident_bytes: u64,
     /// Bytes the VM received and sent on its bridge NIC (its TAP).
     pub net_rx_bytes: u64,
     pub net_tx_bytes: u64,

@@ -96,7 +96,7 @@ impl Metrics {
         );
         registry.register(
             "vm_memory_bytes",
-            "Memory charged to a running VM's cgroup",
+            "Memory of a running VM: its cgroup's, else its VMM's resident memory",
             vm_memory.clone(),
         );
         registry.register(
@@ -164,17 +164,17 @@ impl Metrics {
             if v.state() != ignis_api::VmState::Running {
                 continue;
             }
-            let u = ignis_core::vm::vm_usage(v);
-            if let Some(us) = u.cpu_usec {
-                #[allow(clippy::cast_precision_loss)] // microseconds, far below 2^52
-                self.vm_cpu.get_or_create(&label).set(us as f64 / 1e6);
-            }
+            let u = ignis_core::vm::vm_sample(v);
+            #[allow(clippy::cast_precision_loss)] // nanoseconds, exact below 2^53 (104 days)
+            self.vm_cpu.get_or_create(&label).set(u.cpu_ns as f64 / 1e9);
             let int = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
-            if let Some(b) = u.memory_bytes {
-                self.vm_memory.get_or_create(&label).set(int(b));
-            }
-            if let Some(b) = u.vmm_rss_bytes {
-                self.vm_rss.get_or_create(&label).set(int(b));
+            self.vm_memory
+                .get_or_create(&label)
+                .set(int(u.memory_bytes));
+            if v.status.vmm_pid.is_some() {
+                self.vm_rss
+                    .get_or_create(&label)
+                    .set(int(u.vmm_resident_bytes));
             }
             if let Some(h) = &v.status.health {
                 self.vm_agent

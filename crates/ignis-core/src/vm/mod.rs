@@ -28,7 +28,6 @@ mod start;
 mod stats;
 mod stop;
 mod supervise;
-mod usage;
 
 pub use confine::{vmm_uid, ENV_CONFINE, UID_BASE};
 pub use console::CONSOLE_CAP;
@@ -46,8 +45,8 @@ pub use options::{
 };
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};
+pub use stats::vm_sample;
 pub use supervise::SuperviseOptions;
-pub use usage::{vm_usage, VmUsage};
 
 use std::path::PathBuf;
 

@@ -16,11 +16,7 @@ impl Ignis {
     /// One sample of a VM's counters (zeros for a VM that is not running).
     pub fn vm_stats(&self, query: &str) -> Result<VmStats, Error> {
         let rec = self.reconcile(self.find_vm(query)?)?;
-        Ok(sample(
-            &rec,
-            Path::new("/proc"),
-            Path::new("/sys/class/net"),
-        ))
+        Ok(vm_sample(&rec))
     }
 }
 
@@ -34,6 +30,12 @@ fn field(text: &str, key: &str) -> Option<u64> {
         let mut it = l.split_whitespace();
         (it.next()?.trim_end_matches(':') == key).then(|| num(it.next().unwrap_or("")))
     })
+}
+
+/// One sample of `rec`'s counters from this host (the daemon's per-VM
+/// metrics; `ignis stats` through [`Ignis::vm_stats`]).
+pub fn vm_sample(rec: &VmRecord) -> VmStats {
+    sample(rec, Path::new("/proc"), Path::new("/sys/class/net"))
 }
 
 pub(crate) fn sample(rec: &VmRecord, proc: &Path, net: &Path) -> VmStats {
@@ -60,7 +62,8 @@ pub(crate) fn sample(rec: &VmRecord, proc: &Path, net: &Path) -> VmStats {
             let ticks = f.get(11).map_or(0, |v| num(v)) + f.get(12).map_or(0, |v| num(v));
             s.cpu_ns = ticks * (1_000_000_000 / USER_HZ);
         }
-        s.memory_bytes = field(&read(&dir.join("status")), "VmRSS").unwrap_or(0) << 10;
+        s.vmm_resident_bytes = field(&read(&dir.join("status")), "VmRSS").unwrap_or(0) << 10;
+        s.memory_bytes = s.vmm_resident_bytes;
         let io = read(&dir.join("io"));
         s.block_read_bytes = field(&io, "read_bytes").unwrap_or(0);
         s.block_write_bytes = field(&io, "write_bytes").unwrap_or(0);
@@ -134,6 +137,7 @@ mod tests {
         let s = sample(&rec, &proc, &net);
         assert_eq!(s.cpu_ns, 3_000_000_000, "300 ticks");
         assert_eq!(s.memory_bytes, 2 << 20);
+        assert_eq!(s.vmm_resident_bytes, 2 << 20);
         assert_eq!(s.memory_limit_bytes, 256 << 20);
         assert_eq!((s.block_read_bytes, s.block_write_bytes), (4096, 8192));
         assert_eq!((s.net_rx_bytes, s.net_tx_bytes), (300, 100));
