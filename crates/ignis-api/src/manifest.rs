@@ -69,6 +69,10 @@ pub struct VmManifestSpec {
     /// `HOST_PATH:VM_PATH`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_files: Vec<String>,
+    /// Restart policy: `no` (default), `on-failure[:N]`, `always`,
+    /// `unless-stopped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
     /// Desired state: running (default) or stopped.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub running: bool,

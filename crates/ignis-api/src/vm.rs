@@ -204,6 +204,9 @@ pub struct VmSpec {
     /// `--ssh`: the public key installed as root's authorized key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSpec>,
+    /// `--restart`: what the supervisor does when the VM ends on its own.
+    #[serde(default, skip_serializing_if = "crate::RestartPolicy::is_no")]
+    pub restart: crate::RestartPolicy,
 }
 
 /// The snapshot a fork resumes: its ID and the blobs the VM keeps
@@ -289,6 +292,21 @@ pub struct VmStatus {
     /// command did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timings: Vec<PhaseTiming>,
+    /// How often the supervisor restarted the VM since its last start
+    /// (restart policy, guest reboots).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+    /// Exited, and its supervisor starts it again after a back-off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarting: bool,
+    /// Its last run ended by `ignis stop` or `ignis kill` (an
+    /// `unless-stopped` VM stays down after a host reboot).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_by_user: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One phase of a start: `create`, `disk`, `initramfs`, `spawn`,

@@ -154,6 +154,7 @@ fn flag(f: ignis_core::vm::Field) -> &'static str {
         Field::Mac => "--mac",
         Field::Ports => "-p",
         Field::Ssh => "--ssh",
+        Field::Restart => "--restart",
     }
 }
 

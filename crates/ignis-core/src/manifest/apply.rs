@@ -288,6 +288,7 @@ impl Ignis {
                     .iter()
                     .map(|c| format!("{}:{}", c.host, c.vm))
                     .collect(),
+                restart: (!s.restart.is_no()).then(|| s.restart.to_string()),
                 running: rec.state() == VmState::Running,
                 node_name: None,
                 node_selector: BTreeMap::new(),

@@ -273,6 +273,7 @@ impl Ignis {
                 labels: opts.labels.clone(),
                 copy_files,
                 auto_remove: opts.auto_remove,
+                restart: opts.restart,
                 network: ignis_api::NetworkSpec {
                     mode: opts.network,
                     cni: opts.cni.clone(),

@@ -7,7 +7,19 @@ impl Ignis {
     /// Makes a "running" record tell the truth: if the host rebooted or the
     /// supervisor is gone (killed), the VM is recorded as exited with why.
     pub(crate) fn reconcile(&self, rec: VmRecord) -> Result<VmRecord, Error> {
+        let supervisor_alive = || {
+            rec.status.supervisor_pid.is_some_and(|pid| {
+                process_start(pid).is_some() && process_start(pid) == rec.status.supervisor_start
+            })
+        };
         if rec.state() != VmState::Running {
+            // A restart its supervisor will not do (it died meanwhile).
+            if rec.status.restarting && !supervisor_alive() {
+                let updated = self.update_status(&rec.id, |s| {
+                    let _ = s.set_restarting(false);
+                })?;
+                return Ok(updated.unwrap_or(rec));
+            }
             return Ok(rec);
         }
         let reason = if rec.status.boot_id.is_some() && rec.status.boot_id != boot_id() {

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use ignis_api::manifest::VmManifest;
-use ignis_api::{BackendRequest, NetworkMode};
+use ignis_api::{BackendRequest, NetworkMode, RestartPolicy};
 
 use crate::{Error, ErrorKind};
 
@@ -31,6 +31,7 @@ pub enum Field {
     Mac,
     Ports,
     Ssh,
+    Restart,
 }
 
 impl Field {
@@ -51,6 +52,7 @@ impl Field {
             Self::Mac => "network.mac",
             Self::Ports => "network.ports",
             Self::Ssh => "ssh",
+            Self::Restart => "restart",
         }
     }
 }
@@ -72,6 +74,7 @@ impl Field {
         Self::Mac,
         Self::Ports,
         Self::Ssh,
+        Self::Restart,
     ];
 
     /// The field named `name` in the API (what a daemon's problem carries).
@@ -117,6 +120,7 @@ pub struct CreateOptions {
     pub command: Vec<String>,
     pub backend: BackendRequest,
     pub auto_remove: bool,
+    pub restart: RestartPolicy,
     pub network: NetworkMode,
     /// A fixed address on the bridge.
     pub ip: Option<Ipv4Addr>,
@@ -204,6 +208,8 @@ pub struct VmSettings {
     pub cni_bin_dir: Option<String>,
     pub ssh: Option<String>,
     pub auto_remove: bool,
+    /// `--restart`.
+    pub restart: Option<String>,
 }
 
 impl VmSettings {
@@ -239,6 +245,7 @@ impl VmSettings {
             cni_bin_dir: None,
             ssh: s.ssh.clone(),
             auto_remove: false,
+            restart: s.restart.clone(),
         }
     }
 
@@ -283,6 +290,7 @@ impl VmSettings {
             cni_bin_dir: _,
             ssh,
             auto_remove: _,
+            restart,
         } = self.clone();
         let net = ignis_api::manifest::ManifestNetwork {
             mode: network,
@@ -315,6 +323,7 @@ impl VmSettings {
                 network: (net != Default::default()).then_some(net),
                 ssh,
                 copy_files,
+                restart,
                 running: true,
                 // Placement is the fleet's, not a VM setting: a VM created
                 // through the API runs on the daemon asked.
@@ -364,6 +373,7 @@ impl VmSettings {
             cni_bin_dir: top.cni_bin_dir.or(self.cni_bin_dir),
             ssh: top.ssh.or(self.ssh),
             auto_remove: top.auto_remove || self.auto_remove,
+            restart: top.restart.or(self.restart),
         }
     }
 
@@ -498,6 +508,18 @@ impl VmSettings {
                 "a fixed address needs the bridge network",
             ));
         }
+        let restart: RestartPolicy = self
+            .restart
+            .as_deref()
+            .unwrap_or("no")
+            .parse()
+            .map_err(|e: ignis_api::BadRestartPolicy| invalid(Field::Restart, e.to_string()))?;
+        if self.auto_remove && !restart.is_no() {
+            return Err(invalid(
+                Field::Restart,
+                "cannot be combined with --rm (a removed VM cannot restart)",
+            ));
+        }
         if let Some(n) = &self.name {
             if !super::valid_name(n) {
                 return Err(invalid(
@@ -520,6 +542,7 @@ impl VmSettings {
             command: self.command,
             backend,
             auto_remove: self.auto_remove,
+            restart,
             network,
             ip,
             mac: self.mac,
@@ -577,6 +600,7 @@ mod tests {
             cni_bin_dir: None,
             ssh: Some(String::new()),
             auto_remove: false,
+            restart: Some("on-failure:3".into()),
         };
         assert_eq!(VmSettings::from_manifest(&s.to_manifest()), s);
         // Nothing set: no network section, no name.

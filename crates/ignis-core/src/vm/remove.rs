@@ -5,9 +5,12 @@ impl Ignis {
     /// `ignis rm [-f]`: a running VM is refused unless forced (then killed).
     /// Returns the removed VM's name.
     pub fn vm_remove(&self, query: &str, force: bool) -> Result<String, Error> {
-        let rec = self.reconcile(self.find_vm(query)?)?;
+        let mut rec = self.reconcile(self.find_vm(query)?)?;
+        if rec.status.restarting && force {
+            rec = self.cancel_restart(&rec, super::control::Request::Kill {})?;
+        }
         let state = rec.run_state();
-        if !state.can_remove(force) {
+        if !state.can_remove(force) || rec.status.restarting {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!("VM {} is running; stop it first or use rm -f", rec.name),
