@@ -243,3 +243,87 @@ fn linux_guest_lifecycle_on_qemu() {
     assert_eq!(env.count("vms"), 0, "no VM files left");
     assert!(env.processes_with(&id).is_empty());
 }
+
+/// `--restart always` on a real guest: it survives its own `reboot`, a
+/// SIGKILLed QEMU and a (simulated) host reboot, which `ignis daemon`
+/// brings it back from. The host's boot ID is faked (`IGNIS_BOOT_ID`):
+/// every command runs on boot A until the host "goes down" (its
+/// supervisor and QEMU killed), then the daemon starts on boot B.
+#[test]
+fn restart_always_survives_a_guest_reboot_a_killed_vmm_and_a_host_reboot() {
+    let Some(env) = common::linux_env() else {
+        return;
+    };
+    let app = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    let on = |boot: &str, args: &[&str]| env.ok_with(&[("IGNIS_BOOT_ID", boot)], args);
+    let json = |boot: &str| -> serde_json::Value {
+        serde_json::from_str(&on(boot, &["inspect", "r"])).unwrap()
+    };
+    let running = |boot: &str, what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        common::wait::for_value(what, Duration::from_secs(180), || {
+            let v = json(boot);
+            (v["status"]["state"] == "running" && v["status"]["readyMs"].is_u64() && ok(&v))
+                .then_some(v)
+        })
+    };
+    // The first boot reboots the guest (the kernel's own restart, as
+    // `reboot -f`); the next ones run.
+    on(
+        "A",
+        &[
+            "run",
+            "-d",
+            "--no-wait",
+            "--restart",
+            "always",
+            "--name",
+            "r",
+            &app,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "if [ ! -e /rebooted ]; then : > /rebooted; sync; busybox reboot -f; fi; exec busybox sleep 100000",
+        ],
+    );
+    let v = running("A", "the guest to come back from its reboot", &|v| {
+        v["status"]["restartCount"] == 1
+    });
+    assert!(
+        on("A", &["logs", "r"]).contains("reboot: Restarting system"),
+        "the guest rebooted"
+    );
+    // QEMU killed from outside: a crash, restarted by the policy.
+    let vmm = v["status"]["vmmPid"].as_u64().unwrap();
+    assert!(common::kill9(vmm));
+    let v = running("A", "the VM to come back from a killed QEMU", &|v| {
+        v["status"]["restartCount"] == 2
+    });
+    assert_ne!(v["status"]["vmmPid"].as_u64(), Some(vmm));
+    // The host goes down: the supervisor dies, its QEMU with it.
+    let sup = v["status"]["supervisorPid"].as_u64().unwrap();
+    assert!(common::kill9(sup));
+    let id = v["id"].as_str().unwrap().to_string();
+    common::wait::until("QEMU to go with the host", Duration::from_secs(10), || {
+        env.processes_with(&id).is_empty()
+    });
+    // It boots again: the daemon starts the VM.
+    let sock = env.root().join("daemon.sock");
+    let mut daemon = env
+        .cmd()
+        .env("IGNIS_BOOT_ID", "B")
+        .args(["daemon", "--socket", sock.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let v = running("B", "the daemon to start the VM after the reboot", &|_| true);
+    assert_eq!(v["status"]["bootId"], "B");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    on("B", &["stop", "r"]);
+    let v = json("B");
+    assert_eq!(v["status"]["state"], "exited", "{v}");
+    assert_eq!(v["status"]["stoppedByUser"], true);
+    on("B", &["rm", "r"]);
+    assert!(env.processes_with(&id).is_empty());
+}
