@@ -115,6 +115,15 @@ pub struct ManifestNetwork {
     /// the one `mode` names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<ManifestInterface>,
+    /// Nameservers for the guest (`--dns`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// Search domains (`--dns-search`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// `NAME:IP` lines for /etc/hosts (`--add-host`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_hosts: Vec<String>,
 }
 
 /// One NIC of `spec.network.interfaces`.

@@ -68,6 +68,16 @@ pub struct NetworkSpec {
     /// The NICs after the first (`eth1`, ...), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<NicSpec>,
+    /// `--dns`: the guest's nameservers (else the host's, see
+    /// `ignis_net::dns`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// `--dns-search`: the guest's search domains (else the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// `--add-host NAME:IP`: more /etc/hosts lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_hosts: Vec<String>,
 }
 
 /// One NIC of a VM: the first is [`NetworkSpec`]'s own fields, the others
@@ -163,6 +173,9 @@ impl Default for NetworkSpec {
             ports: vec![],
             cni: None,
             interfaces: vec![],
+            dns: vec![],
+            dns_search: vec![],
+            add_hosts: vec![],
         }
     }
 }

@@ -469,6 +469,17 @@ pub struct CreateArgs {
     /// host reboot, with `ignis daemon`). A guest reboot always restarts.
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<String>,
+    /// A nameserver for the guest (repeatable; default: the host's, the
+    /// upstream of a systemd-resolved stub, or a relay on the bridge).
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// A DNS search domain for the guest (repeatable).
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// An /etc/hosts line in the guest: NAME:IP (IP `host-gateway`: the
+    /// bridge's gateway).
+    #[arg(long, value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -155,6 +155,9 @@ fn flag(f: ignis_core::vm::Field) -> &'static str {
         Field::Ports => "-p",
         Field::Ssh => "--ssh",
         Field::Restart => "--restart",
+        Field::Dns => "--dns",
+        Field::DnsSearch => "--dns-search",
+        Field::AddHost => "--add-host",
     }
 }
 

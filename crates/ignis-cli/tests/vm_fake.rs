@@ -812,6 +812,13 @@ fn the_daemon_brings_restart_policy_vms_back_after_a_host_reboot() {
     run("unless-stopped", "s");
     run("no", "n");
     env.ok_with(&boot("boot-1"), &["stop", "s"]);
+    // One that restarted before (its supervisor forked a new watcher).
+    let vmm = json("boot-1", "a")["status"]["vmmPid"].as_u64().unwrap();
+    assert!(common::kill9(vmm));
+    wait::until("a to restart", Duration::from_secs(30), || {
+        let v = json("boot-1", "a");
+        v["status"]["state"] == "running" && v["status"]["restartCount"] == 1
+    });
     // The host goes down: every supervisor and VMM with it.
     for name in ["a", "u", "n"] {
         let v = json("boot-1", name);

@@ -308,15 +308,28 @@ fn restart_always_survives_a_guest_reboot_a_killed_vmm_and_a_host_reboot() {
     });
     // It boots again: the daemon starts the VM.
     let sock = env.root().join("daemon.sock");
+    let daemon_log = env.dir.path().join("daemon.log");
     let mut daemon = env
         .cmd()
         .env("IGNIS_BOOT_ID", "B")
         .args(["daemon", "--socket", sock.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&daemon_log).unwrap())
         .spawn()
         .unwrap();
-    let v = running("B", "the daemon to start the VM after the reboot", &|_| true);
+    let back = common::wait::within(Duration::from_secs(180), || {
+        let v = json("B");
+        v["status"]["state"] == "running" && v["status"]["readyMs"].is_u64()
+    });
+    assert!(
+        back,
+        "the daemon did not start the VM after the reboot: {}\ndaemon: {}\nsupervisor: {}",
+        json("B"),
+        std::fs::read_to_string(&daemon_log).unwrap_or_default(),
+        std::fs::read_to_string(env.root().join("vms").join(&id).join("supervisor.log"))
+            .unwrap_or_default()
+    );
+    let v = json("B");
     assert_eq!(v["status"]["bootId"], "B");
     let _ = daemon.kill();
     let _ = daemon.wait();

@@ -80,6 +80,9 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
         ssh: a.ssh,
         auto_remove,
         restart: a.restart,
+        dns: a.dns,
+        dns_search: a.dns_search,
+        add_hosts: a.add_host,
     };
     Ok(VmSettings::from_environment()
         .overlay(manifest)

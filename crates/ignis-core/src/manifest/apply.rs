@@ -309,6 +309,12 @@ impl Ignis {
 /// A VM's network as a manifest writes it: `mode` for one NIC (or none),
 /// `interfaces` for several.
 fn manifest_network(n: &ignis_api::NetworkSpec) -> ManifestNetwork {
+    let dns = ManifestNetwork {
+        dns: n.dns.clone(),
+        dns_search: n.dns_search.clone(),
+        add_hosts: n.add_hosts.clone(),
+        ..Default::default()
+    };
     let nics = n.nics();
     let ports = n.ports.iter().map(|p| p.to_string()).collect();
     if nics.len() > 1 {
@@ -320,7 +326,7 @@ fn manifest_network(n: &ignis_api::NetworkSpec) -> ManifestNetwork {
                     network: nic.network(),
                 })
                 .collect(),
-            ..Default::default()
+            ..dns
         };
     }
     ManifestNetwork {
@@ -330,6 +336,6 @@ fn manifest_network(n: &ignis_api::NetworkSpec) -> ManifestNetwork {
                 .unwrap_or_else(|| "none".into()),
         ),
         ports,
-        ..Default::default()
+        ..dns
     }
 }

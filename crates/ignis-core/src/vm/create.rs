@@ -299,6 +299,9 @@ impl Ignis {
                             proto: p.proto.as_str().to_string(),
                         })
                         .collect(),
+                    dns: opts.dns.clone(),
+                    dns_search: opts.dns_search.clone(),
+                    add_hosts: opts.add_hosts.clone(),
                     ..Default::default()
                 },
                 ssh: match &snap {

@@ -32,6 +32,9 @@ pub enum Field {
     Ports,
     Ssh,
     Restart,
+    Dns,
+    DnsSearch,
+    AddHost,
 }
 
 impl Field {
@@ -53,6 +56,9 @@ impl Field {
             Self::Ports => "network.ports",
             Self::Ssh => "ssh",
             Self::Restart => "restart",
+            Self::Dns => "network.dns",
+            Self::DnsSearch => "network.dnsSearch",
+            Self::AddHost => "network.addHosts",
         }
     }
 }
@@ -75,6 +81,9 @@ impl Field {
         Self::Ports,
         Self::Ssh,
         Self::Restart,
+        Self::Dns,
+        Self::DnsSearch,
+        Self::AddHost,
     ];
 
     /// The field named `name` in the API (what a daemon's problem carries).
@@ -121,6 +130,10 @@ pub struct CreateOptions {
     pub backend: BackendRequest,
     pub auto_remove: bool,
     pub restart: RestartPolicy,
+    /// Checked `--dns` addresses, `--dns-search`, `--add-host NAME:IP`.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub add_hosts: Vec<String>,
     pub network: NetworkMode,
     /// A fixed address on the bridge.
     pub ip: Option<Ipv4Addr>,
@@ -210,6 +223,10 @@ pub struct VmSettings {
     pub auto_remove: bool,
     /// `--restart`.
     pub restart: Option<String>,
+    /// `--dns`, `--dns-search`, `--add-host NAME:IP`.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub add_hosts: Vec<String>,
 }
 
 impl VmSettings {
@@ -246,6 +263,17 @@ impl VmSettings {
             ssh: s.ssh.clone(),
             auto_remove: false,
             restart: s.restart.clone(),
+            dns: s.network.as_ref().map(|n| n.dns.clone()).unwrap_or_default(),
+            dns_search: s
+                .network
+                .as_ref()
+                .map(|n| n.dns_search.clone())
+                .unwrap_or_default(),
+            add_hosts: s
+                .network
+                .as_ref()
+                .map(|n| n.add_hosts.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -291,6 +319,9 @@ impl VmSettings {
             ssh,
             auto_remove: _,
             restart,
+            dns,
+            dns_search,
+            add_hosts,
         } = self.clone();
         let net = ignis_api::manifest::ManifestNetwork {
             mode: network,
@@ -301,6 +332,9 @@ impl VmSettings {
                 .into_iter()
                 .map(|network| ignis_api::manifest::ManifestInterface { network })
                 .collect(),
+            dns,
+            dns_search,
+            add_hosts,
         };
         VmManifest {
             api_version: ignis_api::manifest::API_VERSION.into(),
@@ -374,6 +408,9 @@ impl VmSettings {
             ssh: top.ssh.or(self.ssh),
             auto_remove: top.auto_remove || self.auto_remove,
             restart: top.restart.or(self.restart),
+            dns: join(self.dns, top.dns),
+            dns_search: join(self.dns_search, top.dns_search),
+            add_hosts: join(self.add_hosts, top.add_hosts),
         }
     }
 
@@ -514,6 +551,24 @@ impl VmSettings {
             .unwrap_or("no")
             .parse()
             .map_err(|e: ignis_api::BadRestartPolicy| invalid(Field::Restart, e.to_string()))?;
+        let mut dns = Vec::new();
+        for d in &self.dns {
+            let ip: std::net::IpAddr = d
+                .parse()
+                .map_err(|_| invalid(Field::Dns, format!("{d} is not an IP address")))?;
+            dns.push(ip.to_string());
+        }
+        for d in &self.dns_search {
+            if d.is_empty() || d.contains(char::is_whitespace) {
+                return Err(invalid(
+                    Field::DnsSearch,
+                    format!("{d:?} is not a search domain"),
+                ));
+            }
+        }
+        for h in &self.add_hosts {
+            ignis_net::dns::parse_add_host(h).map_err(|e| invalid(Field::AddHost, e))?;
+        }
         if self.auto_remove && !restart.is_no() {
             return Err(invalid(
                 Field::Restart,
@@ -543,6 +598,9 @@ impl VmSettings {
             backend,
             auto_remove: self.auto_remove,
             restart,
+            dns,
+            dns_search: self.dns_search,
+            add_hosts: self.add_hosts,
             network,
             ip,
             mac: self.mac,
@@ -601,6 +659,9 @@ mod tests {
             ssh: Some(String::new()),
             auto_remove: false,
             restart: Some("on-failure:3".into()),
+            dns: vec!["10.0.0.2".into()],
+            dns_search: vec!["corp.example".into()],
+            add_hosts: vec!["db:10.0.0.5".into()],
         };
         assert_eq!(VmSettings::from_manifest(&s.to_manifest()), s);
         // Nothing set: no network section, no name.
@@ -665,6 +726,42 @@ mod tests {
                     ..base()
                 },
                 Field::Image,
+            ),
+            (
+                VmSettings {
+                    restart: Some("sometimes".into()),
+                    ..base()
+                },
+                Field::Restart,
+            ),
+            (
+                VmSettings {
+                    restart: Some("always".into()),
+                    auto_remove: true,
+                    ..base()
+                },
+                Field::Restart,
+            ),
+            (
+                VmSettings {
+                    dns: vec!["resolver.example".into()],
+                    ..base()
+                },
+                Field::Dns,
+            ),
+            (
+                VmSettings {
+                    dns_search: vec!["a b".into()],
+                    ..base()
+                },
+                Field::DnsSearch,
+            ),
+            (
+                VmSettings {
+                    add_hosts: vec!["db=10.0.0.1".into()],
+                    ..base()
+                },
+                Field::AddHost,
             ),
             (
                 VmSettings {

@@ -328,6 +328,21 @@ impl Ignis {
         let phase = timeline.phase("network");
         self.prepare_network(rec)
             .map_err(|e| fail(format!("network setup failed: {e}")))?;
+        // The host resolves only on loopback: a relay on the gateway for
+        // this run (dropped with it).
+        let dns = super::boot::dns_plan(rec);
+        let _dns_relay = match (dns.forward_to.is_empty(), dns.nameservers.first()) {
+            (false, Some(gw)) => {
+                match ignis_net::dns::Forwarder::start((*gw, 53).into(), dns.forward_to.clone()) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        tracing::warn!(vm = id, error = %e, "cannot relay DNS on the gateway; the guest has no DNS (use --dns)");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         phase.end();
         let restored = spec.restore.is_some();
         let started = Instant::now();
