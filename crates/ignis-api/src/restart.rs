@@ -103,7 +103,13 @@ mod tests {
 
     #[test]
     fn policies_parse_print_and_decide() {
-        for s in ["no", "on-failure", "on-failure:3", "always", "unless-stopped"] {
+        for s in [
+            "no",
+            "on-failure",
+            "on-failure:3",
+            "always",
+            "unless-stopped",
+        ] {
             let p: RestartPolicy = s.parse().unwrap();
             assert_eq!(p.to_string(), s);
             let json = serde_json::to_string(&p).unwrap();

@@ -436,13 +436,19 @@ mod tests {
     fn a_restart_counts_and_keeps_counting_until_a_start() {
         let mut s = running();
         s.exited(5, Some(1), "workload exited".into()).unwrap();
-        assert!(s.begin_restart().is_err(), "only when the supervisor restarts");
+        assert!(
+            s.begin_restart().is_err(),
+            "only when the supervisor restarts"
+        );
         s.set_restarting(true).unwrap();
         s.begin_restart().unwrap();
         assert_eq!(s.run_state(), RunState::Created { restore: false });
         s.started(Started::default()).unwrap();
         assert_eq!((s.restart_count, s.restarting), (1, false));
-        assert!(s.set_restarting(true).is_err(), "a running VM is not restarting");
+        assert!(
+            s.set_restarting(true).is_err(),
+            "a running VM is not restarting"
+        );
         s.exited(6, Some(1), "workload exited".into()).unwrap();
         s.set_restarting(true).unwrap();
         s.begin_restart().unwrap();

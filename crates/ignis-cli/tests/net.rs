@@ -805,11 +805,8 @@ fn dns_server(
         use std::os::fd::AsRawFd;
         let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
         // SAFETY: setns on a valid descriptor; it moves this thread only.
-        assert_eq!(
-            unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns"
-        );
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns");
         let socks: Vec<std::net::UdpSocket> = addrs
             .iter()
             .map(|a| std::net::UdpSocket::bind((a.as_str(), 53)).unwrap())
@@ -873,7 +870,16 @@ fn dns_through_a_stub_resolver_on_loopback() {
     ok(&["ip", "netns", "add", &ns]);
     ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
     ok(&["ip", "-n", &ns, "link", "add", "up0", "type", "dummy"]);
-    ok(&["ip", "-n", &ns, "addr", "add", "192.168.241.1/24", "dev", "up0"]);
+    ok(&[
+        "ip",
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        "192.168.241.1/24",
+        "dev",
+        "up0",
+    ]);
     ok(&["ip", "-n", &ns, "link", "set", "up0", "up"]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = dns_server(&ns, &["127.0.0.53", "192.168.241.1"], stop.clone());
@@ -886,16 +892,29 @@ fn dns_through_a_stub_resolver_on_loopback() {
     let probe = "/bin/busybox cat /etc/resolv.conf /etc/hosts; /bin/busybox nslookup web.test && echo RESOLVED; /bin/busybox sleep 600";
     let run = |name: &str, upstream: &std::path::Path, extra: &[&str]| {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_ignis"), "run", "-d", "--name", name])
-            .args(extra)
-            .args([&img, "/bin/busybox", "sh", "-c", probe])
-            .env("IGNIS_ROOT", env.root())
-            .env("IGNIS_NETWORK", "bridge")
-            .env("IGNIS_LOG", "warn")
-            .env("IGNIS_RESOLV_CONF", &stub)
-            .env("IGNIS_RESOLVED_UPSTREAM", upstream);
+        c.args([
+            "netns",
+            "exec",
+            &ns,
+            env!("CARGO_BIN_EXE_ignis"),
+            "run",
+            "-d",
+            "--name",
+            name,
+        ])
+        .args(extra)
+        .args([&img, "/bin/busybox", "sh", "-c", probe])
+        .env("IGNIS_ROOT", env.root())
+        .env("IGNIS_NETWORK", "bridge")
+        .env("IGNIS_LOG", "warn")
+        .env("IGNIS_RESOLV_CONF", &stub)
+        .env("IGNIS_RESOLVED_UPSTREAM", upstream);
         let out = c.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run(
         "resolved",
@@ -912,9 +931,15 @@ fn dns_through_a_stub_resolver_on_loopback() {
     }
     let logs = ignis_ok(&env, &ns, &["logs", "resolved"]);
     assert!(logs.contains("nameserver 192.168.241.1"), "{logs}");
-    assert!(logs.contains("search test") && logs.contains("10.9.9.9\tdb"), "{logs}");
+    assert!(
+        logs.contains("search test") && logs.contains("10.9.9.9\tdb"),
+        "{logs}"
+    );
     let logs = ignis_ok(&env, &ns, &["logs", "relayed"]);
-    assert!(logs.contains("nameserver 10.61.0.1"), "the gateway relays: {logs}");
+    assert!(
+        logs.contains("nameserver 10.61.0.1"),
+        "the gateway relays: {logs}"
+    );
     for vm in ["resolved", "relayed"] {
         ignis_ok(&env, &ns, &["rm", "-f", vm]);
     }

@@ -719,10 +719,14 @@ fn run_restarting(env: &Env, img: &str, policy: &str, mode: Option<&str>) -> Str
 fn on_failure_restarts_up_to_its_count_and_a_success_does_not_restart() {
     let (env, img) = Env::fake_app();
     let id = run_restarting(&env, &img, "on-failure:2", Some("exit:3"));
-    let v = wait::for_value("two restarts, then the end", Duration::from_secs(30), || {
-        let v = env.vm_json(&id);
-        (v["status"]["state"] == "exited" && v["status"]["restarting"].is_null()).then_some(v)
-    });
+    let v = wait::for_value(
+        "two restarts, then the end",
+        Duration::from_secs(30),
+        || {
+            let v = env.vm_json(&id);
+            (v["status"]["state"] == "exited" && v["status"]["restarting"].is_null()).then_some(v)
+        },
+    );
     assert_eq!(v["status"]["restartCount"], 2, "{v}");
     assert_eq!(v["status"]["exitCode"], 3);
     assert_eq!(v["spec"]["restart"], "on-failure:2");
@@ -776,14 +780,35 @@ fn a_guest_reboot_restarts_the_vm_whatever_its_policy() {
 #[test]
 fn restart_policies_are_checked() {
     let (env, img) = Env::fake_app();
-    let out = env.run(&["create", "--backend", "fake", "--restart", "sometimes", &img]);
+    let out = env.run(&[
+        "create",
+        "--backend",
+        "fake",
+        "--restart",
+        "sometimes",
+        &img,
+    ]);
     common::assert_exit(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--restart") && err.contains("on-failure[:N]"), "{err}");
-    let out = env.run(&["run", "--rm", "--backend", "fake", "--restart", "always", &img]);
+    assert!(
+        err.contains("--restart") && err.contains("on-failure[:N]"),
+        "{err}"
+    );
+    let out = env.run(&[
+        "run",
+        "--rm",
+        "--backend",
+        "fake",
+        "--restart",
+        "always",
+        &img,
+    ]);
     common::assert_exit(&out, 125);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--restart: cannot be combined with --rm"), "{err}");
+    assert!(
+        err.contains("--restart: cannot be combined with removing"),
+        "{err}"
+    );
     assert_eq!(env.ok(&["ps", "-a", "-Q"]), "", "nothing was created");
 }
 
@@ -804,7 +829,17 @@ fn the_daemon_brings_restart_policy_vms_back_after_a_host_reboot() {
     let run = |policy: &str, name: &str| {
         env.ok_with(
             &boot("boot-1"),
-            &["run", "-d", "--backend", "fake", "--restart", policy, "--name", name, &img],
+            &[
+                "run",
+                "-d",
+                "--backend",
+                "fake",
+                "--restart",
+                policy,
+                "--name",
+                name,
+                &img,
+            ],
         );
     };
     run("always", "a");
@@ -822,7 +857,9 @@ fn the_daemon_brings_restart_policy_vms_back_after_a_host_reboot() {
     // The host goes down: every supervisor and VMM with it.
     for name in ["a", "u", "n"] {
         let v = json("boot-1", name);
-        assert!(common::kill9(v["status"]["supervisorPid"].as_u64().unwrap()));
+        assert!(common::kill9(
+            v["status"]["supervisorPid"].as_u64().unwrap()
+        ));
     }
     let sock = env.root().join("daemon.sock");
     let mut daemon = env
@@ -834,10 +871,14 @@ fn the_daemon_brings_restart_policy_vms_back_after_a_host_reboot() {
         .spawn()
         .unwrap();
     let up = |name: &str| {
-        wait::for_value(&format!("{name} to run again"), Duration::from_secs(30), || {
-            let v = json("boot-2", name);
-            (v["status"]["state"] == "running").then_some(v)
-        })
+        wait::for_value(
+            &format!("{name} to run again"),
+            Duration::from_secs(30),
+            || {
+                let v = json("boot-2", name);
+                (v["status"]["state"] == "running").then_some(v)
+            },
+        )
     };
     for name in ["a", "u"] {
         assert_eq!(up(name)["status"]["bootId"], "boot-2");

@@ -289,8 +289,17 @@ mod tests {
         assert_eq!(plan(&[], &[], &dnsmasq, None, None), Plan::default());
         // A reachable host server is used as it is; --dns and --dns-search win.
         let plain = ResolvConf::parse("nameserver 127.0.0.53\nnameserver 9.9.9.9\n");
-        assert_eq!(plan(&[], &[], &plain, None, gw).nameservers, [ip("9.9.9.9")]);
-        let p = plan(&[ip("1.1.1.1")], &["x.test".into()], &stub, Some(&upstream), gw);
+        assert_eq!(
+            plan(&[], &[], &plain, None, gw).nameservers,
+            [ip("9.9.9.9")]
+        );
+        let p = plan(
+            &[ip("1.1.1.1")],
+            &["x.test".into()],
+            &stub,
+            Some(&upstream),
+            gw,
+        );
         assert_eq!(
             (p.nameservers, p.search),
             (vec![ip("1.1.1.1")], vec!["x.test".to_string()])
@@ -304,7 +313,10 @@ mod tests {
             ("db".into(), "10.0.0.5".into())
         );
         assert!(parse_add_host("gw:host-gateway").is_ok());
-        assert!(parse_add_host("db:fe80::1").is_ok(), "split at the first colon");
+        assert!(
+            parse_add_host("db:fe80::1").is_ok(),
+            "split at the first colon"
+        );
         for bad in ["db", "db:nope", ":10.0.0.1", "a b:10.0.0.1"] {
             assert!(parse_add_host(bad).is_err(), "{bad}");
         }
@@ -333,7 +345,11 @@ mod tests {
         let mut b = [0u8; 64];
         let (n, from) = client.recv_from(&mut b).unwrap();
         assert_eq!(&b[..n], b"query answered");
-        assert_eq!(from, fwd.addr(), "the answer comes from where the query went");
+        assert_eq!(
+            from,
+            fwd.addr(),
+            "the answer comes from where the query went"
+        );
         let addr = fwd.addr();
         drop(fwd);
         // Its port is free again.

@@ -106,15 +106,17 @@ fn status_text(v: &VmRecord) -> String {
         ),
         VmState::Created => "Created".into(),
         VmState::Running => match v.status.started_at {
-            Some(t) => format!(
-                "Up {}{}",
-                output::ago(t).trim_end_matches(" ago"),
-                match (v.status.paused, v.status.health) {
-                    (true, _) => " (Paused)".to_string(),
-                    (false, Some(h)) => format!(" ({})", h.as_str()),
-                    (false, None) => String::new(),
-                },
-            ) + &restarts,
+            Some(t) => {
+                format!(
+                    "Up {}{}",
+                    output::ago(t).trim_end_matches(" ago"),
+                    match (v.status.paused, v.status.health) {
+                        (true, _) => " (Paused)".to_string(),
+                        (false, Some(h)) => format!(" ({})", h.as_str()),
+                        (false, None) => String::new(),
+                    },
+                ) + &restarts
+            }
             None => "Starting".into(),
         },
         VmState::Exited => format!(
@@ -247,7 +249,9 @@ fn wait_system(ignis: &dyn Engine, rec: &VmRecord) -> anyhow::Result<()> {
     let mut last;
     loop {
         let (_, client) = ignis.vm_agent(&rec.id)?;
-        let argv = ["systemctl", "is-system-running"].map(String::from).to_vec();
+        let argv = ["systemctl", "is-system-running"]
+            .map(String::from)
+            .to_vec();
         let mut out = Vec::new();
         if let Ok(s) = client.open(&Request::Exec(ExecRequest {
             argv,

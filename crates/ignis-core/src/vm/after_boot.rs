@@ -10,12 +10,15 @@ use ignis_api::{VmRecord, VmState};
 use super::{boot_id, parse, KIND};
 use crate::{Error, Ignis};
 
+/// A VM started after a host reboot: its name and how its start went.
+pub type AfterBoot = (String, Result<VmRecord, Error>);
+
 impl Ignis {
     /// Starts every VM that ran under an older boot of the host and whose
     /// restart policy wants it back (`unless-stopped`: unless its last run
     /// ended by `ignis stop`/`kill`). Returns each one tried with how its
     /// start went; none waits for its guest to be ready.
-    pub fn vm_start_after_boot(&self) -> Result<Vec<(String, Result<VmRecord, Error>)>, Error> {
+    pub fn vm_start_after_boot(&self) -> Result<Vec<AfterBoot>, Error> {
         let now = boot_id();
         let rows = self.store.db().read(|tx| tx.list_objects(KIND))?;
         let mut out = Vec::new();

@@ -348,4 +348,3 @@ pub(crate) fn dns_plan(rec: &VmRecord) -> ignis_net::dns::Plan {
     };
     plan(&given, &n.dns_search, &host, upstream.as_ref(), gateway)
 }
-

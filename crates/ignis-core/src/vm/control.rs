@@ -305,14 +305,15 @@ mod tests {
         vmm.deaf.store(1, Ordering::SeqCst);
         request(
             d.path(),
-            Request::Stop {
-                timeout_ms: 60_000,
-            },
+            Request::Stop { timeout_ms: 60_000 },
             Duration::from_secs(30),
         )
         .unwrap();
         assert_eq!(vmm.asked.load(Ordering::SeqCst), 2);
-        assert!(!vmm.killed.load(Ordering::SeqCst), "it shut down, not killed");
+        assert!(
+            !vmm.killed.load(Ordering::SeqCst),
+            "it shut down, not killed"
+        );
     }
 
     #[test]

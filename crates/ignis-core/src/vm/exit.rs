@@ -167,12 +167,18 @@ mod tests {
         assert_eq!(c(&r, Intent::Stop), (Some(0), "stopped".into()));
         let mut app = r.clone();
         app.report = Some(0);
-        assert!(!rebooted(&app, Intent::None), "ignis-init powers off with a reset");
+        assert!(
+            !rebooted(&app, Intent::None),
+            "ignis-init powers off with a reset"
+        );
         let mut p = seen(None, None, true);
         p.kernel_line("[    1.0] Kernel panic - not syncing: Attempted to kill init!");
         let (code, why) = c(&p, Intent::None);
         assert_eq!(code, None);
-        assert!(why.starts_with("guest kernel panic: Attempted to kill init!"), "{why}");
+        assert!(
+            why.starts_with("guest kernel panic: Attempted to kill init!"),
+            "{why}"
+        );
         assert!(!rebooted(&p, Intent::None));
         // The init's error wins, with its code or the init's own.
         let mut e = seen(None, None, true);

@@ -263,7 +263,11 @@ impl VmSettings {
             ssh: s.ssh.clone(),
             auto_remove: false,
             restart: s.restart.clone(),
-            dns: s.network.as_ref().map(|n| n.dns.clone()).unwrap_or_default(),
+            dns: s
+                .network
+                .as_ref()
+                .map(|n| n.dns.clone())
+                .unwrap_or_default(),
             dns_search: s
                 .network
                 .as_ref()
@@ -572,7 +576,7 @@ impl VmSettings {
         if self.auto_remove && !restart.is_no() {
             return Err(invalid(
                 Field::Restart,
-                "cannot be combined with --rm (a removed VM cannot restart)",
+                "cannot be combined with removing the VM when it exits (a removed VM cannot restart)",
             ));
         }
         if let Some(n) = &self.name {

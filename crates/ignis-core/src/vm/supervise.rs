@@ -214,12 +214,12 @@ impl Ignis {
             };
             if !served {
                 served = true;
-                if let Err(e) =
-                    super::control::serve(&dir, control_state.clone(), current.clone())
+                if let Err(e) = super::control::serve(&dir, control_state.clone(), current.clone())
                 {
                     tracing::warn!(vm = id, error = %e, "cannot serve control.sock; stop and kill fall back to signals");
                 }
-                if let Err(e) = serve_attach(&dir.join("attach.sock"), attached.clone(), input.clone())
+                if let Err(e) =
+                    serve_attach(&dir.join("attach.sock"), attached.clone(), input.clone())
                 {
                     tracing::warn!(vm = id, error = %e, "cannot serve attach.sock; ignis attach will not work");
                 }
@@ -236,7 +236,11 @@ impl Ignis {
                 Err(e) => break Err(e),
             };
             let again = control_state.intent() == Intent::None
-                && (end.reboot || rec.spec.restart.restarts(end.code, rec.status.restart_count));
+                && (end.reboot
+                    || rec
+                        .spec
+                        .restart
+                        .restarts(end.code, rec.status.restart_count));
             if !again {
                 break Ok(rec);
             }
