@@ -309,7 +309,7 @@ fn restart_always_survives_a_guest_reboot_a_killed_vmm_and_a_host_reboot() {
     // It boots again: the daemon starts the VM.
     let sock = env.root().join("daemon.sock");
     let daemon_log = env.dir.path().join("daemon.log");
-    let mut daemon = env
+    let daemon = env
         .cmd()
         .env("IGNIS_BOOT_ID", "B")
         .args(["daemon", "--socket", sock.to_str().unwrap()])
@@ -317,26 +317,41 @@ fn restart_always_survives_a_guest_reboot_a_killed_vmm_and_a_host_reboot() {
         .stderr(std::fs::File::create(&daemon_log).unwrap())
         .spawn()
         .unwrap();
+    // Stopped however the test ends (a failed assertion too), and the VM
+    // it started with it.
+    struct Stop<'a>(std::process::Child, &'a common::Env);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = self
+                .1
+                .cmd()
+                .env("IGNIS_BOOT_ID", "B")
+                .args(["rm", "-f", "r"])
+                .output();
+        }
+    }
+    let daemon = Stop(daemon, &env);
     let back = common::wait::within(Duration::from_secs(180), || {
         let v = json("B");
         v["status"]["state"] == "running" && v["status"]["readyMs"].is_u64()
     });
     assert!(
         back,
-        "the daemon did not start the VM after the reboot: {}\ndaemon: {}\nsupervisor: {}",
+        "the daemon did not start the VM after the reboot: {}\ndaemon: {}\nconsole: {}\nsupervisor: {}",
         json("B"),
         std::fs::read_to_string(&daemon_log).unwrap_or_default(),
+        on("B", &["logs", "r"]),
         std::fs::read_to_string(env.root().join("vms").join(&id).join("supervisor.log"))
             .unwrap_or_default()
     );
     let v = json("B");
     assert_eq!(v["status"]["bootId"], "B");
-    let _ = daemon.kill();
-    let _ = daemon.wait();
     on("B", &["stop", "r"]);
     let v = json("B");
     assert_eq!(v["status"]["state"], "exited", "{v}");
     assert_eq!(v["status"]["stoppedByUser"], true);
-    on("B", &["rm", "r"]);
+    drop(daemon);
     assert!(env.processes_with(&id).is_empty());
 }

@@ -49,15 +49,28 @@ impl Ignis {
                 }
             }
         }
-        self.release_host_resources(&rec);
+        // Only the run this record was read for: another process may have
+        // settled it and started the VM again meanwhile (the daemon after a
+        // host reboot), and that run and its resources are not ours.
+        let same_run = |s: &ignis_api::VmStatus| {
+            s.state == Some(VmState::Running)
+                && s.supervisor_pid == rec.status.supervisor_pid
+                && s.supervisor_start == rec.status.supervisor_start
+                && s.boot_id == rec.status.boot_id
+        };
+        let mut settled = false;
         let updated = self.update_status(&rec.id, |s| {
-            if s.state == Some(VmState::Running) {
+            if same_run(s) {
                 s.state = Some(VmState::Exited);
                 s.finished_at = Some(crate::now());
                 s.reason = Some(reason.clone());
                 s.vmm_pid = None;
+                settled = true;
             }
         })?;
+        if settled {
+            self.release_host_resources(&rec);
+        }
         Ok(updated.unwrap_or(rec))
     }
 
