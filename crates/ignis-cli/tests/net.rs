@@ -869,7 +869,10 @@ fn dns_through_a_stub_resolver_on_loopback() {
     };
     ok(&["ip", "netns", "add", &ns]);
     ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-    ok(&["ip", "-n", &ns, "link", "add", "up0", "type", "dummy"]);
+    // The upstream server's address, on an interface of its own.
+    ok(&[
+        "ip", "-n", &ns, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+    ]);
     ok(&[
         "ip",
         "-n",
@@ -880,7 +883,9 @@ fn dns_through_a_stub_resolver_on_loopback() {
         "dev",
         "up0",
     ]);
-    ok(&["ip", "-n", &ns, "link", "set", "up0", "up"]);
+    for dev in ["up0", "up1"] {
+        ok(&["ip", "-n", &ns, "link", "set", dev, "up"]);
+    }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = dns_server(&ns, &["127.0.0.53", "192.168.241.1"], stop.clone());
     let dir = env.dir.path();
