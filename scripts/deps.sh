@@ -10,8 +10,8 @@ pkgs=(
   containernetworking-plugins util-linux
   # building: the static guest init (gcc, libc6-dev), git2's TLS
   build-essential libssl-dev pkg-config
-  # the demo (a free port)
-  python3
+  # the demo (a free port); the API conformance test's venv
+  python3 python3-venv
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -22,6 +22,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The API conformance test: schemathesis (PyPI), pinned, in its own venv
+# beside the kernel cache (IGNIS_SCHEMATHESIS names another `st`).
+st_version=4.32.5
+st_venv=/var/cache/ignis-test/schemathesis
+if [ "$("$st_venv/bin/st" --version 2>/dev/null)" != "st, version $st_version" ]; then
+  echo "==> schemathesis $st_version into $st_venv"
+  rm -rf "$st_venv"
+  mkdir -p "$(dirname "$st_venv")"
+  python3 -m venv "$st_venv"
+  "$st_venv/bin/pip" install -q "schemathesis==$st_version"
 fi
 if ! command -v cargo >/dev/null; then
   echo "cargo not found: install Rust (rustup) first" >&2

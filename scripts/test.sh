@@ -13,7 +13,7 @@ installed=()
 if [ "$(id -u)" = 0 ]; then
   scripts/deps.sh
   installed=("e2fsprogs" "live registry" "Debian kernel package" "(b) Linux guest on QEMU"
-    "live networking" "root-only wiring")
+    "live networking" "root-only wiring" "API conformance")
 else
   echo "(not root: skipping package installation; live tiers run only if their tools are present)"
 fi
@@ -52,7 +52,7 @@ echo "Test tiers on this machine (from target/test-records.tsv):"
 summary=$(grep -E '^ +Summary' target/test.log | tail -n1 | sed 's/^ *//') || true
 printf '  %-32s %s\n' "all tests (nextest)" "${summary:-no summary: see target/test.log}"
 tiers=("e2fsprogs" "live registry" "Debian kernel package" "root-only wiring"
-  "(b) Linux guest on QEMU" "live networking" "(a) Firecracker + test guest")
+  "(b) Linux guest on QEMU" "live networking" "(a) Firecracker + test guest" "API conformance")
 for t in "${tiers[@]}"; do
   rows=$(awk -F'\t' -v t="$t" '$1 == t' "$IGNIS_TEST_RECORDS")
   n() { [ -z "$rows" ] && echo 0 || printf '%s\n' "$rows" | awk -F'\t' -v o="$1" '$3 == o' | wc -l; }

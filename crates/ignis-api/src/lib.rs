@@ -5,6 +5,7 @@
 //! front end (CLI, REST daemon, GitOps reconciler) shares one definition and
 //! can treat server errors as typed data rather than strings.
 
+mod event;
 mod exec;
 mod image;
 mod kernel;
@@ -17,7 +18,9 @@ mod snapshot;
 pub mod state;
 pub mod time;
 mod vm;
+mod volume;
 
+pub use event::{Event, EventFilter};
 pub use exec::ExecOutput;
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
 pub use kernel::{KernelRecord, KernelSource};
@@ -33,6 +36,7 @@ pub use vm::{
     CgroupLimits, Confinement, CopyFileSpec, NetworkSpec, NicSpec, PhaseTiming, PortSpec, RunMode,
     SnapshotOrigin, SshSpec, VmRecord, VmSpec, VmStatus,
 };
+pub use volume::{VolumeKind, VolumeMount, VolumeRecord};
 
 /// Prefix of every content digest ignis produces or accepts.
 pub const SHA256_PREFIX: &str = "sha256:";

@@ -73,6 +73,13 @@ pub struct VmManifestSpec {
     /// `unless-stopped`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
+    /// `[SOURCE:]VM_PATH[:ro|rw]`, as `-v`: SOURCE a volume name, a disk
+    /// image file or a block device; none: an anonymous volume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// The size of a volume created on first use (`--volume-size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_size: Option<String>,
     /// Desired state: running (default) or stopped.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub running: bool,

@@ -220,6 +220,9 @@ pub struct VmSpec {
     /// `--restart`: what the supervisor does when the VM ends on its own.
     #[serde(default, skip_serializing_if = "crate::RestartPolicy::is_no")]
     pub restart: crate::RestartPolicy,
+    /// Volumes mounted in the guest, in the order of their disks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::VolumeMount>,
 }
 
 /// The snapshot a fork resumes: its ID and the blobs the VM keeps

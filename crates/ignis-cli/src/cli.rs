@@ -11,6 +11,15 @@ pub struct Cli {
     /// Log filter (error, warn, info, debug, trace or a tracing filter); IGNIS_LOG overrides.
     #[arg(long, global = true, default_value = "warn")]
     pub log_level: String,
+    /// Log format: text, or json (one JSON object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        env = "IGNIS_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// Quiet: no progress bars; lists (ps, images, ...) print IDs only.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
@@ -252,6 +261,9 @@ pub enum Command {
         /// Kill running VMs first.
         #[arg(long, short = 'f')]
         force: bool,
+        /// Also remove the VMs' anonymous volumes (named ones are kept).
+        #[arg(long, short = 'v')]
+        volumes: bool,
     },
     /// List VMs.
     Ps {
@@ -390,8 +402,32 @@ pub enum Command {
     /// Networks (the bridge network and its leases).
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// Volumes: ext4 disks in the state root that outlive VMs (`-v NAME:/path`).
+    #[command(subcommand)]
+    Volume(VolumeCmd),
     /// Print the version.
     Version,
+    /// Follow what happens to VMs (create, start, stop, exit, delete) and the daemon's reconcilers, as `docker events`.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only these: type=EVENT, object=vm, name=NAME (vm=NAME too); repeatable, a key given twice matches either.
+    #[arg(long, short = 'f', value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Also the past events since this time (RFC 3339, Unix seconds, or an age such as 10m); the daemon keeps the last 1024.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// End at this time (same forms as --since; an age means before now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Output: one line per event, or one JSON object per line.
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub output: ListFormat,
+    /// Go-template-like line format, e.g. '{{.Time}} {{.Type}} {{.Name}}'.
+    #[arg(long, conflicts_with = "output")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -480,6 +516,14 @@ pub struct CreateArgs {
     /// bridge's gateway).
     #[arg(long, value_name = "NAME:IP")]
     pub add_host: Vec<String>,
+    /// Mount a volume: [SOURCE:]VM_PATH[:ro|rw], SOURCE a volume name
+    /// (made on first use), a disk image file (./data.ext4) or a block
+    /// device (/dev/sdb); none: an anonymous volume (repeatable).
+    #[arg(long = "volume", short = 'v', value_name = "[SOURCE:]VM_PATH[:ro]")]
+    pub volume: Vec<String>,
+    /// Size of volumes made on first use, e.g. 10GB (default 1GB).
+    #[arg(long)]
+    pub volume_size: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -627,6 +671,36 @@ pub enum NetworkCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume (an empty ext4 disk, sparse).
+    Create {
+        /// Its name (default: 12 hex digits of its ID).
+        name: Option<String>,
+        /// Size, e.g. 10GB.
+        #[arg(long, default_value = "1GB")]
+        size: String,
+        /// Label KEY=VALUE (repeatable).
+        #[arg(long, short = 'l')]
+        label: Vec<String>,
+    },
+    /// List volumes and the VMs that mount them.
+    #[command(alias = "list")]
+    Ls(ListOpts),
+    /// Show a volume's record.
+    Inspect {
+        volume: String,
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: InspectFormat,
+    },
+    /// Remove volumes (refused while a VM mounts one).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SystemCmd {
     /// Remove dangling images, every unreferenced blob, disk and temp file,
     /// and what crashed operations left on the host (cgroups, jails, TAPs,
@@ -641,4 +715,11 @@ pub enum SystemCmd {
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: ListFormat,
     },
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }

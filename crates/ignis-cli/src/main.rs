@@ -38,11 +38,21 @@ fn main() {
     let cli = cli::Cli::parse();
     output::QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let filter = std::env::var("IGNIS_LOG").unwrap_or_else(|_| cli.log_level.clone());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        // JSON lines carry their time: collectors order and join them.
+        cli::LogFormat::Json => logs.json().flatten_event(true).init(),
+        // The daemon's text lines are timed; a command's are not (its
+        // output is read by people, right away).
+        cli::LogFormat::Text if matches!(cli.command, cli::Command::Daemon(_)) => logs.init(),
+        cli::LogFormat::Text => logs.without_time().init(),
+    }
+    // The VM supervisors this process starts log the same way.
+    if cli.log_format == cli::LogFormat::Json {
+        std::env::set_var("IGNIS_LOG_FORMAT", "json");
+    }
     // Docker's convention: `run` and `exec` keep 1..124 for the workload's own exit
     // codes and reports its own failures as 125.
     let is_run = matches!(cli.command, cli::Command::Run(_) | cli::Command::Exec(_));
@@ -158,6 +168,8 @@ fn flag(f: ignis_core::vm::Field) -> &'static str {
         Field::Dns => "--dns",
         Field::DnsSearch => "--dns-search",
         Field::AddHost => "--add-host",
+        Field::Volumes => "--volume",
+        Field::VolumeSize => "--volume-size",
     }
 }
 

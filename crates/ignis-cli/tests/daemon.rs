@@ -10,59 +10,11 @@
 
 mod common;
 
+use common::daemon::Daemon;
 use common::Env;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &Env, args: &[&str]) -> Self {
-        Self::start_with(env, args, &[])
-    }
-    fn start_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Self {
-        let socket = env.dir.path().join(format!("d{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&socket);
-        let child = env
-            .cmd()
-            .envs(vars.iter().copied())
-            .arg("daemon")
-            .arg("--socket")
-            .arg(&socket)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(env.dir.path().join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut child = child;
-        // Up, or gone (a fault point may end it first).
-        wait_for("the daemon socket", 20, || {
-            socket.exists() || child.try_wait().unwrap().is_some()
-        });
-        Self { child, socket }
-    }
-    fn host(&self) -> String {
-        format!("unix://{}", self.socket.display())
-    }
-    fn sigterm(&mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn wait_for(what: &str, secs: u64, f: impl FnMut() -> bool) {
     common::wait::until(what, Duration::from_secs(secs), f);
@@ -189,6 +141,24 @@ fn api_matches_the_in_process_path_and_guards_tcp() {
         out.contains("event: start") && out.contains("\"name\":\"x\""),
         "{out}"
     );
+    // Per-VM series: its state, and its VMM's CPU time and resident
+    // memory (the fake VMM is a real process).
+    let (body, _) = curl(&["--unix-socket", &sock, "http://x/metrics"]);
+    let series = |name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains("vm=\"x\""))
+            .unwrap_or_else(|| panic!("no {name} for x in:\n{body}"))
+            .to_string()
+    };
+    let st = series("ignis_vm_state");
+    assert!(
+        st.contains("state=\"running\"") && st.ends_with(" 1"),
+        "{st}"
+    );
+    let rss = series("ignis_vm_vmm_resident_bytes");
+    let rss: u64 = rss.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(rss > 0, "{body}");
+    series("ignis_vm_cpu_seconds");
     // Graceful shutdown leaves VMs running.
     assert!(d.sigterm().success());
     assert_eq!(state(&env, "x").as_deref(), Some("running"));
@@ -912,4 +882,141 @@ fn gitops_status_failures_are_logged_and_counted() {
     // The remote accepts again: the next round writes the status.
     std::fs::remove_file(&hook).unwrap();
     wait_for("r1's status", 30, || status_in(&bare, "r1").is_some());
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The JSON events one `ignis events` printed.
+fn events_of(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "ignis events: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `ignis events` (Docker's `docker events`) both ways: through the daemon
+/// with filters, `--until` ending the stream and `--since` replaying the
+/// daemon's history; in-process from the records, refusing `--since`.
+#[test]
+fn events_are_followed_filtered_and_replayed() {
+    let (env, img) = Env::fake_app();
+    let d = Daemon::start(&env, &[]);
+    let host = d.host();
+    let until = (unix_now() + 6).to_string();
+    let follow = env
+        .cmd()
+        .args(["--host", &host, "events", "-o", "json", "--until", &until])
+        .args(["--filter", "name=web", "--filter", "type=start"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The stream is open before the VMs change (the daemon looks every
+    // second).
+    std::thread::sleep(Duration::from_millis(1500));
+    env.fake_vm("run", "web", &img);
+    env.fake_vm("run", "db", &img);
+    let got = events_of(&follow.wait_with_output().unwrap());
+    assert_eq!(got.len(), 1, "only web's start: {got:?}");
+    assert_eq!(got[0]["type"], "start");
+    assert_eq!(got[0]["name"], "web");
+    assert_eq!(got[0]["object"], "vm");
+
+    // The history: both VMs' creation and start, then the stream ends.
+    let past = env.run(&[
+        "--host",
+        &host,
+        "events",
+        "-o",
+        "json",
+        "--since",
+        "5m",
+        "--until",
+        &unix_now().to_string(),
+    ]);
+    let past = events_of(&past);
+    let seen: Vec<(String, String)> = past
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("create", "web"),
+        ("start", "web"),
+        ("create", "db"),
+        ("start", "db"),
+    ] {
+        assert!(
+            seen.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} not in {seen:?}"
+        );
+    }
+    // The human form, with a template.
+    let line = env.ok(&[
+        "--host",
+        &host,
+        "events",
+        "--since",
+        "5m",
+        "--until",
+        &unix_now().to_string(),
+        "--filter",
+        "name=db",
+        "--filter",
+        "type=create",
+        "--format",
+        "{{.Type}} {{.Name}}",
+    ]);
+    assert_eq!(line.trim(), "create db");
+
+    // In-process: the records are watched from now on.
+    let until = (unix_now() + 5).to_string();
+    let local = env
+        .cmd()
+        .args([
+            "events",
+            "-o",
+            "json",
+            "--until",
+            &until,
+            "--filter",
+            "type=delete",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    env.ok(&["rm", "-f", "web"]);
+    let got = events_of(&local.wait_with_output().unwrap());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0]["type"].as_str(), got[0]["name"].as_str()),
+        (Some("delete"), Some("web"))
+    );
+    let refused = env.run(&["events", "--since", "5m"]);
+    assert_eq!(refused.status.code(), Some(5));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("ignis daemon"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Bad filters are refused before anything is followed.
+    let bad = env.run(&["events", "--filter", "colour=red"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown key"));
 }

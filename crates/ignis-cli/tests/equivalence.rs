@@ -12,44 +12,11 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use common::daemon::Daemon;
 use common::Env;
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &Env) -> Self {
-        let socket = env.dir.path().join("eq.sock");
-        let child = env
-            .cmd()
-            .arg("daemon")
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(env.dir.path().join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        common::wait::until("the daemon socket", Duration::from_secs(20), || {
-            socket.exists()
-        });
-        Self { child, socket }
-    }
-    fn host(&self) -> String {
-        format!("unix://{}", self.socket.display())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -191,7 +158,7 @@ fn every_verb_prints_the_same_in_process_and_through_the_daemon() {
     let (env, _) = Env::fake_app();
     // A long-running fake workload, and an ambiguous pair of names.
     env.busybox_image("long:1", false, &[], &["/bin/busybox", "sleep", "1000"]);
-    let d = Daemon::start(&env);
+    let d = Daemon::start(&env, &[]);
     let b = Both {
         env: &env,
         host: d.host(),
@@ -255,6 +222,40 @@ fn every_verb_prints_the_same_in_process_and_through_the_daemon() {
     b.exact(&["network", "inspect", "bridge"]);
     b.exact(&["info", "-o", "json"]);
     b.exact(&["snapshot", "ls"]);
+
+    // Volumes: create (and its conflict), a VM mounting one, inspect, the
+    // in-use refusal of rm, rm -v, rm.
+    same_v(
+        ["volume", "create", "--size", "20MB", "vol-{m}"]
+            .map(String::from)
+            .to_vec(),
+    );
+    same_v(["volume", "create", "vol-{m}"].map(String::from).to_vec());
+    let mut with_vol = fk("create", "v-{m}", "app:1");
+    with_vol.splice(
+        1..1,
+        [
+            "-v".to_string(),
+            "vol-{m}:/d".into(),
+            "-v".into(),
+            "/anon".into(),
+        ],
+    );
+    same_v(with_vol);
+    b.exact(&["volume", "inspect", "vol-local"]);
+    b.exact(&["volume", "ls", "-Q"]);
+    same_v(["volume", "rm", "vol-{m}"].map(String::from).to_vec());
+    same_v(["rm", "-v", "v-{m}"].map(String::from).to_vec());
+    same_v(
+        ["volume", "rm", "vol-{m}", "nope-{m}"]
+            .map(String::from)
+            .to_vec(),
+    );
+    assert_eq!(
+        env.ok(&["volume", "ls", "-Q"]),
+        "",
+        "rm -v took the anonymous ones"
+    );
 
     // Snapshots: take, list, inspect, fork, restore, export, import, rm.
     same_v(fk("run", "s-{m}", "long:1"));
@@ -467,7 +468,7 @@ fn streams_are_the_same_through_the_daemon_on_qemu() {
         &["/bin/busybox", "sleep", "100000"],
     );
     env.ok_id(&["run", "--name", "box", &app]);
-    let d = Daemon::start(&env);
+    let d = Daemon::start(&env, &[]);
     let b = Both {
         env: &env,
         host: d.host(),

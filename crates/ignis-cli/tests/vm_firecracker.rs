@@ -288,3 +288,96 @@ fn test_guest_snapshot_and_ten_forks_on_firecracker() {
         );
     }
 }
+
+/// Volumes on Firecracker: the test guest cannot mount, so this checks
+/// what the VMM is given: a drive per volume (a named volume read-write, a
+/// loop device this test attaches read-only), accepted by Firecracker (the
+/// guest reports ready), in the jail (a link, a device node) when jailed;
+/// the named volume outlives the VM.
+#[test]
+fn volumes_are_drives_on_firecracker() {
+    let Some(fc) = firecracker_or_skip() else {
+        return;
+    };
+    if let Some(m) = common::guest_init_missing() {
+        common::tier::skip(common::tier::FIRECRACKER, &m);
+        return;
+    }
+    let env = Env::for_tier(common::tier::FIRECRACKER);
+    let img = import_test_guest_and_app(&env);
+    let dev_file = env.dir.path().join("ro.img");
+    std::fs::write(&dev_file, vec![0u8; 1 << 20]).unwrap();
+    let lo = std::process::Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&dev_file)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    struct Detach(Option<String>);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            if let Some(d) = &self.0 {
+                let _ = std::process::Command::new("losetup")
+                    .args(["-d", d])
+                    .status();
+            }
+        }
+    }
+    let _detach = Detach(lo.clone());
+    let mut args = vec![
+        "run".to_string(),
+        "--backend".into(),
+        "firecracker".into(),
+        "--kernel".into(),
+        "testguest".into(),
+        "--name".into(),
+        "fcv".into(),
+        "-v".into(),
+        "fcvol:/data".into(),
+        "--volume-size".into(),
+        "16MB".into(),
+    ];
+    if let Some(d) = &lo {
+        args.extend(["-v".into(), format!("{d}:/ro:ro")]);
+    }
+    args.push(img.clone());
+    let out = env
+        .cmd()
+        .env("IGNIS_FIRECRACKER", &fc)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.ok(&["logs", "fcv"]).contains("IGNIS-INIT ready"));
+    let plan: serde_json::Value = serde_json::from_str(&env.ok(&["__boot-plan", "fcv"])).unwrap();
+    let drives = plan["firecrackerConfig"]["drives"].as_array().unwrap();
+    assert_eq!(drives.len(), if lo.is_some() { 4 } else { 3 }, "{drives:?}");
+    assert_eq!(drives[2]["is_read_only"], false);
+    let vol: serde_json::Value =
+        serde_json::from_str(&env.ok(&["volume", "inspect", "fcvol"])).unwrap();
+    assert_eq!(drives[2]["path_on_host"], vol["path"]);
+    if lo.is_some() {
+        assert_eq!(drives[3]["is_read_only"], true);
+    }
+    let v = env.vm_json("fcv");
+    if jailer_found(&fc) {
+        use std::os::unix::fs::FileTypeExt;
+        let pid = v["status"]["vmmPid"].as_u64().unwrap();
+        let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+        assert!(root.join("disk2.img").is_file());
+        if lo.is_some() {
+            let t = std::fs::metadata(root.join("disk3.img"))
+                .unwrap()
+                .file_type();
+            assert!(t.is_block_device(), "a device node in the jail");
+        }
+    }
+    env.ok(&["rm", "-f", "-v", "fcv"]);
+    assert_eq!(env.ok(&["volume", "ls", "-Q"]).trim(), "fcvol");
+    env.ok(&["volume", "rm", "fcvol"]);
+}

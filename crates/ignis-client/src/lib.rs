@@ -289,6 +289,40 @@ impl Client {
         Ok(r.id)
     }
 
+    /// `rm -v`: the VM and its anonymous volumes.
+    pub fn vm_remove_volumes(&self, vm: &str, force: bool) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Removed {
+            id: String,
+        }
+        let r: Removed = self.delete(&format!("/v1/vms/{}?force={force}&volumes=true", enc(vm)))?;
+        Ok(r.id)
+    }
+
+    pub fn volume_list(&self) -> Result<Vec<ignis_api::VolumeRecord>> {
+        self.get("/v1/volumes")
+    }
+
+    pub fn volume_create(
+        &self,
+        name: Option<&str>,
+        size: u64,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<ignis_api::VolumeRecord> {
+        self.post_json(
+            "/v1/volumes",
+            &serde_json::json!({ "name": name, "size": size, "labels": labels }),
+        )
+    }
+
+    pub fn volume_inspect(&self, v: &str) -> Result<ignis_api::VolumeRecord> {
+        self.get(&format!("/v1/volumes/{}", enc(v)))
+    }
+
+    pub fn volume_remove(&self, v: &str) -> Result<ignis_api::VolumeRecord> {
+        self.delete(&format!("/v1/volumes/{}", enc(v)))
+    }
+
     /// The console log; with `follow`, a stream that ends when the VM does.
     pub fn vm_logs(&self, vm: &str, follow: bool) -> Result<Box<dyn Read + Send>> {
         self.stream("GET", &format!("/v1/vms/{}/logs?follow={follow}", enc(vm)))
@@ -351,12 +385,17 @@ impl Client {
         name: Option<&str>,
         auto_remove: bool,
     ) -> Result<Forked> {
+        if let Some(n) = name {
+            // One clone, named: a restore.
+            return self.post(&format!(
+                "/v1/snapshots/{}/restore?vm={}&rm={auto_remove}",
+                enc(s),
+                enc(n)
+            ));
+        }
         let mut q = format!("?count={count}&rm={auto_remove}");
         if let Some(p) = prefix {
             q.push_str(&format!("&prefix={}", enc(p)));
-        }
-        if let Some(n) = name {
-            q.push_str(&format!("&name={}", enc(n)));
         }
         self.post(&format!("/v1/snapshots/{}/fork{q}", enc(s)))
     }
@@ -449,6 +488,35 @@ impl Client {
         self.post(&format!("/v1/kernels/import{q}"))
     }
 
+    /// The daemon's events matching `filter`, as they happen (with
+    /// `since`, the kept past ones first; with `until`, ending then).
+    pub fn events(&self, filter: &ignis_api::EventFilter) -> Result<Events> {
+        let mut q = Vec::new();
+        for (key, values) in [
+            ("type", &filter.kinds),
+            ("object", &filter.objects),
+            ("name", &filter.names),
+        ] {
+            if !values.is_empty() {
+                q.push(format!("{key}={}", enc(&values.join(","))));
+            }
+        }
+        if let Some(t) = filter.since {
+            q.push(format!("since={t}"));
+        }
+        if let Some(t) = filter.until {
+            q.push(format!("until={t}"));
+        }
+        let path = if q.is_empty() {
+            "/events".to_string()
+        } else {
+            format!("/events?{}", q.join("&"))
+        };
+        Ok(Events {
+            lines: std::io::BufReader::new(self.stream("GET", &path)?),
+        })
+    }
+
     /// Removes a kernel; its ID.
     pub fn kernel_remove(&self, k: &str, force: bool) -> Result<String> {
         #[derive(Deserialize)]
@@ -457,6 +525,42 @@ impl Client {
         }
         let r: Removed = self.delete(&format!("/v1/kernels/{}?force={force}", enc(k)))?;
         Ok(r.id)
+    }
+}
+
+/// The event stream of [`Client::events`]: an iterator that blocks for
+/// the next event and ends with the stream.
+///
+/// Server-sent events are parsed here by hand: the daemon sends one
+/// `data:` line of JSON per event, and the SSE crates are async (this
+/// client is blocking).
+pub struct Events {
+    lines: std::io::BufReader<Box<dyn Read + Send>>,
+}
+
+impl Iterator for Events {
+    type Item = Result<ignis_api::Event>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::BufRead;
+        let mut data = String::new();
+        loop {
+            let mut line = String::new();
+            match self.lines.read_line(&mut line) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(Error::Protocol(format!("the event stream: {e}")))),
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            } else if line.is_empty() && !data.is_empty() {
+                return Some(serde_json::from_str(&data).map_err(|e| {
+                    Error::Protocol(format!("an event that is not JSON ({e}): {data}"))
+                }));
+            }
+            // Comments (keep-alives), `event:` and `id:` lines: skipped.
+        }
     }
 }
 

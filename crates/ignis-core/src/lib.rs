@@ -15,6 +15,7 @@ pub mod snapshot;
 pub mod system;
 pub mod timing;
 pub mod vm;
+pub mod volume;
 
 pub use error::{Error, ErrorKind};
 pub use resolve::{resolve, ResolveError};

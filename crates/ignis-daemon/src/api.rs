@@ -77,7 +77,15 @@ impl From<Error> for Problem {
         };
         // The field travels on its own (clients name it their way: a
         // flag, a manifest path); the detail is the message alone.
-        let mut p = Self::new(status, title, e.message.clone());
+        // The causes follow the message, as the CLI prints them: a client
+        // sees why (`pull failed: cannot resolve ...`), not only what.
+        let mut detail = e.message.clone();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            detail.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        let mut p = Self::new(status, title, detail);
         p.field = e.field.map(|f| f.name());
         p.code = Some(match e.kind {
             ErrorKind::NotFound => "not-found",
@@ -160,6 +168,8 @@ struct StopQuery {
 fn ten() -> u64 {
     10
 }
+/// The longest grace period of a stop (`time`): a day.
+const MAX_STOP_SECS: u64 = 86_400;
 
 #[derive(Deserialize)]
 struct SnapshotQuery {
@@ -171,7 +181,14 @@ struct ForkQuery {
     #[serde(default = "one")]
     count: u32,
     prefix: Option<String>,
-    name: Option<String>,
+    #[serde(default)]
+    rm: bool,
+}
+
+#[derive(Deserialize)]
+struct RestoreQuery {
+    /// The new VM's name.
+    vm: Option<String>,
     #[serde(default)]
     rm: bool,
 }
@@ -189,6 +206,9 @@ struct LogsQuery {
 struct RmQuery {
     #[serde(default)]
     force: bool,
+    /// `rm -v`: its anonymous volumes too.
+    #[serde(default)]
+    volumes: bool,
 }
 
 pub(crate) type BodyResult = Result<bytes::Bytes, axum::extract::rejection::BytesRejection>;
@@ -265,6 +285,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/metrics",
             get(|State(s): State<Arc<Shared>>| async move {
+                // The per-VM series are read at the scrape (cgroup and
+                // /proc reads, off the async threads).
+                let shared = s.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Ok(vms) = shared.ignis.vm_list(true) {
+                        shared.metrics.set_vms(&vms);
+                    }
+                })
+                .await;
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
             }),
         )
@@ -282,7 +311,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
             })
             .delete(
                 |State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<RmQuery>| async move {
-                    let id = call(&s, "vm_remove", move |i| i.vm_remove(&n, q.force)).await?;
+                    let id = if q.volumes {
+                        call(&s, "vm_remove", move |i| i.vm_remove_with_volumes(&n, q.force)).await?
+                    } else {
+                        call(&s, "vm_remove", move |i| i.vm_remove(&n, q.force)).await?
+                    };
                     ApiResult::Ok(Json(serde_json::json!({ "id": id })))
                 },
             ),
@@ -297,6 +330,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/vms/{name}/stop",
             post(
                 |State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<StopQuery>| async move {
+                    if q.time > MAX_STOP_SECS {
+                        return Err(Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "Invalid query",
+                            format!("time: at most {MAX_STOP_SECS} seconds (a day)"),
+                        ));
+                    }
                     ApiResult::Ok(Json(
                         call(&s, "vm_stop", move |i| i.vm_stop(&n, std::time::Duration::from_secs(q.time))).await?,
                     ))
@@ -336,7 +376,22 @@ pub fn router(shared: Arc<Shared>) -> Router {
                     let opts = ignis_core::snapshot::ForkOptions {
                         count: q.count,
                         name_prefix: q.prefix,
-                        name: q.name,
+                        name: None,
+                        auto_remove: q.rm,
+                    };
+                    let (snap, clones) = call(&s, "vm_fork", move |i| i.vm_fork(&n, &opts)).await?;
+                    ApiResult::Ok(Json(serde_json::json!({ "snapshot": snap, "clones": clones })))
+                },
+            ),
+        )
+        .route(
+            "/v1/snapshots/{name}/restore",
+            post(
+                |State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<RestoreQuery>| async move {
+                    let opts = ignis_core::snapshot::ForkOptions {
+                        count: 1,
+                        name_prefix: None,
+                        name: q.vm,
                         auto_remove: q.rm,
                     };
                     let (snap, clones) = call(&s, "vm_fork", move |i| i.vm_fork(&n, &opts)).await?;
@@ -381,20 +436,76 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// `GET /events`: server-sent events, one JSON object each.
+/// `GET /events` query: Docker's filters, each repeatable as a
+/// comma-separated list (`?type=start,stop&name=web`).
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    object: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+}
+
+/// `GET /events`: server-sent events, one JSON object each; with `since`,
+/// the kept past events first; with `until`, the stream ends at that time.
 async fn events(
     State(s): State<Arc<Shared>>,
-) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = tokio_stream::wrappers::BroadcastStream::new(s.events.subscribe());
-    let stream = rx.filter_map(|e| async move {
-        e.ok().map(|e| {
+    Q(q): Q<EventsQuery>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    let list = |key: &str, v: Option<String>| -> Result<Vec<String>, Problem> {
+        let Some(v) = v else { return Ok(Vec::new()) };
+        let items: Vec<String> = v.split(',').map(String::from).collect();
+        if items.iter().any(String::is_empty) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Invalid query",
+                format!("{key}: a comma-separated list of values, none empty"),
+            ));
+        }
+        Ok(items)
+    };
+    let filter = ignis_api::EventFilter {
+        kinds: list("type", q.kind)?,
+        objects: list("object", q.object)?,
+        names: list("name", q.name)?,
+        since: q.since,
+        until: q.until,
+    };
+    let (past, rx) = s.events.subscribe(q.since);
+    let live =
+        tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|e| async move { e.ok() });
+    let until = q.until;
+    let stream = futures_util::stream::iter(past)
+        .chain(live)
+        // Past `until` the stream ends (checked as events come, and by a
+        // timer so a quiet stream ends too).
+        .take_until(async move {
+            if let Some(t) = until {
+                let wait = u64::try_from(t.saturating_sub(crate::events::now())).unwrap_or(0);
+                tokio::time::sleep(std::time::Duration::from_secs(wait + 1)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        })
+        .take_while(move |e| {
+            let go = until.is_none_or(|t| e.time <= t);
+            async move { go }
+        })
+        .filter(move |e| {
+            let keep = filter.matches(e);
+            async move { keep }
+        })
+        .map(|e| {
             Ok(SseEvent::default()
                 .event(e.kind.clone())
                 .json_data(&e)
                 .unwrap_or_default())
-        })
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// Refuses TCP clients without the bearer token (compared in constant time).

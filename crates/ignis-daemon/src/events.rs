@@ -1,92 +1,89 @@
 //! The event stream: VM state changes (observed by polling the records,
 //! so changes made by the CLI show too) and reconciler results.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+pub use ignis_api::Event;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    pub time: i64,
-    /// create, start, stop, exit, delete, reconcile, error.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub object: String,
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
+/// How many past events the daemon keeps for `?since=` (Docker keeps
+/// 256 per client log; the events of a busy hour fit).
+const HISTORY: usize = 1024;
 
+/// The daemon's events: a broadcast to live subscribers and the last
+/// [`HISTORY`] events for subscribers that ask for the past.
 #[derive(Clone)]
-pub struct Bus(tokio::sync::broadcast::Sender<Event>);
+pub struct Bus {
+    tx: tokio::sync::broadcast::Sender<Event>,
+    history: Arc<Mutex<VecDeque<Event>>>,
+}
 
 impl Bus {
     pub fn new() -> Self {
-        Self(tokio::sync::broadcast::channel(1024).0)
+        Self {
+            tx: tokio::sync::broadcast::channel(HISTORY).0,
+            history: Arc::new(Mutex::new(VecDeque::with_capacity(HISTORY))),
+        }
     }
+
     pub fn emit(&self, kind: &str, object: &str, name: &str, message: Option<String>) {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
-            .unwrap_or(0);
-        tracing::info!(kind, object, name, ?message, "event");
-        let _ = self.0.send(Event {
-            time,
+        self.send(Event {
+            time: now(),
             kind: kind.into(),
             object: object.into(),
             name: name.into(),
             message,
         });
     }
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.0.subscribe()
+
+    pub fn send(&self, e: Event) {
+        tracing::info!(kind = e.kind, object = e.object, name = e.name, message = ?e.message, "event");
+        // Recorded and sent under one lock: a subscriber gets each event
+        // once, from the history or live.
+        let mut h = self.history.lock().expect("events");
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(e.clone());
+        let _ = self.tx.send(e);
     }
+
+    /// The kept events at or after `since` (none without it), and the live
+    /// ones from now on.
+    pub fn subscribe(
+        &self,
+        since: Option<i64>,
+    ) -> (Vec<Event>, tokio::sync::broadcast::Receiver<Event>) {
+        let h = self.history.lock().expect("events");
+        let past = match since {
+            Some(t) => h.iter().filter(|e| e.time >= t).cloned().collect(),
+            None => Vec::new(),
+        };
+        (past, self.tx.subscribe())
+    }
+}
+
+/// Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// Polls the VM records once a second and turns differences into events
 /// (and the VM-count gauges).
 pub fn watch_vms(shared: Arc<crate::Shared>) {
     std::thread::spawn(move || {
-        let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new(); // id -> (name, state)
-        let mut first = true;
+        let mut watcher = ignis_core::vm::VmWatcher::new();
         loop {
             if let Ok(vms) = shared.ignis.vm_list(true) {
-                let mut now = BTreeMap::new();
-                for v in &vms {
-                    let state = v.state().as_str().to_string();
-                    match seen.get(&v.id) {
-                        None if !first => shared.events.emit("create", "vm", &v.name, None),
-                        Some((_, old)) if *old != state && !first => {
-                            let kind = match state.as_str() {
-                                "running" => "start",
-                                "exited"
-                                    if v.status
-                                        .reason
-                                        .as_deref()
-                                        .is_some_and(|r| r.starts_with("stopped")) =>
-                                {
-                                    "stop"
-                                }
-                                _ => "exit",
-                            };
-                            shared
-                                .events
-                                .emit(kind, "vm", &v.name, v.status.reason.clone());
-                        }
-                        _ => {}
-                    }
-                    now.insert(v.id.clone(), (v.name.clone(), state));
-                }
-                for (id, (name, _)) in &seen {
-                    if !now.contains_key(id) {
-                        shared.events.emit("delete", "vm", name, None);
-                    }
+                for e in watcher.diff(&vms, now()) {
+                    shared.events.send(e);
                 }
                 shared.metrics.set_vm_counts(&vms);
-                seen = now;
-                first = false;
+                shared.metrics.observe_starts(&vms);
             }
             std::thread::sleep(Duration::from_secs(1));
         }

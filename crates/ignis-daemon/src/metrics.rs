@@ -1,5 +1,7 @@
 //! Prometheus metrics (prometheus-client): VMs by state, operation
-//! latencies and errors of the API and the reconcilers.
+//! latencies and errors of the API and the reconcilers, and per VM: its
+//! state, CPU and memory (its cgroup), the VMM's resident memory, agent
+//! health, and how long boots and restores took (histograms).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,11 +26,42 @@ struct OpResult {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VmLabel {
+    vm: String,
+    id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VmStateLabel {
+    vm: String,
+    id: String,
+    backend: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StartKind {
+    /// boot, or restore (a fork or restore resuming a snapshot).
+    kind: String,
+}
+
+type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 pub struct Metrics {
     registry: std::sync::Mutex<Registry>,
     vms: Family<StateLabel, Gauge>,
     ops: Family<OpResult, Counter>,
     latency: Family<OpLabel, Histogram>,
+    vm_state: Family<VmStateLabel, Gauge>,
+    vm_cpu: Family<VmLabel, F64Gauge>,
+    vm_memory: Family<VmLabel, Gauge>,
+    vm_rss: Family<VmLabel, Gauge>,
+    vm_agent: Family<VmLabel, Gauge>,
+    vm_paused: Family<VmLabel, Gauge>,
+    start_seconds: Family<StartKind, Histogram>,
+    /// Starts already observed: (VM ID, start time).
+    observed: std::sync::Mutex<std::collections::HashSet<(String, i64)>>,
 }
 
 impl Metrics {
@@ -42,12 +75,155 @@ impl Metrics {
         registry.register("vms", "VMs by state", vms.clone());
         registry.register("operations", "Operations by result", ops.clone());
         registry.register("operation_seconds", "Operation latency", latency.clone());
+        let vm_state = Family::<VmStateLabel, Gauge>::default();
+        let vm_cpu = Family::<VmLabel, F64Gauge>::default();
+        let vm_memory = Family::<VmLabel, Gauge>::default();
+        let vm_rss = Family::<VmLabel, Gauge>::default();
+        let vm_agent = Family::<VmLabel, Gauge>::default();
+        let vm_paused = Family::<VmLabel, Gauge>::default();
+        let start_seconds = Family::<StartKind, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 16))
+        });
+        registry.register(
+            "vm_state",
+            "1 for each VM, labelled with its state (created, running, exited)",
+            vm_state.clone(),
+        );
+        registry.register(
+            "vm_cpu_seconds",
+            "CPU time a running VM used (its cgroup, else its VMM process); only grows while it runs",
+            vm_cpu.clone(),
+        );
+        registry.register(
+            "vm_memory_bytes",
+            "Memory charged to a running VM's cgroup",
+            vm_memory.clone(),
+        );
+        registry.register(
+            "vm_vmm_resident_bytes",
+            "Resident memory of a running VM's VMM process",
+            vm_rss.clone(),
+        );
+        registry.register(
+            "vm_agent_healthy",
+            "1 when a running VM's guest agent answers its health checks, 0 when not",
+            vm_agent.clone(),
+        );
+        registry.register(
+            "vm_paused",
+            "1 when a running VM's vCPUs are paused",
+            vm_paused.clone(),
+        );
+        registry.register(
+            "vm_start_seconds",
+            "From the start command to the guest ready (boot) or the snapshot resumed (restore)",
+            start_seconds.clone(),
+        );
         Self {
             registry: std::sync::Mutex::new(registry),
             vms,
             ops,
             latency,
+            vm_state,
+            vm_cpu,
+            vm_memory,
+            vm_rss,
+            vm_agent,
+            vm_paused,
+            start_seconds,
+            observed: Default::default(),
         }
+    }
+
+    /// The per-VM series, from the records and what the host says of each
+    /// running VM now (called at each scrape: the series of removed VMs go).
+    pub fn set_vms(&self, vms: &[ignis_api::VmRecord]) {
+        for f in [
+            &self.vm_memory,
+            &self.vm_rss,
+            &self.vm_agent,
+            &self.vm_paused,
+        ] {
+            f.clear();
+        }
+        self.vm_state.clear();
+        self.vm_cpu.clear();
+        for v in vms {
+            let label = VmLabel {
+                vm: v.name.clone(),
+                id: v.id.clone(),
+            };
+            self.vm_state
+                .get_or_create(&VmStateLabel {
+                    vm: v.name.clone(),
+                    id: v.id.clone(),
+                    backend: v.spec.backend.as_str().into(),
+                    state: v.state().as_str().into(),
+                })
+                .set(1);
+            if v.state() != ignis_api::VmState::Running {
+                continue;
+            }
+            let u = ignis_core::vm::vm_usage(v);
+            if let Some(us) = u.cpu_usec {
+                #[allow(clippy::cast_precision_loss)] // microseconds, far below 2^52
+                self.vm_cpu.get_or_create(&label).set(us as f64 / 1e6);
+            }
+            let int = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+            if let Some(b) = u.memory_bytes {
+                self.vm_memory.get_or_create(&label).set(int(b));
+            }
+            if let Some(b) = u.vmm_rss_bytes {
+                self.vm_rss.get_or_create(&label).set(int(b));
+            }
+            if let Some(h) = &v.status.health {
+                self.vm_agent
+                    .get_or_create(&label)
+                    .set(i64::from(*h == ignis_api::Health::Healthy));
+            }
+            self.vm_paused
+                .get_or_create(&label)
+                .set(i64::from(v.status.paused));
+        }
+    }
+
+    /// Observes the start time of each VM start not seen yet: a boot once
+    /// its guest is ready, a restore (the `load` phase) once it ran.
+    pub fn observe_starts(&self, vms: &[ignis_api::VmRecord]) {
+        let mut observed = self.observed.lock().expect("metrics");
+        for v in vms {
+            let (Some(started), true) = (
+                v.status.started_at,
+                v.state() == ignis_api::VmState::Running,
+            ) else {
+                continue;
+            };
+            let restore = v.status.timings.iter().any(|p| p.phase == "load");
+            let seconds = if restore {
+                let end = v
+                    .status
+                    .timings
+                    .iter()
+                    .map(|p| p.at_us + p.took_us)
+                    .max()
+                    .unwrap_or(0);
+                #[allow(clippy::cast_precision_loss)]
+                Some(end as f64 / 1e6)
+            } else {
+                #[allow(clippy::cast_precision_loss)]
+                v.status.ready_ms.map(|ms| ms as f64 / 1e3)
+            };
+            let Some(seconds) = seconds else { continue };
+            if observed.insert((v.id.clone(), started)) {
+                self.start_seconds
+                    .get_or_create(&StartKind {
+                        kind: if restore { "restore" } else { "boot" }.into(),
+                    })
+                    .observe(seconds);
+            }
+        }
+        // Forget VMs that are gone.
+        observed.retain(|(id, _)| vms.iter().any(|v| &v.id == id));
     }
 
     pub fn set_vm_counts(&self, vms: &[ignis_api::VmRecord]) {

@@ -67,6 +67,17 @@ struct KernelQuery {
     default: bool,
 }
 
+/// `POST /v1/volumes`: a new volume.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeBody {
+    name: Option<String>,
+    /// Bytes.
+    size: u64,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+}
+
 /// `POST /v1/vms/{vm}/exec`: the command and its environment.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,6 +192,31 @@ pub fn add(r: R) -> R {
                     ));
                 }
                 ApiResult::Ok(Json(call(&s, "network_inspect", |i| i.network_inspect()).await?))
+            }),
+        )
+        .route(
+            "/v1/volumes",
+            get(|State(s): State<Arc<Shared>>| async move {
+                ApiResult::Ok(Json(call(&s, "volume_list", |i| i.volume_list()).await?))
+            })
+            .post(|State(s): State<Arc<Shared>>, body: BodyResult| async move {
+                let body = body.map_err(|e| bad(e.to_string()))?;
+                let v: VolumeBody = serde_json::from_slice(&body)
+                    .map_err(|e| bad(format!("the body is not a volume: {e}")))?;
+                let rec = call(&s, "volume_create", move |i| {
+                    i.volume_create(v.name.as_deref(), v.size, v.labels)
+                })
+                .await?;
+                Ok::<_, Problem>((StatusCode::CREATED, Json(rec)))
+            }),
+        )
+        .route(
+            "/v1/volumes/{name}",
+            get(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
+                ApiResult::Ok(Json(call(&s, "volume_inspect", move |i| i.volume_inspect(&n)).await?))
+            })
+            .delete(|State(s): State<Arc<Shared>>, Path(n): Path<String>| async move {
+                ApiResult::Ok(Json(call(&s, "volume_remove", move |i| i.volume_remove(&n)).await?))
             }),
         )
         .route(

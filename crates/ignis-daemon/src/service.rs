@@ -3,12 +3,15 @@
 //! they check what the layer parses and maps (paths, queries, bodies,
 //! errors to problem+json) and nothing else.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ignis_agent_proto::ExecRequest;
 use ignis_api::manifest::{Manifest, VmManifest};
-use ignis_api::{ExecOutput, ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
+use ignis_api::{
+    ExecOutput, ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord, VolumeRecord,
+};
 use ignis_core::image::RemoveOutcome;
 use ignis_core::manifest::Applied;
 use ignis_core::snapshot::{ForkOptions, TreeLine};
@@ -125,6 +128,27 @@ pub trait Service: Send + Sync + 'static {
     }
     fn network_inspect(&self) -> Result<NetworkInfo, Error> {
         unsupported("network inspect")
+    }
+    /// `rm -v`: the VM and its anonymous volumes.
+    fn vm_remove_with_volumes(&self, _query: &str, _force: bool) -> Result<String, Error> {
+        unsupported("rm -v")
+    }
+    fn volume_list(&self) -> Result<Vec<VolumeRecord>, Error> {
+        unsupported("volume ls")
+    }
+    fn volume_create(
+        &self,
+        _name: Option<&str>,
+        _size: u64,
+        _labels: BTreeMap<String, String>,
+    ) -> Result<VolumeRecord, Error> {
+        unsupported("volume create")
+    }
+    fn volume_inspect(&self, _query: &str) -> Result<VolumeRecord, Error> {
+        unsupported("volume inspect")
+    }
+    fn volume_remove(&self, _query: &str) -> Result<VolumeRecord, Error> {
+        unsupported("volume rm")
     }
     fn info(&self) -> Result<Info, Error> {
         unsupported("info")
@@ -272,6 +296,26 @@ impl Service for ignis_core::Ignis {
     }
     fn network_inspect(&self) -> Result<NetworkInfo, Error> {
         ignis_core::Ignis::network_inspect(self)
+    }
+    fn vm_remove_with_volumes(&self, query: &str, force: bool) -> Result<String, Error> {
+        ignis_core::Ignis::vm_remove_with(self, query, force, true)
+    }
+    fn volume_list(&self) -> Result<Vec<VolumeRecord>, Error> {
+        ignis_core::Ignis::volume_list(self)
+    }
+    fn volume_create(
+        &self,
+        name: Option<&str>,
+        size: u64,
+        labels: BTreeMap<String, String>,
+    ) -> Result<VolumeRecord, Error> {
+        ignis_core::Ignis::volume_create(self, name, Some(size), labels)
+    }
+    fn volume_inspect(&self, query: &str) -> Result<VolumeRecord, Error> {
+        ignis_core::Ignis::volume_inspect(self, query)
+    }
+    fn volume_remove(&self, query: &str) -> Result<VolumeRecord, Error> {
+        ignis_core::Ignis::volume_remove(self, query)
     }
     fn info(&self) -> Result<Info, Error> {
         ignis_core::Ignis::info(self)

@@ -65,6 +65,24 @@ pub struct GuestConfig {
     /// The NICs after the first: address and subnet route each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<GuestNic>,
+    /// Volumes to mount, in the order of their disks (after the image
+    /// and writable disks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<GuestVolume>,
+}
+
+/// A volume's disk and where it is mounted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuestVolume {
+    /// The disk's virtio-blk serial, where the VMM sets it (QEMU); else
+    /// the disk is the volume's in device order after the image and
+    /// writable disks (Firecracker attaches drives in order).
+    pub serial: String,
+    /// Absolute path in the guest.
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

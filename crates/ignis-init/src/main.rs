@@ -62,6 +62,7 @@ fn boot() -> Result<i32, BootError> {
         serde_json::from_slice(&std::fs::read(CONFIG_PATH).map_err(BootError::ReadConfig)?)
             .map_err(BootError::Config)?;
     mounts::root(&cfg)?;
+    mounts::volumes(&cfg)?;
     mounts::configure(&cfg)?;
     if let Some(n) = &cfg.network {
         ignis_agent::net::configure(n)?;

@@ -66,6 +66,18 @@ pub enum RootError {
     Move(#[source] Errno),
     #[error("chroot")]
     Chroot(#[source] Errno),
+    #[error("the disk of volume {0} did not appear within 5 s")]
+    NoVolume(String),
+    #[error("volume {target}: no filesystem mountable from {dev} (tried {tried})")]
+    VolumeFs {
+        target: String,
+        dev: String,
+        tried: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("volume {0}: the path must be absolute and without '..'")]
+    VolumePath(String),
 }
 
 fn mkdir(p: &str) -> Result<(), RootError> {
@@ -181,6 +193,133 @@ pub fn root(cfg: &GuestConfig) -> Result<(), RootError> {
     Ok(())
 }
 
+/// Filesystems tried on a volume, in order, when its superblock names
+/// none of them.
+const VOLUME_FS: [&str; 4] = ["ext4", "xfs", "btrfs", "vfat"];
+
+/// The filesystem a superblock says (ext2/3/4 magic at 1080, XFS at 0,
+/// btrfs at 64 KiB + 64).
+fn probe_fs(dev: &str) -> Option<&'static str> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(dev).ok()?;
+    let mut at = |off: u64, n: usize| -> Option<Vec<u8>> {
+        f.seek(SeekFrom::Start(off)).ok()?;
+        let mut b = vec![0u8; n];
+        f.read_exact(&mut b).ok()?;
+        Some(b)
+    };
+    if at(1080, 2)? == [0x53, 0xef] {
+        return Some("ext4");
+    }
+    if at(0, 4)? == *b"XFSB" {
+        return Some("xfs");
+    }
+    if at(65536 + 64, 8).as_deref() == Some(b"_BHRfS_M") {
+        return Some("btrfs");
+    }
+    None
+}
+
+/// The `vd*` disks in device order (vda, ..., vdz, vdaa, ...).
+fn virtio_disks() -> Vec<String> {
+    let mut d: Vec<String> = std::fs::read_dir("/sys/block")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("vd"))
+                .collect()
+        })
+        .unwrap_or_default();
+    d.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+    d
+}
+
+/// The disk of the `index`th volume: by serial, else by position after
+/// the image and writable disks; waits up to 5 s for every disk.
+fn volume_disk(cfg: &GuestConfig, index: usize) -> Result<String, RootError> {
+    let want = &cfg.volumes[index];
+    let total = 2 + cfg.volumes.len();
+    for _ in 0..500 {
+        let disks = virtio_disks();
+        for d in &disks {
+            let serial =
+                std::fs::read_to_string(format!("/sys/block/{d}/serial")).unwrap_or_default();
+            if serial.trim_end_matches(['\n', '\0']) == want.serial {
+                return Ok(format!("/dev/{d}"));
+            }
+        }
+        if disks.len() >= total {
+            let others: Vec<&String> = disks
+                .iter()
+                .filter(|d| {
+                    let label = ext4_label(&format!("/dev/{d}"));
+                    label.as_deref() != Some("ignis-image")
+                        && label.as_deref() != Some("ignis-data")
+                })
+                .collect();
+            if let Some(d) = others.get(index) {
+                return Ok(format!("/dev/{d}"));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err(RootError::NoVolume(want.target.clone()))
+}
+
+/// Mounts each volume at its path under the new root (made if missing),
+/// read-only where asked; the filesystem is probed (ext4 by default).
+pub fn volumes(cfg: &GuestConfig) -> Result<(), RootError> {
+    for (i, v) in cfg.volumes.iter().enumerate() {
+        if !v.target.starts_with('/') || v.target.split('/').any(|c| c == "..") {
+            return Err(RootError::VolumePath(v.target.clone()));
+        }
+        let dev = volume_disk(cfg, i)?;
+        let target = format!("{NEWROOT}{}", v.target);
+        mkdir(&target)?;
+        let mut flags = MountFlags::NOATIME;
+        if v.read_only {
+            flags |= MountFlags::RDONLY;
+        }
+        let order: Vec<&str> = match probe_fs(&dev) {
+            Some(fs) => vec![fs],
+            None => VOLUME_FS.to_vec(),
+        };
+        let mut last = Errno::NODEV;
+        let mut mounted = false;
+        for fs in &order {
+            // A read-only ext4 with a dirty journal would be replayed:
+            // `noload` keeps the disk untouched.
+            let data = if v.read_only && *fs == "ext4" {
+                c"noload"
+            } else {
+                c""
+            };
+            match mount(dev.as_str(), target.as_str(), *fs, flags, Some(data)) {
+                Ok(()) => {
+                    mounted = true;
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        if !mounted {
+            return Err(RootError::VolumeFs {
+                target: v.target.clone(),
+                dev,
+                tried: order.join(", "),
+                source: last,
+            });
+        }
+        if let Ok(mut m) = MOUNTED.lock() {
+            m.push(target);
+        }
+    }
+    Ok(())
+}
+
+/// The volumes mounted, for [`teardown`].
+static MOUNTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// Hostname, /etc/hosts, resolv.conf and copied files.
 pub fn configure(cfg: &GuestConfig) -> Result<(), RootError> {
     rustix::system::sethostname(cfg.hostname.as_bytes()).map_err(RootError::Hostname)?;
@@ -245,6 +384,12 @@ pub fn configure(cfg: &GuestConfig) -> Result<(), RootError> {
 /// are ignored (we are powering off either way).
 pub fn teardown() {
     rustix::fs::sync();
+    let volumes = MOUNTED.lock().map(|m| m.clone()).unwrap_or_default();
+    for m in volumes.iter().rev() {
+        if unmount(m.as_str(), UnmountFlags::empty()).is_err() {
+            let _ = rustix::mount::mount_remount(m.as_str(), MountFlags::RDONLY, "");
+        }
+    }
     for m in [
         "/newroot/run",
         "/newroot/dev/shm",

@@ -20,6 +20,8 @@ pub const KERNEL: &str = "Debian kernel package";
 pub const FIRECRACKER: &str = "(a) Firecracker + test guest";
 pub const QEMU: &str = "(b) Linux guest on QEMU";
 pub const NET: &str = "live networking";
+/// The API checked against its OpenAPI document by schemathesis.
+pub const CONFORMANCE: &str = "API conformance";
 /// The root-only parts of the fake-VMM and core tests (bridge preflight).
 pub const ROOT: &str = "root-only wiring";
 

@@ -36,6 +36,9 @@ pub use ignis_api::{Accel, BackendKind, BackendRequest};
 pub struct DiskSpec {
     pub path: PathBuf,
     pub read_only: bool,
+    /// The disk's virtio-blk serial where the VMM sets one (QEMU): how
+    /// the guest finds a volume's disk (`/sys/block/vdX/serial`).
+    pub serial: Option<String>,
 }
 
 /// Everything a VMM needs to boot one VM.

@@ -114,10 +114,16 @@ fn main() {
         }
     };
     let filter = std::env::var("IGNIS_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // As the `ignis` that started it (`--log-format`, passed down in the
+    // environment).
+    if std::env::var("IGNIS_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
     let watcher = match watcher {
         Ok(w) => Some(w),
         Err(e) => {

@@ -2,6 +2,7 @@
 //! arguments to one service-layer call and its output.
 
 mod attach;
+mod events;
 mod exec;
 pub mod fleet;
 mod image;
@@ -11,6 +12,7 @@ mod network;
 mod snapshot;
 mod system;
 mod vm;
+mod volume;
 
 use crate::cli::Command;
 use crate::engine::Engine;
@@ -22,8 +24,10 @@ pub fn dispatch(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         Command::Kernel(c) => kernel::run(ignis, c).map(|()| 0),
         Command::System(c) => system::run(ignis, c).map(|()| 0),
         Command::Network(c) => network::run(ignis, c).map(|()| 0),
+        Command::Volume(c) => volume::run(ignis, c),
         Command::Version => unreachable!("handled before opening the state"),
         Command::Exec(a) => exec::exec(ignis, a),
+        Command::Events(a) => events::run(ignis, a).map(|()| 0),
         Command::Daemon(_) => unreachable!("handled before dispatch"),
         Command::Fleet(_) => unreachable!("handled before opening the state"),
         Command::Apply { file, output } => manifest::apply(ignis, &file, output),

@@ -83,6 +83,8 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
         dns: a.dns,
         dns_search: a.dns_search,
         add_hosts: a.add_host,
+        volumes: a.volume,
+        volume_size: a.volume_size,
     };
     Ok(VmSettings::from_environment()
         .overlay(manifest)
@@ -385,9 +387,18 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
                 Ok(())
             })
         }
-        Command::Rm { vms, force } => {
+        Command::Rm {
+            vms,
+            force,
+            volumes,
+        } => {
             return each(vms, |v| {
-                println!("{}", ignis.vm_remove(v, force)?);
+                let name = if volumes {
+                    ignis.vm_remove_with_volumes(v, force)?
+                } else {
+                    ignis.vm_remove(v, force)?
+                };
+                println!("{name}");
                 Ok(())
             })
         }
@@ -464,7 +475,9 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         | Command::Kernel(_)
         | Command::System(_)
         | Command::Network(_)
-        | Command::Version => {
+        | Command::Volume(_)
+        | Command::Version
+        | Command::Events(_) => {
             unreachable!()
         }
     }

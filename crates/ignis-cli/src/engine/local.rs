@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ignis_agent_proto::client::Client as AgentClient;
 use ignis_api::manifest::{Manifest, VmManifest};
-use ignis_api::{ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
+use ignis_api::{EventFilter, ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
 use ignis_core::image::RemoveOutcome;
 use ignis_core::manifest::Applied;
 use ignis_core::snapshot::{ForkOptions, TreeLine};
@@ -16,7 +16,7 @@ use ignis_core::timing::Timeline;
 use ignis_core::vm::{Info, NetworkInfo, VmSettings};
 use ignis_core::{Error, ErrorKind, Ignis};
 
-use super::{Engine, Result, Stream};
+use super::{Engine, EventSink, Result, Stream};
 
 pub struct Local(pub Ignis);
 
@@ -149,9 +149,59 @@ impl Engine for Local {
     fn kernel_remove(&self, kernel: &str, force: bool) -> Result<String> {
         self.0.kernel_remove(kernel, force)
     }
+    fn vm_remove_with_volumes(&self, vm: &str, force: bool) -> Result<String> {
+        self.0.vm_remove_with(vm, force, true)
+    }
+    fn volume_create(
+        &self,
+        name: Option<&str>,
+        size: u64,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_create(name, Some(size), labels.clone())
+    }
+    fn volume_list(&self) -> Result<Vec<ignis_api::VolumeRecord>> {
+        self.0.volume_list()
+    }
+    fn volume_inspect(&self, volume: &str) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_inspect(volume)
+    }
+    fn volume_remove(&self, volume: &str) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_remove(volume)
+    }
     fn network_inspect(&self) -> Result<NetworkInfo> {
         self.0.network_inspect()
     }
+    /// Without a daemon there is no history: the VM records are watched
+    /// from now on (as the daemon does), every half second.
+    fn events(&self, filter: &EventFilter, sink: &mut EventSink<'_>) -> Result<()> {
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+                .unwrap_or(0)
+        };
+        if filter.since.is_some_and(|t| t < now()) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "past events are kept by `ignis daemon`: use --host (or IGNIS_HOST) for --since, or drop it",
+            ));
+        }
+        let mut watcher = ignis_core::vm::VmWatcher::new();
+        loop {
+            let t = now();
+            if filter.until.is_some_and(|u| t > u) {
+                return Ok(());
+            }
+            for e in watcher.diff(&self.0.vm_list(true)?, t) {
+                if filter.matches(&e) {
+                    sink(&e).map_err(|e| Error::internal("write an event", e))?;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
     fn info(&self) -> Result<Info> {
         self.0.info()
     }

@@ -13,7 +13,11 @@ use std::time::Duration;
 
 use ignis_agent_proto::client::Client as AgentClient;
 use ignis_api::manifest::{Manifest, VmManifest};
-use ignis_api::{ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
+use std::collections::BTreeMap;
+
+use ignis_api::{
+    EventFilter, ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord, VolumeRecord,
+};
 use ignis_core::image::RemoveOutcome;
 use ignis_core::manifest::Applied;
 use ignis_core::snapshot::{ForkOptions, TreeLine};
@@ -90,7 +94,27 @@ pub trait Engine {
     fn kernel_remove(&self, kernel: &str, force: bool) -> Result<String>;
 
     fn network_inspect(&self) -> Result<NetworkInfo>;
+
+    /// `rm -v`: removes a VM and its anonymous volumes; its name.
+    fn vm_remove_with_volumes(&self, vm: &str, force: bool) -> Result<String>;
+    fn volume_create(
+        &self,
+        name: Option<&str>,
+        size: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<VolumeRecord>;
+    fn volume_list(&self) -> Result<Vec<VolumeRecord>>;
+    fn volume_inspect(&self, volume: &str) -> Result<VolumeRecord>;
+    fn volume_remove(&self, volume: &str) -> Result<VolumeRecord>;
     fn info(&self) -> Result<Info>;
     fn system_check(&self) -> Result<Vec<Problem>>;
     fn system_prune(&self) -> Result<(PruneReport, Vec<String>)>;
+
+    /// Events matching `filter`, each handed to `sink` as it happens,
+    /// until `filter.until` (or forever; a sink error ends it, e.g. a
+    /// closed pipe).
+    fn events(&self, filter: &EventFilter, sink: &mut EventSink<'_>) -> Result<()>;
 }
+
+/// Where [`Engine::events`] hands each event.
+pub type EventSink<'a> = dyn FnMut(&ignis_api::Event) -> std::io::Result<()> + 'a;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ignis_agent_proto::client::Client as AgentClient;
 use ignis_api::manifest::{Manifest, VmManifest};
-use ignis_api::{ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
+use ignis_api::{EventFilter, ImageRecord, KernelRecord, PruneReport, SnapshotRecord, VmRecord};
 use ignis_client::{enc, Client, CreateParams};
 use ignis_core::image::RemoveOutcome;
 use ignis_core::manifest::Applied;
@@ -19,7 +19,7 @@ use ignis_core::timing::Timeline;
 use ignis_core::vm::{Field, Info, NetworkInfo, VmSettings};
 use ignis_core::{Error, ErrorKind};
 
-use super::{Engine, Result, Stream};
+use super::{Engine, EventSink, Result, Stream};
 
 pub struct Remote(pub Client);
 
@@ -114,6 +114,16 @@ impl Engine for Remote {
                         .about(Field::Ssh)
                 })?;
                 settings.ssh = Some(key.trim().to_string());
+            }
+        }
+        // `-v ./disk.ext4:/data`: relative to this directory, not the daemon's.
+        for v in &mut settings.volumes {
+            if v.starts_with('.') {
+                if let Some((src, rest)) = v.split_once(':') {
+                    if let Ok(abs) = std::path::absolute(src) {
+                        *v = format!("{}:{rest}", abs.display());
+                    }
+                }
             }
         }
         self.0
@@ -334,6 +344,26 @@ impl Engine for Remote {
     fn kernel_remove(&self, kernel: &str, force: bool) -> Result<String> {
         self.0.kernel_remove(kernel, force).c()
     }
+    fn vm_remove_with_volumes(&self, vm: &str, force: bool) -> Result<String> {
+        self.0.vm_remove_volumes(vm, force).c()
+    }
+    fn volume_create(
+        &self,
+        name: Option<&str>,
+        size: u64,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_create(name, size, labels).c()
+    }
+    fn volume_list(&self) -> Result<Vec<ignis_api::VolumeRecord>> {
+        self.0.volume_list().c()
+    }
+    fn volume_inspect(&self, volume: &str) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_inspect(volume).c()
+    }
+    fn volume_remove(&self, volume: &str) -> Result<ignis_api::VolumeRecord> {
+        self.0.volume_remove(volume).c()
+    }
     fn network_inspect(&self) -> Result<NetworkInfo> {
         self.0.get("/v1/networks/bridge").c()
     }
@@ -352,5 +382,12 @@ impl Engine for Remote {
         }
         let p: Pruned = self.0.post("/v1/system/prune").c()?;
         Ok((p.report, p.images_deleted))
+    }
+
+    fn events(&self, filter: &EventFilter, sink: &mut EventSink<'_>) -> Result<()> {
+        for e in self.0.events(filter).c()? {
+            sink(&e.c()?).map_err(|e| Error::internal("write an event", e))?;
+        }
+        Ok(())
     }
 }

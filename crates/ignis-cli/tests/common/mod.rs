@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 //! Helpers for tests that run the real `ignis` binary.
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

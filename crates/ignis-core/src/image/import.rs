@@ -30,7 +30,18 @@ impl Ignis {
 }
 
 fn import_error(e: ImportError) -> Error {
+    use std::io::ErrorKind as Io;
     let kind = match &e {
+        // A file that is not an archive (the tar reader's parse errors are
+        // `Other`), or one cut short: bad input, not a host failure.
+        ImportError::Read { source, .. }
+            if matches!(
+                source.kind(),
+                Io::Other | Io::InvalidData | Io::UnexpectedEof
+            ) =>
+        {
+            ErrorKind::Invalid
+        }
         ImportError::Read { .. } | ImportError::Store(_) => ErrorKind::Internal,
         _ => ErrorKind::Invalid,
     };

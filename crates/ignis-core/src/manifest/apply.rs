@@ -289,6 +289,15 @@ impl Ignis {
                     .map(|c| format!("{}:{}", c.host, c.vm))
                     .collect(),
                 restart: (!s.restart.is_no()).then(|| s.restart.to_string()),
+                volumes: s
+                    .volumes
+                    .iter()
+                    .map(|v| {
+                        let ro = if v.read_only { ":ro" } else { "" };
+                        format!("{}:{}{ro}", v.source, v.target)
+                    })
+                    .collect(),
+                volume_size: None,
                 running: rec.state() == VmState::Running,
                 node_name: None,
                 node_selector: BTreeMap::new(),

@@ -1,6 +1,7 @@
 //! Ignite's `ignite.weave.works/v1alpha4` VM manifests, converted to ours:
 //! a migration path for Ignite users (their GitOps repositories work as
-//! they are). Ignite-only parts (`sandbox`, `storage`) are accepted and
+//! they are). `spec.storage` (block device volumes and their mounts)
+//! becomes `spec.volumes`; the Ignite-only `sandbox` is accepted and
 //! ignored; anything else unknown is an error, as in our own manifests.
 
 use std::collections::BTreeMap;
@@ -69,8 +70,7 @@ struct IgniteSpec {
     #[serde(default)]
     network: Option<IgniteNetwork>,
     #[serde(default)]
-    #[allow(dead_code)]
-    storage: Option<serde_yaml::Value>,
+    storage: Option<IgniteStorage>,
     #[serde(default)]
     copy_files: Vec<IgniteFile>,
     /// `true` (generate a key) or a public key path.
@@ -94,6 +94,64 @@ struct IgnitePort {
     vm_port: u16,
     #[serde(default)]
     protocol: Option<String>,
+}
+
+/// Ignite's `VMStorageSpec`: volumes (block devices) and where each is
+/// mounted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IgniteStorage {
+    #[serde(default)]
+    volumes: Vec<IgniteVolume>,
+    #[serde(default)]
+    volume_mounts: Vec<IgniteVolumeMount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IgniteVolume {
+    name: String,
+    #[serde(default)]
+    block_device: Option<IgniteBlockDevice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IgniteBlockDevice {
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IgniteVolumeMount {
+    name: String,
+    mount_path: String,
+}
+
+/// `spec.storage` as `-v` values: each mount's block device at its path.
+fn storage_volumes(st: &IgniteStorage, origin: &str) -> Result<Vec<String>, Error> {
+    let bad = |m: String| Error::new(crate::ErrorKind::Invalid, format!("{origin}: {m}"));
+    let mut out = Vec::new();
+    for (i, m) in st.volume_mounts.iter().enumerate() {
+        let v = st
+            .volumes
+            .iter()
+            .find(|v| v.name == m.name)
+            .ok_or_else(|| {
+                bad(format!(
+                    "spec.storage.volumeMounts[{i}]: no volume named '{}' in spec.storage.volumes",
+                    m.name
+                ))
+            })?;
+        let dev = v.block_device.as_ref().ok_or_else(|| {
+            bad(format!(
+                "spec.storage.volumes '{}': only blockDevice volumes are supported",
+                v.name
+            ))
+        })?;
+        out.push(format!("{}:{}", dev.path, m.mount_path));
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +204,10 @@ pub fn convert(vm: IgniteVm, origin: &str) -> Result<VmManifest, Error> {
             }
         })
         .collect::<Vec<_>>();
+    let volumes = match &vm.spec.storage {
+        Some(st) => storage_volumes(st, origin)?,
+        None => vec![],
+    };
     let mut annotations = vm.metadata.annotations;
     annotations.insert("ignis.dev/converted-from".into(), API_VERSION.into());
     Ok(VmManifest {
@@ -174,6 +236,7 @@ pub fn convert(vm: IgniteVm, origin: &str) -> Result<VmManifest, Error> {
                 .into_iter()
                 .map(|f| format!("{}:{}", f.host_path, f.vm_path))
                 .collect(),
+            volumes,
             running: vm.status.and_then(|s| s.running).unwrap_or(true),
             node_name: None,
             node_selector: BTreeMap::new(),

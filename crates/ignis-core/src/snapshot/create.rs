@@ -33,6 +33,21 @@ impl Ignis {
                 ),
             ));
         }
+        if !rec.spec.volumes.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "VM {} has volumes ({}): a snapshot (and a fork) cannot capture them; ignis refuses VMs with volumes",
+                    rec.name,
+                    rec.spec
+                        .volumes
+                        .iter()
+                        .map(|v| v.target.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
         if !rec.run_state().can_snapshot() {
             return Err(Error::new(
                 ErrorKind::Conflict,

@@ -61,6 +61,18 @@ impl Ignis {
                 "--name names one clone; use --name-prefix with -n",
             ));
         }
+        // Clones are VMs: their names follow the VM name rule (`PREFIX-N`
+        // too, so the prefix starts with a letter or digit).
+        for (what, n) in [("name", &opts.name), ("name prefix", &opts.name_prefix)] {
+            if let Some(n) = n {
+                if !crate::vm::valid_name(&format!("{n}-1")) || !crate::vm::valid_name(n) {
+                    return Err(Error::new(
+                        ErrorKind::Invalid,
+                        format!("invalid {what} '{n}': use letters, digits, '_', '.', '-', starting with a letter or digit"),
+                    ));
+                }
+            }
+        }
         let snap = match self.snapshot_inspect(source) {
             Ok(s) => s,
             Err(e) if e.kind == ErrorKind::NotFound => match self.find_vm(source) {

@@ -60,7 +60,7 @@ impl Ignis {
         }
         if rec.status.health.is_none() {
             return Err(Error::new(
-                ErrorKind::Unavailable,
+                ErrorKind::Conflict,
                 format!(
                     "the agent of VM {} is not reachable: this VM runs without an agent",
                     rec.name

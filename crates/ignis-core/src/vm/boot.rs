@@ -229,6 +229,17 @@ impl Ignis {
                     })
                 })
                 .collect(),
+            volumes: rec
+                .spec
+                .volumes
+                .iter()
+                .enumerate()
+                .map(|(i, v)| ignis_guest_config::GuestVolume {
+                    serial: volume_serial(i),
+                    target: v.target.clone(),
+                    read_only: v.read_only,
+                })
+                .collect(),
         };
         let vm_part = ignis_boot::initramfs::vm_part(&cfg, &files)
             .map_err(|e| Error::internal("build the VM's initramfs", e))?;
@@ -277,16 +288,25 @@ impl Ignis {
             cmdline: cmdline(driver, accel, rec.spec.kernel_args.as_deref()),
             vcpus: rec.spec.cpus,
             memory_mib: rec.spec.memory_mib,
-            disks: vec![
+            disks: [
                 DiskSpec {
                     path: PathBuf::from(&image.disk_path),
                     read_only: true,
+                    serial: None,
                 },
                 DiskSpec {
                     path: dir.join("data.ext4"),
                     read_only: false,
+                    serial: None,
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(rec.spec.volumes.iter().enumerate().map(|(i, v)| DiskSpec {
+                path: PathBuf::from(&v.path),
+                read_only: v.read_only,
+                serial: Some(volume_serial(i)),
+            }))
+            .collect(),
             accel,
             net: nets(rec),
             netns: rec
@@ -305,6 +325,11 @@ impl Ignis {
             confine: Default::default(),
         })
     }
+}
+
+/// The virtio-blk serial of the `i`th volume's disk (at most 20 bytes).
+fn volume_serial(i: usize) -> String {
+    format!("ignis-vol{i}")
 }
 
 /// Each NIC's TAP and MAC: the bridge's TAP is named after the VM; a CNI

@@ -171,6 +171,13 @@ impl Ignis {
                 Some(super::ssh::authorized_key(k).map_err(|e| e.about(Field::Ssh))?)
             }
         };
+        if snap.is_some() && !opts.volumes.is_empty() {
+            return Err(invalid(
+                Field::Volumes,
+                "a fork resumes its snapshot's devices: it cannot get volumes".into(),
+            ));
+        }
+        let volume_plan = self.volumes_plan(&opts.volumes)?;
         let bridge = opts.network == NetworkMode::Bridge
             || opts
                 .extra_nics
@@ -308,6 +315,8 @@ impl Ignis {
                     Some(s) => s.spec.ssh.clone(),
                     None => ssh.as_ref().map(|(spec, _)| spec.clone()),
                 },
+                // Made further down, once everything else is checked.
+                volumes: vec![],
                 snapshot: snap.as_ref().map(|s| ignis_api::SnapshotOrigin {
                     id: s.id.clone(),
                     state: s.state.digest.clone(),
@@ -356,6 +365,9 @@ impl Ignis {
         crate::fault::point("vm:disk-made");
         let generated = opts.name.is_none();
         let mut record = record;
+        let (mounts, made) = self.volumes_make(volume_plan, &id, opts.volume_size)?;
+        let volume_guard = VolumeGuard(self, made);
+        record.spec.volumes = mounts;
         // CNI ADD: the address is the network's IPAM's, from now on.
         let mut nics = record.spec.network.nics();
         self.cni_attach(&id, &mut nics, &opts.cni_dirs)?;
@@ -426,6 +438,11 @@ impl Ignis {
             tx.set_name(KIND, &record.name, &id)?;
             tx.add_use(KIND, &id, crate::image::KIND, &image.id)?;
             tx.add_use(KIND, &id, crate::kernel::KIND, &kernel.id)?;
+            for v in &record.spec.volumes {
+                if let Some(vid) = &v.volume_id {
+                    tx.add_use(KIND, &id, crate::volume::KIND, vid)?;
+                }
+            }
             if let Some(o) = &record.spec.snapshot {
                 // The fork maps the snapshot's memory: keep those blobs while it exists.
                 tx.add_blob_ref(&o.state, KIND, &id)?;
@@ -437,6 +454,7 @@ impl Ignis {
         phase_record.end();
         cleanup.disarm();
         cni_guard.disarm();
+        volume_guard.disarm();
         Ok(record)
     }
 }
@@ -527,6 +545,21 @@ impl Drop for CniGuard<'_> {
     }
 }
 
+/// Removes the volumes made for a new VM unless its record was committed.
+struct VolumeGuard<'a>(&'a Ignis, Vec<ignis_api::VolumeRecord>);
+
+impl VolumeGuard<'_> {
+    fn disarm(mut self) {
+        self.1.clear();
+    }
+}
+
+impl Drop for VolumeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.volumes_undo(&self.1);
+    }
+}
+
 struct DirGuard(Option<std::path::PathBuf>);
 
 impl DirGuard {
@@ -567,7 +600,7 @@ impl Ignis {
                 .map_err(|e| Error::internal("lock the disk template", e))?;
             if !template.is_file() {
                 let tmp = template.with_extension(format!("tmp-{}", std::process::id()));
-                let made = mkfs_data_disk(&tmp, size).and_then(|()| {
+                let made = mkfs_ext4(&tmp, size, "ignis-data").and_then(|()| {
                     std::fs::File::open(&tmp)
                         .and_then(|f| f.sync_all())
                         .and_then(|()| std::fs::rename(&tmp, &template))
@@ -586,15 +619,15 @@ impl Ignis {
     }
 }
 
-/// A sparse ext4 file labelled `ignis-data` (the guest init finds it by
-/// label), with a journal so a crash of the guest never corrupts it.
-fn mkfs_data_disk(path: &std::path::Path, size: u64) -> Result<(), Error> {
-    let f =
-        std::fs::File::create(path).map_err(|e| Error::internal("create the writable disk", e))?;
+/// A sparse ext4 file labelled `label` (the guest init finds the writable
+/// disk by its label `ignis-data`), with a journal so a crash of the guest
+/// never corrupts it.
+pub(crate) fn mkfs_ext4(path: &std::path::Path, size: u64, label: &str) -> Result<(), Error> {
+    let f = std::fs::File::create(path).map_err(|e| Error::internal("create a disk file", e))?;
     f.set_len(size).map_err(|e| {
         Error::with_source(
             ErrorKind::Unavailable,
-            format!("cannot allocate a {size}-byte writable disk (disk full?)"),
+            format!("cannot allocate a {size}-byte disk (disk full?)"),
             e,
         )
     })?;
@@ -604,7 +637,7 @@ fn mkfs_data_disk(path: &std::path::Path, size: u64) -> Result<(), Error> {
             "-q",
             "-F",
             "-L",
-            "ignis-data",
+            label,
             "-E",
             "lazy_itable_init=1,lazy_journal_init=1",
         ])
@@ -621,7 +654,8 @@ fn mkfs_data_disk(path: &std::path::Path, size: u64) -> Result<(), Error> {
         return Err(Error::new(
             ErrorKind::Internal,
             format!(
-                "mkfs.ext4 failed for the writable disk: {}",
+                "mkfs.ext4 failed for {}: {}",
+                path.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
         ));

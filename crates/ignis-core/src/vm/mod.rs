@@ -14,6 +14,7 @@ mod confine;
 mod console;
 mod control;
 mod create;
+mod events;
 mod exit;
 mod info;
 mod list;
@@ -27,9 +28,12 @@ mod ssh;
 mod start;
 mod stop;
 mod supervise;
+mod usage;
 
 pub use confine::{vmm_uid, ENV_CONFINE, UID_BASE};
 pub use console::CONSOLE_CAP;
+pub(crate) use create::mkfs_ext4;
+pub use events::VmWatcher;
 pub use ignis_api::NetworkMode;
 pub use ignis_vmm::firecracker::ENV_JAILER;
 pub use ignis_vmm::BootPlan;
@@ -37,11 +41,13 @@ pub use info::Info;
 pub use logs::LogFollower;
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use options::{
-    parse_network, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey, VmSettings,
+    parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey,
+    VmSettings, VolumeRequest, VolumeSource, MIN_VOLUME_SIZE,
 };
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};
 pub use supervise::SuperviseOptions;
+pub use usage::{vm_usage, VmUsage};
 
 use std::path::PathBuf;
 

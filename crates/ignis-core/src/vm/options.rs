@@ -35,6 +35,8 @@ pub enum Field {
     Dns,
     DnsSearch,
     AddHost,
+    Volumes,
+    VolumeSize,
 }
 
 impl Field {
@@ -59,6 +61,8 @@ impl Field {
             Self::Dns => "network.dns",
             Self::DnsSearch => "network.dnsSearch",
             Self::AddHost => "network.addHosts",
+            Self::Volumes => "volumes",
+            Self::VolumeSize => "volumeSize",
         }
     }
 }
@@ -84,6 +88,8 @@ impl Field {
         Self::Dns,
         Self::DnsSearch,
         Self::AddHost,
+        Self::Volumes,
+        Self::VolumeSize,
     ];
 
     /// The field named `name` in the API (what a daemon's problem carries).
@@ -148,10 +154,79 @@ pub struct CreateOptions {
     /// Where the CNI plugins and conflists are (`None`: the defaults).
     pub cni_dirs: CniDirs,
     pub ssh: Option<SshKey>,
+    /// `-v`: volumes to mount, in order.
+    pub volumes: Vec<VolumeRequest>,
+    /// `--volume-size`: bytes of a volume made on first use.
+    pub volume_size: Option<u64>,
     /// A fork: resume this snapshot (its resources, command, disk and
     /// memory) instead of booting; the options above that it fixes are
     /// ignored.
     pub from_snapshot: Option<String>,
+}
+
+/// What backs a `-v` volume, as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// `-v /path`: a volume made for this VM (removed by `rm -v`).
+    Anonymous,
+    /// `-v NAME:/path`: a named volume, made on first use.
+    Named(String),
+    /// `-v /dev/sdb:/path`, `-v ./disk.ext4:/path`: a host block device
+    /// or disk image file.
+    Host(PathBuf),
+}
+
+/// One `-v` value, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRequest {
+    pub source: VolumeSource,
+    /// Absolute path in the guest.
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Smallest volume ignis makes (ext4 needs room for its journal).
+pub const MIN_VOLUME_SIZE: u64 = 16 << 20;
+
+/// One `-v` value: `[SOURCE:]VM_PATH[:ro|rw]`. A SOURCE that starts with
+/// `/` or `.` is a host path, otherwise a volume name.
+pub fn parse_volume(s: &str) -> Result<VolumeRequest, Error> {
+    let bad = |why: &str| invalid(Field::Volumes, format!("{s:?}: {why}"));
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [t] => (None, *t, None),
+        [a, b] if b.starts_with('/') => (Some(*a), *b, None),
+        [t, m] => (None, *t, Some(*m)),
+        [a, b, m] => (Some(*a), *b, Some(*m)),
+        _ => return Err(bad("want [SOURCE:]VM_PATH[:ro|rw]")),
+    };
+    let read_only = match mode {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(m) => return Err(bad(&format!("unknown mode '{m}' (want ro or rw)"))),
+    };
+    if !target.starts_with('/') {
+        return Err(bad("the VM path must be absolute"));
+    }
+    if target.trim_end_matches('/').is_empty() || target.split('/').any(|c| c == "..") {
+        return Err(bad("the VM path cannot be / or contain '..'"));
+    }
+    let source = match source {
+        None => VolumeSource::Anonymous,
+        Some("") => return Err(bad("empty source")),
+        Some(p) if p.starts_with('/') || p.starts_with('.') => VolumeSource::Host(p.into()),
+        Some(n) if super::valid_name(n) => VolumeSource::Named(n.to_string()),
+        Some(n) => {
+            return Err(bad(&format!(
+                "'{n}' is neither a path (start it with / or ./) nor a volume name (letters, digits, '_', '.', '-')"
+            )))
+        }
+    };
+    Ok(VolumeRequest {
+        source,
+        target: target.trim_end_matches('/').to_string(),
+        read_only,
+    })
 }
 
 /// One more NIC: its network.
@@ -227,6 +302,9 @@ pub struct VmSettings {
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
     pub add_hosts: Vec<String>,
+    /// `-v` values.
+    pub volumes: Vec<String>,
+    pub volume_size: Option<String>,
 }
 
 impl VmSettings {
@@ -278,6 +356,8 @@ impl VmSettings {
                 .as_ref()
                 .map(|n| n.add_hosts.clone())
                 .unwrap_or_default(),
+            volumes: s.volumes.clone(),
+            volume_size: s.volume_size.clone(),
         }
     }
 
@@ -326,6 +406,8 @@ impl VmSettings {
             dns,
             dns_search,
             add_hosts,
+            volumes,
+            volume_size,
         } = self.clone();
         let net = ignis_api::manifest::ManifestNetwork {
             mode: network,
@@ -362,6 +444,8 @@ impl VmSettings {
                 ssh,
                 copy_files,
                 restart,
+                volumes,
+                volume_size,
                 running: true,
                 // Placement is the fleet's, not a VM setting: a VM created
                 // through the API runs on the daemon asked.
@@ -415,6 +499,8 @@ impl VmSettings {
             dns: join(self.dns, top.dns),
             dns_search: join(self.dns_search, top.dns_search),
             add_hosts: join(self.add_hosts, top.add_hosts),
+            volumes: join(self.volumes, top.volumes),
+            volume_size: top.volume_size.or(self.volume_size),
         }
     }
 
@@ -442,6 +528,26 @@ impl VmSettings {
             }
         }
         let disk_size = size(Field::DiskSize, self.disk_size, 1)?;
+        let volume_size = size(Field::VolumeSize, self.volume_size, 1)?;
+        if let Some(v) = volume_size {
+            if v < MIN_VOLUME_SIZE {
+                return Err(invalid(
+                    Field::VolumeSize,
+                    format!("{v} bytes is too small for a volume (at least 16MB)"),
+                ));
+            }
+        }
+        let mut volumes: Vec<VolumeRequest> = Vec::new();
+        for v in &self.volumes {
+            let req = parse_volume(v)?;
+            if volumes.iter().any(|o| o.target == req.target) {
+                return Err(invalid(
+                    Field::Volumes,
+                    format!("{v:?}: two volumes are mounted at {}", req.target),
+                ));
+            }
+            volumes.push(req);
+        }
         if let Some(d) = disk_size {
             if d < (32 << 20) {
                 return Err(invalid(
@@ -623,6 +729,8 @@ impl VmSettings {
                 }
             }),
             from_snapshot: None,
+            volumes,
+            volume_size,
         })
     }
 }
@@ -630,6 +738,51 @@ impl VmSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_values_parse_as_docker_writes_them() {
+        let v = |s: &str| parse_volume(s).unwrap();
+        assert_eq!(
+            v("/scratch"),
+            VolumeRequest {
+                source: VolumeSource::Anonymous,
+                target: "/scratch".into(),
+                read_only: false
+            }
+        );
+        assert!(v("/scratch:ro").read_only);
+        assert_eq!(
+            v("db:/var/lib/db/").source,
+            VolumeSource::Named("db".into())
+        );
+        assert_eq!(v("db:/var/lib/db/").target, "/var/lib/db");
+        assert_eq!(
+            v("./data.ext4:/data:ro"),
+            VolumeRequest {
+                source: VolumeSource::Host("./data.ext4".into()),
+                target: "/data".into(),
+                read_only: true
+            }
+        );
+        assert_eq!(
+            v("/dev/sdb:/b:rw").source,
+            VolumeSource::Host("/dev/sdb".into())
+        );
+        for bad in [
+            "a:b:c:d",
+            "db:data",
+            "data",
+            "db:/d:rx",
+            ":/d",
+            "db:/",
+            "db:/a/../b",
+            "a b:/d",
+        ] {
+            let e = parse_volume(bad).unwrap_err();
+            assert_eq!(e.field, Some(Field::Volumes), "{bad}");
+            assert_eq!(e.kind, ErrorKind::Invalid, "{bad}");
+        }
+    }
 
     fn base() -> VmSettings {
         VmSettings {
@@ -666,6 +819,8 @@ mod tests {
             dns: vec!["10.0.0.2".into()],
             dns_search: vec!["corp.example".into()],
             add_hosts: vec!["db:10.0.0.5".into()],
+            volumes: vec!["db:/var/lib/db".into(), "/dev/sdb:/b:ro".into()],
+            volume_size: Some("2GB".into()),
         };
         assert_eq!(VmSettings::from_manifest(&s.to_manifest()), s);
         // Nothing set: no network section, no name.

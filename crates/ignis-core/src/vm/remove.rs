@@ -5,6 +5,12 @@ impl Ignis {
     /// `ignis rm [-f]`: a running VM is refused unless forced (then killed).
     /// Returns the removed VM's name.
     pub fn vm_remove(&self, query: &str, force: bool) -> Result<String, Error> {
+        self.vm_remove_with(query, force, false)
+    }
+
+    /// [`Ignis::vm_remove`]; with `volumes` (`rm -v`), the VM's anonymous
+    /// volumes go too (named ones never do).
+    pub fn vm_remove_with(&self, query: &str, force: bool, volumes: bool) -> Result<String, Error> {
         let mut rec = self.reconcile(self.find_vm(query)?)?;
         if rec.status.restarting && force {
             rec = self.cancel_restart(&rec, super::control::Request::Kill {})?;
@@ -32,6 +38,9 @@ impl Ignis {
         crate::fault::point("rm:resources-released");
         self.store.db().tx(|tx| tx.delete_object(KIND, &rec.id))?;
         crate::fault::point("rm:record-deleted");
+        if volumes {
+            self.volumes_remove_anonymous(&rec);
+        }
         // The lease and ports went with the record; only ports have rules.
         if !rec.spec.network.ports.is_empty() {
             if let Err(e) = self.apply_network_rules() {

@@ -76,6 +76,18 @@ impl Ignis {
         if !rec.run_state().can_start() {
             return Ok(rec);
         }
+        // Starts of VMs with volumes one at a time, until each VMM runs:
+        // two cannot both see a volume free.
+        let _volumes = if rec.spec.volumes.is_empty() {
+            None
+        } else {
+            let lock = self
+                .store
+                .object_lock("volumes", "attach")
+                .map_err(|e| Error::internal("lock the volumes", e))?;
+            self.volumes_check_free(&rec)?;
+            Some(lock)
+        };
         let id = rec.id.clone();
         let dir = self.vm_dir(&id);
         // A supervisor is alive (another start of this VM is under way, e.g.

@@ -279,7 +279,8 @@ impl Ignis {
         control_state.ended();
         let rec = result?;
         if rec.spec.auto_remove {
-            self.vm_remove(id, true)?;
+            // As Docker's --rm: its anonymous volumes go too.
+            self.vm_remove_with(id, true, true)?;
         }
         Ok(())
     }

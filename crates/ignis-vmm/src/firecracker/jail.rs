@@ -44,6 +44,38 @@ fn place(src: &Path, dst: &Path) -> Result<(), VmmError> {
     }
 }
 
+fn is_block_device(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
+}
+
+/// A device node in the jail for the block device `src`, owned by the
+/// jail's user.
+fn block_node(src: &Path, dst: &Path, uid: u32, gid: u32) -> Result<(), VmmError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(src).map_err(VmmError::file("stat", src))?;
+    let _ = std::fs::remove_file(dst);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dst,
+        rustix::fs::FileType::BlockDevice,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        meta.rdev(),
+    )
+    .map_err(|e| VmmError::file("make a device node in the jail for", src)(e.into()))?;
+    std::os::unix::fs::chown(dst, Some(uid), Some(gid))
+        .map_err(VmmError::file("hand to the jail's user", dst))
+}
+
+/// A hard link to a volume's file (same filesystem only).
+fn link_volume(src: &Path, dst: &Path) -> Result<(), VmmError> {
+    let _ = std::fs::remove_file(dst);
+    std::fs::hard_link(src, dst).map_err(VmmError::file(
+        "link into the jail (under the jailer a volume file must be on the state root's filesystem)",
+        src,
+    ))
+}
+
 /// Moves a file the jailed VMM wrote out of the jail.
 pub fn take_out(src: &Path, dst: &Path) -> Result<(), VmmError> {
     match std::fs::rename(src, dst) {
@@ -87,7 +119,20 @@ pub fn command(
     jailed.initrd = root.join("initrd.img");
     for (i, d) in jailed.disks.iter_mut().enumerate() {
         let inside = root.join(format!("disk{i}.img"));
-        place(&d.path, &inside)?;
+        if is_block_device(&d.path) {
+            // A host block device (a volume): a node of the same device,
+            // the jail user's, inside the jail (a link cannot leave /dev).
+            block_node(&d.path, &inside, uid, gid)?;
+            d.path = inside;
+            continue;
+        }
+        if d.serial.is_some() {
+            // A volume file is linked, never copied: a copy would lose
+            // the guest's writes (or copy a whole disk image).
+            link_volume(&d.path, &inside)?;
+        } else {
+            place(&d.path, &inside)?;
+        }
         if !d.read_only {
             std::os::unix::fs::chown(&inside, Some(uid), Some(gid))
                 .map_err(VmmError::file("hand to the jail's user", &d.path))?;
@@ -167,12 +212,18 @@ pub fn remove(dir: &Path) {
 mod tests {
     use super::*;
 
+    /// A block device node to jail (as root only: mknod needs it).
+    fn block_device() -> Option<PathBuf> {
+        let p = PathBuf::from("/dev/loop0");
+        (rustix::process::geteuid().is_root() && is_block_device(&p)).then_some(p)
+    }
+
     #[test]
     fn prepares_links_owner_and_relative_paths() {
         let d = tempfile::tempdir().unwrap();
         let store = d.path().join("store");
         std::fs::create_dir(&store).unwrap();
-        for f in ["vmlinux", "image.ext4", "state", "mem"] {
+        for f in ["vmlinux", "image.ext4", "state", "mem", "vol.ext4"] {
             std::fs::write(store.join(f), f).unwrap();
         }
         let dir = d.path().join("vms/abc123");
@@ -193,12 +244,27 @@ mod tests {
                 crate::DiskSpec {
                     path: store.join("image.ext4"),
                     read_only: true,
+                    serial: None,
                 },
                 crate::DiskSpec {
                     path: dir.join("data.ext4"),
                     read_only: false,
+                    serial: None,
                 },
-            ],
+                // Volumes: a writable file, a read-only block device.
+                crate::DiskSpec {
+                    path: store.join("vol.ext4"),
+                    read_only: false,
+                    serial: Some("ignis-vol0".into()),
+                },
+            ]
+            .into_iter()
+            .chain(block_device().map(|b| crate::DiskSpec {
+                path: b,
+                read_only: true,
+                serial: Some("ignis-vol1".into()),
+            }))
+            .collect(),
             accel: crate::Accel::Kvm,
             net: vec![],
             netns: None,
@@ -267,6 +333,22 @@ mod tests {
         assert_eq!(c["boot-source"]["initrd_path"], "initrd.img");
         assert_eq!(c["drives"][0]["path_on_host"], "disk0.img");
         assert_eq!(c["drives"][1]["path_on_host"], "disk1.img");
+        // A writable volume file: linked and the jail user's; a block
+        // device: a node of the same device in the jail, read-only.
+        assert_eq!(ino(&root.join("disk2.img")), ino(&store.join("vol.ext4")));
+        assert_eq!(c["drives"][2]["path_on_host"], "disk2.img");
+        assert_eq!(c["drives"][2]["is_read_only"], false);
+        if let Some(b) = block_device() {
+            let node = std::fs::metadata(root.join("disk3.img")).unwrap();
+            assert_eq!(node.rdev(), std::fs::metadata(&b).unwrap().rdev());
+            assert_eq!(node.uid(), 1_000_123);
+            assert_eq!(c["drives"][3]["path_on_host"], "disk3.img");
+            assert_eq!(c["drives"][3]["is_read_only"], true);
+            assert_eq!(
+                std::fs::metadata(store.join("vol.ext4")).unwrap().uid(),
+                1_000_123
+            );
+        }
         // The host's sockets point into the jail.
         assert_eq!(
             std::fs::read_link(dir.join("firecracker.sock")).unwrap(),

@@ -431,10 +431,12 @@ mod tests {
                 crate::DiskSpec {
                     path: "/d/img".into(),
                     read_only: true,
+                    serial: None,
                 },
                 crate::DiskSpec {
                     path: "/run/x/data.ext4".into(),
                     read_only: false,
+                    serial: None,
                 },
             ],
             accel: crate::Accel::Kvm,

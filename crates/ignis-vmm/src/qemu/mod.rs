@@ -322,11 +322,15 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
         a.push("-drive".into());
         a.push(format!(
             "id=d{i},file={},format=raw,if=none,cache=none,aio=threads{}",
-            d.path.display(),
+            // A comma in an option value is written twice.
+            d.path.display().to_string().replace(',', ",,"),
             if d.read_only { ",readonly=on" } else { "" }
         ));
         a.push("-device".into());
-        a.push(format!("virtio-blk-device,drive=d{i}"));
+        a.push(match &d.serial {
+            Some(s) => format!("virtio-blk-device,drive=d{i},serial={s}"),
+            None => format!("virtio-blk-device,drive=d{i}"),
+        });
     }
     a
 }
@@ -438,10 +442,17 @@ mod tests {
                 crate::DiskSpec {
                     path: "/d/image.ext4".into(),
                     read_only: true,
+                    serial: None,
                 },
                 crate::DiskSpec {
                     path: "/d/data.ext4".into(),
                     read_only: false,
+                    serial: None,
+                },
+                crate::DiskSpec {
+                    path: "/v/a,b.ext4".into(),
+                    read_only: true,
+                    serial: Some("ignis-vol0".into()),
                 },
             ],
             accel: Accel::Tcg,
@@ -485,6 +496,12 @@ mod tests {
             a.contains("file=/d/image.ext4,format=raw,if=none,cache=none,aio=threads,readonly=on")
         );
         assert!(a.contains("file=/d/data.ext4,format=raw,if=none,cache=none,aio=threads -device"));
+        // A volume: its serial (how the guest finds it), a comma escaped.
+        assert!(
+            a.contains("id=d2,file=/v/a,,b.ext4,format=raw,if=none,cache=none,aio=threads,readonly=on -device virtio-blk-device,drive=d2,serial=ignis-vol0"),
+            "{a}"
+        );
+        assert!(a.contains("virtio-blk-device,drive=d1 "), "{a}");
         assert!(a.contains("-qmp unix:/run/ignis/x/qmp.sock,server=on,wait=off"));
         assert!(a.contains("-no-reboot"));
         // RAM is a shared file on tmpfs while running...
