@@ -108,8 +108,17 @@ fn bad_requests_change_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
     let out = env.run(&["fork", "nothing-here"]);
     assert_eq!(out.status.code(), Some(3));
-    let out = env.run(&["fork", "src", "-n", "0"]);
-    assert_eq!(out.status.code(), Some(1));
+    for (args, says) in [
+        (&["-n", "0"][..], "want 1 to 1000 clones"),
+        (&["-n", "1001"][..], "want 1 to 1000 clones"),
+        (&["--name-prefix=-x"][..], "invalid name prefix '-x'"),
+        (&["--name-prefix", ""][..], "invalid name prefix ''"),
+    ] {
+        let out = env.run(&[&["fork", "src"][..], args].concat());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
     assert!(snaps(&env).is_empty());
     assert_eq!(env.ok(&["ps", "-a", "-Q"]).lines().count(), 1);
 }

@@ -73,9 +73,27 @@ struct KernelQuery {
 struct VolumeBody {
     name: Option<String>,
     /// Bytes.
+    #[serde(deserialize_with = "whole_number")]
     size: u64,
     #[serde(default)]
     labels: std::collections::BTreeMap<String, String>,
+}
+
+/// A JSON integer, also written as a number with a zero fraction
+/// (`16777216.0`, as some JSON encoders write large numbers): JSON has one
+/// number type, and JSON Schema's `integer` accepts both.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(u) = n.as_u64() {
+        return Ok(u);
+    }
+    match n.as_f64() {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // whole and in range
+        Some(f) if f.fract() == 0.0 && (0.0..1.8e19).contains(&f) => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n}: want a whole number of bytes, 0 or more"
+        ))),
+    }
 }
 
 /// `POST /v1/vms/{vm}/exec`: the command and its environment.

@@ -536,6 +536,12 @@ impl VmSettings {
                     format!("{v} bytes is too small for a volume (at least 16MB)"),
                 ));
             }
+            if v > crate::volume::MAX_VOLUME_SIZE {
+                return Err(invalid(
+                    Field::VolumeSize,
+                    format!("{v} bytes is too large for a volume (at most 16TB)"),
+                ));
+            }
         }
         let mut volumes: Vec<VolumeRequest> = Vec::new();
         for v in &self.volumes {

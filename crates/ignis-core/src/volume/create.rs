@@ -5,6 +5,9 @@ use ignis_api::VolumeRecord;
 use super::KIND;
 use crate::{Error, ErrorKind, Ignis};
 
+/// The largest volume: ext4 with 4 KiB blocks ends at 16 TiB.
+pub const MAX_VOLUME_SIZE: u64 = 16 << 40;
+
 impl Ignis {
     /// `ignis volume create`: an empty ext4 disk file of `size` bytes
     /// (sparse), labelled `ignis-volume`. Nothing is left when it fails.
@@ -40,6 +43,12 @@ impl Ignis {
             return Err(Error::new(
                 ErrorKind::Invalid,
                 format!("{size} bytes is too small for a volume (at least 16MB)"),
+            ));
+        }
+        if size > MAX_VOLUME_SIZE {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("{size} bytes is too large for a volume (at most 16TB)"),
             ));
         }
         if self

@@ -11,6 +11,8 @@
 
 mod attach;
 mod create;
+
+pub use create::MAX_VOLUME_SIZE;
 mod inspect;
 mod list;
 mod remove;
