@@ -12,6 +12,7 @@ mod kernel;
 pub mod manifest;
 pub mod node;
 mod prune;
+mod restart;
 mod size;
 mod snapshot;
 pub mod state;
@@ -25,6 +26,7 @@ pub use exec::ExecOutput;
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
 pub use kernel::{KernelRecord, KernelSource};
 pub use prune::PruneReport;
+pub use restart::{BadRestartPolicy, RestartPolicy};
 pub use size::{parse_size, SizeError};
 pub use snapshot::{BlobRef, SnapshotRecord};
 pub use state::{

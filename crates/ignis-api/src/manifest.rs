@@ -76,6 +76,10 @@ pub struct VmManifestSpec {
     /// `HOST_PATH:VM_PATH`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_files: Vec<String>,
+    /// Restart policy: `no` (default), `on-failure[:N]`, `always`,
+    /// `unless-stopped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
     /// `[SOURCE:]VM_PATH[:ro|rw]`, as `-v`: SOURCE a volume name, a disk
     /// image file or a block device; none: an anonymous volume.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -125,6 +129,15 @@ pub struct ManifestNetwork {
     /// the one `mode` names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<ManifestInterface>,
+    /// Nameservers for the guest (`--dns`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// Search domains (`--dns-search`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// `NAME:IP` lines for /etc/hosts (`--add-host`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_hosts: Vec<String>,
 }
 
 /// One NIC of `spec.network.interfaces`.

@@ -312,6 +312,30 @@ impl VmStatus {
             ready_ms: s.ready_ms,
             confinement: s.confinement,
             timings,
+            restart_count: self.restart_count,
+            ..Default::default()
+        };
+        Ok(())
+    }
+
+    /// The VM ended on its own and its supervisor will start it again
+    /// (after a back-off); `false`: it will not after all (a stop came).
+    pub fn set_restarting(&mut self, on: bool) -> Result<(), IllegalTransition> {
+        self.guard(self.run_state() == RunState::Exited, "restart")?;
+        self.restarting = on;
+        Ok(())
+    }
+
+    /// The supervisor starts the VM again: a restart, counted; the last
+    /// run's details go.
+    pub fn begin_restart(&mut self) -> Result<(), IllegalTransition> {
+        self.guard(
+            self.run_state() == RunState::Exited && self.restarting,
+            "restart",
+        )?;
+        *self = VmStatus {
+            state: Some(VmState::Created),
+            restart_count: self.restart_count.saturating_add(1),
             ..Default::default()
         };
         Ok(())
@@ -406,6 +430,33 @@ mod tests {
         s.begin_start().unwrap();
         assert_eq!(s.run_state(), RunState::Created { restore: false });
         assert_eq!(s.exit_code, None, "a new start forgets the last run");
+    }
+
+    #[test]
+    fn a_restart_counts_and_keeps_counting_until_a_start() {
+        let mut s = running();
+        s.exited(5, Some(1), "workload exited".into()).unwrap();
+        assert!(
+            s.begin_restart().is_err(),
+            "only when the supervisor restarts"
+        );
+        s.set_restarting(true).unwrap();
+        s.begin_restart().unwrap();
+        assert_eq!(s.run_state(), RunState::Created { restore: false });
+        s.started(Started::default()).unwrap();
+        assert_eq!((s.restart_count, s.restarting), (1, false));
+        assert!(
+            s.set_restarting(true).is_err(),
+            "a running VM is not restarting"
+        );
+        s.exited(6, Some(1), "workload exited".into()).unwrap();
+        s.set_restarting(true).unwrap();
+        s.begin_restart().unwrap();
+        assert_eq!(s.restart_count, 2);
+        s.started(Started::default()).unwrap();
+        s.exited(7, Some(0), "stopped".into()).unwrap();
+        s.begin_start().unwrap();
+        assert_eq!(s.restart_count, 0, "a start by the user begins a new count");
     }
 
     #[test]

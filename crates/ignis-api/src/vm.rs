@@ -68,6 +68,16 @@ pub struct NetworkSpec {
     /// The NICs after the first (`eth1`, ...), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<NicSpec>,
+    /// `--dns`: the guest's nameservers (else the host's, see
+    /// `ignis_net::dns`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// `--dns-search`: the guest's search domains (else the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// `--add-host NAME:IP`: more /etc/hosts lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_hosts: Vec<String>,
 }
 
 /// One NIC of a VM: the first is [`NetworkSpec`]'s own fields, the others
@@ -163,6 +173,9 @@ impl Default for NetworkSpec {
             ports: vec![],
             cni: None,
             interfaces: vec![],
+            dns: vec![],
+            dns_search: vec![],
+            add_hosts: vec![],
         }
     }
 }
@@ -204,6 +217,9 @@ pub struct VmSpec {
     /// `--ssh`: the public key installed as root's authorized key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSpec>,
+    /// `--restart`: what the supervisor does when the VM ends on its own.
+    #[serde(default, skip_serializing_if = "crate::RestartPolicy::is_no")]
+    pub restart: crate::RestartPolicy,
     /// Volumes mounted in the guest, in the order of their disks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::VolumeMount>,
@@ -292,6 +308,21 @@ pub struct VmStatus {
     /// command did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timings: Vec<PhaseTiming>,
+    /// How often the supervisor restarted the VM since its last start
+    /// (restart policy, guest reboots).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+    /// Exited, and its supervisor starts it again after a back-off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarting: bool,
+    /// Its last run ended by `ignis stop` or `ignis kill` (an
+    /// `unless-stopped` VM stays down after a host reboot).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_by_user: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One phase of a start: `create`, `disk`, `initramfs`, `spawn`,

@@ -223,6 +223,11 @@ pub enum Command {
         /// Return once the VMM runs, without waiting for the guest to report ready.
         #[arg(long)]
         no_wait: bool,
+        /// What to wait for: agent (the guest init and agent are up, the
+        /// default) or system (a system image's systemd reports running or
+        /// degraded).
+        #[arg(long, value_enum, conflicts_with = "no_wait")]
+        wait: Option<WaitFor>,
         /// Print where the time went, phase by phase (also in `inspect`).
         #[arg(long)]
         timings: bool,
@@ -642,6 +647,22 @@ pub struct CreateArgs {
     /// the given public key (file or `ssh-ed25519 AAAA...` line).
     #[arg(long, value_name = "PUBKEY", num_args = 0..=1, default_missing_value = "", require_equals = true)]
     pub ssh: Option<String>,
+    /// Restart policy when the VM ends on its own: no, on-failure[:N],
+    /// always, unless-stopped (always/unless-stopped: also back after a
+    /// host reboot, with `ignis daemon`). A guest reboot always restarts.
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
+    /// A nameserver for the guest (repeatable; default: the host's, the
+    /// upstream of a systemd-resolved stub, or a relay on the bridge).
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// A DNS search domain for the guest (repeatable).
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// An /etc/hosts line in the guest: NAME:IP (IP `host-gateway`: the
+    /// bridge's gateway).
+    #[arg(long, value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
     /// Mount a volume: [SOURCE:]VM_PATH[:ro|rw], SOURCE a volume name
     /// (made on first use), a disk image file (./data.ext4) or a block
     /// device (/dev/sdb); none: an anonymous volume (repeatable).
@@ -671,9 +692,21 @@ pub struct RunArgs {
     /// Return once the VMM runs, without waiting for the guest to report ready.
     #[arg(long)]
     pub no_wait: bool,
+    /// What to wait for: agent (the guest init and agent are up, the
+    /// default) or system (a system image's systemd reports running or
+    /// degraded).
+    #[arg(long, value_enum, conflicts_with = "no_wait")]
+    pub wait: Option<WaitFor>,
     /// Print where the time went, phase by phase (also in `inspect`).
     #[arg(long)]
     pub timings: bool,
+}
+
+/// `run`/`start --wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WaitFor {
+    Agent,
+    System,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

@@ -169,6 +169,10 @@ fn flag(f: ignis_core::vm::Field) -> &'static str {
         Field::Mac => "--mac",
         Field::Ports => "-p",
         Field::Ssh => "--ssh",
+        Field::Restart => "--restart",
+        Field::Dns => "--dns",
+        Field::DnsSearch => "--dns-search",
+        Field::AddHost => "--add-host",
         Field::Volumes => "--volume",
         Field::VolumeSize => "--volume-size",
     }

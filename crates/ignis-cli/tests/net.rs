@@ -788,3 +788,169 @@ fn prune_of_one_root_keeps_the_bridge_another_root_uses() {
     assert!(!ok(&["ip", "-n", &ns, "-o", "link"]).contains("ignis0"));
     assert!(!ok(&["ip", "netns", "exec", &ns, "nft", "list", "tables"]).contains("ignis"));
 }
+
+/// A tiny DNS server for the test, in namespace `ns` (its own thread
+/// joins it): answers `web.test` A with 10.1.2.3, anything else NXDOMAIN,
+/// on each of `addrs` port 53, until `stop`.
+#[allow(unsafe_code)]
+fn dns_server(
+    ns: &str,
+    addrs: &[&str],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (ns, addrs): (String, Vec<String>) =
+        (ns.into(), addrs.iter().map(|a| a.to_string()).collect());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        // SAFETY: setns on a valid descriptor; it moves this thread only.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns");
+        let socks: Vec<std::net::UdpSocket> = addrs
+            .iter()
+            .map(|a| std::net::UdpSocket::bind((a.as_str(), 53)).unwrap())
+            .collect();
+        for s in &socks {
+            s.set_nonblocking(true).unwrap();
+        }
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 512];
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            for s in &socks {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    if let Some(r) = dns_answer(&buf[..n]) {
+                        let _ = s.send_to(&r, from);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    ready_rx.recv().unwrap();
+    t
+}
+
+/// The answer to a one-question query (RFC 1035 wire format).
+fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
+    let mut i = 12;
+    let mut labels = Vec::new();
+    while *q.get(i)? != 0 {
+        let l = usize::from(q[i]);
+        labels.push(String::from_utf8_lossy(q.get(i + 1..i + 1 + l)?).to_lowercase());
+        i += 1 + l;
+    }
+    let qtype = u16::from_be_bytes([*q.get(i + 1)?, *q.get(i + 2)?]);
+    let end = i + 5;
+    let mut r = q.get(..end)?.to_vec();
+    let ours = labels == ["web", "test"];
+    r[2] = q[2] | 0x80; // a response, opcode and RD kept
+    r[3] = 0x80 | if ours { 0 } else { 3 }; // RA; NOERROR or NXDOMAIN
+    let answers: u8 = (ours && qtype == 1).into();
+    r[4..12].copy_from_slice(&[0, 1, 0, answers, 0, 0, 0, 0]);
+    if answers == 1 {
+        r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 2, 3]);
+    }
+    Some(r)
+}
+
+/// DNS on a stock host, whose resolver is a stub on 127.0.0.53: with
+/// systemd-resolved's upstream list, a VM asks the upstream server; without
+/// one (a dnsmasq-like loopback resolver), the VM asks the bridge's gateway,
+/// where its supervisor relays to the stub. Both resolve a name the test's
+/// DNS server serves; `--add-host` and `--dns-search` reach the guest.
+#[test]
+fn dns_through_a_stub_resolver_on_loopback() {
+    let Some(env) = net_env() else { return };
+    let ns = format!("ignis-d{}", std::process::id());
+    let _cleanup = Cleanup {
+        names: vec![ns.clone()],
+        root: env.root(),
+    };
+    ok(&["ip", "netns", "add", &ns]);
+    ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    // The upstream server's address, on an interface of its own.
+    ok(&[
+        "ip", "-n", &ns, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+    ]);
+    ok(&[
+        "ip",
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        "192.168.241.1/24",
+        "dev",
+        "up0",
+    ]);
+    for dev in ["up0", "up1"] {
+        ok(&["ip", "-n", &ns, "link", "set", dev, "up"]);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = dns_server(&ns, &["127.0.0.53", "192.168.241.1"], stop.clone());
+    let dir = env.dir.path();
+    let stub = dir.join("resolv.conf");
+    std::fs::write(&stub, "nameserver 127.0.0.53\noptions edns0\n").unwrap();
+    let upstream = dir.join("resolved.conf");
+    std::fs::write(&upstream, "nameserver 192.168.241.1\n").unwrap();
+    let img = env.busybox_image("dns:1", false, &[], &[]);
+    let probe = "/bin/busybox cat /etc/resolv.conf /etc/hosts; /bin/busybox nslookup web.test && echo RESOLVED; /bin/busybox sleep 600";
+    let run = |name: &str, upstream: &std::path::Path, extra: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &ns,
+            env!("CARGO_BIN_EXE_ignis"),
+            "run",
+            "-d",
+            "--name",
+            name,
+        ])
+        .args(extra)
+        .args([&img, "/bin/busybox", "sh", "-c", probe])
+        .env("IGNIS_ROOT", env.root())
+        .env("IGNIS_NETWORK", "bridge")
+        .env("IGNIS_LOG", "warn")
+        .env("IGNIS_RESOLV_CONF", &stub)
+        .env("IGNIS_RESOLVED_UPSTREAM", upstream);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        "resolved",
+        &upstream,
+        &["--add-host", "db:10.9.9.9", "--dns-search", "test"],
+    );
+    run("relayed", &dir.join("no-such-file"), &[]);
+    for vm in ["resolved", "relayed"] {
+        let seen = wait::within(Duration::from_secs(180), || {
+            ignis_ok(&env, &ns, &["logs", vm]).contains("RESOLVED")
+        });
+        let logs = ignis_ok(&env, &ns, &["logs", vm]);
+        assert!(seen && logs.contains("10.1.2.3"), "{vm}: {logs}");
+    }
+    let logs = ignis_ok(&env, &ns, &["logs", "resolved"]);
+    assert!(logs.contains("nameserver 192.168.241.1"), "{logs}");
+    assert!(
+        logs.contains("search test") && logs.contains("10.9.9.9\tdb"),
+        "{logs}"
+    );
+    let logs = ignis_ok(&env, &ns, &["logs", "relayed"]);
+    assert!(
+        logs.contains("nameserver 10.61.0.1"),
+        "the gateway relays: {logs}"
+    );
+    for vm in ["resolved", "relayed"] {
+        ignis_ok(&env, &ns, &["rm", "-f", vm]);
+    }
+    // The relay went with its VM: the gateway's port 53 is free.
+    let ss = ok(&["ip", "netns", "exec", &ns, "ss", "-uln"]);
+    assert!(!ss.contains("10.61.0.1:53"), "{ss}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    server.join().unwrap();
+}

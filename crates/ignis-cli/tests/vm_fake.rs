@@ -702,3 +702,193 @@ fn a_user_supplied_ssh_key_is_used_as_given() {
     let out = env.run(&["create", "--backend", "fake", "--ssh=not-a-key", &img]);
     common::assert_exit(&out, 1);
 }
+
+/// `run -d --backend fake --restart POLICY [--kernel-args ignis.fake=MODE] IMG`.
+fn run_restarting(env: &Env, img: &str, policy: &str, mode: Option<&str>) -> String {
+    let mut args = vec!["run", "-d", "--backend", "fake", "--restart", policy];
+    let arg;
+    if let Some(m) = mode {
+        arg = format!("ignis.fake={m}");
+        args.extend(["--kernel-args", &arg]);
+    }
+    args.push(img);
+    env.ok_id(&args)
+}
+
+#[test]
+fn on_failure_restarts_up_to_its_count_and_a_success_does_not_restart() {
+    let (env, img) = Env::fake_app();
+    let id = run_restarting(&env, &img, "on-failure:2", Some("exit:3"));
+    let v = wait::for_value(
+        "two restarts, then the end",
+        Duration::from_secs(30),
+        || {
+            let v = env.vm_json(&id);
+            (v["status"]["state"] == "exited" && v["status"]["restarting"].is_null()).then_some(v)
+        },
+    );
+    assert_eq!(v["status"]["restartCount"], 2, "{v}");
+    assert_eq!(v["status"]["exitCode"], 3);
+    assert_eq!(v["spec"]["restart"], "on-failure:2");
+    // Three runs wrote to the console.
+    let logs = env.ok(&["logs", &id]);
+    assert_eq!(logs.matches("workload output").count(), 3, "{logs}");
+    let ok = run_restarting(&env, &img, "on-failure", Some("exit:0"));
+    let v = common::wait_state(&env, &ok, "exited");
+    assert!(v["status"]["restartCount"].is_null(), "{v}");
+}
+
+#[test]
+fn always_restarts_a_killed_vmm_and_a_stop_keeps_it_down() {
+    let (env, img) = Env::fake_app();
+    let id = run_restarting(&env, &img, "always", None);
+    let pid = |v: &serde_json::Value| v["status"]["vmmPid"].as_u64();
+    let first = pid(&env.vm_json(&id)).expect("a VMM pid");
+    assert!(common::kill9(first));
+    let v = wait::for_value("the VMM to be restarted", Duration::from_secs(30), || {
+        let v = env.vm_json(&id);
+        (v["status"]["state"] == "running" && pid(&v).is_some_and(|p| p != first)).then_some(v)
+    });
+    assert_eq!(v["status"]["restartCount"], 1, "{v}");
+    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "-o", "json"])).unwrap();
+    assert_eq!(ps[0]["status"]["restartCount"], 1, "{ps}");
+    let table = env.ok(&["ps"]);
+    assert!(table.contains("restarts: 1"), "{table}");
+    // A stop is the user's: no restart, and it is remembered.
+    env.ok(&["stop", &id]);
+    let v = env.vm_json(&id);
+    assert_eq!(v["status"]["state"], "exited");
+    assert_eq!(v["status"]["stoppedByUser"], true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.vm_json(&id)["status"]["state"], "exited", "stays down");
+    env.ok(&["rm", &id]);
+}
+
+#[test]
+fn a_guest_reboot_restarts_the_vm_whatever_its_policy() {
+    let (env, img) = Env::fake_app();
+    let id = run_restarting(&env, &img, "no", Some("reboot"));
+    let v = wait::for_value("the rebooted VM to run", Duration::from_secs(30), || {
+        let v = env.vm_json(&id);
+        (v["status"]["state"] == "running" && v["status"]["restartCount"] == 1).then_some(v)
+    });
+    assert!(v["status"]["readyMs"].is_u64(), "{v}");
+    env.ok(&["stop", &id]);
+    assert_eq!(env.vm_json(&id)["status"]["restartCount"], 1);
+}
+
+#[test]
+fn restart_policies_are_checked() {
+    let (env, img) = Env::fake_app();
+    let out = env.run(&[
+        "create",
+        "--backend",
+        "fake",
+        "--restart",
+        "sometimes",
+        &img,
+    ]);
+    common::assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--restart") && err.contains("on-failure[:N]"),
+        "{err}"
+    );
+    let out = env.run(&[
+        "run",
+        "--rm",
+        "--backend",
+        "fake",
+        "--restart",
+        "always",
+        &img,
+    ]);
+    common::assert_exit(&out, 125);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--restart: cannot be combined with removing"),
+        "{err}"
+    );
+    assert_eq!(env.ok(&["ps", "-a", "-Q"]), "", "nothing was created");
+}
+
+/// A host reboot (a new boot ID) under `always` and `unless-stopped` VMs:
+/// `ignis daemon` starts them again at start-up, but not an
+/// `unless-stopped` one the user stopped, nor one without a policy.
+#[test]
+fn the_daemon_brings_restart_policy_vms_back_after_a_host_reboot() {
+    let (env, img) = Env::fake_app();
+    fn boot(id: &str) -> [(&'static str, &str); 1] {
+        [("IGNIS_BOOT_ID", id)]
+    }
+    // Every command runs on the boot it is given (ignis checks a running
+    // VM's boot ID against this one's).
+    let json = |b: &str, name: &str| -> serde_json::Value {
+        serde_json::from_str(&env.ok_with(&boot(b), &["inspect", name])).unwrap()
+    };
+    let run = |policy: &str, name: &str| {
+        env.ok_with(
+            &boot("boot-1"),
+            &[
+                "run",
+                "-d",
+                "--backend",
+                "fake",
+                "--restart",
+                policy,
+                "--name",
+                name,
+                &img,
+            ],
+        );
+    };
+    run("always", "a");
+    run("unless-stopped", "u");
+    run("unless-stopped", "s");
+    run("no", "n");
+    env.ok_with(&boot("boot-1"), &["stop", "s"]);
+    // One that restarted before (its supervisor forked a new watcher).
+    let vmm = json("boot-1", "a")["status"]["vmmPid"].as_u64().unwrap();
+    assert!(common::kill9(vmm));
+    wait::until("a to restart", Duration::from_secs(30), || {
+        let v = json("boot-1", "a");
+        v["status"]["state"] == "running" && v["status"]["restartCount"] == 1
+    });
+    // The host goes down: every supervisor and VMM with it.
+    for name in ["a", "u", "n"] {
+        let v = json("boot-1", name);
+        assert!(common::kill9(
+            v["status"]["supervisorPid"].as_u64().unwrap()
+        ));
+    }
+    let sock = env.root().join("daemon.sock");
+    let mut daemon = env
+        .cmd()
+        .env("IGNIS_BOOT_ID", "boot-2")
+        .args(["daemon", "--socket", sock.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = |name: &str| {
+        wait::for_value(
+            &format!("{name} to run again"),
+            Duration::from_secs(30),
+            || {
+                let v = json("boot-2", name);
+                (v["status"]["state"] == "running").then_some(v)
+            },
+        )
+    };
+    for name in ["a", "u"] {
+        assert_eq!(up(name)["status"]["bootId"], "boot-2");
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    for name in ["s", "n"] {
+        assert_eq!(json("boot-2", name)["status"]["state"], "exited", "{name}");
+    }
+    for name in ["a", "u"] {
+        env.ok_with(&boot("boot-2"), &["rm", "-f", name]);
+    }
+}

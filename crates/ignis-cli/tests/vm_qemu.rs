@@ -243,3 +243,115 @@ fn linux_guest_lifecycle_on_qemu() {
     assert_eq!(env.count("vms"), 0, "no VM files left");
     assert!(env.processes_with(&id).is_empty());
 }
+
+/// `--restart always` on a real guest: it survives its own `reboot`, a
+/// SIGKILLed QEMU and a (simulated) host reboot, which `ignis daemon`
+/// brings it back from. The host's boot ID is faked (`IGNIS_BOOT_ID`):
+/// every command runs on boot A until the host "goes down" (its
+/// supervisor and QEMU killed), then the daemon starts on boot B.
+#[test]
+fn restart_always_survives_a_guest_reboot_a_killed_vmm_and_a_host_reboot() {
+    let Some(env) = common::linux_env() else {
+        return;
+    };
+    let app = env.busybox_image("app:1", false, &[], &["/bin/busybox", "true"]);
+    let on = |boot: &str, args: &[&str]| env.ok_with(&[("IGNIS_BOOT_ID", boot)], args);
+    let json = |boot: &str| -> serde_json::Value {
+        serde_json::from_str(&on(boot, &["inspect", "r"])).unwrap()
+    };
+    let running = |boot: &str, what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        common::wait::for_value(what, Duration::from_secs(180), || {
+            let v = json(boot);
+            (v["status"]["state"] == "running" && v["status"]["readyMs"].is_u64() && ok(&v))
+                .then_some(v)
+        })
+    };
+    // The first boot reboots the guest (the kernel's own restart, as
+    // `reboot -f`); the next ones run.
+    on(
+        "A",
+        &[
+            "run",
+            "-d",
+            "--no-wait",
+            "--restart",
+            "always",
+            "--name",
+            "r",
+            &app,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "if [ ! -e /rebooted ]; then : > /rebooted; sync; busybox reboot -f; fi; exec busybox sleep 100000",
+        ],
+    );
+    let v = running("A", "the guest to come back from its reboot", &|v| {
+        v["status"]["restartCount"] == 1
+    });
+    assert!(
+        on("A", &["logs", "r"]).contains("reboot: Restarting system"),
+        "the guest rebooted"
+    );
+    // QEMU killed from outside: a crash, restarted by the policy.
+    let vmm = v["status"]["vmmPid"].as_u64().unwrap();
+    assert!(common::kill9(vmm));
+    let v = running("A", "the VM to come back from a killed QEMU", &|v| {
+        v["status"]["restartCount"] == 2
+    });
+    assert_ne!(v["status"]["vmmPid"].as_u64(), Some(vmm));
+    // The host goes down: the supervisor dies, its QEMU with it.
+    let sup = v["status"]["supervisorPid"].as_u64().unwrap();
+    assert!(common::kill9(sup));
+    let id = v["id"].as_str().unwrap().to_string();
+    common::wait::until("QEMU to go with the host", Duration::from_secs(10), || {
+        env.processes_with(&id).is_empty()
+    });
+    // It boots again: the daemon starts the VM.
+    let sock = env.root().join("daemon.sock");
+    let daemon_log = env.dir.path().join("daemon.log");
+    let daemon = env
+        .cmd()
+        .env("IGNIS_BOOT_ID", "B")
+        .args(["daemon", "--socket", sock.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&daemon_log).unwrap())
+        .spawn()
+        .unwrap();
+    // Stopped however the test ends (a failed assertion too), and the VM
+    // it started with it.
+    struct Stop<'a>(std::process::Child, &'a common::Env);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = self
+                .1
+                .cmd()
+                .env("IGNIS_BOOT_ID", "B")
+                .args(["rm", "-f", "r"])
+                .output();
+        }
+    }
+    let daemon = Stop(daemon, &env);
+    let back = common::wait::within(Duration::from_secs(180), || {
+        let v = json("B");
+        v["status"]["state"] == "running" && v["status"]["readyMs"].is_u64()
+    });
+    assert!(
+        back,
+        "the daemon did not start the VM after the reboot: {}\ndaemon: {}\nconsole: {}\nsupervisor: {}",
+        json("B"),
+        std::fs::read_to_string(&daemon_log).unwrap_or_default(),
+        on("B", &["logs", "r"]),
+        std::fs::read_to_string(env.root().join("vms").join(&id).join("supervisor.log"))
+            .unwrap_or_default()
+    );
+    let v = json("B");
+    assert_eq!(v["status"]["bootId"], "B");
+    on("B", &["stop", "r"]);
+    let v = json("B");
+    assert_eq!(v["status"]["state"], "exited", "{v}");
+    assert_eq!(v["status"]["stoppedByUser"], true);
+    drop(daemon);
+    assert!(env.processes_with(&id).is_empty());
+}

@@ -72,8 +72,24 @@ pub fn run(ignis: ignis_core::Ignis, opts: DaemonOptions) -> anyhow::Result<()> 
         (Some(c), Some(k)) => Some(tls::server_config(c, k)?),
         _ => None,
     };
+    let ignis = Arc::new(ignis);
+    // Boot persistence: the VMs the host's reboot stopped come back
+    // (restart policy always/unless-stopped), while the API starts.
+    {
+        let ignis = ignis.clone();
+        std::thread::spawn(move || match ignis.vm_start_after_boot() {
+            Ok(started) => {
+                for (vm, r) in started {
+                    if r.is_ok() {
+                        tracing::info!(vm, "started after the host reboot");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the VMs to start after a reboot"),
+        });
+    }
     let shared = Arc::new(Shared {
-        ignis: Arc::new(ignis) as Arc<dyn service::Service>,
+        ignis: ignis as Arc<dyn service::Service>,
         events: events::Bus::new(),
         metrics: metrics::Metrics::new(),
     });

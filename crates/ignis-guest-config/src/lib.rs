@@ -49,6 +49,12 @@ pub struct GuestConfig {
     pub data_disk: String,
     #[serde(default)]
     pub nameservers: Vec<String>,
+    /// resolv.conf `search` domains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    /// More /etc/hosts entries: `(ip, name)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<(String, String)>,
     /// Files to place in the guest: initramfs path → guest path, mode.
     #[serde(default)]
     pub files: Vec<CopyFile>,

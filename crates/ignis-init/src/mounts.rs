@@ -332,21 +332,28 @@ pub fn configure(cfg: &GuestConfig) -> Result<(), RootError> {
         std::fs::write(&p, data).map_err(|source| RootError::Write { path: p, source })
     };
     write("hostname", format!("{}\n", cfg.hostname))?;
+    let extra: String = cfg
+        .hosts
+        .iter()
+        .map(|(ip, name)| format!("{ip}\t{name}\n"))
+        .collect();
     write(
         "hosts",
         format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n{extra}",
             cfg.hostname
         ),
     )?;
-    if !cfg.nameservers.is_empty() {
-        write(
-            "resolv.conf",
-            cfg.nameservers
-                .iter()
-                .map(|n| format!("nameserver {n}\n"))
-                .collect(),
-        )?;
+    if !cfg.nameservers.is_empty() || !cfg.search.is_empty() {
+        let mut conf: String = cfg
+            .nameservers
+            .iter()
+            .map(|n| format!("nameserver {n}\n"))
+            .collect();
+        if !cfg.search.is_empty() {
+            conf.push_str(&format!("search {}\n", cfg.search.join(" ")));
+        }
+        write("resolv.conf", conf)?;
     }
     for f in &cfg.files {
         let dest = format!("{NEWROOT}/{}", f.dest.trim_start_matches('/'));

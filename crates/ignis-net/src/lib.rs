@@ -11,6 +11,7 @@
 //! batch, whenever it changes, so a crash never leaves half a ruleset.
 
 pub mod cni;
+pub mod dns;
 #[cfg(any(test, feature = "fake"))]
 mod fake;
 mod host;

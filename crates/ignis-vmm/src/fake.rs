@@ -1,8 +1,9 @@
 //! A fake VMM for tests of the supervisor, CLI and state handling: a shell
 //! script that speaks the guest init's console protocol. The kernel command
 //! line decides what it does: `ignis.fake=exit:N` prints ready, then exits
-//! the "workload" with N; anything else runs until shut down (Control) or
-//! killed.
+//! the "workload" with N; `reboot` reboots the guest once (the kernel's
+//! restart line, no report), then runs; anything else runs until shut down
+//! (Control) or killed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +24,7 @@ echo "fake kernel booting"
 echo "IGNIS-INIT ready"
 case "$mode" in
   exit:*) sleep 0.2; echo "workload output"; echo "IGNIS-INIT exit ${mode#exit:}"; exit 0 ;;
+  reboot) if [ ! -e "$dir/fake.rebooted" ]; then : > "$dir/fake.rebooted"; echo "[    1.0] reboot: Restarting system"; exit 0; fi ;;
   cat) while read -r line; do echo "echo: $line"; [ "$line" = quit ] && break; done; echo "IGNIS-INIT exit 0"; exit 0 ;;
 esac
 trap 'echo "IGNIS-INIT exit 130"; exit 0' INT TERM

@@ -6,7 +6,7 @@ use ignis_core::vm::VmSettings;
 
 use crate::engine::Engine;
 
-use crate::cli::{Command, CreateArgs, ListFormat};
+use crate::cli::{Command, CreateArgs, ListFormat, WaitFor};
 use crate::output;
 
 /// Create settings with Ignite's precedence: environment defaults < the
@@ -79,6 +79,10 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
         ports: a.publish,
         ssh: a.ssh,
         auto_remove,
+        restart: a.restart,
+        dns: a.dns,
+        dns_search: a.dns_search,
+        add_hosts: a.add_host,
         volumes: a.volume,
         volume_size: a.volume_size,
     };
@@ -88,18 +92,33 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
 }
 
 fn status_text(v: &VmRecord) -> String {
+    let restarts = match v.status.restart_count {
+        0 => String::new(),
+        n => format!(" (restarts: {n})"),
+    };
     match v.state() {
+        // Between two runs: its supervisor starts it again.
+        VmState::Exited if v.status.restarting => format!(
+            "Restarting ({}) {}{restarts}",
+            v.status
+                .exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "?".into()),
+            v.status.finished_at.map(output::ago).unwrap_or_default()
+        ),
         VmState::Created => "Created".into(),
         VmState::Running => match v.status.started_at {
-            Some(t) => format!(
-                "Up {}{}",
-                output::ago(t).trim_end_matches(" ago"),
-                match (v.status.paused, v.status.health) {
-                    (true, _) => " (Paused)".to_string(),
-                    (false, Some(h)) => format!(" ({})", h.as_str()),
-                    (false, None) => String::new(),
-                }
-            ),
+            Some(t) => {
+                format!(
+                    "Up {}{}",
+                    output::ago(t).trim_end_matches(" ago"),
+                    match (v.status.paused, v.status.health) {
+                        (true, _) => " (Paused)".to_string(),
+                        (false, Some(h)) => format!(" ({})", h.as_str()),
+                        (false, None) => String::new(),
+                    },
+                ) + &restarts
+            }
             None => "Starting".into(),
         },
         VmState::Exited => format!(
@@ -288,6 +307,60 @@ impl<W: Write> Write for Foreground<W> {
     }
 }
 
+/// How long `--wait system` waits for systemd once the agent answers.
+const SYSTEM_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `--wait system`: asks the guest (through its agent) until systemd says
+/// the system is up: `running`, or `degraded` (up, some unit failed).
+fn wait_system(ignis: &dyn Engine, rec: &VmRecord) -> anyhow::Result<()> {
+    use ignis_agent_proto::{ExecRequest, Request};
+    let deadline = std::time::Instant::now() + SYSTEM_TIMEOUT;
+    let mut last;
+    loop {
+        let (_, client) = ignis.vm_agent(&rec.id)?;
+        let argv = ["systemctl", "is-system-running"]
+            .map(String::from)
+            .to_vec();
+        let mut out = Vec::new();
+        if let Ok(s) = client.open(&Request::Exec(ExecRequest {
+            argv,
+            ..Default::default()
+        })) {
+            match s.wait_output(&mut out, std::io::sink()) {
+                ignis_agent_proto::client::Outcome::Exited(_) => {}
+                ignis_agent_proto::client::Outcome::Failed(e) => {
+                    return Err(ignis_core::Error::new(
+                        ignis_core::ErrorKind::Invalid,
+                        format!(
+                            "--wait system: VM {} cannot run systemctl ({}); is it a systemd image?",
+                            rec.name, e.message
+                        ),
+                    )
+                    .into())
+                }
+            }
+        }
+        last = String::from_utf8_lossy(&out).trim().to_string();
+        match last.as_str() {
+            "running" | "degraded" => return Ok(()),
+            "stopping" | "offline" => break,
+            _ => {}
+        }
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(ignis_core::Error::new(
+        ignis_core::ErrorKind::Internal,
+        format!(
+            "--wait system: systemd in VM {} is {last:?}, not running; see `ignis logs {}`",
+            rec.name, rec.name
+        ),
+    )
+    .into())
+}
+
 fn each(vms: Vec<String>, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<i32> {
     let mut first = None;
     for v in vms {
@@ -320,6 +393,9 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
                 return foreground(ignis, &vm.id);
             }
             let rec = ignis.vm_start(&vm.id, !r.no_wait, &timeline)?;
+            if r.wait == Some(WaitFor::System) {
+                wait_system(ignis, &rec)?;
+            }
             println!("{}", vm.id);
             if r.timings {
                 output::timings(std::slice::from_ref(&rec));
@@ -337,11 +413,15 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         Command::Start {
             vms,
             no_wait,
+            wait,
             timings,
         } => {
             return each(vms, |v| {
                 let timeline = ignis_core::timing::Timeline::new();
                 let rec = ignis.vm_start(v, !no_wait, &timeline)?;
+                if wait == Some(WaitFor::System) {
+                    wait_system(ignis, &rec)?;
+                }
                 println!("{}", rec.id);
                 if timings {
                     output::timings(std::slice::from_ref(&rec));

@@ -288,6 +288,7 @@ impl Ignis {
                     .iter()
                     .map(|c| format!("{}:{}", c.host, c.vm))
                     .collect(),
+                restart: (!s.restart.is_no()).then(|| s.restart.to_string()),
                 volumes: s
                     .volumes
                     .iter()
@@ -317,6 +318,12 @@ impl Ignis {
 /// A VM's network as a manifest writes it: `mode` for one NIC (or none),
 /// `interfaces` for several.
 fn manifest_network(n: &ignis_api::NetworkSpec) -> ManifestNetwork {
+    let dns = ManifestNetwork {
+        dns: n.dns.clone(),
+        dns_search: n.dns_search.clone(),
+        add_hosts: n.add_hosts.clone(),
+        ..Default::default()
+    };
     let nics = n.nics();
     let ports = n.ports.iter().map(|p| p.to_string()).collect();
     if nics.len() > 1 {
@@ -328,7 +335,7 @@ fn manifest_network(n: &ignis_api::NetworkSpec) -> ManifestNetwork {
                     network: nic.network(),
                 })
                 .collect(),
-            ..Default::default()
+            ..dns
         };
     }
     ManifestNetwork {
@@ -338,6 +345,6 @@ fn manifest_network(n: &ignis_api::NetworkSpec) -> ManifestNetwork {
                 .unwrap_or_else(|| "none".into()),
         ),
         ports,
-        ..Default::default()
+        ..dns
     }
 }

@@ -180,6 +180,7 @@ impl Ignis {
                 mode,
             });
         }
+        let dns = dns_plan(rec);
         let cfg = GuestConfig {
             mode: match rec.spec.mode {
                 RunMode::App => Mode::App,
@@ -192,11 +193,22 @@ impl Ignis {
             user: rec.spec.user.clone(),
             image_disk: "LABEL=ignis-image".into(),
             data_disk: "LABEL=ignis-data".into(),
-            nameservers: if rec.spec.network.mode != ignis_api::NetworkMode::None {
-                host_nameservers()
-            } else {
-                vec![]
-            },
+            nameservers: dns.nameservers.iter().map(ToString::to_string).collect(),
+            search: dns.search.clone(),
+            hosts: rec
+                .spec
+                .network
+                .add_hosts
+                .iter()
+                .filter_map(|h| {
+                    let (name, ip) = ignis_net::dns::parse_add_host(h).ok()?;
+                    let ip = match ip.as_str() {
+                        "host-gateway" => rec.spec.network.gateway.clone()?,
+                        _ => ip,
+                    };
+                    Some((ip, name))
+                })
+                .collect(),
             files: copies,
             network: match (
                 &rec.spec.network.ip,
@@ -380,17 +392,24 @@ fn copy_sources(
     Ok(())
 }
 
-/// The host's non-loopback nameservers (a local stub resolver such as
-/// 127.0.0.53 is unreachable from a VM).
-fn host_nameservers() -> Vec<String> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver "))
-        .map(|s| s.trim().to_string())
-        .filter(|s| {
-            s.parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| !ip.is_loopback())
-        })
-        .collect()
+/// The VM's DNS (`ignis_net::dns::plan`): `--dns`, else what the host's
+/// resolvers let it reach, the bridge's gateway relaying as the last
+/// resort. A VM without a network gets none (but its `--dns-search`).
+pub(crate) fn dns_plan(rec: &VmRecord) -> ignis_net::dns::Plan {
+    use ignis_net::dns::{plan, ResolvConf};
+    let n = &rec.spec.network;
+    let given: Vec<std::net::IpAddr> = n.dns.iter().filter_map(|d| d.parse().ok()).collect();
+    if n.nics().is_empty() {
+        return ignis_net::dns::Plan {
+            search: n.dns_search.clone(),
+            ..Default::default()
+        };
+    }
+    let (host, upstream) = ResolvConf::host();
+    let gateway = if n.mode == ignis_api::NetworkMode::Bridge {
+        n.gateway.as_deref().and_then(|g| g.parse().ok())
+    } else {
+        None
+    };
+    plan(&given, &n.dns_search, &host, upstream.as_ref(), gateway)
 }

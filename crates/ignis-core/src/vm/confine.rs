@@ -100,9 +100,18 @@ impl Ignis {
     /// what its VMM left (jail, RAM file), cgroup. Idempotent: every path
     /// that ends a VM calls it.
     pub(crate) fn release_host_resources(&self, rec: &VmRecord) {
+        self.release_host_resources_but(rec, &[]);
+    }
+
+    /// [`Ignis::release_host_resources`] but the runtime files in `keep`
+    /// (the sockets a restarting supervisor keeps serving).
+    pub(crate) fn release_host_resources_but(&self, rec: &VmRecord, keep: &[&str]) {
         self.release_network(rec);
         let dir = self.vm_dir(&rec.id);
-        for f in super::supervise::RUNTIME_FILES {
+        for f in super::supervise::RUNTIME_FILES
+            .iter()
+            .filter(|f| !keep.contains(f))
+        {
             let _ = std::fs::remove_file(dir.join(f));
         }
         if let Ok(d) = super::driver(rec.spec.backend) {

@@ -115,6 +115,21 @@ impl State {
         self.intent.fetch_max(v, Ordering::SeqCst);
     }
 
+    /// Waits up to `delay` for a stop or kill request: false when one came.
+    pub(crate) fn wait_request(&self, delay: Duration) -> bool {
+        let deadline = std::time::Instant::now() + delay;
+        loop {
+            if self.intent() != Intent::None {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+    }
+
     /// The VM ended and its exit is recorded: tell every waiting client.
     pub(crate) fn ended(&self) {
         for c in self.waiting.lock().expect("control mutex").drain(..) {
@@ -125,8 +140,10 @@ impl State {
 
 /// What the supervisor does for a request (it knows the VMM).
 pub(crate) trait Handler: Send + Sync + 'static {
-    /// Asks the guest to shut down (agent, then the VMM's button).
-    fn shutdown(&self);
+    /// Asks the guest to shut down (agent, then the VMM's button); false
+    /// when the request should be repeated until the VM ends (an init
+    /// that may not listen yet).
+    fn shutdown(&self) -> bool;
     /// Kills the VMM now.
     fn kill(&self);
     /// Whether the VMM has ended.
@@ -153,6 +170,9 @@ pub(crate) fn serve(
     Ok(())
 }
 
+/// How often a stop asks again a guest whose init may not listen yet.
+const SHUTDOWN_AGAIN: Duration = Duration::from_secs(2);
+
 fn handle(conn: UnixStream, state: &State, handler: &dyn Handler) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
@@ -173,7 +193,13 @@ fn handle(conn: UnixStream, state: &State, handler: &dyn Handler) {
     if (&conn).write_all(b"ok\n").is_err() {
         return;
     }
-    // Wait with the others for the end (unless it already came).
+    // Wait with the others for the end (unless it already came). The
+    // intent first: a supervisor between two runs of a restarting VM
+    // sees it and stays down.
+    state.set(match req {
+        Request::Kill {} => Intent::Kill,
+        Request::Stop { .. } => Intent::Stop,
+    });
     if let Ok(c) = conn.try_clone() {
         state.waiting.lock().expect("control mutex").push(c);
     }
@@ -182,18 +208,20 @@ fn handle(conn: UnixStream, state: &State, handler: &dyn Handler) {
         return;
     }
     match req {
-        Request::Kill {} => {
-            state.set(Intent::Kill);
-            handler.kill();
-        }
+        Request::Kill {} => handler.kill(),
         Request::Stop { timeout_ms } => {
-            state.set(Intent::Stop);
-            handler.shutdown();
-            let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
+            let mut asked = std::time::Instant::now();
+            let mut done = handler.shutdown();
+            let deadline = asked + Duration::from_millis(timeout_ms);
             while !handler.ended() {
-                if std::time::Instant::now() >= deadline {
+                let now = std::time::Instant::now();
+                if now >= deadline {
                     handler.kill();
                     break;
+                }
+                if !done && now >= asked + SHUTDOWN_AGAIN {
+                    asked = now;
+                    done = handler.shutdown();
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -209,16 +237,27 @@ mod tests {
     struct FakeVmm {
         ended: AtomicBool,
         obeys_shutdown: bool,
+        /// Ignores this many shutdown requests first (an init still
+        /// starting) and asks to be asked again.
+        deaf: std::sync::atomic::AtomicU32,
+        asked: std::sync::atomic::AtomicU32,
         killed: AtomicBool,
         state: Arc<State>,
     }
 
     impl Handler for FakeVmm {
-        fn shutdown(&self) {
+        fn shutdown(&self) -> bool {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let deaf = self.deaf.load(Ordering::SeqCst);
+            if deaf > 0 {
+                self.deaf.store(deaf - 1, Ordering::SeqCst);
+                return false;
+            }
             if self.obeys_shutdown {
                 self.ended.store(true, Ordering::SeqCst);
                 self.state.ended();
             }
+            true
         }
         fn kill(&self) {
             self.killed.store(true, Ordering::SeqCst);
@@ -236,6 +275,8 @@ mod tests {
         let vmm = Arc::new(FakeVmm {
             ended: AtomicBool::new(false),
             obeys_shutdown: obeys,
+            deaf: Default::default(),
+            asked: Default::default(),
             killed: AtomicBool::new(false),
             state: state.clone(),
         });
@@ -254,6 +295,25 @@ mod tests {
         .unwrap();
         assert_eq!(state.intent(), Intent::Stop);
         assert!(!vmm.killed.load(Ordering::SeqCst), "it shut down in time");
+    }
+
+    /// A system image stopped while its init starts: the request is
+    /// repeated until the init takes it, never waiting for the timeout.
+    #[test]
+    fn a_stop_asks_again_an_init_that_does_not_listen_yet() {
+        let (d, _state, vmm) = setup(true);
+        vmm.deaf.store(1, Ordering::SeqCst);
+        request(
+            d.path(),
+            Request::Stop { timeout_ms: 60_000 },
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(vmm.asked.load(Ordering::SeqCst), 2);
+        assert!(
+            !vmm.killed.load(Ordering::SeqCst),
+            "it shut down, not killed"
+        );
     }
 
     #[test]

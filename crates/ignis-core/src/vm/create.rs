@@ -280,6 +280,7 @@ impl Ignis {
                 labels: opts.labels.clone(),
                 copy_files,
                 auto_remove: opts.auto_remove,
+                restart: opts.restart,
                 network: ignis_api::NetworkSpec {
                     mode: opts.network,
                     cni: opts.cni.clone(),
@@ -305,6 +306,9 @@ impl Ignis {
                             proto: p.proto.as_str().to_string(),
                         })
                         .collect(),
+                    dns: opts.dns.clone(),
+                    dns_search: opts.dns_search.clone(),
+                    add_hosts: opts.add_hosts.clone(),
                     ..Default::default()
                 },
                 ssh: match &snap {

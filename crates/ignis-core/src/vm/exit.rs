@@ -26,6 +26,39 @@ pub(crate) struct Seen {
     pub success: bool,
     /// The VMM's exit code when it exited on its own.
     pub code: Option<i32>,
+    /// The guest kernel said it restarts (`reboot: Restarting system`).
+    pub restarting: bool,
+    /// The guest kernel panicked (its first panic line).
+    pub panic: Option<String>,
+}
+
+/// What the guest kernel prints when it restarts (`kernel_restart`; a
+/// panic's emergency restart prints no such line).
+const KERNEL_RESTART: &str = "reboot: Restarting system";
+const KERNEL_PANIC: &str = "Kernel panic - not syncing: ";
+
+impl Seen {
+    /// Notes what a console line says of the guest kernel.
+    pub fn kernel_line(&mut self, line: &str) {
+        if line.contains(KERNEL_RESTART) {
+            self.restarting = true;
+        } else if let Some(at) = line.find(KERNEL_PANIC) {
+            if self.panic.is_none() {
+                self.panic = Some(line[at + KERNEL_PANIC.len()..].trim().to_string());
+            }
+        }
+    }
+}
+
+/// Whether the guest rebooted itself (its init never reported an end; the
+/// kernel restarted with nobody asking): a reboot restarts the VM.
+pub(crate) fn rebooted(seen: &Seen, intent: Intent) -> bool {
+    seen.restarting
+        && seen.report.is_none()
+        && seen.init_error.is_none()
+        && seen.signal.is_none()
+        && seen.panic.is_none()
+        && intent == Intent::None
 }
 
 /// The exit code and the reason recorded for the VM (`inspect`, `ps`).
@@ -42,6 +75,14 @@ pub(crate) fn classify(seen: &Seen, intent: Intent, vm: &str) -> (Option<i32>, S
             (Some(137), "stopped (killed after the timeout)".into())
         }
         (None, None, Some(sig)) => (Some(128 + sig), format!("VMM killed by signal {sig}")),
+        (None, None, None) if seen.panic.is_some() && intent == Intent::None => (
+            None,
+            format!(
+                "guest kernel panic: {}; see `ignis logs {vm}`",
+                seen.panic.as_deref().unwrap_or_default()
+            ),
+        ),
+        (None, None, None) if rebooted(seen, intent) => (Some(0), "guest rebooted".into()),
         // System images report no exit code: a clean VMM exit is the guest
         // powering off.
         (None, None, None) if seen.success && intent == Intent::Stop => (Some(0), "stopped".into()),
@@ -117,6 +158,28 @@ mod tests {
             why.contains("without a report") && why.contains("ignis logs web"),
             "{why}"
         );
+        // A reboot nobody asked for restarts; a panic is a crash.
+        let mut r = seen(None, None, true);
+        r.kernel_line("[   12.3] reboot: Restarting system\n");
+        assert_eq!(c(&r, Intent::None), (Some(0), "guest rebooted".into()));
+        assert!(rebooted(&r, Intent::None));
+        assert!(!rebooted(&r, Intent::Stop), "a stop that reboots is a stop");
+        assert_eq!(c(&r, Intent::Stop), (Some(0), "stopped".into()));
+        let mut app = r.clone();
+        app.report = Some(0);
+        assert!(
+            !rebooted(&app, Intent::None),
+            "ignis-init powers off with a reset"
+        );
+        let mut p = seen(None, None, true);
+        p.kernel_line("[    1.0] Kernel panic - not syncing: Attempted to kill init!");
+        let (code, why) = c(&p, Intent::None);
+        assert_eq!(code, None);
+        assert!(
+            why.starts_with("guest kernel panic: Attempted to kill init!"),
+            "{why}"
+        );
+        assert!(!rebooted(&p, Intent::None));
         // The init's error wins, with its code or the init's own.
         let mut e = seen(None, None, true);
         e.init_error = Some("no /sbin/init".into());

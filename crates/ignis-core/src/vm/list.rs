@@ -7,7 +7,19 @@ impl Ignis {
     /// Makes a "running" record tell the truth: if the host rebooted or the
     /// supervisor is gone (killed), the VM is recorded as exited with why.
     pub(crate) fn reconcile(&self, rec: VmRecord) -> Result<VmRecord, Error> {
+        let supervisor_alive = || {
+            rec.status.supervisor_pid.is_some_and(|pid| {
+                process_start(pid).is_some() && process_start(pid) == rec.status.supervisor_start
+            })
+        };
         if rec.state() != VmState::Running {
+            // A restart its supervisor will not do (it died meanwhile).
+            if rec.status.restarting && !supervisor_alive() {
+                let updated = self.update_status(&rec.id, |s| {
+                    let _ = s.set_restarting(false);
+                })?;
+                return Ok(updated.unwrap_or(rec));
+            }
             return Ok(rec);
         }
         let reason = if rec.status.boot_id.is_some() && rec.status.boot_id != boot_id() {
@@ -37,15 +49,28 @@ impl Ignis {
                 }
             }
         }
-        self.release_host_resources(&rec);
+        // Only the run this record was read for: another process may have
+        // settled it and started the VM again meanwhile (the daemon after a
+        // host reboot), and that run and its resources are not ours.
+        let same_run = |s: &ignis_api::VmStatus| {
+            s.state == Some(VmState::Running)
+                && s.supervisor_pid == rec.status.supervisor_pid
+                && s.supervisor_start == rec.status.supervisor_start
+                && s.boot_id == rec.status.boot_id
+        };
+        let mut settled = false;
         let updated = self.update_status(&rec.id, |s| {
-            if s.state == Some(VmState::Running) {
+            if same_run(s) {
                 s.state = Some(VmState::Exited);
                 s.finished_at = Some(crate::now());
                 s.reason = Some(reason.clone());
                 s.vmm_pid = None;
+                settled = true;
             }
         })?;
+        if settled {
+            self.release_host_resources(&rec);
+        }
         Ok(updated.unwrap_or(rec))
     }
 

@@ -5,6 +5,7 @@
 //! overlay's upper layer), `initrd.img` (per-VM initramfs), `console.log`,
 //! `supervisor.log` and the VMM's control socket.
 
+mod after_boot;
 pub mod agent;
 mod agent_mux;
 mod boot;
@@ -161,8 +162,14 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && name.len() <= 64
 }
 
-/// Host boot ID (changes on every reboot).
+/// Overrides the host's boot ID (tests fake a host reboot with it).
+pub const ENV_BOOT_ID: &str = "IGNIS_BOOT_ID";
+
+/// Host boot ID (changes on every reboot); `$IGNIS_BOOT_ID` when set.
 pub(crate) fn boot_id() -> Option<String> {
+    if let Some(id) = std::env::var(ENV_BOOT_ID).ok().filter(|s| !s.is_empty()) {
+        return Some(id);
+    }
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .ok()
         .map(|s| s.trim().to_string())

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use ignis_api::manifest::VmManifest;
-use ignis_api::{BackendRequest, NetworkMode};
+use ignis_api::{BackendRequest, NetworkMode, RestartPolicy};
 
 use crate::{Error, ErrorKind};
 
@@ -31,6 +31,10 @@ pub enum Field {
     Mac,
     Ports,
     Ssh,
+    Restart,
+    Dns,
+    DnsSearch,
+    AddHost,
     Volumes,
     VolumeSize,
 }
@@ -53,6 +57,10 @@ impl Field {
             Self::Mac => "network.mac",
             Self::Ports => "network.ports",
             Self::Ssh => "ssh",
+            Self::Restart => "restart",
+            Self::Dns => "network.dns",
+            Self::DnsSearch => "network.dnsSearch",
+            Self::AddHost => "network.addHosts",
             Self::Volumes => "volumes",
             Self::VolumeSize => "volumeSize",
         }
@@ -76,6 +84,10 @@ impl Field {
         Self::Mac,
         Self::Ports,
         Self::Ssh,
+        Self::Restart,
+        Self::Dns,
+        Self::DnsSearch,
+        Self::AddHost,
         Self::Volumes,
         Self::VolumeSize,
     ];
@@ -123,6 +135,11 @@ pub struct CreateOptions {
     pub command: Vec<String>,
     pub backend: BackendRequest,
     pub auto_remove: bool,
+    pub restart: RestartPolicy,
+    /// Checked `--dns` addresses, `--dns-search`, `--add-host NAME:IP`.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub add_hosts: Vec<String>,
     pub network: NetworkMode,
     /// A fixed address on the bridge.
     pub ip: Option<Ipv4Addr>,
@@ -279,6 +296,12 @@ pub struct VmSettings {
     pub cni_bin_dir: Option<String>,
     pub ssh: Option<String>,
     pub auto_remove: bool,
+    /// `--restart`.
+    pub restart: Option<String>,
+    /// `--dns`, `--dns-search`, `--add-host NAME:IP`.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub add_hosts: Vec<String>,
     /// `-v` values.
     pub volumes: Vec<String>,
     pub volume_size: Option<String>,
@@ -317,6 +340,22 @@ impl VmSettings {
             cni_bin_dir: None,
             ssh: s.ssh.clone(),
             auto_remove: false,
+            restart: s.restart.clone(),
+            dns: s
+                .network
+                .as_ref()
+                .map(|n| n.dns.clone())
+                .unwrap_or_default(),
+            dns_search: s
+                .network
+                .as_ref()
+                .map(|n| n.dns_search.clone())
+                .unwrap_or_default(),
+            add_hosts: s
+                .network
+                .as_ref()
+                .map(|n| n.add_hosts.clone())
+                .unwrap_or_default(),
             volumes: s.volumes.clone(),
             volume_size: s.volume_size.clone(),
         }
@@ -363,6 +402,10 @@ impl VmSettings {
             cni_bin_dir: _,
             ssh,
             auto_remove: _,
+            restart,
+            dns,
+            dns_search,
+            add_hosts,
             volumes,
             volume_size,
         } = self.clone();
@@ -375,6 +418,9 @@ impl VmSettings {
                 .into_iter()
                 .map(|network| ignis_api::manifest::ManifestInterface { network })
                 .collect(),
+            dns,
+            dns_search,
+            add_hosts,
         };
         VmManifest {
             api_version: ignis_api::manifest::API_VERSION.into(),
@@ -397,6 +443,7 @@ impl VmSettings {
                 network: (net != Default::default()).then_some(net),
                 ssh,
                 copy_files,
+                restart,
                 volumes,
                 volume_size,
                 running: true,
@@ -448,6 +495,10 @@ impl VmSettings {
             cni_bin_dir: top.cni_bin_dir.or(self.cni_bin_dir),
             ssh: top.ssh.or(self.ssh),
             auto_remove: top.auto_remove || self.auto_remove,
+            restart: top.restart.or(self.restart),
+            dns: join(self.dns, top.dns),
+            dns_search: join(self.dns_search, top.dns_search),
+            add_hosts: join(self.add_hosts, top.add_hosts),
             volumes: join(self.volumes, top.volumes),
             volume_size: top.volume_size.or(self.volume_size),
         }
@@ -612,6 +663,36 @@ impl VmSettings {
                 "a fixed address needs the bridge network",
             ));
         }
+        let restart: RestartPolicy = self
+            .restart
+            .as_deref()
+            .unwrap_or("no")
+            .parse()
+            .map_err(|e: ignis_api::BadRestartPolicy| invalid(Field::Restart, e.to_string()))?;
+        let mut dns = Vec::new();
+        for d in &self.dns {
+            let ip: std::net::IpAddr = d
+                .parse()
+                .map_err(|_| invalid(Field::Dns, format!("{d} is not an IP address")))?;
+            dns.push(ip.to_string());
+        }
+        for d in &self.dns_search {
+            if d.is_empty() || d.contains(char::is_whitespace) {
+                return Err(invalid(
+                    Field::DnsSearch,
+                    format!("{d:?} is not a search domain"),
+                ));
+            }
+        }
+        for h in &self.add_hosts {
+            ignis_net::dns::parse_add_host(h).map_err(|e| invalid(Field::AddHost, e))?;
+        }
+        if self.auto_remove && !restart.is_no() {
+            return Err(invalid(
+                Field::Restart,
+                "cannot be combined with removing the VM when it exits (a removed VM cannot restart)",
+            ));
+        }
         if let Some(n) = &self.name {
             if !super::valid_name(n) {
                 return Err(invalid(
@@ -634,6 +715,10 @@ impl VmSettings {
             command: self.command,
             backend,
             auto_remove: self.auto_remove,
+            restart,
+            dns,
+            dns_search: self.dns_search,
+            add_hosts: self.add_hosts,
             network,
             ip,
             mac: self.mac,
@@ -738,6 +823,10 @@ mod tests {
             cni_bin_dir: None,
             ssh: Some(String::new()),
             auto_remove: false,
+            restart: Some("on-failure:3".into()),
+            dns: vec!["10.0.0.2".into()],
+            dns_search: vec!["corp.example".into()],
+            add_hosts: vec!["db:10.0.0.5".into()],
             volumes: vec!["db:/var/lib/db".into(), "/dev/sdb:/b:ro".into()],
             volume_size: Some("2GB".into()),
         };
@@ -804,6 +893,42 @@ mod tests {
                     ..base()
                 },
                 Field::Image,
+            ),
+            (
+                VmSettings {
+                    restart: Some("sometimes".into()),
+                    ..base()
+                },
+                Field::Restart,
+            ),
+            (
+                VmSettings {
+                    restart: Some("always".into()),
+                    auto_remove: true,
+                    ..base()
+                },
+                Field::Restart,
+            ),
+            (
+                VmSettings {
+                    dns: vec!["resolver.example".into()],
+                    ..base()
+                },
+                Field::Dns,
+            ),
+            (
+                VmSettings {
+                    dns_search: vec!["a b".into()],
+                    ..base()
+                },
+                Field::DnsSearch,
+            ),
+            (
+                VmSettings {
+                    add_hosts: vec!["db=10.0.0.1".into()],
+                    ..base()
+                },
+                Field::AddHost,
             ),
             (
                 VmSettings {

@@ -11,9 +11,12 @@ impl Ignis {
     /// [`Ignis::vm_remove`]; with `volumes` (`rm -v`), the VM's anonymous
     /// volumes go too (named ones never do).
     pub fn vm_remove_with(&self, query: &str, force: bool, volumes: bool) -> Result<String, Error> {
-        let rec = self.reconcile(self.find_vm(query)?)?;
+        let mut rec = self.reconcile(self.find_vm(query)?)?;
+        if rec.status.restarting && force {
+            rec = self.cancel_restart(&rec, super::control::Request::Kill {})?;
+        }
         let state = rec.run_state();
-        if !state.can_remove(force) {
+        if !state.can_remove(force) || rec.status.restarting {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!("VM {} is running; stop it first or use rm -f", rec.name),

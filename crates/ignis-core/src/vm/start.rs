@@ -238,6 +238,8 @@ impl Ignis {
 /// asked), `Some(Err)` when it exited before it got there.
 fn started(rec: &VmRecord, wait_ready: bool) -> Option<Result<VmRecord, Error>> {
     match rec.state() {
+        // Rebooting (or restarted by its policy): the next run decides.
+        VmState::Exited | VmState::Created if rec.status.restarting => None,
         // Ready: the init started the workload and the agent (if the
         // backend has one) answered.
         VmState::Running

@@ -85,6 +85,26 @@ impl Ignis {
         }
     }
 
+    /// A VM between two runs (its supervisor waits to restart it): the
+    /// supervisor is told, and it stays down.
+    pub(crate) fn cancel_restart(&self, rec: &VmRecord, req: Request) -> Result<VmRecord, Error> {
+        let dir = self.vm_dir(&rec.id);
+        match super::control::request(&dir, req, KILL_GRACE) {
+            Ok(()) => wait_process_gone(rec.status.supervisor_pid, rec.status.supervisor_start),
+            Err(e) => tracing::debug!(vm = %rec.id, error = %e, "no supervisor to tell"),
+        }
+        let rec = self.load_vm(&rec.id)?.ok_or_else(gone)?;
+        // Its supervisor went without a word (killed): nothing restarts it.
+        if rec.status.restarting {
+            return Ok(self
+                .update_status(&rec.id, |s| {
+                    let _ = s.set_restarting(false);
+                })?
+                .unwrap_or(rec));
+        }
+        self.reconcile(rec)
+    }
+
     /// `ignis stop [--time T]`: asks the guest to shut down (through its
     /// agent: sync, stop the workload or the image's init, unmount, power
     /// off; without an agent: Ctrl-Alt-Del on Firecracker, the ACPI power
@@ -93,6 +113,9 @@ impl Ignis {
     pub fn vm_stop(&self, query: &str, timeout: Duration) -> Result<VmRecord, Error> {
         let rec = self.reconcile(self.find_vm(query)?)?;
         let state = rec.run_state();
+        if rec.status.restarting {
+            return self.cancel_restart(&rec, Request::Stop { timeout_ms: 0 });
+        }
         if !state.can_stop() {
             return Ok(rec);
         }
@@ -152,6 +175,9 @@ impl Ignis {
     /// `ignis kill`: stops the VMM at once.
     pub fn vm_kill(&self, query: &str) -> Result<VmRecord, Error> {
         let rec = self.reconcile(self.find_vm(query)?)?;
+        if rec.status.restarting {
+            return self.cancel_restart(&rec, Request::Kill {});
+        }
         if !rec.run_state().can_kill() {
             return Err(Error::new(
                 ErrorKind::Conflict,
