@@ -541,7 +541,7 @@ impl VmSettings {
             if v > crate::volume::MAX_VOLUME_SIZE {
                 return Err(invalid(
                     Field::VolumeSize,
-                    format!("{v} bytes is too large for a volume (at most 16TB)"),
+                    format!("{v} bytes is too large for a volume (at most 8TB)"),
                 ));
             }
         }

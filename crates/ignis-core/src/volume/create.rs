@@ -5,8 +5,9 @@ use ignis_api::VolumeRecord;
 use super::KIND;
 use crate::{Error, ErrorKind, Ignis};
 
-/// The largest volume: ext4 with 4 KiB blocks ends at 16 TiB.
-pub const MAX_VOLUME_SIZE: u64 = 16 << 40;
+/// The largest volume: 8 TiB (ext4 files, the volume and its file on an
+/// ext4 state root, end just below 16 TiB).
+pub const MAX_VOLUME_SIZE: u64 = 8 << 40;
 
 impl Ignis {
     /// `ignis volume create`: an empty ext4 disk file of `size` bytes
@@ -48,7 +49,7 @@ impl Ignis {
         if size > MAX_VOLUME_SIZE {
             return Err(Error::new(
                 ErrorKind::Invalid,
-                format!("{size} bytes is too large for a volume (at most 16TB)"),
+                format!("{size} bytes is too large for a volume (at most 8TB)"),
             ));
         }
         if self
