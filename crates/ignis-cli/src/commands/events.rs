@@ -69,18 +69,27 @@ fn human(e: &Event) -> String {
 }
 
 /// A time as `--since`/`--until` take it: RFC 3339, Unix seconds, or an
-/// age (`90s`, `10m`, `2h`, `1d`) before `now`.
+/// age (`90s`, `10m`, `2h`, `1d`) before `now`, as Unix seconds.
 pub fn when(s: &str, now: i64, flag: &str) -> anyhow::Result<i64> {
-    if let Some(t) = ignis_api::time::rfc3339::parse(s) {
-        return Ok(t);
+    when_ns(s, now.saturating_mul(1_000_000_000))
+        .map(|ns| ns.div_euclid(1_000_000_000))
+        .with_context(|| {
+            format!("{flag} {s}: expected an RFC 3339 time, Unix seconds or an age such as 10m")
+        })
+}
+
+/// The same forms as Unix nanoseconds (`logs --since` too): Unix seconds
+/// may have a fraction, ages are humantime's (`1h30m`, `500ms`).
+pub fn when_ns(s: &str, now_ns: i64) -> Option<i64> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return i64::try_from(t.unix_timestamp_nanos()).ok();
     }
-    if let Ok(t) = s.parse::<i64>() {
-        return Ok(t);
+    if let Ok(secs) = s.parse::<f64>() {
+        #[allow(clippy::cast_possible_truncation)] // within i64 until 2262
+        return secs.is_finite().then_some((secs * 1e9) as i64);
     }
-    let age = humantime::parse_duration(s).with_context(|| {
-        format!("{flag} {s}: expected an RFC 3339 time, Unix seconds or an age such as 10m")
-    })?;
-    Ok(now - i64::try_from(age.as_secs()).unwrap_or(i64::MAX / 2))
+    let age = humantime::parse_duration(s).ok()?;
+    Some(now_ns.saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX)))
 }
 
 fn now() -> i64 {

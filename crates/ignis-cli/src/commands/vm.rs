@@ -165,38 +165,10 @@ fn log_options(o: &crate::cli::LogsOpts) -> anyhow::Result<ignis_core::vm::LogOp
     })
 }
 
-/// `--since`'s forms as Unix nanoseconds.
-#[allow(clippy::cast_possible_truncation)] // seconds as f64 to ns: within i64 until 2262
+/// `--since`'s forms as Unix nanoseconds (those of `ignis events`).
 fn since(t: &str) -> Option<i64> {
     let now = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).ok()?;
-    if let Ok(d) = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
-        return i64::try_from(d.unix_timestamp_nanos()).ok();
-    }
-    if let Ok(secs) = t.parse::<f64>() {
-        return Some((secs * 1e9) as i64);
-    }
-    // A duration: 1h30m, 10m, 45s, 500ms.
-    let mut total: f64 = 0.0;
-    let mut num = String::new();
-    let mut rest = t;
-    while !rest.is_empty() {
-        let c = rest.chars().next()?;
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            rest = &rest[1..];
-            continue;
-        }
-        let (unit, scale) = [("ms", 1e-3), ("h", 3600.0), ("m", 60.0), ("s", 1.0)]
-            .into_iter()
-            .find(|(u, _)| rest.starts_with(u))?;
-        total += num.parse::<f64>().ok()? * scale;
-        num.clear();
-        rest = &rest[unit.len()..];
-    }
-    if !num.is_empty() || total <= 0.0 {
-        return None;
-    }
-    Some(now - (total * 1e9) as i64)
+    super::events::when_ns(t, now)
 }
 
 fn matches_filter(v: &VmRecord, filters: &[String]) -> anyhow::Result<bool> {
