@@ -159,6 +159,7 @@ fn api_matches_the_in_process_path_and_guards_tcp() {
     let rss: u64 = rss.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(rss > 0, "{body}");
     series("ignis_vm_cpu_seconds");
+    assert!(series("ignis_vm_restarts").ends_with(" 0"), "{body}");
     // Graceful shutdown leaves VMs running.
     assert!(d.sigterm().success());
     assert_eq!(state(&env, "x").as_deref(), Some("running"));

@@ -1,7 +1,7 @@
 //! Prometheus metrics (prometheus-client): VMs by state, operation
 //! latencies and errors of the API and the reconcilers, and per VM: its
 //! state, CPU and memory (its cgroup), the VMM's resident memory, agent
-//! health, and how long boots and restores took (histograms).
+//! health, restarts, and how long boots and restores took (histograms).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -59,6 +59,7 @@ pub struct Metrics {
     vm_rss: Family<VmLabel, Gauge>,
     vm_agent: Family<VmLabel, Gauge>,
     vm_paused: Family<VmLabel, Gauge>,
+    vm_restarts: Family<VmLabel, Gauge>,
     start_seconds: Family<StartKind, Histogram>,
     /// Starts already observed: (VM ID, start time).
     observed: std::sync::Mutex<std::collections::HashSet<(String, i64)>>,
@@ -81,6 +82,7 @@ impl Metrics {
         let vm_rss = Family::<VmLabel, Gauge>::default();
         let vm_agent = Family::<VmLabel, Gauge>::default();
         let vm_paused = Family::<VmLabel, Gauge>::default();
+        let vm_restarts = Family::<VmLabel, Gauge>::default();
         let start_seconds = Family::<StartKind, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 16))
         });
@@ -115,6 +117,11 @@ impl Metrics {
             vm_paused.clone(),
         );
         registry.register(
+            "vm_restarts",
+            "How often a VM's restart policy restarted it (RestartCount)",
+            vm_restarts.clone(),
+        );
+        registry.register(
             "vm_start_seconds",
             "From the start command to the guest ready (boot) or the snapshot resumed (restore)",
             start_seconds.clone(),
@@ -130,6 +137,7 @@ impl Metrics {
             vm_rss,
             vm_agent,
             vm_paused,
+            vm_restarts,
             start_seconds,
             observed: Default::default(),
         }
@@ -148,6 +156,7 @@ impl Metrics {
         }
         self.vm_state.clear();
         self.vm_cpu.clear();
+        self.vm_restarts.clear();
         for v in vms {
             let label = VmLabel {
                 vm: v.name.clone(),
@@ -161,6 +170,9 @@ impl Metrics {
                     state: v.state().as_str().into(),
                 })
                 .set(1);
+            self.vm_restarts
+                .get_or_create(&label)
+                .set(i64::from(v.status.restart_count));
             if v.state() != ignis_api::VmState::Running {
                 continue;
             }
