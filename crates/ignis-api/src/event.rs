@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub struct Event {
     /// Unix seconds.
     pub time: i64,
-    /// create, start, stop, exit, delete (VMs); reconcile, error
+    /// create, start, pause, unpause, stop, exit, delete (VMs); reconcile, error
     /// (reconcilers).
     #[serde(rename = "type")]
     pub kind: String,

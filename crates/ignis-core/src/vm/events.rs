@@ -34,7 +34,12 @@ impl VmWatcher {
         };
         let mut current = BTreeMap::new();
         for v in vms {
-            let state = v.state().as_str().to_string();
+            let paused = v.state() == VmState::Running && v.status.paused;
+            let state = format!(
+                "{}{}",
+                v.state().as_str(),
+                if paused { "/paused" } else { "" }
+            );
             if let Some(seen) = &self.seen {
                 match seen.get(&v.id) {
                     None => {
@@ -45,7 +50,14 @@ impl VmWatcher {
                         }
                     }
                     Some((_, old)) if *old != state => {
-                        out.push(event(kind_of(v), &v.name, v.status.reason.clone()));
+                        let was_running = old.starts_with("running");
+                        let kind = match (v.state(), was_running, paused) {
+                            // Only the vCPUs' pause flag changed.
+                            (VmState::Running, true, true) => "pause",
+                            (VmState::Running, true, false) => "unpause",
+                            _ => kind_of(v),
+                        };
+                        out.push(event(kind, &v.name, v.status.reason.clone()));
                     }
                     _ => {}
                 }
@@ -78,5 +90,77 @@ fn kind_of(v: &VmRecord) -> &'static str {
             "stop"
         }
         _ => "exit",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(id: &str, state: &str, paused: bool, reason: Option<&str>) -> VmRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "name": format!("vm-{id}"), "imageId": "sha256:00", "image": "i",
+            "kernelId": "sha256:00", "created": "2026-01-01T00:00:00Z",
+            "spec": {"cpus": 1, "memoryMib": 256, "diskSize": 1, "backend": "qemu", "accel": "tcg",
+                     "mode": "app", "network": {"mode": "none"}},
+            "status": {"state": state, "paused": paused, "reason": reason}
+        }))
+        .unwrap()
+    }
+
+    fn kinds(events: &[Event]) -> Vec<(String, String)> {
+        events
+            .iter()
+            .map(|e| (e.kind.clone(), e.name.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn successive_lists_become_events() {
+        let mut w = VmWatcher::new();
+        // The first list is the baseline.
+        assert!(w.diff(&[vm("a", "running", false, None)], 1).is_empty());
+        let e = w.diff(
+            &[
+                vm("a", "running", true, None),
+                vm("b", "running", false, None),
+            ],
+            2,
+        );
+        assert_eq!(
+            kinds(&e),
+            [
+                ("pause".into(), "vm-a".into()),
+                ("create".into(), "vm-b".into()),
+                ("start".into(), "vm-b".into())
+            ]
+        );
+        assert!(e.iter().all(|e| e.time == 2 && e.object == "vm"));
+        let e = w.diff(
+            &[
+                vm("a", "running", false, None),
+                vm("b", "exited", false, Some("stopped by ignis stop")),
+            ],
+            3,
+        );
+        assert_eq!(
+            kinds(&e),
+            [
+                ("unpause".into(), "vm-a".into()),
+                ("stop".into(), "vm-b".into())
+            ]
+        );
+        let e = w.diff(
+            &[vm("b", "exited", false, Some("stopped by ignis stop"))],
+            4,
+        );
+        assert_eq!(kinds(&e), [("delete".into(), "vm-a".into())]);
+        // Nothing changed: nothing to say.
+        assert!(w
+            .diff(
+                &[vm("b", "exited", false, Some("stopped by ignis stop"))],
+                5
+            )
+            .is_empty());
     }
 }
