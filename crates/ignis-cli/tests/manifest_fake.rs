@@ -130,7 +130,7 @@ fn run_config_without_an_image_takes_it_from_the_command_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("IMAGE: no image given") && err.contains("--config"),
+        err.contains("IMAGE: no image given") && err.contains("spec.image in the manifest"),
         "{err}"
     );
     // `apply` of the same file: a manifest must name its image and itself.

@@ -509,7 +509,7 @@ impl VmSettings {
         let image = self.image.filter(|i| !i.is_empty()).ok_or_else(|| {
             invalid(
                 Field::Image,
-                "no image given (name one on the command line or as spec.image of --config)",
+                "no image given (name one, or spec.image in the manifest)",
             )
         })?;
         let size = |field: Field, v: Option<String>, unit: u64| {
