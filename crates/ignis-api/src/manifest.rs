@@ -87,6 +87,10 @@ pub struct VmManifestSpec {
     /// The size of a volume created on first use (`--volume-size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_size: Option<String>,
+    /// Seconds a stop waits for the guest before killing it
+    /// (`--stop-timeout`; default 10, at most 86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u32>,
     /// Desired state: running (default) or stopped.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub running: bool,

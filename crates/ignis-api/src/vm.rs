@@ -223,6 +223,11 @@ pub struct VmSpec {
     /// Volumes mounted in the guest, in the order of their disks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::VolumeMount>,
+    /// `--stop-timeout`: seconds a stop waits for the guest to shut down
+    /// before the VM is killed, when the stop names none (Docker's
+    /// StopTimeout; none: 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u32>,
 }
 
 /// The snapshot a fork resumes: its ID and the blobs the VM keeps

@@ -236,9 +236,10 @@ pub enum Command {
     Stop {
         #[arg(required = true)]
         vms: Vec<String>,
-        /// Seconds to wait for a clean shutdown before killing.
-        #[arg(long, short = 't', default_value_t = 10)]
-        time: u64,
+        /// Seconds to wait for a clean shutdown before killing (default:
+        /// the VM's --stop-timeout, else 10).
+        #[arg(long, short = 't', value_parser = clap::value_parser!(u64).range(..=86_400))]
+        time: Option<u64>,
     },
     /// Pause VMs (freeze their vCPUs).
     Pause {
@@ -652,6 +653,10 @@ pub struct CreateArgs {
     /// host reboot, with `ignis daemon`). A guest reboot always restarts.
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<String>,
+    /// Seconds a stop without --time waits for the guest to shut down
+    /// before killing it (default 10; GitOps and the daemon use it too).
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u32>,
     /// A nameserver for the guest (repeatable; default: the host's, the
     /// upstream of a systemd-resolved stub, or a relay on the bridge).
     #[arg(long, value_name = "IP")]

@@ -175,6 +175,7 @@ fn flag(f: ignis_core::vm::Field) -> &'static str {
         Field::AddHost => "--add-host",
         Field::Volumes => "--volume",
         Field::VolumeSize => "--volume-size",
+        Field::StopTimeout => "--stop-timeout",
     }
 }
 

@@ -663,8 +663,11 @@ fn gitops_drives_a_linux_guest_on_qemu() {
 
     std::fs::remove_file(work.join("vms/g1.yaml")).unwrap();
     push(&work, "g1 removed");
-    wait_for("g1 removed", 60, || state(&env, "g1").is_none());
-    assert_eq!(env.count("vms"), 0);
+    // The record goes first, then the VM's directory (the daemon removes
+    // it while this looks): both, or the wait fails.
+    wait_for("g1 and its directory removed", 60, || {
+        state(&env, "g1").is_none() && env.count("vms") == 0
+    });
 }
 
 /// `--socket-group`: the socket is root's and the group's (0660), nobody

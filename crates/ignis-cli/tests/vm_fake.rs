@@ -88,10 +88,71 @@ fn run_rm_passes_the_exit_code_and_leaves_nothing() {
         .unwrap();
     common::assert_exit(&out, 3);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "workload output\n");
-    // The supervisor removes an --rm VM once it exits.
-    wait::until("the --rm VM to be removed", Duration::from_secs(10), || {
-        env.ok(&["ps", "-a", "-Q"]).is_empty() && env.count("vms") == 0
-    });
+    // As `docker run --rm`: once it returned, the VM is gone (its
+    // supervisor removed it), and its directory follows.
+    assert_eq!(env.ok(&["ps", "-a", "-Q"]), "");
+    wait::until(
+        "the --rm VM's directory to go",
+        Duration::from_secs(10),
+        || env.count("vms") == 0,
+    );
+}
+
+/// `--stop-timeout`: kept in the spec and the manifest, checked, and what
+/// a stop without `-t` waits for a guest that does not shut down before
+/// killing it; `-t` still wins.
+#[test]
+fn stop_timeout_is_the_vms_own_default() {
+    let (env, img) = Env::fake_app();
+    let deaf = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--backend",
+            "fake",
+            "--kernel-args",
+            "ignis.fake=deaf",
+            "--name",
+            name,
+        ];
+        args.extend(extra);
+        args.push(&img);
+        env.ok_id(&args)
+    };
+    deaf("d1", &["--stop-timeout", "1"]);
+    assert_eq!(env.vm_json("d1")["spec"]["stopTimeout"], 1);
+    let m = env.ok(&["get", "vm", "d1"]);
+    assert!(m.contains("stopTimeout: 1"), "{m}");
+    env.ok(&["stop", "d1"]);
+    let v = env.vm_json("d1");
+    assert_eq!(
+        v["status"]["reason"], "stopped (killed after the timeout)",
+        "{v}"
+    );
+    assert_eq!(v["status"]["exitCode"], 137);
+    // A day's timeout, overridden by -t: the stop returns.
+    deaf("d2", &["--stop-timeout", "86400"]);
+    env.ok(&["stop", "-t", "0", "d2"]);
+    assert_eq!(env.vm_json("d2")["status"]["exitCode"], 137);
+    // Out of range: refused, naming the flag, nothing made.
+    let out = env.run(&[
+        "create",
+        "--backend",
+        "fake",
+        "--stop-timeout",
+        "86401",
+        &img,
+    ]);
+    common::assert_exit(&out, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--stop-timeout"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.run(&["stop", "-t", "86401", "d1"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert_eq!(env.ok(&["ps", "-a", "-q"]).lines().count(), 2);
+    env.ok(&["rm", "-f", "d1", "d2"]);
 }
 
 #[test]

@@ -271,8 +271,13 @@ impl Client {
         self.post(&format!("/v1/vms/{}/start?wait={wait}", enc(vm)))
     }
 
-    pub fn vm_stop(&self, vm: &str, timeout_secs: u64) -> Result<VmRecord> {
-        self.post(&format!("/v1/vms/{}/stop?time={timeout_secs}", enc(vm)))
+    /// Stops a VM: its guest shuts down, killed after `timeout_secs`
+    /// (none: the VM's stop timeout, 10 s unless it was created with one).
+    pub fn vm_stop(&self, vm: &str, timeout_secs: Option<u64>) -> Result<VmRecord> {
+        match timeout_secs {
+            Some(t) => self.post(&format!("/v1/vms/{}/stop?time={t}", enc(vm))),
+            None => self.post(&format!("/v1/vms/{}/stop", enc(vm))),
+        }
     }
 
     pub fn vm_kill(&self, vm: &str) -> Result<VmRecord> {

@@ -162,14 +162,12 @@ fn yes() -> bool {
 
 #[derive(Deserialize)]
 struct StopQuery {
-    #[serde(default = "ten")]
-    time: u64,
-}
-fn ten() -> u64 {
-    10
+    /// None: the VM's stop timeout.
+    #[serde(default)]
+    time: Option<u64>,
 }
 /// The longest grace period of a stop (`time`): a day.
-const MAX_STOP_SECS: u64 = 86_400;
+const MAX_STOP_SECS: u64 = ignis_core::vm::MAX_STOP_TIMEOUT as u64;
 
 #[derive(Deserialize)]
 struct SnapshotQuery {
@@ -349,7 +347,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/vms/{name}/stop",
             post(
                 |State(s): State<Arc<Shared>>, Path(n): Path<String>, Q(q): Q<StopQuery>| async move {
-                    if q.time > MAX_STOP_SECS {
+                    if q.time.is_some_and(|t| t > MAX_STOP_SECS) {
                         return Err(Problem::new(
                             StatusCode::BAD_REQUEST,
                             "Invalid query",
@@ -357,7 +355,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                         ));
                     }
                     ApiResult::Ok(Json(
-                        call(&s, "vm_stop", move |i| i.vm_stop(&n, std::time::Duration::from_secs(q.time))).await?,
+                        call(&s, "vm_stop", move |i| i.vm_stop(&n, q.time.map(std::time::Duration::from_secs))).await?,
                     ))
                 },
             ),

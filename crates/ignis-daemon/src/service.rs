@@ -33,7 +33,7 @@ pub trait Service: Send + Sync + 'static {
     fn vm_inspect(&self, query: &str) -> Result<VmRecord, Error>;
     fn vm_remove(&self, query: &str, force: bool) -> Result<String, Error>;
     fn vm_start(&self, query: &str, wait_ready: bool) -> Result<VmRecord, Error>;
-    fn vm_stop(&self, query: &str, timeout: Duration) -> Result<VmRecord, Error>;
+    fn vm_stop(&self, query: &str, timeout: Option<Duration>) -> Result<VmRecord, Error>;
     fn vm_manifest(&self, query: &str) -> Result<VmManifest, Error>;
     fn apply(&self, manifests: &[Manifest], owner: &str) -> Vec<Applied>;
     fn converge(&self, manifests: &[Manifest], owner: &str) -> Vec<Applied>;
@@ -188,7 +188,7 @@ impl Service for ignis_core::Ignis {
     fn vm_start(&self, query: &str, wait_ready: bool) -> Result<VmRecord, Error> {
         ignis_core::Ignis::vm_start(self, query, wait_ready)
     }
-    fn vm_stop(&self, query: &str, timeout: Duration) -> Result<VmRecord, Error> {
+    fn vm_stop(&self, query: &str, timeout: Option<Duration>) -> Result<VmRecord, Error> {
         ignis_core::Ignis::vm_stop(self, query, timeout)
     }
     fn vm_manifest(&self, query: &str) -> Result<VmManifest, Error> {

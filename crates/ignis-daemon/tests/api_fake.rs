@@ -67,8 +67,9 @@ impl Service for Fake {
         self.log(format!("vm_start {query} wait={wait_ready}"));
         Ok(vm(query))
     }
-    fn vm_stop(&self, query: &str, timeout: Duration) -> Result<VmRecord, Error> {
-        self.log(format!("vm_stop {query} timeout={}", timeout.as_secs()));
+    fn vm_stop(&self, query: &str, timeout: Option<Duration>) -> Result<VmRecord, Error> {
+        let t = timeout.map_or("the VM's".to_string(), |t| t.as_secs().to_string());
+        self.log(format!("vm_stop {query} timeout={t}"));
         Ok(vm(query))
     }
     fn vm_manifest(&self, query: &str) -> Result<VmManifest, Error> {
@@ -179,7 +180,7 @@ fn paths_queries_and_errors_map_to_calls_and_problems() {
     assert_eq!(
         fake.calls(),
         [
-            "vm_stop w timeout=10",
+            "vm_stop w timeout=the VM's",
             "vm_stop w timeout=3",
             "vm_start w wait=true"
         ]

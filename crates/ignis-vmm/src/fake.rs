@@ -2,8 +2,9 @@
 //! script that speaks the guest init's console protocol. The kernel command
 //! line decides what it does: `ignis.fake=exit:N` prints ready, then exits
 //! the "workload" with N; `reboot` reboots the guest once (the kernel's
-//! restart line, no report), then runs; anything else runs until shut down
-//! (Control) or killed.
+//! restart line, no report), then runs; `deaf` ignores shutdown requests
+//! and signals (a guest that hangs on its way down) until killed; anything
+//! else runs until shut down (Control) or killed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +26,7 @@ echo "IGNIS-INIT ready"
 case "$mode" in
   exit:*) sleep 0.2; echo "workload output"; echo "IGNIS-INIT exit ${mode#exit:}"; exit 0 ;;
   reboot) if [ ! -e "$dir/fake.rebooted" ]; then : > "$dir/fake.rebooted"; echo "[    1.0] reboot: Restarting system"; exit 0; fi ;;
+  deaf) trap '' INT TERM; while :; do sleep 0.05; done ;;
   cat) while read -r line; do echo "echo: $line"; [ "$line" = quit ] && break; done; echo "IGNIS-INIT exit 0"; exit 0 ;;
 esac
 trap 'echo "IGNIS-INIT exit 130"; exit 0' INT TERM

@@ -98,6 +98,12 @@ impl ReportFilter {
 /// Attaches until the VM's console closes (it exited) or the user detaches;
 /// returns the exit code (the VM's, or 0 when detached).
 pub fn attach(ignis: &dyn Engine, vm: &str, raw: bool) -> anyhow::Result<i32> {
+    attach_until(ignis, vm, raw).map(|(code, _)| code)
+}
+
+/// As [`attach`], also saying whether the user detached (the VM still
+/// runs) rather than the VM ending.
+pub fn attach_until(ignis: &dyn Engine, vm: &str, raw: bool) -> anyhow::Result<(i32, bool)> {
     let (id, stream) = ignis.vm_attach(vm)?;
     let is_tty = rustix::termios::isatty(rustix::stdio::stdin());
     let _raw = if raw && is_tty {
@@ -166,23 +172,25 @@ pub fn attach(ignis: &dyn Engine, vm: &str, raw: bool) -> anyhow::Result<i32> {
     let code = match end {
         End::Detached => {
             eprintln!("\r\nignis: detached from {id} (still running)");
-            return Ok(0);
+            return Ok((0, true));
         }
         End::Closed(code) => code,
     };
     // The console closed: the VM is exiting; report its exit code (the
     // init's report, or the record's when there was none).
     if let Some(c) = code {
-        return Ok(c);
+        return Ok((c, false));
     }
     for _ in 0..500 {
         match ignis.vm_inspect(&id) {
-            Ok(v) if v.state() == VmState::Exited => return Ok(v.status.exit_code.unwrap_or(0)),
+            Ok(v) if v.state() == VmState::Exited => {
+                return Ok((v.status.exit_code.unwrap_or(0), false))
+            }
             Ok(_) => std::thread::sleep(Duration::from_millis(20)),
             Err(_) => break,
         }
     }
-    Ok(0)
+    Ok((0, false))
 }
 
 #[cfg(test)]

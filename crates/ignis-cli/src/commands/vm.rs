@@ -80,6 +80,7 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
         ssh: a.ssh,
         auto_remove,
         restart: a.restart,
+        stop_timeout: a.stop_timeout,
         dns: a.dns,
         dns_search: a.dns_search,
         add_hosts: a.add_host,
@@ -197,6 +198,34 @@ fn matches_filter(v: &VmRecord, filters: &[String]) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// As `docker run --rm`: returns once the VM is gone, not only ended, so
+/// that the next command never sees it. Its supervisor removes it when the
+/// VMM has exited; should the supervisor be gone (killed with the VM), the
+/// VM is removed here after a grace period. A detach (Ctrl-P Ctrl-Q) leaves
+/// a running VM, which is not waited for.
+fn wait_removed(ignis: &dyn Engine, id: &str) {
+    use ignis_core::ErrorKind;
+    let grace = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match ignis.vm_inspect(id) {
+            Err(_) => return,
+            Ok(v) if std::time::Instant::now() >= grace => {
+                if v.state() == VmState::Running {
+                    eprintln!("ignis: VM {id} still runs; not removed");
+                    return;
+                }
+                if let Err(e) = ignis.vm_remove_with_volumes(id, true) {
+                    if e.kind != ErrorKind::NotFound {
+                        eprintln!("ignis: cannot remove VM {id}: {e}");
+                    }
+                }
+                return;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
 
 /// Streams the workload's console output (between the init's ready and
@@ -356,13 +385,17 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
             let timeline = ignis_core::timing::Timeline::starting_at(output::started_ns());
             let fg = !r.detach && (r.rm || r.interactive || r.tty);
             let vm = ignis.vm_create(&create_settings(r.create, r.rm)?, &timeline)?;
-            if fg && (r.interactive || r.tty) {
-                ignis.vm_start(&vm.id, false, &timeline)?;
-                return super::attach::attach(ignis, &vm.id, r.tty);
-            }
             if fg {
                 ignis.vm_start(&vm.id, false, &timeline)?;
-                return foreground(ignis, &vm.id);
+                let end = if r.interactive || r.tty {
+                    super::attach::attach_until(ignis, &vm.id, r.tty)
+                } else {
+                    foreground(ignis, &vm.id).map(|c| (c, false))
+                };
+                if r.rm && !matches!(end, Ok((_, true))) {
+                    wait_removed(ignis, &vm.id);
+                }
+                return end.map(|(code, _)| code);
             }
             let rec = ignis.vm_start(&vm.id, !r.no_wait, &timeline)?;
             if r.wait == Some(WaitFor::System) {
@@ -403,7 +436,7 @@ pub fn run(ignis: &dyn Engine, cmd: Command) -> anyhow::Result<i32> {
         }
         Command::Stop { vms, time } => {
             return each(vms, |v| {
-                let rec = ignis.vm_stop(v, Duration::from_secs(time))?;
+                let rec = ignis.vm_stop(v, time.map(Duration::from_secs))?;
                 println!("{}", rec.id);
                 Ok(())
             })

@@ -36,7 +36,7 @@ impl Engine for Local {
     fn vm_start(&self, vm: &str, wait: bool, timeline: &Timeline) -> Result<VmRecord> {
         self.0.vm_start_timed(vm, wait, timeline)
     }
-    fn vm_stop(&self, vm: &str, timeout: Duration) -> Result<VmRecord> {
+    fn vm_stop(&self, vm: &str, timeout: Option<Duration>) -> Result<VmRecord> {
         self.0.vm_stop(vm, timeout)
     }
     fn vm_kill(&self, vm: &str) -> Result<VmRecord> {

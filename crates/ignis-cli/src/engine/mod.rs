@@ -45,7 +45,7 @@ pub trait Engine {
     fn vm_stats(&self, vm: &str) -> Result<ignis_api::VmStats>;
     fn vm_create(&self, settings: &VmSettings, timeline: &Timeline) -> Result<VmRecord>;
     fn vm_start(&self, vm: &str, wait: bool, timeline: &Timeline) -> Result<VmRecord>;
-    fn vm_stop(&self, vm: &str, timeout: Duration) -> Result<VmRecord>;
+    fn vm_stop(&self, vm: &str, timeout: Option<Duration>) -> Result<VmRecord>;
     fn vm_kill(&self, vm: &str) -> Result<VmRecord>;
     fn vm_pause(&self, vm: &str, pause: bool) -> Result<VmRecord>;
     /// Removes a VM; its ID.

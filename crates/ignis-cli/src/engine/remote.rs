@@ -143,8 +143,8 @@ impl Engine for Remote {
     fn vm_start(&self, vm: &str, wait: bool, _timeline: &Timeline) -> Result<VmRecord> {
         self.0.vm_start(vm, wait).c()
     }
-    fn vm_stop(&self, vm: &str, timeout: Duration) -> Result<VmRecord> {
-        self.0.vm_stop(vm, timeout.as_secs()).c()
+    fn vm_stop(&self, vm: &str, timeout: Option<Duration>) -> Result<VmRecord> {
+        self.0.vm_stop(vm, timeout.map(|t| t.as_secs())).c()
     }
     fn vm_kill(&self, vm: &str) -> Result<VmRecord> {
         self.0.vm_kill(vm).c()

@@ -4,7 +4,6 @@
 //! that fails is reported and does not stop the others.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use ignis_api::manifest::{
     Manifest, ManifestNetwork, Metadata, VmManifest, VmManifestSpec, VmManifestStatus, API_VERSION,
@@ -245,9 +244,7 @@ impl Ignis {
                 Ok(Action::Unchanged)
             }
             (true, _) => self.vm_start(&rec.id, true).map(|_| Action::Started),
-            (false, VmState::Running) => self
-                .vm_stop(&rec.id, Duration::from_secs(10))
-                .map(|_| Action::Stopped),
+            (false, VmState::Running) => self.vm_stop(&rec.id, None).map(|_| Action::Stopped),
         }
     }
 
@@ -298,6 +295,7 @@ impl Ignis {
                     })
                     .collect(),
                 volume_size: None,
+                stop_timeout: s.stop_timeout,
                 running: rec.state() == VmState::Running,
                 node_name: None,
                 node_selector: BTreeMap::new(),

@@ -281,6 +281,7 @@ impl Ignis {
                 copy_files,
                 auto_remove: opts.auto_remove,
                 restart: opts.restart,
+                stop_timeout: opts.stop_timeout,
                 network: ignis_api::NetworkSpec {
                     mode: opts.network,
                     cni: opts.cni.clone(),

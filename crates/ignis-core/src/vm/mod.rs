@@ -42,7 +42,8 @@ pub use logs::{rfc3339_ns, LogFollower, LogOptions};
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use options::{
     parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey,
-    VmSettings, VolumeRequest, VolumeSource, MIN_VOLUME_SIZE,
+    VmSettings, VolumeRequest, VolumeSource, DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
+    MIN_VOLUME_SIZE,
 };
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};

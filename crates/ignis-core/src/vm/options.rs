@@ -37,6 +37,7 @@ pub enum Field {
     AddHost,
     Volumes,
     VolumeSize,
+    StopTimeout,
 }
 
 impl Field {
@@ -63,6 +64,7 @@ impl Field {
             Self::AddHost => "network.addHosts",
             Self::Volumes => "volumes",
             Self::VolumeSize => "volumeSize",
+            Self::StopTimeout => "stopTimeout",
         }
     }
 }
@@ -90,6 +92,7 @@ impl Field {
         Self::AddHost,
         Self::Volumes,
         Self::VolumeSize,
+        Self::StopTimeout,
     ];
 
     /// The field named `name` in the API (what a daemon's problem carries).
@@ -136,6 +139,8 @@ pub struct CreateOptions {
     pub backend: BackendRequest,
     pub auto_remove: bool,
     pub restart: RestartPolicy,
+    /// Seconds a stop waits by default (none: [`DEFAULT_STOP_TIMEOUT`]).
+    pub stop_timeout: Option<u32>,
     /// Checked `--dns` addresses, `--dns-search`, `--add-host NAME:IP`.
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
@@ -187,6 +192,12 @@ pub struct VolumeRequest {
 
 /// Smallest volume ignis makes (ext4 needs room for its journal).
 pub const MIN_VOLUME_SIZE: u64 = 16 << 20;
+
+/// Seconds a stop waits for the guest when neither the stop nor the VM
+/// names a timeout (Docker's default).
+pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
+/// The longest stop timeout a VM may carry: a day.
+pub const MAX_STOP_TIMEOUT: u32 = 86_400;
 
 /// One `-v` value: `[SOURCE:]VM_PATH[:ro|rw]`. A SOURCE that starts with
 /// `/` or `.` is a host path, otherwise a volume name.
@@ -305,6 +316,8 @@ pub struct VmSettings {
     /// `-v` values.
     pub volumes: Vec<String>,
     pub volume_size: Option<String>,
+    /// `--stop-timeout`, seconds.
+    pub stop_timeout: Option<u32>,
 }
 
 impl VmSettings {
@@ -358,6 +371,7 @@ impl VmSettings {
                 .unwrap_or_default(),
             volumes: s.volumes.clone(),
             volume_size: s.volume_size.clone(),
+            stop_timeout: s.stop_timeout,
         }
     }
 
@@ -408,6 +422,7 @@ impl VmSettings {
             add_hosts,
             volumes,
             volume_size,
+            stop_timeout,
         } = self.clone();
         let net = ignis_api::manifest::ManifestNetwork {
             mode: network,
@@ -446,6 +461,7 @@ impl VmSettings {
                 restart,
                 volumes,
                 volume_size,
+                stop_timeout,
                 running: true,
                 // Placement is the fleet's, not a VM setting: a VM created
                 // through the API runs on the daemon asked.
@@ -501,6 +517,7 @@ impl VmSettings {
             add_hosts: join(self.add_hosts, top.add_hosts),
             volumes: join(self.volumes, top.volumes),
             volume_size: top.volume_size.or(self.volume_size),
+            stop_timeout: top.stop_timeout.or(self.stop_timeout),
         }
     }
 
@@ -687,6 +704,14 @@ impl VmSettings {
         for h in &self.add_hosts {
             ignis_net::dns::parse_add_host(h).map_err(|e| invalid(Field::AddHost, e))?;
         }
+        if let Some(t) = self.stop_timeout {
+            if t > MAX_STOP_TIMEOUT {
+                return Err(invalid(
+                    Field::StopTimeout,
+                    format!("{t} seconds: at most {MAX_STOP_TIMEOUT} (a day)"),
+                ));
+            }
+        }
         if self.auto_remove && !restart.is_no() {
             return Err(invalid(
                 Field::Restart,
@@ -716,6 +741,7 @@ impl VmSettings {
             backend,
             auto_remove: self.auto_remove,
             restart,
+            stop_timeout: self.stop_timeout,
             dns,
             dns_search: self.dns_search,
             add_hosts: self.add_hosts,
@@ -829,6 +855,7 @@ mod tests {
             add_hosts: vec!["db:10.0.0.5".into()],
             volumes: vec!["db:/var/lib/db".into(), "/dev/sdb:/b:ro".into()],
             volume_size: Some("2GB".into()),
+            stop_timeout: Some(30),
         };
         assert_eq!(VmSettings::from_manifest(&s.to_manifest()), s);
         // Nothing set: no network section, no name.

@@ -108,10 +108,19 @@ impl Ignis {
     /// `ignis stop [--time T]`: asks the guest to shut down (through its
     /// agent: sync, stop the workload or the image's init, unmount, power
     /// off; without an agent: Ctrl-Alt-Del on Firecracker, the ACPI power
-    /// button on QEMU), killed after `timeout`. The VM's supervisor does
-    /// it and answers once the VM ended.
-    pub fn vm_stop(&self, query: &str, timeout: Duration) -> Result<VmRecord, Error> {
+    /// button on QEMU), killed after `timeout` (none: the VM's
+    /// `--stop-timeout`, else 10 s). The VM's supervisor does it and
+    /// answers once the VM ended.
+    pub fn vm_stop(&self, query: &str, timeout: Option<Duration>) -> Result<VmRecord, Error> {
         let rec = self.reconcile(self.find_vm(query)?)?;
+        let timeout = timeout.unwrap_or_else(|| {
+            Duration::from_secs(
+                rec.spec
+                    .stop_timeout
+                    .unwrap_or(super::DEFAULT_STOP_TIMEOUT)
+                    .into(),
+            )
+        });
         let state = rec.run_state();
         if rec.status.restarting {
             return self.cancel_restart(&rec, Request::Stop { timeout_ms: 0 });
