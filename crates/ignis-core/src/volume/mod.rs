@@ -15,6 +15,7 @@ mod create;
 pub use create::MAX_VOLUME_SIZE;
 mod inspect;
 mod list;
+mod prune;
 mod remove;
 
 use ignis_api::VolumeRecord;
