@@ -47,7 +47,27 @@ pub fn run(ignis: &dyn Engine, cmd: SystemCmd) -> anyhow::Result<()> {
             }
         }
         SystemCmd::Man { .. } => unreachable!("handled before opening the state"),
+        SystemCmd::SshProxy { vm } => ssh_proxy(ignis, &vm)?,
     }
+    Ok(())
+}
+
+/// Joins stdin and stdout to the VM's sshd until sshd closes (ssh closes
+/// our stdin first when its session ends; the connection's end ends us).
+fn ssh_proxy(ignis: &dyn Engine, vm: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let s = ignis.vm_ssh_connect(vm)?;
+    let mut writer = s.writer;
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let _ = std::io::copy(&mut stdin, &mut writer);
+        let _ = writer.flush();
+        // Dropping the writer half-closes the connection.
+    });
+    let mut reader = s.reader;
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::copy(&mut reader, &mut stdout);
+    let _ = stdout.flush();
     Ok(())
 }
 
