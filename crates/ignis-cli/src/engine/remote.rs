@@ -92,12 +92,12 @@ impl<T> Converted<T> for ignis_client::Result<T> {
 }
 
 /// `ssh -o ProxyCommand=...`: `ignis --host HOST system ssh-proxy ID`,
-/// each word quoted for the shell ssh runs it with, `%` doubled (ssh's
-/// own escapes).
+/// each word quoted for the shell ssh runs it with (`exec` prepended by
+/// ssh), `%` doubled (ssh's own escapes).
 fn proxy_command(exe: &str, host: &str, id: &str) -> String {
     let q = |w: &str| format!("'{}'", w.replace('\'', r"'\''"));
     format!(
-        "exec {} --host {} system ssh-proxy {}",
+        "{} --host {} system ssh-proxy {}",
         q(exe),
         q(host),
         q(id)
@@ -111,7 +111,7 @@ mod tests {
     fn the_proxy_command_is_quoted_for_the_shell_and_ssh() {
         assert_eq!(
             super::proxy_command("/opt/my ignis/ignis", "unix:///run/a'b%.sock", "0123"),
-            r"exec '/opt/my ignis/ignis' --host 'unix:///run/a'\''b%%.sock' system ssh-proxy '0123'"
+            r"'/opt/my ignis/ignis' --host 'unix:///run/a'\''b%%.sock' system ssh-proxy '0123'"
         );
     }
 }
