@@ -569,8 +569,13 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
     let daemon = common::daemon::Daemon::start_from(env, base, &[]);
     let tmp = env.dir.path().join("client-tmp");
     std::fs::create_dir(&tmp).unwrap();
+    // Bounded: `timeout` ends the whole group (ssh and its proxy too).
     let remote = |args: &[&str]| {
-        env.cmd()
+        Command::new("timeout")
+            .args(["120", env!("CARGO_BIN_EXE_ignis")])
+            .env("IGNIS_ROOT", env.root())
+            .env("IGNIS_NETWORK", "none")
+            .env("IGNIS_LOG", "warn")
             .env("IGNIS_HOST", daemon.host())
             .env("TMPDIR", &tmp)
             .args(args)

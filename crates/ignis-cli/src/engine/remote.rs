@@ -96,13 +96,7 @@ impl<T> Converted<T> for ignis_client::Result<T> {
 /// ssh), `%` doubled (ssh's own escapes).
 fn proxy_command(exe: &str, host: &str, id: &str) -> String {
     let q = |w: &str| format!("'{}'", w.replace('\'', r"'\''"));
-    format!(
-        "{} --host {} system ssh-proxy {}",
-        q(exe),
-        q(host),
-        q(id)
-    )
-    .replace('%', "%%")
+    format!("{} --host {} system ssh-proxy {}", q(exe), q(host), q(id)).replace('%', "%%")
 }
 
 #[cfg(test)]
