@@ -99,17 +99,6 @@ fn proxy_command(exe: &str, host: &str, id: &str) -> String {
     format!("{} --host {} system ssh-proxy {}", q(exe), q(host), q(id)).replace('%', "%%")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_proxy_command_is_quoted_for_the_shell_and_ssh() {
-        assert_eq!(
-            super::proxy_command("/opt/my ignis/ignis", "unix:///run/a'b%.sock", "0123"),
-            r"'/opt/my ignis/ignis' --host 'unix:///run/a'\''b%%.sock' system ssh-proxy '0123'"
-        );
-    }
-}
-
 /// A multi-document YAML body of manifests.
 fn yaml(manifests: &[Manifest]) -> Result<Vec<u8>> {
     let mut docs = Vec::new();
@@ -484,5 +473,16 @@ impl Engine for Remote {
             sink(&e.c()?).map_err(|e| Error::internal("write an event", e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_proxy_command_is_quoted_for_the_shell_and_ssh() {
+        assert_eq!(
+            super::proxy_command("/opt/my ignis/ignis", "unix:///run/a'b%.sock", "0123"),
+            r"'/opt/my ignis/ignis' --host 'unix:///run/a'\''b%%.sock' system ssh-proxy '0123'"
+        );
     }
 }
