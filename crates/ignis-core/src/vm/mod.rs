@@ -24,6 +24,7 @@ mod network;
 mod options;
 mod plan;
 mod remove;
+pub mod seed;
 mod ssh;
 mod start;
 mod stats;
@@ -41,8 +42,8 @@ pub use info::Info;
 pub use logs::{rfc3339_ns, LogFollower, LogOptions};
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use options::{
-    parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey,
-    VmSettings, VolumeRequest, VolumeSource, DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
+    check_seed_file, parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey,
+    VmSettings, VolumeRequest, VolumeSource, DEFAULT_STOP_TIMEOUT, MAX_SEED_FILE, MAX_STOP_TIMEOUT,
     MIN_VOLUME_SIZE,
 };
 pub use ssh::SshPlan;
