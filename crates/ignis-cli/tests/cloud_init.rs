@@ -55,12 +55,12 @@ fn cloud_init_applies_the_seed_on_qemu() {
     let Some(env) = common::linux_env() else {
         return;
     };
-    // The tarball is one uncompressed layer of an OCI layout.
+    // The tarball is one (gzip) layer of an OCI layout.
     let layer = std::fs::read(&rootfs).unwrap();
     let spec = ImageSpec {
         layers: vec![layer],
         env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
-        gzip: false,
+        gzip: true,
         name: Some("debian-cloud:12".into()),
         ..Default::default()
     };
@@ -75,7 +75,16 @@ fn cloud_init_applies_the_seed_on_qemu() {
     // A real key pair's public half (cloud-init parses the line).
     let key_file = env.dir.path().join("id_ed25519");
     let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "cloud-init-test", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "cloud-init-test",
+            "-f",
+        ])
         .arg(&key_file)
         .status()
         .unwrap();
@@ -131,9 +140,13 @@ fn cloud_init_applies_the_seed_on_qemu() {
             exec(&["tail", "-n", "80", "/var/log/cloud-init.log"]).unwrap_or_default()
         )
     };
-    // The seed was found by its label and read as NoCloud.
-    let ds = exec(&["cat", "/run/cloud-init/instance-data.json"]).unwrap_or_default();
-    assert!(ds.contains("NoCloud"), "datasource: {ds}\n{}", debug());
+    // The seed was found on a disk (by its label) and read as NoCloud.
+    let result = exec(&["cat", "/run/cloud-init/result.json"]).unwrap_or_default();
+    assert!(
+        result.contains("DataSourceNoCloud [seed=/dev/vd"),
+        "result.json: {result}\n{}",
+        debug()
+    );
     assert_eq!(
         exec(&["cat", "/var/lib/cloud/data/instance-id"])
             .unwrap_or_default()
@@ -154,7 +167,11 @@ fn cloud_init_applies_the_seed_on_qemu() {
         "cloudy"
     );
     let keys = exec(&["cat", "/home/tester/.ssh/authorized_keys"]).unwrap_or_default();
-    assert!(keys.contains(&pubkey), "authorized_keys: {keys}\n{}", debug());
+    assert!(
+        keys.contains(&pubkey),
+        "authorized_keys: {keys}\n{}",
+        debug()
+    );
     assert_eq!(
         exec(&["cat", "/etc/ignis-cloud-init-test"])
             .unwrap_or_default()

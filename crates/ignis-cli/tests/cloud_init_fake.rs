@@ -19,11 +19,8 @@ fn seed_path(env: &Env, id: &str) -> PathBuf {
 
 /// The seed's label and files (name, text), as the crate reads them.
 fn read_seed(path: &std::path::Path) -> (String, Vec<(String, String)>) {
-    let fs = fatfs::FileSystem::new(
-        std::fs::File::open(path).unwrap(),
-        fatfs::FsOptions::new(),
-    )
-    .unwrap();
+    let fs = fatfs::FileSystem::new(std::fs::File::open(path).unwrap(), fatfs::FsOptions::new())
+        .unwrap();
     let label = fs.volume_label();
     let mut files = Vec::new();
     for e in fs.root_dir().iter() {
@@ -70,7 +67,10 @@ fn user_data_and_meta_data_make_a_seed_that_goes_with_rm() {
     ]);
     let (label, files) = read_seed(&seed_path(&env, &id));
     assert_eq!(label, "cidata");
-    assert_eq!(file(&files, "user-data"), "#cloud-config\nhostname: seeded\n");
+    assert_eq!(
+        file(&files, "user-data"),
+        "#cloud-config\nhostname: seeded\n"
+    );
     let meta = yaml(file(&files, "meta-data"));
     assert_eq!(meta["instance-id"], id.as_str());
     assert_eq!(meta["local-hostname"], "ci");

@@ -42,9 +42,9 @@ pub use info::Info;
 pub use logs::{rfc3339_ns, LogFollower, LogOptions};
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use options::{
-    check_seed_file, parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey,
-    VmSettings, VolumeRequest, VolumeSource, DEFAULT_STOP_TIMEOUT, MAX_SEED_FILE, MAX_STOP_TIMEOUT,
-    MIN_VOLUME_SIZE,
+    check_seed_file, parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field,
+    NicRequest, SshKey, VmSettings, VolumeRequest, VolumeSource, DEFAULT_STOP_TIMEOUT,
+    MAX_SEED_FILE, MAX_STOP_TIMEOUT, MIN_VOLUME_SIZE,
 };
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};

@@ -808,10 +808,7 @@ pub fn check_seed_file(field: Field, content: &str) -> Result<(), Error> {
     if content.len() > MAX_SEED_FILE {
         return Err(invalid(
             field,
-            format!(
-                "{} bytes is too large (at most 1 MiB)",
-                content.len()
-            ),
+            format!("{} bytes is too large (at most 1 MiB)", content.len()),
         ));
     }
     if content.contains('\0') {

@@ -112,7 +112,10 @@ pub fn network_config(rec: &VmRecord, dns: &ignis_net::dns::Plan) -> Option<Stri
                         ns.insert(
                             "addresses".into(),
                             Value::Sequence(
-                                dns.nameservers.iter().map(|a| a.to_string().into()).collect(),
+                                dns.nameservers
+                                    .iter()
+                                    .map(|a| a.to_string().into())
+                                    .collect(),
                             ),
                         );
                     }
@@ -203,10 +206,7 @@ pub(crate) fn write_seed(
     // The VMM may run as its own uid (QEMU -runas reopens disks by path
     // after a restore; the jail links it): readable by all, written by
     // nobody but ignis.
-    std::fs::set_permissions(
-        &path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     Ok(path)
 }
 
@@ -368,7 +368,9 @@ mod tests {
         assert!(parse_meta_data("").unwrap().is_empty());
         assert!(parse_meta_data("# nothing\n").unwrap().is_empty());
         assert_eq!(parse_meta_data("a: 1\n").unwrap().len(), 1);
-        assert!(parse_meta_data("- a\n- b\n").unwrap_err().contains("mapping"));
+        assert!(parse_meta_data("- a\n- b\n")
+            .unwrap_err()
+            .contains("mapping"));
         assert!(parse_meta_data("a: [\n").unwrap_err().contains("YAML"));
     }
 }
