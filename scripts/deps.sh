@@ -6,6 +6,8 @@ pkgs=(
   # the tests and the live tiers
   e2fsprogs zstd curl nftables iproute2 skopeo docker-registry busybox-static qemu-system-x86
   ca-certificates dropbear-bin openssh-client git cpio procps
+  # the cloud-init live test's Debian image (scripts/cloud-image.sh)
+  debootstrap
   # CNI networks (the standard plugins; nsenter for the CNI live tests)
   containernetworking-plugins util-linux
   # building: the static guest init (gcc, libc6-dev), git2's TLS

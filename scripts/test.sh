@@ -23,6 +23,13 @@ if [ -z "${IGNIS_TEST_KERNEL_DEB:-}" ] && command -v apt-get >/dev/null; then
   export IGNIS_TEST_KERNEL_DEB
 fi
 
+# The cloud-init live test's Debian 12 image (debootstrap, once per
+# machine, cached beside the kernel); without root the test builds or skips.
+if [ -z "${IGNIS_TEST_CLOUD_ROOTFS:-}" ] && [ "$(id -u)" = 0 ]; then
+  IGNIS_TEST_CLOUD_ROOTFS=$(scripts/cloud-image.sh) || IGNIS_TEST_CLOUD_ROOTFS=
+  export IGNIS_TEST_CLOUD_ROOTFS
+fi
+
 echo "==> building the static guest init"
 scripts/build-guest.sh >/dev/null
 

@@ -91,6 +91,14 @@ pub struct VmManifestSpec {
     /// (`--stop-timeout`; default 10, at most 86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u32>,
+    /// cloud-init user-data, the content itself (`--user-data FILE`
+    /// reads the file into it): delivered on a NoCloud seed disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// cloud-init meta-data, the content itself (a YAML mapping merged
+    /// over ignis's `instance-id`, `local-hostname`, `public-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_data: Option<String>,
     /// Desired state: running (default) or stopped.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub running: bool,

@@ -228,6 +228,22 @@ pub struct VmSpec {
     /// StopTimeout; none: 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u32>,
+    /// `--user-data`: cloud-init user-data (text), delivered on a NoCloud
+    /// seed disk (label `cidata`) with `meta-data` and `network-config`.
+    /// The seed is attached only when this or `meta_data` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// `--meta-data`: cloud-init meta-data (a YAML mapping) merged over
+    /// the seed's own (`instance-id`, `local-hostname`, `public-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_data: Option<String>,
+}
+
+impl VmSpec {
+    /// Whether the VM gets a cloud-init NoCloud seed disk.
+    pub fn has_seed(&self) -> bool {
+        self.user_data.is_some() || self.meta_data.is_some()
+    }
 }
 
 /// The snapshot a fork resumes: its ID and the blobs the VM keeps

@@ -1,10 +1,10 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use ignis_guest_config::{GuestConfig, CONFIG_PATH, MODULES_PATH};
+use ignis_guest_config::{GuestConfig, CONFIG_PATH, MODULES_PATH, VFAT_MODULES_PATH};
 
 use crate::cpio::CpioWriter;
-use crate::modules::{depends, load_order, module_name, GUEST_MODULES};
+use crate::modules::{depends, load_order, module_name, GUEST_MODULES, VFAT_MODULES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
@@ -69,6 +69,9 @@ pub fn base<R: Read>(
     }
     w.file("init", 0o755, init).map_err(wr)?;
     let mut order = Vec::new();
+    // Loaded on demand (after the always-loaded ones, which they may
+    // depend on): see `VFAT_MODULES`.
+    let mut vfat = Vec::new();
     if let Some(open) = open_modules {
         let me = InitramfsError::Modules;
         let mut all: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
@@ -77,7 +80,11 @@ pub fn base<R: Read>(
         })
         .map_err(me)?;
         order = load_order(&all, GUEST_MODULES);
-        let wanted: std::collections::BTreeSet<&String> = order.iter().collect();
+        vfat = load_order(&all, VFAT_MODULES)
+            .into_iter()
+            .filter(|p| !order.contains(p))
+            .collect();
+        let wanted: std::collections::BTreeSet<&String> = order.iter().chain(&vfat).collect();
         let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for_each_module(open().map_err(me)?, |path, bytes| {
             if wanted.contains(&path.to_string()) {
@@ -86,7 +93,7 @@ pub fn base<R: Read>(
         })
         .map_err(me)?;
         let mut dirs = std::collections::BTreeSet::new();
-        for p in &order {
+        for p in order.iter().chain(&vfat) {
             let mut acc = String::new();
             for comp in p.rsplit_once('/').map(|(d, _)| d).unwrap_or("").split('/') {
                 acc = if acc.is_empty() {
@@ -103,6 +110,9 @@ pub fn base<R: Read>(
     }
     let list: String = order.iter().map(|p| format!("/{p}\n")).collect();
     w.file(MODULES_PATH, 0o644, list.as_bytes()).map_err(wr)?;
+    let list: String = vfat.iter().map(|p| format!("/{p}\n")).collect();
+    w.file(VFAT_MODULES_PATH, 0o644, list.as_bytes())
+        .map_err(wr)?;
     w.finish().map_err(wr)
 }
 

@@ -20,6 +20,13 @@ pub const GUEST_MODULES: &[&str] = &[
     "evdev",
 ];
 
+/// Modules in the initramfs that the init loads only when a VM needs them
+/// (`GuestConfig::seed`, or volumes): vfat and the character sets its
+/// mount loads (Debian's defaults: codepage 437, iocharset ascii) for
+/// cloud-init's `cidata` seed and vfat volumes. The image's own userspace
+/// cannot load them: it has no modules for ignis's kernel.
+pub const VFAT_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_ascii", "nls_utf8"];
+
 /// `foo-bar.ko` → `foo_bar` (the kernel treats `-` and `_` alike).
 pub fn module_name(path: &str) -> String {
     let file = path.rsplit('/').next().unwrap_or(path);

@@ -657,6 +657,16 @@ pub struct CreateArgs {
     /// before killing it (default 10; GitOps and the daemon use it too).
     #[arg(long, value_name = "SECONDS")]
     pub stop_timeout: Option<u32>,
+    /// cloud-init user-data (text, at most 1 MiB), given to the guest on a
+    /// NoCloud seed disk (label cidata) with meta-data and network-config;
+    /// for images that run cloud-init.
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    /// cloud-init meta-data (a YAML mapping, at most 1 MiB) merged over
+    /// the seed's instance-id (the VM ID), local-hostname (its name) and
+    /// public-keys (--ssh); attaches the seed too.
+    #[arg(long, value_name = "FILE")]
+    pub meta_data: Option<PathBuf>,
     /// A nameserver for the guest (repeatable; default: the host's, the
     /// upstream of a systemd-resolved stub, or a relay on the bridge).
     #[arg(long, value_name = "IP")]

@@ -177,6 +177,8 @@ fn flag(f: ignis_core::vm::Field) -> &'static str {
         Field::Volumes => "--volume",
         Field::VolumeSize => "--volume-size",
         Field::StopTimeout => "--stop-timeout",
+        Field::UserData => "--user-data",
+        Field::MetaData => "--meta-data",
     }
 }
 

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 pub const CONFIG_PATH: &str = "/ignis/config.json";
 pub const MODULES_PATH: &str = "/ignis/modules";
+/// The modules loaded only when needed: vfat (a cloud-init seed, vfat
+/// volumes), in load order.
+pub const VFAT_MODULES_PATH: &str = "/ignis/modules.vfat";
 pub const MARKER: &str = "IGNIS-INIT";
 /// Exit status the init reports when it cannot start the workload.
 pub const INIT_FAILED: i32 = 125;
@@ -69,6 +72,10 @@ pub struct GuestConfig {
     /// and writable disks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<GuestVolume>,
+    /// A cloud-init NoCloud seed disk (vfat, label `cidata`) is attached:
+    /// load vfat for the image's cloud-init to mount it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seed: bool,
 }
 
 /// A volume's disk and where it is mounted.

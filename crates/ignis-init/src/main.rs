@@ -14,7 +14,9 @@
 mod mounts;
 mod run;
 
-use ignis_guest_config::{GuestConfig, Mode, CONFIG_PATH, INIT_FAILED, MARKER, MODULES_PATH};
+use ignis_guest_config::{
+    GuestConfig, Mode, CONFIG_PATH, INIT_FAILED, MARKER, MODULES_PATH, VFAT_MODULES_PATH,
+};
 use std::io::Write;
 
 /// Why the VM could not boot; reported on the console with its causes.
@@ -57,10 +59,14 @@ fn boot() -> Result<i32, BootError> {
     // is forwarded to the workload: a graceful stop.
     let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
     mounts::early()?;
-    load_modules();
+    load_modules(MODULES_PATH);
     let cfg: GuestConfig =
         serde_json::from_slice(&std::fs::read(CONFIG_PATH).map_err(BootError::ReadConfig)?)
             .map_err(BootError::Config)?;
+    // vfat only where a seed or a volume may need it (no cost otherwise).
+    if cfg.seed || !cfg.volumes.is_empty() {
+        load_modules(VFAT_MODULES_PATH);
+    }
     mounts::root(&cfg)?;
     mounts::volumes(&cfg)?;
     mounts::configure(&cfg)?;
@@ -93,8 +99,8 @@ fn cmdline_params(cmdline: &str, module: &str) -> String {
         .join(" ")
 }
 
-fn load_modules() {
-    let Ok(list) = std::fs::read_to_string(MODULES_PATH) else {
+fn load_modules(list_path: &str) {
+    let Ok(list) = std::fs::read_to_string(list_path) else {
         return;
     };
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();

@@ -57,6 +57,16 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
         }
     }
     let network = (!networks.is_empty()).then(|| networks.remove(0));
+    let user_data = a
+        .user_data
+        .as_deref()
+        .map(|p| seed_file(ignis_core::vm::Field::UserData, p))
+        .transpose()?;
+    let meta_data = a
+        .meta_data
+        .as_deref()
+        .map(|p| seed_file(ignis_core::vm::Field::MetaData, p))
+        .transpose()?;
     let flags = VmSettings {
         image: a.image,
         name: a.name,
@@ -86,10 +96,37 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
         add_hosts: a.add_host,
         volumes: a.volume,
         volume_size: a.volume_size,
+        user_data,
+        meta_data,
     };
     Ok(VmSettings::from_environment()
         .overlay(manifest)
         .overlay(flags))
+}
+
+/// `--user-data FILE`, `--meta-data FILE`: the file's text, read here
+/// (a daemon gets the content, as a manifest carries it); a missing,
+/// oversized or binary file is refused naming the flag.
+fn seed_file(field: ignis_core::vm::Field, path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let bad = |m: String| ignis_core::Error::new(ignis_core::ErrorKind::Invalid, m).about(field);
+    let f = std::fs::File::open(path)
+        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let max = ignis_core::vm::MAX_SEED_FILE;
+    let mut data = Vec::new();
+    // One byte more than allowed tells an oversized file without reading
+    // all of it.
+    f.take(max as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    if data.len() > max {
+        return Err(bad(format!("{} is larger than 1 MiB", path.display())).into());
+    }
+    let text = String::from_utf8(data)
+        .map_err(|_| bad(format!("{} is not text (not UTF-8)", path.display())))?;
+    ignis_core::vm::check_seed_file(field, &text)
+        .map_err(|e| bad(format!("{}: {}", path.display(), e.message)))?;
+    Ok(text)
 }
 
 fn status_text(v: &VmRecord) -> String {

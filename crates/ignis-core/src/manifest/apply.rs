@@ -296,6 +296,8 @@ impl Ignis {
                     .collect(),
                 volume_size: None,
                 stop_timeout: s.stop_timeout,
+                user_data: s.user_data.clone(),
+                meta_data: s.meta_data.clone(),
                 running: rec.state() == VmState::Running,
                 node_name: None,
                 node_selector: BTreeMap::new(),

@@ -252,6 +252,7 @@ impl Ignis {
                     read_only: v.read_only,
                 })
                 .collect(),
+            seed: rec.spec.has_seed(),
         };
         let vm_part = ignis_boot::initramfs::vm_part(&cfg, &files)
             .map_err(|e| Error::internal("build the VM's initramfs", e))?;
@@ -286,6 +287,16 @@ impl Ignis {
         if !restoring || base.is_none() {
             write().map_err(|e| Error::internal("write the VM's initrd", e))?;
         }
+        // cloud-init's NoCloud seed, rewritten at every boot (a fork's
+        // record has its own ID, name and NICs): the last disk.
+        let seed = if rec.spec.has_seed() {
+            Some(
+                super::seed::write_seed(&dir, rec, &dns)
+                    .map_err(|e| Error::internal("write the cloud-init seed", e))?,
+            )
+        } else {
+            None
+        };
         let blob = |d: &str| {
             self.store
                 .blobs()
@@ -317,6 +328,11 @@ impl Ignis {
                 path: PathBuf::from(&v.path),
                 read_only: v.read_only,
                 serial: Some(volume_serial(i)),
+            }))
+            .chain(seed.map(|path| DiskSpec {
+                path,
+                read_only: true,
+                serial: Some(super::seed::SEED_SERIAL.into()),
             }))
             .collect(),
             accel,

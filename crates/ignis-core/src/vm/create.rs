@@ -282,6 +282,17 @@ impl Ignis {
                 auto_remove: opts.auto_remove,
                 restart: opts.restart,
                 stop_timeout: opts.stop_timeout,
+                // A fork keeps its snapshot's cloud-init data (and so its
+                // seed disk, which the saved device state has), with a
+                // seed of its own: new instance-id, name and NICs.
+                user_data: match &snap {
+                    Some(s) => s.spec.user_data.clone(),
+                    None => opts.user_data.clone(),
+                },
+                meta_data: match &snap {
+                    Some(s) => s.spec.meta_data.clone(),
+                    None => opts.meta_data.clone(),
+                },
                 network: ignis_api::NetworkSpec {
                     mode: opts.network,
                     cni: opts.cni.clone(),

@@ -24,6 +24,7 @@ mod network;
 mod options;
 mod plan;
 mod remove;
+pub mod seed;
 mod ssh;
 mod start;
 mod stats;
@@ -42,9 +43,9 @@ pub use info::Info;
 pub use logs::{rfc3339_ns, LogFollower, LogOptions};
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use options::{
-    parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, NicRequest, SshKey,
-    VmSettings, VolumeRequest, VolumeSource, DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
-    MIN_VOLUME_SIZE,
+    check_seed_file, parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field,
+    NicRequest, SshKey, VmSettings, VolumeRequest, VolumeSource, DEFAULT_STOP_TIMEOUT,
+    MAX_SEED_FILE, MAX_STOP_TIMEOUT, MIN_VOLUME_SIZE,
 };
 pub use ssh::SshPlan;
 pub use start::{find_supervisor, ENV_SUPERVISOR, SUPERVISOR_BINARY};

@@ -38,6 +38,8 @@ pub enum Field {
     Volumes,
     VolumeSize,
     StopTimeout,
+    UserData,
+    MetaData,
 }
 
 impl Field {
@@ -65,6 +67,8 @@ impl Field {
             Self::Volumes => "volumes",
             Self::VolumeSize => "volumeSize",
             Self::StopTimeout => "stopTimeout",
+            Self::UserData => "userData",
+            Self::MetaData => "metaData",
         }
     }
 }
@@ -93,6 +97,8 @@ impl Field {
         Self::Volumes,
         Self::VolumeSize,
         Self::StopTimeout,
+        Self::UserData,
+        Self::MetaData,
     ];
 
     /// The field named `name` in the API (what a daemon's problem carries).
@@ -163,6 +169,10 @@ pub struct CreateOptions {
     pub volumes: Vec<VolumeRequest>,
     /// `--volume-size`: bytes of a volume made on first use.
     pub volume_size: Option<u64>,
+    /// cloud-init user-data and meta-data (checked: text, at most
+    /// [`MAX_SEED_FILE`], meta-data a YAML mapping).
+    pub user_data: Option<String>,
+    pub meta_data: Option<String>,
     /// A fork: resume this snapshot (its resources, command, disk and
     /// memory) instead of booting; the options above that it fixes are
     /// ignored.
@@ -318,6 +328,9 @@ pub struct VmSettings {
     pub volume_size: Option<String>,
     /// `--stop-timeout`, seconds.
     pub stop_timeout: Option<u32>,
+    /// `--user-data`, `--meta-data`: the contents (the CLI reads the files).
+    pub user_data: Option<String>,
+    pub meta_data: Option<String>,
 }
 
 impl VmSettings {
@@ -372,6 +385,8 @@ impl VmSettings {
             volumes: s.volumes.clone(),
             volume_size: s.volume_size.clone(),
             stop_timeout: s.stop_timeout,
+            user_data: s.user_data.clone(),
+            meta_data: s.meta_data.clone(),
         }
     }
 
@@ -423,6 +438,8 @@ impl VmSettings {
             volumes,
             volume_size,
             stop_timeout,
+            user_data,
+            meta_data,
         } = self.clone();
         let net = ignis_api::manifest::ManifestNetwork {
             mode: network,
@@ -462,6 +479,8 @@ impl VmSettings {
                 volumes,
                 volume_size,
                 stop_timeout,
+                user_data,
+                meta_data,
                 running: true,
                 // Placement is the fleet's, not a VM setting: a VM created
                 // through the API runs on the daemon asked.
@@ -518,6 +537,8 @@ impl VmSettings {
             volumes: join(self.volumes, top.volumes),
             volume_size: top.volume_size.or(self.volume_size),
             stop_timeout: top.stop_timeout.or(self.stop_timeout),
+            user_data: top.user_data.or(self.user_data),
+            meta_data: top.meta_data.or(self.meta_data),
         }
     }
 
@@ -712,6 +733,13 @@ impl VmSettings {
                 ));
             }
         }
+        if let Some(u) = &self.user_data {
+            check_seed_file(Field::UserData, u)?;
+        }
+        if let Some(m) = &self.meta_data {
+            check_seed_file(Field::MetaData, m)?;
+            crate::vm::seed::parse_meta_data(m).map_err(|e| invalid(Field::MetaData, e))?;
+        }
         if self.auto_remove && !restart.is_no() {
             return Err(invalid(
                 Field::Restart,
@@ -765,8 +793,31 @@ impl VmSettings {
             from_snapshot: None,
             volumes,
             volume_size,
+            user_data: self.user_data,
+            meta_data: self.meta_data,
         })
     }
+}
+
+/// The largest user-data or meta-data ignis puts on a seed disk.
+pub const MAX_SEED_FILE: usize = 1 << 20;
+
+/// user-data and meta-data are text (UTF-8 without NUL bytes: the CLI
+/// reads the file as bytes and says the same) of at most 1 MiB.
+pub fn check_seed_file(field: Field, content: &str) -> Result<(), Error> {
+    if content.len() > MAX_SEED_FILE {
+        return Err(invalid(
+            field,
+            format!("{} bytes is too large (at most 1 MiB)", content.len()),
+        ));
+    }
+    if content.contains('\0') {
+        return Err(invalid(
+            field,
+            "not text: it contains NUL bytes (compressed or binary cloud-init data is not supported)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -856,6 +907,8 @@ mod tests {
             volumes: vec!["db:/var/lib/db".into(), "/dev/sdb:/b:ro".into()],
             volume_size: Some("2GB".into()),
             stop_timeout: Some(30),
+            user_data: Some("#cloud-config\nhostname: h\n".into()),
+            meta_data: Some("zone: east\n".into()),
         };
         assert_eq!(VmSettings::from_manifest(&s.to_manifest()), s);
         // Nothing set: no network section, no name.

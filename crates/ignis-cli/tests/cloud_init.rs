@@ -1,0 +1,183 @@
+//! Live tier (b): a stock Debian 12 image with cloud-init (debootstrapped
+//! once per machine by scripts/cloud-image.sh, cached beside the kernel)
+//! boots on QEMU with `--user-data`, and cloud-init itself applies the
+//! NoCloud seed: the hostname and a user's authorized key, the instance-id
+//! the VM's ID. Checked from the host through the agent. Slow under TCG
+//! (systemd, Python): generous waits, nothing timed.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ignis_testkit::{ImageSpec, OciWriter};
+
+/// The rootfs tarball: IGNIS_TEST_CLOUD_ROOTFS, else what
+/// scripts/cloud-image.sh builds (or finds cached). `None` after a skip
+/// line when this machine cannot build it (not root, no debootstrap).
+fn cloud_rootfs() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("IGNIS_TEST_CLOUD_ROOTFS").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/cloud-image.sh");
+    let has_debootstrap = ["/usr/sbin/debootstrap", "/usr/bin/debootstrap"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    let out = Command::new("bash").arg(script).output().unwrap();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        // Only a missing tool is a skip; a failing debootstrap is a failure.
+        if !rustix::process::geteuid().is_root() || !has_debootstrap {
+            common::tier::skip(
+                common::tier::QEMU,
+                "the cloud-init image needs root and debootstrap (scripts/deps.sh installs it)",
+            );
+            return None;
+        }
+        panic!("scripts/cloud-image.sh failed: {err}");
+    }
+    Some(PathBuf::from(
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    ))
+}
+
+#[test]
+fn cloud_init_applies_the_seed_on_qemu() {
+    if common::qemu_missing_piece().is_some() {
+        // linux_env() says which piece, once.
+        let _ = common::linux_env();
+        return;
+    }
+    let Some(rootfs) = cloud_rootfs() else {
+        return;
+    };
+    let Some(env) = common::linux_env() else {
+        return;
+    };
+    // The tarball is one (gzip) layer of an OCI layout.
+    let layer = std::fs::read(&rootfs).unwrap();
+    let spec = ImageSpec {
+        layers: vec![layer],
+        env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+        gzip: true,
+        name: Some("debian-cloud:12".into()),
+        ..Default::default()
+    };
+    let dir = env.dir.path().join("img-debian-cloud");
+    let files = OciWriter::oci_files(&spec);
+    drop(spec);
+    OciWriter::write_dir(&files, &dir).unwrap();
+    drop(files);
+    env.ok(&["image", "import", dir.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // A real key pair's public half (cloud-init parses the line).
+    let key_file = env.dir.path().join("id_ed25519");
+    let st = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "cloud-init-test",
+            "-f",
+        ])
+        .arg(&key_file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pubkey = std::fs::read_to_string(key_file.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let user_data = env.dir.path().join("user-data");
+    std::fs::write(
+        &user_data,
+        format!(
+            "#cloud-config\nhostname: cloudy\npreserve_hostname: false\nusers:\n  - name: tester\n    shell: /bin/sh\n    ssh_authorized_keys:\n      - {pubkey}\nwrite_files:\n  - path: /etc/ignis-cloud-init-test\n    content: written by cloud-init\n"
+        ),
+    )
+    .unwrap();
+    let id = env.ok_id(&[
+        "run",
+        "--name",
+        "ci-vm",
+        "--memory",
+        "768MB",
+        "--user-data",
+        user_data.to_str().unwrap(),
+        "debian-cloud:12",
+    ]);
+    let exec = |args: &[&str]| -> Option<String> {
+        let out = env
+            .cmd()
+            .args(["exec", "ci-vm"])
+            .args(args)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    // cloud-init's last stage writes boot-finished; TCG takes minutes.
+    let finished = common::wait::within(Duration::from_secs(900), || {
+        exec(&["cat", "/var/lib/cloud/instance/boot-finished"]).is_some()
+    });
+    let log = || env.ok(&["logs", "ci-vm"]);
+    assert!(
+        finished,
+        "cloud-init did not finish; console:\n{}\ncloud-init.log:\n{}",
+        log(),
+        exec(&["tail", "-n", "60", "/var/log/cloud-init.log"]).unwrap_or_default()
+    );
+    let debug = || {
+        format!(
+            "console:\n{}\ncloud-init.log:\n{}",
+            log(),
+            exec(&["tail", "-n", "80", "/var/log/cloud-init.log"]).unwrap_or_default()
+        )
+    };
+    // The seed was found on a disk (by its label) and read as NoCloud.
+    let result = exec(&["cat", "/run/cloud-init/result.json"]).unwrap_or_default();
+    assert!(
+        result.contains("DataSourceNoCloud [seed=/dev/vd"),
+        "result.json: {result}\n{}",
+        debug()
+    );
+    assert_eq!(
+        exec(&["cat", "/var/lib/cloud/data/instance-id"])
+            .unwrap_or_default()
+            .trim(),
+        id,
+        "instance-id is the VM ID\n{}",
+        debug()
+    );
+    // user-data applied by cloud-init (ignis's init set "ci-vm" first).
+    assert_eq!(
+        exec(&["hostname"]).unwrap_or_default().trim(),
+        "cloudy",
+        "{}",
+        debug()
+    );
+    assert_eq!(
+        exec(&["cat", "/etc/hostname"]).unwrap_or_default().trim(),
+        "cloudy"
+    );
+    let keys = exec(&["cat", "/home/tester/.ssh/authorized_keys"]).unwrap_or_default();
+    assert!(
+        keys.contains(&pubkey),
+        "authorized_keys: {keys}\n{}",
+        debug()
+    );
+    assert_eq!(
+        exec(&["cat", "/etc/ignis-cloud-init-test"])
+            .unwrap_or_default()
+            .trim(),
+        "written by cloud-init"
+    );
+    env.ok(&["rm", "-f", "ci-vm"]);
+    assert!(!env.root().join("vms").join(&id).exists());
+}
