@@ -2,8 +2,10 @@
 //! once per machine by scripts/cloud-image.sh, cached beside the kernel)
 //! boots on QEMU with `--user-data`, and cloud-init itself applies the
 //! NoCloud seed: the hostname and a user's authorized key, the instance-id
-//! the VM's ID. Checked from the host through the agent. Slow under TCG
-//! (systemd, Python): generous waits, nothing timed.
+//! the VM's ID. Checked from the host through the agent. Then the same
+//! systemd image stops cleanly once up and during its boot, and `start
+//! --wait system` waits for systemd. Slow under TCG (systemd, Python):
+//! generous waits, nothing timed.
 
 mod common;
 
@@ -177,6 +179,36 @@ fn cloud_init_applies_the_seed_on_qemu() {
             .unwrap_or_default()
             .trim(),
         "written by cloud-init"
+    );
+
+    // The same systemd image, stopped and started: a stop once it is up
+    // powers it off cleanly; a stop sent the moment its agent answers
+    // (systemd only just exec'd, before it handles signals) powers it off
+    // cleanly too instead of waiting out the timeout and killing it; and
+    // `start --wait system` returns once systemd says running or degraded.
+    let stopped = |when: &str| {
+        env.ok(&["stop", "-t", "600", "ci-vm"]);
+        let v = env.vm_json("ci-vm");
+        assert_eq!(
+            (
+                v["status"]["exitCode"].as_i64(),
+                v["status"]["reason"].as_str()
+            ),
+            (Some(0), Some("stopped")),
+            "stop {when}: {v}\n{}",
+            log()
+        );
+    };
+    stopped("once up");
+    env.ok(&["start", "ci-vm"]);
+    stopped("during boot");
+    env.ok(&["start", "--wait", "system", "ci-vm"]);
+    // is-system-running exits 1 when degraded: its output is the answer.
+    let state = env.run(&["exec", "ci-vm", "systemctl", "is-system-running"]);
+    let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+    assert!(
+        state == "running" || state == "degraded",
+        "after --wait system: {state:?}"
     );
     env.ok(&["rm", "-f", "ci-vm"]);
     assert!(!env.root().join("vms").join(&id).exists());
