@@ -149,6 +149,9 @@ pub fn configure(n: &NetConfig) -> Result<(), ConfigureError> {
             gateway: gw,
             // A fork's first NIC is eth0 (its MAC was just changed).
             mac: None,
+            ip6: None,
+            prefix6: 0,
+            gateway6: None,
         })?;
     }
     if let Some(e) = &n.entropy {

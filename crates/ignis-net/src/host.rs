@@ -67,6 +67,25 @@ pub trait NetHost: Send + Sync {
     fn move_to_host(&self, ns: &str, link: &str, timeout: Duration) -> Result<(), NetError>;
 }
 
+/// Whether this host can give the bridge IPv6: the kernel has it and it
+/// is not disabled for new interfaces (the bridge would be made with it
+/// off); the reason when not.
+pub fn ipv6_available() -> Result<(), String> {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        return Err("the kernel has no IPv6 (booted with ipv6.disable=1?)".into());
+    }
+    for scope in ["all", "default"] {
+        let v = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"))
+            .unwrap_or_default();
+        if v.trim() == "1" {
+            return Err(format!(
+                "IPv6 is disabled (sysctl net.ipv6.conf.{scope}.disable_ipv6=1)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What [`NetHost::teardown`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Teardown {
@@ -249,11 +268,7 @@ impl NetHost for LinuxNet {
     }
 
     fn ensure_bridge6(&self, name: &str, gateway: Ipv6Addr, prefix: u8) -> Result<(), NetError> {
-        if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
-            return Err(NetError::Ipv6Unavailable(
-                "the kernel has no IPv6 (booted with ipv6.disable=1?)".into(),
-            ));
-        }
+        ipv6_available().map_err(NetError::Ipv6Unavailable)?;
         let conf = format!("/proc/sys/net/ipv6/conf/{name}");
         let disabled = std::fs::read_to_string(format!("{conf}/disable_ipv6"))
             .map_err(|e| NetError::Ipv6Unavailable(format!("{conf}/disable_ipv6: {e}")))?;

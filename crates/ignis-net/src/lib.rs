@@ -27,7 +27,7 @@ mod rules;
 
 #[cfg(any(test, feature = "fake"))]
 pub use fake::FakeNet;
-pub use host::{published_rules, LinuxNet, NetError, NetHost, Teardown};
+pub use host::{ipv6_available, published_rules, LinuxNet, NetError, NetHost, Teardown};
 pub use ipam::{mac_for, tap_name, IpamError, Subnet};
 pub use ipam6::{Ipam6Error, Subnet6};
 pub use ports::{parse_port, PortError, PortMapping, Proto};
