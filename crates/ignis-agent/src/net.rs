@@ -132,6 +132,85 @@ pub fn configure_nic(nic: &GuestNic) -> Result<(), NetError> {
     }
 }
 
+/// A fork's IPv6 identity: the global addresses `name` has (its source's)
+/// removed, `ip/prefix` and the default route set.
+pub fn replace_ipv6(
+    name: &str,
+    ip: &str,
+    prefix: u8,
+    gateway: Option<&str>,
+) -> Result<(), NetError> {
+    let new: Ipv6Addr = ip.parse().map_err(|_| NetError::Ip(ip.to_string()))?;
+    // /proc/net/if_inet6: ADDR(32 hex) IFINDEX PREFIXLEN SCOPE FLAGS NAME.
+    let table = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+    for line in table.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [hex, _, plen, scope, _, dev] = f.as_slice() else {
+            continue;
+        };
+        let (Ok(old), Ok(plen)) = (u128::from_str_radix(hex, 16), u8::from_str_radix(plen, 16))
+        else {
+            continue;
+        };
+        let old = Ipv6Addr::from(old);
+        if *dev == name && *scope == "00" && old != new {
+            ipv6_ioctl(name, old, plen, libc::SIOCDIFADDR, "remove")?;
+        }
+    }
+    configure_ipv6(name, ip, prefix, gateway)
+}
+
+/// SIOCSIFADDR / SIOCDIFADDR of one IPv6 address of `name`.
+fn ipv6_ioctl(
+    name: &str,
+    addr: Ipv6Addr,
+    prefix: u8,
+    req: libc::c_ulong,
+    what: &str,
+) -> Result<(), NetError> {
+    let fail = |what: String| {
+        let source = std::io::Error::last_os_error();
+        NetError::Ipv6 { what, source }
+    };
+    let cname = std::ffi::CString::new(name).map_err(|_| NetError::NoInterface(name.into()))?;
+    // SAFETY: a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        return Err(fail(format!("find {name}'s index")));
+    }
+    // SAFETY: a plain socket for IPv6 ioctls, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(NetError::Socket(std::io::Error::last_os_error()));
+    }
+    let mut r = libc::in6_ifreq {
+        ifr6_addr: in6(addr),
+        ifr6_prefixlen: u32::from(prefix),
+        ifr6_ifindex: libc::c_int::try_from(index).unwrap_or(0),
+    };
+    // SAFETY: `r` is a live in6_ifreq, what the request takes on an
+    // AF_INET6 socket.
+    let rc = unsafe {
+        libc::ioctl(
+            fd,
+            req,
+            (&mut r as *mut libc::in6_ifreq).cast::<libc::c_void>(),
+        )
+    };
+    let result = if rc < 0 {
+        Err(fail(format!(
+            "{what} {name}'s IPv6 address {addr}/{prefix}"
+        )))
+    } else {
+        Ok(())
+    };
+    // SAFETY: closing the socket opened above.
+    unsafe {
+        libc::close(fd);
+    }
+    result
+}
+
 /// `struct in6_rtmsg` of <linux/ipv6_route.h> (libc's has private fields).
 #[repr(C)]
 struct In6Rtmsg {

@@ -502,6 +502,23 @@ fn ipv6_between_vms_nat66_and_published_ports() {
         "fd00:61::99"
     );
 
+    // A fork gets an IPv6 address of its own: the agent replaces the
+    // source's (which would be a duplicate on the bridge).
+    v6(&["snapshot", "web", "--name", "web6"]);
+    let fork = v6(&["fork", "web6"]).trim().to_string();
+    let fork_ip6 = env.vm_json(&fork)["spec"]["network"]["ip6"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(fork_ip6, "fd00:61::3");
+    let addrs = v6(&["exec", &fork, "/bin/busybox", "cat", "/proc/net/if_inet6"]);
+    assert!(
+        addrs.contains("fd000061000000000000000000000003")
+            && !addrs.contains("fd000061000000000000000000000002"),
+        "the fork's IPv6 addresses: {addrs}"
+    );
+    v6(&["rm", "-f", &fork]);
+
     v6(&["rm", "-f", "web", "probe"]);
     let rules = ok(&[
         "ip", "netns", "exec", &host, "nft", "list", "table", "ip6", "ignis",
