@@ -38,7 +38,7 @@ pub use vm::{
     CgroupLimits, Confinement, CopyFileSpec, NetworkSpec, NicSpec, PhaseTiming, PortSpec, RunMode,
     SnapshotOrigin, SshSpec, VmRecord, VmSpec, VmStatus,
 };
-pub use volume::{VolumeKind, VolumeMount, VolumeRecord};
+pub use volume::{VolumeKind, VolumeMount, VolumePruneReport, VolumeRecord};
 
 /// Prefix of every content digest ignis produces or accepts.
 pub const SHA256_PREFIX: &str = "sha256:";

@@ -66,3 +66,14 @@ impl VolumeMount {
         self.volume_id.as_deref().unwrap_or(&self.path)
     }
 }
+
+/// What `volume prune` removed (Docker's `VolumesDeleted`,
+/// `SpaceReclaimed`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumePruneReport {
+    /// The names of the volumes removed.
+    pub volumes_deleted: Vec<String>,
+    /// Bytes of disk the removed volume files held (they are sparse).
+    pub space_reclaimed: u64,
+}

@@ -862,6 +862,18 @@ pub enum VolumeCmd {
         #[arg(required = true)]
         volumes: Vec<String>,
     },
+    /// Remove the anonymous volumes no VM mounts (left by `rm` without
+    /// -v); with -a, the unused named ones too.
+    Prune {
+        /// Named volumes no VM mounts too.
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'f')]
+        force: bool,
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: ListFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]

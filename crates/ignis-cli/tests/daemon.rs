@@ -626,7 +626,7 @@ fn gitops_drives_a_linux_guest_on_qemu() {
     };
     std::fs::write(work.join("vms/g1.yaml"), manifest(true)).unwrap();
     push(&work, "g1 running");
-    let _d = Daemon::start(
+    let d = Daemon::start(
         &env,
         &[
             "--gitops",
@@ -646,6 +646,33 @@ fn gitops_drives_a_linux_guest_on_qemu() {
     });
     let out = env.ok(&["exec", "g1", "/bin/busybox", "uname", "-s"]);
     assert_eq!(out.trim(), "Linux", "a real Linux guest answers");
+    // Its series in /metrics, from a real QEMU and its cgroup: running,
+    // the agent healthy, CPU spent booting, the VM's memory and QEMU's.
+    let sock = d.socket.display().to_string();
+    let (body, _) = curl(&["--unix-socket", &sock, "http://x/metrics"]);
+    let value = |name: &str| -> f64 {
+        let line = body
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains("vm=\"g1\""))
+            .unwrap_or_else(|| panic!("no {name} for g1 in:\n{body}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let running = body.lines().find(|l| {
+        l.starts_with("ignis_vm_state{")
+            && l.contains("vm=\"g1\"")
+            && l.contains("state=\"running\"")
+    });
+    assert!(running.is_some_and(|l| l.ends_with(" 1")), "{body}");
+    assert_eq!(value("ignis_vm_agent_healthy"), 1.0, "{body}");
+    assert!(value("ignis_vm_cpu_seconds") > 0.0, "{body}");
+    assert!(
+        value("ignis_vm_memory_bytes") > f64::from(16u32 << 20),
+        "{body}"
+    );
+    assert!(
+        value("ignis_vm_vmm_resident_bytes") > f64::from(16u32 << 20),
+        "{body}"
+    );
 
     std::fs::write(work.join("vms/g1.yaml"), manifest(false)).unwrap();
     push(&work, "g1 stopped");

@@ -105,6 +105,53 @@ fn sigkill_during_create_then_prune_leaves_nothing() {
     assert_eq!(env.count("vms"), 0);
 }
 
+/// A create that dies after making an anonymous volume and before
+/// recording its VM: `system check` names the volume, `system prune`
+/// removes it. A dangling one (its VM removed without -v) is the user's
+/// and stays, as Docker keeps it.
+#[test]
+fn sigkill_after_an_anonymous_volume_was_made_then_prune_removes_it() {
+    let (env, img) = Env::fake_app();
+    env.ok(&[
+        "create",
+        "--backend",
+        "fake",
+        "--name",
+        "kept",
+        "-v",
+        "/keep",
+        &img,
+    ]);
+    env.ok(&["rm", "kept"]);
+    let dangling = env.ok(&["volume", "ls", "-q"]);
+    assert_eq!(dangling.lines().count(), 1, "{dangling}");
+    let st = crash(
+        &env,
+        "vm:cni-attached",
+        &["create", "--backend", "fake", "-v", "/data", &img],
+    );
+    assert_eq!(st.signal(), Some(9));
+    assert_eq!(env.ok(&["volume", "ls", "-q"]).lines().count(), 2);
+    let report = repair(
+        &env,
+        "create with a volume",
+        &["orphan-dir", "orphan-volume"],
+    );
+    assert!(report.contains("was never recorded"), "{report}");
+    assert_eq!(
+        env.ok(&["volume", "ls", "-q"]),
+        dangling,
+        "the dangling one stays"
+    );
+    assert_eq!(
+        std::fs::read_dir(env.root().join("volumes"))
+            .unwrap()
+            .count(),
+        1,
+        "the crashed create's volume file went"
+    );
+}
+
 #[test]
 fn sigkill_of_the_supervisor_right_after_the_vmm_started() {
     let (env, img) = Env::fake_app();

@@ -415,4 +415,110 @@ fn volumes_through_the_daemon() {
     }
     assert!(remote(&["volume", "rm", "r"]).status.success());
     assert_eq!(env.ok(&["volume", "ls", "-Q"]), "");
+    // volume prune through the daemon: the same report as in-process.
+    let out = remote(&[
+        "create",
+        "--backend",
+        "fake",
+        "--network",
+        "none",
+        "--name",
+        "y",
+        "-v",
+        "/a",
+        &img,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(remote(&["rm", "y"]).status.success());
+    let out = remote(&["volume", "prune", "-f", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["volumesDeleted"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(env.ok(&["volume", "ls", "-Q"]), "");
+}
+
+/// `volume prune`: the anonymous volumes no VM mounts go (those `rm`
+/// left without -v), named and mounted ones stay; `-a` takes the unused
+/// named ones too; without `-f` it asks, and anything but `y` keeps all.
+#[test]
+fn volume_prune_removes_dangling_anonymous_volumes_and_with_a_unused_named_ones() {
+    let (env, img) = Env::fake_app();
+    let create = |name: &str, vols: &[&str]| {
+        let mut a = vec![
+            "create",
+            "--backend",
+            "fake",
+            "--network",
+            "none",
+            "--name",
+            name,
+        ];
+        for v in vols {
+            a.extend(["-v", v]);
+        }
+        a.push(&img);
+        env.ok(&a);
+    };
+    env.ok(&["volume", "create", "--size", "20MB", "named"]);
+    create("gone", &["/scratch", "named:/n"]);
+    create("kept", &["/inuse"]);
+    env.ok(&["rm", "gone"]);
+    assert_eq!(env.ok(&["volume", "ls", "-q"]).lines().count(), 3);
+    let prune = |args: &[&str], input: &str| {
+        let mut c = env.cmd();
+        c.arg("volume").arg("prune").args(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Asked, and declined (no answer at all is a no too).
+    for answer in ["n\n", ""] {
+        let out = prune(&[], answer);
+        assert!(out.status.success());
+        assert!(stderr(&out).contains("Are you sure"), "{}", stderr(&out));
+        assert_eq!(env.ok(&["volume", "ls", "-q"]).lines().count(), 3);
+    }
+    // Accepted: the dangling anonymous one goes.
+    let gone_vol = env
+        .ok(&["volume", "ls", "-q"])
+        .lines()
+        .find(|n| *n != "named" && !env.vm_json("kept").to_string().contains(*n))
+        .unwrap()
+        .to_string();
+    let out = prune(&[], "y\n");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.starts_with(&format!(
+            "Deleted Volumes:\n{gone_vol}\n\nTotal reclaimed space: "
+        )),
+        "{text}"
+    );
+    let left = env.ok(&["volume", "ls", "-q"]);
+    assert_eq!(left.lines().count(), 2, "{left}");
+    assert!(left.contains("named") && !left.contains(&gone_vol));
+    // Nothing more to prune without -a; with it the unused named one goes,
+    // the mounted anonymous one stays.
+    let out = prune(&["-f", "-o", "json"], "");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["volumesDeleted"], serde_json::json!([]));
+    let out = prune(&["-a", "-f", "-o", "json"], "");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["volumesDeleted"], serde_json::json!(["named"]));
+    assert_eq!(env.ok(&["volume", "ls", "-q"]).lines().count(), 1);
+    assert_eq!(volume_files(&env), 1);
+    env.ok(&["rm", "-v", "kept"]);
+    assert_eq!(volume_files(&env), 0);
 }

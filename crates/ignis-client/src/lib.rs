@@ -333,6 +333,12 @@ impl Client {
         self.delete(&format!("/v1/volumes/{}", enc(v)))
     }
 
+    /// `volume prune [-a]`: the unused anonymous volumes (with `all`, the
+    /// unused named ones too) removed.
+    pub fn volume_prune(&self, all: bool) -> Result<ignis_api::VolumePruneReport> {
+        self.post(&format!("/v1/system/prune/volumes?all={all}"))
+    }
+
     /// The console log; with `follow`, a stream that ends when the VM does.
     pub fn vm_logs(&self, vm: &str, follow: bool) -> Result<Box<dyn Read + Send>> {
         self.vm_logs_with(vm, follow, None, None, false)

@@ -67,6 +67,15 @@ struct KernelQuery {
     default: bool,
 }
 
+/// `POST /v1/system/prune/volumes`: `all` also removes named volumes no
+/// VM mounts.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumePruneQuery {
+    #[serde(default)]
+    all: bool,
+}
+
 /// `POST /v1/volumes`: a new volume.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +262,12 @@ pub fn add(r: R) -> R {
             "/v1/system/check",
             get(|State(s): State<Arc<Shared>>| async move {
                 ApiResult::Ok(Json(call(&s, "system_check", |i| i.system_check()).await?))
+            }),
+        )
+        .route(
+            "/v1/system/prune/volumes",
+            post(|State(s): State<Arc<Shared>>, Q(q): Q<VolumePruneQuery>| async move {
+                ApiResult::Ok(Json(call(&s, "volume_prune", move |i| i.volume_prune(q.all)).await?))
             }),
         )
         .route(

@@ -159,6 +159,9 @@ pub trait Service: Send + Sync + 'static {
     fn volume_remove(&self, _query: &str) -> Result<VolumeRecord, Error> {
         unsupported("volume rm")
     }
+    fn volume_prune(&self, _all: bool) -> Result<ignis_api::VolumePruneReport, Error> {
+        unsupported("volume prune")
+    }
     fn info(&self) -> Result<Info, Error> {
         unsupported("info")
     }
@@ -333,6 +336,9 @@ impl Service for ignis_core::Ignis {
     }
     fn volume_remove(&self, query: &str) -> Result<VolumeRecord, Error> {
         ignis_core::Ignis::volume_remove(self, query)
+    }
+    fn volume_prune(&self, all: bool) -> Result<ignis_api::VolumePruneReport, Error> {
+        ignis_core::Ignis::volume_prune(self, all)
     }
     fn info(&self) -> Result<Info, Error> {
         ignis_core::Ignis::info(self)

@@ -11,7 +11,7 @@
 //!
 //! plus the host's search domains (or `--dns-search`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -149,12 +149,13 @@ pub fn plan(
 /// nothing (the resolver it relays to does the work), each query goes to
 /// the first resolver that answers within 2 s. Every supervisor of a VM
 /// that needs it runs one on the same address (SO_REUSEPORT), so none
-/// outlives its VMs and none depends on another. UDP only: an answer too
-/// big for UDP comes back truncated and the guest's resolver retries over
-/// TCP, which this relay does not carry.
+/// outlives its VMs and none depends on another. TCP on the same port too:
+/// an answer too big for UDP comes back truncated and the guest's resolver
+/// asks again over TCP; each such connection is passed whole to the first
+/// resolver that accepts one (DNS over TCP frames its own messages).
 pub struct Forwarder {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     addr: SocketAddr,
 }
 
@@ -173,14 +174,36 @@ impl Forwarder {
         let sock = UdpSocket::from(fd);
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
         let addr = sock.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || relay(&sock, &upstream, &stop))
+        // The same port over TCP; without it (something else holds TCP
+        // there) UDP still answers most queries.
+        let tcp = || -> std::io::Result<TcpListener> {
+            let fd =
+                rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+            sockopt::set_socket_reuseaddr(&fd, true)?;
+            sockopt::set_socket_reuseport(&fd, true)?;
+            rustix::net::bind(&fd, &addr)?;
+            rustix::net::listen(&fd, 64)?;
+            let listener = TcpListener::from(fd);
+            listener.set_nonblocking(true)?;
+            Ok(listener)
         };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = vec![{
+            let (stop, upstream) = (stop.clone(), upstream.clone());
+            std::thread::spawn(move || relay(&sock, &upstream, &stop))
+        }];
+        match tcp() {
+            Ok(listener) => {
+                let stop = stop.clone();
+                threads.push(std::thread::spawn(move || {
+                    relay_tcp(&listener, &upstream, &stop)
+                }));
+            }
+            Err(e) => tracing::warn!(%addr, error = %e, "no DNS relay over TCP (UDP only)"),
+        }
         Ok(Self {
             stop,
-            thread: Some(thread),
+            threads,
             addr,
         })
     }
@@ -194,7 +217,7 @@ impl Forwarder {
 impl Drop for Forwarder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -221,6 +244,49 @@ fn relay(sock: &UdpSocket, upstream: &[SocketAddr], stop: &AtomicBool) {
             }
         });
     }
+}
+
+/// Accepts connections until told to stop (polled: the listener does not
+/// block), each spliced to an upstream resolver on a thread of its own.
+fn relay_tcp(listener: &TcpListener, upstream: &[SocketAddr], stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                let upstream = upstream.to_vec();
+                std::thread::spawn(move || splice(conn, &upstream));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Passes one DNS-over-TCP connection to the first resolver that accepts
+/// it, both ways, until either side closes or is idle for 10 s (RFC 7766
+/// lets servers close idle connections; resolvers reconnect).
+fn splice(client: TcpStream, upstream: &[SocketAddr]) {
+    let idle = Some(Duration::from_secs(10));
+    let Some(server) = upstream
+        .iter()
+        .find_map(|s| TcpStream::connect_timeout(s, Duration::from_secs(2)).ok())
+    else {
+        return;
+    };
+    for s in [&client, &server] {
+        if s.set_nonblocking(false).is_err() || s.set_read_timeout(idle).is_err() {
+            return;
+        }
+    }
+    let (Ok(mut c_in), Ok(mut s_out)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c_in, &mut s_out);
+        let _ = s_out.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut s_in, mut c_out) = (server, client);
+    let _ = std::io::copy(&mut s_in, &mut c_out);
+    let _ = c_out.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
 }
 
 fn ask(server: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
@@ -354,5 +420,44 @@ mod tests {
         drop(fwd);
         // Its port is free again.
         UdpSocket::bind(addr).unwrap();
+    }
+
+    /// Over TCP (what a resolver does after a truncated UDP answer): the
+    /// connection reaches the upstream resolver and its framed answer comes
+    /// back on the port the UDP relay uses; the port is free once dropped.
+    #[test]
+    fn the_forwarder_carries_dns_over_tcp() {
+        use std::io::{Read, Write};
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let up_addr = upstream.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in upstream.incoming() {
+                let mut c = conn.unwrap();
+                // One framed query, one framed answer (length-prefixed).
+                let mut len = [0u8; 2];
+                c.read_exact(&mut len).unwrap();
+                let mut q = vec![0u8; u16::from_be_bytes(len).into()];
+                c.read_exact(&mut q).unwrap();
+                q.extend_from_slice(&[b'!'; 1000]);
+                let n = u16::try_from(q.len()).unwrap().to_be_bytes();
+                c.write_all(&n).unwrap();
+                c.write_all(&q).unwrap();
+            }
+        });
+        let fwd = Forwarder::start("127.0.0.1:0".parse().unwrap(), vec![up_addr]).unwrap();
+        let mut c = TcpStream::connect(fwd.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(&[0, 5]).unwrap();
+        c.write_all(b"query").unwrap();
+        let mut len = [0u8; 2];
+        c.read_exact(&mut len).unwrap();
+        assert_eq!(u16::from_be_bytes(len), 1005);
+        let mut a = vec![0u8; 1005];
+        c.read_exact(&mut a).unwrap();
+        assert_eq!(&a[..5], b"query");
+        drop(c);
+        let addr = fwd.addr();
+        drop(fwd);
+        TcpListener::bind(addr).unwrap();
     }
 }

@@ -311,12 +311,16 @@ impl<W: Write> Write for Foreground<W> {
 
 /// How long `--wait system` waits for systemd once the agent answers.
 const SYSTEM_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long systemd may stay unreachable ("offline") before `--wait
+/// system` gives up on an image whose init is not systemd.
+const OFFLINE_GRACE: Duration = Duration::from_secs(90);
 
 /// `--wait system`: asks the guest (through its agent) until systemd says
 /// the system is up: `running`, or `degraded` (up, some unit failed).
 fn wait_system(ignis: &dyn Engine, rec: &VmRecord) -> anyhow::Result<()> {
     use ignis_agent_proto::{ExecRequest, Request};
-    let deadline = std::time::Instant::now() + SYSTEM_TIMEOUT;
+    let start = std::time::Instant::now();
+    let deadline = start + SYSTEM_TIMEOUT;
     let mut last;
     loop {
         let (_, client) = ignis.vm_agent(&rec.id)?;
@@ -345,7 +349,13 @@ fn wait_system(ignis: &dyn Engine, rec: &VmRecord) -> anyhow::Result<()> {
         last = String::from_utf8_lossy(&out).trim().to_string();
         match last.as_str() {
             "running" | "degraded" => return Ok(()),
-            "stopping" | "offline" => break,
+            // Emergency mode, or on its way down: it will not come up.
+            "stopping" | "maintenance" => break,
+            // No manager to ask (yet): systemd is not PID 1 until the
+            // guest init execs it, and answers once its private socket is
+            // up, which takes a while under emulation. An image whose init
+            // is not systemd stays offline.
+            "offline" if start.elapsed() > OFFLINE_GRACE => break,
             _ => {}
         }
         if std::time::Instant::now() > deadline {

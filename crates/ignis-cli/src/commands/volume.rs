@@ -1,7 +1,23 @@
 use crate::engine::Engine;
 
-use crate::cli::VolumeCmd;
+use crate::cli::{ListFormat, VolumeCmd};
 use crate::output;
+
+/// As Docker: asks before removing (a line from standard input: `y`
+/// goes ahead, anything else or none does not; `-f` skips the question).
+fn confirm(all: bool) -> anyhow::Result<bool> {
+    use std::io::{BufRead, Write};
+    let what = if all {
+        "all volumes not used by at least one VM"
+    } else {
+        "all anonymous volumes not used by at least one VM"
+    };
+    eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
 
 pub fn run(ignis: &dyn Engine, cmd: VolumeCmd) -> anyhow::Result<i32> {
     match cmd {
@@ -57,6 +73,28 @@ pub fn run(ignis: &dyn Engine, cmd: VolumeCmd) -> anyhow::Result<i32> {
             }
             if let Some(e) = first {
                 return Err(e.into());
+            }
+        }
+        VolumeCmd::Prune { all, force, output } => {
+            if !force && !confirm(all)? {
+                return Ok(0);
+            }
+            let report = ignis.volume_prune(all)?;
+            match output {
+                ListFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                ListFormat::Table => {
+                    if !report.volumes_deleted.is_empty() {
+                        println!("Deleted Volumes:");
+                        for name in &report.volumes_deleted {
+                            println!("{name}");
+                        }
+                        println!();
+                    }
+                    println!(
+                        "Total reclaimed space: {}",
+                        output::size(report.space_reclaimed)
+                    );
+                }
             }
         }
     }

@@ -178,6 +178,9 @@ impl Engine for Local {
     fn volume_remove(&self, volume: &str) -> Result<ignis_api::VolumeRecord> {
         self.0.volume_remove(volume)
     }
+    fn volume_prune(&self, all: bool) -> Result<ignis_api::VolumePruneReport> {
+        self.0.volume_prune(all)
+    }
     fn network_inspect(&self) -> Result<NetworkInfo> {
         self.0.network_inspect()
     }

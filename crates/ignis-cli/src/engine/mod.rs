@@ -109,6 +109,7 @@ pub trait Engine {
     fn volume_list(&self) -> Result<Vec<VolumeRecord>>;
     fn volume_inspect(&self, volume: &str) -> Result<VolumeRecord>;
     fn volume_remove(&self, volume: &str) -> Result<VolumeRecord>;
+    fn volume_prune(&self, all: bool) -> Result<ignis_api::VolumePruneReport>;
     fn info(&self) -> Result<Info>;
     fn system_check(&self) -> Result<Vec<Problem>>;
     fn system_prune(&self) -> Result<(PruneReport, Vec<String>)>;

@@ -376,6 +376,9 @@ impl Engine for Remote {
     fn volume_remove(&self, volume: &str) -> Result<ignis_api::VolumeRecord> {
         self.0.volume_remove(volume).c()
     }
+    fn volume_prune(&self, all: bool) -> Result<ignis_api::VolumePruneReport> {
+        self.0.volume_prune(all).c()
+    }
     fn network_inspect(&self) -> Result<NetworkInfo> {
         self.0.get("/v1/networks/bridge").c()
     }

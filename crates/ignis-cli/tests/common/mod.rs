@@ -40,6 +40,30 @@ impl Drop for Env {
     }
 }
 
+/// Drop does not run when the test process is killed (a nextest timeout
+/// kills the test's process group): the VMs' supervisors, in sessions of
+/// their own, would run on. A watchdog in its own session waits for this
+/// test process to end, then removes whatever VMs the root still has and
+/// the directory. After a normal end it finds nothing to do.
+fn watchdog(dir: &Path) {
+    const SCRIPT: &str = r#"
+while kill -0 "$1" 2>/dev/null; do sleep 1; done
+[ -d "$2" ] || exit 0
+ids=$(ls "$2/root/vms" 2>/dev/null)
+[ -n "$ids" ] && IGNIS_ROOT="$2/root" IGNIS_NETWORK=none "$3" rm -f $ids
+rm -rf "$2"
+"#;
+    let _ = Command::new("setsid")
+        .args(["sh", "-c", SCRIPT, "ignis-test-watchdog"])
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .arg(env!("CARGO_BIN_EXE_ignis"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
 impl Env {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -50,6 +74,7 @@ impl Env {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .expect("chmod tempdir");
+        watchdog(dir.path());
         Self { dir, ran: None }
     }
 

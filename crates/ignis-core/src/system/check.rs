@@ -18,7 +18,7 @@ use crate::{Error, Ignis};
 pub struct Problem {
     /// `vm-files`, `orphan-dir`, `stale-cgroup`, `stale-jail`,
     /// `stale-memory`, `stale-tap`, `stale-lock`, `orphan-supervisor`,
-    /// `temp`.
+    /// `orphan-volume`, `temp`.
     pub kind: String,
     pub what: String,
     /// The command that repairs it.
@@ -209,6 +209,19 @@ impl Ignis {
                 }
             }
         }
+        // Anonymous volumes of creates that died before recording their VM.
+        for v in self.orphan_volumes()? {
+            problems.push(problem(
+                "orphan-volume",
+                format!(
+                    "anonymous volume {} ({}) was made for VM {}, which was never recorded",
+                    v.name,
+                    v.path,
+                    v.labels.get(crate::volume::VM_LABEL).map_or("?", |s| s)
+                ),
+                "ignis system prune",
+            ));
+        }
         // Scratch space of interrupted imports and pulls.
         let tmp = self.store.root().join("tmp");
         if let Ok(entries) = std::fs::read_dir(&tmp) {
@@ -230,7 +243,7 @@ impl Ignis {
         let before = self
             .system_check()?
             .iter()
-            .filter(|p| p.kind != "temp" && p.kind != "orphan-dir")
+            .filter(|p| !matches!(p.kind.as_str(), "temp" | "orphan-dir" | "orphan-volume"))
             .count();
         let rows = self
             .store

@@ -18,7 +18,8 @@ impl Ignis {
             Ok::<_, Error>(removed)
         })?;
         // What crashed commands and supervisors left on the host.
-        let repaired = self.prune_host_resources()?;
+        let mut repaired = self.prune_host_resources()?;
+        repaired += self.prune_orphan_volumes()?;
         self.prune_host_network()?;
         let report = self
             .store
@@ -30,6 +31,21 @@ impl Ignis {
             ..report
         };
         Ok((report, removed))
+    }
+
+    /// Removes the anonymous volumes of creates that died before recording
+    /// their VM. Under the garbage-collection lock taken exclusively: a
+    /// create holds it shared from making its volumes to recording its VM,
+    /// so none is in between meanwhile.
+    fn prune_orphan_volumes(&self) -> Result<u64, Error> {
+        let _lock = ignis_state::FileLock::exclusive(&self.store.root().join("locks/gc.lock"))
+            .map_err(|e| Error::internal("take the garbage-collection lock", e))?;
+        let mut n = 0;
+        for v in self.orphan_volumes()? {
+            self.volume_delete(&v)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// The bridge and the nftables table are shared by every state root

@@ -36,7 +36,16 @@ impl Ignis {
         // CNI DEL, once: the attachment record goes when it succeeded.
         self.cni_detach(&rec.id);
         crate::fault::point("rm:resources-released");
-        self.store.db().tx(|tx| tx.delete_object(KIND, &rec.id))?;
+        // Without -v its anonymous volumes stay, dangling; with -v they
+        // go below (a crash before leaves them naming a VM that is gone:
+        // prune's to remove).
+        self.store.db().tx(|tx| {
+            tx.delete_object(KIND, &rec.id)?;
+            if !volumes {
+                crate::volume::release_anonymous(tx, &rec)?;
+            }
+            Ok::<_, Error>(())
+        })?;
         crate::fault::point("rm:record-deleted");
         if volumes {
             self.volumes_remove_anonymous(&rec);

@@ -118,7 +118,7 @@ impl Ignis {
                 } => {
                     let anonymous = name.is_none();
                     let labels = if anonymous {
-                        [("ignis.vm".to_string(), vm_id.to_string())].into()
+                        [(super::VM_LABEL.to_string(), vm_id.to_string())].into()
                     } else {
                         Default::default()
                     };

@@ -15,6 +15,7 @@ mod create;
 pub use create::MAX_VOLUME_SIZE;
 mod inspect;
 mod list;
+mod prune;
 mod remove;
 
 use ignis_api::VolumeRecord;
@@ -23,6 +24,12 @@ use ignis_state::ObjectRow;
 use crate::{Error, ErrorKind, Ignis};
 
 pub(crate) const KIND: &str = "volume";
+/// The label of an anonymous volume while its VM exists: the VM's ID.
+/// Removing the VM without `-v` drops it (the volume is then dangling, kept
+/// as Docker keeps it); one that still names a VM without a record was
+/// made by a create that died before recording its VM, and `system prune`
+/// removes it.
+pub(crate) const VM_LABEL: &str = "ignis.vm";
 /// Size of a volume made without `--volume-size`.
 pub const DEFAULT_VOLUME_SIZE: u64 = 1 << 30;
 
@@ -36,7 +43,44 @@ pub(crate) fn parse(row: &ObjectRow) -> Result<VolumeRecord, Error> {
     })
 }
 
+/// In the transaction that deletes `vm`'s record: its anonymous volumes
+/// stop naming it (they are dangling from now on).
+pub(crate) fn release_anonymous(
+    tx: &ignis_state::Tx<'_>,
+    vm: &ignis_api::VmRecord,
+) -> Result<(), Error> {
+    for m in &vm.spec.volumes {
+        let Some(id) = &m.volume_id else { continue };
+        let Some(row) = tx.get_object(KIND, id)? else {
+            continue;
+        };
+        let mut v = parse(&row)?;
+        if v.anonymous && v.labels.get(VM_LABEL) == Some(&vm.id) {
+            v.labels.remove(VM_LABEL);
+            tx.update_record(KIND, id, &serde_json::to_string(&v).expect("json"))?;
+        }
+    }
+    Ok(())
+}
+
 impl Ignis {
+    /// Anonymous volumes that name a VM without a record: a create died
+    /// after making them and before recording its VM.
+    pub(crate) fn orphan_volumes(&self) -> Result<Vec<VolumeRecord>, Error> {
+        self.store.db().read(|tx| {
+            let mut out = Vec::new();
+            for row in tx.list_objects(KIND)? {
+                let v = parse(&row)?;
+                if let Some(vm) = v.labels.get(VM_LABEL) {
+                    if v.anonymous && tx.get_object(crate::vm::KIND, vm)?.is_none() {
+                        out.push(v);
+                    }
+                }
+            }
+            Ok::<_, Error>(out)
+        })
+    }
+
     pub(crate) fn volumes_dir(&self) -> std::path::PathBuf {
         self.store.root().join("volumes")
     }
