@@ -424,6 +424,8 @@ fn ipv6_between_vms_nat66_and_published_ports() {
         "8080:80",
         "-p",
         "[::]:8081:80",
+        "-p",
+        "[::1]:8082:80",
         &img,
         "/bin/busybox",
         "httpd",
@@ -469,6 +471,23 @@ fn ipv6_between_vms_nat66_and_published_ports() {
         "http://127.0.0.1:8080/",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over IPv6\n");
+    // [::1] from the host itself: the supervisor's relay.
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &host,
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        "http://[::1]:8082/",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello over IPv6\n",
+        "[::1] published port from the host"
+    );
 
     // VM → VM over IPv6 (--ip6), and VM → outside through NAT66.
     v6(&[

@@ -23,6 +23,7 @@ mod ipam6;
 mod netns;
 mod nftgen;
 mod ports;
+pub mod proxy;
 mod rules;
 
 #[cfg(any(test, feature = "fake"))]

@@ -344,6 +344,16 @@ impl Ignis {
             )
             .about(Field::Ip6));
         }
+        if let Some(p) = ports.iter().find(|p| {
+            p.proto == ignis_net::Proto::Udp
+                && p.host_ip.is_some_and(|i| i.is_ipv6() && i.is_loopback())
+        }) {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("{p}: UDP on [::1] cannot be published (the kernel does not NAT IPv6 loopback traffic; ignis relays TCP only); publish on [::] or a host address"),
+            )
+            .about(Field::Ports));
+        }
         if self.subnet6.is_none() {
             if let Some(p) = ports
                 .iter()

@@ -99,6 +99,39 @@ impl Ignis {
             .map_err(net_error)
     }
 
+    /// Relays of the VM's TCP ports published on `[::1]` to its IPv6
+    /// address (dropped when the run ends); one that cannot listen is
+    /// logged and skipped, as the DNS relay.
+    pub(crate) fn loopback6_proxies(&self, rec: &VmRecord) -> Vec<ignis_net::proxy::TcpProxy> {
+        let n = &rec.spec.network;
+        let Some(ip6) = n
+            .ip6
+            .as_deref()
+            .and_then(|i| i.parse::<std::net::Ipv6Addr>().ok())
+        else {
+            return Vec::new();
+        };
+        n.ports
+            .iter()
+            .filter(|p| p.proto == "tcp")
+            .filter_map(|p| {
+                let host: std::net::Ipv6Addr = p.host_ip.as_deref()?.parse().ok()?;
+                if !host.is_loopback() {
+                    return None;
+                }
+                let listen = std::net::SocketAddr::from((host, p.host_port));
+                let target = std::net::SocketAddr::from((ip6, p.vm_port));
+                match ignis_net::proxy::TcpProxy::start(listen, target) {
+                    Ok(proxy) => Some(proxy),
+                    Err(e) => {
+                        tracing::warn!(vm = %rec.id, port = %p, error = %e, "cannot publish on [::1]");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// After the VMM ended: the TAP normally went with it; make sure.
     pub(crate) fn release_network(&self, rec: &VmRecord) {
         if rec.spec.network.uses_bridge() {

@@ -348,6 +348,8 @@ impl Ignis {
             }
             _ => None,
         };
+        // `-p [::1]:...`: relayed here while the VM runs (no DNAT for it).
+        let _loopback6 = self.loopback6_proxies(rec);
         phase.end();
         let restored = spec.restore.is_some();
         let started = Instant::now();
