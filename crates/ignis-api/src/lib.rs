@@ -11,10 +11,12 @@ mod image;
 mod kernel;
 pub mod manifest;
 pub mod node;
+mod progress;
 mod prune;
 mod restart;
 mod size;
 mod snapshot;
+mod ssh;
 pub mod state;
 mod stats;
 pub mod time;
@@ -25,10 +27,12 @@ pub use event::{Event, EventFilter};
 pub use exec::ExecOutput;
 pub use image::{ImageConfig, ImageRecord, LayerInfo};
 pub use kernel::{KernelRecord, KernelSource};
+pub use progress::{ProgressEnd, ProgressEvent, ProgressLine, NDJSON};
 pub use prune::PruneReport;
 pub use restart::{BadRestartPolicy, RestartPolicy};
 pub use size::{parse_size, SizeError};
 pub use snapshot::{BlobRef, SnapshotRecord};
+pub use ssh::SshAccess;
 pub use state::{
     Accel, BackendKind, BackendRequest, Health, IllegalTransition, NetworkMode, RunState, Started,
     VmState,

@@ -893,6 +893,10 @@ pub enum SystemCmd {
     },
     /// Write the man pages (ignis.1, ignis-run.1, ...) into DIR.
     Man { dir: PathBuf },
+    /// Internal: the `ProxyCommand` of `ignis ssh` over `--host` (stdin and
+    /// stdout joined to the VM's sshd through the daemon).
+    #[command(name = "ssh-proxy", hide = true)]
+    SshProxy { vm: String },
 }
 
 /// How log lines are written (`--log-format`).

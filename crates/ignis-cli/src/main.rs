@@ -85,7 +85,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         if let cli::Command::Daemon(_) = cli.command {
             anyhow::bail!("--host talks to a daemon; `ignis daemon` runs one (drop --host)");
         }
-        let remote = engine::Remote::new(host)?;
+        let remote =
+            engine::Remote::new(host, !cli.no_progress && std::io::stderr().is_terminal())?;
         return commands::dispatch(&remote, cli.command);
     }
     let (daemon, command) = match cli.command {

@@ -1051,3 +1051,88 @@ fn events_are_followed_filtered_and_replayed() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown key"));
 }
+
+/// `Accept: application/x-ndjson` on an import: a line per bar move (the
+/// unpack bars and the disk spinner `ignis image import` draws), then the
+/// result; a bad archive ends with its problem (the status line is 200:
+/// the stream had started). Without the header: the JSON reply as before.
+#[test]
+fn imports_stream_their_progress_as_ndjson() {
+    let env = setup();
+    let d = Daemon::start(&env, &[]);
+    let sock = d.socket.display().to_string();
+    let archive = env.dir.path().join("app.tar");
+    let layout = env.dir.path().join("img-app_1");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // A new image (its layers unpacked, its disk built), not a new name.
+    env.ok(&["image", "rm", "app:1"]);
+    env.ok(&["system", "prune"]);
+    let import = |name: &str, file: &Path, ndjson: bool| {
+        let mut args = vec![
+            "--unix-socket".to_string(),
+            sock.clone(),
+            "-X".into(),
+            "POST".into(),
+            "--data-binary".into(),
+            format!("@{}", file.display()),
+            "-H".into(),
+            "Content-Type: application/octet-stream".into(),
+        ];
+        if ndjson {
+            args.extend(["-H".into(), "Accept: application/x-ndjson".into()]);
+        }
+        args.push(format!("http://x/v1/images/import?name={name}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args)
+    };
+    let (body, code) = import("streamed:1", &archive, true);
+    assert_eq!(code, "200", "{body}");
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let last = lines.last().unwrap();
+    assert!(
+        last["result"][0]["names"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("docker.io/library/streamed:1")),
+        "{body}"
+    );
+    let events = &lines[..lines.len() - 1];
+    let unpack_done = events.iter().any(|e| {
+        e["status"].as_str().unwrap().starts_with("unpack ")
+            && e["done"] == true
+            && e["current"] == e["total"]
+            && e["total"].as_u64().unwrap() > 0
+    });
+    assert!(unpack_done, "{body}");
+    let spinner = events.iter().any(|e| {
+        e["status"] == "build ext4 image disk" && e["total"].is_null() && e["done"] == true
+    });
+    assert!(spinner, "{body}");
+    // The same image through the CLI's remote path (no terminal: no bars,
+    // the plain reply) and the record exists.
+    assert!(env.ok(&["image", "ls"]).contains("streamed"));
+
+    let junk = env.dir.path().join("junk.tar");
+    std::fs::write(&junk, b"not an archive").unwrap();
+    let (body, code) = import("junk:1", &junk, true);
+    assert_eq!(code, "200", "{body}");
+    let last: serde_json::Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+    assert_eq!(last["problem"]["code"], "invalid", "{body}");
+    assert_eq!(last["problem"]["status"], 400, "{body}");
+    let (plain, code) = import("junk:1", &junk, false);
+    assert_eq!(code, "400", "{plain}");
+    let plain: serde_json::Value = serde_json::from_str(&plain).unwrap();
+    assert_eq!(plain["code"], last["problem"]["code"]);
+    assert_eq!(plain["title"], last["problem"]["title"]);
+}

@@ -237,6 +237,7 @@ fn every_verb_prints_the_same_in_process_and_through_the_daemon() {
     b.exact(&["network", "ls"]);
     b.exact(&["network", "inspect", "bridge"]);
     b.exact(&["info", "-o", "json"]);
+    b.exact(&["__boot-plan", "c-local"]);
     b.exact(&["snapshot", "ls"]);
 
     // Volumes: create (and its conflict), a VM mounting one, inspect, the
@@ -381,6 +382,13 @@ fn every_verb_prints_the_same_in_process_and_through_the_daemon() {
     assert_eq!(l.status.code(), Some(4), "{l:?}");
     // A fake VM has no agent: exec is unavailable (exit 125 as `run`).
     b.same(&["exec", "s-{m}", "true"]);
+    // ssh: the same refusal (no agent to read host keys from, no
+    // address) whether the keys come from the daemon or from here; its
+    // proxy's stream too.
+    b.same(&["ssh", "s-{m}", "true"]);
+    b.same(&["ssh", "nope-{m}"]);
+    b.same(&["system", "ssh-proxy", "s-{m}"]);
+    b.same(&["__boot-plan", "nope-{m}"]);
     b.same(&["image", "inspect", "nope:{m}"]);
     b.same(&["snapshot", "inspect", "nope-{m}"]);
     b.same(&["kernel", "inspect", "nope-{m}"]);

@@ -738,6 +738,61 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
         "{known}"
     );
 
+    // The same from a client outside the VM's namespace (no route to
+    // 10.62.0.0/24 from here): through a daemon in it, which serves the
+    // keys and carries the connection (`ssh`'s ProxyCommand is
+    // `ignis system ssh-proxy` over the API).
+    let mut base = Command::new("ip");
+    base.args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_ignis")])
+        .env("IGNIS_ROOT", env.root())
+        .env("IGNIS_NETWORK", "bridge")
+        .env("IGNIS_LOG", "warn");
+    let daemon = common::daemon::Daemon::start_from(env, base, &[]);
+    let tmp = env.dir.path().join("client-tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // Bounded: `timeout` ends the whole group (ssh and its proxy too).
+    let remote = |args: &[&str]| {
+        Command::new("timeout")
+            .args(["120", env!("CARGO_BIN_EXE_ignis")])
+            .env("IGNIS_ROOT", env.root())
+            .env("IGNIS_NETWORK", "none")
+            .env("IGNIS_LOG", "warn")
+            .env("IGNIS_HOST", daemon.host())
+            .env("TMPDIR", &tmp)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = remote(&[
+        "ssh",
+        "sshbox",
+        "echo",
+        "hello-through-the-daemon;",
+        "cat",
+        "/proc/sys/kernel/hostname",
+    ]);
+    assert!(
+        out.status.success(),
+        "remote ssh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello-through-the-daemon\nsshbox\n"
+    );
+    // Its exit code is the command's; the session's key files are gone.
+    common::assert_exit(&remote(&["ssh", "sshbox", "exit", "7"]), 7);
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "no key file left on the client"
+    );
+    // boot-plan: the same bytes from the API.
+    let local_plan = ignis_ok(env, &ns, &["__boot-plan", "sshbox"]);
+    let out = remote(&["__boot-plan", "sshbox"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), local_plan);
+
     // The VM now claims another host key than the one dropbear presents:
     // ssh refuses (host key verification), never connects silently.
     let other = keydir.join("other");
@@ -766,6 +821,15 @@ fn ssh_with_a_generated_key_and_a_host_key_pinned_through_the_agent() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Through the daemon too: the keys it serves are the guest's claim.
+    let out = remote(&["ssh", "sshbox", "true"]);
+    common::assert_exit(&out, 255);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Host key verification failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(daemon);
 
     ignis_ok(env, &ns, &["rm", "-f", "sshbox"]);
     assert_eq!(env.count("vms"), 0, "key files removed with the VM");

@@ -401,3 +401,107 @@ fn snapshot_push_pull_through_a_real_registry() {
     assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
     env.ok(&["rm", "-f", "src"]);
 }
+
+/// The bar messages (`pull 0123456789ab`, `unpack ...`, `build ext4 image
+/// disk`) a terminal showed, sorted (blobs may come in any order).
+fn bar_messages(screen: &str) -> Vec<String> {
+    let clean: String = screen
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == ' ' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    let words: Vec<&str> = clean.split_whitespace().collect();
+    let mut found = Vec::new();
+    for w in words.windows(2) {
+        let is_id = w[1].len() == 12 && w[1].chars().all(|c| c.is_ascii_hexdigit());
+        if (w[0] == "pull" || w[0] == "unpack") && is_id {
+            found.push(format!("{} {}", w[0], w[1]));
+        }
+    }
+    if clean.contains("build ext4 image disk") {
+        found.push("build ext4 image disk".into());
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// A pull through `ignis daemon` streams its progress; the remote CLI on
+/// a terminal draws the bars the in-process pull draws (the same ones), none with --no-progress; the exit code of a failed
+/// pull is the same both ways.
+#[test]
+fn a_pull_through_the_daemon_draws_the_same_bars_as_in_process() {
+    if registry_tools_missing() {
+        return;
+    }
+    if missing("script") {
+        common::tier::skip(
+            common::tier::REGISTRY,
+            "script not installed (apt-get install bsdutils)",
+        );
+        return;
+    }
+    let env = Env::for_tier(common::tier::REGISTRY);
+    let reg = start_registry(env.dir.path());
+    let layout = env.dir.path().join("layout");
+    OciWriter::write_dir(&OciWriter::oci_files(&small_spec("app", "bars")), &layout).unwrap();
+    let reference = format!("{}/acme/bars:1", reg.addr);
+    push(&layout, &reference);
+    let d = common::daemon::Daemon::start(&env, &["--insecure-registry", &reg.addr]);
+    // On a terminal: `script` runs the command on a pseudo-terminal and
+    // copies what it drew to its stdout.
+    let on_tty = |args: &str| {
+        let out = Command::new("script")
+            .arg("-qec")
+            .arg(format!("{} {args}", env!("CARGO_BIN_EXE_ignis")))
+            .arg("/dev/null")
+            .env("IGNIS_ROOT", env.root())
+            .env("IGNIS_LOG", "warn")
+            .env("IGNIS_NETWORK", "none")
+            .env("COLUMNS", "120")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let local = format!("--insecure-registry {} image pull {reference}", reg.addr);
+    let remote = format!("--host {} image pull {reference}", d.host());
+    let (code, screen) = on_tty(&local);
+    assert_eq!(code, Some(0), "{screen}");
+    let local_bars = bar_messages(&screen);
+    assert!(
+        local_bars.iter().any(|m| m.starts_with("pull "))
+            && local_bars.iter().any(|m| m.starts_with("unpack ")),
+        "{local_bars:?}\n{screen}"
+    );
+    env.ok(&["image", "rm", &reference]);
+    env.ok(&["system", "prune"]);
+    let (code, screen) = on_tty(&remote);
+    assert_eq!(code, Some(0), "{screen}");
+    assert_eq!(bar_messages(&screen), local_bars, "{screen}");
+    assert!(env.ok(&["image", "ls"]).contains("acme/bars"));
+
+    env.ok(&["image", "rm", &reference]);
+    env.ok(&["system", "prune"]);
+    let (code, screen) = on_tty(&format!("--no-progress {remote}"));
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(bar_messages(&screen).is_empty(), "{screen}");
+
+    // A reference the registry lacks: the problem ends the stream, and
+    // the remote CLI exits as the in-process one does.
+    let none = format!("{}/acme/none:1", reg.addr);
+    let (lcode, lscreen) = on_tty(&format!(
+        "--insecure-registry {} image pull {none}",
+        reg.addr
+    ));
+    let (rcode, rscreen) = on_tty(&format!("--host {} image pull {none}", d.host()));
+    assert_ne!(lcode, Some(0), "{lscreen}");
+    assert_eq!(lcode, rcode, "local: {lscreen}\nremote: {rscreen}");
+}

@@ -381,3 +381,86 @@ fn volumes_are_drives_on_firecracker() {
     assert_eq!(env.ok(&["volume", "ls", "-Q"]).trim(), "fcvol");
     env.ok(&["volume", "rm", "fcvol"]);
 }
+
+/// Firecracker's own metrics in the daemon's `/metrics`, per VM: its
+/// supervisor reads the VMM's metric FIFO (flushing every few seconds) and
+/// the series show this run's totals; the test guest prints a dot per busy
+/// loop on the serial port, so its vCPU exits keep growing.
+#[test]
+fn firecracker_own_metrics_per_vm_in_the_daemon() {
+    let Some(fc) = firecracker_or_skip() else {
+        return;
+    };
+    if let Some(m) = common::guest_init_missing() {
+        common::tier::skip(common::tier::FIRECRACKER, &m);
+        return;
+    }
+    let env = Env::for_tier(common::tier::FIRECRACKER);
+    let img = import_test_guest_and_app(&env);
+    let id = run_test_guest(&env, &fc, "fcm", &img);
+    let d = common::daemon::Daemon::start_with(&env, &[], &[("IGNIS_FIRECRACKER", &fc)]);
+    let scrape = || {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--unix-socket"])
+            .arg(&d.socket)
+            .arg("http://x/metrics")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // `ignis_NAME_total{vm="fcm",id="..."} VALUE`
+    let value = |body: &str, name: &str| -> Option<u64> {
+        let head = format!("ignis_{name}_total{{");
+        body.lines()
+            .find(|l| l.starts_with(&head) && l.contains("vm=\"fcm\"") && l.contains(&id))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let mut body = String::new();
+    common::wait::until(
+        "two metric flushes of Firecracker",
+        std::time::Duration::from_secs(60),
+        || {
+            body = scrape();
+            value(&body, "firecracker_metric_flushes").is_some_and(|n| n >= 2)
+        },
+    );
+    let exits = value(&body, "firecracker_vcpu_exits").unwrap();
+    assert!(exits > 0, "{body}");
+    for name in [
+        "firecracker_block_read_bytes",
+        "firecracker_block_write_bytes",
+        "firecracker_net_rx_bytes",
+        "firecracker_net_tx_bytes",
+    ] {
+        assert!(value(&body, name).is_some(), "{name} missing:\n{body}");
+    }
+    assert_eq!(
+        value(&body, "firecracker_seccomp_faults"),
+        Some(0),
+        "{body}"
+    );
+    assert!(
+        body.contains("# HELP ignis_firecracker_vcpu_exits"),
+        "{body}"
+    );
+    // Totals, not the last flush's deltas: they only grow while it runs.
+    common::wait::until(
+        "more vCPU exits",
+        std::time::Duration::from_secs(60),
+        || {
+            body = scrape();
+            value(&body, "firecracker_vcpu_exits").is_some_and(|n| n > exits)
+        },
+    );
+    env.ok(&["rm", "-f", "fcm"]);
+    let body = scrape();
+    assert!(
+        !body.contains("vm=\"fcm\""),
+        "series of a removed VM:\n{body}"
+    );
+    assert!(
+        !env.root().join("vms").join(&id).exists(),
+        "the VM's files (metrics FIFO, totals) are gone"
+    );
+}

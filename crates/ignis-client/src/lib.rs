@@ -380,6 +380,18 @@ impl Client {
             .map_err(|e| Error::protocol(format!("the agent of {vm}: {e}")))
     }
 
+    /// What `ssh` needs to log in to the VM: its address, its host keys
+    /// (read through its agent: pin them) and its generated private key.
+    pub fn vm_ssh_access(&self, vm: &str) -> Result<ignis_api::SshAccess> {
+        self.get(&format!("/v1/vms/{}/ssh", enc(vm)))
+    }
+
+    /// A TCP connection to the VM's sshd, opened by the daemon (which
+    /// reaches the VM's address): `ignis ssh`'s `ProxyCommand`.
+    pub fn vm_ssh_connect(&self, vm: &str) -> Result<Stream> {
+        self.upgrade(&format!("/v1/vms/{}/ssh/connect", enc(vm)), "ignis-ssh")
+    }
+
     /// Runs a command to completion and returns its output (no stdin, no
     /// TTY; for interactive sessions use [`Client::vm_agent`]).
     pub fn vm_exec(&self, vm: &str, argv: &[String]) -> Result<ExecOutput> {
@@ -467,6 +479,16 @@ impl Client {
         self.post(&format!("/v1/snapshots/pull?reference={}", enc(reference)))
     }
 
+    /// [`Client::snapshot_pull`], its progress handed to `on` as it moves.
+    pub fn snapshot_pull_progress(
+        &self,
+        reference: &str,
+        on: &mut OnProgress<'_>,
+    ) -> Result<SnapshotRecord> {
+        let path = format!("/v1/snapshots/pull?reference={}", enc(reference));
+        progress(self.transport.stream_with("POST", &path, &accept())?, on)
+    }
+
     // ---- images and kernels ----
 
     pub fn image_list(&self) -> Result<Vec<ImageRecord>> {
@@ -479,6 +501,58 @@ impl Client {
 
     pub fn image_pull(&self, reference: &str) -> Result<ImageRecord> {
         self.post(&format!("/v1/images/pull?reference={}", enc(reference)))
+    }
+
+    /// [`Client::image_pull`], its progress handed to `on` as it moves
+    /// (the bars `ignis image pull` draws).
+    pub fn image_pull_progress(
+        &self,
+        reference: &str,
+        on: &mut OnProgress<'_>,
+    ) -> Result<ImageRecord> {
+        let path = format!("/v1/images/pull?reference={}", enc(reference));
+        progress(self.transport.stream_with("POST", &path, &accept())?, on)
+    }
+
+    /// [`Client::image_import`], its progress handed to `on`.
+    pub fn image_import_progress(
+        &self,
+        archive: &Path,
+        name: Option<&str>,
+        on: &mut OnProgress<'_>,
+    ) -> Result<Vec<ImageRecord>> {
+        let q = name
+            .map(|n| format!("?name={}", enc(n)))
+            .unwrap_or_default();
+        let path = format!("/v1/images/import{q}");
+        progress(self.transport.upload_with(&path, archive, &accept())?, on)
+    }
+
+    /// [`Client::kernel_upload`] (`source` a file here) or
+    /// [`Client::kernel_import`], its progress handed to `on`.
+    pub fn kernel_import_progress(
+        &self,
+        source: KernelSourceArg<'_>,
+        name: Option<&str>,
+        default: bool,
+        on: &mut OnProgress<'_>,
+    ) -> Result<KernelRecord> {
+        let mut q = format!("?default={default}");
+        if let Some(n) = name {
+            q.push_str(&format!("&name={}", enc(n)));
+        }
+        let r = match source {
+            KernelSourceArg::File(f) => {
+                self.transport
+                    .upload_with(&format!("/v1/kernels/import{q}"), f, &accept())?
+            }
+            KernelSourceArg::Fetched(s) => self.transport.stream_with(
+                "POST",
+                &format!("/v1/kernels/import{q}&source={}", enc(s)),
+                &accept(),
+            )?,
+        };
+        progress(r, on)
     }
 
     /// Imports a docker-save or OCI-layout tar archive from this machine.
@@ -599,6 +673,60 @@ impl Iterator for Events {
                 }));
             }
             // Comments (keep-alives), `event:` and `id:` lines: skipped.
+        }
+    }
+}
+
+/// Where a pull or import hands its progress.
+pub type OnProgress<'a> = dyn FnMut(&ignis_api::ProgressEvent) + 'a;
+
+/// A kernel to import: a file on this machine (uploaded) or a source the
+/// daemon fetches (`apt:PACKAGE`, an OCI image).
+#[derive(Debug, Clone, Copy)]
+pub enum KernelSourceArg<'a> {
+    File(&'a Path),
+    Fetched(&'a str),
+}
+
+fn accept() -> [(&'static str, String); 1] {
+    [("Accept", ignis_api::NDJSON.to_string())]
+}
+
+/// Reads a progress stream: each bar's move to `on`, then the result (or
+/// the problem, as an error).
+fn progress<T: DeserializeOwned>(body: Box<dyn Read + Send>, on: &mut OnProgress<'_>) -> Result<T> {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(body);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = lines
+            .read_line(&mut line)
+            .map_err(|e| Error::protocol(format!("the progress stream: {e}")))?;
+        if n == 0 {
+            return Err(Error::protocol(
+                "the progress stream ended before the result (the daemon went away?)",
+            ));
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<ignis_api::ProgressLine<T>>(&line) {
+            Ok(ignis_api::ProgressLine::Event(e)) => on(&e),
+            Ok(ignis_api::ProgressLine::End(ignis_api::ProgressEnd::Result(v))) => return Ok(v),
+            Ok(ignis_api::ProgressLine::End(ignis_api::ProgressEnd::Problem(p))) => {
+                let status = p["status"]
+                    .as_u64()
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(500);
+                return Err(problem(status, p.to_string().as_bytes()));
+            }
+            Err(e) => {
+                return Err(Error::protocol(format!(
+                    "a progress line the API does not document ({e}): {}",
+                    line.trim()
+                )))
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls;
 use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
 
-use crate::{check, problem, Error, Result};
+use crate::{problem, Error, Result};
 
 trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> IoStream for T {}
@@ -206,24 +206,57 @@ impl Transport {
     }
 
     pub(crate) fn stream(&self, method: &str, path: &str) -> Result<Box<dyn Read + Send>> {
+        self.stream_with(method, path, &[])
+    }
+
+    /// A 2xx reply's body as it comes.
+    pub(crate) fn stream_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> Result<Box<dyn Read + Send>> {
         let resp = self.block_on(async {
-            let resp = self.send(method, path, None, &[]).await?;
+            let resp = self.send(method, path, None, headers).await?;
             if !resp.status().is_success() {
                 return Err(Self::failed(resp).await);
             }
             Ok(resp)
         })?;
+        Ok(self.reader(resp))
+    }
+
+    /// The blocking face of a reply's body.
+    fn reader(&self, resp: hyper::Response<Incoming>) -> Box<dyn Read + Send> {
         let data = http_body_util::BodyDataStream::new(resp.into_body())
             .map_err(|e| std::io::Error::other(e.to_string()));
         let reader =
             SyncIoBridge::new_with_handle(StreamReader::new(data), self.rt.handle().clone());
-        Ok(Box::new(Kept {
+        Box::new(Kept {
             inner: reader,
             _rt: self.rt.clone(),
-        }))
+        })
     }
 
     pub(crate) fn upload(&self, path: &str, file: &Path) -> Result<Vec<u8>> {
+        let mut body = Vec::new();
+        self.upload_with(path, file, &[])?
+            .take(crate::MAX_BODY as u64 + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| Error::protocol(format!("reading the reply: {e}")))?;
+        if body.len() > crate::MAX_BODY {
+            return Err(Error::protocol("the reply is too large"));
+        }
+        Ok(body)
+    }
+
+    /// Sends `file` as the body; a 2xx reply's body as it comes.
+    pub(crate) fn upload_with(
+        &self,
+        path: &str,
+        file: &Path,
+        headers: &[(&str, String)],
+    ) -> Result<Box<dyn Read + Send>> {
         let f = std::fs::File::open(file).map_err(|e| Error::Api {
             status: 404,
             title: "Not found".into(),
@@ -232,31 +265,22 @@ impl Transport {
             code: Some("not-found".into()),
         })?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        self.block_on(async {
+        let resp = self.block_on(async {
             let stream =
                 ReaderStream::new(tokio::fs::File::from_std(f)).map_ok(hyper::body::Frame::data);
             let body = http_body_util::StreamBody::new(stream).boxed();
-            let resp = self
-                .exchange(
-                    "POST",
-                    path,
-                    body,
-                    &[
-                        ("Content-Type", "application/octet-stream".into()),
-                        ("Content-Length", len.to_string()),
-                    ],
-                    false,
-                )
-                .await?;
-            let status = resp.status().as_u16();
-            let body = http_body_util::Limited::new(resp.into_body(), crate::MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| Error::protocol(format!("reading the reply: {e}")))?
-                .to_bytes()
-                .to_vec();
-            check(status, body)
-        })
+            let mut h = vec![
+                ("Content-Type", "application/octet-stream".to_string()),
+                ("Content-Length", len.to_string()),
+            ];
+            h.extend(headers.iter().cloned());
+            let resp = self.exchange("POST", path, body, &h, false).await?;
+            if !resp.status().is_success() {
+                return Err(Self::failed(resp).await);
+            }
+            Ok(resp)
+        })?;
+        Ok(self.reader(resp))
     }
 
     pub(crate) fn upgrade(&self, path: &str, protocol: &str) -> Result<Stream> {

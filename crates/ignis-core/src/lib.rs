@@ -18,12 +18,32 @@ pub mod vm;
 pub mod volume;
 
 pub use error::{Error, ErrorKind};
+pub use ignis_image::progress::Progress;
+
+std::thread_local! {
+    /// The progress of the operation this thread runs, when not the
+    /// instance's own ([`with_progress`]).
+    static PROGRESS: std::cell::RefCell<Option<Progress>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the pulls and imports it makes on this thread reporting
+/// their bars to `p` (the daemon's progress streams) instead of the
+/// instance's own progress.
+pub fn with_progress<T>(p: &Progress, f: impl FnOnce() -> T) -> T {
+    struct Reset(Option<Progress>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PROGRESS.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let _reset = Reset(PROGRESS.with(|c| c.borrow_mut().replace(p.clone())));
+    f()
+}
 pub use resolve::{resolve, ResolveError};
 
 use std::path::{Path, PathBuf};
 
 use ignis_image::ext4::{DiskBuilder, Mke2fs};
-use ignis_image::progress::Progress;
 use ignis_state::Store;
 
 /// Default state root.
@@ -55,6 +75,14 @@ pub struct Ignis {
 }
 
 impl Ignis {
+    /// The progress of this thread's operation ([`with_progress`]), else
+    /// the instance's own.
+    pub(crate) fn progress(&self) -> Progress {
+        PROGRESS
+            .with(|c| c.borrow().clone())
+            .unwrap_or_else(|| self.progress.clone())
+    }
+
     /// The shared side of the garbage collector's lock: held while writing
     /// blobs or disks that no committed record names yet.
     pub(crate) fn operation_guard(&self) -> Result<ignis_state::FileLock, Error> {

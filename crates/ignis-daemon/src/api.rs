@@ -99,8 +99,9 @@ impl From<Error> for Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+impl Problem {
+    /// Its problem+json document.
+    pub(crate) fn body(&self) -> serde_json::Value {
         let mut body = serde_json::json!({
             "type": "about:blank",
             "title": self.title,
@@ -113,10 +114,16 @@ impl IntoResponse for Problem {
         if let Some(c) = self.code {
             body["code"] = c.into();
         }
+        body
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
         (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
-            body.to_string(),
+            self.body().to_string(),
         )
             .into_response()
     }
@@ -307,7 +314,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 let shared = s.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     if let Ok(vms) = shared.ignis.vm_list(true) {
-                        shared.metrics.set_vms(&vms);
+                        shared
+                            .metrics
+                            .set_vms(&vms, &|v| shared.ignis.vmm_metrics(v));
                     }
                 })
                 .await;

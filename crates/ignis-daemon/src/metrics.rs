@@ -48,6 +48,48 @@ struct StartKind {
 
 type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
+/// Which of Firecracker's totals a series shows.
+type FcCounter = fn(&ignis_core::vm::VmmTotals) -> u64;
+
+/// Firecracker's own metrics exported per VM: name, help, value.
+const FC_SERIES: &[(&str, &str, FcCounter)] = &[
+    (
+        "firecracker_vcpu_exits",
+        "vCPU exits to Firecracker (port I/O and MMIO) in this run of the VMM",
+        |t| t.vcpu_exits,
+    ),
+    (
+        "firecracker_block_read_bytes",
+        "Bytes the guest read through Firecracker's block devices in this run",
+        |t| t.block_read_bytes,
+    ),
+    (
+        "firecracker_block_write_bytes",
+        "Bytes the guest wrote through Firecracker's block devices in this run",
+        |t| t.block_write_bytes,
+    ),
+    (
+        "firecracker_net_rx_bytes",
+        "Bytes the guest received through Firecracker's network devices in this run",
+        |t| t.net_rx_bytes,
+    ),
+    (
+        "firecracker_net_tx_bytes",
+        "Bytes the guest sent through Firecracker's network devices in this run",
+        |t| t.net_tx_bytes,
+    ),
+    (
+        "firecracker_seccomp_faults",
+        "Syscalls Firecracker's seccomp filters refused in this run",
+        |t| t.seccomp_faults,
+    ),
+    (
+        "firecracker_metric_flushes",
+        "Metric documents Firecracker wrote in this run (one per flush)",
+        |t| t.flushes,
+    ),
+];
+
 pub struct Metrics {
     registry: std::sync::Mutex<Registry>,
     vms: Family<StateLabel, Gauge>,
@@ -61,6 +103,8 @@ pub struct Metrics {
     vm_paused: Family<VmLabel, Gauge>,
     vm_restarts: Family<VmLabel, Gauge>,
     start_seconds: Family<StartKind, Histogram>,
+    /// Firecracker's own counters, per VM.
+    fc: Vec<(FcCounter, Family<VmLabel, Counter>)>,
     /// Starts already observed: (VM ID, start time).
     observed: std::sync::Mutex<std::collections::HashSet<(String, i64)>>,
 }
@@ -126,7 +170,16 @@ impl Metrics {
             "From the start command to the guest ready (boot) or the snapshot resumed (restore)",
             start_seconds.clone(),
         );
+        let fc = FC_SERIES
+            .iter()
+            .map(|(name, help, value)| {
+                let f = Family::<VmLabel, Counter>::default();
+                registry.register(*name, *help, f.clone());
+                (*value, f)
+            })
+            .collect();
         Self {
+            fc,
             registry: std::sync::Mutex::new(registry),
             vms,
             ops,
@@ -144,8 +197,16 @@ impl Metrics {
     }
 
     /// The per-VM series, from the records and what the host says of each
-    /// running VM now (called at each scrape: the series of removed VMs go).
-    pub fn set_vms(&self, vms: &[ignis_api::VmRecord]) {
+    /// running VM now (called at each scrape: the series of removed VMs go);
+    /// `vmm` gives a running VM's Firecracker counters.
+    pub fn set_vms(
+        &self,
+        vms: &[ignis_api::VmRecord],
+        vmm: &dyn Fn(&ignis_api::VmRecord) -> Option<ignis_core::vm::VmmTotals>,
+    ) {
+        for (_, f) in &self.fc {
+            f.clear();
+        }
         for f in [
             &self.vm_memory,
             &self.vm_rss,
@@ -196,6 +257,11 @@ impl Metrics {
             self.vm_paused
                 .get_or_create(&label)
                 .set(i64::from(v.status.paused));
+            if let Some(t) = vmm(v) {
+                for (value, f) in &self.fc {
+                    f.get_or_create(&label).inc_by(value(&t));
+                }
+            }
         }
     }
 

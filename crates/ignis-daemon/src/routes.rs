@@ -126,6 +126,9 @@ pub fn add(r: R) -> R {
         .route("/v1/vms/{name}/unpause", post(unpause))
         .route("/v1/vms/{name}/attach", get(attach))
         .route("/v1/vms/{name}/agent", get(agent))
+        .route("/v1/vms/{name}/ssh", get(ssh_access))
+        .route("/v1/vms/{name}/ssh/connect", get(ssh_connect))
+        .route("/v1/vms/{name}/boot-plan", get(boot_plan))
         .route("/v1/vms/{name}/exec", post(exec))
         .route(
             "/v1/snapshots/{name}",
@@ -156,11 +159,14 @@ pub fn add(r: R) -> R {
         )
         .route(
             "/v1/snapshots/pull",
-            post(|State(s): State<Arc<Shared>>, Q(q): Q<RefQuery>| async move {
-                ApiResult::Ok(Json(
-                    call(&s, "snapshot_pull", move |i| i.snapshot_pull(&q.reference)).await?,
-                ))
-            }),
+            post(
+                |State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap, Q(q): Q<RefQuery>| async move {
+                    with_progress(&s, "snapshot_pull", &headers, (), move |i| {
+                        i.snapshot_pull(&q.reference)
+                    })
+                    .await
+                },
+            ),
         )
         .route(
             "/v1/images/{name}",
@@ -177,9 +183,14 @@ pub fn add(r: R) -> R {
         )
         .route(
             "/v1/images/pull",
-            post(|State(s): State<Arc<Shared>>, Q(q): Q<RefQuery>| async move {
-                ApiResult::Ok(Json(call(&s, "image_pull", move |i| i.image_pull(&q.reference)).await?))
-            }),
+            post(
+                |State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap, Q(q): Q<RefQuery>| async move {
+                    with_progress(&s, "image_pull", &headers, (), move |i| {
+                        i.image_pull(&q.reference)
+                    })
+                    .await
+                },
+            ),
         )
         .route("/v1/images/import", post(image_import))
         .route(
@@ -351,6 +362,81 @@ pub(crate) async fn follow_logs(
         .into_response())
 }
 
+/// Whether the client asked for a progress stream (`Accept:
+/// application/x-ndjson`).
+fn wants_progress(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(ignis_api::NDJSON))
+}
+
+/// Runs a pull or import: its JSON result, or with `Accept:
+/// application/x-ndjson` a stream of its progress (a line per bar move,
+/// then `{"result": ...}` or `{"problem": ...}`). `keep` lives until the
+/// operation ends (an uploaded file).
+async fn with_progress<T, K>(
+    s: &Arc<Shared>,
+    op: &'static str,
+    headers: &axum::http::HeaderMap,
+    keep: K,
+    f: impl FnOnce(&dyn crate::service::Service) -> Result<T, ignis_core::Error> + Send + 'static,
+) -> Result<Response, Problem>
+where
+    T: serde::Serialize + Send + 'static,
+    K: Send + 'static,
+{
+    if !wants_progress(headers) {
+        let r = call(s, op, f).await;
+        drop(keep);
+        return Ok(Json(r?).into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<bytes::Bytes, std::io::Error>>();
+    let line = |v: &dyn erased::Line| -> bytes::Bytes {
+        let mut b = v.json();
+        b.push(b'\n');
+        b.into()
+    };
+    let shared = s.clone();
+    tokio::task::spawn_blocking(move || {
+        let events = tx.clone();
+        let progress = ignis_core::Progress::reporting(Box::new(move |e| {
+            let _ = events.send(Ok(line(e)));
+        }));
+        let t = std::time::Instant::now();
+        let r = ignis_core::with_progress(&progress, || f(shared.ignis.as_ref()));
+        progress.flush();
+        drop(keep);
+        shared
+            .metrics
+            .observe(op, t.elapsed().as_secs_f64(), r.is_ok());
+        let end = match r {
+            Ok(v) => ignis_api::ProgressEnd::Result(v),
+            Err(e) => ignis_api::ProgressEnd::Problem(Problem::from(e).body()),
+        };
+        let _ = tx.send(Ok(line(&end)));
+    });
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+    Ok((
+        [(header::CONTENT_TYPE, ignis_api::NDJSON)],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// One JSON line of a progress stream, whatever it carries.
+mod erased {
+    pub trait Line {
+        fn json(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Line for T {
+        fn json(&self) -> Vec<u8> {
+            serde_json::to_vec(self).unwrap_or_default()
+        }
+    }
+}
+
 /// A blocking writer feeding a response body.
 struct ChannelWriter(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>);
 
@@ -372,8 +458,24 @@ impl std::io::Write for ChannelWriter {
 async fn bridge(
     sock: PathBuf,
     protocol: &'static str,
-    mut req: axum::extract::Request,
+    req: axum::extract::Request,
 ) -> Result<Response, Problem> {
+    let on_upgrade = upgrade_of(protocol, req)?;
+    let unix = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable on this host",
+            format!("cannot reach {}: {e}", sock.display()),
+        )
+    })?;
+    Ok(splice(on_upgrade, unix, protocol))
+}
+
+/// The pending upgrade of a request that asks for `protocol`.
+fn upgrade_of(
+    protocol: &'static str,
+    mut req: axum::extract::Request,
+) -> Result<hyper::upgrade::OnUpgrade, Problem> {
     let wants = req
         .headers()
         .get(header::UPGRADE)
@@ -388,31 +490,82 @@ async fn bridge(
             ),
         ));
     }
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return Err(bad("this connection cannot be upgraded"));
-    };
-    let mut unix = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable on this host",
-            format!("cannot reach {}: {e}", sock.display()),
-        )
-    })?;
+    req.extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| bad("this connection cannot be upgraded"))
+}
+
+/// The 101 answer; once the client has it, its connection and `peer`
+/// are joined both ways until either side closes.
+fn splice<S>(on_upgrade: hyper::upgrade::OnUpgrade, mut peer: S, protocol: &'static str) -> Response
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(up) => {
                 let mut io = hyper_util::rt::TokioIo::new(up);
-                let _ = tokio::io::copy_bidirectional(&mut io, &mut unix).await;
+                let _ = tokio::io::copy_bidirectional(&mut io, &mut peer).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, protocol)
         .body(Body::empty())
-        .expect("static response"))
+        .expect("static response")
+}
+
+/// `GET /v1/vms/{vm}/ssh`: what `ignis ssh` needs from another machine:
+/// the VM's address, its host keys read through the agent (to pin), and
+/// its generated private key. Served to API clients only (the socket's
+/// permissions, the token, TLS): whoever may exec in the VM may log in.
+async fn ssh_access(
+    State(s): State<Arc<Shared>>,
+    Path(n): Path<String>,
+) -> ApiResult<ignis_api::SshAccess> {
+    Ok(Json(
+        call(&s, "vm_ssh", move |i| i.vm_ssh_access(&n)).await?,
+    ))
+}
+
+/// `GET /v1/vms/{vm}/ssh/connect` (upgrade `ignis-ssh`): a TCP connection
+/// from the daemon to the VM's sshd (on the daemon's bridge), for `ssh`'s
+/// `ProxyCommand` on a machine that cannot reach the VM.
+async fn ssh_connect(
+    State(s): State<Arc<Shared>>,
+    Path(n): Path<String>,
+    req: axum::extract::Request,
+) -> Result<Response, Problem> {
+    let addr = call(&s, "vm_ssh_connect", move |i| i.vm_ssh_address(&n)).await?;
+    let on_upgrade = upgrade_of("ignis-ssh", req)?;
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))
+    .and_then(|r| r)
+    .map_err(|e| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable on this host",
+            format!("cannot connect to the VM's sshd at {addr}: {e}"),
+        )
+    })?;
+    Ok(splice(on_upgrade, tcp, "ignis-ssh"))
+}
+
+/// `GET /v1/vms/{vm}/boot-plan`: how the VM would be booted by hand.
+async fn boot_plan(
+    State(s): State<Arc<Shared>>,
+    Path(n): Path<String>,
+) -> ApiResult<ignis_core::vm::BootPlan> {
+    Ok(Json(
+        call(&s, "vm_boot_plan", move |i| i.vm_boot_plan(&n)).await?,
+    ))
 }
 
 /// `GET /v1/vms/{vm}/attach` (upgrade `ignis-console`): the serial console.
@@ -519,49 +672,45 @@ async fn receive(body: Body, path: &FsPath) -> Result<u64, Problem> {
 /// the body.
 async fn image_import(
     State(s): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
     Q(q): Q<NameQuery>,
     body: Body,
-) -> ApiResult<Vec<ignis_api::ImageRecord>> {
+) -> Result<Response, Problem> {
     let up = upload_path(&s, "image-import")?;
     receive(body, &up.0).await?;
     let path = up.0.clone();
-    let r = call(&s, "image_import", move |i| {
+    with_progress(&s, "image_import", &headers, up, move |i| {
         i.image_import(&path, q.name.as_deref())
     })
-    .await;
-    drop(up);
-    Ok(Json(r?))
+    .await
 }
 
 /// `POST /v1/kernels/import`: `?source=apt:PKG` (or an OCI image) fetched
 /// by the daemon, or a kernel file (vmlinux, bzImage, .deb) as the body.
 async fn kernel_import(
     State(s): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
     Q(q): Q<KernelQuery>,
     body: Body,
-) -> ApiResult<ignis_api::KernelRecord> {
+) -> Result<Response, Problem> {
     if let Some(source) = q.source {
         if FsPath::new(&source).is_absolute() || source.starts_with('.') {
             return Err(bad(
                 "source: a path names a file on the daemon's host; upload the file as the body instead",
             ));
         }
-        return Ok(Json(
-            call(&s, "kernel_import", move |i| {
-                i.kernel_import(&source, q.name.as_deref(), q.default)
-            })
-            .await?,
-        ));
+        return with_progress(&s, "kernel_import", &headers, (), move |i| {
+            i.kernel_import(&source, q.name.as_deref(), q.default)
+        })
+        .await;
     }
     let up = upload_path(&s, "kernel-import")?;
     receive(body, &up.0).await?;
     let path = up.0.display().to_string();
-    let r = call(&s, "kernel_import", move |i| {
+    with_progress(&s, "kernel_import", &headers, up, move |i| {
         i.kernel_import(&path, q.name.as_deref(), q.default)
     })
-    .await;
-    drop(up);
-    Ok(Json(r?))
+    .await
 }
 
 /// `POST /v1/snapshots/import`: a file written by `snapshot export` as the

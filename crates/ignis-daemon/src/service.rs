@@ -85,6 +85,18 @@ pub trait Service: Send + Sync + 'static {
     fn vm_exec(&self, _query: &str, _req: ExecRequest) -> Result<ExecOutput, Error> {
         unsupported("exec")
     }
+    /// What `ignis ssh` needs from afar: address, pinned host keys, key.
+    fn vm_ssh_access(&self, _query: &str) -> Result<ignis_api::SshAccess, Error> {
+        unsupported("ssh")
+    }
+    /// Where a running VM's sshd listens, from this host.
+    fn vm_ssh_address(&self, _query: &str) -> Result<std::net::SocketAddr, Error> {
+        unsupported("ssh")
+    }
+    /// How the VM would be booted by hand (`ignis __boot-plan`).
+    fn vm_boot_plan(&self, _query: &str) -> Result<ignis_core::vm::BootPlan, Error> {
+        unsupported("boot-plan")
+    }
     fn snapshot_inspect(&self, _query: &str) -> Result<SnapshotRecord, Error> {
         unsupported("snapshot inspect")
     }
@@ -176,6 +188,10 @@ pub trait Service: Send + Sync + 'static {
     fn upload_dir(&self) -> PathBuf {
         std::env::temp_dir()
     }
+    /// The VMM's own counters of a running VM (Firecracker), if any.
+    fn vmm_metrics(&self, _vm: &VmRecord) -> Option<ignis_core::vm::VmmTotals> {
+        None
+    }
 }
 
 impl Service for ignis_core::Ignis {
@@ -264,6 +280,15 @@ impl Service for ignis_core::Ignis {
     fn vm_exec(&self, query: &str, req: ExecRequest) -> Result<ExecOutput, Error> {
         ignis_core::Ignis::vm_exec_output(self, query, req, 16 << 20)
     }
+    fn vm_ssh_access(&self, query: &str) -> Result<ignis_api::SshAccess, Error> {
+        ignis_core::Ignis::vm_ssh_access(self, query)
+    }
+    fn vm_ssh_address(&self, query: &str) -> Result<std::net::SocketAddr, Error> {
+        Ok(ignis_core::Ignis::vm_ssh_address(self, query)?.1)
+    }
+    fn vm_boot_plan(&self, query: &str) -> Result<ignis_core::vm::BootPlan, Error> {
+        ignis_core::Ignis::vm_boot_plan(self, query)
+    }
     fn snapshot_inspect(&self, query: &str) -> Result<SnapshotRecord, Error> {
         ignis_core::Ignis::snapshot_inspect(self, query)
     }
@@ -351,5 +376,8 @@ impl Service for ignis_core::Ignis {
     }
     fn upload_dir(&self) -> PathBuf {
         self.root().join("tmp")
+    }
+    fn vmm_metrics(&self, vm: &VmRecord) -> Option<ignis_core::vm::VmmTotals> {
+        ignis_core::Ignis::vm_vmm_metrics(self, vm)
     }
 }

@@ -108,7 +108,7 @@ pub struct Confined {
 
 /// How a VM would be started by hand (the "raw VMM" baseline of the
 /// benchmarks, and `ignis __boot-plan`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BootPlan {
     pub backend: BackendKind,

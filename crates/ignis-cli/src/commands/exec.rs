@@ -96,6 +96,9 @@ pub fn ssh_args(plan: &ignis_core::vm::SshPlan, user: &str, command: &[String]) 
             "IdentitiesOnly=yes".into(),
         ]);
     }
+    if let Some(p) = &plan.proxy_command {
+        a.extend(["-o".to_string(), format!("ProxyCommand={p}")]);
+    }
     for o in [
         format!("UserKnownHostsFile={}", plan.known_hosts.display()),
         "GlobalKnownHostsFile=/dev/null".into(),
@@ -113,18 +116,43 @@ pub fn ssh_args(plan: &ignis_core::vm::SshPlan, user: &str, command: &[String]) 
 }
 
 /// Replaces this process with the system `ssh` (so the terminal, signals
-/// and exit code are ssh's own).
+/// and exit code are ssh's own). Over `--host` the session's key files are
+/// temporary: ssh runs as a child (this process catching the terminal's
+/// SIGINT/SIGQUIT meanwhile, as `system(3)` ignores them), its exit code is ours,
+/// and the files are removed once it ends.
 pub fn ssh(ignis: &dyn Engine, user: &str, vm: &str, command: &[String]) -> anyhow::Result<i32> {
-    use std::os::unix::process::CommandExt;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
     let plan = ignis.vm_ssh(vm)?;
-    let err = std::process::Command::new("ssh")
-        .args(ssh_args(&plan, user, command))
-        .exec();
-    Err(ignis_core::Error::new(
-        ignis_core::ErrorKind::Unavailable,
-        format!("cannot run ssh: {err} (apt-get install openssh-client)"),
-    )
-    .into())
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.args(ssh_args(&plan, user, command));
+    let missing = |err: std::io::Error| -> anyhow::Error {
+        ignis_core::Error::new(
+            ignis_core::ErrorKind::Unavailable,
+            format!("cannot run ssh: {err} (apt-get install openssh-client)"),
+        )
+        .into()
+    };
+    let Some(dir) = plan.temporary.clone() else {
+        return Err(missing(cmd.exec()));
+    };
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = Remove(dir);
+    // Caught (not ignored: an exec'd child gets default dispositions back)
+    // so the terminal's Ctrl-C ends ssh, not us before the cleanup.
+    let caught = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGQUIT] {
+        let _ = signal_hook::flag::register(sig, caught.clone());
+    }
+    let status = cmd.status();
+    let status = status.map_err(missing)?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 /// `NAME:PATH` → (NAME, PATH). Like Docker, a local path containing a colon

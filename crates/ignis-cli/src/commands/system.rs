@@ -47,6 +47,52 @@ pub fn run(ignis: &dyn Engine, cmd: SystemCmd) -> anyhow::Result<()> {
             }
         }
         SystemCmd::Man { .. } => unreachable!("handled before opening the state"),
+        SystemCmd::SshProxy { vm } => ssh_proxy(ignis, &vm)?,
+    }
+    Ok(())
+}
+
+/// Joins stdin and stdout to the VM's sshd, unbuffered both ways (ssh
+/// speaks binary packets: Rust's line-buffered stdout would sit on them).
+/// Ends when sshd closes the connection, or when ssh closes our stdin (it
+/// ended).
+fn ssh_proxy(ignis: &dyn Engine, vm: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    let s = ignis.vm_ssh_connect(vm)?;
+    let mut writer = s.writer;
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if writer
+                        .write_all(&buf[..n])
+                        .and_then(|()| writer.flush())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        // ssh is done with us.
+        std::process::exit(0);
+    });
+    let mut stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    let mut reader = s.reader;
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if stdout.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
     }
     Ok(())
 }

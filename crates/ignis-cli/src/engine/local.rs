@@ -78,6 +78,22 @@ impl Engine for Local {
     fn vm_ssh(&self, vm: &str) -> Result<ignis_core::vm::SshPlan> {
         self.0.vm_ssh(vm)
     }
+    fn vm_ssh_connect(&self, vm: &str) -> Result<Stream> {
+        let (_, addr) = self.0.vm_ssh_address(vm)?;
+        let io = |e: std::io::Error| {
+            Error::with_source(
+                ErrorKind::Unavailable,
+                format!("cannot connect to the sshd of {vm} at {addr}"),
+                e,
+            )
+        };
+        let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(io)?;
+        let w = s.try_clone().map_err(io)?;
+        Ok(Stream {
+            reader: Box::new(s),
+            writer: Box::new(TcpShutdownOnDrop(w)),
+        })
+    }
     fn vm_boot_plan(&self, vm: &str) -> Result<ignis_core::vm::BootPlan> {
         self.0.vm_boot_plan(vm)
     }
@@ -241,5 +257,24 @@ impl Write for ShutdownOnDrop {
 impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
         let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The writing half of a TCP stream: dropping it tells the peer no more
+/// comes (a half close), as the remote stream does.
+struct TcpShutdownOnDrop(std::net::TcpStream);
+
+impl Write for TcpShutdownOnDrop {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Drop for TcpShutdownOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
     }
 }

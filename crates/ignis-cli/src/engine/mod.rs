@@ -59,6 +59,10 @@ pub trait Engine {
     /// A session with a running VM's guest agent.
     fn vm_agent(&self, vm: &str) -> Result<(VmRecord, AgentClient)>;
     fn vm_ssh(&self, vm: &str) -> Result<ignis_core::vm::SshPlan>;
+    /// A TCP connection to the VM's sshd (`ignis ssh`'s `ProxyCommand`
+    /// over `--host`: the daemon connects, this machine need not reach
+    /// the VM's address).
+    fn vm_ssh_connect(&self, vm: &str) -> Result<Stream>;
     fn vm_boot_plan(&self, vm: &str) -> Result<ignis_core::vm::BootPlan>;
     fn vm_manifest(&self, vm: &str) -> Result<VmManifest>;
     fn apply(&self, manifests: &[Manifest]) -> Result<Vec<Applied>>;

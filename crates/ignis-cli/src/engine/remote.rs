@@ -21,13 +21,29 @@ use ignis_core::{Error, ErrorKind};
 
 use super::{Engine, EventSink, Result, Stream};
 
-pub struct Remote(pub Client);
+/// The client, and whether pulls and imports draw the daemon's progress
+/// (stderr a terminal, no `--no-progress`).
+pub struct Remote(pub Client, pub bool);
 
 impl Remote {
-    pub fn new(host: &str) -> Result<Self> {
+    pub fn new(host: &str, progress: bool) -> Result<Self> {
         Client::new(host, std::env::var("IGNIS_TOKEN").ok())
-            .map(Self)
+            .map(|c| Self(c, progress))
             .map_err(convert)
+    }
+
+    /// Runs a pull or import with its progress drawn here as the daemon
+    /// reports it (the same bars as in-process), or without a stream.
+    fn with_progress<T>(
+        &self,
+        plain: impl FnOnce() -> ignis_client::Result<T>,
+        streamed: impl FnOnce(&mut ignis_client::OnProgress<'_>) -> ignis_client::Result<T>,
+    ) -> Result<T> {
+        if !self.1 {
+            return plain().c();
+        }
+        let mut shown = ignis_core::Progress::show(true);
+        streamed(&mut |e| shown.event(e)).c()
     }
 }
 
@@ -75,13 +91,12 @@ impl<T> Converted<T> for ignis_client::Result<T> {
     }
 }
 
-fn refused(what: &str) -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        format!(
-            "{what} works on this host's state only: run it on the daemon's host (without --host)"
-        ),
-    )
+/// `ssh -o ProxyCommand=...`: `ignis --host HOST system ssh-proxy ID`,
+/// each word quoted for the shell ssh runs it with (`exec` prepended by
+/// ssh), `%` doubled (ssh's own escapes).
+fn proxy_command(exe: &str, host: &str, id: &str) -> String {
+    let q = |w: &str| format!("'{}'", w.replace('\'', r"'\''"));
+    format!("{} --host {} system ssh-proxy {}", q(exe), q(host), q(id)).replace('%', "%%")
 }
 
 /// A multi-document YAML body of manifests.
@@ -187,11 +202,43 @@ impl Engine for Remote {
         let client = self.0.vm_agent(&rec.id).c()?;
         Ok((rec, client))
     }
-    fn vm_ssh(&self, _vm: &str) -> Result<ignis_core::vm::SshPlan> {
-        Err(refused("ssh"))
+    fn vm_ssh(&self, vm: &str) -> Result<ignis_core::vm::SshPlan> {
+        let access = self.0.vm_ssh_access(vm).c()?;
+        // The keys of this session only, in a private directory removed
+        // once ssh ends.
+        let dir = tempfile::Builder::new()
+            .prefix("ignis-ssh-")
+            .tempdir()
+            .map_err(|e| Error::internal("create a temporary directory", e))?
+            .keep();
+        let mut plan = match ignis_core::vm::SshPlan::write(&access, &dir) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        plan.temporary = Some(dir);
+        // ssh reaches the VM through this program, which reaches it
+        // through the daemon (the token and CA travel in the environment).
+        let exe =
+            std::env::current_exe().map_err(|e| Error::internal("find this program's path", e))?;
+        plan.proxy_command = Some(proxy_command(
+            &exe.display().to_string(),
+            self.0.host(),
+            &access.id,
+        ));
+        Ok(plan)
     }
-    fn vm_boot_plan(&self, _vm: &str) -> Result<ignis_core::vm::BootPlan> {
-        Err(refused("boot-plan"))
+    fn vm_ssh_connect(&self, vm: &str) -> Result<Stream> {
+        let s = self.0.vm_ssh_connect(vm).c()?;
+        Ok(Stream {
+            reader: s.reader,
+            writer: s.writer,
+        })
+    }
+    fn vm_boot_plan(&self, vm: &str) -> Result<ignis_core::vm::BootPlan> {
+        self.0.get(&format!("/v1/vms/{}/boot-plan", enc(vm))).c()
     }
     fn vm_manifest(&self, vm: &str) -> Result<VmManifest> {
         self.0.vm_manifest(vm).c()
@@ -270,7 +317,10 @@ impl Engine for Remote {
         self.0.snapshot_push(s, reference).c()
     }
     fn snapshot_pull(&self, reference: &str) -> Result<SnapshotRecord> {
-        self.0.snapshot_pull(reference).c()
+        self.with_progress(
+            || self.0.snapshot_pull(reference),
+            |on| self.0.snapshot_pull_progress(reference, on),
+        )
     }
     fn fork(&self, source: &str, opts: &ForkOptions) -> Result<(SnapshotRecord, Vec<VmRecord>)> {
         let f = self
@@ -286,7 +336,10 @@ impl Engine for Remote {
         Ok((f.snapshot, f.clones))
     }
     fn image_pull(&self, reference: &str) -> Result<ImageRecord> {
-        self.0.image_pull(reference).c()
+        self.with_progress(
+            || self.0.image_pull(reference),
+            |on| self.0.image_pull_progress(reference, on),
+        )
     }
     fn image_import(&self, path: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>> {
         if path.is_dir() {
@@ -305,7 +358,10 @@ impl Engine for Remote {
                     )
                 })?;
             drop(b);
-            return self.0.image_import(tmp.path(), name).c();
+            return self.with_progress(
+                || self.0.image_import(tmp.path(), name),
+                |on| self.0.image_import_progress(tmp.path(), name, on),
+            );
         }
         if !path.exists() {
             return Err(Error::new(
@@ -316,7 +372,10 @@ impl Engine for Remote {
                 ),
             ));
         }
-        self.0.image_import(path, name).c()
+        self.with_progress(
+            || self.0.image_import(path, name),
+            |on| self.0.image_import_progress(path, name, on),
+        )
     }
     fn image_list(&self) -> Result<Vec<ImageRecord>> {
         self.0.image_list().c()
@@ -335,9 +394,16 @@ impl Engine for Remote {
         name: Option<&str>,
         default: bool,
     ) -> Result<KernelRecord> {
+        use ignis_client::KernelSourceArg;
         let p = Path::new(source);
         if p.exists() {
-            return self.0.kernel_upload(p, name, default).c();
+            return self.with_progress(
+                || self.0.kernel_upload(p, name, default),
+                |on| {
+                    self.0
+                        .kernel_import_progress(KernelSourceArg::File(p), name, default, on)
+                },
+            );
         }
         if source.starts_with('/') || source.starts_with('.') {
             return Err(Error::new(
@@ -345,7 +411,13 @@ impl Engine for Remote {
                 format!("kernel file {source} does not exist"),
             ));
         }
-        self.0.kernel_import(source, name, default).c()
+        self.with_progress(
+            || self.0.kernel_import(source, name, default),
+            |on| {
+                self.0
+                    .kernel_import_progress(KernelSourceArg::Fetched(source), name, default, on)
+            },
+        )
     }
     fn kernel_list(&self) -> Result<Vec<KernelRecord>> {
         self.0.kernel_list().c()
@@ -404,5 +476,16 @@ impl Engine for Remote {
             sink(&e.c()?).map_err(|e| Error::internal("write an event", e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_proxy_command_is_quoted_for_the_shell_and_ssh() {
+        assert_eq!(
+            super::proxy_command("/opt/my ignis/ignis", "unix:///run/a'b%.sock", "0123"),
+            r"'/opt/my ignis/ignis' --host 'unix:///run/a'\''b%%.sock' system ssh-proxy '0123'"
+        );
     }
 }

@@ -21,11 +21,17 @@ impl Daemon {
     /// once its socket exists, or once it has ended (a fault point may end
     /// it first). Its stderr goes to `daemon.log` in the test's directory.
     pub fn start_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Self {
+        let mut c = env.cmd();
+        c.envs(vars.iter().copied());
+        Self::start_from(env, c, args)
+    }
+
+    /// As [`Daemon::start_with`], from `base`: `ignis` (or a wrapper such
+    /// as `ip netns exec NS ignis`) with its environment.
+    pub fn start_from(env: &Env, mut base: Command, args: &[&str]) -> Self {
         let socket = env.dir.path().join(format!("d{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
-        let mut child = env
-            .cmd()
-            .envs(vars.iter().copied())
+        let mut child = base
             .arg("daemon")
             .arg("--socket")
             .arg(&socket)

@@ -60,7 +60,7 @@ impl Ignis {
             &tree,
             &tmp_disk,
             self.disks.as_ref(),
-            &self.progress,
+            &self.progress(),
         )
         .map_err(build_error)?;
         let has_init = exists_in_tree(&tree, "sbin/init");

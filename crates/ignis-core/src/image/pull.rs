@@ -21,7 +21,7 @@ impl Ignis {
             .enable_all()
             .build()
             .map_err(|e| Error::internal("start the async runtime", e))?;
-        rt.block_on(pull(&self.store, &registry, reference, &self.progress))
+        rt.block_on(pull(&self.store, &registry, reference, &self.progress()))
             .map_err(pull_error)
     }
 }

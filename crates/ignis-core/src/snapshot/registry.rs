@@ -78,7 +78,7 @@ impl Ignis {
                 &self.store,
                 &registry,
                 reference,
-                &self.progress,
+                &self.progress(),
             ))
             .map_err(crate::image::pull_error)?;
         let invalid = |m: String| Error::new(ErrorKind::Invalid, m);

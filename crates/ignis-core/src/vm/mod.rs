@@ -35,6 +35,7 @@ pub use console::CONSOLE_CAP;
 pub(crate) use create::mkfs_ext4;
 pub use events::VmWatcher;
 pub use ignis_api::NetworkMode;
+pub use ignis_vmm::firecracker::metrics::Totals as VmmTotals;
 pub use ignis_vmm::firecracker::ENV_JAILER;
 pub use ignis_vmm::BootPlan;
 pub use info::Info;

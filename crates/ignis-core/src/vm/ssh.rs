@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ignis_agent_proto::{CopyRequest, Request};
-use ignis_api::{SshSpec, VmState};
+use ignis_api::{SshAccess, SshSpec, VmState};
 
 use crate::{Error, ErrorKind, Ignis};
 
@@ -117,24 +117,70 @@ pub(crate) fn write_keys(dir: &Path, spec: &SshSpec, private: Option<&str>) -> R
 }
 
 /// How to reach a VM with the system `ssh`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SshPlan {
     pub ip: String,
     /// The generated private key (`None`: the user's own keys).
     pub identity: Option<PathBuf>,
     /// Pinned host keys of this VM.
     pub known_hosts: PathBuf,
+    /// A `ProxyCommand` that carries the connection (`--host`: through
+    /// the daemon, which reaches the VM's address); `None`: direct.
+    pub proxy_command: Option<String>,
+    /// A directory holding the key files of this session only, removed
+    /// once `ssh` ends (the remote path writes them there).
+    pub temporary: Option<PathBuf>,
 }
 
+impl SshPlan {
+    /// Writes `access`'s pinned host keys (and its private key, if any)
+    /// into `dir` (0600) and plans a login with them.
+    pub fn write(access: &SshAccess, dir: &Path) -> Result<Self, Error> {
+        let known_hosts = dir.join(KNOWN_HOSTS);
+        write_private(
+            &known_hosts,
+            &known_hosts_text(&access.ip, &access.host_keys),
+            0o600,
+        )?;
+        let identity = match &access.private_key {
+            Some(k) => {
+                let p = dir.join(PRIVATE_KEY);
+                write_private(&p, k, 0o600)?;
+                Some(p)
+            }
+            None => None,
+        };
+        Ok(Self {
+            ip: access.ip.clone(),
+            identity,
+            known_hosts,
+            proxy_command: None,
+            temporary: None,
+        })
+    }
+}
+
+/// A known-hosts file: each host key for `ip`.
+fn known_hosts_text(ip: &str, keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| {
+            let mut p = k.split_whitespace();
+            format!(
+                "{ip} {} {}\n",
+                p.next().unwrap_or(""),
+                p.next().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// The port of the guest's sshd.
+pub const SSH_PORT: u16 = 22;
+
 impl Ignis {
-    /// Everything `ignis ssh` needs: the VM's address, its key, and a
-    /// known-hosts file with the host keys the VM's sshd presents, read
-    /// from `/etc/ssh/ssh_host_*_key.pub` through the agent (a trusted
-    /// channel), so a man in the middle cannot answer instead.
-    pub fn vm_ssh(&self, query: &str) -> Result<SshPlan, Error> {
-        let (rec, client) = self.vm_agent(query)?;
-        debug_assert_eq!(rec.state(), VmState::Running);
-        let ip = rec.spec.network.ip.clone().ok_or_else(|| {
+    /// A running VM's ID and address (`ssh` needs a network).
+    fn ssh_target(&self, rec: &ignis_api::VmRecord) -> Result<String, Error> {
+        rec.spec.network.ip.clone().ok_or_else(|| {
             Error::new(
                 ErrorKind::Invalid,
                 format!(
@@ -142,7 +188,32 @@ impl Ignis {
                     rec.name
                 ),
             )
+        })
+    }
+
+    /// Where a running VM's sshd listens, from this host: its ID and
+    /// address (the daemon's `ssh/connect` stream connects there).
+    pub fn vm_ssh_address(&self, query: &str) -> Result<(String, std::net::SocketAddr), Error> {
+        let (rec, _) = self.vm_agent_socket(query)?;
+        let ip = self.ssh_target(&rec)?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|e| {
+            Error::with_source(
+                ErrorKind::Internal,
+                format!("VM {} has a bad address {ip}", rec.name),
+                e,
+            )
         })?;
+        Ok((rec.id, std::net::SocketAddr::new(ip, SSH_PORT)))
+    }
+
+    /// Everything `ignis ssh` needs: the VM's address, its key, and the
+    /// host keys the VM's sshd presents, read from
+    /// `/etc/ssh/ssh_host_*_key.pub` through the agent (a trusted
+    /// channel), so a man in the middle cannot answer instead.
+    pub fn vm_ssh_access(&self, query: &str) -> Result<SshAccess, Error> {
+        let (rec, client) = self.vm_agent(query)?;
+        debug_assert_eq!(rec.state(), VmState::Running);
+        let ip = self.ssh_target(&rec)?;
         let s = client
             .open(&Request::CopyOut(CopyRequest {
                 path: "/etc/ssh".into(),
@@ -182,31 +253,33 @@ impl Ignis {
                 ),
             ));
         }
-        let dir = self.vm_dir(&rec.id);
-        let known: String = keys
-            .iter()
-            .map(|k| {
-                let mut p = k.split_whitespace();
-                format!(
-                    "{ip} {} {}\n",
-                    p.next().unwrap_or(""),
-                    p.next().unwrap_or("")
-                )
-            })
-            .collect();
-        let known_hosts = dir.join(KNOWN_HOSTS);
-        write_private(&known_hosts, &known, 0o600)?;
-        let identity = rec
-            .spec
-            .ssh
-            .as_ref()
-            .filter(|s| s.generated)
-            .map(|_| dir.join(PRIVATE_KEY));
-        Ok(SshPlan {
+        let private_key = match rec.spec.ssh.as_ref().filter(|s| s.generated) {
+            Some(_) => Some(
+                std::fs::read_to_string(self.vm_dir(&rec.id).join(PRIVATE_KEY))
+                    .map_err(|e| Error::internal("read the VM's SSH key", e))?,
+            ),
+            None => None,
+        };
+        Ok(SshAccess {
+            id: rec.id,
             ip,
-            identity,
-            known_hosts,
+            port: SSH_PORT,
+            host_keys: keys,
+            private_key,
         })
+    }
+
+    /// [`Ignis::vm_ssh_access`] as files in the VM's directory (the
+    /// generated key is already there).
+    pub fn vm_ssh(&self, query: &str) -> Result<SshPlan, Error> {
+        let mut access = self.vm_ssh_access(query)?;
+        let dir = self.vm_dir(&access.id);
+        let generated = access.private_key.take().is_some();
+        let mut plan = SshPlan::write(&access, &dir)?;
+        if generated {
+            plan.identity = Some(dir.join(PRIVATE_KEY));
+        }
+        Ok(plan)
     }
 }
 

@@ -20,6 +20,20 @@ impl Ignis {
     }
 }
 
+impl Ignis {
+    /// Firecracker's own counters for the current run of a running VM
+    /// (added up by its supervisor from the VMM's metric flushes); `None`
+    /// for other VMMs, or before the first flush.
+    pub fn vm_vmm_metrics(&self, rec: &VmRecord) -> Option<super::VmmTotals> {
+        if rec.state() != VmState::Running
+            || rec.spec.backend != ignis_api::BackendKind::Firecracker
+        {
+            return None;
+        }
+        ignis_vmm::firecracker::metrics::read_totals(&self.vm_dir(&rec.id))
+    }
+}
+
 fn num(text: &str) -> u64 {
     text.trim().parse().unwrap_or(0)
 }

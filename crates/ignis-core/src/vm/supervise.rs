@@ -351,6 +351,15 @@ impl Ignis {
         // `-p [::1]:...`: relayed here while the VM runs (no DNAT for it).
         let _loopback6 = self.loopback6_proxies(rec);
         phase.end();
+        // Firecracker's own metrics, read from their FIFO while it runs.
+        let _vmm_metrics = (rec.spec.backend == ignis_api::BackendKind::Firecracker)
+            .then(|| ignis_vmm::firecracker::metrics::Collector::start(&dir))
+            .and_then(|r| {
+                r.map_err(|e| {
+                    tracing::warn!(vm = id, error = %e, "cannot collect Firecracker's metrics");
+                })
+                .ok()
+            });
         let restored = spec.restore.is_some();
         let started = Instant::now();
         let launch_ns = crate::timing::now_ns();

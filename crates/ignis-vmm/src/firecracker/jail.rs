@@ -153,6 +153,14 @@ pub fn command(
     place(&log, &root.join(super::LOG_FILE))?;
     std::os::unix::fs::chown(&log, Some(uid), Some(gid))
         .map_err(VmmError::file("hand to the jail's user", &log))?;
+    // Its metrics FIFO (read by the supervisor), when there is one.
+    let fifo = spec.dir.join(super::metrics::METRICS_FIFO);
+    let metrics = fifo.exists();
+    if metrics {
+        place(&fifo, &root.join(super::metrics::METRICS_FIFO))?;
+        std::os::unix::fs::chown(&fifo, Some(uid), Some(gid))
+            .map_err(VmmError::file("hand to the jail's user", &fifo))?;
+    }
     // An unprivileged Firecracker cannot create its TAP: it opens one made
     // for its user (the supervisor enslaves it to the bridge as usual and
     // deletes it when the VM stops).
@@ -200,6 +208,10 @@ pub fn command(
         .arg(format!("/{}", super::LOG_FILE))
         .arg("--level")
         .arg(super::LOG_LEVEL);
+    if metrics {
+        cmd.arg("--metrics-path")
+            .arg(format!("/{}", super::metrics::METRICS_FIFO));
+    }
     Ok((cmd, jailed))
 }
 

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod jail;
+pub mod metrics;
 
 pub use api::ApiClient;
 
@@ -177,7 +178,13 @@ impl Driver for FirecrackerDriver {
     }
 
     fn runtime_files(&self) -> &'static [&'static str] {
-        &[API_SOCKET, VSOCK_SOCKET, CONFIG_FILE]
+        &[
+            API_SOCKET,
+            VSOCK_SOCKET,
+            CONFIG_FILE,
+            metrics::METRICS_FIFO,
+            metrics::TOTALS_FILE,
+        ]
     }
 
     fn leftovers(&self, dir: &Path) -> Vec<crate::Leftover> {
@@ -292,6 +299,10 @@ fn launch(binary: &Path, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<
                 .arg(&log)
                 .arg("--level")
                 .arg(LOG_LEVEL);
+            if spec.dir.join(metrics::METRICS_FIFO).exists() {
+                // The supervisor reads it (`metrics::Collector`).
+                cmd.arg("--metrics-path").arg(metrics::METRICS_FIFO);
+            }
             if let Some(ns) = &spec.netns {
                 crate::in_netns(&mut cmd, ns)?;
             }
