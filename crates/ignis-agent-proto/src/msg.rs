@@ -78,6 +78,13 @@ pub struct NetConfig {
     pub gateway: Option<String>,
     #[serde(default)]
     pub mac: Option<String>,
+    /// `addr/prefix` for eth0's IPv6 address, replacing the global ones it
+    /// has (a fork's source's); absent when the VM has no IPv6 (so older
+    /// agents, which know no such field, are still understood).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// Entropy (hex) mixed into the kernel RNG, which is then reseeded.
     #[serde(default)]
     pub entropy: Option<String>,

@@ -149,7 +149,19 @@ pub fn configure(n: &NetConfig) -> Result<(), ConfigureError> {
             gateway: gw,
             // A fork's first NIC is eth0 (its MAC was just changed).
             mac: None,
+            ip6: None,
+            prefix6: 0,
+            gateway6: None,
         })?;
+    }
+    if let Some(ip6) = &n.ip6 {
+        let (addr, prefix) = ip6
+            .split_once('/')
+            .ok_or_else(|| ConfigureError::Ip(ip6.clone()))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| ConfigureError::Prefix(ip6.clone()))?;
+        crate::net::replace_ipv6("eth0", addr, prefix, n.gateway6.as_deref())?;
     }
     if let Some(e) = &n.entropy {
         add_entropy(&hex(e)?)?;

@@ -2,7 +2,7 @@
 //! NIC up (found by MAC), its address, the default route on the first.
 //! Plain ioctls: the init has no netlink library and needs three calls.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ignis_guest_config::{GuestNet, GuestNic};
 
@@ -28,6 +28,14 @@ pub enum NetError {
     },
     #[error("add the default route")]
     Route(#[source] std::io::Error),
+    #[error("the guest kernel has no IPv6, but the VM has an IPv6 address ({0})")]
+    NoIpv6(String),
+    #[error("{what}")]
+    Ipv6 {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn ifreq(name: &str) -> libc::ifreq {
@@ -98,7 +106,11 @@ pub fn configure(net: &GuestNet) -> Result<(), NetError> {
             "eth0".to_string()
         }
     };
-    configure_link(&name, Some((ip, net.prefix)), Some(gw))
+    configure_link(&name, Some((ip, net.prefix)), Some(gw))?;
+    match &net.ip6 {
+        Some(ip6) => configure_ipv6(&name, ip6, net.prefix6, net.gateway6.as_deref()),
+        None => Ok(()),
+    }
 }
 
 /// A NIC after the first: found by its MAC, its address (with the subnet
@@ -113,7 +125,196 @@ pub fn configure_nic(nic: &GuestNic) -> Result<(), NetError> {
         None => None,
     };
     let name = find_by_mac(&nic.mac)?;
-    configure_link(&name, addr, None)
+    configure_link(&name, addr, None)?;
+    match &nic.ip6 {
+        Some(ip6) => configure_ipv6(&name, ip6, nic.prefix6, nic.gateway6.as_deref()),
+        None => Ok(()),
+    }
+}
+
+/// A fork's IPv6 identity: the global addresses `name` has (its source's)
+/// removed, `ip/prefix` and the default route set.
+pub fn replace_ipv6(
+    name: &str,
+    ip: &str,
+    prefix: u8,
+    gateway: Option<&str>,
+) -> Result<(), NetError> {
+    let new: Ipv6Addr = ip.parse().map_err(|_| NetError::Ip(ip.to_string()))?;
+    // /proc/net/if_inet6: ADDR(32 hex) IFINDEX PREFIXLEN SCOPE FLAGS NAME.
+    let table = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+    for line in table.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [hex, _, plen, scope, _, dev] = f.as_slice() else {
+            continue;
+        };
+        let (Ok(old), Ok(plen)) = (u128::from_str_radix(hex, 16), u8::from_str_radix(plen, 16))
+        else {
+            continue;
+        };
+        let old = Ipv6Addr::from(old);
+        if *dev == name && *scope == "00" && old != new {
+            ipv6_ioctl(name, old, plen, libc::SIOCDIFADDR, "remove")?;
+        }
+    }
+    configure_ipv6(name, ip, prefix, gateway)
+}
+
+/// SIOCSIFADDR / SIOCDIFADDR of one IPv6 address of `name`.
+fn ipv6_ioctl(
+    name: &str,
+    addr: Ipv6Addr,
+    prefix: u8,
+    req: libc::c_ulong,
+    what: &str,
+) -> Result<(), NetError> {
+    let fail = |what: String| {
+        let source = std::io::Error::last_os_error();
+        NetError::Ipv6 { what, source }
+    };
+    let cname = std::ffi::CString::new(name).map_err(|_| NetError::NoInterface(name.into()))?;
+    // SAFETY: a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        return Err(fail(format!("find {name}'s index")));
+    }
+    // SAFETY: a plain socket for IPv6 ioctls, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(NetError::Socket(std::io::Error::last_os_error()));
+    }
+    let mut r = libc::in6_ifreq {
+        ifr6_addr: in6(addr),
+        ifr6_prefixlen: u32::from(prefix),
+        ifr6_ifindex: libc::c_int::try_from(index).unwrap_or(0),
+    };
+    // SAFETY: `r` is a live in6_ifreq, what the request takes on an
+    // AF_INET6 socket.
+    let rc = unsafe {
+        libc::ioctl(
+            fd,
+            req,
+            (&mut r as *mut libc::in6_ifreq).cast::<libc::c_void>(),
+        )
+    };
+    let result = if rc < 0 {
+        Err(fail(format!(
+            "{what} {name}'s IPv6 address {addr}/{prefix}"
+        )))
+    } else {
+        Ok(())
+    };
+    // SAFETY: closing the socket opened above.
+    unsafe {
+        libc::close(fd);
+    }
+    result
+}
+
+/// `struct in6_rtmsg` of <linux/ipv6_route.h> (libc's has private fields).
+#[repr(C)]
+struct In6Rtmsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    kind: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+fn in6(ip: Ipv6Addr) -> libc::in6_addr {
+    libc::in6_addr {
+        s6_addr: ip.octets(),
+    }
+}
+
+/// IPv6 on an interface that is up: the address (no duplicate address
+/// detection: ignis leased it, and it is usable at once) and, with a
+/// gateway, the default route. Ioctls on an AF_INET6 socket, as for IPv4.
+fn configure_ipv6(name: &str, ip: &str, prefix: u8, gateway: Option<&str>) -> Result<(), NetError> {
+    let addr: Ipv6Addr = ip.parse().map_err(|_| NetError::Ip(ip.to_string()))?;
+    let gw: Option<Ipv6Addr> = gateway
+        .map(|g| g.parse().map_err(|_| NetError::Gateway(g.to_string())))
+        .transpose()?;
+    let conf = format!("/proc/sys/net/ipv6/conf/{name}");
+    if !std::path::Path::new(&conf).exists() {
+        return Err(NetError::NoIpv6(ip.to_string()));
+    }
+    let _ = std::fs::write(format!("{conf}/accept_dad"), "0");
+    let _ = std::fs::write(format!("{conf}/disable_ipv6"), "0");
+    let fail = |what: String| {
+        let source = std::io::Error::last_os_error();
+        NetError::Ipv6 { what, source }
+    };
+    let cname = std::ffi::CString::new(name).map_err(|_| NetError::NoInterface(name.into()))?;
+    // SAFETY: a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        return Err(fail(format!("find {name}'s index")));
+    }
+    // SAFETY: a plain socket for IPv6 ioctls, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(NetError::Socket(std::io::Error::last_os_error()));
+    }
+    let result = (|| {
+        let mut req = libc::in6_ifreq {
+            ifr6_addr: in6(addr),
+            ifr6_prefixlen: u32::from(prefix),
+            ifr6_ifindex: libc::c_int::try_from(index).unwrap_or(0),
+        };
+        // SAFETY: `req` is a live in6_ifreq, what SIOCSIFADDR takes on an
+        // AF_INET6 socket.
+        if unsafe {
+            libc::ioctl(
+                fd,
+                libc::SIOCSIFADDR,
+                (&mut req as *mut libc::in6_ifreq).cast::<libc::c_void>(),
+            )
+        } < 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+        {
+            return Err(fail(format!("set {name}'s IPv6 address {addr}/{prefix}")));
+        }
+        let Some(gw) = gw else {
+            return Ok(());
+        };
+        let mut rt = In6Rtmsg {
+            dst: in6(Ipv6Addr::UNSPECIFIED),
+            src: in6(Ipv6Addr::UNSPECIFIED),
+            gateway: in6(gw),
+            kind: 0,
+            dst_len: 0,
+            src_len: 0,
+            metric: 1,
+            info: 0,
+            flags: u32::from(libc::RTF_UP | libc::RTF_GATEWAY),
+            ifindex: libc::c_int::try_from(index).unwrap_or(0),
+        };
+        // SAFETY: `rt` is a live in6_rtmsg, what SIOCADDRT takes on an
+        // AF_INET6 socket.
+        if unsafe {
+            libc::ioctl(
+                fd,
+                libc::SIOCADDRT,
+                (&mut rt as *mut In6Rtmsg).cast::<libc::c_void>(),
+            )
+        } < 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+        {
+            return Err(fail(format!("add the IPv6 default route via {gw}")));
+        }
+        Ok(())
+    })();
+    // SAFETY: closing the socket opened above.
+    unsafe {
+        libc::close(fd);
+    }
+    result
 }
 
 fn wait_for(mut f: impl FnMut() -> bool) -> bool {

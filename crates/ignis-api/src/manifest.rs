@@ -134,6 +134,9 @@ pub struct ManifestNetwork {
     pub ports: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// A fixed IPv6 address on the bridge (`--ip6`; IPv6 on, `--subnet6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
     /// A fixed MAC, e.g. `02:00:00:aa:bb:cc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,

@@ -34,7 +34,11 @@ pub struct PortSpec {
 impl std::fmt::Display for PortSpec {
     /// Docker's PORTS column form: `0.0.0.0:8080->80/tcp`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ip = self.host_ip.as_deref().unwrap_or("0.0.0.0");
+        let ip = match self.host_ip.as_deref() {
+            Some(v6) if v6.contains(':') => format!("[{v6}]"),
+            Some(v4) => v4.to_string(),
+            None => "0.0.0.0".into(),
+        };
         write!(
             f,
             "{ip}:{}->{}/{}",
@@ -58,6 +62,14 @@ pub struct NetworkSpec {
     pub gateway: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// IPv6 on the bridge (`--subnet6`): the leased address, its prefix
+    /// length and the gateway (the bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix6: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -96,6 +108,14 @@ pub struct NicSpec {
     pub gateway: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// IPv6 on the bridge (`--subnet6`): the leased address, its prefix
+    /// length and the gateway (the bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix6: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
 }
 
 impl NicSpec {
@@ -120,6 +140,9 @@ impl NetworkSpec {
                 prefix: self.prefix,
                 gateway: self.gateway.clone(),
                 mac: self.mac.clone(),
+                ip6: self.ip6.clone(),
+                prefix6: self.prefix6,
+                gateway6: self.gateway6.clone(),
             });
         }
         v.extend(self.interfaces.iter().cloned());
@@ -137,6 +160,9 @@ impl NetworkSpec {
                 self.prefix = first.prefix;
                 self.gateway = first.gateway;
                 self.mac = first.mac;
+                self.ip6 = first.ip6;
+                self.prefix6 = first.prefix6;
+                self.gateway6 = first.gateway6;
             }
             None => {
                 self.mode = NetworkMode::None;
@@ -145,6 +171,9 @@ impl NetworkSpec {
                 self.prefix = None;
                 self.gateway = None;
                 self.mac = None;
+                self.ip6 = None;
+                self.prefix6 = None;
+                self.gateway6 = None;
             }
         }
         self.interfaces = it.collect();
@@ -169,6 +198,9 @@ impl Default for NetworkSpec {
             prefix: None,
             gateway: None,
             mac: None,
+            ip6: None,
+            prefix6: None,
+            gateway6: None,
             bridge: None,
             ports: vec![],
             cni: None,

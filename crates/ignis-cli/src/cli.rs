@@ -32,6 +32,15 @@ pub struct Cli {
         default_value = "10.61.0.0/16"
     )]
     pub subnet: String,
+    /// IPv6 on the bridge network: `auto` (a ULA /64 derived from --subnet)
+    /// or a prefix like fd00:1:2:3::/64; off (default): IPv4 only.
+    #[arg(
+        long,
+        global = true,
+        env = "IGNIS_SUBNET6",
+        value_name = "auto|PREFIX|off"
+    )]
+    pub subnet6: Option<String>,
     /// Talk to an ignis daemon instead of the local state: unix:///PATH or tcp://HOST:PORT (with IGNIS_TOKEN).
     #[arg(long, global = true, env = "IGNIS_HOST")]
     pub host: Option<String>,
@@ -635,12 +644,15 @@ pub struct CreateArgs {
     /// Where the CNI plugins are (default: IGNIS_CNI_BIN_DIR, else /opt/cni/bin and /usr/lib/cni).
     #[arg(long, value_name = "DIR")]
     pub cni_bin_dir: Option<String>,
-    /// Publish a port: [IP:]HOST_PORT:VM_PORT[/tcp|udp] (repeatable).
+    /// Publish a port: [IP:]HOST_PORT:VM_PORT[/tcp|udp], an IPv6 IP in brackets ([::1]:8080:80) (repeatable).
     #[arg(long = "publish", short = 'p', visible_alias = "ports")]
     pub publish: Vec<String>,
     /// A fixed address on the bridge.
     #[arg(long)]
     pub ip: Option<String>,
+    /// A fixed IPv6 address on the bridge (IPv6 on: --subnet6).
+    #[arg(long)]
+    pub ip6: Option<String>,
     /// A fixed MAC address.
     #[arg(long)]
     pub mac: Option<String>,

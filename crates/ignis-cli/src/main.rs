@@ -103,6 +103,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<i32> {
         progress: !cli.no_progress && std::io::stderr().is_terminal(),
         insecure_registries: cli.insecure_registry.clone(),
         subnet: Some(cli.subnet.clone()),
+        subnet6: cli.subnet6.clone(),
     })?;
     if let Some(a) = daemon {
         let (node, labels) = identity.expect("checked with the daemon's flags");
@@ -167,6 +168,7 @@ fn flag(f: ignis_core::vm::Field) -> &'static str {
         Field::Backend => "--backend",
         Field::Network => "--network",
         Field::Ip => "--ip",
+        Field::Ip6 => "--ip6",
         Field::Mac => "--mac",
         Field::Ports => "-p",
         Field::Ssh => "--ssh",

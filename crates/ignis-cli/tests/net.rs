@@ -366,6 +366,187 @@ fn bridge_nat_published_ports_and_clean_teardown() {
     assert!(!ok(&["ip", "netns", "exec", &host, "nft", "list", "tables"]).contains("ignis"));
 }
 
+/// IPv6 on the bridge (`IGNIS_SUBNET6`), in namespaces of its own: two
+/// VMs ping each other over IPv6, one pings a client namespace through
+/// NAT66, and `-p` (no host IP: both families) and `-p [::]:...` are
+/// reached over IPv6 from the client namespace; rm leaves no IPv6 rule.
+#[test]
+fn ipv6_between_vms_nat66_and_published_ports() {
+    let Some(env) = net_env() else { return };
+    if let Err(why) = ignis_net::ipv6_available() {
+        tier::skip(tier::NET, &format!("IPv6 is off on this host: {why}"));
+        return;
+    }
+    let tag = std::process::id();
+    let (host, client) = (format!("ignis-h6{tag}"), format!("ignis-c6{tag}"));
+    let _cleanup = Cleanup {
+        names: vec![host.clone(), client.clone()],
+        root: env.root(),
+    };
+    ok(&["ip", "netns", "add", &host]);
+    ok(&["ip", "netns", "add", &client]);
+    ok(&[
+        "ip", "link", "add", "veth-h", "netns", &host, "type", "veth", "peer", "name", "veth-c",
+        "netns", &client,
+    ]);
+    for (ns, dev, addr) in [
+        (&host, "veth-h", "fd99::1/64"),
+        (&client, "veth-c", "fd99::2/64"),
+    ] {
+        ok(&[
+            "ip", "-n", ns, "-6", "addr", "add", addr, "dev", dev, "nodad",
+        ]);
+        ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+    let v6 = |args: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &host, env!("CARGO_BIN_EXE_ignis")])
+            .args(args)
+            .env("IGNIS_ROOT", env.root())
+            .env("IGNIS_NETWORK", "bridge")
+            .env("IGNIS_SUBNET6", "fd00:61::/64")
+            .env("IGNIS_LOG", "warn");
+        let out = c.output().expect("ignis");
+        assert!(
+            out.status.success(),
+            "ignis {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let img = web_image(&env, "hello over IPv6\n");
+    v6(&[
+        "run",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "-p",
+        "[::]:8081:80",
+        "-p",
+        "[::1]:8082:80",
+        &img,
+        "/bin/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let web = env.vm_json("web");
+    assert_eq!(web["spec"]["network"]["ip6"], "fd00:61::2", "{web}");
+    assert_eq!(web["spec"]["network"]["gateway6"], "fd00:61::1");
+    let ps = v6(&["ps"]);
+    assert!(
+        ps.contains("fd00:61::2") && ps.contains("[::]:8081->80/tcp"),
+        "{ps}"
+    );
+    let net: serde_json::Value = serde_json::from_str(&v6(&["network", "inspect"])).unwrap();
+    assert_eq!(net["subnet6"], "fd00:61::/64", "{net}");
+    assert_eq!(net["leases"][0]["ip6"], "fd00:61::2");
+
+    // Client namespace → the host's IPv6 address → published port → VM.
+    for url in ["http://[fd99::1]:8080/", "http://[fd99::1]:8081/"] {
+        let mut got = String::new();
+        let reached = wait::within(Duration::from_secs(30), || {
+            let out = sh(&["ip", "netns", "exec", &client, "curl", "-s", "-m", "2", url]);
+            got = String::from_utf8_lossy(&out.stdout).into_owned();
+            got.contains("hello")
+        });
+        assert!(reached, "{url} never answered: {got:?}");
+        assert_eq!(got, "hello over IPv6\n");
+    }
+    // Over IPv4 too: no host IP publishes on both families.
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &host,
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        "http://127.0.0.1:8080/",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over IPv6\n");
+    // [::1] from the host itself: the supervisor's relay.
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &host,
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        "http://[::1]:8082/",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello over IPv6\n",
+        "[::1] published port from the host"
+    );
+
+    // VM → VM over IPv6 (--ip6), and VM → outside through NAT66.
+    v6(&[
+        "run",
+        "--name",
+        "probe",
+        "--ip6",
+        "fd00:61::99",
+        &img,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox ping -6 -c 2 -W 5 fd00:61::2 && echo V6-VM-TO-VM-OK; \
+         /bin/busybox ping -6 -c 2 -W 5 fd99::2 && echo NAT66-OUT-OK; \
+         /bin/busybox ip -6 addr; /bin/busybox ip -6 route; /bin/busybox sleep 600",
+    ]);
+    let logs = || v6(&["logs", "probe"]);
+    assert!(
+        wait::within(Duration::from_secs(60), || logs()
+            .contains("V6-VM-TO-VM-OK")),
+        "VM to VM over IPv6: {}",
+        logs()
+    );
+    assert!(
+        wait::within(Duration::from_secs(60), || logs().contains("NAT66-OUT-OK")),
+        "NAT66 out: {}",
+        logs()
+    );
+    assert_eq!(
+        env.vm_json("probe")["spec"]["network"]["ip6"],
+        "fd00:61::99"
+    );
+
+    // A fork gets an IPv6 address of its own: the agent replaces the
+    // source's (which would be a duplicate on the bridge).
+    v6(&["snapshot", "web", "--name", "web6"]);
+    let fork = v6(&["fork", "web6"]).trim().to_string();
+    let fork_ip6 = env.vm_json(&fork)["spec"]["network"]["ip6"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(fork_ip6, "fd00:61::3");
+    let addrs = v6(&["exec", &fork, "/bin/busybox", "cat", "/proc/net/if_inet6"]);
+    assert!(
+        addrs.contains("fd000061000000000000000000000003")
+            && !addrs.contains("fd000061000000000000000000000002"),
+        "the fork's IPv6 addresses: {addrs}"
+    );
+    v6(&["rm", "-f", &fork]);
+
+    v6(&["rm", "-f", "web", "probe"]);
+    let rules = ok(&[
+        "ip", "netns", "exec", &host, "nft", "list", "table", "ip6", "ignis",
+    ]);
+    assert!(!rules.contains("dnat"), "IPv6 rules left: {rules}");
+    v6(&["system", "prune"]);
+    assert!(!ok(&["ip", "netns", "exec", &host, "nft", "list", "tables"]).contains("ignis"));
+}
+
 fn ignis_net_tap(id: &str) -> String {
     format!("ig-{}", &id[..12])
 }

@@ -58,6 +58,9 @@ pub struct Options {
     pub insecure_registries: Vec<String>,
     /// The bridge network's subnet (default 10.61.0.0/16).
     pub subnet: Option<String>,
+    /// IPv6 on the bridge network: `auto` (a ULA /64 derived from the IPv4
+    /// subnet) or a prefix; `None` (or `off`): IPv4 only.
+    pub subnet6: Option<String>,
 }
 
 /// The service: a state root plus the host side-effect implementations.
@@ -68,6 +71,7 @@ pub struct Ignis {
     progress: Progress,
     insecure: Vec<String>,
     subnet: ignis_net::Subnet,
+    subnet6: Option<ignis_net::Subnet6>,
 }
 
 impl Ignis {
@@ -94,6 +98,13 @@ impl Ignis {
             .unwrap_or(ignis_net::SUBNET)
             .parse()
             .map_err(|e: ignis_net::IpamError| Error::new(ErrorKind::Invalid, e.to_string()))?;
+        let subnet6 = match opts.subnet6.as_deref() {
+            None | Some("" | "off") => None,
+            Some(s) => Some(
+                ignis_net::Subnet6::parse_or_derive(s, subnet)
+                    .map_err(|e| Error::new(ErrorKind::Invalid, format!("--subnet6: {e}")))?,
+            ),
+        };
         let store =
             Store::open(&opts.root).map_err(|e| Error::internal("open the state root", e))?;
         ignis_vmm::detect::cache_versions_in(&store.cache_dir());
@@ -108,6 +119,7 @@ impl Ignis {
             },
             insecure: opts.insecure_registries,
             subnet,
+            subnet6,
         })
     }
 
@@ -121,6 +133,13 @@ impl Ignis {
     pub fn with_net_host(mut self, n: Box<dyn ignis_net::NetHost>) -> Self {
         self.net = n;
         self
+    }
+
+    /// The bridge's IPv6 prefix as `--subnet6` takes it (`off`: none).
+    pub fn subnet6_setting(&self) -> String {
+        self.subnet6
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "off".into())
     }
 
     pub fn root(&self) -> &Path {

@@ -102,6 +102,14 @@ pub struct GuestNet {
     /// between VMMs); `None`: eth0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// IPv6: the address, its prefix length and (on the NIC that has
+    /// it) the default route's gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    #[serde(default)]
+    pub prefix6: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
 }
 
 /// A further NIC, found by its MAC.
@@ -114,6 +122,14 @@ pub struct GuestNic {
     pub ip: Option<String>,
     #[serde(default)]
     pub prefix: u8,
+    /// IPv6: the address, its prefix length and (on the NIC that has
+    /// it) the default route's gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    #[serde(default)]
+    pub prefix6: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

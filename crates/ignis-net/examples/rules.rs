@@ -5,5 +5,8 @@ fn main() {
         mapping: ignis_net::parse_port("8080:80").expect("port"),
         vm_ip: "10.61.0.2".parse().expect("ip"),
     }];
-    println!("{}", ignis_net::ruleset(ignis_net::BRIDGE, subnet, &fw));
+    println!(
+        "{}",
+        ignis_net::ruleset(ignis_net::BRIDGE, subnet, None, &fw)
+    );
 }

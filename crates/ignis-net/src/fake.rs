@@ -1,7 +1,7 @@
 //! A fake host network that records what it was asked to do (tests of the
 //! core's network wiring without root or netlink).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +34,10 @@ impl FakeNet {
 impl NetHost for FakeNet {
     fn ensure_bridge(&self, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
         self.record(format!("ensure_bridge {name} {gateway}/{prefix}"));
+        Ok(())
+    }
+    fn ensure_bridge6(&self, name: &str, gateway: Ipv6Addr, prefix: u8) -> Result<(), NetError> {
+        self.record(format!("ensure_bridge6 {name} {gateway}/{prefix}"));
         Ok(())
     }
     fn attach_tap(&self, tap: &str, bridge: &str, _timeout: Duration) -> Result<(), NetError> {

@@ -2,7 +2,7 @@
 //! via `nft -j` (the nftables crate). Behind [`NetHost`] so the core's
 //! network logic is tested with a fake.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
@@ -23,6 +23,8 @@ pub enum NetError {
     NoTap(String),
     #[error("cannot set {0}")]
     Sysctl(String),
+    #[error("IPv6 on the bridge (--subnet6) is not possible on this host: {0}; run without --subnet6 (IPv4 only)")]
+    Ipv6Unavailable(String),
     #[error("{cmd} failed: {stderr}")]
     Command { cmd: String, stderr: String },
 }
@@ -32,6 +34,9 @@ pub trait NetHost: Send + Sync {
     /// Creates (or checks) the bridge with the gateway address, up, with
     /// forwarding enabled.
     fn ensure_bridge(&self, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), NetError>;
+    /// IPv6 on the bridge (made by [`NetHost::ensure_bridge`]): the gateway
+    /// address (no duplicate address detection), IPv6 forwarding on.
+    fn ensure_bridge6(&self, name: &str, gateway: Ipv6Addr, prefix: u8) -> Result<(), NetError>;
     /// Waits for the VMM's TAP and enslaves it to the bridge, up.
     fn attach_tap(&self, tap: &str, bridge: &str, timeout: Duration) -> Result<(), NetError>;
     /// Deletes a link if it exists.
@@ -60,6 +65,25 @@ pub trait NetHost: Send + Sync {
     /// Waits for `link` in `ns` (a VMM running there creates it) and
     /// moves it to this process's namespace.
     fn move_to_host(&self, ns: &str, link: &str, timeout: Duration) -> Result<(), NetError>;
+}
+
+/// Whether this host can give the bridge IPv6: the kernel has it and it
+/// is not disabled for new interfaces (the bridge would be made with it
+/// off); the reason when not.
+pub fn ipv6_available() -> Result<(), String> {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        return Err("the kernel has no IPv6 (booted with ipv6.disable=1?)".into());
+    }
+    for scope in ["all", "default"] {
+        let v = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"))
+            .unwrap_or_default();
+        if v.trim() == "1" {
+            return Err(format!(
+                "IPv6 is disabled (sysctl net.ipv6.conf.{scope}.disable_ipv6=1)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What [`NetHost::teardown`] found and did.
@@ -92,10 +116,15 @@ pub fn published_rules(listing: &serde_json::Value) -> usize {
         .unwrap_or(0)
 }
 
-/// The ignis table's published-port rules on this host (0 without a table).
+/// The ignis tables' published-port rules on this host (0 without a
+/// table).
 fn table_published_rules() -> Result<usize, NetError> {
+    Ok(family_published_rules("ip")? + family_published_rules("ip6")?)
+}
+
+fn family_published_rules(family: &str) -> Result<usize, NetError> {
     let out = match std::process::Command::new("nft")
-        .args(["-j", "list", "table", "ip", crate::TABLE])
+        .args(["-j", "list", "table", family, crate::TABLE])
         .output()
     {
         Ok(o) => o,
@@ -238,6 +267,41 @@ impl NetHost for LinuxNet {
         Ok(())
     }
 
+    fn ensure_bridge6(&self, name: &str, gateway: Ipv6Addr, prefix: u8) -> Result<(), NetError> {
+        ipv6_available().map_err(NetError::Ipv6Unavailable)?;
+        let conf = format!("/proc/sys/net/ipv6/conf/{name}");
+        let disabled = std::fs::read_to_string(format!("{conf}/disable_ipv6"))
+            .map_err(|e| NetError::Ipv6Unavailable(format!("{conf}/disable_ipv6: {e}")))?;
+        if disabled.trim() != "0" {
+            return Err(NetError::Ipv6Unavailable(format!(
+                "IPv6 is disabled on {name} (sysctl net.ipv6.conf.{name}.disable_ipv6=1, from net.ipv6.conf.default.disable_ipv6)"
+            )));
+        }
+        // The gateway is ours alone: usable at once, not after DAD.
+        std::fs::write(format!("{conf}/accept_dad"), "0")
+            .map_err(|e| NetError::Sysctl(format!("net.ipv6.conf.{name}.accept_dad: {e}")))?;
+        rt()?.block_on(async {
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
+            tokio::spawn(conn);
+            let (index, _) = link_index(&handle, name)
+                .await?
+                .ok_or_else(|| NetError::Netlink(format!("bridge {name} missing")))?;
+            match handle
+                .address()
+                .add(index, gateway.into(), prefix)
+                .execute()
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => Ok(()), // EEXIST
+                Err(e) => Err(nl_err(e)),
+            }
+        })?;
+        std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+            .map_err(|e| NetError::Sysctl(format!("net.ipv6.conf.all.forwarding: {e}")))
+    }
+
     fn attach_tap(&self, tap: &str, bridge: &str, timeout: Duration) -> Result<(), NetError> {
         rt()?.block_on(async {
             let (conn, handle, _) =
@@ -323,14 +387,16 @@ impl NetHost for LinuxNet {
         let published = table_published_rules()?;
         if published > 0 {
             return Ok(Teardown::InUse(format!(
-                "{published} published-port rules in table ip {}",
+                "{published} published-port rules in the {} tables",
                 crate::TABLE
             )));
         }
         self.delete_link(bridge)?;
-        let payload = serde_json::json!({"nftables": [{"delete": {"table": {"family": "ip", "name": crate::TABLE}}}]});
-        // The table may already be gone; that is the goal.
-        let _ = self.apply_rules(&payload);
+        for family in ["ip", "ip6"] {
+            let payload = serde_json::json!({"nftables": [{"delete": {"table": {"family": family, "name": crate::TABLE}}}]});
+            // The table may already be gone (or never was); that is the goal.
+            let _ = self.apply_rules(&payload);
+        }
         Ok(Teardown::Removed)
     }
 
@@ -389,9 +455,9 @@ mod tests {
                 .collect();
             serde_json::json!({ "nftables": items })
         };
-        let with = listing(crate::ruleset("ignis0", subnet, &fw));
+        let with = listing(crate::ruleset("ignis0", subnet, None, &fw));
         assert_eq!(published_rules(&with), 2, "prerouting + output");
-        let base = listing(crate::ruleset("ignis0", subnet, &[]));
+        let base = listing(crate::ruleset("ignis0", subnet, None, &[]));
         assert_eq!(published_rules(&base), 0);
         assert_eq!(published_rules(&serde_json::json!({})), 0);
     }

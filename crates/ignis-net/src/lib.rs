@@ -6,6 +6,9 @@
 //!        └─ bridge ignis0 (10.61.0.1/16, gateway)
 //!            └─ nftables table `ip ignis`: masquerade out, DNAT for -p
 //! ```
+//! With IPv6 (`--subnet6`), the bridge also has `PREFIX::1` of a ULA
+//! prefix, each VM one more address of it, and table `ip6 ignis` does the
+//! same for IPv6 (NAT66 out, DNAT for `-p [::]:...`).
 //! Leases and published ports live in the state DB (the truth); the
 //! nftables table is rebuilt from it as a whole, in one atomic `nft -j`
 //! batch, whenever it changes, so a crash never leaves half a ruleset.
@@ -16,15 +19,18 @@ pub mod dns;
 mod fake;
 mod host;
 mod ipam;
+mod ipam6;
 mod netns;
 mod nftgen;
 mod ports;
+pub mod proxy;
 mod rules;
 
 #[cfg(any(test, feature = "fake"))]
 pub use fake::FakeNet;
-pub use host::{published_rules, LinuxNet, NetError, NetHost, Teardown};
+pub use host::{ipv6_available, published_rules, LinuxNet, NetError, NetHost, Teardown};
 pub use ipam::{mac_for, tap_name, IpamError, Subnet};
+pub use ipam6::{Ipam6Error, Subnet6};
 pub use ports::{parse_port, PortError, PortMapping, Proto};
 pub use rules::{ruleset, Forward, TABLE};
 

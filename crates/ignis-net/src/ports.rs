@@ -1,4 +1,4 @@
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,12 +18,13 @@ impl Proto {
     }
 }
 
-/// `-p [ip:]host:vm[/tcp|udp]`.
+/// `-p [ip:]host:vm[/tcp|udp]`; an IPv6 host address in brackets
+/// (`[::1]:8080:80`, `[::]:8080:80`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortMapping {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub vm_port: u16,
     pub proto: Proto,
@@ -31,10 +32,11 @@ pub struct PortMapping {
 
 impl std::fmt::Display for PortMapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ip = self
-            .host_ip
-            .map(|i| i.to_string())
-            .unwrap_or_else(|| "0.0.0.0".into());
+        let ip = match self.host_ip {
+            Some(IpAddr::V6(i)) => format!("[{i}]"),
+            Some(i) => i.to_string(),
+            None => "0.0.0.0".into(),
+        };
         write!(
             f,
             "{ip}:{}->{}/{}",
@@ -46,7 +48,7 @@ impl std::fmt::Display for PortMapping {
 }
 
 /// The syntax `-p` wants, ending every [`PortError`].
-const WANT: &str = "want [IP:]HOST_PORT:VM_PORT[/tcp|udp]";
+const WANT: &str = "want [IP:]HOST_PORT:VM_PORT[/tcp|udp], an IPv6 IP in brackets";
 
 /// Why a `-p` (or `spec.network.ports[]`) value was refused; each carries
 /// the value as given.
@@ -70,14 +72,28 @@ pub fn parse_port(s: &str) -> Result<PortMapping, PortError> {
         Some(_) => return Err(PortError::Protocol(s.into())),
         None => (s, Proto::Tcp),
     };
+    // `[v6]:HOST:VM`: the brackets keep the address's colons apart.
+    let (v6, spec) = match spec.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, rest) = rest
+                .split_once(']')
+                .ok_or_else(|| PortError::HostIp(s.into()))?;
+            let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| PortError::HostIp(s.into()))?;
+            let rest = rest
+                .strip_prefix(':')
+                .ok_or_else(|| PortError::Fields(s.into()))?;
+            (Some(IpAddr::V6(ip)), rest)
+        }
+        None => (None, spec),
+    };
     let parts: Vec<&str> = spec.split(':').collect();
-    let (ip, host, vm) = match parts.as_slice() {
-        [host, vm] => (None, *host, *vm),
-        [ip, host, vm] => (
-            Some(
+    let (ip, host, vm) = match (v6, parts.as_slice()) {
+        (v6, [host, vm]) => (v6, *host, *vm),
+        (None, [ip, host, vm]) => (
+            Some(IpAddr::V4(
                 ip.parse::<Ipv4Addr>()
                     .map_err(|_| PortError::HostIp(s.into()))?,
-            ),
+            )),
             *host,
             *vm,
         ),
@@ -115,9 +131,26 @@ mod tests {
         let m = parse_port("127.0.0.1:5353:53/udp").unwrap();
         assert_eq!(
             (m.host_ip, m.proto),
-            (Some(Ipv4Addr::LOCALHOST), Proto::Udp)
+            (Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), Proto::Udp)
         );
         assert_eq!(m.to_string(), "127.0.0.1:5353->53/udp");
+        let m = parse_port("[::1]:8080:80").unwrap();
+        assert_eq!(m.host_ip, Some("::1".parse().unwrap()));
+        assert_eq!((m.host_port, m.vm_port), (8080, 80));
+        assert_eq!(m.to_string(), "[::1]:8080->80/tcp");
+        assert_eq!(
+            parse_port("[::]:53:53/udp").unwrap().host_ip,
+            Some("::".parse().unwrap())
+        );
+        for bad in [
+            "[::1:8080:80",
+            "[::1]8080:80",
+            "[1.2.3.4]:80:80",
+            "[::1]:1:2:3",
+            "::1:80:80",
+        ] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
         for bad in [
             "80",
             "0:80",
@@ -130,7 +163,7 @@ mod tests {
         }
         assert_eq!(
             parse_port("1.2.3:80:80").unwrap_err().to_string(),
-            "-p 1.2.3:80:80: bad host IP (want [IP:]HOST_PORT:VM_PORT[/tcp|udp])"
+            "-p 1.2.3:80:80: bad host IP (want [IP:]HOST_PORT:VM_PORT[/tcp|udp], an IPv6 IP in brackets)"
         );
         assert_eq!(
             parse_port("8080:80/sctp").unwrap_err(),

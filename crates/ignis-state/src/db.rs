@@ -401,8 +401,12 @@ impl Tx<'_> {
         Ok(self
             .tx
             .query_row(
+                // `0.0.0.0` (no IP given) is every address of both
+                // families, `::` every IPv6 address.
                 "SELECT vm_id FROM ports WHERE host_port = ?2 AND proto = ?3
-                 AND (host_ip = ?1 OR host_ip = '0.0.0.0' OR ?1 = '0.0.0.0')",
+                 AND (host_ip = ?1 OR host_ip = '0.0.0.0' OR ?1 = '0.0.0.0'
+                      OR (host_ip = '::' AND instr(?1, ':') > 0)
+                      OR (?1 = '::' AND instr(host_ip, ':') > 0))",
                 params![host_ip, host_port, proto],
                 |r| r.get(0),
             )

@@ -3,7 +3,7 @@
 //! daemon, and any program linking ignis-core) spawn it; it is not for
 //! people to run.
 //!
-//!   ignis-supervisor --root DIR --vm ID [--subnet CIDR] [--origin NS]
+//!   ignis-supervisor --root DIR --vm ID [--subnet CIDR] [--subnet6 CIDR|off] [--origin NS]
 //!                    [--phases JSON] [--spawned NS] [--notify-fd N]
 //!
 //! A supervisor lives as long as its VM, once per VM: it stays small. Its
@@ -20,6 +20,7 @@ struct Args {
     root: PathBuf,
     vm: String,
     subnet: Option<String>,
+    subnet6: Option<String>,
     origin: Option<u64>,
     spawned: Option<u64>,
     phases: Vec<ignis_api::PhaseTiming>,
@@ -49,6 +50,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, ArgsError> {
         root: PathBuf::new(),
         vm: String::new(),
         subnet: None,
+        subnet6: None,
         origin: None,
         spawned: None,
         phases: Vec::new(),
@@ -64,6 +66,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, ArgsError> {
             "--root" => root = Some(PathBuf::from(value()?)),
             "--vm" => vm = Some(value()?),
             "--subnet" => a.subnet = Some(value()?),
+            "--subnet6" => a.subnet6 = Some(value()?),
             "--origin" => a.origin = Some(number(value()?)?),
             "--spawned" => a.spawned = Some(number(value()?)?),
             "--phases" => a.phases = serde_json::from_str(&value()?).map_err(ArgsError::Phases)?,
@@ -148,6 +151,7 @@ fn main() {
         progress: false,
         insecure_registries: vec![],
         subnet: args.subnet,
+        subnet6: args.subnet6,
     })
     .and_then(|ignis| ignis.vm_supervise(&args.vm, opts));
     if let Err(e) = result {

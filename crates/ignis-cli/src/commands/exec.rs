@@ -238,6 +238,8 @@ pub fn configure(
             ip,
             gateway,
             mac,
+            ip6: None,
+            gateway6: None,
             entropy,
             clock_ns,
         },

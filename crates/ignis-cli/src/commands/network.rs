@@ -11,8 +11,14 @@ pub fn run(ignis: &dyn Engine, cmd: NetworkCmd) -> anyhow::Result<()> {
                 vec![
                     net.name.clone(),
                     net.bridge.clone(),
-                    net.subnet.clone(),
-                    net.gateway.clone(),
+                    match &net.subnet6 {
+                        Some(s6) => format!("{}, {s6}", net.subnet),
+                        None => net.subnet.clone(),
+                    },
+                    match &net.gateway6 {
+                        Some(g6) => format!("{}, {g6}", net.gateway),
+                        None => net.gateway.clone(),
+                    },
                     net.leases.len().to_string(),
                 ],
                 vec![

@@ -85,6 +85,7 @@ fn create_settings(a: CreateArgs, auto_remove: bool) -> anyhow::Result<VmSetting
         cni_conf_dir: a.cni_conf_dir,
         cni_bin_dir: a.cni_bin_dir,
         ip: a.ip,
+        ip6: a.ip6,
         mac: a.mac,
         ports: a.publish,
         ssh: a.ssh,
@@ -811,7 +812,8 @@ fn vm_fields(v: &VmRecord) -> anyhow::Result<serde_json::Value> {
                 .network
                 .nics()
                 .iter()
-                .filter_map(|n| n.ip.clone())
+                .flat_map(|n| [n.ip.clone(), n.ip6.clone()])
+                .flatten()
                 .collect::<Vec<_>>()
                 .join(", "),
         ),

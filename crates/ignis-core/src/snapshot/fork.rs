@@ -246,6 +246,11 @@ impl Ignis {
                 },
                 gateway: n.gateway.clone(),
                 mac: n.mac.clone(),
+                ip6: match (&n.ip6, n.prefix6) {
+                    (Some(ip), Some(p)) => Some(format!("{ip}/{p}")),
+                    _ => None,
+                },
+                gateway6: n.gateway6.clone(),
                 entropy: Some(random_hex(64)),
                 clock_ns: u64::try_from(clock_ns).ok(),
             },

@@ -225,6 +225,9 @@ impl Ignis {
                     } else {
                         rec.spec.network.mac.clone()
                     },
+                    ip6: rec.spec.network.ip6.clone(),
+                    prefix6: rec.spec.network.prefix6.unwrap_or(64),
+                    gateway6: rec.spec.network.gateway6.clone(),
                 }),
                 _ => None,
             },
@@ -238,6 +241,9 @@ impl Ignis {
                         mac: n.mac.clone()?,
                         ip: n.ip.clone(),
                         prefix: n.prefix.unwrap_or(0),
+                        ip6: n.ip6.clone(),
+                        prefix6: n.prefix6.unwrap_or(64),
+                        gateway6: n.gateway6.clone(),
                     })
                 })
                 .collect(),

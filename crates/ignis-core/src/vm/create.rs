@@ -186,7 +186,7 @@ impl Ignis {
         let cni = opts.network == NetworkMode::Cni
             || opts.extra_nics.iter().any(|n| n.mode == NetworkMode::Cni);
         if bridge {
-            network_preflight(&opts.ports)?;
+            network_preflight(&opts.ports, self.subnet6.is_some())?;
         }
         if bridge && cni && !driver.capabilities(accel).host_tap_from_netns {
             return Err(invalid(
@@ -306,6 +306,9 @@ impl Ignis {
                             prefix: None,
                             gateway: None,
                             mac: None,
+                            ip6: None,
+                            prefix6: None,
+                            gateway6: None,
                         })
                         .collect(),
                     ports: opts
@@ -344,6 +347,36 @@ impl Ignis {
         };
         let ports = &opts.ports;
         let requested_ip = opts.ip;
+        let requested_ip6 = opts.ip6;
+        if requested_ip6.is_some() && self.subnet6.is_none() {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "IPv6 is off on the bridge network: turn it on with --subnet6 auto (or a prefix), IGNIS_SUBNET6",
+            )
+            .about(Field::Ip6));
+        }
+        if let Some(p) = ports.iter().find(|p| {
+            p.proto == ignis_net::Proto::Udp
+                && p.host_ip.is_some_and(|i| i.is_ipv6() && i.is_loopback())
+        }) {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("{p}: UDP on [::1] cannot be published (the kernel does not NAT IPv6 loopback traffic; ignis relays TCP only); publish on [::] or a host address"),
+            )
+            .about(Field::Ports));
+        }
+        if self.subnet6.is_none() {
+            if let Some(p) = ports
+                .iter()
+                .find(|p| p.host_ip.is_some_and(|i| i.is_ipv6()))
+            {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!("{p}: IPv6 is off on the bridge network: turn it on with --subnet6 auto (or a prefix), IGNIS_SUBNET6"),
+                )
+                .about(Field::Ports));
+            }
+        }
 
         resolve.end();
         check_free_space(self.root(), disk_size)?;
@@ -403,7 +436,10 @@ impl Ignis {
             tx.insert_object(KIND, &id, record.created, "{}")?;
             if bridge {
                 let subnet = self.subnet;
-                if let Some(other) = tx.other_networks(&subnet.to_string())?.first() {
+                // IPv4 and IPv6 leases live side by side (the IPv6 prefix
+                // has colons): each family is checked against its own.
+                let others = tx.other_networks(&subnet.to_string())?;
+                if let Some(other) = others.iter().find(|n| !n.contains(':')) {
                     return Err(Error::new(
                         ErrorKind::Conflict,
                         format!("VMs on the bridge use subnet {other}; remove them before switching to {subnet}"),
@@ -424,6 +460,32 @@ impl Ignis {
                 })?;
                 let mac = opts.mac.clone().unwrap_or_else(|| ignis_net::mac_for(&id));
                 tx.add_lease(&subnet.to_string(), &ip.to_string(), &id, &mac)?;
+                let ip6 = match self.subnet6 {
+                    Some(s6) => {
+                        if let Some(other) = others.iter().find(|n| n.contains(':') && **n != s6.to_string()) {
+                            return Err(Error::new(
+                                ErrorKind::Conflict,
+                                format!("VMs on the bridge use IPv6 prefix {other}; remove them before switching to {s6}"),
+                            ));
+                        }
+                        let taken = tx
+                            .leased(&s6.to_string())?
+                            .iter()
+                            .filter_map(|s| s.parse().ok())
+                            .collect();
+                        let ip6 = s6.allocate(&taken, requested_ip6).map_err(|e| {
+                            let kind = match e {
+                                ignis_net::Ipam6Error::Exhausted(_) => ErrorKind::Unavailable,
+                                ignis_net::Ipam6Error::Taken(_) => ErrorKind::Conflict,
+                                _ => ErrorKind::Invalid,
+                            };
+                            Error::new(kind, e.to_string()).about(Field::Ip6)
+                        })?;
+                        tx.add_lease(&s6.to_string(), &ip6.to_string(), &id, &mac)?;
+                        Some((ip6, s6))
+                    }
+                    None => None,
+                };
                 for p in ports {
                     let host_ip = p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into());
                     if let Some(owner) = tx.port_owner(&host_ip, p.host_port, p.proto.as_str())? {
@@ -440,6 +502,11 @@ impl Ignis {
                     n.prefix = Some(subnet.prefix);
                     n.gateway = Some(subnet.gateway().to_string());
                     n.mac = Some(mac);
+                    if let Some((ip6, s6)) = ip6 {
+                        n.ip6 = Some(ip6.to_string());
+                        n.prefix6 = Some(s6.prefix);
+                        n.gateway6 = Some(s6.gateway().to_string());
+                    }
                 }
                 let n = &mut record.spec.network;
                 n.set_nics(nics);
@@ -471,8 +538,9 @@ impl Ignis {
     }
 }
 
-/// Bridge networking needs root (netlink, nftables) and free host ports.
-fn network_preflight(ports: &[ignis_net::PortMapping]) -> Result<(), Error> {
+/// Bridge networking needs root (netlink, nftables), free host ports and,
+/// with `ipv6`, a host with IPv6 on.
+fn network_preflight(ports: &[ignis_net::PortMapping], ipv6: bool) -> Result<(), Error> {
     if !rustix::process::geteuid().is_root() {
         return Err(Error::new(
             ErrorKind::Unavailable,
@@ -486,8 +554,18 @@ fn network_preflight(ports: &[ignis_net::PortMapping]) -> Result<(), Error> {
         )
         .about(Field::Network));
     }
+    if ipv6 {
+        ignis_net::ipv6_available().map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("IPv6 on the bridge (--subnet6) is not possible on this host: {e}; run without --subnet6 (IPv4 only)"),
+            )
+        })?;
+    }
     for p in ports {
-        let ip = p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        let ip = p
+            .host_ip
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let addr = std::net::SocketAddr::from((ip, p.host_port));
         let busy = match p.proto {
             ignis_net::Proto::Tcp => std::net::TcpListener::bind(addr).err(),

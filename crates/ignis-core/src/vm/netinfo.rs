@@ -10,6 +10,11 @@ pub struct NetworkInfo {
     pub bridge: String,
     pub subnet: String,
     pub gateway: String,
+    /// IPv6 on the bridge (`--subnet6`): its prefix and gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     pub leases: Vec<LeaseInfo>,
 }
 
@@ -17,6 +22,8 @@ pub struct NetworkInfo {
 #[serde(rename_all = "camelCase")]
 pub struct LeaseInfo {
     pub ip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
     pub mac: String,
     pub vm_id: String,
     pub vm_name: String,
@@ -40,6 +47,7 @@ impl Ignis {
             if let (Some(ip), Some(mac)) = (&nic.ip, &nic.mac) {
                 leases.push(LeaseInfo {
                     ip: ip.clone(),
+                    ip6: nic.ip6.clone(),
                     mac: mac.clone(),
                     vm_id: vm.id.clone(),
                     vm_name: vm.name.clone(),
@@ -58,6 +66,8 @@ impl Ignis {
             bridge: ignis_net::BRIDGE.into(),
             subnet: subnet.to_string(),
             gateway: subnet.gateway().to_string(),
+            subnet6: self.subnet6.map(|s| s.to_string()),
+            gateway6: self.subnet6.map(|s| s.gateway().to_string()),
             leases,
         })
     }

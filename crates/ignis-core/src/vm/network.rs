@@ -9,9 +9,9 @@ use crate::{Error, ErrorKind, Ignis};
 
 fn net_error(e: ignis_net::NetError) -> Error {
     let kind = match e {
-        ignis_net::NetError::NotPermitted | ignis_net::NetError::NftMissing => {
-            ErrorKind::Unavailable
-        }
+        ignis_net::NetError::NotPermitted
+        | ignis_net::NetError::NftMissing
+        | ignis_net::NetError::Ipv6Unavailable(_) => ErrorKind::Unavailable,
         ignis_net::NetError::NotABridge { .. } => ErrorKind::Conflict,
         _ => ErrorKind::Internal,
     };
@@ -33,6 +33,8 @@ impl Ignis {
         {
             let spec = if host_ip == "0.0.0.0" {
                 format!("{host_port}:{vm_port}/{proto}")
+            } else if host_ip.contains(':') {
+                format!("[{host_ip}]:{host_port}:{vm_port}/{proto}")
             } else {
                 format!("{host_ip}:{host_port}:{vm_port}/{proto}")
             };
@@ -43,7 +45,12 @@ impl Ignis {
         }
         let subnet = self.subnet;
         self.net
-            .apply_rules(&ignis_net::ruleset(ignis_net::BRIDGE, subnet, &forwards))
+            .apply_rules(&ignis_net::ruleset(
+                ignis_net::BRIDGE,
+                subnet,
+                self.subnet6,
+                &forwards,
+            ))
             .map_err(net_error)
     }
 
@@ -60,6 +67,11 @@ impl Ignis {
         self.net
             .ensure_bridge(ignis_net::BRIDGE, subnet.gateway(), subnet.prefix)
             .map_err(net_error)?;
+        if let Some(s6) = self.subnet6 {
+            self.net
+                .ensure_bridge6(ignis_net::BRIDGE, s6.gateway(), s6.prefix)
+                .map_err(net_error)?;
+        }
         self.apply_network_rules()
     }
 
@@ -85,6 +97,39 @@ impl Ignis {
                 Duration::from_secs(10),
             )
             .map_err(net_error)
+    }
+
+    /// Relays of the VM's TCP ports published on `[::1]` to its IPv6
+    /// address (dropped when the run ends); one that cannot listen is
+    /// logged and skipped, as the DNS relay.
+    pub(crate) fn loopback6_proxies(&self, rec: &VmRecord) -> Vec<ignis_net::proxy::TcpProxy> {
+        let n = &rec.spec.network;
+        let Some(ip6) = n
+            .ip6
+            .as_deref()
+            .and_then(|i| i.parse::<std::net::Ipv6Addr>().ok())
+        else {
+            return Vec::new();
+        };
+        n.ports
+            .iter()
+            .filter(|p| p.proto == "tcp")
+            .filter_map(|p| {
+                let host: std::net::Ipv6Addr = p.host_ip.as_deref()?.parse().ok()?;
+                if !host.is_loopback() {
+                    return None;
+                }
+                let listen = std::net::SocketAddr::from((host, p.host_port));
+                let target = std::net::SocketAddr::from((ip6, p.vm_port));
+                match ignis_net::proxy::TcpProxy::start(listen, target) {
+                    Ok(proxy) => Some(proxy),
+                    Err(e) => {
+                        tracing::warn!(vm = %rec.id, port = %p, error = %e, "cannot publish on [::1]");
+                        None
+                    }
+                }
+            })
+            .collect()
     }
 
     /// After the VMM ended: the TAP normally went with it; make sure.

@@ -28,6 +28,7 @@ pub enum Field {
     Backend,
     Network,
     Ip,
+    Ip6,
     Mac,
     Ports,
     Ssh,
@@ -57,6 +58,7 @@ impl Field {
             Self::Backend => "backend",
             Self::Network => "network.mode",
             Self::Ip => "network.ip",
+            Self::Ip6 => "network.ip6",
             Self::Mac => "network.mac",
             Self::Ports => "network.ports",
             Self::Ssh => "ssh",
@@ -87,6 +89,7 @@ impl Field {
         Self::Backend,
         Self::Network,
         Self::Ip,
+        Self::Ip6,
         Self::Mac,
         Self::Ports,
         Self::Ssh,
@@ -154,6 +157,8 @@ pub struct CreateOptions {
     pub network: NetworkMode,
     /// A fixed address on the bridge.
     pub ip: Option<Ipv4Addr>,
+    /// A fixed IPv6 address on the bridge (IPv6 on).
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// A fixed MAC (six hex bytes, checked).
     pub mac: Option<String>,
     pub ports: Vec<ignis_net::PortMapping>,
@@ -309,6 +314,8 @@ pub struct VmSettings {
     pub backend: Option<String>,
     pub network: Option<String>,
     pub ip: Option<String>,
+    /// `--ip6`.
+    pub ip6: Option<String>,
     pub mac: Option<String>,
     pub ports: Vec<String>,
     /// The NICs after the first (`--network` given again), as `network`.
@@ -359,6 +366,7 @@ impl VmSettings {
             backend: s.backend.clone(),
             network: net.mode,
             ip: net.ip,
+            ip6: net.ip6,
             mac: net.mac,
             ports: net.ports,
             networks,
@@ -422,6 +430,7 @@ impl VmSettings {
             backend,
             network,
             ip,
+            ip6,
             mac,
             ports,
             networks,
@@ -445,6 +454,7 @@ impl VmSettings {
             mode: network,
             ports,
             ip,
+            ip6,
             mac,
             interfaces: networks
                 .into_iter()
@@ -517,6 +527,7 @@ impl VmSettings {
             backend: top.backend.or(self.backend),
             network: top.network.clone().or(self.network),
             ip: top.ip.or(self.ip),
+            ip6: top.ip6.or(self.ip6),
             mac: top.mac.or(self.mac),
             ports: join(self.ports, top.ports),
             // Several NICs are one choice: the layer that names the first
@@ -670,6 +681,13 @@ impl VmSettings {
             ),
             None => None,
         };
+        let ip6 = match &self.ip6 {
+            Some(ip) => Some(
+                ip.parse()
+                    .map_err(|_| invalid(Field::Ip6, format!("{ip} is not an IPv6 address")))?,
+            ),
+            None => None,
+        };
         if let Some(m) = &self.mac {
             let ok = m.split(':').count() == 6
                 && m.split(':')
@@ -699,6 +717,12 @@ impl VmSettings {
             return Err(invalid(
                 Field::Ip,
                 "a fixed address needs the bridge network",
+            ));
+        }
+        if !on_bridge && ip6.is_some() {
+            return Err(invalid(
+                Field::Ip6,
+                "a fixed IPv6 address needs the bridge network",
             ));
         }
         let restart: RestartPolicy = self
@@ -775,6 +799,7 @@ impl VmSettings {
             add_hosts: self.add_hosts,
             network,
             ip,
+            ip6,
             mac: self.mac,
             ports,
             cni,
@@ -893,6 +918,7 @@ mod tests {
             backend: Some("qemu".into()),
             network: Some("bridge".into()),
             ip: Some("10.61.0.9".into()),
+            ip6: Some("fd00::9".into()),
             mac: Some("02:00:00:00:00:09".into()),
             ports: vec!["8080:80".into()],
             networks: vec!["cni:backend".into()],

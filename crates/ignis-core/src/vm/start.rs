@@ -134,6 +134,8 @@ impl Ignis {
             .arg(self.root())
             .arg("--subnet")
             .arg(self.subnet.to_string())
+            .arg("--subnet6")
+            .arg(self.subnet6_setting())
             .arg("--origin")
             .arg(timeline.origin_ns().to_string())
             .arg("--phases")
@@ -147,6 +149,7 @@ impl Ignis {
             // The bridge it makes is the subnet this command was given
             // (`--subnet` is not inherited the way IGNIS_SUBNET is).
             .env("IGNIS_SUBNET", self.subnet.to_string())
+            .env("IGNIS_SUBNET6", self.subnet6_setting())
             .stdin(Stdio::null())
             .stdout(
                 log.try_clone()

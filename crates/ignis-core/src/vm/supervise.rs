@@ -348,6 +348,8 @@ impl Ignis {
             }
             _ => None,
         };
+        // `-p [::1]:...`: relayed here while the VM runs (no DNAT for it).
+        let _loopback6 = self.loopback6_proxies(rec);
         phase.end();
         // Firecracker's own metrics, read from their FIFO while it runs.
         let _vmm_metrics = (rec.spec.backend == ignis_api::BackendKind::Firecracker)
