@@ -160,6 +160,29 @@ pub fn replace_ipv6(
     configure_ipv6(name, ip, prefix, gateway)
 }
 
+/// An AF_INET6 socket for ioctls about `name` (closed when dropped), and
+/// the interface's index.
+fn ipv6_ctl(name: &str) -> Result<(std::os::fd::OwnedFd, libc::c_int), NetError> {
+    let cname = std::ffi::CString::new(name).map_err(|_| NetError::NoInterface(name.into()))?;
+    // SAFETY: a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        let source = std::io::Error::last_os_error();
+        return Err(NetError::Ipv6 {
+            what: format!("find {name}'s index"),
+            source,
+        });
+    }
+    // SAFETY: a plain socket for IPv6 ioctls.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err(NetError::Socket(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    let sock = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    Ok((sock, libc::c_int::try_from(index).unwrap_or(0)))
+}
+
 /// SIOCSIFADDR / SIOCDIFADDR of one IPv6 address of `name`.
 fn ipv6_ioctl(
     name: &str,
@@ -172,21 +195,12 @@ fn ipv6_ioctl(
         let source = std::io::Error::last_os_error();
         NetError::Ipv6 { what, source }
     };
-    let cname = std::ffi::CString::new(name).map_err(|_| NetError::NoInterface(name.into()))?;
-    // SAFETY: a NUL-terminated name.
-    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if index == 0 {
-        return Err(fail(format!("find {name}'s index")));
-    }
-    // SAFETY: a plain socket for IPv6 ioctls, closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0) };
-    if fd < 0 {
-        return Err(NetError::Socket(std::io::Error::last_os_error()));
-    }
+    let (sock, index) = ipv6_ctl(name)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
     let mut r = libc::in6_ifreq {
         ifr6_addr: in6(addr),
         ifr6_prefixlen: u32::from(prefix),
-        ifr6_ifindex: libc::c_int::try_from(index).unwrap_or(0),
+        ifr6_ifindex: index,
     };
     // SAFETY: `r` is a live in6_ifreq, what the request takes on an
     // AF_INET6 socket.
@@ -204,10 +218,6 @@ fn ipv6_ioctl(
     } else {
         Ok(())
     };
-    // SAFETY: closing the socket opened above.
-    unsafe {
-        libc::close(fd);
-    }
     result
 }
 
@@ -250,22 +260,13 @@ fn configure_ipv6(name: &str, ip: &str, prefix: u8, gateway: Option<&str>) -> Re
         let source = std::io::Error::last_os_error();
         NetError::Ipv6 { what, source }
     };
-    let cname = std::ffi::CString::new(name).map_err(|_| NetError::NoInterface(name.into()))?;
-    // SAFETY: a NUL-terminated name.
-    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if index == 0 {
-        return Err(fail(format!("find {name}'s index")));
-    }
-    // SAFETY: a plain socket for IPv6 ioctls, closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0) };
-    if fd < 0 {
-        return Err(NetError::Socket(std::io::Error::last_os_error()));
-    }
+    let (sock, index) = ipv6_ctl(name)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
     let result = (|| {
         let mut req = libc::in6_ifreq {
             ifr6_addr: in6(addr),
             ifr6_prefixlen: u32::from(prefix),
-            ifr6_ifindex: libc::c_int::try_from(index).unwrap_or(0),
+            ifr6_ifindex: index,
         };
         // SAFETY: `req` is a live in6_ifreq, what SIOCSIFADDR takes on an
         // AF_INET6 socket.
@@ -293,7 +294,7 @@ fn configure_ipv6(name: &str, ip: &str, prefix: u8, gateway: Option<&str>) -> Re
             metric: 1,
             info: 0,
             flags: u32::from(libc::RTF_UP | libc::RTF_GATEWAY),
-            ifindex: libc::c_int::try_from(index).unwrap_or(0),
+            ifindex: index,
         };
         // SAFETY: `rt` is a live in6_rtmsg, what SIOCADDRT takes on an
         // AF_INET6 socket.
@@ -310,10 +311,6 @@ fn configure_ipv6(name: &str, ip: &str, prefix: u8, gateway: Option<&str>) -> Re
         }
         Ok(())
     })();
-    // SAFETY: closing the socket opened above.
-    unsafe {
-        libc::close(fd);
-    }
     result
 }
 
