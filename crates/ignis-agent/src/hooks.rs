@@ -143,16 +143,19 @@ pub fn configure(n: &NetConfig) -> Result<(), ConfigureError> {
             .parse()
             .map_err(|_| ConfigureError::Prefix(ip.clone()))?;
         let gw = n.gateway.clone().ok_or(ConfigureError::NoGateway)?;
-        crate::net::configure(&ignis_guest_config::GuestNet {
-            ip: addr.to_string(),
-            prefix,
-            gateway: gw,
-            // A fork's first NIC is eth0 (its MAC was just changed).
-            mac: None,
-            ip6: None,
-            prefix6: 0,
-            gateway6: None,
-        })?;
+        crate::net::configure(
+            &ignis_guest_config::GuestNet {
+                ip: addr.to_string(),
+                prefix,
+                gateway: gw,
+                // A fork's first NIC is eth0 (its MAC was just changed).
+                mac: None,
+                ip6: None,
+                prefix6: 0,
+                gateway6: None,
+            },
+            None,
+        )?;
     }
     if let Some(ip6) = &n.ip6 {
         let (addr, prefix) = ip6

@@ -5,6 +5,7 @@
 //! stream, any number of concurrent sessions per connection.
 
 pub mod net;
+pub mod policy;
 pub mod user;
 
 mod exec;

@@ -1,6 +1,7 @@
 //! Static network configuration of the guest (no DHCP wait): lo and each
 //! NIC up (found by MAC), its address, the default route on the first.
-//! Plain ioctls: the init has no netlink library and needs three calls.
+//! Plain ioctls; with several NICs, each NIC's own routing table and rule
+//! (source routing, [`crate::policy`]) over netlink.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -28,6 +29,8 @@ pub enum NetError {
     },
     #[error("add the default route")]
     Route(#[source] std::io::Error),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("the guest kernel has no IPv6, but the VM has an IPv6 address ({0})")]
     NoIpv6(String),
     #[error("{what}")]
@@ -92,7 +95,9 @@ fn up(fd: i32, name: &str) -> Result<(), NetError> {
     )
 }
 
-pub fn configure(net: &GuestNet) -> Result<(), NetError> {
+/// The first NIC, with the main table's default route; `table`: the VM
+/// has several NICs, and this one is source-routed through that table too.
+pub fn configure(net: &GuestNet, table: Option<u32>) -> Result<(), NetError> {
     let ip: Ipv4Addr = net.ip.parse().map_err(|_| NetError::Ip(net.ip.clone()))?;
     let gw: Ipv4Addr = net
         .gateway
@@ -107,15 +112,61 @@ pub fn configure(net: &GuestNet) -> Result<(), NetError> {
         }
     };
     configure_link(&name, Some((ip, net.prefix)), Some(gw))?;
-    match &net.ip6 {
-        Some(ip6) => configure_ipv6(&name, ip6, net.prefix6, net.gateway6.as_deref()),
+    if let Some(ip6) = &net.ip6 {
+        configure_ipv6(&name, ip6, net.prefix6, net.gateway6.as_deref())?;
+    }
+    match table {
+        Some(t) => source_route(
+            &name,
+            t,
+            Some((net.ip.as_str(), net.prefix, net.gateway.as_str())),
+            net.ip6
+                .as_deref()
+                .map(|a| (a, net.prefix6, net.gateway6.as_deref())),
+        ),
         None => Ok(()),
     }
 }
 
+/// Source routing of `name` through `table` for each family it has an
+/// address and a gateway in (see [`crate::policy`]).
+fn source_route(
+    name: &str,
+    table: u32,
+    v4: Option<(&str, u8, &str)>,
+    v6: Option<(&str, u8, Option<&str>)>,
+) -> Result<(), NetError> {
+    let v6 = v6.and_then(|(ip, p, gw)| Some((ip, p, gw?)));
+    let sources = [v4, v6]
+        .into_iter()
+        .flatten()
+        .map(|(ip, prefix, gw)| {
+            Ok(crate::policy::Source {
+                ip: ip.parse().map_err(|_| NetError::Ip(ip.to_string()))?,
+                prefix,
+                gateway: gw.parse().map_err(|_| NetError::Gateway(gw.to_string()))?,
+            })
+        })
+        .collect::<Result<Vec<_>, NetError>>()?;
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let cname = std::ffi::CString::new(name).map_err(|_| NetError::NoInterface(name.into()))?;
+    // SAFETY: a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        return Err(NetError::NoInterface(name.into()));
+    }
+    for s in &sources {
+        crate::policy::apply(name, index, table, s)?;
+    }
+    Ok(())
+}
+
 /// A NIC after the first: found by its MAC, its address (with the subnet
-/// route the kernel adds), up; no default route (the first NIC has it).
-pub fn configure_nic(nic: &GuestNic) -> Result<(), NetError> {
+/// route the kernel adds), up; no default route in the main table (the
+/// first NIC has it) but, with a gateway, source routing through `table`.
+pub fn configure_nic(nic: &GuestNic, table: u32) -> Result<(), NetError> {
     let addr = match &nic.ip {
         Some(ip) => Some((
             ip.parse::<Ipv4Addr>()
@@ -126,10 +177,21 @@ pub fn configure_nic(nic: &GuestNic) -> Result<(), NetError> {
     };
     let name = find_by_mac(&nic.mac)?;
     configure_link(&name, addr, None)?;
-    match &nic.ip6 {
-        Some(ip6) => configure_ipv6(&name, ip6, nic.prefix6, nic.gateway6.as_deref()),
-        None => Ok(()),
+    if let Some(ip6) = &nic.ip6 {
+        configure_ipv6(&name, ip6, nic.prefix6, nic.gateway6.as_deref())?;
     }
+    let v4 = match (&nic.ip, &nic.gateway) {
+        (Some(ip), Some(gw)) => Some((ip.as_str(), nic.prefix, gw.as_str())),
+        _ => None,
+    };
+    source_route(
+        &name,
+        table,
+        v4,
+        nic.ip6
+            .as_deref()
+            .map(|a| (a, nic.prefix6, nic.gateway6.as_deref())),
+    )
 }
 
 /// A fork's IPv6 identity: the global addresses `name` has (its source's)

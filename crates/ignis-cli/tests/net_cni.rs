@@ -377,6 +377,225 @@ fn cni_bridge_network_with_host_local_ipam_and_a_second_nic() {
     assert!(net.ok(&["ps", "-a", "-q"]).trim().is_empty());
 }
 
+/// Deletes a namespace of the test's, even when the test fails.
+struct NsGuard(String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Source routing of a VM with two NICs: a client on a subnet of its own
+/// (a second namespace, routed through the test namespace, which is both
+/// networks' gateway and filters by reverse path as real routers do)
+/// reaches the VM's second NIC (CNI) and gets its replies: they leave by
+/// the second NIC's gateway, not by the first NIC's default route (the
+/// reverse-path filter drops those). The guest has a rule and a table per
+/// NIC; the first NIC is still reachable from the client.
+#[test]
+fn replies_from_the_second_nic_leave_by_its_gateway() {
+    let Some(net) = setup("r") else { return };
+    let img = web_image(&net.env);
+    // The client: 10.99.0.2, its default route to the test namespace.
+    let cl = format!("igt-rc{}", std::process::id());
+    ok(&["ip", "netns", "add", &cl]);
+    let _cl = NsGuard(cl.clone());
+    ok(&[
+        "ip", "-n", &net.ns, "link", "add", "igc0", "type", "veth", "peer", "name", "igc1",
+        "netns", &cl,
+    ]);
+    ok(&[
+        "ip",
+        "-n",
+        &net.ns,
+        "addr",
+        "add",
+        "10.99.0.1/24",
+        "dev",
+        "igc0",
+    ]);
+    ok(&["ip", "-n", &net.ns, "link", "set", "igc0", "up"]);
+    ok(&[
+        "ip",
+        "-n",
+        &cl,
+        "addr",
+        "add",
+        "10.99.0.2/24",
+        "dev",
+        "igc1",
+    ]);
+    ok(&["ip", "-n", &cl, "link", "set", "igc1", "up"]);
+    ok(&["ip", "-n", &cl, "link", "set", "lo", "up"]);
+    ok(&[
+        "ip",
+        "-n",
+        &cl,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.99.0.1",
+    ]);
+    for key in ["net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=1"] {
+        ok(&["ip", "netns", "exec", &net.ns, "sysctl", "-qw", key]);
+    }
+
+    let mut args = vec![
+        "run",
+        "--name",
+        "two",
+        "--network",
+        "bridge",
+        "--network",
+        "cni:testnet",
+        &img,
+    ];
+    args.extend(HTTPD);
+    net.ok(&args);
+    let v = net.env.vm_json("two");
+    let n = &v["spec"]["network"];
+    let bridge_ip = n["ip"].as_str().unwrap().to_string();
+    let cni_ip = n["interfaces"][0]["ip"].as_str().unwrap().to_string();
+    let cni_gw = n["interfaces"][0]["gateway"].as_str().unwrap().to_string();
+    assert_eq!(cni_gw, format!("{SUBNET}.1"), "{n}");
+    let curl_from_client = |ip: &str| {
+        let mut got = String::new();
+        wait::within(Duration::from_secs(90), || {
+            let out = sh(&[
+                "nsenter",
+                &format!("--net=/run/netns/{cl}"),
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                &format!("http://{ip}/"),
+            ]);
+            got = String::from_utf8_lossy(&out.stdout).into_owned();
+            got.contains("hello")
+        });
+        got
+    };
+    let guest = |args: &[&str]| {
+        let mut a = vec!["exec", "two", "/bin/busybox"];
+        a.extend(args);
+        net.ok(&a)
+    };
+    assert_eq!(
+        curl_from_client(&cni_ip),
+        "hello from the VM\n",
+        "the second NIC from beyond its subnet; rules:\n{}\ntable 101:\n{}\nconsole: {}",
+        guest(&["ip", "rule"]),
+        guest(&["ip", "route", "show", "table", "101"]),
+        net.ok(&["logs", "two"])
+    );
+    assert_eq!(curl_from_client(&bridge_ip), "hello from the VM\n");
+    // A rule per NIC from its address to its table, before main's.
+    let rules = guest(&["ip", "rule"]);
+    assert!(
+        rules.contains(&format!("100:\tfrom {bridge_ip} lookup 100"))
+            && rules.contains(&format!("101:\tfrom {cni_ip} lookup 101")),
+        "{rules}"
+    );
+    let t101 = guest(&["ip", "route", "show", "table", "101"]);
+    assert!(
+        t101.contains(&format!("default via {cni_gw} dev eth"))
+            && t101.contains(&format!("{SUBNET}.0/24 dev eth")),
+        "{t101}"
+    );
+    let t100 = guest(&["ip", "route", "show", "table", "100"]);
+    assert!(t100.contains("default via 10.61.0.1 dev eth"), "{t100}");
+    // The main table has one default route: the first NIC's.
+    let main = guest(&["ip", "route"]);
+    assert_eq!(main.matches("default").count(), 1, "{main}");
+    assert!(main.contains("default via 10.61.0.1"), "{main}");
+    net.ok(&["rm", "-f", "two"]);
+}
+
+/// cloud-init with two NICs (the ignis bridge, the CNI network): the
+/// Debian 12 image's cloud-init reads the seed's network-config and
+/// renders it (ifupdown's `eni`: the image has ifupdown, no netplan) with
+/// each NIC named by its MAC and its address; the second NIC's table and
+/// rule, which `eni` cannot express, are the guest init's and are still
+/// there once the system is up.
+#[test]
+fn cloud_init_renders_the_network_config_of_two_nics() {
+    let Some(net) = setup("n") else { return };
+    let Some(rootfs) = common::cloud::rootfs(tier::NET) else {
+        return;
+    };
+    common::cloud::import_image(&net.env, &rootfs);
+    let user_data = net.env.dir.path().join("user-data");
+    std::fs::write(&user_data, "#cloud-config\n").unwrap();
+    net.ok(&[
+        "run",
+        "--name",
+        "cn",
+        "--memory",
+        "768MB",
+        "--network",
+        "bridge",
+        "--network",
+        "cni:testnet",
+        "--user-data",
+        user_data.to_str().unwrap(),
+        "debian-cloud:12",
+    ]);
+    let v = net.env.vm_json("cn");
+    let n = &v["spec"]["network"];
+    let (ip0, mac0) = (n["ip"].as_str().unwrap(), n["mac"].as_str().unwrap());
+    let nic1 = &n["interfaces"][0];
+    let (ip1, mac1) = (nic1["ip"].as_str().unwrap(), nic1["mac"].as_str().unwrap());
+    let exec = |args: &[&str]| -> Option<String> {
+        let mut a = vec!["exec", "cn"];
+        a.extend(args);
+        let out = net.ignis(&a);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let cat = |path: &str| exec(&["cat", path]).unwrap_or_default();
+    let finished = wait::within(Duration::from_secs(900), || {
+        exec(&["cat", "/var/lib/cloud/instance/boot-finished"]).is_some()
+    });
+    let debug = || {
+        format!(
+            "console:\n{}\ncloud-init.log:\n{}",
+            net.ok(&["logs", "cn"]),
+            exec(&["tail", "-n", "80", "/var/log/cloud-init.log"]).unwrap_or_default()
+        )
+    };
+    assert!(finished, "cloud-init did not finish\n{}", debug());
+    let eni = cat("/etc/network/interfaces.d/50-cloud-init");
+    let udev = cat("/etc/udev/rules.d/70-persistent-net.rules");
+    let rules = exec(&["ip", "rule"]).unwrap_or_default();
+    let t101 = exec(&["ip", "route", "show", "table", "101"]).unwrap_or_default();
+    let main = exec(&["ip", "route"]).unwrap_or_default();
+    let addrs = exec(&["ip", "-o", "addr"]).unwrap_or_default();
+    let networking = exec(&["systemctl", "status", "networking"]).unwrap_or_default();
+    let all = format!(
+        "eni:\n{eni}\nudev:\n{udev}\nrules:\n{rules}\ntable 101:\n{t101}\nmain:\n{main}\naddrs:\n{addrs}\nnetworking:\n{networking}\n{}",
+        debug()
+    );
+    eprintln!("{all}");
+    // Rendered from the seed: each NIC by its MAC, with its address.
+    for (mac, ip, name) in [(mac0, ip0, "eth0"), (mac1, ip1, "eth1")] {
+        assert!(
+            udev.contains(&format!("ATTR{{address}}==\"{mac}\"")) && udev.contains(name),
+            "{all}"
+        );
+        assert!(eni.contains(&format!("iface {name} inet static")), "{all}");
+        assert!(eni.contains(&format!("address {ip}/")), "{all}");
+        assert!(addrs.contains(&format!("inet {ip}/")), "{all}");
+    }
+    // Source routing as the guest init set it up.
+    assert!(rules.contains(&format!("from {ip1} lookup 101")), "{all}");
+    assert!(t101.contains(&format!("default via {SUBNET}.1")), "{all}");
+    assert_eq!(main.matches("default").count(), 1, "{all}");
+    net.ok(&["rm", "-f", "cn"]);
+}
+
 /// A create killed between CNI ADD and its record: `system check` names
 /// the orphaned attachment, `system prune` runs its DEL (the lease goes)
 /// and deletes the namespace.

@@ -22,6 +22,14 @@ pub const MARKER: &str = "IGNIS-INIT";
 /// Exit status the init reports when it cannot start the workload.
 pub const INIT_FAILED: i32 = 125;
 
+/// The routing table (and rule priority) of a VM's NIC number `index`
+/// (0: the first) under source routing: 100, 101, ... (below the main
+/// table's 254 and its rule's 32766). The guest init and the cloud-init
+/// network-config use the same numbers.
+pub fn nic_table(index: usize) -> u32 {
+    100 + u32::try_from(index).unwrap_or(0)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -65,7 +73,9 @@ pub struct GuestConfig {
     /// default route.
     #[serde(default)]
     pub network: Option<GuestNet>,
-    /// The NICs after the first: address and subnet route each.
+    /// The NICs after the first: address and subnet route each. With
+    /// several NICs, each one with a gateway also gets a routing table of
+    /// its own and a rule `from <its address>` to it (source routing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<GuestNic>,
     /// Volumes to mount, in the order of their disks (after the image
@@ -122,6 +132,10 @@ pub struct GuestNic {
     pub ip: Option<String>,
     #[serde(default)]
     pub prefix: u8,
+    /// The gateway of the NIC's network: the default route of the NIC's
+    /// own routing table (the main table's is the first NIC's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     /// IPv6: the address, its prefix length and (on the NIC that has
     /// it) the default route's gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]

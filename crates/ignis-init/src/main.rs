@@ -70,11 +70,15 @@ fn boot() -> Result<i32, BootError> {
     mounts::root(&cfg)?;
     mounts::volumes(&cfg)?;
     mounts::configure(&cfg)?;
+    // With several NICs, each is source-routed through its own table
+    // (the first too); one NIC needs only the main table.
+    let several = !cfg.interfaces.is_empty();
     if let Some(n) = &cfg.network {
-        ignis_agent::net::configure(n)?;
+        let table = several.then(|| ignis_agent::policy::table_for(0));
+        ignis_agent::net::configure(n, table)?;
     }
-    for nic in &cfg.interfaces {
-        ignis_agent::net::configure_nic(nic)?;
+    for (i, nic) in cfg.interfaces.iter().enumerate() {
+        ignis_agent::net::configure_nic(nic, ignis_agent::policy::table_for(i + 1))?;
     }
     match cfg.mode {
         Mode::App => Ok(run::workload(&cfg)?),

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 //! Helpers for tests that run the real `ignis` binary.
 
+pub mod cloud;
 pub mod daemon;
 
 use std::path::{Path, PathBuf};

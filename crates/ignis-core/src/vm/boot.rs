@@ -241,6 +241,7 @@ impl Ignis {
                         mac: n.mac.clone()?,
                         ip: n.ip.clone(),
                         prefix: n.prefix.unwrap_or(0),
+                        gateway: n.gateway.clone(),
                         ip6: n.ip6.clone(),
                         prefix6: n.prefix6.unwrap_or(64),
                         gateway6: n.gateway6.clone(),

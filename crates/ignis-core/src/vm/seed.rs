@@ -77,7 +77,9 @@ pub fn meta_data(rec: &VmRecord) -> String {
 
 /// The seed's `network-config` (version 2), one `ethN` per NIC in order,
 /// matched by MAC; the first NIC with a gateway gets the default route and
-/// the VM's DNS. `None` without NICs (`--network none`).
+/// the VM's DNS; each later NIC with a gateway its own routing table
+/// (`routes` with `table:`) and a `routing-policy` rule from its address,
+/// the tables the guest init uses. `None` without NICs (`--network none`).
 pub fn network_config(rec: &VmRecord, dns: &ignis_net::dns::Plan) -> Option<String> {
     let nics = rec.spec.network.nics();
     if nics.is_empty() {
@@ -101,12 +103,10 @@ pub fn network_config(rec: &VmRecord, dns: &ignis_net::dns::Plan) -> Option<Stri
                     "addresses".into(),
                     Value::Sequence(vec![format!("{ip}/{prefix}").into()]),
                 );
+                let mut routes = Vec::new();
                 if let (Some(gw), false) = (&n.gateway, routed) {
                     routed = true;
-                    let mut r = Mapping::new();
-                    r.insert("to".into(), "0.0.0.0/0".into());
-                    r.insert("via".into(), gw.clone().into());
-                    e.insert("routes".into(), Value::Sequence(vec![Value::Mapping(r)]));
+                    routes.push(route("0.0.0.0/0", gw, None));
                     let mut ns = Mapping::new();
                     if !dns.nameservers.is_empty() {
                         ns.insert(
@@ -129,6 +129,42 @@ pub fn network_config(rec: &VmRecord, dns: &ignis_net::dns::Plan) -> Option<Stri
                         e.insert("nameservers".into(), Value::Mapping(ns));
                     }
                 }
+                // A NIC after the first is source-routed, as the guest
+                // init does it: its own table (its subnet, the default
+                // route via its gateway) and a rule from its address.
+                // netplan applies both; cloud-init's other renderers drop
+                // a v2 route's `table` (keeping to/via/metric) and ignore
+                // `routing-policy`: there the table's default route
+                // becomes a main-table one, which [`TABLE_METRIC`] keeps
+                // behind the first NIC's.
+                if let (Some(gw), true) = (&n.gateway, i > 0) {
+                    let table = ignis_guest_config::nic_table(i);
+                    if let Ok(addr) = ip.parse::<std::net::Ipv4Addr>() {
+                        let mask = u32::MAX
+                            .checked_shl(32 - u32::from(prefix.min(32)))
+                            .unwrap_or(0);
+                        let net = std::net::Ipv4Addr::from(u32::from(addr) & mask);
+                        let mut r = Mapping::new();
+                        r.insert("to".into(), format!("{net}/{prefix}").into());
+                        r.insert("table".into(), table.into());
+                        routes.push(Value::Mapping(r));
+                    }
+                    let mut r = route("0.0.0.0/0", gw, Some(table));
+                    if let Value::Mapping(m) = &mut r {
+                        m.insert("metric".into(), TABLE_METRIC.into());
+                    }
+                    routes.push(r);
+                    let mut p = Mapping::new();
+                    p.insert("from".into(), ip.clone().into());
+                    p.insert("table".into(), table.into());
+                    e.insert(
+                        "routing-policy".into(),
+                        Value::Sequence(vec![Value::Mapping(p)]),
+                    );
+                }
+                if !routes.is_empty() {
+                    e.insert("routes".into(), Value::Sequence(routes));
+                }
             }
             // No address from ignis (a CNI result without one): the
             // guest asks DHCP, as cloud-init's fallback would.
@@ -142,6 +178,22 @@ pub fn network_config(rec: &VmRecord, dns: &ignis_net::dns::Plan) -> Option<Stri
     top.insert("version".into(), 2.into());
     top.insert("ethernets".into(), Value::Mapping(eths));
     Some(serde_yaml::to_string(&Value::Mapping(top)).unwrap_or_default())
+}
+
+/// The metric of a later NIC's default route in its own table: where a
+/// renderer drops `table:` (all but netplan), a main-table default route
+/// that loses to the first NIC's (metric 0).
+const TABLE_METRIC: u32 = 10000;
+
+/// A network-config route `to` via `via`, in `table` (else main).
+fn route(to: &str, via: &str, table: Option<u32>) -> Value {
+    let mut r = Mapping::new();
+    r.insert("to".into(), to.into());
+    r.insert("via".into(), via.into());
+    if let Some(t) = table {
+        r.insert("table".into(), t.into());
+    }
+    Value::Mapping(r)
 }
 
 /// The files of a VM's seed, in order: `meta-data`, `user-data` (empty
@@ -334,12 +386,61 @@ mod tests {
         assert_eq!(e0["routes"], yaml("[{to: 0.0.0.0/0, via: 10.61.0.1}]"));
         assert_eq!(e0["nameservers"]["addresses"], yaml("[10.61.0.1]"));
         assert_eq!(e0["nameservers"]["search"], yaml("[corp.example]"));
-        // The CNI NIC: its own address, no second default route.
+        assert!(e0.get("routing-policy").is_none(), "{e0:?}");
+        // The CNI NIC (no gateway): its own address, no second default
+        // route, no table.
         let e1 = &n["ethernets"]["eth1"];
         assert_eq!(e1["match"]["macaddress"], "02:cd:00:00:00:07");
         assert_eq!(e1["addresses"], yaml("[10.22.0.7/24]"));
         assert!(e1.get("routes").is_none() && e1.get("nameservers").is_none());
+        assert!(e1.get("routing-policy").is_none());
         assert_eq!(n["ethernets"].as_mapping().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_later_nic_with_a_gateway_gets_its_own_table_and_rule() {
+        let mut rec = record();
+        let mut nics = rec.spec.network.nics();
+        nics[1].gateway = Some("10.22.0.1".into());
+        rec.spec.network.set_nics(nics);
+        let n = yaml(&network_config(&rec, &dns()).unwrap());
+        // The first NIC keeps the main table's default route alone.
+        let e0 = &n["ethernets"]["eth0"];
+        assert_eq!(e0["routes"], yaml("[{to: 0.0.0.0/0, via: 10.61.0.1}]"));
+        assert!(e0.get("routing-policy").is_none());
+        let e1 = &n["ethernets"]["eth1"];
+        assert_eq!(
+            e1["routes"],
+            yaml("[{to: 10.22.0.0/24, table: 101}, {to: 0.0.0.0/0, via: 10.22.0.1, table: 101, metric: 10000}]")
+        );
+        assert_eq!(
+            e1["routing-policy"],
+            yaml("[{from: 10.22.0.7, table: 101}]")
+        );
+        assert!(e1.get("nameservers").is_none());
+        // The tables the guest init uses.
+        assert_eq!(ignis_guest_config::nic_table(1), 101);
+    }
+
+    #[test]
+    fn when_only_a_later_nic_has_a_gateway_it_has_main_default_and_its_table() {
+        let mut rec = record();
+        let mut nics = rec.spec.network.nics();
+        nics[0].gateway = None;
+        nics[1].gateway = Some("10.22.0.1".into());
+        rec.spec.network.set_nics(nics);
+        let n = yaml(&network_config(&rec, &dns()).unwrap());
+        assert!(n["ethernets"]["eth0"].get("routes").is_none());
+        let e1 = &n["ethernets"]["eth1"];
+        assert_eq!(
+            e1["routes"],
+            yaml("[{to: 0.0.0.0/0, via: 10.22.0.1}, {to: 10.22.0.0/24, table: 101}, {to: 0.0.0.0/0, via: 10.22.0.1, table: 101, metric: 10000}]")
+        );
+        assert_eq!(e1["nameservers"]["addresses"], yaml("[10.61.0.1]"));
+        assert_eq!(
+            e1["routing-policy"],
+            yaml("[{from: 10.22.0.7, table: 101}]")
+        );
     }
 
     #[test]
