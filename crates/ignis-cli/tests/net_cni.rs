@@ -514,11 +514,15 @@ fn replies_from_the_second_nic_leave_by_its_gateway() {
 }
 
 /// cloud-init with two NICs (the ignis bridge, the CNI network): the
-/// Debian 12 image's cloud-init reads the seed's network-config and
-/// renders it (ifupdown's `eni`: the image has ifupdown, no netplan) with
-/// each NIC named by its MAC and its address; the second NIC's table and
-/// rule, which `eni` cannot express, are the guest init's and are still
-/// there once the system is up.
+/// Debian 12 image's cloud-init (22.4) reads the seed's network-config and
+/// renders it with ifupdown's `eni` (the image has ifupdown, no netplan):
+/// a udev rule naming each NIC by its MAC, each NIC static with its
+/// address. `eni` drops the second NIC's `table:` and `routing-policy`
+/// (its default route becomes `post-up route add default gw ... || true`,
+/// a no-op without net-tools); the table and rule are the guest init's,
+/// set before the image's init, and still there once the system is up, with
+/// one default route in main. (networking.service's `ifup` fails on the
+/// addresses the init already set: not asserted, reported.)
 #[test]
 fn cloud_init_renders_the_network_config_of_two_nics() {
     let Some(net) = setup("n") else { return };
@@ -573,20 +577,24 @@ fn cloud_init_renders_the_network_config_of_two_nics() {
     let t101 = exec(&["ip", "route", "show", "table", "101"]).unwrap_or_default();
     let main = exec(&["ip", "route"]).unwrap_or_default();
     let addrs = exec(&["ip", "-o", "addr"]).unwrap_or_default();
-    let networking = exec(&["systemctl", "status", "networking"]).unwrap_or_default();
     let all = format!(
-        "eni:\n{eni}\nudev:\n{udev}\nrules:\n{rules}\ntable 101:\n{t101}\nmain:\n{main}\naddrs:\n{addrs}\nnetworking:\n{networking}\n{}",
+        "eni:\n{eni}\nudev:\n{udev}\nrules:\n{rules}\ntable 101:\n{t101}\nmain:\n{main}\naddrs:\n{addrs}\n{}",
         debug()
     );
-    eprintln!("{all}");
     // Rendered from the seed: each NIC by its MAC, with its address.
     for (mac, ip, name) in [(mac0, ip0, "eth0"), (mac1, ip1, "eth1")] {
         assert!(
             udev.contains(&format!("ATTR{{address}}==\"{mac}\"")) && udev.contains(name),
             "{all}"
         );
-        assert!(eni.contains(&format!("iface {name} inet static")), "{all}");
-        assert!(eni.contains(&format!("address {ip}/")), "{all}");
+        let stanza = eni
+            .split(&format!("iface {name} inet static"))
+            .nth(1)
+            .unwrap_or_default();
+        assert!(
+            stanza.trim_start().starts_with(&format!("address {ip}/")),
+            "{all}"
+        );
         assert!(addrs.contains(&format!("inet {ip}/")), "{all}");
     }
     // Source routing as the guest init set it up.

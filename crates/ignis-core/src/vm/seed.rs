@@ -77,9 +77,10 @@ pub fn meta_data(rec: &VmRecord) -> String {
 
 /// The seed's `network-config` (version 2), one `ethN` per NIC in order,
 /// matched by MAC; the first NIC with a gateway gets the default route and
-/// the VM's DNS; each later NIC with a gateway its own routing table
-/// (`routes` with `table:`) and a `routing-policy` rule from its address,
-/// the tables the guest init uses. `None` without NICs (`--network none`).
+/// the VM's DNS; each later NIC with a gateway a default route in its own
+/// routing table (`routes` with `table:`) and a `routing-policy` rule from
+/// its address, the tables the guest init uses. `None` without NICs
+/// (`--network none`).
 pub fn network_config(rec: &VmRecord, dns: &ignis_net::dns::Plan) -> Option<String> {
     let nics = rec.spec.network.nics();
     if nics.is_empty() {
@@ -130,25 +131,18 @@ pub fn network_config(rec: &VmRecord, dns: &ignis_net::dns::Plan) -> Option<Stri
                     }
                 }
                 // A NIC after the first is source-routed, as the guest
-                // init does it: its own table (its subnet, the default
-                // route via its gateway) and a rule from its address.
-                // netplan applies both; cloud-init's other renderers drop
-                // a v2 route's `table` (keeping to/via/metric) and ignore
+                // init does it: the default route via its gateway in its
+                // own table, and a rule from its address. netplan applies
+                // both; cloud-init's other renderers drop a v2 route's
+                // `table` (keeping to/via/metric) and ignore
                 // `routing-policy`: there the table's default route
                 // becomes a main-table one, which [`TABLE_METRIC`] keeps
-                // behind the first NIC's.
+                // behind the first NIC's. No on-link subnet route in the
+                // table (the guest init's has one): a route without `via`
+                // crashes the eni renderer of cloud-init 22.4 (Debian 12),
+                // which then renders no network at all.
                 if let (Some(gw), true) = (&n.gateway, i > 0) {
                     let table = ignis_guest_config::nic_table(i);
-                    if let Ok(addr) = ip.parse::<std::net::Ipv4Addr>() {
-                        let mask = u32::MAX
-                            .checked_shl(32 - u32::from(prefix.min(32)))
-                            .unwrap_or(0);
-                        let net = std::net::Ipv4Addr::from(u32::from(addr) & mask);
-                        let mut r = Mapping::new();
-                        r.insert("to".into(), format!("{net}/{prefix}").into());
-                        r.insert("table".into(), table.into());
-                        routes.push(Value::Mapping(r));
-                    }
                     let mut r = route("0.0.0.0/0", gw, Some(table));
                     if let Value::Mapping(m) = &mut r {
                         m.insert("metric".into(), TABLE_METRIC.into());
@@ -411,13 +405,20 @@ mod tests {
         let e1 = &n["ethernets"]["eth1"];
         assert_eq!(
             e1["routes"],
-            yaml("[{to: 10.22.0.0/24, table: 101}, {to: 0.0.0.0/0, via: 10.22.0.1, table: 101, metric: 10000}]")
+            yaml("[{to: 0.0.0.0/0, via: 10.22.0.1, table: 101, metric: 10000}]")
         );
         assert_eq!(
             e1["routing-policy"],
             yaml("[{from: 10.22.0.7, table: 101}]")
         );
         assert!(e1.get("nameservers").is_none());
+        // Every route has a gateway: cloud-init 22.4's eni renderer fails
+        // on one without (and then renders no network at all).
+        for e in n["ethernets"].as_mapping().unwrap().values() {
+            for r in e["routes"].as_sequence().into_iter().flatten() {
+                assert!(r.get("via").is_some(), "{r:?}");
+            }
+        }
         // The tables the guest init uses.
         assert_eq!(ignis_guest_config::nic_table(1), 101);
     }
@@ -434,7 +435,7 @@ mod tests {
         let e1 = &n["ethernets"]["eth1"];
         assert_eq!(
             e1["routes"],
-            yaml("[{to: 0.0.0.0/0, via: 10.22.0.1}, {to: 10.22.0.0/24, table: 101}, {to: 0.0.0.0/0, via: 10.22.0.1, table: 101, metric: 10000}]")
+            yaml("[{to: 0.0.0.0/0, via: 10.22.0.1}, {to: 0.0.0.0/0, via: 10.22.0.1, table: 101, metric: 10000}]")
         );
         assert_eq!(e1["nameservers"]["addresses"], yaml("[10.61.0.1]"));
         assert_eq!(
