@@ -123,6 +123,12 @@ impl Ignis {
                     // with new addresses and MACs; the identity hook
                     // re-addresses the first.
                     cni: snap.spec.network.cni.clone(),
+                    macvtap: snap
+                        .spec
+                        .network
+                        .nics()
+                        .first()
+                        .and_then(crate::vm::Macvtap::for_clone),
                     extra_nics: snap
                         .spec
                         .network
@@ -131,6 +137,7 @@ impl Ignis {
                         .map(|n| crate::vm::NicRequest {
                             mode: n.mode,
                             cni: n.cni.clone(),
+                            macvtap: crate::vm::Macvtap::for_clone(n),
                         })
                         .collect(),
                     from_snapshot: Some(snap.id.clone()),
