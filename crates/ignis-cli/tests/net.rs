@@ -1361,6 +1361,19 @@ fn macvtap_puts_the_vm_on_a_host_segment_with_its_own_mac() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // `stats` counts the macvtap's traffic (the page the peer fetched).
+    let stats: serde_json::Value = serde_json::from_str(&ignis_ok(
+        &env,
+        &host,
+        &["stats", "--no-stream", "-o", "json", "mv"],
+    ))
+    .unwrap();
+    let row = &stats[0];
+    assert!(
+        row["netTxBytes"].as_u64().unwrap() > 0 && row["netRxBytes"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+
     // Stopped, the macvtap goes (it would outlive QEMU by itself); started
     // again, it comes back and the VM answers again.
     ignis_ok(&env, &host, &["stop", "-t", "0", "mv"]);
