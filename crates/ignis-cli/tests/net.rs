@@ -1361,6 +1361,22 @@ fn macvtap_puts_the_vm_on_a_host_segment_with_its_own_mac() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Clones would all claim the fixed address: refused before anything
+    // (not even the snapshot a fork of a running VM takes first).
+    let out = ignis_in(&env, &host, &["fork", "mv", "-n", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("fixed address on a macvtap"),
+        "{err}"
+    );
+    assert!(ignis_ok(&env, &host, &["snapshot", "ls", "-q"])
+        .trim()
+        .is_empty());
+    assert_eq!(
+        ignis_ok(&env, &host, &["ps", "-a", "-q"]).lines().count(),
+        1
+    );
+
     // `stats` counts the macvtap's traffic (the page the peer fetched).
     let stats: serde_json::Value = serde_json::from_str(&ignis_ok(
         &env,

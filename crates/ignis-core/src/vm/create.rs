@@ -224,12 +224,6 @@ impl Ignis {
                     }
                 }
             }
-            if snap.is_some() && macvtaps.iter().any(|m| m.ip.is_some()) {
-                return Err(invalid(
-                    Field::Network,
-                    "the snapshot's VM has a fixed address on a macvtap: its clones would all claim it on the host's segment".into(),
-                ));
-            }
         }
         if bridge && cni && !driver.capabilities(accel).host_tap_from_netns {
             return Err(invalid(
