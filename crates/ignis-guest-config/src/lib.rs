@@ -73,7 +73,8 @@ pub struct GuestConfig {
     /// default route.
     #[serde(default)]
     pub network: Option<GuestNet>,
-    /// The NICs after the first: address and subnet route each. With
+    /// The NICs after the first (all of them when the first has no static
+    /// `network`): address and subnet route each. With
     /// several NICs, each one with a gateway also gets a routing table of
     /// its own and a rule `from <its address>` to it (source routing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

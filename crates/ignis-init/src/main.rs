@@ -71,14 +71,16 @@ fn boot() -> Result<i32, BootError> {
     mounts::volumes(&cfg)?;
     mounts::configure(&cfg)?;
     // With several NICs, each is source-routed through its own table
-    // (the first too); one NIC needs only the main table.
-    let several = !cfg.interfaces.is_empty();
+    // (the first too); one NIC needs only the main table. `interfaces`
+    // starts with NIC 0 when that one has no static `network`.
+    let first = usize::from(cfg.network.is_some());
+    let several = first + cfg.interfaces.len() > 1;
     if let Some(n) = &cfg.network {
         let table = several.then(|| ignis_agent::policy::table_for(0));
         ignis_agent::net::configure(n, table)?;
     }
     for (i, nic) in cfg.interfaces.iter().enumerate() {
-        ignis_agent::net::configure_nic(nic, ignis_agent::policy::table_for(i + 1))?;
+        ignis_agent::net::configure_nic(nic, ignis_agent::policy::table_for(i + first))?;
     }
     match cfg.mode {
         Mode::App => Ok(run::workload(&cfg)?),
