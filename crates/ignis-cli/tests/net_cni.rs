@@ -519,11 +519,23 @@ fn nat_rules(ns: &str) -> String {
     ])
 }
 
-/// portmap's rules for VM `id`: its chain's rules carry this comment.
+/// portmap's rules for VM `id`: the jumps to its chain (they carry a
+/// comment naming the VM) and that chain's rules.
 fn portmap_rules(ns: &str, id: &str) -> Vec<String> {
-    nat_rules(ns)
+    let all = nat_rules(ns);
+    let entries: Vec<&str> = all
         .lines()
-        .filter(|l| l.contains(&format!("id: \"{id}\"")))
+        .filter(|l| l.contains("dnat name") && l.contains(id))
+        .collect();
+    let chains: Vec<String> = entries
+        .iter()
+        .filter_map(|l| l.rsplit(" -j ").next())
+        .map(|c| format!("-A {c} "))
+        .collect();
+    entries
+        .iter()
+        .copied()
+        .chain(all.lines().filter(|l| chains.iter().any(|c| l.starts_with(c))))
         .map(str::to_string)
         .collect()
 }
