@@ -668,6 +668,19 @@ fn published_ports_on_a_cni_network_through_portmap() {
     net.assert_nothing_left(&id);
     assert!(portmap_rules(&net.ns, &id).is_empty(), "{}", nat_rules(&net.ns));
 
+    // An IPv6 host address on an IPv4-only network: portmap would publish
+    // nothing; refused once the IPAM answered, its ADD undone.
+    let out = net.ignis(&[
+        "create", "--network", "cni:testnet", "-p", "[::]:18083:80", &img, "/bin/busybox", "true",
+    ]);
+    common::assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[::]:18083->80/tcp: the VM got no IPv6 address on the CNI network testnet"), "{err}");
+    assert!(net.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    assert_eq!(std::fs::read_dir(net.env.root().join("cni")).unwrap().count(), 0);
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    assert!(!nat_rules(&net.ns).contains("-A CNI-DN-"), "{}", nat_rules(&net.ns));
+
     // A network without portmap cannot publish: refused, nothing made.
     std::fs::write(
         net.conf.join("20-plain.conflist"),
@@ -705,14 +718,17 @@ impl Drop for ClientNs {
 
 /// Dual stack: host-local with an IPv4 and an IPv6 range gives the VM an
 /// address of each, both in the record and `ps`, and the guest has both:
-/// it answers over IPv6 from the namespace and reaches its IPv6 gateway.
+/// it answers over IPv6 from the namespace and reaches its IPv6 gateway;
+/// `-p [::]:…` is published by portmap over IPv6 only.
 #[test]
 fn dual_stack_host_local_gives_the_vm_both_addresses() {
-    let Some(net) = setup_with("6", &[], Some("fd00:88:7::/64")) else {
+    let Some(net) = setup_with("6", &[portmap()], Some("fd00:88:7::/64")) else {
         return;
     };
     let img = web_image(&net.env);
-    let mut args = vec!["run", "--name", "web", "--network", "cni:testnet", &img];
+    let mut args = vec![
+        "run", "--name", "web", "--network", "cni:testnet", "-p", "[::]:18090:80", &img,
+    ];
     args.extend(HTTPD);
     let id = net.ok(&args).trim().to_string();
     let v = net.env.vm_json("web");
@@ -739,6 +755,20 @@ fn dual_stack_host_local_gives_the_vm_both_addresses() {
         "console: {}",
         net.ok(&["logs", "web"])
     );
+    // portmap published `[::]:18090` to it: IPv6 rules only.
+    assert_eq!(
+        net.curl("http://[fd00:88:7::1]:18090/"),
+        "hello from the VM\n"
+    );
+    let v6rules = ok(&[
+        "nsenter",
+        &format!("--net=/run/netns/{}", net.ns),
+        "ip6tables-save",
+        "-t",
+        "nat",
+    ]);
+    assert!(v6rules.contains(&format!("--to-destination [{ip6}]:80")), "{v6rules}");
+    assert!(!nat_rules(&net.ns).contains("-A CNI-DN-"), "{}", nat_rules(&net.ns));
     let addrs = net.ok(&["exec", "web", "/bin/busybox", "ip", "-6", "addr", "show", "eth0"]);
     assert!(addrs.contains(&format!("{ip6}/64")), "{addrs}");
     let out = net.ok(&[
@@ -747,6 +777,14 @@ fn dual_stack_host_local_gives_the_vm_both_addresses() {
     assert!(out.contains("2 packets received"), "{out}");
     net.ok(&["rm", "-f", "web"]);
     net.assert_nothing_left(&id);
+    let v6rules = ok(&[
+        "nsenter",
+        &format!("--net=/run/netns/{}", net.ns),
+        "ip6tables-save",
+        "-t",
+        "nat",
+    ]);
+    assert!(!v6rules.contains("-A CNI-DN-"), "{v6rules}");
     assert!(
         std::fs::read_dir(net.ipam.join("testnet"))
             .unwrap()

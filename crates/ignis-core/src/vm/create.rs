@@ -371,7 +371,8 @@ impl Ignis {
             )
             .about(Field::Ip6));
         }
-        if let Some(p) = ports.iter().find(|p| {
+        // (Ports on a CNI network are portmap's: checked above.)
+        if let Some(p) = ports.iter().filter(|_| bridge).find(|p| {
             p.proto == ignis_net::Proto::Udp
                 && p.host_ip.is_some_and(|i| i.is_ipv6() && i.is_loopback())
         }) {
@@ -381,7 +382,7 @@ impl Ignis {
             )
             .about(Field::Ports));
         }
-        if self.subnet6.is_none() {
+        if bridge && self.subnet6.is_none() {
             if let Some(p) = ports
                 .iter()
                 .find(|p| p.host_ip.is_some_and(|i| i.is_ipv6()))

@@ -98,9 +98,15 @@ impl Attachment {
         {
             return Ok(());
         }
+        let addrs = self
+            .result
+            .as_ref()
+            .and_then(|r| CniResult::parse(r).ok())
+            .and_then(|r| r.for_interface(&self.ifname).map(|(_, a)| a))
+            .unwrap_or_default();
         for p in &self.config.plugins {
             match self.invoke(Command::Check, p, self.result.as_ref()) {
-                Err(e) if portmap_check_bug(&e) => {
+                Err(e) if portmap_check_bug(&e, &addrs) => {
                     tracing::warn!(network = %self.config.name, error = %e, "portmap's IPv6 CHECK failed; before v1.3.0 it fails whenever ip6tables works (containernetworking/plugins fb5d195f), so it is not held against the VM");
                 }
                 r => {
@@ -225,14 +231,28 @@ impl Attachment {
 }
 
 /// portmap before v1.3.0 (Debian 12's 1.1.1) checks its rules for each
-/// address of the VM in both iptables and ip6tables, so its CHECK fails
-/// with "could not check ipv6 dnat" for an IPv4 address once ip6tables
-/// works (fixed upstream by fb5d195f, "Only check ipv6 when an IPv6 is
-/// configured"). Its IPv4 rules were checked by then; only that failure is
-/// let through.
-fn portmap_check_bug(e: &CniError) -> bool {
-    matches!(e, CniError::Plugin { plugin, msg, .. }
-        if plugin == "portmap" && msg.starts_with("could not check ipv6 dnat"))
+/// address of the VM in both iptables and ip6tables (fixed upstream by
+/// fb5d195f, "Only check ipv6 when an IPv6 is configured"), so its CHECK
+/// fails once ip6tables works: "could not check ipv6 dnat" for the IPv4
+/// address's rules, "could not check ipv4 dnat" for the IPv6 address's (the
+/// message names it) or with no IPv4 address at all. Those failures, and
+/// only those, are let through: the IPv4 rules were checked in iptables
+/// before; the IPv6 ones go unchecked there.
+fn portmap_check_bug(e: &CniError, addrs: &super::Addresses) -> bool {
+    let CniError::Plugin { plugin, msg, .. } = e else {
+        return false;
+    };
+    if plugin != "portmap" {
+        return false;
+    }
+    if msg.starts_with("could not check ipv6 dnat") {
+        return true;
+    }
+    msg.starts_with("could not check ipv4 dnat")
+        && (addrs.v4.is_none()
+            || addrs
+                .v6
+                .is_some_and(|(a, ..)| msg.contains(&a.to_string())))
 }
 
 /// Whether a plugin's configuration declares `capability` (`true` in its
