@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p ignis-init --target x86_64-unknown-linux-gnu
-echo "$PWD/target/x86_64-unknown-linux-gnu/release/ignis-init"
+echo "${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/ignis-init"

@@ -126,7 +126,8 @@ impl VmManifestSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ManifestNetwork {
-    /// `bridge` (default) or `none`.
+    /// `bridge` (default), `none`, `cni[:NAME]` or `macvtap:LINK[,...]`,
+    /// as `--network`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// Docker's `-p` syntax.
@@ -159,8 +160,8 @@ pub struct ManifestNetwork {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ManifestInterface {
-    /// `bridge` or `cni:NAME`, as `--network` (`ip` and `mac` above are
-    /// the first NIC's).
+    /// `bridge`, `cni:NAME` or `macvtap:LINK[,ip=..][,gateway=..][,mac=..]`,
+    /// as `--network` (`ip` and `mac` above are the first NIC's).
     pub network: String,
 }
 

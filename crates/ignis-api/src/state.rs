@@ -105,6 +105,9 @@ pub enum NetworkMode {
     /// A CNI network (`cni:NAME`): the plugins of its conflist attach the
     /// VM in a network namespace of its own; its IPAM picks the address.
     Cni,
+    /// A macvtap on a host interface (`macvtap:eth1`): the VM on that
+    /// interface's L2 segment with a MAC of its own (QEMU only).
+    Macvtap,
 }
 
 impl NetworkMode {
@@ -113,6 +116,7 @@ impl NetworkMode {
             Self::Bridge => "bridge",
             Self::None => "none",
             Self::Cni => "cni",
+            Self::Macvtap => "macvtap",
         }
     }
 }

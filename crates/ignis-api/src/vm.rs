@@ -77,6 +77,9 @@ pub struct NetworkSpec {
     /// Mode `cni`: the CNI network (the `name` of a conflist).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<String>,
+    /// Mode `macvtap`: the host interface the VM's macvtap sits on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     /// The NICs after the first (`eth1`, ...), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<NicSpec>,
@@ -100,6 +103,9 @@ pub struct NicSpec {
     pub mode: NetworkMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<String>,
+    /// Mode `macvtap`: the host interface it sits on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,11 +125,12 @@ pub struct NicSpec {
 }
 
 impl NicSpec {
-    /// `bridge` or `cni:NAME`, as `--network` takes it.
+    /// `bridge`, `cni:NAME` or `macvtap:LINK`, as `--network` takes it.
     pub fn network(&self) -> String {
-        match (&self.mode, &self.cni) {
-            (NetworkMode::Cni, Some(n)) => format!("cni:{n}"),
-            (m, _) => m.as_str().to_string(),
+        match (&self.mode, &self.cni, &self.link) {
+            (NetworkMode::Cni, Some(n), _) => format!("cni:{n}"),
+            (NetworkMode::Macvtap, _, Some(l)) => format!("macvtap:{l}"),
+            (m, _, _) => m.as_str().to_string(),
         }
     }
 }
@@ -136,6 +143,7 @@ impl NetworkSpec {
             v.push(NicSpec {
                 mode: self.mode,
                 cni: self.cni.clone(),
+                link: self.link.clone(),
                 ip: self.ip.clone(),
                 prefix: self.prefix,
                 gateway: self.gateway.clone(),
@@ -156,6 +164,7 @@ impl NetworkSpec {
             Some(first) => {
                 self.mode = first.mode;
                 self.cni = first.cni;
+                self.link = first.link;
                 self.ip = first.ip;
                 self.prefix = first.prefix;
                 self.gateway = first.gateway;
@@ -167,6 +176,7 @@ impl NetworkSpec {
             None => {
                 self.mode = NetworkMode::None;
                 self.cni = None;
+                self.link = None;
                 self.ip = None;
                 self.prefix = None;
                 self.gateway = None;
@@ -182,6 +192,11 @@ impl NetworkSpec {
     /// Some NIC is on a CNI network.
     pub fn uses_cni(&self) -> bool {
         self.nics().iter().any(|n| n.mode == NetworkMode::Cni)
+    }
+
+    /// Some NIC is a macvtap on a host interface.
+    pub fn uses_macvtap(&self) -> bool {
+        self.nics().iter().any(|n| n.mode == NetworkMode::Macvtap)
     }
 
     /// Some NIC is on the ignis bridge.
@@ -204,6 +219,7 @@ impl Default for NetworkSpec {
             bridge: None,
             ports: vec![],
             cni: None,
+            link: None,
             interfaces: vec![],
             dns: vec![],
             dns_search: vec![],

@@ -630,8 +630,10 @@ pub struct CreateArgs {
     #[arg(long)]
     pub backend: Option<String>,
     /// bridge (an address on ignis0, NAT out, -p), cni[:NAME] (a CNI
-    /// network, its conflist from --cni-conf-dir) or none; repeat for
-    /// several NICs (eth0 first).
+    /// network, its conflist from --cni-conf-dir),
+    /// macvtap:LINK[,ip=A.B.C.D/N][,gateway=IP][,mac=MAC] (on the host
+    /// interface LINK's segment, QEMU only) or none; repeat for several
+    /// NICs (eth0 first).
     /// (default: IGNIS_NETWORK, else bridge)
     #[arg(long)]
     pub network: Vec<String>,

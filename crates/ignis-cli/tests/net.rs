@@ -1199,3 +1199,258 @@ fn dns_through_a_stub_resolver_on_loopback() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     server.join().unwrap();
 }
+
+/// The macvtap links of VMs (`mv<id>N`) in namespace `ns`.
+fn macvtaps_in(ns: &str) -> Vec<String> {
+    ok(&["ip", "-n", ns, "-o", "link", "show", "type", "macvtap"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+#[test]
+fn macvtap_puts_the_vm_on_a_host_segment_with_its_own_mac() {
+    let Some(env) = net_env() else { return };
+    let tag = std::process::id();
+    let (host, lan) = (format!("ignis-mh{tag}"), format!("ignis-ml{tag}"));
+    let _cleanup = Cleanup {
+        names: vec![host.clone(), lan.clone()],
+        root: env.root(),
+    };
+    ok(&["ip", "netns", "add", &host]);
+    ok(&["ip", "netns", "add", &lan]);
+    // The host's "eth1" (no address of its own) on a segment where a peer
+    // lives at 192.0.2.1.
+    ok(&[
+        "ip", "link", "add", "lan0", "netns", &host, "type", "veth", "peer", "name", "peer0",
+        "netns", &lan,
+    ]);
+    ok(&[
+        "ip",
+        "-n",
+        &lan,
+        "addr",
+        "add",
+        "192.0.2.1/24",
+        "dev",
+        "peer0",
+    ]);
+    for (ns, dev) in [
+        (&host, "lan0"),
+        (&lan, "peer0"),
+        (&host, "lo"),
+        (&lan, "lo"),
+    ] {
+        ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+    let img = web_image(&env, "hello over macvtap\n");
+
+    // A host interface that does not exist: refused, nothing made.
+    let out = ignis_in(
+        &env,
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "bad",
+            "--network",
+            "macvtap:nosuch9",
+            &img,
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no interface nosuch9"), "{err}");
+    assert!(ignis_ok(&env, &host, &["ps", "-a", "-q"]).trim().is_empty());
+    assert!(macvtaps_in(&host).is_empty());
+
+    // The VM: a static address on the segment, busybox httpd on :80.
+    ignis_ok(
+        &env,
+        &host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "mv",
+            "--network",
+            "macvtap:lan0,ip=192.0.2.10/24,gateway=192.0.2.1",
+            &img,
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    );
+    let v = env.vm_json("mv");
+    let id = v["id"].as_str().unwrap().to_string();
+    let n = &v["spec"]["network"];
+    assert_eq!(n["mode"], "macvtap", "{n}");
+    assert_eq!(n["link"], "lan0", "{n}");
+    assert_eq!(n["ip"], "192.0.2.10", "{n}");
+    let mac = n["mac"].as_str().unwrap().to_string();
+    assert!(
+        ignis_ok(&env, &host, &["ps"]).contains("192.0.2.10"),
+        "ps shows the address"
+    );
+    // The macvtap, on lan0, with the VM's MAC.
+    let links = macvtaps_in(&host);
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert!(
+        links[0].starts_with(&format!("mv{}", &id[..11])),
+        "{links:?}"
+    );
+    let detail = ok(&["ip", "-n", &host, "-d", "link", "show", &links[0]]);
+    assert!(
+        detail.contains(&format!("{}@lan0", links[0]))
+            && detail.contains(&mac)
+            && detail.contains("macvtap mode bridge"),
+        "{detail}"
+    );
+
+    // The peer on the segment reaches the VM (the host's stack is not in
+    // the way: lan0 has no address), and sees the VM's own MAC.
+    let mut got = String::new();
+    let reached = wait::within(Duration::from_secs(120), || {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lan,
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "http://192.0.2.10/",
+        ]);
+        got = String::from_utf8_lossy(&out.stdout).into_owned();
+        got.contains("hello")
+    });
+    assert!(reached, "the VM never answered on the segment: {got:?}");
+    assert_eq!(got, "hello over macvtap\n");
+    let neigh = ok(&["ip", "-n", &lan, "neigh", "show", "192.0.2.10"]);
+    assert!(
+        neigh.contains(&mac),
+        "the peer learnt the VM's MAC: {neigh}"
+    );
+    // And the VM reaches the peer.
+    let out = ignis_in(
+        &env,
+        &host,
+        &[
+            "exec",
+            "mv",
+            "/bin/busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "5",
+            "192.0.2.1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "VM to peer: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Clones would all claim the fixed address: refused before anything
+    // (not even the snapshot a fork of a running VM takes first).
+    let out = ignis_in(&env, &host, &["fork", "mv", "-n", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("fixed address on a macvtap"),
+        "{err}"
+    );
+    assert!(ignis_ok(&env, &host, &["snapshot", "ls", "-q"])
+        .trim()
+        .is_empty());
+    assert_eq!(
+        ignis_ok(&env, &host, &["ps", "-a", "-q"]).lines().count(),
+        1
+    );
+
+    // `stats` counts the macvtap's traffic (the page the peer fetched).
+    let stats: serde_json::Value = serde_json::from_str(&ignis_ok(
+        &env,
+        &host,
+        &["stats", "--no-stream", "-o", "json", "mv"],
+    ))
+    .unwrap();
+    let row = &stats[0];
+    assert!(
+        row["netTxBytes"].as_u64().unwrap() > 0 && row["netRxBytes"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+
+    // Stopped, the macvtap goes (it would outlive QEMU by itself); started
+    // again, it comes back and the VM answers again.
+    ignis_ok(&env, &host, &["stop", "-t", "0", "mv"]);
+    assert!(macvtaps_in(&host).is_empty(), "stop left the macvtap");
+    ignis_ok(&env, &host, &["start", "mv"]);
+    assert_eq!(macvtaps_in(&host).len(), 1);
+    assert!(
+        wait::within(Duration::from_secs(120), || {
+            let out = sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &lan,
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                "http://192.0.2.10/",
+            ]);
+            String::from_utf8_lossy(&out.stdout).contains("hello")
+        }),
+        "no answer after a restart"
+    );
+
+    // rm: no link, no device node, no VM directory.
+    ignis_ok(&env, &host, &["rm", "-f", "mv"]);
+    assert!(macvtaps_in(&host).is_empty(), "rm left the macvtap");
+    assert!(!env.root().join("vms").join(&id).exists());
+
+    // A supervisor killed once the VMM ran leaves the macvtap; system
+    // check names it and prune removes it.
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &host, env!("CARGO_BIN_EXE_ignis")])
+        .args([
+            "run",
+            "-d",
+            "--name",
+            "crash",
+            "--network",
+            "macvtap:lan0",
+            &img,
+            "/bin/busybox",
+            "sleep",
+            "600",
+        ])
+        .env("IGNIS_ROOT", env.root())
+        .env("IGNIS_LOG", "warn")
+        .env("IGNIS_FAULT", "supervise:vmm-started");
+    let out = c.output().unwrap();
+    assert!(!out.status.success(), "run reports the supervisor's death");
+    let left = macvtaps_in(&host);
+    assert_eq!(left.len(), 1, "the crash left its macvtap: {left:?}");
+    let check = ignis_in(&env, &host, &["system", "check"]);
+    assert_eq!(check.status.code(), Some(1), "check reports a problem");
+    let text = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        text.contains("stale-tap") && text.contains(&left[0]),
+        "{text}"
+    );
+    ignis_ok(&env, &host, &["system", "prune"]);
+    assert!(macvtaps_in(&host).is_empty(), "prune left the macvtap");
+    ignis_ok(&env, &host, &["rm", "-f", "crash"]);
+}

@@ -535,7 +535,10 @@ fn portmap_rules(ns: &str, id: &str) -> Vec<String> {
     entries
         .iter()
         .copied()
-        .chain(all.lines().filter(|l| chains.iter().any(|c| l.starts_with(c))))
+        .chain(
+            all.lines()
+                .filter(|l| chains.iter().any(|c| l.starts_with(c))),
+        )
         .map(str::to_string)
         .collect()
 }
@@ -549,15 +552,24 @@ fn portmap_rules(ns: &str, id: &str) -> Vec<String> {
 /// with nothing made.
 #[test]
 fn published_ports_on_a_cni_network_through_portmap() {
-    if sh(&["sh", "-c", "command -v iptables-save"]).stdout.is_empty() {
-        tier::skip(tier::NET, "iptables missing (apt-get install iptables): portmap needs it");
+    if sh(&["sh", "-c", "command -v iptables-save"])
+        .stdout
+        .is_empty()
+    {
+        tier::skip(
+            tier::NET,
+            "iptables missing (apt-get install iptables): portmap needs it",
+        );
         return;
     }
     let Some(net) = setup_with("m", &[portmap()], None) else {
         return;
     };
     if !net.bin.join("portmap").is_file() {
-        tier::skip(tier::NET, "no portmap plugin (apt-get install containernetworking-plugins)");
+        tier::skip(
+            tier::NET,
+            "no portmap plugin (apt-get install containernetworking-plugins)",
+        );
         return;
     }
     // A client namespace, a veth away: 10.89.7.2 → 10.89.7.1 (the test
@@ -569,7 +581,10 @@ fn published_ports_on_a_cni_network_through_portmap() {
         "ip", "-n", &net.ns, "link", "add", "igv-h", "type", "veth", "peer", "name", "igv-c",
         "netns", &client,
     ]);
-    for (ns, dev, addr) in [(&net.ns, "igv-h", "10.89.7.1/24"), (&client, "igv-c", "10.89.7.2/24")] {
+    for (ns, dev, addr) in [
+        (&net.ns, "igv-h", "10.89.7.1/24"),
+        (&client, "igv-c", "10.89.7.2/24"),
+    ] {
         ok(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
         ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
         ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -593,7 +608,14 @@ fn published_ports_on_a_cni_network_through_portmap() {
     };
     let img = web_image(&net.env);
     let mut args = vec![
-        "run", "--name", "web", "--network", "cni:testnet", "-p", "18080:80", &img,
+        "run",
+        "--name",
+        "web",
+        "--network",
+        "cni:testnet",
+        "-p",
+        "18080:80",
+        &img,
     ];
     args.extend(HTTPD);
     let id = net.ok(&args).trim().to_string();
@@ -606,16 +628,19 @@ fn published_ports_on_a_cni_network_through_portmap() {
     let ps = net.ok(&["ps"]);
     assert!(ps.contains("0.0.0.0:18080->80/tcp"), "{ps}");
     // The port is in the attachment record, for DEL.
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(net.env.root().join("cni").join(format!("{id}.json"))).unwrap())
-            .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(net.env.root().join("cni").join(format!("{id}.json"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         record[0]["portMappings"],
         serde_json::json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}])
     );
     let rules = portmap_rules(&net.ns, &id);
     assert!(
-        rules.iter().any(|r| r.contains("18080") && r.contains("DNAT")),
+        rules
+            .iter()
+            .any(|r| r.contains("18080") && r.contains("DNAT")),
         "{}",
         nat_rules(&net.ns)
     );
@@ -628,10 +653,20 @@ fn published_ports_on_a_cni_network_through_portmap() {
     // Restarted: CHECK (with the same ports) passes; still published.
     net.ok(&["stop", "-t", "5", "web"]);
     net.ok(&["start", "web"]);
-    assert_eq!(from_client("http://10.89.7.1:18080/"), "hello from the VM\n");
+    assert_eq!(
+        from_client("http://10.89.7.1:18080/"),
+        "hello from the VM\n"
+    );
     // The port is taken: another VM cannot have it.
     let out = net.ignis(&[
-        "create", "--network", "cni:testnet", "-p", "18080:81", &img, "/bin/busybox", "true",
+        "create",
+        "--network",
+        "cni:testnet",
+        "-p",
+        "18080:81",
+        &img,
+        "/bin/busybox",
+        "true",
     ]);
     common::assert_exit(&out, 4);
     assert!(
@@ -641,8 +676,16 @@ fn published_ports_on_a_cni_network_through_portmap() {
     );
     net.ok(&["rm", "-f", "web"]);
     net.assert_nothing_left(&id);
-    assert!(portmap_rules(&net.ns, &id).is_empty(), "{}", nat_rules(&net.ns));
-    assert!(!nat_rules(&net.ns).contains("CNI-DN-"), "{}", nat_rules(&net.ns));
+    assert!(
+        portmap_rules(&net.ns, &id).is_empty(),
+        "{}",
+        nat_rules(&net.ns)
+    );
+    assert!(
+        !nat_rules(&net.ns).contains("CNI-DN-"),
+        "{}",
+        nat_rules(&net.ns)
+    );
 
     // Killed after ADD: the rules are there, with no VM; prune's DEL
     // (from the record, with the same ports) removes them.
@@ -657,29 +700,59 @@ fn published_ports_on_a_cni_network_through_portmap() {
     let id = std::fs::read_dir(net.env.root().join("cni"))
         .unwrap()
         .flatten()
-        .find_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
+        .find_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".json")
+                .map(str::to_string)
+        })
         .expect("the attachment record");
     assert!(
-        portmap_rules(&net.ns, &id).iter().any(|r| r.contains("18081") && r.contains("udp")),
+        portmap_rules(&net.ns, &id)
+            .iter()
+            .any(|r| r.contains("18081") && r.contains("udp")),
         "{}",
         nat_rules(&net.ns)
     );
     net.ok(&["system", "prune"]);
     net.assert_nothing_left(&id);
-    assert!(portmap_rules(&net.ns, &id).is_empty(), "{}", nat_rules(&net.ns));
+    assert!(
+        portmap_rules(&net.ns, &id).is_empty(),
+        "{}",
+        nat_rules(&net.ns)
+    );
 
     // An IPv6 host address on an IPv4-only network: portmap would publish
     // nothing; refused once the IPAM answered, its ADD undone.
     let out = net.ignis(&[
-        "create", "--network", "cni:testnet", "-p", "[::]:18083:80", &img, "/bin/busybox", "true",
+        "create",
+        "--network",
+        "cni:testnet",
+        "-p",
+        "[::]:18083:80",
+        &img,
+        "/bin/busybox",
+        "true",
     ]);
     common::assert_exit(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("[::]:18083->80/tcp: the VM got no IPv6 address on the CNI network testnet"), "{err}");
+    assert!(
+        err.contains("[::]:18083->80/tcp: the VM got no IPv6 address on the CNI network testnet"),
+        "{err}"
+    );
     assert!(net.ok(&["ps", "-a", "-q"]).trim().is_empty());
-    assert_eq!(std::fs::read_dir(net.env.root().join("cni")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(net.env.root().join("cni"))
+            .unwrap()
+            .count(),
+        0
+    );
     assert!(net.leases().is_empty(), "{:?}", net.leases());
-    assert!(!nat_rules(&net.ns).contains("-A CNI-DN-"), "{}", nat_rules(&net.ns));
+    assert!(
+        !nat_rules(&net.ns).contains("-A CNI-DN-"),
+        "{}",
+        nat_rules(&net.ns)
+    );
 
     // A network without portmap cannot publish: refused, nothing made.
     std::fs::write(
@@ -694,16 +767,30 @@ fn published_ports_on_a_cni_network_through_portmap() {
     )
     .unwrap();
     let out = net.ignis(&[
-        "run", "--network", "cni:plain", "-p", "18082:80", &img, "/bin/busybox", "true",
+        "run",
+        "--network",
+        "cni:plain",
+        "-p",
+        "18082:80",
+        &img,
+        "/bin/busybox",
+        "true",
     ]);
     common::assert_exit(&out, 125);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("-p: published ports (0.0.0.0:18082->80/tcp)") && err.contains("plain") && err.contains("add the portmap plugin"),
+        err.contains("-p: published ports (0.0.0.0:18082->80/tcp)")
+            && err.contains("plain")
+            && err.contains("add the portmap plugin"),
         "{err}"
     );
     assert!(net.ok(&["ps", "-a", "-q"]).trim().is_empty());
-    assert_eq!(std::fs::read_dir(net.env.root().join("cni")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(net.env.root().join("cni"))
+            .unwrap()
+            .count(),
+        0
+    );
     assert!(!ok(&["ip", "-n", &net.ns, "-o", "link"]).contains("cnit1"));
 }
 
@@ -727,7 +814,14 @@ fn dual_stack_host_local_gives_the_vm_both_addresses() {
     };
     let img = web_image(&net.env);
     let mut args = vec![
-        "run", "--name", "web", "--network", "cni:testnet", "-p", "[::]:18090:80", &img,
+        "run",
+        "--name",
+        "web",
+        "--network",
+        "cni:testnet",
+        "-p",
+        "[::]:18090:80",
+        &img,
     ];
     args.extend(HTTPD);
     let id = net.ok(&args).trim().to_string();
@@ -767,12 +861,37 @@ fn dual_stack_host_local_gives_the_vm_both_addresses() {
         "-t",
         "nat",
     ]);
-    assert!(v6rules.contains(&format!("--to-destination [{ip6}]:80")), "{v6rules}");
-    assert!(!nat_rules(&net.ns).contains("-A CNI-DN-"), "{}", nat_rules(&net.ns));
-    let addrs = net.ok(&["exec", "web", "/bin/busybox", "ip", "-6", "addr", "show", "eth0"]);
+    assert!(
+        v6rules.contains(&format!("--to-destination [{ip6}]:80")),
+        "{v6rules}"
+    );
+    assert!(
+        !nat_rules(&net.ns).contains("-A CNI-DN-"),
+        "{}",
+        nat_rules(&net.ns)
+    );
+    let addrs = net.ok(&[
+        "exec",
+        "web",
+        "/bin/busybox",
+        "ip",
+        "-6",
+        "addr",
+        "show",
+        "eth0",
+    ]);
     assert!(addrs.contains(&format!("{ip6}/64")), "{addrs}");
     let out = net.ok(&[
-        "exec", "web", "/bin/busybox", "ping", "-6", "-c", "2", "-W", "5", "fd00:88:7::1",
+        "exec",
+        "web",
+        "/bin/busybox",
+        "ping",
+        "-6",
+        "-c",
+        "2",
+        "-W",
+        "5",
+        "fd00:88:7::1",
     ]);
     assert!(out.contains("2 packets received"), "{out}");
     net.ok(&["rm", "-f", "web"]);

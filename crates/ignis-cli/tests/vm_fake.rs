@@ -367,7 +367,11 @@ fn ports_on_a_cni_network_without_portmap_are_refused_leaving_nothing() {
     let conf = conf.to_str().unwrap();
     let without = "-p: published ports (0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp) need a plugin with the portMappings capability on the CNI network plain, and it has none: add the portmap plugin to its conflist";
     for (nets, ports, msg) in [
-        (&["cni:plain"][..], &["8080:80", "127.0.0.1:53:53/udp"][..], without),
+        (
+            &["cni:plain"][..],
+            &["8080:80", "127.0.0.1:53:53/udp"][..],
+            without,
+        ),
         // The default network is the first file's.
         (&["cni"], &["8080:80", "127.0.0.1:53:53/udp"], without),
         // The first CNI NIC's network is the one.

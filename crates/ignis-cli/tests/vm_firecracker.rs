@@ -110,6 +110,32 @@ fn test_guest_lifecycle_on_firecracker() {
     let mut env = Env::for_tier(common::tier::FIRECRACKER);
     let img = import_test_guest_and_app(&env);
 
+    // Firecracker opens TAPs by name: a macvtap is refused up front,
+    // naming what works instead, and nothing is made.
+    let out = env
+        .cmd()
+        .env("IGNIS_FIRECRACKER", &fc)
+        .args([
+            "run",
+            "--backend",
+            "firecracker",
+            "--kernel",
+            "testguest",
+            "--network",
+            "macvtap:lo",
+            "--name",
+            "mv",
+            &img,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot use a macvtap") && err.contains("qemu"),
+        "{err}"
+    );
+    assert!(env.ok(&["ps", "-a", "-q"]).trim().is_empty());
+
     let id = run_test_guest(&env, &fc, "fc1", &img);
     assert!(env.ok(&["logs", "fc1"]).contains("IGNIS-INIT ready"));
     let ps = env.ok(&["ps"]);

@@ -304,3 +304,72 @@ fn ipv6_leases_bridge_and_rules() {
 fn ignis_vmm_missing_nft() -> bool {
     ignis_vmm::detect::find_in_path("nft").is_none()
 }
+
+/// A macvtap NIC: made on its host interface with the VM's MAC before the
+/// VMM starts, handed to it as a device node, removed when the VMM ends
+/// (the link would outlive it); a missing host interface is refused at
+/// create and nothing is made.
+#[test]
+fn macvtap_is_made_per_run_and_removed_after() {
+    if !rustix::process::geteuid().is_root() {
+        ignis_testkit::tier::skip(ignis_testkit::tier::ROOT, "a macvtap NIC needs root");
+        return;
+    }
+    let _ran = ignis_testkit::tier::ran(ignis_testkit::tier::ROOT);
+    let dir = tempfile::tempdir().unwrap();
+    let (ignis, net) = setup(dir.path(), None);
+    let settings = |network: &str| VmSettings {
+        image: Some("app:1".into()),
+        backend: Some("fake".into()),
+        network: Some(network.into()),
+        kernel_args: Some("ignis.fake=exit:0".into()),
+        disk_size: Some("64MB".into()),
+        ..Default::default()
+    };
+    let e = ignis
+        .vm_create(&settings("macvtap:nosuch0").parse().unwrap())
+        .unwrap_err();
+    assert!(e.to_string().contains("no interface nosuch0"), "{e}");
+    assert!(ignis.vm_list(true).unwrap().is_empty(), "nothing recorded");
+    assert!(net.calls().is_empty(), "nothing made on the host");
+
+    let vm = ignis
+        .vm_create(
+            &settings("macvtap:eth9,ip=192.0.2.5/24,mac=02:00:00:00:0a:05")
+                .parse()
+                .unwrap(),
+        )
+        .unwrap();
+    let n = &vm.spec.network;
+    assert_eq!(
+        (
+            n.link.as_deref(),
+            n.ip.as_deref(),
+            n.prefix,
+            n.gateway.as_deref()
+        ),
+        (Some("eth9"), Some("192.0.2.5"), Some(24), None)
+    );
+    assert!(net.calls().is_empty(), "create touches no host network");
+    ignis.vm_supervise(&vm.id, Default::default()).unwrap();
+    let name = format!("mv{}0", &vm.id[..11]);
+    assert_eq!(
+        net.calls(),
+        [
+            format!("create_macvtap {name} eth9 02:00:00:00:0a:05"),
+            format!("delete_link {name}"),
+        ]
+    );
+    let node = dir.path().join("root/vms").join(&vm.id).join("macvtap0");
+    assert!(!node.exists(), "the device node went with the run");
+
+    // Without a MAC: one of its own, not the bridge's scheme.
+    let vm2 = ignis
+        .vm_create(&settings("macvtap:eth9").parse().unwrap())
+        .unwrap();
+    let mac = vm2.spec.network.mac.clone().unwrap();
+    assert_eq!(mac, ignis_net::macvtap::mac_for(&vm2.id, 0));
+    assert_ne!(mac, ignis_net::mac_for(&vm2.id));
+    ignis.vm_remove(&vm.id, false).unwrap();
+    ignis.vm_remove(&vm2.id, false).unwrap();
+}

@@ -77,6 +77,23 @@ impl NetHost for FakeNet {
         self.record(format!("move_to_host {ns} {link}"));
         Ok(())
     }
+    fn create_macvtap(
+        &self,
+        name: &str,
+        link: &str,
+        mac: &str,
+        node: &std::path::Path,
+    ) -> Result<(), NetError> {
+        if link == "nosuch0" {
+            return Err(NetError::NoLink(link.into()));
+        }
+        self.record(format!("create_macvtap {name} {link} {mac}"));
+        // A plain file stands in for the character device.
+        std::fs::write(node, b"").map_err(|e| NetError::Netlink(e.to_string()))
+    }
+    fn link_exists(&self, link: &str) -> Result<bool, NetError> {
+        Ok(link != "nosuch0")
+    }
     fn teardown(&self, bridge: &str) -> Result<Teardown, NetError> {
         self.record(format!("teardown {bridge}"));
         Ok(match self.in_use.lock().expect("fake net").clone() {

@@ -25,6 +25,8 @@ pub enum NetError {
     Sysctl(String),
     #[error("IPv6 on the bridge (--subnet6) is not possible on this host: {0}; run without --subnet6 (IPv4 only)")]
     Ipv6Unavailable(String),
+    #[error("the host has no interface {0} (see ip link) for the macvtap")]
+    NoLink(String),
     #[error("{cmd} failed: {stderr}")]
     Command { cmd: String, stderr: String },
 }
@@ -65,6 +67,19 @@ pub trait NetHost: Send + Sync {
     /// Waits for `link` in `ns` (a VMM running there creates it) and
     /// moves it to this process's namespace.
     fn move_to_host(&self, ns: &str, link: &str, timeout: Duration) -> Result<(), NetError>;
+    /// A macvtap `name` (bridge mode, MAC `mac`, up) on host interface
+    /// `link` (one left by a crash is replaced), and `node` made its
+    /// character device.
+    fn create_macvtap(
+        &self,
+        name: &str,
+        link: &str,
+        mac: &str,
+        node: &std::path::Path,
+    ) -> Result<(), NetError>;
+    /// Whether host interface `link` exists (checked before a VM on it is
+    /// made).
+    fn link_exists(&self, link: &str) -> Result<bool, NetError>;
 }
 
 /// Whether this host can give the bridge IPv6: the kernel has it and it
@@ -402,6 +417,54 @@ impl NetHost for LinuxNet {
 
     fn create_netns(&self, ns: &str) -> Result<(), NetError> {
         crate::netns::create(ns)
+    }
+
+    fn create_macvtap(
+        &self,
+        name: &str,
+        link: &str,
+        mac: &str,
+        node: &std::path::Path,
+    ) -> Result<(), NetError> {
+        use rtnetlink::packet_route::link::MacVtapMode;
+        let address = crate::macvtap::mac_bytes(mac)
+            .ok_or_else(|| NetError::Netlink(format!("bad MAC {mac}")))?;
+        rt()?.block_on(async {
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
+            tokio::spawn(conn);
+            let (parent, _) = link_index(&handle, link)
+                .await?
+                .ok_or_else(|| NetError::NoLink(link.to_string()))?;
+            if let Some((stale, _)) = link_index(&handle, name).await? {
+                handle.link().del(stale).execute().await.map_err(nl_err)?;
+            }
+            handle
+                .link()
+                .add(
+                    rtnetlink::LinkMacVtap::new(name, parent, MacVtapMode::Bridge)
+                        .address(address)
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl_err)
+        })?;
+        if let Err(e) = crate::macvtap::make_node(name, node) {
+            let _ = self.delete_link(name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn link_exists(&self, link: &str) -> Result<bool, NetError> {
+        rt()?.block_on(async {
+            let (conn, handle, _) =
+                rtnetlink::new_connection().map_err(|e| NetError::Netlink(e.to_string()))?;
+            tokio::spawn(conn);
+            Ok(link_index(&handle, link).await?.is_some())
+        })
     }
 
     fn delete_netns(&self, ns: &str) -> Result<(), NetError> {

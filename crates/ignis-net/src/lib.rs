@@ -20,6 +20,7 @@ mod fake;
 mod host;
 mod ipam;
 mod ipam6;
+pub mod macvtap;
 mod netns;
 mod nftgen;
 mod ports;

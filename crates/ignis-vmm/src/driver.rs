@@ -38,6 +38,9 @@ pub struct Capabilities {
     /// supervisor can move out to the host (for a bridge NIC next to CNI
     /// ones). Firecracker under its jailer opens TAPs made for it instead.
     pub host_tap_from_netns: bool,
+    /// Takes a TAP as an open descriptor ([`crate::NetSpec::device`]): a
+    /// macvtap. Firecracker opens TAPs by name only.
+    pub tap_fd: bool,
 }
 
 /// A vCPU count the backend cannot run.

@@ -55,6 +55,7 @@ impl Driver for FakeDriver {
             overhead_mib: 64,
             initramfs: false,
             host_tap_from_netns: true,
+            tap_fd: true,
         }
     }
 

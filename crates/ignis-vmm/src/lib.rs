@@ -102,6 +102,9 @@ pub struct RestoreSpec {
 pub struct NetSpec {
     pub tap: String,
     pub mac: String,
+    /// A macvtap's character device: the VMM gets it open instead of a
+    /// TAP by name (backends with [`Capabilities::tap_fd`]).
+    pub device: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +251,29 @@ pub(crate) fn in_netns(cmd: &mut std::process::Command, path: &Path) -> Result<(
         });
     }
     Ok(())
+}
+
+/// Lets `cmd` inherit `fds` (open here, close-on-exec) at their numbers:
+/// the flag is cleared between fork and exec, so no other child gets them.
+#[allow(unsafe_code)]
+pub(crate) fn inherit_fds(cmd: &mut std::process::Command, fds: Vec<std::os::fd::RawFd>) {
+    use std::os::unix::process::CommandExt;
+    if fds.is_empty() {
+        return;
+    }
+    // SAFETY: the closure runs between fork and exec and only calls fcntl,
+    // which is async-signal-safe, on descriptors open in the parent (so
+    // at the same numbers in the child).
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Spawns a VMM command that dies with its parent (see

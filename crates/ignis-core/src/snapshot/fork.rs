@@ -29,6 +29,30 @@ fn random_hex(n: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Refuses NICs a clone cannot have: a fixed address on a macvtap (every
+/// clone would claim it on the host's segment), a macvtap after eth0 (a
+/// clone's new MAC is set in the guest for eth0 only, by the identity
+/// hook, and a macvtap delivers only to its own MAC).
+fn clonable_network(n: &ignis_api::NetworkSpec) -> Result<(), Error> {
+    for (i, nic) in n.nics().iter().enumerate() {
+        if nic.mode != ignis_api::NetworkMode::Macvtap {
+            continue;
+        }
+        let why = if nic.ip.is_some() {
+            "a fixed address on a macvtap: its clones would all claim it on the host's segment"
+        } else if i > 0 {
+            "a macvtap NIC after eth0: a clone could not take a MAC of its own there"
+        } else {
+            continue;
+        };
+        return Err(Error::new(
+            ErrorKind::Invalid,
+            format!("cannot fork a VM with {why}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Ignis {
     /// Forks `source` (a snapshot, or a running VM which is snapshotted
     /// first) into running clones.
@@ -76,7 +100,10 @@ impl Ignis {
         let snap = match self.snapshot_inspect(source) {
             Ok(s) => s,
             Err(e) if e.kind == ErrorKind::NotFound => match self.find_vm(source) {
-                Ok(_) => self.vm_snapshot(source, None)?,
+                Ok(vm) => {
+                    clonable_network(&vm.spec.network)?;
+                    self.vm_snapshot(source, None)?
+                }
                 Err(_) => {
                     return Err(Error::new(
                         ErrorKind::NotFound,
@@ -86,6 +113,7 @@ impl Ignis {
             },
             Err(e) => return Err(e),
         };
+        clonable_network(&snap.spec.network)?;
         self.restore_preflight(&snap)?;
         let prefix = opts
             .name_prefix
@@ -123,6 +151,12 @@ impl Ignis {
                     // with new addresses and MACs; the identity hook
                     // re-addresses the first.
                     cni: snap.spec.network.cni.clone(),
+                    macvtap: snap
+                        .spec
+                        .network
+                        .nics()
+                        .first()
+                        .and_then(crate::vm::Macvtap::for_clone),
                     extra_nics: snap
                         .spec
                         .network
@@ -131,6 +165,7 @@ impl Ignis {
                         .map(|n| crate::vm::NicRequest {
                             mode: n.mode,
                             cni: n.cni.clone(),
+                            macvtap: crate::vm::Macvtap::for_clone(n),
                         })
                         .collect(),
                     from_snapshot: Some(snap.id.clone()),

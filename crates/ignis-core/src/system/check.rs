@@ -65,6 +65,23 @@ fn tap_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
+/// The macvtaps of VM `id` on this host (`mv<id>N`, any N).
+fn macvtaps_of(id: &str) -> Vec<String> {
+    let prefix = ignis_net::macvtap::macvtap_name(id, 0);
+    let prefix = &prefix[..prefix.len() - 1];
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n.strip_prefix(prefix)
+                        .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Ignis {
     /// Finds inconsistencies; changes nothing except what every command
     /// does (a "running" VM whose supervisor died is recorded as exited).
@@ -161,6 +178,13 @@ impl Ignis {
                 problems.push(problem(
                     "stale-tap",
                     format!("TAP {tap} of a VM that does not run"),
+                    "ignis system prune",
+                ));
+            }
+            for m in macvtaps_of(id) {
+                problems.push(problem(
+                    "stale-tap",
+                    format!("macvtap {m} of a VM that does not run"),
                     "ignis system prune",
                 ));
             }
@@ -286,6 +310,9 @@ impl Ignis {
             let tap = ignis_net::tap_name(id);
             if tap_exists(&tap) {
                 let _ = self.net.delete_link(&tap);
+            }
+            for m in macvtaps_of(id) {
+                let _ = self.net.delete_link(&m);
             }
             // CNI DEL of a VM whose rm or create did not finish.
             self.cni_detach(id);

@@ -231,11 +231,19 @@ impl Ignis {
                 }),
                 _ => None,
             },
+            // The first NIC is `network` when it has an address and a
+            // gateway; otherwise (a macvtap left to the guest, or a network
+            // without a router) it is configured as the others are.
             interfaces: rec
                 .spec
                 .network
-                .interfaces
+                .nics()
                 .iter()
+                .skip(usize::from(
+                    rec.spec.network.ip.is_some()
+                        && rec.spec.network.prefix.is_some()
+                        && rec.spec.network.gateway.is_some(),
+                ))
                 .filter_map(|n| {
                     Some(ignis_guest_config::GuestNic {
                         mac: n.mac.clone()?,
@@ -342,7 +350,7 @@ impl Ignis {
             }))
             .collect(),
             accel,
-            net: nets(rec),
+            net: nets(rec, &dir),
             netns: rec
                 .spec
                 .network
@@ -367,8 +375,9 @@ fn volume_serial(i: usize) -> String {
 }
 
 /// Each NIC's TAP and MAC: the bridge's TAP is named after the VM; a CNI
-/// NIC's is `tapN` in the VM's namespace.
-fn nets(rec: &VmRecord) -> Vec<ignis_vmm::NetSpec> {
+/// NIC's is `tapN` in the VM's namespace; a macvtap is its device node in
+/// the VM's directory (made by `prepare_network`).
+fn nets(rec: &VmRecord, dir: &Path) -> Vec<ignis_vmm::NetSpec> {
     rec.spec
         .network
         .nics()
@@ -378,9 +387,12 @@ fn nets(rec: &VmRecord) -> Vec<ignis_vmm::NetSpec> {
             Some(ignis_vmm::NetSpec {
                 tap: match n.mode {
                     ignis_api::NetworkMode::Cni => ignis_net::cni::tap(i),
+                    ignis_api::NetworkMode::Macvtap => ignis_net::macvtap::macvtap_name(&rec.id, i),
                     _ => ignis_net::tap_name(&rec.id),
                 },
                 mac: n.mac.clone()?,
+                device: (n.mode == ignis_api::NetworkMode::Macvtap)
+                    .then(|| super::network::macvtap_node(dir, i)),
             })
         })
         .collect()

@@ -97,7 +97,11 @@ impl Ignis {
         ports_portmap_can_serve(ports)?;
         let config = cni::load(&conf_dir(dirs), network).map_err(cni_error)?;
         if !config.has_capability(cni::PORT_MAPPINGS) {
-            let p = ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            let p = ports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(Error::new(
                 ErrorKind::Invalid,
                 format!(

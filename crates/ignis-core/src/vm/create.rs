@@ -204,6 +204,43 @@ impl Ignis {
             // in the record's transaction).
             self.store.db().tx(|tx| ports_unclaimed(tx, &opts.ports))?;
         }
+        let macvtaps: Vec<&super::options::Macvtap> = opts
+            .macvtap
+            .iter()
+            .chain(opts.extra_nics.iter().filter_map(|n| n.macvtap.as_ref()))
+            .collect();
+        if !macvtaps.is_empty() {
+            if !driver.capabilities(accel).tap_fd {
+                return Err(invalid(
+                    Field::Network,
+                    format!("the {kind} backend opens TAPs by name and cannot use a macvtap; use --backend qemu, or a CNI network with the macvlan plugin"),
+                ));
+            }
+            if !rustix::process::geteuid().is_root() {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "a macvtap NIC needs root (CAP_NET_ADMIN); run as root or use the network none",
+                )
+                .about(Field::Network));
+            }
+            for m in &macvtaps {
+                match self.net.link_exists(&m.link) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(invalid(
+                            Field::Network,
+                            format!(
+                                "macvtap:{}: the host has no interface {} (see ip link)",
+                                m.link, m.link
+                            ),
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(Error::wrap(ErrorKind::Unavailable, e).about(Field::Network))
+                    }
+                }
+            }
+        }
         if bridge && cni && !driver.capabilities(accel).host_tap_from_netns {
             return Err(invalid(
                 Field::Network,
@@ -315,16 +352,9 @@ impl Ignis {
                     interfaces: opts
                         .extra_nics
                         .iter()
-                        .map(|n| ignis_api::NicSpec {
-                            mode: n.mode,
-                            cni: n.cni.clone(),
-                            ip: None,
-                            prefix: None,
-                            gateway: None,
-                            mac: None,
-                            ip6: None,
-                            prefix6: None,
-                            gateway6: None,
+                        .enumerate()
+                        .map(|(i, n)| {
+                            nic_spec(&id, i + 1, n.mode, n.cni.clone(), n.macvtap.as_ref())
                         })
                         .collect(),
                     ports: opts
@@ -427,6 +457,11 @@ impl Ignis {
         crate::fault::point("vm:disk-made");
         let generated = opts.name.is_none();
         let mut record = record;
+        if opts.network == NetworkMode::Macvtap {
+            let mut nics = record.spec.network.nics();
+            nics[0] = nic_spec(&id, 0, NetworkMode::Macvtap, None, opts.macvtap.as_ref());
+            record.spec.network.set_nics(nics);
+        }
         let (mounts, made) = self.volumes_make(volume_plan, &id, opts.volume_size)?;
         let volume_guard = VolumeGuard(self, made);
         record.spec.volumes = mounts;
@@ -571,7 +606,10 @@ fn host_ip(p: &ignis_net::PortMapping) -> String {
 }
 
 /// No other VM has published one of the ports.
-fn ports_unclaimed(tx: &ignis_state::Tx<'_>, ports: &[ignis_net::PortMapping]) -> Result<(), Error> {
+fn ports_unclaimed(
+    tx: &ignis_state::Tx<'_>,
+    ports: &[ignis_net::PortMapping],
+) -> Result<(), Error> {
     for p in ports {
         if let Some(owner) = tx.port_owner(&host_ip(p), p.host_port, p.proto.as_str())? {
             return Err(Error::new(
@@ -586,6 +624,41 @@ fn ports_unclaimed(tx: &ignis_state::Tx<'_>, ports: &[ignis_net::PortMapping]) -
         }
     }
     Ok(())
+}
+
+/// A NIC after the first as recorded at create; a macvtap's address,
+/// gateway and MAC (given, or one of its own) are final here.
+fn nic_spec(
+    id: &str,
+    index: usize,
+    mode: NetworkMode,
+    cni: Option<String>,
+    macvtap: Option<&super::options::Macvtap>,
+) -> ignis_api::NicSpec {
+    let mut n = ignis_api::NicSpec {
+        mode,
+        cni,
+        link: None,
+        ip: None,
+        prefix: None,
+        gateway: None,
+        mac: None,
+        ip6: None,
+        prefix6: None,
+        gateway6: None,
+    };
+    if let Some(m) = macvtap {
+        n.link = Some(m.link.clone());
+        n.ip = m.ip.map(|(a, _)| a.to_string());
+        n.prefix = m.ip.map(|(_, p)| p);
+        n.gateway = m.gateway.map(|g| g.to_string());
+        n.mac = Some(
+            m.mac
+                .clone()
+                .unwrap_or_else(|| ignis_net::macvtap::mac_for(id, index)),
+        );
+    }
+    n
 }
 
 /// Bridge networking needs root (netlink, nftables), free host ports and,

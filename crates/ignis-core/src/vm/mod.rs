@@ -43,7 +43,7 @@ pub use info::Info;
 pub use logs::{rfc3339_ns, LogFollower, LogOptions};
 pub use netinfo::{LeaseInfo, NetworkInfo};
 pub use options::{
-    check_seed_file, parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field,
+    check_seed_file, parse_network, parse_volume, CniDirs, CopyFile, CreateOptions, Field, Macvtap,
     NicRequest, SshKey, VmSettings, VolumeRequest, VolumeSource, DEFAULT_STOP_TIMEOUT,
     MAX_SEED_FILE, MAX_STOP_TIMEOUT, MIN_VOLUME_SIZE,
 };

@@ -3,12 +3,18 @@
 
 use std::time::Duration;
 
-use ignis_api::VmRecord;
+use ignis_api::{NetworkMode, VmRecord};
 
 use crate::{Error, ErrorKind, Ignis};
 
+/// The character device node of macvtap NIC `index` in the VM's directory.
+pub(crate) fn macvtap_node(dir: &std::path::Path, index: usize) -> std::path::PathBuf {
+    dir.join(format!("macvtap{index}"))
+}
+
 fn net_error(e: ignis_net::NetError) -> Error {
     let kind = match e {
+        ignis_net::NetError::NoLink(_) => ErrorKind::Unavailable,
         ignis_net::NetError::NotPermitted
         | ignis_net::NetError::NftMissing
         | ignis_net::NetError::Ipv6Unavailable(_) => ErrorKind::Unavailable,
@@ -54,12 +60,60 @@ impl Ignis {
             .map_err(net_error)
     }
 
-    /// Before the VMM starts: CNI attachments checked, bridge up, rules in
-    /// place.
+    /// Before the VMM starts: CNI attachments checked, macvtaps made,
+    /// bridge up, rules in place.
     pub(crate) fn prepare_network(&self, rec: &VmRecord) -> Result<(), Error> {
         if rec.spec.network.uses_cni() {
             self.cni_check(&rec.id)?;
         }
+        self.make_macvtaps(rec)?;
+        if let Err(e) = self.prepare_bridge(rec) {
+            self.remove_macvtaps(rec);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Each macvtap NIC's link on its host interface and device node; on
+    /// failure none is left.
+    fn make_macvtaps(&self, rec: &VmRecord) -> Result<(), Error> {
+        let dir = self.vm_dir(&rec.id);
+        for (i, n) in rec.spec.network.nics().iter().enumerate() {
+            if n.mode != NetworkMode::Macvtap {
+                continue;
+            }
+            let (Some(link), Some(mac)) = (&n.link, &n.mac) else {
+                continue;
+            };
+            let name = ignis_net::macvtap::macvtap_name(&rec.id, i);
+            if let Err(e) = self
+                .net
+                .create_macvtap(&name, link, mac, &macvtap_node(&dir, i))
+            {
+                self.remove_macvtaps(rec);
+                return Err(net_error(e).about(super::options::Field::Network));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the VM's macvtaps and their device nodes (the links outlive
+    /// the VMM: its descriptor going does not remove them).
+    pub(crate) fn remove_macvtaps(&self, rec: &VmRecord) {
+        let dir = self.vm_dir(&rec.id);
+        for (i, n) in rec.spec.network.nics().iter().enumerate() {
+            if n.mode != NetworkMode::Macvtap {
+                continue;
+            }
+            let name = ignis_net::macvtap::macvtap_name(&rec.id, i);
+            if let Err(e) = self.net.delete_link(&name) {
+                tracing::warn!(vm = %rec.id, error = %e, "cannot delete macvtap {name}");
+            }
+            let _ = std::fs::remove_file(macvtap_node(&dir, i));
+        }
+    }
+
+    fn prepare_bridge(&self, rec: &VmRecord) -> Result<(), Error> {
         if !rec.spec.network.uses_bridge() {
             return Ok(());
         }
@@ -132,8 +186,10 @@ impl Ignis {
             .collect()
     }
 
-    /// After the VMM ended: the TAP normally went with it; make sure.
+    /// After the VMM ended: the TAP normally went with it; make sure. The
+    /// macvtaps do not go by themselves.
     pub(crate) fn release_network(&self, rec: &VmRecord) {
+        self.remove_macvtaps(rec);
         if rec.spec.network.uses_bridge() {
             if let Err(e) = self.net.delete_link(&ignis_net::tap_name(&rec.id)) {
                 tracing::warn!(vm = %rec.id, error = %e, "cannot delete the TAP");

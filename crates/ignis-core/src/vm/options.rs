@@ -165,6 +165,8 @@ pub struct CreateOptions {
     /// Mode `cni`: the first NIC's CNI network (`None`: the first conflist
     /// of the configuration directory, as libcni picks a default).
     pub cni: Option<String>,
+    /// Mode `macvtap`: the first NIC's host interface and address.
+    pub macvtap: Option<Macvtap>,
     /// The NICs after the first, in order.
     pub extra_nics: Vec<NicRequest>,
     /// Where the CNI plugins and conflists are (`None`: the defaults).
@@ -256,10 +258,115 @@ pub fn parse_volume(s: &str) -> Result<VolumeRequest, Error> {
 }
 
 /// One more NIC: its network.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NicRequest {
     pub mode: NetworkMode,
     pub cni: Option<String>,
+    pub macvtap: Option<Macvtap>,
+}
+
+/// A macvtap NIC (`macvtap:LINK[,ip=A.B.C.D/N][,gateway=IP][,mac=MAC]`):
+/// the host interface it sits on and what the guest is told. No address:
+/// the link is only brought up (a cloud-init image's network-config asks
+/// the segment's DHCP server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Macvtap {
+    pub link: String,
+    pub ip: Option<(Ipv4Addr, u8)>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mac: Option<String>,
+}
+
+impl Macvtap {
+    /// A recorded macvtap NIC as a request for a clone of it: the same
+    /// interface and address, a MAC of its own.
+    pub fn for_clone(n: &ignis_api::NicSpec) -> Option<Self> {
+        Some(Self {
+            link: n.link.clone()?,
+            ip: n.ip.as_deref().and_then(|a| a.parse().ok()).zip(n.prefix),
+            gateway: n.gateway.as_deref().and_then(|g| g.parse().ok()),
+            mac: None,
+        })
+    }
+}
+
+fn valid_mac(m: &str) -> bool {
+    m.split(':').count() == 6
+        && m.split(':')
+            .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok())
+}
+
+/// `LINK[,ip=CIDR][,gateway=IP][,mac=MAC]` of a `macvtap:` network (the
+/// key=value options as Docker's `--network name=NET,ip=...`).
+fn parse_macvtap(s: &str) -> Result<Macvtap, Error> {
+    let mut parts = s.split(',');
+    let link = parts.next().unwrap_or_default();
+    // A Linux interface name: 1-15 bytes, no '/', ':' or whitespace.
+    if link.is_empty()
+        || link.len() > 15
+        || link.contains(['/', ':'])
+        || link.contains(char::is_whitespace)
+        || link == "."
+        || link == ".."
+    {
+        return Err(invalid(
+            Field::Network,
+            format!("macvtap:{s}: {link:?} is not a host interface name (like eth1)"),
+        ));
+    }
+    let mut m = Macvtap {
+        link: link.to_string(),
+        ip: None,
+        gateway: None,
+        mac: None,
+    };
+    for kv in parts {
+        let bad = |why: String| invalid(Field::Network, format!("macvtap:{s}: {why}"));
+        match kv.split_once('=') {
+            Some(("ip", v)) => {
+                let (a, p) = v.split_once('/').ok_or_else(|| {
+                    bad(format!(
+                        "ip={v}: give the prefix length, like ip=192.168.1.50/24"
+                    ))
+                })?;
+                let a: Ipv4Addr = a
+                    .parse()
+                    .map_err(|_| bad(format!("ip={v}: {a} is not an IPv4 address")))?;
+                let p: u8 = p
+                    .parse()
+                    .ok()
+                    .filter(|p| (1..=32).contains(p))
+                    .ok_or_else(|| bad(format!("ip={v}: the prefix length must be 1-32")))?;
+                m.ip = Some((a, p));
+            }
+            Some(("gateway", v)) => {
+                m.gateway = Some(
+                    v.parse()
+                        .map_err(|_| bad(format!("gateway={v}: not an IPv4 address")))?,
+                );
+            }
+            Some(("mac", v)) => {
+                if !valid_mac(v) {
+                    return Err(bad(format!(
+                        "mac={v}: want six hex bytes like 02:00:00:aa:bb:cc"
+                    )));
+                }
+                m.mac = Some(v.to_ascii_lowercase());
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown option {kv:?}: want ip=A.B.C.D/N, gateway=A.B.C.D or mac=MAC"
+                )))
+            }
+        }
+    }
+    if let (Some(g), None) = (m.gateway, m.ip) {
+        return Err(invalid(
+            Field::Network,
+            format!("macvtap:{s}: gateway={g} needs an address (ip=A.B.C.D/N)"),
+        ));
+    }
+    Ok(m)
 }
 
 /// `--cni-conf-dir`, `--cni-bin-dir`.
@@ -269,8 +376,22 @@ pub struct CniDirs {
     pub bin: Option<PathBuf>,
 }
 
-/// One `--network` value: `bridge`, `none`, `cni` or `cni:NAME`.
+/// One `--network` value: `bridge`, `none`, `cni`, `cni:NAME` or
+/// `macvtap:LINK[,OPTIONS]`.
 pub fn parse_network(s: &str) -> Result<NicRequest, Error> {
+    if let Some(rest) = s.strip_prefix("macvtap:") {
+        return Ok(NicRequest {
+            mode: NetworkMode::Macvtap,
+            cni: None,
+            macvtap: Some(parse_macvtap(rest)?),
+        });
+    }
+    if s == "macvtap" {
+        return Err(invalid(
+            Field::Network,
+            "macvtap needs the host interface to sit on: macvtap:eth1",
+        ));
+    }
     let (mode, cni) = match s {
         "" | "bridge" => (NetworkMode::Bridge, None),
         "none" => (NetworkMode::None, None),
@@ -288,12 +409,16 @@ pub fn parse_network(s: &str) -> Result<NicRequest, Error> {
             None => {
                 return Err(invalid(
                     Field::Network,
-                    format!("{other}: want bridge, none, cni or cni:NAME"),
+                    format!("{other}: want bridge, none, cni, cni:NAME or macvtap:LINK"),
                 ))
             }
         },
     };
-    Ok(NicRequest { mode, cni })
+    Ok(NicRequest {
+        mode,
+        cni,
+        macvtap: None,
+    })
 }
 
 /// A VM's settings as given: every field optional, strings as flags and
@@ -662,9 +787,9 @@ impl VmSettings {
             ));
         }
         let mut nics = nics.into_iter();
-        let (network, cni) = match nics.next() {
-            Some(first) => (first.mode, first.cni),
-            None => (NetworkMode::None, None),
+        let (network, cni, macvtap) = match nics.next() {
+            Some(first) => (first.mode, first.cni, first.macvtap),
+            None => (NetworkMode::None, None, None),
         };
         let extra_nics: Vec<NicRequest> = nics.collect();
         let mut ports = Vec::new();
@@ -689,10 +814,7 @@ impl VmSettings {
             None => None,
         };
         if let Some(m) = &self.mac {
-            let ok = m.split(':').count() == 6
-                && m.split(':')
-                    .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok());
-            if !ok {
+            if !valid_mac(m) {
                 return Err(invalid(
                     Field::Mac,
                     format!("{m}: want six hex bytes like 02:00:00:aa:bb:cc"),
@@ -702,12 +824,18 @@ impl VmSettings {
         let on_bridge = network == NetworkMode::Bridge
             || extra_nics.iter().any(|n| n.mode == NetworkMode::Bridge);
         // Without a bridge NIC, a CNI network's portmap serves them.
-        let on_cni = network == NetworkMode::Cni
-            || extra_nics.iter().any(|n| n.mode == NetworkMode::Cni);
+        let on_cni =
+            network == NetworkMode::Cni || extra_nics.iter().any(|n| n.mode == NetworkMode::Cni);
         if !on_bridge && !on_cni && !ports.is_empty() {
             return Err(invalid(
                 Field::Ports,
                 "published ports need the bridge network or a CNI network with the portmap plugin",
+            ));
+        }
+        if network == NetworkMode::Macvtap && self.mac.is_some() {
+            return Err(invalid(
+                Field::Mac,
+                "give a macvtap NIC's MAC in its network: --network macvtap:eth1,mac=02:00:00:aa:bb:cc",
             ));
         }
         if network == NetworkMode::Cni && self.mac.is_some() {
@@ -806,6 +934,7 @@ impl VmSettings {
             mac: self.mac,
             ports,
             cni,
+            macvtap,
             extra_nics,
             cni_dirs: CniDirs {
                 conf: self.cni_conf_dir.map(PathBuf::from),
@@ -1189,11 +1318,13 @@ mod tests {
             [
                 NicRequest {
                     mode: NetworkMode::Cni,
-                    cni: Some("backend".into())
+                    cni: Some("backend".into()),
+                    macvtap: None,
                 },
                 NicRequest {
                     mode: NetworkMode::Cni,
-                    cni: None
+                    cni: None,
+                    macvtap: None,
                 }
             ]
         );
@@ -1294,5 +1425,74 @@ mod tests {
         assert!(o.extra_nics.is_empty());
         let o = s.parse().unwrap();
         assert_eq!(o.extra_nics.len(), 1);
+    }
+
+    #[test]
+    fn macvtap_networks_parse_with_docker_style_options() {
+        let n = parse_network("macvtap:eth1").unwrap();
+        assert_eq!(n.mode, NetworkMode::Macvtap);
+        assert_eq!(
+            n.macvtap,
+            Some(Macvtap {
+                link: "eth1".into(),
+                ip: None,
+                gateway: None,
+                mac: None
+            })
+        );
+        let n = parse_network(
+            "macvtap:enp3s0,ip=192.168.1.50/24,gateway=192.168.1.1,mac=02:AA:00:00:00:01",
+        )
+        .unwrap()
+        .macvtap
+        .unwrap();
+        assert_eq!(n.ip, Some(("192.168.1.50".parse().unwrap(), 24)));
+        assert_eq!(n.gateway, Some("192.168.1.1".parse().unwrap()));
+        assert_eq!(n.mac.as_deref(), Some("02:aa:00:00:00:01"));
+        for (bad, says) in [
+            ("macvtap", "macvtap:eth1"),
+            ("macvtap:", "not a host interface name"),
+            ("macvtap:a/b", "not a host interface name"),
+            ("macvtap:averyveryverylongname", "not a host interface name"),
+            ("macvtap:eth1,ip=10.0.0.5", "prefix length"),
+            ("macvtap:eth1,ip=10.0.0.5/33", "1-32"),
+            ("macvtap:eth1,ip=10.0.0/24", "not an IPv4 address"),
+            ("macvtap:eth1,gateway=10.0.0.1", "needs an address"),
+            ("macvtap:eth1,mac=02:00", "six hex bytes"),
+            ("macvtap:eth1,mtu=9000", "unknown option"),
+        ] {
+            let e = parse_network(bad).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        // On the command line: the first NIC or another; --mac and --ip
+        // belong to the bridge.
+        let o = VmSettings {
+            image: Some("busybox".into()),
+            network: Some("bridge".into()),
+            networks: vec!["macvtap:eth1,ip=10.9.0.2/24".into()],
+            ..Default::default()
+        }
+        .parse()
+        .unwrap();
+        assert_eq!(o.extra_nics[0].mode, NetworkMode::Macvtap);
+        assert!(o.macvtap.is_none());
+        let e = VmSettings {
+            image: Some("busybox".into()),
+            network: Some("macvtap:eth1".into()),
+            mac: Some("02:00:00:00:00:01".into()),
+            ..Default::default()
+        }
+        .parse()
+        .unwrap_err();
+        assert!(e.to_string().contains("macvtap:eth1,mac="), "{e}");
+        let e = VmSettings {
+            image: Some("busybox".into()),
+            network: Some("macvtap:eth1".into()),
+            ip: Some("10.61.0.9".into()),
+            ..Default::default()
+        }
+        .parse()
+        .unwrap_err();
+        assert!(e.to_string().contains("bridge"), "{e}");
     }
 }

@@ -111,6 +111,20 @@ pub(crate) fn sample(rec: &VmRecord, proc: &Path, net: &Path) -> VmStats {
         s.net_rx_bytes = num(&read(&tap.join("tx_bytes")));
         s.net_tx_bytes = num(&read(&tap.join("rx_bytes")));
     }
+    // A macvtap counts from the VM's side: what it receives for the VM
+    // is its rx. (A CNI NIC's TAP is in the VM's namespace: not counted.)
+    for (i, n) in rec.spec.network.nics().iter().enumerate() {
+        if n.mode != ignis_api::NetworkMode::Macvtap {
+            continue;
+        }
+        let mv = net
+            .join(ignis_net::macvtap::macvtap_name(&rec.id, i))
+            .join("statistics");
+        if mv.is_dir() {
+            s.net_rx_bytes += num(&read(&mv.join("rx_bytes")));
+            s.net_tx_bytes += num(&read(&mv.join("tx_bytes")));
+        }
+    }
     s
 }
 
@@ -156,6 +170,30 @@ mod tests {
         assert_eq!((s.block_read_bytes, s.block_write_bytes), (4096, 8192));
         assert_eq!((s.net_rx_bytes, s.net_tx_bytes), (300, 100));
         assert_eq!(s.source, "process");
+        // A macvtap NIC as well: its counters are the VM's way round.
+        rec.spec.network.interfaces.push(ignis_api::NicSpec {
+            mode: ignis_api::NetworkMode::Macvtap,
+            link: Some("eth1".into()),
+            ..serde_json::from_value(serde_json::json!({"mode": "macvtap"})).unwrap()
+        });
+        let mv = net
+            .join(ignis_net::macvtap::macvtap_name(&rec.id, 0))
+            .join("statistics");
+        std::fs::create_dir_all(&mv).unwrap();
+        std::fs::write(
+            mv.join("rx_bytes"),
+            "7000
+",
+        )
+        .unwrap();
+        std::fs::write(
+            mv.join("tx_bytes"),
+            "50
+",
+        )
+        .unwrap();
+        let s = sample(&rec, &proc, &net);
+        assert_eq!((s.net_rx_bytes, s.net_tx_bytes), (7300, 150));
         rec.status.state = Some(VmState::Exited);
         assert_eq!(sample(&rec, &proc, &net).cpu_ns, 0);
     }

@@ -249,10 +249,7 @@ fn portmap_check_bug(e: &CniError, addrs: &super::Addresses) -> bool {
         return true;
     }
     msg.starts_with("could not check ipv4 dnat")
-        && (addrs.v4.is_none()
-            || addrs
-                .v6
-                .is_some_and(|(a, ..)| msg.contains(&a.to_string())))
+        && (addrs.v4.is_none() || addrs.v6.is_some_and(|(a, ..)| msg.contains(&a.to_string())))
 }
 
 /// Whether a plugin's configuration declares `capability` (`true` in its
@@ -493,7 +490,10 @@ fi
         assert!(e.to_string().contains("could not check ipv4 dnat"), "{e}");
         att.config.plugins[1] = serde_json::json!({"type": "second", "checkFails": "v6"});
         let e = att.check().unwrap_err();
-        assert!(e.to_string().contains("CNI plugin second CHECK failed"), "{e}");
+        assert!(
+            e.to_string().contains("CNI plugin second CHECK failed"),
+            "{e}"
+        );
     }
 
     #[test]

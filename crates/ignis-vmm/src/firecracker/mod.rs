@@ -94,6 +94,7 @@ impl Driver for FirecrackerDriver {
             overhead_mib: 64,
             initramfs: true,
             host_tap_from_netns: false,
+            tap_fd: false,
         }
     }
 
@@ -456,10 +457,12 @@ mod tests {
                 crate::NetSpec {
                     tap: "ig-1".into(),
                     mac: "02:00:00:00:00:02".into(),
+                    device: None,
                 },
                 crate::NetSpec {
                     tap: "tap1".into(),
                     mac: "02:00:00:00:00:03".into(),
+                    device: None,
                 },
             ],
             restore: None,

@@ -84,6 +84,7 @@ impl Driver for QemuDriver {
             },
             initramfs: true,
             host_tap_from_netns: true,
+            tap_fd: true,
         }
     }
 
@@ -145,8 +146,25 @@ impl Driver for QemuDriver {
     fn launch(&self, spec: &VmSpec, input: Stdio, console: Stdio) -> Result<Child, VmmError> {
         let _ = std::fs::remove_file(qmp_path(&spec.dir));
         let _ = std::fs::remove_file(spec.dir.join(AGENT_VMM_SOCKET));
+        // Macvtaps: their devices open here, handed down by number.
+        let mut devices = Vec::new();
+        let mut fds = Vec::new();
+        for n in &spec.net {
+            match &n.device {
+                Some(path) => {
+                    let f = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(path)
+                        .map_err(VmmError::file("open the macvtap device", path))?;
+                    fds.push(Some(std::os::fd::AsRawFd::as_raw_fd(&f)));
+                    devices.push(f);
+                }
+                None => fds.push(None),
+            }
+        }
         let mut cmd = Command::new(binary()?);
-        cmd.args(args(spec))
+        cmd.args(args_with_fds(spec, &fds))
             .stdin(input)
             .stdout(console)
             .stderr(Stdio::inherit());
@@ -155,7 +173,10 @@ impl Driver for QemuDriver {
             // to the host once QEMU made it).
             crate::in_netns(&mut cmd, ns)?;
         }
+        crate::inherit_fds(&mut cmd, fds.iter().flatten().copied().collect());
         let mut child = crate::spawn_vmm(cmd)?;
+        // QEMU has its copies.
+        drop(devices);
         if let Some(r) = &spec.restore {
             if let Err(e) = incoming(&qmp_path(&spec.dir), &mut child, &r.state) {
                 let _ = child.kill();
@@ -213,8 +234,26 @@ impl Driver for QemuDriver {
 }
 
 /// The full argument list for `spec` (kept separate for tests and for the
-/// benchmark's "raw VMM" baseline).
+/// benchmark's "raw VMM" baseline). A macvtap NIC is shown taking
+/// descriptor 3, 4, ... in order (the numbers [`QemuDriver`] hands down
+/// differ).
 pub fn args(spec: &VmSpec) -> Vec<String> {
+    let mut next = 3;
+    let fds: Vec<Option<i32>> = spec
+        .net
+        .iter()
+        .map(|n| {
+            n.device.as_ref().map(|_| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    args_with_fds(spec, &fds)
+}
+
+/// [`args`] with each NIC's descriptor (`None`: its TAP by name).
+fn args_with_fds(spec: &VmSpec, fds: &[Option<i32>]) -> Vec<String> {
     let accel = match spec.accel {
         Accel::Kvm => "kvm",
         Accel::Tcg => "tcg",
@@ -295,10 +334,10 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
     ]);
     for (i, n) in spec.net.iter().enumerate() {
         a.push("-netdev".into());
-        a.push(format!(
-            "tap,id=n{i},ifname={},script=no,downscript=no",
-            n.tap
-        ));
+        a.push(match fds.get(i).copied().flatten() {
+            Some(fd) => format!("tap,id=n{i},fd={fd}"),
+            None => format!("tap,id=n{i},ifname={},script=no,downscript=no", n.tap),
+        });
         a.push("-device".into());
         a.push(format!("virtio-net-device,netdev=n{i},mac={}", n.mac));
     }
@@ -461,10 +500,12 @@ mod tests {
                 crate::NetSpec {
                     tap: "ig-x".into(),
                     mac: "02:00:00:00:00:01".into(),
+                    device: None,
                 },
                 crate::NetSpec {
                     tap: "tap1".into(),
                     mac: "02:00:00:00:00:02".into(),
+                    device: None,
                 },
             ],
             restore: None,
@@ -477,6 +518,17 @@ mod tests {
         );
         assert!(a.contains("virtio-net-device,netdev=n0,mac=02:00:00:00:00:01"));
         assert!(a.contains("-netdev tap,id=n1,ifname=tap1,script=no,downscript=no"));
+        // A macvtap is handed down as a descriptor.
+        let mut mv = spec.clone();
+        mv.net[1].device = Some("/x/macvtap1".into());
+        let a = args(&mv).join(" ");
+        assert!(a.contains("-netdev tap,id=n0,ifname=ig-x,script=no,downscript=no"));
+        assert!(
+            a.contains(
+                "-netdev tap,id=n1,fd=3 -device virtio-net-device,netdev=n1,mac=02:00:00:00:00:02"
+            ),
+            "{a}"
+        );
         assert!(a.contains("virtio-net-device,netdev=n1,mac=02:00:00:00:00:02"));
         assert!(a.contains("-M microvm,"), "{a}");
         assert!(a.contains("-accel tcg,tb-size=128"), "{a}");
