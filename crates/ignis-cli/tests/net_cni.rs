@@ -208,6 +208,12 @@ fn missing() -> Option<String> {
 /// The test namespace with the conflist `testnet` (bridge plugin, bridge
 /// `cnit0` as gateway, host-local IPAM in the test's directory).
 fn setup(tag: &str) -> Option<Net> {
+    setup_with(tag, &[], None)
+}
+
+/// [`setup`] with more plugins after the bridge one (`portmap`) and, with
+/// `subnet6`, a second host-local range: dual stack.
+fn setup_with(tag: &str, more: &[serde_json::Value], subnet6: Option<&str>) -> Option<Net> {
     if let Some(m) = missing() {
         tier::skip(tier::NET, &m);
         return None;
@@ -224,22 +230,28 @@ fn setup(tag: &str) -> Option<Net> {
     let conf = env.dir.path().join("cni");
     let ipam = env.dir.path().join("ipam");
     std::fs::create_dir_all(&conf).unwrap();
+    let mut ranges = vec![serde_json::json!([{"subnet": format!("{SUBNET}.0/24")}])];
+    if let Some(s6) = subnet6 {
+        ranges.push(serde_json::json!([{ "subnet": s6 }]));
+    }
+    let mut plugins = vec![serde_json::json!({
+        "type": "bridge",
+        "bridge": "cnit0",
+        "isGateway": true,
+        "ipMasq": false,
+        "ipam": {
+            "type": "host-local",
+            "ranges": ranges,
+            "dataDir": ipam,
+        },
+    })];
+    plugins.extend(more.iter().cloned());
     std::fs::write(
         conf.join("10-testnet.conflist"),
         serde_json::json!({
             "cniVersion": "1.0.0",
             "name": "testnet",
-            "plugins": [{
-                "type": "bridge",
-                "bridge": "cnit0",
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": format!("{SUBNET}.0/24")}]],
-                    "dataDir": ipam,
-                },
-            }],
+            "plugins": plugins,
         })
         .to_string(),
     )
@@ -716,4 +728,414 @@ fn fifty_cni_vm_cycles_leave_nothing_behind() {
         net.assert_nothing_left(&id);
         assert!(net.leases().is_empty(), "cycle {i}: {:?}", net.leases());
     }
+}
+
+/// The `portmap` plugin, declaring the capability ignis passes ports by.
+fn portmap() -> serde_json::Value {
+    serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}})
+}
+
+/// The NAT rules (iptables, as portmap makes them) of namespace `ns`.
+fn nat_rules(ns: &str) -> String {
+    ok(&[
+        "nsenter",
+        &format!("--net=/run/netns/{ns}"),
+        "iptables-save",
+        "-t",
+        "nat",
+    ])
+}
+
+/// portmap's rules for VM `id`: the jumps to its chain (they carry a
+/// comment naming the VM) and that chain's rules.
+fn portmap_rules(ns: &str, id: &str) -> Vec<String> {
+    let all = nat_rules(ns);
+    let entries: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("dnat name") && l.contains(id))
+        .collect();
+    let chains: Vec<String> = entries
+        .iter()
+        .filter_map(|l| l.rsplit(" -j ").next())
+        .map(|c| format!("-A {c} "))
+        .collect();
+    entries
+        .iter()
+        .copied()
+        .chain(
+            all.lines()
+                .filter(|l| chains.iter().any(|c| l.starts_with(c))),
+        )
+        .map(str::to_string)
+        .collect()
+}
+
+/// `-p` on a CNI network: portmap (given the ports as
+/// `runtimeConfig.portMappings`) publishes the VM's port on the test
+/// namespace's addresses: a client in a namespace of its own reaches it
+/// there, over a veth; stop/start keeps it (CHECK); `rm` runs DEL, which
+/// removes portmap's rules; a create killed after ADD leaves rules that
+/// `system prune` removes; a network without portmap is refused at create
+/// with nothing made.
+#[test]
+fn published_ports_on_a_cni_network_through_portmap() {
+    if sh(&["sh", "-c", "command -v iptables-save"])
+        .stdout
+        .is_empty()
+    {
+        tier::skip(
+            tier::NET,
+            "iptables missing (apt-get install iptables): portmap needs it",
+        );
+        return;
+    }
+    let Some(net) = setup_with("m", &[portmap()], None) else {
+        return;
+    };
+    if !net.bin.join("portmap").is_file() {
+        tier::skip(
+            tier::NET,
+            "no portmap plugin (apt-get install containernetworking-plugins)",
+        );
+        return;
+    }
+    // A client namespace, a veth away: 10.89.7.2 → 10.89.7.1 (the test
+    // namespace, where ignis and portmap's rules are).
+    let client = format!("igc-m{}", std::process::id());
+    let _client = ClientNs(client.clone());
+    ok(&["ip", "netns", "add", &client]);
+    ok(&[
+        "ip", "-n", &net.ns, "link", "add", "igv-h", "type", "veth", "peer", "name", "igv-c",
+        "netns", &client,
+    ]);
+    for (ns, dev, addr) in [
+        (&net.ns, "igv-h", "10.89.7.1/24"),
+        (&client, "igv-c", "10.89.7.2/24"),
+    ] {
+        ok(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+    let from_client = |url: &str| {
+        let mut got = String::new();
+        wait::within(Duration::from_secs(90), || {
+            let out = sh(&[
+                "nsenter",
+                &format!("--net=/run/netns/{client}"),
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                url,
+            ]);
+            got = String::from_utf8_lossy(&out.stdout).into_owned();
+            got.contains("hello")
+        });
+        got
+    };
+    let img = web_image(&net.env);
+    let mut args = vec![
+        "run",
+        "--name",
+        "web",
+        "--network",
+        "cni:testnet",
+        "-p",
+        "18080:80",
+        &img,
+    ];
+    args.extend(HTTPD);
+    let id = net.ok(&args).trim().to_string();
+    let v = net.env.vm_json("web");
+    assert_eq!(
+        v["spec"]["network"]["ports"],
+        serde_json::json!([{"hostPort": 18080, "vmPort": 80, "proto": "tcp"}]),
+        "{v}"
+    );
+    let ps = net.ok(&["ps"]);
+    assert!(ps.contains("0.0.0.0:18080->80/tcp"), "{ps}");
+    // The port is in the attachment record, for DEL.
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(net.env.root().join("cni").join(format!("{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record[0]["portMappings"],
+        serde_json::json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}])
+    );
+    let rules = portmap_rules(&net.ns, &id);
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains("18080") && r.contains("DNAT")),
+        "{}",
+        nat_rules(&net.ns)
+    );
+    assert_eq!(
+        from_client("http://10.89.7.1:18080/"),
+        "hello from the VM\n",
+        "console: {}",
+        net.ok(&["logs", "web"])
+    );
+    // Restarted: CHECK (with the same ports) passes; still published.
+    net.ok(&["stop", "-t", "5", "web"]);
+    net.ok(&["start", "web"]);
+    assert_eq!(
+        from_client("http://10.89.7.1:18080/"),
+        "hello from the VM\n"
+    );
+    // The port is taken: another VM cannot have it.
+    let out = net.ignis(&[
+        "create",
+        "--network",
+        "cni:testnet",
+        "-p",
+        "18080:81",
+        &img,
+        "/bin/busybox",
+        "true",
+    ]);
+    common::assert_exit(&out, 4);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already published by VM"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    net.ok(&["rm", "-f", "web"]);
+    net.assert_nothing_left(&id);
+    assert!(
+        portmap_rules(&net.ns, &id).is_empty(),
+        "{}",
+        nat_rules(&net.ns)
+    );
+    assert!(
+        !nat_rules(&net.ns).contains("CNI-DN-"),
+        "{}",
+        nat_rules(&net.ns)
+    );
+
+    // Killed after ADD: the rules are there, with no VM; prune's DEL
+    // (from the record, with the same ports) removes them.
+    let out = in_ns(&net.ns, &net.env.root())
+        .env("IGNIS_FAULT", "vm:cni-attached")
+        .args(["create", "--network", "cni:testnet", "-p", "18081:80/udp"])
+        .args(net.cni_flags("create"))
+        .args([&img, "/bin/busybox", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let id = std::fs::read_dir(net.env.root().join("cni"))
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".json")
+                .map(str::to_string)
+        })
+        .expect("the attachment record");
+    assert!(
+        portmap_rules(&net.ns, &id)
+            .iter()
+            .any(|r| r.contains("18081") && r.contains("udp")),
+        "{}",
+        nat_rules(&net.ns)
+    );
+    net.ok(&["system", "prune"]);
+    net.assert_nothing_left(&id);
+    assert!(
+        portmap_rules(&net.ns, &id).is_empty(),
+        "{}",
+        nat_rules(&net.ns)
+    );
+
+    // An IPv6 host address on an IPv4-only network: portmap would publish
+    // nothing; refused once the IPAM answered, its ADD undone.
+    let out = net.ignis(&[
+        "create",
+        "--network",
+        "cni:testnet",
+        "-p",
+        "[::]:18083:80",
+        &img,
+        "/bin/busybox",
+        "true",
+    ]);
+    common::assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[::]:18083->80/tcp: the VM got no IPv6 address on the CNI network testnet"),
+        "{err}"
+    );
+    assert!(net.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    assert_eq!(
+        std::fs::read_dir(net.env.root().join("cni"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    assert!(
+        !nat_rules(&net.ns).contains("-A CNI-DN-"),
+        "{}",
+        nat_rules(&net.ns)
+    );
+
+    // A network without portmap cannot publish: refused, nothing made.
+    std::fs::write(
+        net.conf.join("20-plain.conflist"),
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "plain",
+            "plugins": [{"type": "bridge", "bridge": "cnit1",
+                         "ipam": {"type": "host-local", "subnet": "10.88.8.0/24", "dataDir": net.ipam}}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = net.ignis(&[
+        "run",
+        "--network",
+        "cni:plain",
+        "-p",
+        "18082:80",
+        &img,
+        "/bin/busybox",
+        "true",
+    ]);
+    common::assert_exit(&out, 125);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("-p: published ports (0.0.0.0:18082->80/tcp)")
+            && err.contains("plain")
+            && err.contains("add the portmap plugin"),
+        "{err}"
+    );
+    assert!(net.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    assert_eq!(
+        std::fs::read_dir(net.env.root().join("cni"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(!ok(&["ip", "-n", &net.ns, "-o", "link"]).contains("cnit1"));
+}
+
+/// Deletes the client namespace, even when the test fails.
+struct ClientNs(String);
+
+impl Drop for ClientNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Dual stack: host-local with an IPv4 and an IPv6 range gives the VM an
+/// address of each, both in the record and `ps`, and the guest has both:
+/// it answers over IPv6 from the namespace and reaches its IPv6 gateway;
+/// `-p [::]:…` is published by portmap over IPv6 only.
+#[test]
+fn dual_stack_host_local_gives_the_vm_both_addresses() {
+    let Some(net) = setup_with("6", &[portmap()], Some("fd00:88:7::/64")) else {
+        return;
+    };
+    let img = web_image(&net.env);
+    let mut args = vec![
+        "run",
+        "--name",
+        "web",
+        "--network",
+        "cni:testnet",
+        "-p",
+        "[::]:18090:80",
+        &img,
+    ];
+    args.extend(HTTPD);
+    let id = net.ok(&args).trim().to_string();
+    let v = net.env.vm_json("web");
+    let n = &v["spec"]["network"];
+    let ip = n["ip"].as_str().unwrap().to_string();
+    let ip6 = n["ip6"].as_str().expect("an IPv6 address").to_string();
+    assert!(ip.starts_with(SUBNET), "{n}");
+    assert!(ip6.starts_with("fd00:88:7::"), "{n}");
+    assert_eq!(n["prefix6"], 64, "{n}");
+    assert_eq!(n["gateway6"], "fd00:88:7::1", "{n}");
+    let ps = net.ok(&["ps"]);
+    assert!(ps.contains(&ip) && ps.contains(&ip6), "{ps}");
+    // host-local leased both.
+    let leases: Vec<String> = std::fs::read_dir(net.ipam.join("testnet"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(leases.contains(&ip) && leases.contains(&ip6), "{leases:?}");
+    // Over IPv6 from the namespace the plugins' bridge is in.
+    assert_eq!(
+        net.curl(&format!("http://[{ip6}]/")),
+        "hello from the VM\n",
+        "console: {}",
+        net.ok(&["logs", "web"])
+    );
+    // portmap published `[::]:18090` to it: IPv6 rules only.
+    assert_eq!(
+        net.curl("http://[fd00:88:7::1]:18090/"),
+        "hello from the VM\n"
+    );
+    let v6rules = ok(&[
+        "nsenter",
+        &format!("--net=/run/netns/{}", net.ns),
+        "ip6tables-save",
+        "-t",
+        "nat",
+    ]);
+    assert!(
+        v6rules.contains(&format!("--to-destination [{ip6}]:80")),
+        "{v6rules}"
+    );
+    assert!(
+        !nat_rules(&net.ns).contains("-A CNI-DN-"),
+        "{}",
+        nat_rules(&net.ns)
+    );
+    let addrs = net.ok(&[
+        "exec",
+        "web",
+        "/bin/busybox",
+        "ip",
+        "-6",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(addrs.contains(&format!("{ip6}/64")), "{addrs}");
+    let out = net.ok(&[
+        "exec",
+        "web",
+        "/bin/busybox",
+        "ping",
+        "-6",
+        "-c",
+        "2",
+        "-W",
+        "5",
+        "fd00:88:7::1",
+    ]);
+    assert!(out.contains("2 packets received"), "{out}");
+    net.ok(&["rm", "-f", "web"]);
+    net.assert_nothing_left(&id);
+    let v6rules = ok(&[
+        "nsenter",
+        &format!("--net=/run/netns/{}", net.ns),
+        "ip6tables-save",
+        "-t",
+        "nat",
+    ]);
+    assert!(!v6rules.contains("-A CNI-DN-"), "{v6rules}");
+    assert!(
+        std::fs::read_dir(net.ipam.join("testnet"))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with("fd00")),
+        "IPv6 lease left"
+    );
 }

@@ -344,6 +344,66 @@ fn images_and_kernels_in_use_are_protected() {
     assert_eq!(env.count("disks") + env.count("vms"), 0);
 }
 
+/// `-p` on CNI networks only goes to the first CNI NIC's network's plugins
+/// with the portMappings capability: a network without one, and a port
+/// portmap cannot publish ([::1]), are refused at create, before anything
+/// is made (no VM, no attachment record, no namespace).
+#[test]
+fn ports_on_a_cni_network_without_portmap_are_refused_leaving_nothing() {
+    let (env, img) = Env::fake_app();
+    let conf = env.dir.path().join("cni-conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("10-plain.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"plain","plugins":[{"type":"bridge"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("20-pm.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"pm","plugins":[{"type":"bridge"},
+            {"type":"portmap","capabilities":{"portMappings":true}}]}"#,
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    let without = "-p: published ports (0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp) need a plugin with the portMappings capability on the CNI network plain, and it has none: add the portmap plugin to its conflist";
+    for (nets, ports, msg) in [
+        (
+            &["cni:plain"][..],
+            &["8080:80", "127.0.0.1:53:53/udp"][..],
+            without,
+        ),
+        // The default network is the first file's.
+        (&["cni"], &["8080:80", "127.0.0.1:53:53/udp"], without),
+        // The first CNI NIC's network is the one.
+        (
+            &["none", "cni:plain", "cni:pm"],
+            &["8080:80", "127.0.0.1:53:53/udp"],
+            without,
+        ),
+        (
+            &["cni:pm"],
+            &["[::1]:8080:80"],
+            "-p: [::1]:8080->80/tcp: a CNI network's portmap plugin cannot publish on [::1]",
+        ),
+    ] {
+        let mut args = vec!["create", "--backend", "fake", "--cni-conf-dir", conf];
+        for n in nets {
+            args.extend(["--network", n]);
+        }
+        for p in ports {
+            args.extend(["-p", p]);
+        }
+        args.push(&img);
+        let out = env.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(msg), "{args:?}: {err}");
+        assert_eq!(env.count("vms"), 0, "{args:?} left a VM directory");
+        assert_eq!(env.count("cni"), 0, "{args:?} left an attachment record");
+    }
+    assert!(env.ok(&["ps", "-a", "-q"]).trim().is_empty());
+}
+
 #[test]
 fn a_killed_create_leaves_nothing_after_prune() {
     let (env, img) = Env::fake_app();

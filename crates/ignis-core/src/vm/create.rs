@@ -188,6 +188,22 @@ impl Ignis {
         if bridge {
             network_preflight(&opts.ports, self.subnet6.is_some())?;
         }
+        // Without a bridge NIC, ports go to the first CNI NIC's portmap.
+        let cni_ports = super::cni::ports_nic(
+            std::iter::once(opts.network).chain(opts.extra_nics.iter().map(|n| n.mode)),
+        )
+        .filter(|_| !opts.ports.is_empty());
+        if let Some(i) = cni_ports {
+            let network = match i {
+                0 => opts.cni.as_deref(),
+                i => opts.extra_nics[i - 1].cni.as_deref(),
+            };
+            self.cni_ports_preflight(network, &opts.ports, &opts.cni_dirs)?;
+            ports_free(&opts.ports)?;
+            // Before ADD, whose rules would take the port (checked again
+            // in the record's transaction).
+            self.store.db().tx(|tx| ports_unclaimed(tx, &opts.ports))?;
+        }
         let macvtaps: Vec<&super::options::Macvtap> = opts
             .macvtap
             .iter()
@@ -385,7 +401,8 @@ impl Ignis {
             )
             .about(Field::Ip6));
         }
-        if let Some(p) = ports.iter().find(|p| {
+        // (Ports on a CNI network are portmap's: checked above.)
+        if let Some(p) = ports.iter().filter(|_| bridge).find(|p| {
             p.proto == ignis_net::Proto::Udp
                 && p.host_ip.is_some_and(|i| i.is_ipv6() && i.is_loopback())
         }) {
@@ -395,7 +412,7 @@ impl Ignis {
             )
             .about(Field::Ports));
         }
-        if self.subnet6.is_none() {
+        if bridge && self.subnet6.is_none() {
             if let Some(p) = ports
                 .iter()
                 .find(|p| p.host_ip.is_some_and(|i| i.is_ipv6()))
@@ -450,7 +467,7 @@ impl Ignis {
         record.spec.volumes = mounts;
         // CNI ADD: the address is the network's IPAM's, from now on.
         let mut nics = record.spec.network.nics();
-        self.cni_attach(&id, &mut nics, &opts.cni_dirs)?;
+        self.cni_attach(&id, &mut nics, &opts.ports, &opts.cni_dirs)?;
         record.spec.network.set_nics(nics);
         let cni_guard = CniGuard(self, Some(id.clone()));
         crate::fault::point("vm:cni-attached");
@@ -521,16 +538,7 @@ impl Ignis {
                     }
                     None => None,
                 };
-                for p in ports {
-                    let host_ip = p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into());
-                    if let Some(owner) = tx.port_owner(&host_ip, p.host_port, p.proto.as_str())? {
-                        return Err(Error::new(
-                            ErrorKind::Conflict,
-                            format!("port {}/{} is already published by VM {owner}", p.host_port, p.proto.as_str()),
-                        ).about(Field::Ports));
-                    }
-                    tx.add_port(&host_ip, p.host_port, p.proto.as_str(), &id, p.vm_port)?;
-                }
+                publish_ports(tx, ports, &id)?;
                 let mut nics = record.spec.network.nics();
                 if let Some(n) = nics.iter_mut().find(|n| n.mode == NetworkMode::Bridge) {
                     n.ip = Some(ip.to_string());
@@ -546,6 +554,10 @@ impl Ignis {
                 let n = &mut record.spec.network;
                 n.set_nics(nics);
                 n.bridge = Some(ignis_net::BRIDGE.to_string());
+            }
+            if cni_ports.is_some() {
+                // Rows for conflicts only: without a lease, no bridge rule.
+                publish_ports(tx, ports, &id)?;
             }
             let json = serde_json::to_string(&record).expect("json");
             tx.update_record(KIND, &id, &json)?;
@@ -571,6 +583,47 @@ impl Ignis {
         volume_guard.disarm();
         Ok(record)
     }
+}
+
+/// The VM's published ports in the DB, refused when another VM has one.
+fn publish_ports(
+    tx: &ignis_state::Tx<'_>,
+    ports: &[ignis_net::PortMapping],
+    id: &str,
+) -> Result<(), Error> {
+    ports_unclaimed(tx, ports)?;
+    for p in ports {
+        let host_ip = host_ip(p);
+        tx.add_port(&host_ip, p.host_port, p.proto.as_str(), id, p.vm_port)?;
+    }
+    Ok(())
+}
+
+fn host_ip(p: &ignis_net::PortMapping) -> String {
+    p.host_ip
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "0.0.0.0".into())
+}
+
+/// No other VM has published one of the ports.
+fn ports_unclaimed(
+    tx: &ignis_state::Tx<'_>,
+    ports: &[ignis_net::PortMapping],
+) -> Result<(), Error> {
+    for p in ports {
+        if let Some(owner) = tx.port_owner(&host_ip(p), p.host_port, p.proto.as_str())? {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "port {}/{} is already published by VM {owner}",
+                    p.host_port,
+                    p.proto.as_str()
+                ),
+            )
+            .about(Field::Ports));
+        }
+    }
+    Ok(())
 }
 
 /// A NIC after the first as recorded at create; a macvtap's address,
@@ -632,6 +685,12 @@ fn network_preflight(ports: &[ignis_net::PortMapping], ipv6: bool) -> Result<(),
             )
         })?;
     }
+    ports_free(ports)
+}
+
+/// The host ports are free (in the namespace ignis runs in, where the
+/// bridge's nftables rules and portmap's iptables rules both are).
+fn ports_free(ports: &[ignis_net::PortMapping]) -> Result<(), Error> {
     for p in ports {
         let ip = p
             .host_ip

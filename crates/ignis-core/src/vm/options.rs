@@ -823,10 +823,13 @@ impl VmSettings {
         }
         let on_bridge = network == NetworkMode::Bridge
             || extra_nics.iter().any(|n| n.mode == NetworkMode::Bridge);
-        if !on_bridge && !ports.is_empty() {
+        // Without a bridge NIC, a CNI network's portmap serves them.
+        let on_cni =
+            network == NetworkMode::Cni || extra_nics.iter().any(|n| n.mode == NetworkMode::Cni);
+        if !on_bridge && !on_cni && !ports.is_empty() {
             return Err(invalid(
                 Field::Ports,
-                "published ports need the bridge network",
+                "published ports need the bridge network or a CNI network with the portmap plugin",
             ));
         }
         if network == NetworkMode::Macvtap && self.mac.is_some() {
@@ -1346,14 +1349,24 @@ mod tests {
             e.to_string(),
             "network.mode: a VM has at most one NIC on the bridge network"
         );
+        // Ports on a CNI network only: its portmap plugin's (checked at
+        // create, with the conflist); with no NIC at all: refused.
+        let o = VmSettings {
+            network: Some("cni:a".into()),
+            ports: vec!["8080:80".into()],
+            ..base()
+        }
+        .parse()
+        .unwrap();
+        assert_eq!(o.ports.len(), 1);
         assert_eq!(
             bad(VmSettings {
-                network: Some("cni:a".into()),
+                network: Some("none".into()),
                 ports: vec!["8080:80".into()],
                 ..base()
             })
             .to_string(),
-            "network.ports: published ports need the bridge network"
+            "network.ports: published ports need the bridge network or a CNI network with the portmap plugin"
         );
         for (s, field) in [
             (

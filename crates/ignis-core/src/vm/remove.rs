@@ -51,7 +51,8 @@ impl Ignis {
             self.volumes_remove_anonymous(&rec);
         }
         // The lease and ports went with the record; only ports have rules.
-        if !rec.spec.network.ports.is_empty() {
+        // (A VM without a bridge NIC had its ports from portmap: DEL above.)
+        if !rec.spec.network.ports.is_empty() && rec.spec.network.uses_bridge() {
             if let Err(e) = self.apply_network_rules() {
                 tracing::warn!(vm = %rec.id, error = %e, "cannot update the nftables table");
             }

@@ -20,6 +20,13 @@ pub struct NetworkConfig {
 }
 
 impl NetworkConfig {
+    /// Whether some plugin of the chain declares `capability`.
+    pub fn has_capability(&self, capability: &str) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| super::exec::has_capability(p, capability))
+    }
+
     /// Parses a `.conflist` (`list`) or a single plugin's configuration.
     pub fn parse(bytes: &[u8], list: bool, path: &Path) -> Result<Self, CniError> {
         let bad = |reason: String| CniError::BadConfig {

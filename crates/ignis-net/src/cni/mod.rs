@@ -21,8 +21,8 @@ pub mod exec;
 pub mod result;
 
 pub use conf::{load, NetworkConfig};
-pub use exec::{Attachment, Command};
-pub use result::{CniResult, IpConfig};
+pub use exec::{Attachment, Command, PortMapEntry, PORT_MAPPINGS};
+pub use result::{Addresses, CniResult, IpConfig};
 
 use std::path::PathBuf;
 
