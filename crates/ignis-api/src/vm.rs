@@ -125,6 +125,22 @@ pub struct NicSpec {
 }
 
 impl NicSpec {
+    /// A NIC on `mode` with nothing chosen yet (address, MAC, ...).
+    pub fn new(mode: NetworkMode) -> Self {
+        Self {
+            mode,
+            cni: None,
+            link: None,
+            ip: None,
+            prefix: None,
+            gateway: None,
+            mac: None,
+            ip6: None,
+            prefix6: None,
+            gateway6: None,
+        }
+    }
+
     /// `bridge`, `cni:NAME` or `macvtap:LINK`, as `--network` takes it.
     pub fn network(&self) -> String {
         match (&self.mode, &self.cni, &self.link) {

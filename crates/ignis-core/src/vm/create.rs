@@ -636,16 +636,8 @@ fn nic_spec(
     macvtap: Option<&super::options::Macvtap>,
 ) -> ignis_api::NicSpec {
     let mut n = ignis_api::NicSpec {
-        mode,
         cni,
-        link: None,
-        ip: None,
-        prefix: None,
-        gateway: None,
-        mac: None,
-        ip6: None,
-        prefix6: None,
-        gateway6: None,
+        ..ignis_api::NicSpec::new(mode)
     };
     if let Some(m) = macvtap {
         n.link = Some(m.link.clone());

@@ -172,9 +172,8 @@ mod tests {
         assert_eq!(s.source, "process");
         // A macvtap NIC as well: its counters are the VM's way round.
         rec.spec.network.interfaces.push(ignis_api::NicSpec {
-            mode: ignis_api::NetworkMode::Macvtap,
             link: Some("eth1".into()),
-            ..serde_json::from_value(serde_json::json!({"mode": "macvtap"})).unwrap()
+            ..ignis_api::NicSpec::new(ignis_api::NetworkMode::Macvtap)
         });
         let mv = net
             .join(ignis_net::macvtap::macvtap_name(&rec.id, 0))
