@@ -802,7 +802,7 @@ fn published_ports_on_a_cni_network_through_portmap() {
     // A client namespace, a veth away: 10.89.7.2 → 10.89.7.1 (the test
     // namespace, where ignis and portmap's rules are).
     let client = format!("igc-m{}", std::process::id());
-    let _client = ClientNs(client.clone());
+    let _client = NsGuard(client.clone());
     ok(&["ip", "netns", "add", &client]);
     ok(&[
         "ip", "-n", &net.ns, "link", "add", "igv-h", "type", "veth", "peer", "name", "igv-c",
@@ -1019,15 +1019,6 @@ fn published_ports_on_a_cni_network_through_portmap() {
         0
     );
     assert!(!ok(&["ip", "-n", &net.ns, "-o", "link"]).contains("cnit1"));
-}
-
-/// Deletes the client namespace, even when the test fails.
-struct ClientNs(String);
-
-impl Drop for ClientNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 /// Dual stack: host-local with an IPv4 and an IPv6 range gives the VM an
